@@ -1,0 +1,262 @@
+"""The one exception tree of recstream.
+
+Every failure recstream reports on purpose is a :class:`RecstreamError`.
+Argument misuse by a programmer stays ``TypeError``/``ValueError`` and
+``OSError`` from I/O propagates unchanged; anything else escaping is a bug.
+
+Facts are attributes (``SegmentAuthError.index``, ``NoMatchingKeyError.cert_ids``),
+not only text, so callers never parse messages.  Authentication failures never
+say *why* a tag or an unwrap failed (no oracle); they say where and what it means.
+
+This module imports nothing from recstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+__all__ = [
+    "BundleError",
+    "CertificateError",
+    "CertificateExpiredError",
+    "CertificateNotYetValidError",
+    "CertificateRequestError",
+    "ChainVerificationError",
+    "EnvelopeFormatError",
+    "HeaderAuthError",
+    "IntegrityError",
+    "KeyAccessError",
+    "KeyLoadError",
+    "KeyPolicyError",
+    "KeyUnwrapError",
+    "KeystoreError",
+    "KeystoreLockedError",
+    "LimitExceededError",
+    "NoMatchingKeyError",
+    "NotAnEnvelopeError",
+    "PipelineError",
+    "PipelineOverflowError",
+    "RecstreamError",
+    "SegmentAuthError",
+    "StreamStateError",
+    "TrailingDataError",
+    "TruncatedStreamError",
+    "UnsupportedVersionError",
+]
+
+
+class RecstreamError(Exception):
+    """Root of every error recstream raises on purpose."""
+
+
+# --- malformed input -------------------------------------------------------
+
+
+class EnvelopeFormatError(RecstreamError):
+    """The bytes are not a well-formed envelope header.
+
+    Attributes:
+        offset: byte offset in the envelope where the problem was found.
+    """
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} (at byte {offset})")
+        self.offset = offset
+
+
+class NotAnEnvelopeError(EnvelopeFormatError):
+    """The magic bytes are wrong: this is not a recstream envelope."""
+
+
+class UnsupportedVersionError(EnvelopeFormatError):
+    """The envelope has a format version this release cannot read."""
+
+    def __init__(self, version: int, supported: Sequence[int], offset: int = 8) -> None:
+        known = ", ".join(str(v) for v in supported)
+        super().__init__(
+            f"envelope format version {version} is not supported "
+            f"(this release reads version {known}); upgrade recstream",
+            offset,
+        )
+        self.version = version
+
+
+class LimitExceededError(EnvelopeFormatError):
+    """A length or count in the header is over a documented limit (docs/FORMAT.md §5)."""
+
+    def __init__(self, field: str, value: int, limit: int, offset: int) -> None:
+        super().__init__(f"{field} is {value}, over the limit of {limit}", offset)
+        self.field = field
+        self.value = value
+        self.limit = limit
+
+
+# --- keys ------------------------------------------------------------------
+
+
+class KeyAccessError(RecstreamError):
+    """No usable private key for this envelope, or a key could not be used."""
+
+
+class NoMatchingKeyError(KeyAccessError):
+    """None of the keys offered matches any recipient of the envelope.
+
+    Attributes:
+        cert_ids: the certificate IDs the envelope was made for.
+    """
+
+    def __init__(self, cert_ids: Sequence[str], tried: Sequence[str] = ()) -> None:
+        made_for = ", ".join(cert_ids) or "(none)"
+        msg = f"no key offered matches this recording; it was encrypted for certificate ID(s) {made_for}"
+        if tried:
+            msg += f"; keys offered have public key ID(s) {', '.join(tried)}"
+        super().__init__(msg)
+        self.cert_ids = tuple(cert_ids)
+        self.tried = tuple(tried)
+
+
+class KeyUnwrapError(KeyAccessError):
+    """RSA-OAEP unwrap of the data key failed (deliberately without detail)."""
+
+    def __init__(self, cert_id: str) -> None:
+        super().__init__(
+            f"the data key for certificate ID {cert_id} could not be unwrapped: "
+            "the key does not belong to this recording or the header was altered"
+        )
+        self.cert_id = cert_id
+
+
+class KeyLoadError(KeyAccessError):
+    """A private key file could not be read (bad PEM, wrong or missing password)."""
+
+
+class KeyPolicyError(KeyAccessError):
+    """A key is of a type or size recstream refuses (non-RSA, under 2048 bits)."""
+
+
+# --- integrity -------------------------------------------------------------
+
+
+class IntegrityError(RecstreamError):
+    """The envelope was altered, truncated or extended: its content cannot be trusted."""
+
+
+class HeaderAuthError(IntegrityError):
+    """The header MAC does not verify under the unwrapped data key."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the envelope header failed authentication; the recording's metadata or "
+            "recipients were altered, or the header belongs to another recording"
+        )
+
+
+class SegmentAuthError(IntegrityError):
+    """A body segment failed authentication.
+
+    Attributes:
+        index: zero-based segment number.
+    """
+
+    def __init__(self, index: int) -> None:
+        super().__init__(
+            f"segment {index} failed authentication; the recording is corrupted or was "
+            "tampered with, and nothing from this segment on was released"
+        )
+        self.index = index
+
+
+class TruncatedStreamError(IntegrityError):
+    """The body ends without its final segment: the recording is incomplete.
+
+    Attributes:
+        segments: complete segments that authenticated before the end.
+    """
+
+    def __init__(self, segments: int, detail: str = "") -> None:
+        msg = (
+            f"the recording is incomplete: the body ends after {segments} complete "
+            "segment(s) without a final segment (interrupted or truncated)"
+        )
+        if detail:
+            msg += f"; {detail}"
+        super().__init__(msg)
+        self.segments = segments
+
+
+class TrailingDataError(IntegrityError):
+    """Bytes follow the final segment."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"unexpected data after the final segment at byte {offset} of the body")
+        self.offset = offset
+
+
+# --- certificates ----------------------------------------------------------
+
+
+class CertificateError(RecstreamError):
+    """A certificate, CSR or CA bundle is unusable for the purpose asked."""
+
+
+class CertificateExpiredError(CertificateError):
+    def __init__(self, message: str, not_after: datetime) -> None:
+        super().__init__(message)
+        self.not_after = not_after
+
+
+class CertificateNotYetValidError(CertificateError):
+    def __init__(self, message: str, not_before: datetime) -> None:
+        super().__init__(message)
+        self.not_before = not_before
+
+
+class ChainVerificationError(CertificateError):
+    """No valid chain from the certificate to a root in the CA file."""
+
+
+class BundleError(CertificateError):
+    """A CA bundle cannot be built or read (missing link, two roots, no certificates)."""
+
+
+class CertificateRequestError(CertificateError):
+    """A CSR field is missing or invalid."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# --- keystore --------------------------------------------------------------
+
+
+class KeystoreError(RecstreamError):
+    """The keystore is missing, damaged, or cannot do what was asked."""
+
+
+class KeystoreLockedError(KeystoreError):
+    """Wrong keystore password (or the keystore file was altered)."""
+
+
+# --- state and pipeline ----------------------------------------------------
+
+
+class StreamStateError(RecstreamError):
+    """An encryptor or decryptor was used after finalize() or after a failure."""
+
+
+class PipelineError(RecstreamError):
+    """A recording in the live pipeline failed."""
+
+
+class PipelineOverflowError(PipelineError):
+    """A recording's bounded queue is full: the producer outran the disk."""
+
+    def __init__(self, queued: int, limit: int) -> None:
+        super().__init__(
+            f"recording buffer full ({queued} of {limit} chunks queued); the disk is not "
+            "keeping up"
+        )
+        self.queued = queued
+        self.limit = limit

@@ -1,0 +1,1 @@
+"""Certificates and keys: recording certificates, CSRs, CA bundles, validation."""
