@@ -20,7 +20,9 @@ __all__ = [
     "BundleError",
     "CertificateError",
     "CertificateExpiredError",
+    "CertificateKeyMismatchError",
     "CertificateNotYetValidError",
+    "CertificatePurposeError",
     "CertificateRequestError",
     "ChainVerificationError",
     "EnvelopeFormatError",
@@ -40,6 +42,7 @@ __all__ = [
     "RecstreamError",
     "SegmentAuthError",
     "StreamStateError",
+    "SubjectFieldsError",
     "TrailingDataError",
     "TruncatedStreamError",
     "UnsupportedVersionError",
@@ -108,7 +111,10 @@ class NoMatchingKeyError(KeyAccessError):
 
     def __init__(self, cert_ids: Sequence[str], tried: Sequence[str] = ()) -> None:
         made_for = ", ".join(cert_ids) or "(none)"
-        msg = f"no key offered matches this recording; it was encrypted for certificate ID(s) {made_for}"
+        msg = (
+            "no key offered matches this recording; it was encrypted for "
+            f"certificate ID(s) {made_for}"
+        )
         if tried:
             msg += f"; keys offered have public key ID(s) {', '.join(tried)}"
         super().__init__(msg)
@@ -228,6 +234,37 @@ class CertificateRequestError(CertificateError):
         self.field = field
 
 
+class SubjectFieldsError(CertificateRequestError):
+    """Several DN fields are missing or invalid; each problem is in :attr:`problems`.
+
+    Attributes:
+        problems: one :class:`CertificateRequestError` per field, in DN order.
+    """
+
+    def __init__(self, problems: Sequence[CertificateRequestError]) -> None:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} subject (DN) fields need fixing:\n{lines}")
+        self.problems = tuple(problems)
+
+
+class CertificatePurposeError(CertificateError):
+    """The certificate may not be used for what was asked (wrong X.509 version, a CA
+    certificate offered as a recording certificate or the reverse, key usage).
+
+    Attributes:
+        check: which requirement failed: ``"version"``, ``"ca"``, ``"not-ca"`` or
+            ``"key-usage"``.
+    """
+
+    def __init__(self, message: str, check: str) -> None:
+        super().__init__(message)
+        self.check = check
+
+
+class CertificateKeyMismatchError(CertificateError):
+    """A private key does not belong to the certificate it was given with."""
+
+
 # --- keystore --------------------------------------------------------------
 
 
@@ -255,8 +292,7 @@ class PipelineOverflowError(PipelineError):
 
     def __init__(self, queued: int, limit: int) -> None:
         super().__init__(
-            f"recording buffer full ({queued} of {limit} chunks queued); the disk is not "
-            "keeping up"
+            f"recording buffer full ({queued} of {limit} chunks queued); the disk is not keeping up"
         )
         self.queued = queued
         self.limit = limit

@@ -1,0 +1,201 @@
+"""The only importer of ``cryptography.hazmat`` and ``cryptography.cobblestone``.
+
+Primitives for docs/FORMAT.md §4 and §6: the key schedule, the header MAC,
+RSA-OAEP wrap/unwrap, Cobblestone-256 streaming, and single-segment AES-GCM for
+random access.  pyca exceptions are caught here and only here, and turned into
+:mod:`recstream.errors` types that never say why a tag or an unwrap failed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from typing import Final
+
+from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as pyca_hmac
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+
+from recstream.errors import IntegrityError, KeyUnwrapError, SegmentAuthError
+from recstream.format import (
+    BODY_PREFIX_BYTES,
+    COMMITMENT_BYTES,
+    FILE_KEY_BYTES,
+    SALT_BYTES,
+    TAG_BYTES,
+    Buffer,
+)
+
+__all__ = [
+    "BodyKeys",
+    "Cobblestone256Decryptor",
+    "Cobblestone256Encryptor",
+    "InvalidTag",
+    "SegmentCipher",
+    "derive_body_keys",
+    "header_mac",
+    "new_file_key",
+    "oaep_decrypt",
+    "unwrap_file_key",
+    "verify_header_mac",
+    "wrap_file_key",
+]
+
+_MAC_INFO: Final = b"recstream/v1 header mac"
+_BODY_INFO: Final = b"recstream/v1 body"
+# C2SP chunked-encryption §"Key derivation" for AEAD_AES_256_GCM.
+_COBBLESTONE_INFO: Final = b"c2sp.org/chunked-encryption@v1+AEAD_AES_256_GCM\x00"
+_OAEP: Final = padding.OAEP(
+    mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+)
+
+
+def new_file_key() -> bytes:
+    """A fresh 256-bit file key from the OS CSPRNG."""
+    return os.urandom(FILE_KEY_BYTES)
+
+
+def _hkdf(file_key: Buffer, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(bytes(file_key))
+
+
+def mac_key(file_key: Buffer) -> bytes:
+    """§6 ``mac_key``."""
+    return _hkdf(file_key, _MAC_INFO)
+
+
+def body_key(file_key: Buffer) -> bytes:
+    """§6 ``body_key``: Cobblestone's input key."""
+    return _hkdf(file_key, _BODY_INFO)
+
+
+def header_mac(file_key: Buffer, authenticated: Buffer) -> bytes:
+    """§6 ``header_mac`` over ``authenticated`` (the header before the MAC)."""
+    h = pyca_hmac.HMAC(mac_key(file_key), hashes.SHA256())
+    h.update(bytes(authenticated))
+    return h.finalize()
+
+
+def verify_header_mac(file_key: Buffer, authenticated: Buffer, mac: bytes) -> bool:
+    """Constant-time check of ``header_mac``."""
+    return hmac.compare_digest(header_mac(file_key, authenticated), mac)
+
+
+def wrap_file_key(public_key: rsa.RSAPublicKey, file_key: Buffer) -> bytes:
+    """RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) encryption of the file key."""
+    return public_key.encrypt(bytes(file_key), _OAEP)
+
+
+def oaep_decrypt(private_key: rsa.RSAPrivateKey, ciphertext: bytes, cert_id: str) -> bytes:
+    """RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) decryption.
+
+    Raises:
+        KeyUnwrapError: decryption failed (deliberately without detail: no oracle).
+    """
+    try:
+        return private_key.decrypt(ciphertext, _OAEP)
+    except ValueError as exc:
+        raise KeyUnwrapError(cert_id) from exc
+
+
+def unwrap_file_key(private_key: rsa.RSAPrivateKey, wrapped: bytes, cert_id: str) -> bytes:
+    """Unwrap a file key.
+
+    Raises:
+        KeyUnwrapError: OAEP failed or the result is not a 32-byte key (no detail).
+    """
+    key = oaep_decrypt(private_key, wrapped, cert_id)
+    if len(key) != FILE_KEY_BYTES:
+        raise KeyUnwrapError(cert_id)
+    return key
+
+
+class BodyKeys:
+    """Cobblestone's derived ``key``, ``base_nonce`` and ``commitment`` (§6.1)."""
+
+    __slots__ = ("aead_key", "base_nonce", "commitment")
+
+    def __init__(self, aead_key: bytes, base_nonce: bytes, commitment: bytes) -> None:
+        self.aead_key = aead_key
+        self.base_nonce = base_nonce
+        self.commitment = commitment
+
+
+def derive_body_keys(input_key: Buffer, salt: Buffer, context: Buffer) -> BodyKeys:
+    """HKDF-Expand-SHA-512 of C2SP chunked-encryption (for random access)."""
+    if len(salt) != SALT_BYTES:
+        msg = f"salt must be {SALT_BYTES} bytes"
+        raise ValueError(msg)
+    out = HKDFExpand(
+        algorithm=hashes.SHA512(),
+        length=32 + 12 + COMMITMENT_BYTES,
+        info=_COBBLESTONE_INFO + bytes(salt) + bytes(context),
+    ).derive(bytes(input_key))
+    return BodyKeys(out[:32], out[32:44], out[44:])
+
+
+class SegmentCipher:
+    """Single-segment AES-256-GCM of a Cobblestone body, for random access.
+
+    Built from the body prefix (salt and commitment); the commitment is checked
+    in constant time before any segment can be opened (C2SP requires it).
+    """
+
+    __slots__ = ("_aead", "_base")
+
+    def __init__(self, input_key: Buffer, body_prefix: Buffer, context: Buffer) -> None:
+        """Raises IntegrityError: the commitment does not match (wrong key or context)."""
+        if len(body_prefix) != BODY_PREFIX_BYTES:
+            msg = f"body prefix must be {BODY_PREFIX_BYTES} bytes"
+            raise ValueError(msg)
+        prefix = bytes(body_prefix)
+        keys = derive_body_keys(input_key, prefix[:SALT_BYTES], context)
+        if not hmac.compare_digest(keys.commitment, prefix[SALT_BYTES:]):
+            msg = (
+                "the body's key commitment does not match its header: the body belongs "
+                "to another recording or was altered"
+            )
+            raise IntegrityError(msg)
+        self._set(keys.aead_key, keys.base_nonce)
+
+    @classmethod
+    def from_raw(cls, aead_key: bytes, base_nonce: bytes) -> SegmentCipher:
+        """C2SP "raw mode": the derived key and base nonce given directly."""
+        obj = cls.__new__(cls)
+        obj._set(aead_key, base_nonce)
+        return obj
+
+    def _set(self, aead_key: bytes, base_nonce: bytes) -> None:
+        if len(aead_key) != 32 or len(base_nonce) != 12:
+            msg = "AES-256-GCM needs a 32-byte key and a 12-byte base nonce"
+            raise ValueError(msg)
+        self._aead = AESGCM(aead_key)
+        self._base = int.from_bytes(base_nonce, "big")
+
+    def nonce(self, index: int) -> bytes:
+        """§6.1: base_nonce XOR index, as a 96-bit big-endian integer."""
+        return (self._base ^ index).to_bytes(12, "big")
+
+    def open_into(self, index: int, segment: Buffer, out: Buffer) -> int:
+        """Decrypt segment ``index`` into ``out``; return the plaintext length.
+
+        Raises:
+            SegmentAuthError: the segment does not authenticate at this index.
+        """
+        n = len(segment) - TAG_BYTES
+        if n < 0:
+            raise SegmentAuthError(index)
+        try:
+            # decrypt_into wants an output of exactly the plaintext length.
+            return self._aead.decrypt_into(self.nonce(index), segment, None, memoryview(out)[:n])
+        except InvalidTag as exc:
+            raise SegmentAuthError(index) from exc
+
+    def seal_into(self, index: int, plaintext: Buffer, out: Buffer) -> int:
+        """Encrypt one segment (for tests and vector generation)."""
+        n = len(plaintext) + TAG_BYTES
+        return self._aead.encrypt_into(self.nonce(index), plaintext, None, memoryview(out)[:n])

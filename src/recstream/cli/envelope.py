@@ -1,0 +1,322 @@
+"""``recstream encrypt``, ``decrypt`` and ``inspect``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from recstream.cli import UsageError, eprint
+from recstream.cli._util import read_input_file, read_password_file
+from recstream.envelope import (
+    EnvelopeDecryptor,
+    EnvelopeEncryptor,
+    Identity,
+    IdentitySet,
+    Recipient,
+    new_metadata,
+)
+from recstream.errors import CertificateError
+from recstream.files import atomic_output, pump
+from recstream.format import BodyLayout, Header, MediaKind
+from recstream.pki.certs import load_certificate, load_private_key
+from recstream.reader import FileSource, read_header_at
+
+DEFAULT_TENANT = "default"
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "encrypt",
+        help="encrypt a recording for one or more certificates",
+        description="Encrypt IN into a recstream envelope OUT for each --cert "
+        "(the recording certificate, plus any escrow certificate). IN or OUT may be '-'.",
+    )
+    p.add_argument(
+        "--cert",
+        action="append",
+        required=True,
+        metavar="CERT.pem",
+        help="recipient certificate (PEM or DER); repeat for more recipients",
+    )
+    p.add_argument(
+        "--ca-file",
+        metavar="CA.pem",
+        help="validate every --cert against this CA bundle before encrypting",
+    )
+    p.add_argument("--recording-id", help="recording ID (default: a new UUID)")
+    p.add_argument("--tenant", default=DEFAULT_TENANT, help="tenant (default: %(default)s)")
+    p.add_argument(
+        "--media-type",
+        metavar="TYPE",
+        help="MIME type of the recording (default: guessed from IN's name, "
+        "else application/octet-stream)",
+    )
+    p.add_argument(
+        "--media-kind",
+        choices=["voice", "screen"],
+        help="voice or screen recording (default: screen for video/*, else voice)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.set_defaults(func=cmd_encrypt)
+
+    p = sub.add_parser(
+        "decrypt",
+        help="decrypt a recording with its private key",
+        description="Decrypt envelope IN into OUT. OUT appears only when the whole "
+        "recording authenticated; after any failure it does not exist. To '-' the "
+        "plaintext streams and a failure at any point exits non-zero.",
+    )
+    p.add_argument(
+        "--key",
+        action="append",
+        required=True,
+        metavar="KEY.pem",
+        help="private key (PEM or DER, encrypted or not); repeat to offer several",
+    )
+    p.add_argument(
+        "--password-file", metavar="F", help="file whose first line is the private key's password"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.set_defaults(func=cmd_decrypt)
+
+    p = sub.add_parser(
+        "inspect",
+        help="show an envelope's header (no key needed)",
+        description="Print what FILE's header says: recording, tenant, media, "
+        "recipients, and whether the body has the shape of a complete recording.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_inspect)
+
+
+# --- encrypt ---------------------------------------------------------------
+
+
+def load_recipients(paths: Sequence[str], ca_file: str | None) -> list[Recipient]:
+    """Load recipient certificates, validating them against ``ca_file`` if given."""
+    recipients = []
+    for path in paths:
+        cert = load_certificate(read_input_file(path, "certificate"))
+        if ca_file is not None:
+            from recstream.pki.verify import verify_recording_certificate
+
+            bundle = read_input_file(ca_file, "CA")
+            try:
+                warnings = verify_recording_certificate(cert, bundle)
+            except CertificateError:
+                eprint(f"recstream: {path} was refused by the CA file {ca_file}")
+                raise
+            for w in warnings:
+                eprint(f"recstream: warning: {path}: {w}")
+        recipients.append(Recipient.from_certificate(cert))
+    return recipients
+
+
+def _guess_media(path: str, media_type: str | None, kind: str | None) -> tuple[str, MediaKind]:
+    if media_type is None:
+        guessed = mimetypes.guess_type(path)[0] if path != "-" else None
+        media_type = guessed or "application/octet-stream"
+    if kind is None:
+        return media_type, MediaKind.SCREEN if media_type.startswith("video/") else MediaKind.VOICE
+    return media_type, MediaKind.SCREEN if kind == "screen" else MediaKind.VOICE
+
+
+def cmd_encrypt(args: argparse.Namespace) -> int:
+    _check_paths(args.input, args.output, args.force)
+    recipients = load_recipients(args.cert, args.ca_file)
+    media_type, kind = _guess_media(args.input, args.media_type, args.media_kind)
+    try:
+        metadata = new_metadata(
+            recording_id=args.recording_id or str(uuid.uuid4()),
+            tenant=args.tenant,
+            media_kind=kind,
+            media_type=media_type,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    enc = EnvelopeEncryptor(recipients, metadata)
+    with _open_in(args.input) as src, _open_out(args.output) as dst:
+        written = pump(src, dst, enc)
+    eprint(
+        f"recstream: encrypted {args.input} -> {args.output}: recording {metadata.recording_id}, "
+        f"{enc.segments} segment(s), {written} bytes, for certificate ID(s) "
+        f"{', '.join(enc.cert_ids)}"
+    )
+    return 0
+
+
+# --- decrypt ---------------------------------------------------------------
+
+
+def load_identities(paths: Sequence[str], password_file: str | None) -> IdentitySet:
+    password = read_password_file(password_file)
+    identities = []
+    for path in paths:
+        data = read_input_file(path, "private key")
+        pw = password if b"ENCRYPTED" in data else None
+        identities.append(Identity.from_private_key(load_private_key(data, pw)))
+    return IdentitySet(identities)
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    _check_paths(args.input, args.output, args.force)
+    keys = load_identities(args.key, args.password_file)
+    dec = EnvelopeDecryptor(keys)
+    with _open_in(args.input) as src, _open_out(args.output) as dst:
+        written = pump(src, dst, dec)
+    header = dec.header
+    assert header is not None
+    eprint(
+        f"recstream: decrypted {args.input} -> {args.output}: recording "
+        f"{header.metadata.recording_id} ({header.metadata.media_type}), "
+        f"{dec.segments} segment(s), {written} bytes, authenticated"
+    )
+    return 0
+
+
+# --- inspect ---------------------------------------------------------------
+
+
+class _StreamPrefix:
+    """Serve ``read_at(0, n)`` from the start of a non-seekable stream."""
+
+    def __init__(self, src: IO[bytes]) -> None:
+        self._src = src
+        self._buf = bytearray()
+        self.size = 0
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        while len(self._buf) < offset + n and (
+            chunk := self._src.read(offset + n - len(self._buf))
+        ):
+            self._buf += chunk
+        return bytes(self._buf[offset : offset + n])
+
+    def drain(self) -> int:
+        """Read to the end; return the stream's total length."""
+        total = len(self._buf)
+        while chunk := self._src.read(1 << 20):
+            total += len(chunk)
+        return total
+
+
+def read_header(path: str) -> tuple[Header, int]:
+    """Read the header of ``path`` (or stdin for '-'); return it and the body length."""
+    if path == "-":
+        prefix = _StreamPrefix(sys.stdin.buffer)
+        header = read_header_at(prefix)
+        return header, prefix.drain() - header.length
+    with open(path, "rb", buffering=0) as fh:
+        source = FileSource(fh.fileno())
+        header = read_header_at(source)
+        return header, source.size - header.length
+
+
+def describe(header: Header, body_length: int) -> dict[str, Any]:
+    """The ``inspect --json`` document."""
+    layout = BodyLayout(body_length)
+    md = header.metadata
+    created = datetime.fromtimestamp(md.created_ms / 1000, tz=UTC)
+    return {
+        "version": header.version,
+        "recording_id": md.recording_id,
+        "tenant": md.tenant,
+        "media_kind": md.media_kind.name.lower(),
+        "media_type": md.media_type,
+        "created": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "created_ms": md.created_ms,
+        "segment_size": md.segment_size,
+        "header_length": header.length,
+        "body_length": body_length,
+        "segments": layout.segments,
+        "complete": layout.complete,
+        "plaintext_length": layout.plaintext_length,
+        "recipients": [
+            {
+                "type": "rsa-oaep-sha256",
+                "cert_id": r.cert_id.hex(),
+                "key_id": r.key_id.hex(),
+                "rsa_bits": len(r.wrapped_key) * 8,
+            }
+            for r in header.recipients
+        ],
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    header, body = read_header(args.file)
+    info = describe(header, body)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    state = "complete" if info["complete"] else "INCOMPLETE (interrupted or truncated)"
+    print(f"recstream envelope v{info['version']}  ({state}; shape only, not authenticated)")
+    for label, key in (
+        ("recording", "recording_id"),
+        ("tenant", "tenant"),
+        ("kind", "media_kind"),
+        ("media type", "media_type"),
+        ("created", "created"),
+        ("header", "header_length"),
+        ("segments", "segments"),
+        ("plaintext", "plaintext_length"),
+    ):
+        print(f"  {label:<11} {info[key]}")
+    for r in info["recipients"]:
+        print(f"  recipient   cert {r['cert_id']}  (RSA-{r['rsa_bits']})")
+    return 0
+
+
+# --- shared ----------------------------------------------------------------
+
+
+def _check_paths(src: str, dst: str, force: bool) -> None:
+    if src != "-" and not Path(src).exists():
+        msg = f"input file not found: {src}"
+        raise UsageError(msg)
+    if src != "-" and Path(src).is_dir():
+        msg = f"input is a directory: {src}"
+        raise UsageError(msg)
+    if dst == "-":
+        return
+    if src != "-" and Path(src).resolve() == Path(dst).resolve():
+        msg = "input and output are the same file"
+        raise UsageError(msg)
+    if Path(dst).exists() and not force:
+        msg = f"output exists: {dst} (use --force to overwrite)"
+        raise UsageError(msg)
+    if not Path(dst).resolve().parent.is_dir():
+        msg = f"output directory does not exist: {Path(dst).parent}"
+        raise UsageError(msg)
+
+
+@contextmanager
+def _open_in(path: str) -> Iterator[IO[bytes]]:
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    with open(path, "rb", buffering=0) as fh:
+        yield fh
+
+
+@contextmanager
+def _open_out(path: str) -> Iterator[IO[bytes]]:
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with atomic_output(path) as fh:
+        yield fh

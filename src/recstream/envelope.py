@@ -1,0 +1,330 @@
+"""The recipes: seal a recording for recipients, open it with a key, re-wrap it.
+
+Composes :mod:`recstream.format` (header bytes), :mod:`recstream._crypto`
+(key schedule, OAEP, MAC) and :mod:`recstream.stream` (the body), the way
+age.go composes its format and stream packages.  Still no I/O: bytes in,
+bytes out.  Files and asyncio are adapters above this module.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from recstream import _crypto
+from recstream.errors import (
+    HeaderAuthError,
+    KeyUnwrapError,
+    NoMatchingKeyError,
+    StreamStateError,
+    TruncatedStreamError,
+)
+from recstream.format import (
+    FILE_KEY_BYTES,
+    MAX_HEADER_BYTES,
+    SEGMENT_SIZE,
+    Buffer,
+    Header,
+    MediaKind,
+    Metadata,
+    NeedData,
+    RecipientStanza,
+    encode_header_body,
+    parse_header,
+)
+from recstream.pki.certs import (
+    certificate_id,
+    check_recording_key,
+    public_key_id,
+)
+from recstream.stream import StreamDecryptor, StreamEncryptor
+
+__all__ = [
+    "EnvelopeDecryptor",
+    "EnvelopeEncryptor",
+    "Identity",
+    "KeyRing",
+    "Recipient",
+    "build_header",
+    "new_metadata",
+    "open_file_key",
+    "rewrap_header",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A recording certificate's public key, ready to wrap file keys for."""
+
+    cert_id: bytes
+    key_id: bytes
+    public_key: rsa.RSAPublicKey
+
+    @classmethod
+    def from_certificate(cls, cert: x509.Certificate) -> Recipient:
+        """Raises KeyPolicyError: the certificate's key is not RSA of 2048+ bits."""
+        key = check_recording_key(cert.public_key())
+        return cls(bytes.fromhex(certificate_id(cert)), public_key_id(key), key)
+
+    @property
+    def cert_id_hex(self) -> str:
+        return self.cert_id.hex()
+
+    def stanza(self, file_key: Buffer) -> RecipientStanza:
+        wrapped = _crypto.wrap_file_key(self.public_key, file_key)
+        return RecipientStanza(self.cert_id, self.key_id, wrapped)
+
+
+class KeyRing(Protocol):
+    """Anything that can find the private key for a recipient stanza."""
+
+    def private_key_for(self, stanza: RecipientStanza) -> rsa.RSAPrivateKey | None:
+        """The private key for ``stanza``, or None if not held."""
+        ...
+
+    def describe(self) -> Sequence[str]:
+        """Public key IDs (hex) of the keys held, for error messages."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A private key (with its certificate ID when known)."""
+
+    private_key: rsa.RSAPrivateKey
+    key_id: bytes
+    cert_id: bytes | None = None
+
+    @classmethod
+    def from_private_key(
+        cls, key: rsa.RSAPrivateKey, cert: x509.Certificate | None = None
+    ) -> Identity:
+        check_recording_key(key.public_key(), "private key")
+        cid = bytes.fromhex(certificate_id(cert)) if cert is not None else None
+        return cls(key, public_key_id(key.public_key()), cid)
+
+
+class IdentitySet:
+    """A :class:`KeyRing` over explicit identities, matched by key ID or cert ID."""
+
+    def __init__(self, identities: Iterable[Identity]) -> None:
+        self._ids = tuple(identities)
+
+    def private_key_for(self, stanza: RecipientStanza) -> rsa.RSAPrivateKey | None:
+        for ident in self._ids:
+            if ident.key_id == stanza.key_id or ident.cert_id == stanza.cert_id:
+                return ident.private_key
+        return None
+
+    def describe(self) -> Sequence[str]:
+        return [i.key_id.hex() for i in self._ids]
+
+
+def new_metadata(
+    *,
+    recording_id: str,
+    tenant: str,
+    media_kind: MediaKind,
+    media_type: str,
+    created_ms: int | None = None,
+) -> Metadata:
+    """Metadata with ``created_ms`` defaulting to now."""
+    created = int(time.time() * 1000) if created_ms is None else created_ms
+    return Metadata(recording_id, tenant, media_kind, media_type, created)
+
+
+def build_header(metadata: Metadata, recipients: Sequence[Recipient], file_key: Buffer) -> bytes:
+    """Serialize and MAC a header wrapping ``file_key`` for every recipient."""
+    stanzas = tuple(r.stanza(file_key) for r in recipients)
+    body = encode_header_body(metadata, stanzas)
+    return body + _crypto.header_mac(file_key, body)
+
+
+def open_file_key(header: Header, keys: KeyRing) -> bytes:
+    """Unwrap the file key with a matching key and verify the header MAC.
+
+    At most one RSA unwrap per stanza the key ring holds a key for (≤ 16).
+
+    Raises:
+        NoMatchingKeyError: no key for any recipient (names their cert IDs).
+        KeyUnwrapError: a matching key failed to unwrap.
+        HeaderAuthError: the unwrapped key does not authenticate the header.
+    """
+    failure: KeyUnwrapError | None = None
+    for stanza in header.recipients:
+        key = keys.private_key_for(stanza)
+        if key is None:
+            continue
+        try:
+            file_key = _crypto.unwrap_file_key(key, stanza.wrapped_key, stanza.cert_id_hex)
+        except KeyUnwrapError as exc:
+            failure = failure or exc
+            continue
+        if not _crypto.verify_header_mac(file_key, header.authenticated_bytes, header.mac):
+            raise HeaderAuthError
+        return file_key
+    if failure is not None:
+        raise failure
+    raise NoMatchingKeyError(header.cert_ids, keys.describe())
+
+
+def rewrap_header(header: Header, file_key: Buffer, recipients: Sequence[Recipient]) -> bytes:
+    """A new header for the same recording and body, wrapped for ``recipients``.
+
+    The immutable part (and so the body's context) is unchanged (FORMAT.md §7).
+    """
+    new = build_header(header.metadata, recipients, file_key)
+    parsed = parse_header(new)
+    assert isinstance(parsed, Header)
+    assert parsed.context == header.context, "re-wrap must keep the immutable header part"
+    return new
+
+
+class EnvelopeEncryptor:
+    """Push-style encryption of a whole envelope: header, then body.
+
+    The first bytes out of :meth:`update_into` (or :meth:`finalize`, for an
+    empty recording) are the header; callers just write everything returned.
+    """
+
+    def __init__(
+        self,
+        recipients: Sequence[Recipient],
+        metadata: Metadata,
+        *,
+        file_key: bytes | None = None,
+    ) -> None:
+        if not recipients:
+            msg = "at least one recipient certificate is needed"
+            raise ValueError(msg)
+        key = _crypto.new_file_key() if file_key is None else file_key
+        if len(key) != FILE_KEY_BYTES:
+            msg = "file key must be 32 bytes"
+            raise ValueError(msg)
+        self.header = build_header(metadata, recipients, key)
+        parsed = parse_header(self.header)
+        assert isinstance(parsed, Header)
+        self.metadata = metadata
+        self.cert_ids = parsed.cert_ids
+        self._body = StreamEncryptor(_crypto.body_key(key), parsed.context)
+        self._header_pending = True
+
+    def output_size(self, n: int) -> int:
+        """Exactly what :meth:`update_into` writes for ``n`` more input bytes."""
+        return self._body.output_size(n) + (len(self.header) if self._header_pending else 0)
+
+    def update_into(self, data: Buffer, out: Buffer) -> int:
+        view = memoryview(out)
+        pos = self._take_header(view)
+        return pos + self._body.update_into(data, view[pos:])
+
+    def update(self, data: Buffer) -> bytes:
+        out = bytearray(self.output_size(len(data)))
+        return bytes(out[: self.update_into(data, out)])
+
+    def finalize(self) -> bytes:
+        head = self.header if self._header_pending else b""
+        self._header_pending = False
+        return head + self._body.finalize()
+
+    def _take_header(self, out: memoryview) -> int:
+        if not self._header_pending:
+            return 0
+        n = len(self.header)
+        out[:n] = self.header
+        self._header_pending = False
+        return n
+
+    @property
+    def segments(self) -> int:
+        return self._body.segments
+
+
+class EnvelopeDecryptor:
+    """Push-style decryption of a whole envelope.
+
+    Buffers at most :data:`~recstream.format.MAX_HEADER_BYTES` until the header
+    is complete, opens it with ``keys``, then streams the body.
+    """
+
+    def __init__(self, keys: KeyRing) -> None:
+        self._keys = keys
+        self._head = bytearray()
+        self._need = 0
+        self.header: Header | None = None
+        self.cert_id: str | None = None
+        self._body: StreamDecryptor | None = None
+        self._failed = False
+
+    def output_size(self, n: int) -> int:
+        if self._body is None:
+            return n + SEGMENT_SIZE
+        return self._body.output_size(n)
+
+    def update_into(self, data: Buffer, out: Buffer) -> int:
+        """Feed envelope bytes; return authenticated plaintext bytes written to ``out``.
+
+        Raises:
+            EnvelopeFormatError and subclasses, KeyAccessError subclasses,
+            IntegrityError subclasses, StreamStateError.
+        """
+        if self._failed:
+            msg = "cannot update: the envelope already failed"
+            raise StreamStateError(msg)
+        try:
+            if self._body is not None:
+                return self._body.update_into(data, out)
+            return self._update_header(memoryview(data), out)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def update(self, data: Buffer) -> bytes:
+        out = bytearray(self.output_size(len(data)))
+        return bytes(out[: self.update_into(data, out)])
+
+    def _update_header(self, data: memoryview, out: Buffer) -> int:
+        # Never buffer more than MAX_HEADER_BYTES (FORMAT.md §5), and re-parse
+        # only once the bytes the last parse asked for are there: O(header) total.
+        take = min(len(data), MAX_HEADER_BYTES - len(self._head))
+        self._head += data[:take]
+        if len(self._head) < self._need:
+            return 0
+        parsed = parse_header(self._head)
+        if isinstance(parsed, NeedData):
+            self._need = parsed.at_least
+            return 0
+        self.header = parsed
+        file_key = open_file_key(parsed, self._keys)
+        self._body = StreamDecryptor(_crypto.body_key(file_key), parsed.context)
+        rest = bytes(self._head[parsed.length :]) + bytes(data[take:])
+        self._head.clear()
+        return self._body.update_into(rest, out) if rest else 0
+
+    def finalize(self) -> bytes:
+        """Authenticate the end of the recording and return the last plaintext.
+
+        Raises:
+            TruncatedStreamError: the envelope ends inside the header or body.
+            SegmentAuthError: the final segment fails.
+        """
+        if self._failed:
+            msg = "cannot finalize: the envelope already failed"
+            raise StreamStateError(msg)
+        if self._body is None:
+            self._failed = True
+            raise TruncatedStreamError(0, "the file ends inside the envelope header")
+        try:
+            return self._body.finalize()
+        except BaseException:
+            self._failed = True
+            raise
+
+    @property
+    def segments(self) -> int:
+        return 0 if self._body is None else self._body.segments

@@ -1,0 +1,405 @@
+"""The envelope format in code: constants, limits, header values, parse and serialize.
+
+docs/FORMAT.md is the contract; section numbers below refer to it.  This module
+is pure: no files, sockets, clocks, randomness or cryptography.  It imports
+only the standard library and :mod:`recstream.errors`.
+
+``parse_header(serialize(h)) == h`` and ``serialize(parse_header(b)) == b`` for
+every header that parses: each value has exactly one encoding.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import unicodedata
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from recstream.errors import (
+    EnvelopeFormatError,
+    LimitExceededError,
+    NotAnEnvelopeError,
+    UnsupportedVersionError,
+)
+
+__all__ = [
+    "BODY_PREFIX_BYTES",
+    "COMMITMENT_BYTES",
+    "FILE_KEY_BYTES",
+    "MAC_BYTES",
+    "MAGIC",
+    "MAX_HEADER_BYTES",
+    "MAX_RECIPIENTS",
+    "MAX_SEGMENTS",
+    "SALT_BYTES",
+    "SEGMENT_SIZE",
+    "SEGMENT_WIRE_SIZE",
+    "TAG_BYTES",
+    "VERSION",
+    "BodyLayout",
+    "Buffer",
+    "Header",
+    "MediaKind",
+    "Metadata",
+    "NeedData",
+    "RecipientStanza",
+    "RecipientType",
+    "encode_header_body",
+    "parse_header",
+]
+
+Buffer = bytes | bytearray | memoryview
+
+MAGIC: Final = b"\x89RSTRM\r\n"  # §2
+VERSION: Final = 1
+SUPPORTED_VERSIONS: Final = (1,)
+FIXED_BYTES: Final = 12  # magic, version, metadata_length
+MAC_BYTES: Final = 32  # HMAC-SHA-256, §6
+FILE_KEY_BYTES: Final = 32
+ID_BYTES: Final = 32  # cert_id and key_id are SHA-256 digests
+
+# §5 limits, each with its reason in FORMAT.md.
+MAX_METADATA_BYTES: Final = 1024
+MIN_METADATA_BYTES: Final = 4 + 8 + 1 + 2 + 2 + 4
+MAX_RECIPIENTS: Final = 16
+MIN_WRAPPED_BYTES: Final = 256  # RSA-2048
+MAX_WRAPPED_BYTES: Final = 1024  # RSA-8192
+STANZA_FIXED_BYTES: Final = 1 + ID_BYTES + ID_BYTES + 2
+MAX_HEADER_BYTES: Final = (
+    FIXED_BYTES
+    + MAX_METADATA_BYTES
+    + 1
+    + MAX_RECIPIENTS * (STANZA_FIXED_BYTES + MAX_WRAPPED_BYTES)
+    + MAC_BYTES
+)
+
+# §6.1 body: Cobblestone-256 (C2SP chunked-encryption with AES-256-GCM).
+SEGMENT_SIZE: Final = 16 * 1024
+TAG_BYTES: Final = 16
+SEGMENT_WIRE_SIZE: Final = SEGMENT_SIZE + TAG_BYTES
+SALT_BYTES: Final = 24
+COMMITMENT_BYTES: Final = 32
+BODY_PREFIX_BYTES: Final = SALT_BYTES + COMMITMENT_BYTES
+MAX_SEGMENTS: Final = 2**32
+
+_FIXED = struct.Struct(">8sHH")
+_META_FIXED = struct.Struct(">IQB")
+_STANZA_FIXED = struct.Struct(">B32s32sH")
+_MIME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
+MAX_MEDIA_TYPE_BYTES: Final = 127
+
+
+class MediaKind(IntEnum):
+    """§3 media_kind."""
+
+    VOICE = 1  # a call recording
+    SCREEN = 2  # a screen recording
+
+
+class RecipientType(IntEnum):
+    """§4 recipient stanza type."""
+
+    RSA_OAEP_SHA256 = 1  # RSA-OAEP, SHA-256, MGF1-SHA-256, empty label
+
+
+@dataclass(frozen=True, slots=True)
+class NeedData:
+    """Returned by :func:`parse_header` when more bytes are needed.
+
+    Attributes:
+        at_least: total bytes (from the start of the envelope) needed before
+            parsing can progress; never more than :data:`MAX_HEADER_BYTES`.
+    """
+
+    at_least: int
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """§3: what the header says about the recording, readable without a key."""
+
+    recording_id: str
+    tenant: str
+    media_kind: MediaKind
+    media_type: str
+    created_ms: int
+    segment_size: int = SEGMENT_SIZE
+
+    def __post_init__(self) -> None:
+        _check_text("recording_id", self.recording_id)
+        _check_text("tenant", self.tenant)
+        if len(self.media_type) > MAX_MEDIA_TYPE_BYTES or not _MIME_RE.fullmatch(
+            self.media_type
+        ):
+            msg = f"media type {self.media_type!r} is not a MIME type of the form type/subtype"
+            raise ValueError(msg)
+        if not 0 <= self.created_ms < 2**64:
+            msg = "created_ms must fit in 64 bits"
+            raise ValueError(msg)
+        if self.segment_size != SEGMENT_SIZE:
+            msg = f"segment size must be {SEGMENT_SIZE} in format version 1"
+            raise ValueError(msg)
+        object.__setattr__(self, "media_kind", MediaKind(self.media_kind))
+
+    def encode(self) -> bytes:
+        parts = [_META_FIXED.pack(self.segment_size, self.created_ms, self.media_kind)]
+        for text in (self.recording_id, self.tenant, self.media_type):
+            raw = text.encode()
+            parts.append(bytes([len(raw)]) + raw)
+        return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientStanza:
+    """§4: one recipient's wrapped copy of the file key."""
+
+    cert_id: bytes
+    key_id: bytes
+    wrapped_key: bytes
+    type: RecipientType = RecipientType.RSA_OAEP_SHA256
+
+    def __post_init__(self) -> None:
+        if len(self.cert_id) != ID_BYTES or len(self.key_id) != ID_BYTES:
+            msg = "cert_id and key_id must be 32-byte SHA-256 digests"
+            raise ValueError(msg)
+        if not MIN_WRAPPED_BYTES <= len(self.wrapped_key) <= MAX_WRAPPED_BYTES:
+            msg = f"wrapped key must be {MIN_WRAPPED_BYTES}..{MAX_WRAPPED_BYTES} bytes"
+            raise ValueError(msg)
+
+    @property
+    def cert_id_hex(self) -> str:
+        return self.cert_id.hex()
+
+    def encode(self) -> bytes:
+        head = _STANZA_FIXED.pack(self.type, self.cert_id, self.key_id, len(self.wrapped_key))
+        return head + self.wrapped_key
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """A parsed header.  ``raw`` is exactly the bytes read (MAC included)."""
+
+    version: int
+    metadata: Metadata
+    recipients: tuple[RecipientStanza, ...]
+    mac: bytes
+    raw: bytes
+
+    @property
+    def length(self) -> int:
+        return len(self.raw)
+
+    @property
+    def context(self) -> bytes:
+        """The immutable part (§3): the body's Cobblestone context."""
+        return self.raw[: FIXED_BYTES + _FIXED.unpack_from(self.raw)[2]]
+
+    @property
+    def authenticated_bytes(self) -> bytes:
+        """The bytes ``header_mac`` covers (§6)."""
+        return self.raw[:-MAC_BYTES]
+
+    @property
+    def cert_ids(self) -> tuple[str, ...]:
+        return tuple(r.cert_id_hex for r in self.recipients)
+
+
+def encode_header_body(metadata: Metadata, recipients: tuple[RecipientStanza, ...]) -> bytes:
+    """Serialize everything before ``header_mac``; the caller appends the MAC.
+
+    Raises:
+        ValueError: no recipients, too many, or a duplicate cert_id.
+    """
+    if not 1 <= len(recipients) <= MAX_RECIPIENTS:
+        msg = f"an envelope needs 1 to {MAX_RECIPIENTS} recipients, got {len(recipients)}"
+        raise ValueError(msg)
+    if len({r.cert_id for r in recipients}) != len(recipients):
+        msg = "the same certificate is named twice among the recipients"
+        raise ValueError(msg)
+    meta = metadata.encode()
+    parts = [_FIXED.pack(MAGIC, VERSION, len(meta)), meta, bytes([len(recipients)])]
+    parts.extend(r.encode() for r in recipients)
+    return b"".join(parts)
+
+
+def parse_header(data: Buffer) -> Header | NeedData:
+    """Parse a header from the start of ``data`` (which may hold body bytes too).
+
+    Each limit is checked as soon as its field is read, so a hostile header can
+    never make the caller buffer more than :data:`MAX_HEADER_BYTES`.
+
+    Returns:
+        The :class:`Header` (its ``length`` says where the body starts), or
+        :class:`NeedData` saying how many bytes in total are needed first.
+
+    Raises:
+        NotAnEnvelopeError, UnsupportedVersionError, LimitExceededError,
+        EnvelopeFormatError: the bytes are not a valid version-1 header.
+    """
+    view = memoryview(data)
+    n = len(view)
+    if n < FIXED_BYTES:
+        m = min(n, len(MAGIC))
+        if bytes(view[:m]) != MAGIC[:m]:
+            raise NotAnEnvelopeError("not a recstream envelope: wrong magic bytes", 0)
+        return NeedData(FIXED_BYTES)
+    magic, version, meta_len = _FIXED.unpack_from(view)
+    if magic != MAGIC:
+        raise NotAnEnvelopeError("not a recstream envelope: wrong magic bytes", 0)
+    if version not in SUPPORTED_VERSIONS:
+        raise UnsupportedVersionError(version, SUPPORTED_VERSIONS)
+    if meta_len > MAX_METADATA_BYTES:
+        raise LimitExceededError("metadata_length", meta_len, MAX_METADATA_BYTES, 10)
+    if meta_len < MIN_METADATA_BYTES:
+        msg = f"metadata_length {meta_len} is too short to hold the required fields"
+        raise EnvelopeFormatError(msg, 10)
+    pos = FIXED_BYTES + meta_len
+    if n < pos + 1:
+        return NeedData(pos + 1)
+    metadata = _parse_metadata(view[FIXED_BYTES:pos])
+    count = view[pos]
+    if not 1 <= count <= MAX_RECIPIENTS:
+        if count == 0:
+            raise EnvelopeFormatError("the envelope has no recipients", pos)
+        raise LimitExceededError("recipient_count", count, MAX_RECIPIENTS, pos)
+    pos += 1
+    stanzas: list[RecipientStanza] = []
+    for _ in range(count):
+        stanza, pos = _parse_stanza(view, pos, stanzas)
+        if stanza is None:
+            return NeedData(pos)
+        stanzas.append(stanza)
+    if n < pos + MAC_BYTES:
+        return NeedData(pos + MAC_BYTES)
+    end = pos + MAC_BYTES
+    return Header(
+        version=version,
+        metadata=metadata,
+        recipients=tuple(stanzas),
+        mac=bytes(view[pos:end]),
+        raw=bytes(view[:end]),
+    )
+
+
+def _parse_stanza(
+    view: memoryview, pos: int, seen: list[RecipientStanza]
+) -> tuple[RecipientStanza | None, int]:
+    """Parse one stanza at ``pos``; ``(None, needed)`` when more bytes are needed."""
+    if len(view) < pos + STANZA_FIXED_BYTES:
+        return None, pos + STANZA_FIXED_BYTES
+    rtype, cert_id, key_id, wlen = _STANZA_FIXED.unpack_from(view, pos)
+    if rtype != RecipientType.RSA_OAEP_SHA256:
+        msg = f"unknown recipient type {rtype}"
+        raise EnvelopeFormatError(msg, pos)
+    if wlen > MAX_WRAPPED_BYTES:
+        raise LimitExceededError("wrapped_length", wlen, MAX_WRAPPED_BYTES, pos + 65)
+    if wlen < MIN_WRAPPED_BYTES:
+        msg = f"wrapped_length {wlen} is under {MIN_WRAPPED_BYTES} (RSA keys under 2048 bits)"
+        raise EnvelopeFormatError(msg, pos + 65)
+    if any(s.cert_id == cert_id for s in seen):
+        msg = f"certificate ID {cert_id.hex()} appears twice among the recipients"
+        raise EnvelopeFormatError(msg, pos + 1)
+    end = pos + STANZA_FIXED_BYTES + wlen
+    if len(view) < end:
+        return None, end
+    wrapped = bytes(view[pos + STANZA_FIXED_BYTES : end])
+    return RecipientStanza(cert_id, key_id, wrapped, RecipientType(rtype)), end
+
+
+def _parse_metadata(view: memoryview) -> Metadata:
+    base = FIXED_BYTES
+    if len(view) < _META_FIXED.size:
+        raise EnvelopeFormatError("metadata too short", base)
+    seg, created, kind = _META_FIXED.unpack_from(view)
+    if seg != SEGMENT_SIZE:
+        msg = f"segment_size {seg} is not {SEGMENT_SIZE}, the only size version 1 allows"
+        raise EnvelopeFormatError(msg, base)
+    if kind not in MediaKind._value2member_map_:
+        msg = f"unknown media_kind {kind} (1 = voice, 2 = screen)"
+        raise EnvelopeFormatError(msg, base + 12)
+    pos = _META_FIXED.size
+    texts: list[str] = []
+    for name, lo, hi in (("recording_id", 1, 255), ("tenant", 1, 255), ("media_type", 3, 127)):
+        if pos >= len(view):
+            msg = f"metadata ends before {name}"
+            raise EnvelopeFormatError(msg, base + pos)
+        length = view[pos]
+        if not lo <= length <= hi or pos + 1 + length > len(view):
+            msg = f"{name} length {length} is invalid or runs past the metadata"
+            raise EnvelopeFormatError(msg, base + pos)
+        raw = bytes(view[pos + 1 : pos + 1 + length])
+        try:
+            text = raw.decode("utf-8", errors="strict")
+        except UnicodeDecodeError as exc:
+            msg = f"{name} is not valid UTF-8"
+            raise EnvelopeFormatError(msg, base + pos + 1) from exc
+        texts.append(text)
+        pos += 1 + length
+    if pos != len(view):
+        msg = f"{len(view) - pos} unexpected byte(s) after the metadata fields"
+        raise EnvelopeFormatError(msg, base + pos)
+    try:
+        return Metadata(texts[0], texts[1], MediaKind(kind), texts[2], created, seg)
+    except ValueError as exc:
+        raise EnvelopeFormatError(str(exc), base) from exc
+
+
+def _check_text(name: str, text: str) -> None:
+    raw = text.encode("utf-8", errors="surrogatepass")
+    if not 1 <= len(raw) <= 255:
+        msg = f"{name} must be 1 to 255 bytes of UTF-8, got {len(raw)}"
+        raise ValueError(msg)
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in text):
+        msg = f"{name} must not contain control characters"
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLayout:
+    """§6.1 size arithmetic for a body of ``body_length`` bytes (no key needed).
+
+    Attributes:
+        body_length: bytes after the header.
+        full_segments: complete 16,400-byte segments present.
+        tail: bytes after the last full segment (the final segment if complete).
+        complete: the shape of a finished recording (``tail >= 16``); only
+            authentication proves it is one.
+    """
+
+    body_length: int
+
+    @property
+    def full_segments(self) -> int:
+        return max(0, self.body_length - BODY_PREFIX_BYTES) // SEGMENT_WIRE_SIZE
+
+    @property
+    def tail(self) -> int:
+        return max(0, self.body_length - BODY_PREFIX_BYTES) % SEGMENT_WIRE_SIZE
+
+    @property
+    def complete(self) -> bool:
+        return self.body_length >= BODY_PREFIX_BYTES + TAG_BYTES and self.tail >= TAG_BYTES
+
+    @property
+    def segments(self) -> int:
+        """Segments including the final one when complete."""
+        return self.full_segments + (1 if self.complete else 0)
+
+    @property
+    def plaintext_length(self) -> int:
+        """Plaintext bytes if complete; else those of the full segments."""
+        extra = self.tail - TAG_BYTES if self.complete else 0
+        return self.full_segments * SEGMENT_SIZE + extra
+
+    @staticmethod
+    def for_plaintext(length: int) -> BodyLayout:
+        """Return the layout of the body that encrypts ``length`` plaintext bytes."""
+        full, rest = divmod(length, SEGMENT_SIZE)
+        return BodyLayout(BODY_PREFIX_BYTES + full * SEGMENT_WIRE_SIZE + rest + TAG_BYTES)
+
+    @staticmethod
+    def segment_offset(index: int) -> int:
+        """Body offset of segment ``index``."""
+        return BODY_PREFIX_BYTES + index * SEGMENT_WIRE_SIZE

@@ -1,0 +1,183 @@
+"""Random-access playback: decrypt any segment without reading those before it.
+
+:class:`SegmentReader` is age's ``DecryptReaderAt``: it opens the header,
+checks the body's key commitment, and authenticates the final segment up front
+(docs/FORMAT.md §6.2), so the plaintext size it reports can be trusted and a
+seek relative to the end cannot be fooled.  :class:`DecryptingFile` is a
+seekable, read-only binary file object over it, for media libraries and HTTP
+Range requests.  Sources are anything with ``read_at(offset, n)`` and ``size``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Protocol
+
+from recstream import _crypto
+from recstream.envelope import KeyRing, open_file_key
+from recstream.errors import TruncatedStreamError
+from recstream.format import (
+    BODY_PREFIX_BYTES,
+    MAX_HEADER_BYTES,
+    SEGMENT_SIZE,
+    SEGMENT_WIRE_SIZE,
+    TAG_BYTES,
+    BodyLayout,
+    Buffer,
+    Header,
+    NeedData,
+    parse_header,
+)
+
+__all__ = ["BytesSource", "DecryptingFile", "FileSource", "SegmentReader", "read_header_at"]
+
+
+class Source(Protocol):
+    size: int
+
+    def read_at(self, offset: int, n: int) -> bytes: ...
+
+
+class FileSource:
+    """A file read with ``os.pread`` (thread-safe, no shared file position)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        return os.pread(self.fd, n, offset)
+
+
+class BytesSource:
+    def __init__(self, data: Buffer) -> None:
+        self._data = memoryview(data)
+        self.size = len(self._data)
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        return bytes(self._data[offset : offset + n])
+
+
+def read_header_at(source: Source) -> Header:
+    """Read and parse the header at the start of ``source`` (bounded reads).
+
+    Raises:
+        EnvelopeFormatError and subclasses; TruncatedStreamError if the source
+        ends inside the header.
+    """
+    need = 12
+    while True:
+        data = source.read_at(0, need)
+        if len(data) < need:
+            raise TruncatedStreamError(0, "the file ends inside the envelope header")
+        parsed = parse_header(data)
+        if isinstance(parsed, Header):
+            return parsed
+        assert isinstance(parsed, NeedData)
+        need = min(parsed.at_least, MAX_HEADER_BYTES)
+
+
+class SegmentReader:
+    """Authenticated random access to an envelope's plaintext.
+
+    Attributes:
+        header: the parsed, authenticated header.
+        size: plaintext length, authenticated by the final segment.
+        segments: number of segments, the final one included.
+    """
+
+    def __init__(self, source: Source, keys: KeyRing) -> None:
+        """Open ``source``; authenticate header, commitment and final segment.
+
+        Raises:
+            EnvelopeFormatError, KeyAccessError, HeaderAuthError, IntegrityError,
+            TruncatedStreamError (no final segment), SegmentAuthError.
+        """
+        self._source = source
+        self.header = read_header_at(source)
+        file_key = open_file_key(self.header, keys)
+        self._base = self.header.length
+        layout = BodyLayout(source.size - self._base)
+        if not layout.complete:
+            raise TruncatedStreamError(layout.full_segments)
+        prefix = source.read_at(self._base, BODY_PREFIX_BYTES)
+        self._cipher = _crypto.SegmentCipher(
+            _crypto.body_key(file_key), prefix, self.header.context
+        )
+        self.segments = layout.segments
+        self._scratch = bytearray(SEGMENT_SIZE)
+        self._cache_index = -1
+        self._cache = b""
+        final = self.read_segment(self.segments - 1)  # length authentication, §6.2
+        self.size = (self.segments - 1) * SEGMENT_SIZE + len(final)
+
+    def read_segment(self, index: int) -> bytes:
+        """Decrypt and return segment ``index``.
+
+        Raises:
+            IndexError: no such segment.
+            SegmentAuthError: it does not authenticate at this index.
+        """
+        if not 0 <= index < self.segments:
+            msg = f"segment {index} out of range 0..{self.segments - 1}"
+            raise IndexError(msg)
+        if index == self._cache_index:
+            return self._cache
+        wire = self._source.read_at(
+            self._base + BodyLayout.segment_offset(index), SEGMENT_WIRE_SIZE
+        )
+        if (index < self.segments - 1 and len(wire) != SEGMENT_WIRE_SIZE) or len(wire) < TAG_BYTES:
+            raise TruncatedStreamError(index, "the file changed size while being read")
+        n = self._cipher.open_into(index, wire, self._scratch)
+        self._cache_index, self._cache = index, bytes(self._scratch[:n])
+        return self._cache
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        """Return up to ``n`` plaintext bytes from ``offset`` (fewer only at the end)."""
+        if offset < 0 or n < 0:
+            msg = "offset and n must be non-negative"
+            raise ValueError(msg)
+        end = min(offset + n, self.size)
+        parts = []
+        pos = offset
+        while pos < end:
+            index, within = divmod(pos, SEGMENT_SIZE)
+            seg = self.read_segment(index)
+            take = min(end - pos, len(seg) - within)
+            parts.append(seg[within : within + take])
+            pos += take
+        return b"".join(parts)
+
+
+class DecryptingFile(io.RawIOBase):
+    """A seekable, read-only file of an envelope's plaintext.  Does not close the source."""
+
+    def __init__(self, reader: SegmentReader) -> None:
+        super().__init__()
+        self.reader = reader
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.reader.size}[whence]
+        if base + offset < 0:
+            msg = "negative seek position"
+            raise ValueError(msg)
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Buffer) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        data = self.reader.read_at(self._pos, len(view))
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
