@@ -1,10 +1,441 @@
-"""``recstream pki ...``: certificate provisioning (being built for issue 4)."""
+"""``recstream pki ...``: certificate provisioning (issue 4).
+
+``ca``, ``csr``, ``sign``, ``bundle``, ``verify`` and ``show``: the openssl steps of
+the vendor document, with the DN and the CA file checked and better messages.  This
+module only parses options, reads and writes files and prints; the work is in
+:mod:`recstream.pki`.  Private keys are written owner-only and encrypted unless
+``--no-encrypt``; passwords come only from files; outputs are never overwritten
+without ``--force``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import stat
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from recstream.cli import UsageError, eprint
+from recstream.cli._util import read_input_file, read_password_file
+from recstream.errors import CertificateRequestError, KeyLoadError, SubjectFieldsError
+from recstream.pki._util import fmt_time, name_str, utcnow
+from recstream.pki.bundle import build_bundle
+from recstream.pki.ca import (
+    MAX_DAYS,
+    CertificateAuthority,
+    create_intermediate_ca,
+    create_root_ca,
+    sign_recording_certificate,
+)
+from recstream.pki.certs import certificate_id, load_certificate
+from recstream.pki.csr import (
+    DEFAULT_KEY_SIZE,
+    KEY_SIZES,
+    build_csr,
+    generate_private_key,
+    load_csr,
+    private_key_pem,
+)
+from recstream.pki.dn import SubjectFields, ca_subject
+from recstream.pki.show import describe
+from recstream.pki.verify import validate_recording_certificate
+
+DEFAULT_CA_DAYS = 3650
+DEFAULT_INTERMEDIATE_DAYS = 1825
+
+_OPTION_FOR_FIELD = {
+    "common_name": "--cn",
+    "organization": "--org",
+    "organizational_unit": "--ou",
+    "locality": "--locality",
+    "state": "--state",
+    "country": "--country",
+}
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Register the ``pki`` command group."""
+    pki = sub.add_parser(
+        "pki",
+        help="provision recording certificates: CAs, CSRs, signing, CA files, checks",
+        description="Provision recording certificates as the vendor document describes: "
+        "a CA, a request (CSR) with the full DN, signing, the media server's CA file, "
+        "and validation before a certificate is used.",
+        epilog="Exit codes: 0 ok, 2 usage (including DN fields given on the command "
+        "line), 4 certificate or key problem, 5 I/O.",
+    )
+    cmds = pki.add_subparsers(dest="pki_command", metavar="SUBCOMMAND")
+    cmds.required = True
+    _register_ca(cmds)
+    _register_csr(cmds)
+    _register_sign(cmds)
+    _register_bundle(cmds)
+    _register_verify(cmds)
+    _register_show(cmds)
+
+
+# --- option helpers ----------------------------------------------------------
+
+
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        msg = f"not a whole number of days: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 1 <= days <= MAX_DAYS:
+        msg = f"must be 1 to {MAX_DAYS} days, not {days}"
+        raise argparse.ArgumentTypeError(msg)
+    return days
+
+
+def _add_key_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--key-size",
+        type=int,
+        choices=KEY_SIZES,
+        default=DEFAULT_KEY_SIZE,
+        metavar="BITS",
+        help=f"RSA key size: {', '.join(map(str, KEY_SIZES))} (default {DEFAULT_KEY_SIZE})",
+    )
+    enc = p.add_mutually_exclusive_group()
+    enc.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help=f"encrypt the {what} with the password on this file's first line",
+    )
+    enc.add_argument(
+        "--no-encrypt", action="store_true", help=f"write the {what} unencrypted (not advised)"
+    )
+
+
+def _add_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="overwrite output files that exist")
+
+
+def _new_key_password(args: argparse.Namespace, what: str) -> bytes | None:
+    if args.no_encrypt:
+        return None
+    if args.password_file is None:
+        msg = (
+            f"the {what} must be protected: give --password-file FILE (its first line "
+            "is the password), or --no-encrypt to write it unencrypted"
+        )
+        raise UsageError(msg)
+    return _password(args.password_file, "--password-file")
+
+
+def _password(path: str | None, option: str) -> bytes | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        msg = f"{option}: password file not found: {path}"
+        raise UsageError(msg)
+    if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        eprint(f"recstream: warning: password file {path} is readable by other users")
+    return read_password_file(path)
+
+
+def _check_outputs(force: bool, *paths: str) -> None:
+    if len({Path(p).resolve() for p in paths}) != len(paths):
+        msg = f"output files must differ: {', '.join(paths)}"
+        raise UsageError(msg)
+    for path in paths:
+        if Path(path).is_dir():
+            msg = f"output path is a directory: {path}"
+            raise UsageError(msg)
+        if not force and Path(path).exists():
+            msg = f"{path} already exists; use --force to overwrite it"
+            raise UsageError(msg)
+
+
+def _write(path: str, data: bytes, *, force: bool, private: bool = False) -> None:
+    """Write an output; O_EXCL without --force, so nothing is replaced by accident.
+
+    Private files are created 0600 and re-chmodded in case ``path`` existed.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600 if private else 0o644)
+    except FileExistsError:
+        msg = f"{path} already exists; use --force to overwrite it"
+        raise UsageError(msg) from None
+    with os.fdopen(fd, "wb") as out:
+        if private:
+            os.fchmod(out.fileno(), 0o600)
+        out.write(data)
+
+
+def _load_ca(
+    cert_path: str, key_path: str, password_path: str | None, option: str
+) -> CertificateAuthority:
+    key_data = read_input_file(key_path, "CA key")
+    password = _password(password_path, option)
+    if password is None and b"ENCRYPTED" in key_data:
+        msg = f"the CA key {key_path} is encrypted; give its password with {option} FILE"
+        raise KeyLoadError(msg)
+    cert_data = read_input_file(cert_path, "CA certificate")
+    return CertificateAuthority.from_pem(cert_data, key_data, password)
+
+
+def _dn_usage_error(exc: CertificateRequestError) -> UsageError:
+    problems = exc.problems if isinstance(exc, SubjectFieldsError) else (exc,)
+    lines = [f"{_OPTION_FOR_FIELD.get(p.field or '', 'subject')}: {p}" for p in problems]
+    if len(lines) == 1:
+        return UsageError(lines[0])
+    return UsageError(f"{len(lines)} subject fields need fixing:\n  " + "\n  ".join(lines))
+
+
+def _pem(obj: x509.Certificate | x509.CertificateSigningRequest) -> bytes:
+    return obj.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_note(password: bytes | None) -> str:
+    return "encrypted, owner-only" if password else "NOT encrypted, owner-only"
+
+
+# --- pki ca --------------------------------------------------------------------
+
+
+def _register_ca(cmds: argparse._SubParsersAction[Any]) -> None:
+    p = cmds.add_parser(
+        "ca",
+        help="create a root CA, or an intermediate CA signed by another CA",
+        description="Create a self-signed root CA certificate and its key; with "
+        "--issuer-cert and --issuer-key, an intermediate CA signed by that CA.",
+    )
+    p.add_argument("--cn", metavar="NAME", help="the CA's common name (required)")
+    p.add_argument("--org", metavar="NAME", help="organization (O)")
+    p.add_argument("--ou", metavar="NAME", help="organizational unit (OU)")
+    p.add_argument("--country", metavar="CC", help="two-letter ISO 3166 country code (C)")
+    p.add_argument(
+        "--days",
+        type=_days,
+        help=f"validity in days (default {DEFAULT_CA_DAYS} for a root; for an "
+        f"intermediate {DEFAULT_INTERMEDIATE_DAYS}, or what its issuer has left if less)",
+    )
+    p.add_argument("--out-cert", required=True, metavar="FILE", help="CA certificate (PEM)")
+    p.add_argument("--out-key", required=True, metavar="FILE", help="CA private key (PEM)")
+    _add_key_options(p, "CA key")
+    p.add_argument("--issuer-cert", metavar="FILE", help="sign with this CA (intermediate)")
+    p.add_argument("--issuer-key", metavar="FILE", help="the issuing CA's private key")
+    p.add_argument(
+        "--issuer-password-file", metavar="FILE", help="password of the issuing CA's key"
+    )
+    _add_force(p)
+    p.set_defaults(func=_cmd_ca)
+
+
+def _cmd_ca(args: argparse.Namespace) -> int:
+    if (args.issuer_cert is None) != (args.issuer_key is None):
+        msg = "an intermediate CA needs both --issuer-cert and --issuer-key"
+        raise UsageError(msg)
+    if args.issuer_password_file and args.issuer_key is None:
+        msg = "--issuer-password-file is only used with --issuer-cert and --issuer-key"
+        raise UsageError(msg)
+    try:
+        subject = ca_subject(
+            args.cn, organization=args.org, organizational_unit=args.ou, country=args.country
+        )
+    except CertificateRequestError as exc:
+        raise _dn_usage_error(exc) from exc
+    password = _new_key_password(args, "CA key")
+    _check_outputs(args.force, args.out_cert, args.out_key)
+    issuer = None
+    if args.issuer_cert is not None:
+        issuer = _load_ca(
+            args.issuer_cert, args.issuer_key, args.issuer_password_file, "--issuer-password-file"
+        )
+    now = utcnow()
+    key = generate_private_key(args.key_size)
+    if issuer is None:
+        cert = create_root_ca(key, subject, days=args.days or DEFAULT_CA_DAYS, now=now)
+    else:
+        left = (issuer.certificate.not_valid_after_utc - now.replace(microsecond=0)).days
+        days = args.days or max(1, min(DEFAULT_INTERMEDIATE_DAYS, left))
+        cert = create_intermediate_ca(key.public_key(), subject, issuer, days=days, now=now)
+    _write(args.out_key, private_key_pem(key, password), force=args.force, private=True)
+    _write(args.out_cert, _pem(cert), force=args.force)
+    print(f"wrote {'root' if issuer is None else 'intermediate'} CA certificate {args.out_cert}")
+    print(f"  subject         {name_str(cert.subject)}")
+    print(f"  issuer          {name_str(cert.issuer)}")
+    print(f"  certificate ID  {certificate_id(cert)}")
+    print(f"  valid until     {fmt_time(cert.not_valid_after_utc)}")
+    print(f"wrote its private key {args.out_key} ({_key_note(password)})")
+    return 0
+
+
+# --- pki csr -------------------------------------------------------------------
+
+
+def _register_csr(cmds: argparse._SubParsersAction[Any]) -> None:
+    p = cmds.add_parser(
+        "csr",
+        help="create a recording key and a certificate signing request (all DN fields)",
+        description="Create a recording private key and a certificate signing request, "
+        "like 'openssl req -newkey rsa:N -keyout private_key.pem -out cert.req'. Every "
+        "DN field is required, as the vendor document says.",
+    )
+    p.add_argument("--cn", metavar="NAME", help="common name: the recording solution's name")
+    p.add_argument("--org", metavar="NAME", help="exact legal organization name, unabbreviated")
+    p.add_argument("--ou", metavar="NAME", help="organizational unit: section of the org")
+    p.add_argument("--locality", metavar="CITY", help="city where the org is legally located")
+    p.add_argument("--state", metavar="NAME", help="state or province, in full (California)")
+    p.add_argument("--country", metavar="CC", help="two-letter ISO 3166 country code (US)")
+    _add_key_options(p, "private key")
+    p.add_argument("--out-key", required=True, metavar="FILE", help="e.g. private_key.pem")
+    p.add_argument("--out-csr", required=True, metavar="FILE", help="e.g. cert.req")
+    _add_force(p)
+    p.set_defaults(func=_cmd_csr)
+
+
+def _cmd_csr(args: argparse.Namespace) -> int:
+    try:
+        subject = SubjectFields.parse(
+            common_name=args.cn,
+            organization=args.org,
+            organizational_unit=args.ou,
+            locality=args.locality,
+            state=args.state,
+            country=args.country,
+        )
+    except CertificateRequestError as exc:
+        raise _dn_usage_error(exc) from exc
+    password = _new_key_password(args, "private key")
+    _check_outputs(args.force, args.out_key, args.out_csr)
+    key = generate_private_key(args.key_size)
+    csr = build_csr(key, subject)
+    _write(args.out_key, private_key_pem(key, password), force=args.force, private=True)
+    _write(args.out_csr, _pem(csr), force=args.force)
+    print(f"wrote private key {args.out_key} ({_key_note(password)}, RSA {args.key_size})")
+    print(f"wrote request {args.out_csr} for {name_str(csr.subject)}")
+    print("keep the private key safe and backed up: recordings encrypted for it need it")
+    return 0
+
+
+# --- pki sign ------------------------------------------------------------------
+
+
+def _register_sign(cmds: argparse._SubParsersAction[Any]) -> None:
+    p = cmds.add_parser(
+        "sign",
+        help="issue a recording certificate for a CSR with a CA",
+        description="Issue a recording certificate (not a CA; key usage keyEncipherment; "
+        "key identifiers; random serial) for a CSR whose DN is complete.",
+    )
+    p.add_argument("--ca-cert", required=True, metavar="FILE", help="the CA's certificate")
+    p.add_argument("--ca-key", required=True, metavar="FILE", help="the CA's private key")
+    p.add_argument("--ca-password-file", metavar="FILE", help="password of the CA's key")
+    p.add_argument("--csr", required=True, metavar="FILE", help="the request, e.g. cert.req")
+    p.add_argument("--days", required=True, type=_days, help="validity in days")
+    p.add_argument("--out", required=True, metavar="FILE", help="the certificate (PEM)")
+    _add_force(p)
+    p.set_defaults(func=_cmd_sign)
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    _check_outputs(args.force, args.out)
+    csr = load_csr(read_input_file(args.csr, "request"))
+    ca = _load_ca(args.ca_cert, args.ca_key, args.ca_password_file, "--ca-password-file")
+    cert = sign_recording_certificate(csr, ca, days=args.days, now=utcnow())
+    _write(args.out, _pem(cert), force=args.force)
+    print(f"wrote recording certificate {args.out}")
+    print(f"  subject         {name_str(cert.subject)}")
+    print(f"  issuer          {name_str(cert.issuer)}")
+    print(f"  certificate ID  {certificate_id(cert)}")
+    print(f"  valid until     {fmt_time(cert.not_valid_after_utc)}")
+    return 0
+
+
+# --- pki bundle ----------------------------------------------------------------
+
+
+def _register_bundle(cmds: argparse._SubParsersAction[Any]) -> None:
+    p = cmds.add_parser(
+        "bundle",
+        help="build the media server's CA file from intermediate and root certificates",
+        description="Build a CA file: only the certificate blocks of each input, Unix "
+        "line endings, no duplicates, intermediates first and the root last, each "
+        "link's signature checked. Inputs may come in any order.",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="the CA file, e.g. ca.pem")
+    p.add_argument("files", nargs="+", metavar="FILE", help="certificate files (PEM or DER)")
+    _add_force(p)
+    p.set_defaults(func=_cmd_bundle)
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    _check_outputs(args.force, args.out)
+    inputs = [(path, read_input_file(path, "certificate")) for path in args.files]
+    bundle = build_bundle(inputs, now=utcnow())
+    for warning in bundle.warnings:
+        eprint(f"recstream: warning: {warning}")
+    _write(args.out, bundle.to_pem(), force=args.force)
+    print(f"wrote {args.out} with {len(bundle.certificates)} certificate(s), in this order:")
+    last = len(bundle.certificates) - 1
+    for i, cert in enumerate(bundle.certificates):
+        role = "root" if i == last else "intermediate"
+        print(f"  {i + 1}. {name_str(cert.subject)} ({role})")
+    return 0
+
+
+# --- pki verify ----------------------------------------------------------------
+
+
+def _register_verify(cmds: argparse._SubParsersAction[Any]) -> None:
+    p = cmds.add_parser(
+        "verify",
+        help="check a recording certificate against a CA file",
+        description="Check a recording certificate as the media server will: X.509 v3, "
+        "RSA of 2048 bits or more, within its validity period (warning within 30 days "
+        "of expiry), a valid chain to a root in the CA file, key usage allowing key "
+        "encipherment.",
+    )
+    p.add_argument("--ca-file", required=True, metavar="FILE", help="the CA file (bundle)")
+    p.add_argument("cert", metavar="CERT", help="the recording certificate (PEM or DER)")
+    p.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    cert = load_certificate(read_input_file(args.cert, "certificate"))
+    ca_data = read_input_file(args.ca_file, "CA file")
+    result = validate_recording_certificate(cert, ca_data, now=utcnow())
+    for warning in result.warnings:
+        eprint(f"recstream: warning: {warning}")
+    print(f"OK: {args.cert} is a valid recording certificate")
+    print(f"  subject         {name_str(cert.subject)}")
+    print(f"  certificate ID  {certificate_id(cert)}")
+    print(f"  valid until     {fmt_time(cert.not_valid_after_utc)}")
+    print("  chain           " + " <- ".join(name_str(c.subject) for c in result.chain))
+    return 0
+
+
+# --- pki show ------------------------------------------------------------------
+
+
+def _register_show(cmds: argparse._SubParsersAction[Any]) -> None:
+    p = cmds.add_parser(
+        "show",
+        help="describe a certificate, a CA bundle or a CSR",
+        description="Show certificate ID (SHA-256 of the DER), subject, issuer, serial, "
+        "validity and days left, key type and size; for a CSR its subject and key; for "
+        "a bundle each certificate in order.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=_cmd_show)
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    desc = describe(read_input_file(args.file, "input"), now=utcnow(), source=args.file)
+    if args.json:
+        print(json.dumps(desc.to_dict(), indent=2))
+    else:
+        print("\n".join(desc.to_text()))
+    return 0

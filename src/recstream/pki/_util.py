@@ -1,0 +1,127 @@
+"""Small helpers shared by the pki modules: naming certificates in messages,
+telling CAs and roots apart, key descriptions, dates.  No I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+# A certificate expiring within this many days gets a warning: time enough to have
+# a successor issued and provisioned before recordings stop being encrypted.
+EXPIRY_WARNING_DAYS = 30
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware (the default for every ``now=None``)."""
+    return datetime.now(UTC)
+
+
+def name_str(name: x509.Name) -> str:
+    """A distinguished name as RFC 4514 text, or ``(empty)``."""
+    return name.rfc4514_string() or "(empty)"
+
+
+def quoted(name: x509.Name) -> str:
+    return f"'{name_str(name)}'"
+
+
+def fmt_time(when: datetime) -> str:
+    """A UTC timestamp for messages: ``2026-11-26 23:52:29 UTC``."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def days_left(cert: x509.Certificate, now: datetime) -> int:
+    """Whole days from ``now`` until the certificate expires (negative once expired)."""
+    return (cert.not_valid_after_utc - now).days
+
+
+def basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    """True when basicConstraints says CA:TRUE (RFC 5280 §4.2.1.9)."""
+    bc = basic_constraints(cert)
+    return bc is not None and bc.ca
+
+
+def is_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True when ``issuer``'s subject is ``cert``'s issuer and its key signed ``cert``."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def weak_signature(cert: x509.Certificate) -> str | None:
+    """The hash's name if ``cert`` is signed with SHA-1 or MD5 (forgeable), else None."""
+    try:
+        alg = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return None
+    if isinstance(alg, hashes.SHA1 | hashes.MD5):
+        return "SHA-1" if isinstance(alg, hashes.SHA1) else "MD5"
+    return None
+
+
+def is_self_signed(cert: x509.Certificate) -> bool:
+    """True for a root: issuer equals subject and its own key verifies the signature.
+
+    A root's self-signature protects nothing (it is trusted as given), so an old
+    root self-signed with SHA-1, which cryptography no longer verifies, still counts.
+    """
+    if cert.issuer != cert.subject:
+        return False
+    return weak_signature(cert) is not None or is_issued_by(cert, cert)
+
+
+def key_kind(key: object) -> tuple[str, int | None]:
+    """A public key's type name and size in bits (size None where it has none)."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA", key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC ({key.curve.name})", key.curve.key_size
+    if isinstance(key, dsa.DSAPublicKey):
+        return "DSA", key.key_size
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519", None
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448", None
+    return type(key).__name__, None
+
+
+KEY_USAGE_NAMES = (
+    ("digital_signature", "digitalSignature"),
+    ("content_commitment", "nonRepudiation"),
+    ("key_encipherment", "keyEncipherment"),
+    ("data_encipherment", "dataEncipherment"),
+    ("key_agreement", "keyAgreement"),
+    ("key_cert_sign", "keyCertSign"),
+    ("crl_sign", "cRLSign"),
+)
+
+
+def key_usage_names(ku: x509.KeyUsage) -> list[str]:
+    """The usages a KeyUsage extension allows, in openssl's spelling."""
+    names = [label for attr, label in KEY_USAGE_NAMES if getattr(ku, attr)]
+    # encipherOnly/decipherOnly are only defined (and only readable) with keyAgreement
+    if ku.key_agreement and ku.encipher_only:
+        names.append("encipherOnly")
+    if ku.key_agreement and ku.decipher_only:
+        names.append("decipherOnly")
+    return names
