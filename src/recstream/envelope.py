@@ -232,6 +232,17 @@ class EnvelopeEncryptor:
         self._header_pending = False
         return head + self._body.finalize()
 
+    def take_header(self) -> bytes:
+        """Return the header now, for writers that put it on disk before any media.
+
+        Later output then starts with the body.
+        """
+        if not self._header_pending:
+            msg = "the header was already emitted"
+            raise StreamStateError(msg)
+        self._header_pending = False
+        return self.header
+
     def _take_header(self, out: memoryview) -> int:
         if not self._header_pending:
             return 0

@@ -130,9 +130,7 @@ class Metadata:
     def __post_init__(self) -> None:
         _check_text("recording_id", self.recording_id)
         _check_text("tenant", self.tenant)
-        if len(self.media_type) > MAX_MEDIA_TYPE_BYTES or not _MIME_RE.fullmatch(
-            self.media_type
-        ):
+        if len(self.media_type) > MAX_MEDIA_TYPE_BYTES or not _MIME_RE.fullmatch(self.media_type):
             msg = f"media type {self.media_type!r} is not a MIME type of the form type/subtype"
             raise ValueError(msg)
         if not 0 <= self.created_ms < 2**64:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from recstream import _crypto
 from recstream.envelope import KeyRing, open_file_key
-from recstream.errors import TruncatedStreamError
+from recstream.errors import SegmentAuthError, TruncatedStreamError
 from recstream.format import (
     BODY_PREFIX_BYTES,
     MAX_HEADER_BYTES,
@@ -30,7 +32,15 @@ from recstream.format import (
     parse_header,
 )
 
-__all__ = ["BytesSource", "DecryptingFile", "FileSource", "SegmentReader", "read_header_at"]
+__all__ = [
+    "BytesSource",
+    "DecryptingFile",
+    "FileSource",
+    "Recovery",
+    "SegmentReader",
+    "read_header_at",
+    "recover",
+]
 
 
 class Source(Protocol):
@@ -181,3 +191,60 @@ class DecryptingFile(io.RawIOBase):
         view[: len(data)] = data
         self._pos += len(data)
         return len(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What :func:`recover` released.
+
+    Attributes:
+        segments: authenticated segments written out.
+        plaintext_bytes: bytes written out.
+        complete: the recording had its final segment (nothing was lost).
+        lost_bytes: envelope bytes after the recovered prefix (the torn tail).
+    """
+
+    segments: int
+    plaintext_bytes: int
+    complete: bool
+    lost_bytes: int
+
+
+def recover(source: Source, keys: KeyRing, write: Callable[[bytes], object]) -> Recovery:
+    """Release the authenticated prefix of a possibly interrupted recording (§6.3).
+
+    Every full segment is authenticated in order and passed to ``write``.  The
+    tail — a partial segment, or a last full-size segment with nothing after
+    it that fails (a torn write) — is where the recording stopped.  A segment
+    that fails while more bytes follow it is tampering, and is refused.
+
+    Raises:
+        EnvelopeFormatError, KeyAccessError, HeaderAuthError: as for decryption.
+        IntegrityError: the body's commitment fails, or a segment inside the
+            recording fails (SegmentAuthError).
+    """
+    header = read_header_at(source)
+    file_key = open_file_key(header, keys)
+    base = header.length
+    layout = BodyLayout(source.size - base)
+    if source.size - base < BODY_PREFIX_BYTES:
+        return Recovery(0, 0, complete=False, lost_bytes=source.size - base)
+    prefix = source.read_at(base, BODY_PREFIX_BYTES)
+    cipher = _crypto.SegmentCipher(_crypto.body_key(file_key), prefix, header.context)
+    out = bytearray(SEGMENT_SIZE)
+    total = 0
+    count = layout.segments if layout.complete else layout.full_segments
+    for index in range(count):
+        offset = base + BodyLayout.segment_offset(index)
+        wire = source.read_at(offset, SEGMENT_WIRE_SIZE)
+        last_region = offset + len(wire) >= source.size
+        try:
+            n = cipher.open_into(index, wire, out)
+        except SegmentAuthError:
+            if last_region:  # torn tail: the recording stopped here
+                return Recovery(index, total, complete=False, lost_bytes=source.size - offset)
+            raise
+        write(bytes(out[:n]))
+        total += n
+    consumed = base + BodyLayout.segment_offset(count) if not layout.complete else source.size
+    return Recovery(count, total, complete=layout.complete, lost_bytes=source.size - consumed)

@@ -83,7 +83,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from recstream.cli import demo, envelope, pki
+    from recstream.cli import demo, envelope, live, pki
 
     parser = _Parser(
         prog="recstream",
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"recstream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (demo, envelope, pki):
+    for module in (demo, envelope, live, pki):
         module.register(sub)
     return parser
 

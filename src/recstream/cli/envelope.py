@@ -125,7 +125,7 @@ def load_recipients(paths: Sequence[str], ca_file: str | None) -> list[Recipient
     return recipients
 
 
-def _guess_media(path: str, media_type: str | None, kind: str | None) -> tuple[str, MediaKind]:
+def guess_media(path: str, media_type: str | None, kind: str | None) -> tuple[str, MediaKind]:
     if media_type is None:
         guessed = mimetypes.guess_type(path)[0] if path != "-" else None
         media_type = guessed or "application/octet-stream"
@@ -137,7 +137,7 @@ def _guess_media(path: str, media_type: str | None, kind: str | None) -> tuple[s
 def cmd_encrypt(args: argparse.Namespace) -> int:
     _check_paths(args.input, args.output, args.force)
     recipients = load_recipients(args.cert, args.ca_file)
-    media_type, kind = _guess_media(args.input, args.media_type, args.media_kind)
+    media_type, kind = guess_media(args.input, args.media_type, args.media_kind)
     try:
         metadata = new_metadata(
             recording_id=args.recording_id or str(uuid.uuid4()),

@@ -1,0 +1,165 @@
+"""The media server's recording hook: start / media / stop callbacks keyed by call ID.
+
+One :class:`RecordingHook` manages a :class:`RecordingWriter` per call and
+media kind, all sharing one :class:`Flusher`.  ``media`` is synchronous and
+never blocks, so a media server can call it from its packet path (from another
+thread, through ``loop.call_soon_threadsafe``).  A failing recording (disk
+full, permission denied) is reported for that call through ``on_error`` and in
+:attr:`RecordingHook.errors`, and never stops the others.
+
+Recipients are resolved per recording by a callable at ``start``: a keystore
+can rotate the active certificate and new recordings pick it up, while
+recordings in progress finish under the certificate they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL, Flusher
+from recstream.aio.writer import RecordingWriter
+from recstream.envelope import Recipient, new_metadata
+from recstream.errors import PipelineError, RecstreamError
+from recstream.format import Buffer, MediaKind
+
+__all__ = ["RecipientResolver", "RecordingHook"]
+
+RecipientResolver = Callable[[str, MediaKind], Sequence[Recipient]]
+ErrorCallback = Callable[[str, MediaKind, BaseException], None]
+
+DEFAULT_MEDIA_TYPES = {MediaKind.VOICE: "audio/basic", MediaKind.SCREEN: "video/webm"}
+
+
+@dataclass
+class _Call:
+    tenant: str
+    writers: dict[MediaKind, RecordingWriter] = field(default_factory=dict)
+
+
+class RecordingHook:
+    """Encrypt every call's media as it arrives.
+
+    Args:
+        directory: where recordings are written (``<call>-<kind>.rsv``).
+        recipients: ``(tenant, kind) -> recipients``, called at each start.
+        flush_interval: seconds a complete segment may wait in memory.
+        sync: fdatasync each batch (survives power loss, not only crashes).
+        on_error: called with (call_id, kind, exception) when a recording fails.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        recipients: RecipientResolver,
+        *,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        sync: bool = True,
+        on_error: ErrorCallback | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self._resolve = recipients
+        self.flusher = Flusher(flush_interval, sync=sync)
+        self._on_error = on_error
+        self._calls: dict[str, _Call] = {}
+        self.errors: dict[tuple[str, MediaKind], BaseException] = {}
+        self.finished: dict[tuple[str, MediaKind], Path] = {}
+
+    async def __aenter__(self) -> RecordingHook:
+        self.flusher.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(
+        self,
+        call_id: str,
+        *,
+        tenant: str,
+        kinds: Sequence[MediaKind] = (MediaKind.VOICE,),
+        media_types: dict[MediaKind, str] | None = None,
+        recording_ids: dict[MediaKind, str] | None = None,
+    ) -> None:
+        """Open a recording for each media kind of a new call.
+
+        A kind whose recording cannot start is reported through ``on_error``
+        (and ``errors``); the call's other kinds still record.
+
+        Raises:
+            ValueError: the call ID is already recording.
+        """
+        if call_id in self._calls:
+            msg = f"call {call_id} is already recording"
+            raise ValueError(msg)
+        call = self._calls[call_id] = _Call(tenant)
+        types = {**DEFAULT_MEDIA_TYPES, **(media_types or {})}
+        for kind in kinds:
+            rid = (recording_ids or {}).get(kind) or str(uuid.uuid4())
+            try:
+                recipients = self._resolve(tenant, kind)
+                metadata = new_metadata(
+                    recording_id=rid, tenant=tenant, media_kind=kind, media_type=types[kind]
+                )
+                path = self.directory / f"{call_id}-{kind.name.lower()}.rsv"
+                call.writers[kind] = await RecordingWriter.open(
+                    path, recipients, metadata, self.flusher
+                )
+            except (OSError, RecstreamError, ValueError) as exc:
+                self._report(call_id, kind, exc)
+
+    def media(self, call_id: str, chunk: Buffer, kind: MediaKind = MediaKind.VOICE) -> None:
+        """Hand over a chunk of a call's media; never blocks.
+
+        Raises:
+            KeyError: no such call (not started, or stopped).
+            PipelineOverflowError: this recording's buffer is full.
+            PipelineError: this recording failed earlier.
+        """
+        writer = self._calls[call_id].writers.get(kind)
+        if writer is None:
+            err = self.errors.get((call_id, kind))
+            msg = f"call {call_id} has no {kind.name.lower()} recording"
+            raise PipelineError(msg) from err
+        try:
+            writer.write_nowait(chunk)
+        except PipelineError as exc:
+            if writer.failed and (call_id, kind) not in self.errors:
+                self._report(call_id, kind, exc)
+            raise
+
+    async def stop(self, call_id: str) -> dict[MediaKind, Path]:
+        """Finish a call's recordings; return the paths of those that completed."""
+        call = self._calls.pop(call_id)
+        done: dict[MediaKind, Path] = {}
+        for kind, writer in call.writers.items():
+            try:
+                done[kind] = self.finished[(call_id, kind)] = await writer.close()
+            except (OSError, RecstreamError) as exc:
+                self._report(call_id, kind, exc)
+        return done
+
+    def _report(self, call_id: str, kind: MediaKind, exc: BaseException) -> None:
+        self.errors[(call_id, kind)] = exc
+        if self._on_error is not None:
+            self._on_error(call_id, kind, exc)
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    async def aclose(self) -> None:
+        """Stop every call still recording (finishing them), then the flusher."""
+        for call_id in list(self._calls):
+            await self.stop(call_id)
+        await self.flusher.aclose()
+
+
+async def gather_stops(hook: RecordingHook, call_ids: Sequence[str]) -> None:
+    """Stop many calls concurrently."""
+    async with asyncio.TaskGroup() as tg:
+        for cid in call_ids:
+            tg.create_task(hook.stop(cid))

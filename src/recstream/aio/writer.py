@@ -1,0 +1,291 @@
+"""The async recording writer: one live recording, encrypted as it arrives.
+
+Media goes in as chunks of any size.  Chunks gather in a plaintext buffer
+until a whole 16 KiB segment is there; then the segment is encrypted at once
+(a few microseconds) and its ciphertext queued for the shared
+:class:`~recstream.aio.flusher.Flusher`.  At most one segment of plaintext is
+in memory per recording, and a complete segment reaches the disk within about
+one flush interval (docs/FORMAT.md §6.3: the format has no partial segments).
+
+Durability: the recording is written to ``<final>.incomplete`` (created
+exclusively, owner-only) with its header first; :meth:`RecordingWriter.close`
+writes the final segment, fsyncs, renames to the final name and fsyncs the
+directory.  A crash leaves the ``.incomplete`` file, which
+``recstream recover`` turns into the authenticated prefix; it never leaves a
+file under the final name that is not complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from recstream.aio.flusher import Flusher
+from recstream.envelope import EnvelopeEncryptor, Recipient
+from recstream.errors import PipelineError, PipelineOverflowError, StreamStateError
+from recstream.format import SEGMENT_SIZE, SEGMENT_WIRE_SIZE, Buffer, Metadata
+
+__all__ = ["INCOMPLETE_SUFFIX", "RecordingWriter", "WriterStatistics"]
+
+INCOMPLETE_SUFFIX = ".incomplete"
+# Ciphertext a recording may hold in memory before write_nowait() refuses and
+# write() waits: 64 segments is ~2 minutes of G.711, ~2 s of 4 Mbit/s video.
+DEFAULT_MAX_BUFFERED = 64 * SEGMENT_WIRE_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStatistics:
+    bytes_in: int
+    segments: int
+    bytes_written: int
+    buffered: int
+    closed: bool
+    failed: bool
+
+
+class RecordingWriter:
+    """One live recording.  Open with :meth:`open`; use as ``async with``.
+
+    ``write_nowait`` never blocks (for media-server callbacks); ``write``
+    waits for room when the disk is behind.  Who closes what: :meth:`close`
+    closes the file it opened; the :class:`Flusher` is the caller's.
+    """
+
+    def __init__(
+        self, path: Path, fd: int, encryptor: EnvelopeEncryptor, flusher: Flusher, max_buffered: int
+    ) -> None:
+        self.path = path
+        self.temp_path = path.with_name(path.name + INCOMPLETE_SUFFIX)
+        self.fd = fd
+        self.metadata = encryptor.metadata
+        self.cert_ids = encryptor.cert_ids
+        self._enc = encryptor
+        self._flusher = flusher
+        self._max_buffered = max_buffered
+        self._plain = bytearray()
+        self._cipher = bytearray()
+        self._times: list[float] = []
+        self._room = asyncio.Event()
+        self._room.set()
+        self._in_flight = 0  # batches taken by the flusher and not yet written
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._error: BaseException | None = None
+        self._closed = False
+        self.bytes_in = 0
+        self.bytes_written = 0
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        recipients: Sequence[Recipient],
+        metadata: Metadata,
+        flusher: Flusher,
+        *,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+    ) -> RecordingWriter:
+        """Create ``<path>.incomplete`` and write the header.
+
+        Raises:
+            FileExistsError: the final or the temporary file already exists.
+            OSError: the file cannot be created (permissions, disk full).
+        """
+        final = Path(path)
+        if final.exists():
+            msg = "recording already exists"
+            raise FileExistsError(17, msg, str(final))
+        enc = EnvelopeEncryptor(recipients, metadata)
+        header = enc.take_header()
+        temp = final.with_name(final.name + INCOMPLETE_SUFFIX)
+        fd = await flusher.run_blocking(_create, temp, header)
+        assert isinstance(fd, int)
+        return cls(final, fd, enc, flusher, max_buffered)
+
+    # --- media in -----------------------------------------------------------
+
+    def write_nowait(self, chunk: Buffer) -> None:
+        """Take a chunk of media now; never blocks.
+
+        Raises:
+            PipelineOverflowError: the recording's buffer is full (the disk is behind).
+            PipelineError: the recording already failed (its cause is ``__cause__``).
+            StreamStateError: the recording is closed.
+        """
+        self._check_open()
+        if len(self._cipher) >= self._max_buffered:
+            raise PipelineOverflowError(
+                len(self._cipher) // SEGMENT_WIRE_SIZE, self._max_buffered // SEGMENT_WIRE_SIZE
+            )
+        self._plain += chunk
+        self.bytes_in += len(chunk)
+        if len(self._plain) >= SEGMENT_SIZE:
+            self._seal_full_segments()
+
+    async def write(self, chunk: Buffer) -> None:
+        """Take a chunk of media, waiting while the recording's buffer is full."""
+        self._check_open()
+        while len(self._cipher) >= self._max_buffered:
+            self._room.clear()
+            self._flusher.request(self, 0, urgent=True)
+            await self._room.wait()
+            self._check_open()
+        self.write_nowait(chunk)
+
+    def _seal_full_segments(self) -> None:
+        whole = len(self._plain) // SEGMENT_SIZE * SEGMENT_SIZE
+        start = len(self._cipher)
+        out_size = self._enc.output_size(whole)
+        self._cipher.extend(bytes(out_size))
+        with memoryview(self._plain) as plain, memoryview(self._cipher) as cipher:
+            n = self._enc.update_into(plain[:whole], cipher[start:])
+        del self._cipher[start + n :]
+        del self._plain[:whole]
+        now = time.monotonic()
+        self._times.extend([now] * (whole // SEGMENT_SIZE))
+        self._flusher.request(self, n)
+
+    # --- flusher side -------------------------------------------------------
+
+    def take_pending(self) -> tuple[bytearray, list[float]]:
+        data, times = self._cipher, self._times
+        self._cipher, self._times = bytearray(), []
+        if data:
+            self._in_flight += 1
+            self._settled.clear()
+        return data, times
+
+    def flushed(self, nbytes: int, completed_at: list[float], done: float) -> None:
+        self.bytes_written += nbytes
+        self._landed()
+
+    def flush_failed(self, exc: OSError) -> None:
+        if self._error is None:
+            self._error = exc
+        self._landed()
+
+    def _landed(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._settled.set()
+        self._room.set()
+
+    async def _wait_written(self) -> None:
+        """Wait until every byte handed to the flusher has been written (or failed)."""
+        await self._flusher.flush_now()
+        await self._settled.wait()
+
+    # --- end ----------------------------------------------------------------
+
+    async def close(self) -> Path:
+        """Finish the recording: final segment, fsync, rename.  Returns the final path.
+
+        Raises:
+            PipelineError: writing failed at any point; the ``.incomplete`` file
+                is left for ``recstream recover``.
+        """
+        self._check_open()
+        self._closed = True
+        tail = self._enc.update(bytes(self._plain)) + self._enc.finalize()
+        self._plain.clear()
+        self._cipher += tail
+        self._flusher.request(self, len(tail))
+        await self._wait_written()
+        if self._error is not None:
+            await self._flusher.run_blocking(os.close, self.fd)
+            raise self._failure()
+        try:
+            await self._flusher.run_blocking(_commit, self.fd, self.temp_path, self.path)
+        except OSError as exc:
+            self._error = exc
+            raise self._failure() from exc
+        return self.path
+
+    async def abort(self) -> None:
+        """Stop without finishing; keep what was written as ``.incomplete``."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._wait_written()
+        await self._flusher.run_blocking(os.close, self.fd)
+
+    async def aclose(self) -> None:
+        await self.close()
+
+    async def __aenter__(self) -> RecordingWriter:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._closed:
+            return
+        if et is None:
+            await self.close()
+        else:
+            await self.abort()
+
+    def _check_open(self) -> None:
+        if self._error is not None:
+            raise self._failure()
+        if self._closed:
+            msg = f"recording {self.metadata.recording_id} is closed"
+            raise StreamStateError(msg)
+
+    def _failure(self) -> PipelineError:
+        err = self._error
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        msg = (
+            f"recording {self.metadata.recording_id} failed: {reason}; what was written is "
+            f"kept in {self.temp_path} for 'recstream recover'"
+        )
+        exc = PipelineError(msg)
+        exc.__cause__ = err
+        return exc
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def statistics(self) -> WriterStatistics:
+        return WriterStatistics(
+            bytes_in=self.bytes_in,
+            segments=self._enc.segments,
+            bytes_written=self.bytes_written,
+            buffered=len(self._cipher) + len(self._plain),
+            closed=self._closed,
+            failed=self.failed,
+        )
+
+
+def _create(temp: Path, header: bytes) -> int:
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(header)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _commit(fd: int, temp: Path, final: Path) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if final.exists():
+        msg = "recording already exists"
+        raise FileExistsError(17, msg, str(final))
+    temp.rename(final)
+    dfd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
