@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -163,7 +164,7 @@ def generator() -> ModuleType:
 
 
 @cache
-def generated_facts() -> dict[str, object]:
+def generated_facts() -> dict[str, Any]:
     return {v.name: v.facts for v in generator().build_all()}
 
 

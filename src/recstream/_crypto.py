@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
-from recstream.errors import IntegrityError, KeyUnwrapError, SegmentAuthError
+from recstream.errors import CommitmentError, KeyUnwrapError, SegmentAuthError
 from recstream.format import (
     BODY_PREFIX_BYTES,
     COMMITMENT_BYTES,
@@ -155,11 +155,7 @@ class SegmentCipher:
         prefix = bytes(body_prefix)
         keys = derive_body_keys(input_key, prefix[:SALT_BYTES], context)
         if not hmac.compare_digest(keys.commitment, prefix[SALT_BYTES:]):
-            msg = (
-                "the body's key commitment does not match its header: the body belongs "
-                "to another recording or was altered"
-            )
-            raise IntegrityError(msg)
+            raise CommitmentError
         self._set(keys.aead_key, keys.base_nonce)
 
     @classmethod

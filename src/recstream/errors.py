@@ -25,7 +25,9 @@ __all__ = [
     "CertificatePurposeError",
     "CertificateRequestError",
     "ChainVerificationError",
+    "CommitmentError",
     "EnvelopeFormatError",
+    "FinalSegmentAuthError",
     "HeaderAuthError",
     "IntegrityError",
     "KeyAccessError",
@@ -35,6 +37,8 @@ __all__ = [
     "KeystoreError",
     "KeystoreLockedError",
     "LimitExceededError",
+    "MixedEncryptionError",
+    "MuxError",
     "NoMatchingKeyError",
     "NotAnEnvelopeError",
     "PipelineError",
@@ -173,6 +177,32 @@ class SegmentAuthError(IntegrityError):
         self.index = index
 
 
+class FinalSegmentAuthError(SegmentAuthError):
+    """The last bytes do not form an authentic final segment.
+
+    An interrupted recording (cut inside a segment) looks exactly like this, as
+    does a tampered final segment; only ``recstream recover`` tells them apart.
+    """
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.args = (
+            f"segment {index}, the last, failed authentication: the recording is "
+            "incomplete (interrupted while recording; try 'recstream recover') or was "
+            "tampered with",
+        )
+
+
+class CommitmentError(IntegrityError):
+    """The body's key commitment does not match its header (FORMAT.md §6.1)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the body's key commitment does not match its header: the body belongs to "
+            "another recording, or the header or body was altered"
+        )
+
+
 class TruncatedStreamError(IntegrityError):
     """The body ends without its final segment: the recording is incomplete.
 
@@ -274,6 +304,17 @@ class KeystoreError(RecstreamError):
 
 class KeystoreLockedError(KeystoreError):
     """Wrong keystore password (or the keystore file was altered)."""
+
+
+# --- muxing ----------------------------------------------------------------
+
+
+class MuxError(RecstreamError):
+    """The pair cannot be muxed (mismatched recordings, unreadable media)."""
+
+
+class MixedEncryptionError(MuxError):
+    """One input is encrypted and the other is not: never muxed together."""
 
 
 # --- state and pipeline ----------------------------------------------------

@@ -239,9 +239,12 @@ def parse_header(data: Buffer) -> Header | NeedData:
     view = memoryview(data)
     n = len(view)
     if n < FIXED_BYTES:
+        # Refuse as early as the bytes allow: magic from byte 0, version at 10 (§2).
         m = min(n, len(MAGIC))
         if bytes(view[:m]) != MAGIC[:m]:
             raise NotAnEnvelopeError("not a recstream envelope: wrong magic bytes", 0)
+        if n >= 10 and (version := int.from_bytes(view[8:10], "big")) not in SUPPORTED_VERSIONS:
+            raise UnsupportedVersionError(version, SUPPORTED_VERSIONS)
         return NeedData(FIXED_BYTES)
     magic, version, meta_len = _FIXED.unpack_from(view)
     if magic != MAGIC:
@@ -254,9 +257,11 @@ def parse_header(data: Buffer) -> Header | NeedData:
         msg = f"metadata_length {meta_len} is too short to hold the required fields"
         raise EnvelopeFormatError(msg, 10)
     pos = FIXED_BYTES + meta_len
+    if n < pos:
+        return NeedData(pos)
+    metadata = _parse_metadata(view[FIXED_BYTES:pos])
     if n < pos + 1:
         return NeedData(pos + 1)
-    metadata = _parse_metadata(view[FIXED_BYTES:pos])
     count = view[pos]
     if not 1 <= count <= MAX_RECIPIENTS:
         if count == 0:

@@ -20,6 +20,8 @@ from typing import Final
 
 from recstream import _crypto
 from recstream.errors import (
+    CommitmentError,
+    FinalSegmentAuthError,
     IntegrityError,
     LimitExceededError,
     SegmentAuthError,
@@ -241,10 +243,7 @@ class StreamDecryptor(_Machine):
     def _explain_failure(self, chunk: memoryview) -> IntegrityError:
         """Cold path: which segment of ``chunk`` failed (or was it the commitment)?"""
         if self._consumed == 0:
-            return IntegrityError(
-                "the body's key commitment does not match its header: the body belongs "
-                "to another recording, or the header or body was altered"
-            )
+            return CommitmentError()
         cipher = _crypto.SegmentCipher(self._key, self._prefix, self._context)
         scratch = bytearray(SEGMENT_SIZE)
         for i in range(len(chunk) // SEGMENT_WIRE_SIZE):
@@ -281,18 +280,6 @@ class StreamDecryptor(_Machine):
             self._cipher.update(self._carry)
             tail = self._cipher.finalize()
         except _crypto.InvalidTag:
-            raise _FinalSegmentError(self.segments) from None
+            raise FinalSegmentAuthError(self.segments) from None
         self.segments += 1
         return tail
-
-
-class _FinalSegmentError(SegmentAuthError):
-    """The last bytes do not form an authentic final segment."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__(index)
-        self.args = (
-            f"segment {index}, the last, failed authentication: the recording is "
-            "incomplete (interrupted while recording; try 'recstream recover') or was "
-            "tampered with",
-        )

@@ -28,10 +28,11 @@ import argparse
 import hashlib
 import struct
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.cobblestone import Cobblestone256Decryptor
@@ -109,8 +110,8 @@ Keys = dict[str, Party]
 def load_party(name: str) -> Party:
     key = serialization.load_pem_private_key((KEY_DIR / f"{name}.key.pem").read_bytes(), None)
     cert = x509.load_pem_x509_certificate((KEY_DIR / f"{name}.cert.pem").read_bytes())
-    check(isinstance(key, rsa.RSAPrivateKey), f"{name} is an RSA key")
-    assert isinstance(key, rsa.RSAPrivateKey)  # for type checkers
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise TypeError(f"{name}.key.pem is not an RSA key")
     check(cert.public_key() == key.public_key(), f"{name}'s certificate matches its key")
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -386,12 +387,17 @@ class Envelope:
         return self.header_without_mac() + original.header()[-MAC_BYTES:] + original.body().encode()
 
 
+Meta = Mapping[str, object]  # Metadata fields to set
+Edit = Callable[[bytes], bytes]
+Stanzas = tuple[bytes, ...]
+
+
 def recording(
     keys: Keys,
     label: str,
     size: int = 100,
     recipients: tuple[str, ...] = ("alice",),
-    meta: dict[str, object] | None = None,
+    meta: Meta | None = None,
 ) -> Envelope:
     """The envelope a correct encoder makes, every input derived from ``label``."""
     file_key = det(f"{label}/file key", 32)
@@ -485,20 +491,21 @@ def family(fn: Family) -> Family:
 
 # --- success ------------------------------------------------------------------
 
-SHORTEST_FIELDS = {"recording_id": b"r", "tenant": b"t", "media_type": b"a/b"}
-LONGEST_FIELDS = {  # 4 + 8 + 1 + 256 + 256 + 128 = 653 bytes, the largest valid metadata
+SHORTEST_FIELDS: Meta = {"recording_id": b"r", "tenant": b"t", "media_type": b"a/b"}
+LONGEST_FIELDS: Meta = {  # 4 + 8 + 1 + 256 + 256 + 128 = 653 bytes, the largest valid metadata
     "recording_id": b"R" * 255,
     "tenant": ("\u00e9" * 127 + "x").encode(),  # 255 bytes of UTF-8
     "media_type": b"application/" + b"x" * 115,  # 127 bytes
 }
-UNICODE_IDS = {
+UNICODE_IDS: Meta = {
     "recording_id": "\u901a\u8bdd-2026-Gr\u00f6\u00dfe-\u260e".encode(),
     "tenant": "Soci\u00e9t\u00e9 G\u00e9n\u00e9rale \u2014 Z\u00fcrich \U0001f3a7".encode(),
 }
 # A ZWJ emoji sequence and a combining accent (not NFC): no control character.
-UNICODE_FORMAT = {"tenant": "e\u0301cole \U0001f469\u200d\U0001f4bb".encode()}
-RESTRICTED_NAME = {"media_type": b"application/vnd.A-z_0!#$&^.9+x"}  # RFC 6838 §4.2
-SCREEN = {"media_kind": 2, "media_type": b"video/webm"}
+UNICODE_FORMAT: Meta = {"tenant": "e\u0301cole \U0001f469\u200d\U0001f4bb".encode()}
+RESTRICTED_NAME: Meta = {"media_type": b"application/vnd.A-z_0!#$&^.9+x"}  # RFC 6838 §4.2
+SCREEN: Meta = {"media_kind": 2, "media_type": b"video/webm"}
+UPPER: Meta = {"media_type": b"audio/L16"}  # registered (RFC 4856); RFC 6838 names are ALPHA
 
 
 @family
@@ -516,25 +523,18 @@ def success_sizes(keys: Keys) -> Iterator[Vector]:
 
 @family
 def success_metadata(keys: Keys) -> Iterator[Vector]:
-    for name, comment, meta in [
+    cases: list[tuple[str, str, Meta]] = [
         ("success_unicode_ids", "recording_id, tenant: Latin, CJK, emoji", UNICODE_IDS),
-        (
-            "success_unicode_zwj_and_combining",
-            "tenant: ZWJ emoji, combining accent",
-            UNICODE_FORMAT,
-        ),
+        ("success_unicode_zwj_and_combining", "ZWJ emoji, combining accent", UNICODE_FORMAT),
         ("success_shortest_fields", "1-byte ids, 3-byte media_type", SHORTEST_FIELDS),
         ("success_longest_fields", "255-byte ids, 127-byte media_type", LONGEST_FIELDS),
         ("success_screen_recording", "media_kind 2 (screen), video/webm", SCREEN),
-        (
-            "success_media_type_uppercase",
-            "audio/L16: RFC 6838 allows upper case",
-            {"media_type": b"audio/L16"},
-        ),
+        ("success_media_type_uppercase", "audio/L16: RFC 6838 allows upper case", UPPER),
         ("success_media_type_restricted_chars", "every RFC 6838 name character", RESTRICTED_NAME),
         ("success_created_ms_zero", "created_ms 0 (1970-01-01)", {"created_ms": 0}),
         ("success_created_ms_max", "created_ms 2^64-1", {"created_ms": 2**64 - 1}),
-    ]:
+    ]
+    for name, comment, meta in cases:
         yield success(name, recording(keys, name, meta=meta), comment)
 
 
@@ -585,7 +585,7 @@ def header_failure(name: str, env: Envelope, comment: str, data: bytes | None = 
 @family
 def header_parts(keys: Keys) -> Iterator[Vector]:
     """One envelope part replaced; every other byte (and the MAC) is valid."""
-    for name, comment, parts in [
+    cases: list[tuple[str, str, Mapping[str, Any]]] = [
         ("header_magic_high_bit_stripped", "magic 89 sent as 09", {"magic": b"\x09" + MAGIC[1:]}),
         ("header_version_0", "version 0", {"version": 0}),
         ("header_version_2", "version 2, otherwise a version 1 header", {"version": 2}),
@@ -597,13 +597,14 @@ def header_parts(keys: Keys) -> Iterator[Vector]:
             {"metadata_suffix": b"\0"},
         ),
         ("header_zero_recipients", "recipient_count 0", {"stanzas": ()}),
-    ]:
+    ]
+    for name, comment, parts in cases:
         yield header_failure(name, replace(recording(keys, name), **parts), comment)
 
 
 @family
 def header_metadata_fields(keys: Keys) -> Iterator[Vector]:
-    for name, comment, meta in [
+    cases: list[tuple[str, str, Meta]] = [
         ("header_media_kind_0", "media_kind 0", {"media_kind": 0}),
         ("header_media_kind_3", "media_kind 3", {"media_kind": 3}),
         ("header_segment_size_65536", "segment_size 65536", {"segment_size": 65536}),
@@ -621,7 +622,8 @@ def header_metadata_fields(keys: Keys) -> Iterator[Vector]:
         ("header_media_type_no_slash", "no '/'", {"media_type": b"audioogg"}),
         ("header_media_type_empty_subtype", "empty subtype", {"media_type": b"audio/"}),
         ("header_media_type_non_ascii", "non-ASCII", {"media_type": "audio/\u00f6gg".encode()}),
-    ]:
+    ]
+    for name, comment, meta in cases:
         yield header_failure(name, recording(keys, name, meta=meta), comment)
 
 
@@ -657,7 +659,7 @@ def header_recipient_list(keys: Keys) -> Iterator[Vector]:
 @family
 def header_stanza_fields(keys: Keys) -> Iterator[Vector]:
     alice = keys["alice"]
-    for name, comment, stanza_type, edit in [
+    cases: list[tuple[str, str, int, Edit]] = [
         (
             "header_wrapped_length_1025",
             "alice's wrap, then 769 zero bytes",
@@ -667,7 +669,8 @@ def header_stanza_fields(keys: Keys) -> Iterator[Vector]:
         ("header_wrapped_length_255", "alice's wrap less its last byte", 1, lambda w: w[:255]),
         ("header_recipient_type_2", "stanza type 2 (only 1 is defined)", 2, lambda w: w),
         ("header_recipient_type_0", "stanza type 0 (only 1 is defined)", 0, lambda w: w),
-    ]:
+    ]
+    for name, comment, stanza_type, edit in cases:
         env = recording(keys, name)
         wrapped = edit(env.stanzas[0][STANZA_FIXED.size :])
         stanza = encode_stanza(alice.cert_id, alice.key_id, wrapped, stanza_type)
@@ -746,22 +749,10 @@ def unwrap_failures(keys: Keys) -> Iterator[Vector]:
         return oaep_wrap(keys["bob"], env.file_key, det("unwrap_wrapped_for_bob/oaep", 32))
 
     for name, comment, wrap in [
-        (
-            "unwrap_wrapped_key_altered",
-            "one bit of the wrapped key flipped",
-            lambda e: flip(real(e), 128),
-        ),
-        (
-            "unwrap_ciphertext_over_modulus",
-            "FF..FF: larger than the modulus",
-            lambda e: b"\xff" * 256,
-        ),
+        ("unwrap_wrapped_key_altered", "a bit of the wrap flipped", lambda e: flip(real(e), 99)),
+        ("unwrap_ciphertext_over_modulus", "FF..FF > modulus", lambda e: b"\xff" * 256),
         ("unwrap_wrapped_for_bob", "alice's ids, the file key wrapped for bob", for_bob),
-        (
-            "unwrap_wrapped_length_not_modulus",
-            "W 257 != modulus: 00 || valid wrap",
-            lambda e: b"\0" + real(e),
-        ),
+        ("unwrap_wrapped_length_not_modulus", "W 257: 00 || valid wrap", lambda e: b"\0" + real(e)),
     ]:
         yield unwrap_failure(keys, name, comment, wrap)
 
@@ -785,29 +776,32 @@ def header_auth(keys: Keys) -> Iterator[Vector]:
     """A header byte changed after the MAC was made (the MAC itself, or what it covers)."""
     env = recording(keys, "header_auth_mac_altered")
     data = flip(env.header(), -1) + env.body().encode()
+    yield failure("header auth failure", "header_auth_mac_altered", env, "MAC bit flipped", data)
+    env = recording(keys, "header_auth_metadata_altered")
+    data = replace(env, metadata=later(env)).with_mac_of(env)
     yield failure(
-        "header auth failure", "header_auth_mac_altered", env, "MAC's last bit flipped", data
+        "header auth failure",
+        "header_auth_metadata_altered",
+        env,
+        "created_ms + 1, MAC unchanged",
+        data,
     )
-    for name, comment, edit in [
-        ("header_auth_metadata_altered", "created_ms + 1", lambda e: replace(e, metadata=later(e))),
-        (
-            "header_auth_recipient_removed",
-            "bob's stanza removed",
-            lambda e: replace(e, stanzas=e.stanzas[:1]),
-        ),
+    cases: list[tuple[str, str, Callable[[Stanzas], Stanzas]]] = [
+        ("header_auth_recipient_removed", "bob's stanza removed", lambda s: s[:1]),
         (
             "header_auth_recipients_reordered",
-            "stanzas swapped",
-            lambda e: replace(e, stanzas=e.stanzas[::-1]),
+            "alice's and bob's stanzas swapped",
+            lambda s: s[::-1],
         ),
         (
             "header_auth_other_key_id_altered",
             "a bit of bob's key_id",
-            lambda e: replace(e, stanzas=(e.stanzas[0], flip(e.stanzas[1], 40))),
+            lambda s: (s[0], flip(s[1], 40)),
         ),
-    ]:
+    ]
+    for name, comment, edit in cases:
         env = recording(keys, name, 100, ("alice", "bob"))
-        data = edit(env).with_mac_of(env)
+        data = replace(env, stanzas=edit(env.stanzas)).with_mac_of(env)
         yield failure("header auth failure", name, env, f"{comment}, MAC unchanged", data)
 
 
@@ -836,13 +830,14 @@ def header_auth_commits_to_file_key(keys: Keys) -> Iterator[Vector]:
 
 @family
 def payload_prefix(keys: Keys) -> Iterator[Vector]:
-    for name, comment, edit in [
+    cases: list[tuple[str, str, Edit]] = [
         ("payload_commitment_altered", "one bit of the commitment flipped", lambda b: flip(b, 30)),
         ("payload_salt_altered", "one bit of the salt flipped", lambda b: flip(b, 0)),
         ("payload_body_missing", "the file ends right after the header", lambda b: b""),
         ("payload_body_shorter_than_prefix", "a 40-byte body (< 56)", lambda b: b[:40]),
         ("payload_body_prefix_only", "salt and commitment, no segment", lambda b: b[:56]),
-    ]:
+    ]
+    for name, comment, edit in cases:
         env = recording(keys, name, 1000)
         yield payload_failure(name, env, edit(env.body().encode()), b"", comment)
 
@@ -850,46 +845,39 @@ def payload_prefix(keys: Keys) -> Iterator[Vector]:
 @family
 def payload_segments(keys: Keys) -> Iterator[Vector]:
     """2 full segments + 1000 bytes; ``good`` segments authenticate before the bad one."""
-    for name, comment, good, edit in [
-        (
-            "payload_first_segment_altered",
-            "a bit of segment 0 flipped",
-            0,
-            lambda s: [flip(s[0], 100), *s[1:]],
-        ),
+    cases: list[tuple[str, str, int, Callable[[list[bytes]], list[bytes]]]] = [
+        ("payload_first_segment_altered", "segment 0", 0, lambda s: [flip(s[0], 9), *s[1:]]),
         (
             "payload_second_segment_tag_altered",
-            "a bit of segment 1's tag",
+            "segment 1's tag",
             1,
             lambda s: [s[0], flip(s[1], -1), s[2]],
         ),
         (
             "payload_final_segment_tag_altered",
-            "a bit of the final tag",
+            "the final tag",
             2,
-            lambda s: [*s[:2], flip(s[2], -1)],
+            lambda s: [s[0], s[1], flip(s[2], -1)],
         ),
         ("payload_segment_dropped", "segment 1 removed", 1, lambda s: [s[0], s[2]]),
         ("payload_segment_duplicated", "segment 1 repeated", 2, lambda s: [s[0], s[1], s[1], s[2]]),
         ("payload_segments_swapped", "segments 0 and 1 exchanged", 0, lambda s: [s[1], s[0], s[2]]),
-    ]:
+    ]
+    for name, comment, good, edit in cases:
         env = recording(keys, name, 2 * SEGMENT + 1000)
         body = env.body()
         data = body.prefix + b"".join(edit(list(body.segments)))
         yield payload_failure(name, env, data, env.plaintext[: good * SEGMENT], comment)
 
 
+MID_SEGMENT_1 = BODY_PREFIX + WIRE_SEGMENT + WIRE_SEGMENT // 2  # §6.3: interrupted
+
+
 @family
 def payload_truncated(keys: Keys) -> Iterator[Vector]:
     """Bodies cut short: ``good`` full segments authenticate before the end."""
     for name, size, good, cut, comment in [
-        (
-            "payload_no_final_segment",
-            2 * SEGMENT + 1000,
-            2,
-            -(1000 + TAG),
-            "ends after 2 full segments",
-        ),
+        ("payload_no_final_segment", 2 * SEGMENT + 1000, 2, -(1000 + TAG), "ends after 2 full"),
         ("payload_empty_final_stripped", SEGMENT, 1, -TAG, "16384 bytes less the empty final"),
         ("payload_final_segment_truncated", 2 * SEGMENT + 1000, 2, -1, "final segment less 1 byte"),
         ("payload_empty_final_truncated", SEGMENT, 1, -1, "16384 bytes, empty final cut to 15"),
@@ -897,8 +885,8 @@ def payload_truncated(keys: Keys) -> Iterator[Vector]:
             "payload_interrupted_mid_segment",
             2 * SEGMENT + 1000,
             1,
-            BODY_PREFIX + WIRE_SEGMENT * 3 // 2,
-            "cut inside segment 1 (§6.3)",
+            MID_SEGMENT_1,
+            "cut in segment 1",
         ),
     ]:
         env = recording(keys, name, size)
@@ -909,19 +897,16 @@ def payload_truncated(keys: Keys) -> Iterator[Vector]:
 @family
 def payload_extended(keys: Keys) -> Iterator[Vector]:
     """16384 + 1000 bytes, then more: only the full segment may be released."""
-    for name, comment, extra in [
+    cases: list[tuple[str, str, Callable[[BodyCipher], bytes]]] = [
         ("payload_trailing_garbage", "7 bytes after the final segment", lambda c: b"garbage"),
-        (
-            "payload_extra_empty_segment",
-            "valid empty segment 2 after final 1",
-            lambda c: c.seal(2, b""),
-        ),
+        ("payload_extra_empty_segment", "a valid empty segment 2", lambda c: c.seal(2, b"")),
         (
             "payload_extra_full_segment",
-            "valid full segment 2 after final 1",
+            "a valid full segment 2",
             lambda c: c.seal(2, bytes(SEGMENT)),
         ),
-    ]:
+    ]
+    for name, comment, extra in cases:
         env = recording(keys, name, SEGMENT + 1000)
         cipher = BodyCipher.derive(body_key(env.file_key), env.salt, env.context())
         data = env.body().encode() + extra(cipher)
