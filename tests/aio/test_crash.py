@@ -106,7 +106,8 @@ def tiny_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
     ).returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
+    r = subprocess.run(["umount", str(mnt)], check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_real_disk_full_fails_that_recording_alone(tmp_path: Path, tiny_fs: Path,

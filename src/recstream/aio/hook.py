@@ -15,7 +15,6 @@ recordings in progress finish under the certificate they started with.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +97,9 @@ class RecordingHook:
         call = self._calls[call_id] = _Call(tenant)
         types = {**DEFAULT_MEDIA_TYPES, **(media_types or {})}
         for kind in kinds:
-            rid = (recording_ids or {}).get(kind) or str(uuid.uuid4())
+            # A call's voice and screen recordings share its recording ID (the
+            # interaction), told apart by media kind: the muxer pairs them by it.
+            rid = (recording_ids or {}).get(kind) or call_id
             try:
                 recipients = self._resolve(tenant, kind)
                 metadata = new_metadata(

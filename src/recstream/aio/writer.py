@@ -189,13 +189,16 @@ class RecordingWriter:
             PipelineError: writing failed at any point; the ``.incomplete`` file
                 is left for ``recstream recover``.
         """
-        self._check_open()
+        if self._closed:
+            msg = f"recording {self.metadata.recording_id} is closed"
+            raise StreamStateError(msg)
         self._closed = True
-        tail = self._enc.update(bytes(self._plain)) + self._enc.finalize()
-        self._plain.clear()
-        self._cipher += tail
-        self._flusher.request(self, len(tail))
-        await self._wait_written()
+        if self._error is None:
+            tail = self._enc.update(bytes(self._plain)) + self._enc.finalize()
+            self._plain.clear()
+            self._cipher += tail
+            self._flusher.request(self, len(tail))
+            await self._wait_written()
         if self._error is not None:
             await self._flusher.run_blocking(os.close, self.fd)
             raise self._failure()

@@ -36,6 +36,8 @@ EXIT_PARTIAL = 6
 EXIT_BATCH_FAILURES = 7
 
 EXIT_CODES: dict[type[BaseException], int] = {
+    e.MixedEncryptionError: EXIT_KEY,  # a provisioning problem: say what to provision
+    e.MuxError: EXIT_USAGE,  # the two inputs given do not belong together
     e.EnvelopeFormatError: EXIT_INTEGRITY,
     e.IntegrityError: EXIT_INTEGRITY,
     e.KeyAccessError: EXIT_KEY,
@@ -83,7 +85,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from recstream.cli import demo, envelope, live, pki
+    from recstream.cli import demo, envelope, live, mux, pki
 
     parser = _Parser(
         prog="recstream",
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"recstream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (demo, envelope, live, pki):
+    for module in (demo, envelope, live, mux, pki):
         module.register(sub)
     return parser
 

@@ -1,0 +1,276 @@
+"""The muxer: one playable file from a call recording and its screen recording.
+
+The rule (vendor document, "For Call Recordings"): both inputs encrypted, or
+neither.  Encrypted inputs are read through :class:`~recstream.reader.DecryptingFile`
+(random access, nothing decrypted touches the disk) and the output is written
+through an :class:`~recstream.envelope.EnvelopeEncryptor` as it is produced,
+in a container mode that never seeks back (live WebM), so memory stays bounded
+by the media library's buffers, not by the recording's length.
+
+Media work is PyAV (FFmpeg): the video stream is copied without re-encoding;
+the call audio is decoded, resampled to 48 kHz and encoded as Opus, so the
+output (WebM: VP8/VP9 + Opus) plays in Chromium's own ``<video>`` element.
+Timing: the output timeline starts at the earlier of the two recordings'
+start times (the envelope headers' ``created`` for encrypted inputs), and each
+stream is placed at its own start, so nothing of either recording is cut.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any
+
+import av
+
+from recstream.envelope import EnvelopeEncryptor, KeyRing, Recipient, new_metadata
+from recstream.errors import MixedEncryptionError, MuxError
+from recstream.files import atomic_output, write_all
+from recstream.format import MAGIC, MediaKind
+from recstream.reader import DecryptingFile, FileSource, SegmentReader
+
+__all__ = ["MixedEncryptionError", "MuxError", "MuxInput", "MuxResult", "mux_files"]
+
+AUDIO_RATE = 48_000  # Opus's native rate
+OPUS_BITRATE = 32_000  # speech
+
+
+@dataclass(frozen=True, slots=True)
+class MuxInput:
+    """One side of the pair, opened: a seekable plaintext file object and its facts."""
+
+    path: Path
+    file: IO[bytes]
+    encrypted: bool
+    start_ms: int | None
+    tenant: str | None
+    recording_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MuxResult:
+    path: Path
+    encrypted: bool
+    cert_ids: tuple[str, ...]
+    audio_offset_s: float
+    video_offset_s: float
+    bytes_written: int
+
+
+def is_envelope(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(len(MAGIC)) == MAGIC
+
+
+def open_input(path: Path, keys: KeyRing | None, fd_list: list[int]) -> MuxInput:
+    if not is_envelope(path):
+        return MuxInput(path, path.open("rb"), False, None, None, None)
+    if keys is None:
+        msg = f"{path} is encrypted: give a keystore or the private key to decrypt it"
+        raise MuxError(msg)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd_list.append(fd)
+    reader = SegmentReader(FileSource(fd), keys)
+    md = reader.header.metadata
+    buffered = io.BufferedReader(DecryptingFile(reader), buffer_size=64 * 1024)
+    return MuxInput(path, buffered, True, md.created_ms, md.tenant, md.recording_id)
+
+
+def check_pair(voice: MuxInput, screen: MuxInput) -> None:
+    """Refuse mixed encryption and mismatched recordings, before anything is written."""
+    if voice.encrypted != screen.encrypted:
+        plain, kind = (voice, "call") if not voice.encrypted else (screen, "screen")
+        other = screen if plain is voice else voice
+        msg = (
+            f"cannot mux: the {kind} recording {plain.path} is not encrypted but "
+            f"{other.path} is. Encrypted and unencrypted recordings are never muxed together"
+        )
+        if kind == "screen":
+            msg += (
+                f"; provision a screen-recording certificate for tenant "
+                f"{other.tenant!r} so that screen recordings are encrypted too"
+            )
+        else:
+            msg += "; provision a voice-recording certificate for this tenant"
+        raise MixedEncryptionError(msg)
+    if voice.encrypted:
+        if voice.tenant != screen.tenant:
+            msg = (
+                f"cannot mux recordings of different tenants: {voice.tenant!r} (call) and "
+                f"{screen.tenant!r} (screen)"
+            )
+            raise MuxError(msg)
+        if voice.recording_id != screen.recording_id:
+            msg = (
+                f"cannot mux recordings of different interactions: call {voice.recording_id!r}"
+                f" and screen {screen.recording_id!r}"
+            )
+            raise MuxError(msg)
+
+
+class _EncryptingSink(io.RawIOBase):
+    """A write-only, non-seekable file that encrypts into ``dst`` as it goes."""
+
+    def __init__(self, dst: IO[bytes], encryptor: EnvelopeEncryptor | None) -> None:
+        super().__init__()
+        self._dst = dst
+        self._enc = encryptor
+        self._out = bytearray()
+        self.written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        if self._enc is None:
+            write_all(self._dst, view)
+        else:
+            need = self._enc.output_size(len(view))
+            if len(self._out) < need:
+                self._out = bytearray(need)
+            n = self._enc.update_into(view, self._out)
+            write_all(self._dst, memoryview(self._out)[:n])
+        self.written += len(view)
+        return len(view)
+
+    def finish(self) -> None:
+        if self._enc is not None:
+            write_all(self._dst, self._enc.finalize())
+
+
+def _video_packets(container: Any, shift_s: float) -> Iterator[tuple[float, Any]]:
+    stream = container.streams.video[0]
+    shift = round(shift_s / stream.time_base)
+    for packet in container.demux(stream):
+        if packet.dts is None:
+            continue
+        packet.pts = (packet.pts or packet.dts) + shift
+        packet.dts += shift
+        yield float(packet.dts * stream.time_base), packet
+
+
+def _audio_packets(container: Any, out_stream: Any, shift_s: float) -> Iterator[tuple[float, Any]]:
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
+    shift = round(shift_s * AUDIO_RATE)
+    samples = 0
+
+    def encode(frame: Any) -> Iterator[tuple[float, Any]]:
+        for packet in out_stream.encode(frame):
+            if packet.pts is not None:
+                packet.pts += shift
+                packet.dts = packet.pts
+            yield float((packet.pts or 0) / AUDIO_RATE), packet
+
+    for frame in container.decode(audio=0):
+        for out in resampler.resample(frame):
+            out.pts = samples
+            out.time_base = Fraction(1, AUDIO_RATE)
+            samples += out.samples
+            yield from encode(out)
+    for out in resampler.resample(None):
+        out.pts = samples
+        samples += out.samples
+        yield from encode(out)
+    yield from encode(None)
+
+
+def _interleave(*sources: Iterator[tuple[float, Any]]) -> Iterator[Any]:
+    """Merge packet streams by time, keeping one look-ahead packet per stream."""
+    heads: list[tuple[float, Any] | None] = [next(s, None) for s in sources]
+    while any(h is not None for h in heads):
+        i = min((i for i, h in enumerate(heads) if h is not None), key=lambda i: heads[i][0])  # type: ignore[index]
+        yield heads[i][1]  # type: ignore[index]
+        heads[i] = next(sources[i], None)
+
+
+def mux_streams(voice: MuxInput, screen: MuxInput, sink: IO[bytes]) -> tuple[float, float]:
+    """Mux the opened inputs into ``sink`` (written sequentially); return the offsets."""
+    starts = (voice.start_ms, screen.start_ms)
+    if None in starts:
+        audio_off = video_off = 0.0
+    else:
+        origin = min(voice.start_ms or 0, screen.start_ms or 0)
+        audio_off = ((voice.start_ms or 0) - origin) / 1000
+        video_off = ((screen.start_ms or 0) - origin) / 1000
+    try:
+        in_a = av.open(voice.file, "r")
+        in_v = av.open(screen.file, "r")
+    except av.FFmpegError as exc:
+        msg = f"cannot read the media: {exc}"
+        raise MuxError(msg) from exc
+    if not in_a.streams.audio or not in_v.streams.video:
+        msg = "the call recording needs an audio stream and the screen recording a video stream"
+        raise MuxError(msg)
+    with in_a, in_v, av.open(sink, "w", format="webm", options={"live": "1"}) as out:
+        vstream = out.add_stream_from_template(in_v.streams.video[0])
+        astream = out.add_stream("libopus", rate=AUDIO_RATE, layout="mono")
+        astream.bit_rate = OPUS_BITRATE
+        for packet in _interleave(
+            _video_packets(in_v, video_off), _audio_packets(in_a, astream, audio_off)
+        ):
+            packet.stream = vstream if packet.stream.type == "video" else astream
+            out.mux(packet)
+    return audio_off, video_off
+
+
+def mux_files(
+    voice_path: str | os.PathLike[str],
+    screen_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    keys: KeyRing | None = None,
+    recipients: Sequence[Recipient] = (),
+) -> MuxResult:
+    """Mux a call and a screen recording into ``out_path`` (WebM, encrypted if they were).
+
+    Encrypted inputs need ``keys`` to read them and ``recipients`` for the
+    output (the tenant's active screen certificate, or certificates given).
+    Nothing is written unless the pair is valid; on any failure the output
+    does not exist.
+
+    Raises:
+        MixedEncryptionError, MuxError, and the decryption errors of the inputs.
+    """
+    fds: list[int] = []
+    voice = screen = None
+    try:
+        voice = open_input(Path(voice_path), keys, fds)
+        screen = open_input(Path(screen_path), keys, fds)
+        check_pair(voice, screen)
+        encryptor = None
+        if voice.encrypted:
+            if not recipients:
+                msg = "the output of an encrypted pair must be encrypted: give its certificate(s)"
+                raise MuxError(msg)
+            encryptor = EnvelopeEncryptor(
+                recipients,
+                new_metadata(
+                    recording_id=voice.recording_id or "muxed",
+                    tenant=voice.tenant or "",
+                    media_kind=MediaKind.SCREEN,
+                    media_type="video/webm",
+                ),
+            )
+        with atomic_output(out_path) as dst:
+            sink = _EncryptingSink(dst, encryptor)
+            audio_off, video_off = mux_streams(voice, screen, sink)  # type: ignore[arg-type]
+            sink.finish()
+        return MuxResult(
+            Path(out_path),
+            voice.encrypted,
+            encryptor.cert_ids if encryptor else (),
+            audio_off,
+            video_off,
+            sink.written,
+        )
+    finally:
+        for side in (voice, screen):
+            if side is not None:
+                side.file.close()
+        for fd in fds:
+            os.close(fd)
