@@ -323,8 +323,9 @@ def test_openssl_made_certificate_and_encrypted_key(tmp_path: Path) -> None:
 def test_demo_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "identical to the original: True" in out
-    assert "refused" in out
+    assert "video vp8 from 2.50 s to 14.50 s; audio opus from 0.00 s to 15.00 s" in out
+    assert "refused: segment" in out
+    assert (tmp_path / "playback.webm").exists()
 
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -333,3 +334,11 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["encrypt", "--help"]) == 0
     assert main([]) == 2
     assert main(["bogus"]) == 2
+
+
+def test_demo_as_a_user_runs_it(tmp_path: Path) -> None:
+    """The README's main command, as a process: exits 0 with no traceback."""
+    proc = _cli("demo", "--workdir", str(tmp_path / "demo"))
+    assert proc.returncode == 0, proc.stderr
+    assert b"Traceback" not in proc.stderr
+    assert b"checked it with the media library" in proc.stdout

@@ -82,11 +82,15 @@ class RecordingHook:
         kinds: Sequence[MediaKind] = (MediaKind.VOICE,),
         media_types: dict[MediaKind, str] | None = None,
         recording_ids: dict[MediaKind, str] | None = None,
+        created_ms: dict[MediaKind, int] | None = None,
     ) -> None:
         """Open a recording for each media kind of a new call.
 
         A kind whose recording cannot start is reported through ``on_error``
         (and ``errors``); the call's other kinds still record.
+
+        ``created_ms`` overrides a kind's start time (default: now), e.g. when
+        replaying recorded media faster than real time.
 
         Raises:
             ValueError: the call ID is already recording.
@@ -103,7 +107,11 @@ class RecordingHook:
             try:
                 recipients = self._resolve(tenant, kind)
                 metadata = new_metadata(
-                    recording_id=rid, tenant=tenant, media_kind=kind, media_type=types[kind]
+                    recording_id=rid,
+                    tenant=tenant,
+                    media_kind=kind,
+                    media_type=types[kind],
+                    created_ms=(created_ms or {}).get(kind),
                 )
                 path = self.directory / f"{call_id}-{kind.name.lower()}.rsv"
                 call.writers[kind] = await RecordingWriter.open(
