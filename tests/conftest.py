@@ -16,7 +16,7 @@ from recstream.envelope import Identity, IdentitySet, Recipient, new_metadata
 from recstream.format import MediaKind, Metadata
 
 
-def self_signed(key: rsa.RSAPrivateKey, cn: str, days: int = 30) -> x509.Certificate:
+def self_signed(key: rsa.RSAPrivateKey, cn: str, days: int = 365) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.UTC)
     return (

@@ -50,6 +50,7 @@ __all__ = [
     "Identity",
     "KeyRing",
     "Recipient",
+    "amend_header",
     "build_header",
     "new_metadata",
     "open_file_key",
@@ -179,6 +180,39 @@ def rewrap_header(header: Header, file_key: Buffer, recipients: Sequence[Recipie
     The immutable part (and so the body's context) is unchanged (FORMAT.md §7).
     """
     new = build_header(header.metadata, recipients, file_key)
+    parsed = parse_header(new)
+    assert isinstance(parsed, Header)
+    assert parsed.context == header.context, "re-wrap must keep the immutable header part"
+    return new
+
+
+def amend_header(
+    header: Header,
+    file_key: Buffer,
+    *,
+    add: Sequence[Recipient] = (),
+    drop: Iterable[str] = (),
+) -> bytes:
+    """A new header with recipients added and/or dropped; the body stays valid.
+
+    Kept stanzas are carried over byte for byte (their certificates need not be
+    at hand); new ones wrap ``file_key``.  The immutable part is unchanged
+    (FORMAT.md §7), and the MAC is recomputed under the same file key.
+
+    Raises:
+        ValueError: the result would have no recipients or more than the limit,
+            or ``drop`` names a certificate the header does not have.
+    """
+    dropping = {d.lower() for d in drop}
+    unknown = dropping - set(header.cert_ids)
+    if unknown:
+        msg = f"certificate ID(s) {', '.join(sorted(unknown))} are not recipients of this file"
+        raise ValueError(msg)
+    kept = [s for s in header.recipients if s.cert_id_hex not in dropping]
+    present = {s.cert_id for s in kept}
+    kept += [r.stanza(file_key) for r in add if r.cert_id not in present]
+    body = encode_header_body(header.metadata, tuple(kept))
+    new = body + _crypto.header_mac(file_key, body)
     parsed = parse_header(new)
     assert isinstance(parsed, Header)
     assert parsed.context == header.context, "re-wrap must keep the immutable header part"
