@@ -195,3 +195,39 @@ class SegmentCipher:
         """Encrypt one segment (for tests and vector generation)."""
         n = len(plaintext) + TAG_BYTES
         return self._aead.encrypt_into(self.nonce(index), plaintext, None, memoryview(out)[:n])
+
+
+# --- keystore primitives (docs/KEYSTORE.md §3) ------------------------------
+# Appended for the keystore; the envelope code above does not use them.
+
+
+def argon2id(
+    password: bytes, salt: bytes, *, memory_kib: int, iterations: int, lanes: int
+) -> bytes:
+    """Argon2id (RFC 9106, version 0x13) of ``password``: a 32-byte key.
+
+    The caller checks the cost parameters against its caps *before* calling:
+    this function spends whatever memory and time it is asked to.
+    """
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+    kdf = Argon2id(salt=salt, length=32, iterations=iterations, lanes=lanes, memory_cost=memory_kib)
+    return kdf.derive(password)
+
+
+def hkdf_sha256(key: bytes, info: bytes, length: int = 32) -> bytes:
+    """HKDF-SHA-256 (RFC 5869) with an empty salt: independent subkeys of one key."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(key)
+
+
+def aead_seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM encryption: ciphertext followed by the 16-byte tag."""
+    return AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def aead_open(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes | None:
+    """AES-256-GCM decryption; None when it does not authenticate (no detail given)."""
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, aad)
+    except InvalidTag:
+        return None

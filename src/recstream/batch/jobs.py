@@ -196,25 +196,16 @@ def audit_one(src: str, rel: str, spec: KeySpec, unwrap: bool, now_ts: float) ->
                 info=info,
             )
         unwrap_s = time.perf_counter() - t1
+    status, detail = "ok", ""
     if usable:
         best = max(usable, key=lambda c: c.not_after)
         info["key_expires"] = best.not_after.isoformat()
         if best.not_after <= now:
-            return Outcome(
-                rel,
-                "expired",
-                f"its only usable certificate(s) expired {best.not_after:%Y-%m-%d}",
-                seconds=time.perf_counter() - t0,
-                unwrap_seconds=unwrap_s,
-                info=info,
-            )
-        if best.not_after - now <= EXPIRY_WARNING:
-            return Outcome(
-                rel,
-                "expiring",
-                f"its usable certificate(s) expire {best.not_after:%Y-%m-%d}",
-                seconds=time.perf_counter() - t0,
-                unwrap_seconds=unwrap_s,
-                info=info,
-            )
-    return Outcome(rel, "ok", seconds=time.perf_counter() - t0, unwrap_seconds=unwrap_s, info=info)
+            status = "expired"
+            detail = f"its only usable certificate(s) expired {best.not_after:%Y-%m-%d}"
+        elif best.not_after - now <= EXPIRY_WARNING:
+            status = "expiring"
+            detail = f"its usable certificate(s) expire {best.not_after:%Y-%m-%d}"
+    return Outcome(
+        rel, status, detail, seconds=time.perf_counter() - t0, unwrap_seconds=unwrap_s, info=info
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 from cryptography import x509
 
 from recstream.envelope import Identity, IdentitySet, KeyRing
+from recstream.errors import KeystoreLockedError
 from recstream.pki.certs import certificate_id, load_certificates, load_private_key
 
 __all__ = ["CertInfo", "KeySpec", "OpenedKeys"]
@@ -54,11 +55,16 @@ class KeySpec:
         password = _read_password(self.password_file)
         certs: dict[str, CertInfo] = {}
         if self.keystore is not None:
-            from recstream.keystore import open_keystore  # type: ignore[attr-defined]
+            from recstream.keystore import load
 
-            ks = open_keystore(self.keystore, password)
-            for entry in ks.entries():
-                certs[entry.cert_id] = CertInfo(entry.cert_id, entry.subject, entry.not_after, True)
+            if password is None:
+                msg = "the keystore needs its password: give --password-file"
+                raise KeystoreLockedError(msg)
+            ks = load(Path(self.keystore), password)
+            for entry in ks.entries:
+                certs[entry.cert_id] = CertInfo(
+                    entry.cert_id, entry.subject, entry.not_after, has_key=True
+                )
             return OpenedKeys(ks, certs)
         identities = []
         loaded_certs: list[x509.Certificate] = []

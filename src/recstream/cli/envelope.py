@@ -14,18 +14,23 @@ from pathlib import Path
 from typing import IO, Any
 
 from recstream.cli import UsageError, eprint
+from recstream.cli._batch import batch_decrypt
+from recstream.cli._keystore_access import add_keystore_options, keystore_recipient, open_keystore
 from recstream.cli._util import read_input_file, read_password_file
 from recstream.envelope import (
     EnvelopeDecryptor,
     EnvelopeEncryptor,
     Identity,
     IdentitySet,
+    KeyRing,
     Recipient,
     new_metadata,
 )
 from recstream.errors import CertificateError
 from recstream.files import atomic_output, pump
 from recstream.format import BodyLayout, Header, MediaKind
+from recstream.keystore.batch import DEFAULT_JOBS
+from recstream.keystore.store import keystore_path
 from recstream.pki.certs import load_certificate, load_private_key
 from recstream.reader import FileSource, read_header_at
 
@@ -37,22 +42,29 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "encrypt",
         help="encrypt a recording for one or more certificates",
         description="Encrypt IN into a recstream envelope OUT for each --cert "
-        "(the recording certificate, plus any escrow certificate). IN or OUT may be '-'.",
+        "(the recording certificate, plus any escrow certificate), or for the tenant's "
+        "active certificate of the media kind in the keystore (--tenant without --cert, "
+        "or --keystore). IN or OUT may be '-'.",
     )
     p.add_argument(
         "--cert",
         action="append",
-        required=True,
         metavar="CERT.pem",
-        help="recipient certificate (PEM or DER); repeat for more recipients",
+        help="recipient certificate (PEM or DER); repeat for more recipients; with the "
+        "keystore, extra (escrow) recipients",
     )
     p.add_argument(
         "--ca-file",
         metavar="CA.pem",
-        help="validate every --cert against this CA bundle before encrypting",
+        help="validate every recipient certificate against this CA bundle before encrypting",
     )
+    add_keystore_options(p)
     p.add_argument("--recording-id", help="recording ID (default: a new UUID)")
-    p.add_argument("--tenant", default=DEFAULT_TENANT, help="tenant (default: %(default)s)")
+    p.add_argument(
+        "--tenant",
+        help=f"tenant (default with --cert: {DEFAULT_TENANT}); without --cert, the recipient "
+        "is this tenant's active certificate in the keystore",
+    )
     p.add_argument(
         "--media-type",
         metavar="TYPE",
@@ -71,24 +83,41 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = sub.add_parser(
         "decrypt",
-        help="decrypt a recording with its private key",
+        help="decrypt recordings with their private keys or the keystore",
+        usage="recstream decrypt [options] IN OUT\n"
+        "       recstream decrypt [options] --out-dir DIR FILE_OR_DIR...",
         description="Decrypt envelope IN into OUT. OUT appears only when the whole "
         "recording authenticated; after any failure it does not exist. To '-' the "
-        "plaintext streams and a failure at any point exits non-zero.",
+        "plaintext streams and a failure at any point exits non-zero. Keys come from "
+        "--key files, else from the keystore (chosen by the certificate IDs in each "
+        "header, active, retired and expired alike). With --out-dir, decrypt many "
+        "files (directories: their *.rsv files) concurrently: a summary at the end, "
+        "exit 7 if any failed, nothing partial left for a failed file.",
     )
     p.add_argument(
         "--key",
         action="append",
-        required=True,
         metavar="KEY.pem",
         help="private key (PEM or DER, encrypted or not); repeat to offer several",
     )
+    p.add_argument("--keystore", metavar="PATH", help="take keys from this keystore")
     p.add_argument(
-        "--password-file", metavar="F", help="file whose first line is the private key's password"
+        "--password-file",
+        metavar="F",
+        help="file whose first line is the password of the --key files, or of the keystore",
     )
-    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    p.add_argument("input", metavar="IN")
-    p.add_argument("output", metavar="OUT")
+    p.add_argument(
+        "--out-dir", metavar="DIR", help="batch: decrypt every FILE into DIR (*.rsv -> *)"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=DEFAULT_JOBS,
+        metavar="N",
+        help="batch: files decrypted at once (default: %(default)s)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite outputs that exist")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="IN OUT, or with --out-dir the inputs")
     p.set_defaults(func=cmd_decrypt)
 
     p = sub.add_parser(
@@ -134,14 +163,40 @@ def guess_media(path: str, media_type: str | None, kind: str | None) -> tuple[st
     return media_type, MediaKind.SCREEN if kind == "screen" else MediaKind.VOICE
 
 
+def resolve_recipients(args: argparse.Namespace, kind: MediaKind) -> tuple[str, list[Recipient]]:
+    """The tenant and recipients of ``encrypt``/``record``: --cert files, the keystore, or both.
+
+    The keystore is used when --keystore is given, or when --tenant is given without
+    --cert; its recipient is the tenant's active certificate of ``kind``.
+    """
+    use_keystore = args.keystore is not None or (not args.cert and args.tenant is not None)
+    if not use_keystore and not args.cert:
+        msg = (
+            "a recipient is required: --cert CERT.pem, or --tenant T to use T's active "
+            "certificate in the keystore"
+        )
+        raise UsageError(msg)
+    if use_keystore and args.tenant is None:
+        msg = "--keystore needs --tenant T: T's active certificate becomes the recipient"
+        raise UsageError(msg)
+    tenant = args.tenant or DEFAULT_TENANT
+    recipients = []
+    if use_keystore:
+        recipients.append(
+            keystore_recipient(args.keystore, args.password_file, tenant, kind, args.ca_file)
+        )
+    recipients += load_recipients(args.cert or [], args.ca_file)
+    return tenant, recipients
+
+
 def cmd_encrypt(args: argparse.Namespace) -> int:
     _check_paths(args.input, args.output, args.force)
-    recipients = load_recipients(args.cert, args.ca_file)
     media_type, kind = guess_media(args.input, args.media_type, args.media_kind)
+    tenant, recipients = resolve_recipients(args, kind)
     try:
         metadata = new_metadata(
             recording_id=args.recording_id or str(uuid.uuid4()),
-            tenant=args.tenant,
+            tenant=tenant,
             media_kind=kind,
             media_type=media_type,
         )
@@ -171,9 +226,35 @@ def load_identities(paths: Sequence[str], password_file: str | None) -> Identity
     return IdentitySet(identities)
 
 
+def decryption_keys(args: argparse.Namespace) -> KeyRing:
+    """--key files, else the keystore (--keystore, $RECSTREAM_KEYSTORE or the default)."""
+    if args.key and args.keystore is not None:
+        msg = "give --key files or --keystore, not both"
+        raise UsageError(msg)
+    if args.key:
+        return load_identities(args.key, args.password_file)
+    if args.keystore is None and not keystore_path(None).exists():
+        msg = (
+            "decrypt needs --key KEY.pem, or a keystore: --keystore PATH, "
+            f"$RECSTREAM_KEYSTORE, or {keystore_path(None)} (which does not exist)"
+        )
+        raise UsageError(msg)
+    ks, _ = open_keystore(args.keystore, args.password_file)
+    return ks
+
+
 def cmd_decrypt(args: argparse.Namespace) -> int:
+    if args.out_dir is not None:
+        if args.jobs < 1:
+            msg = "--jobs must be at least 1"
+            raise UsageError(msg)
+        return batch_decrypt(args.paths, Path(args.out_dir), args, decryption_keys)
+    if len(args.paths) != 2:
+        msg = "decrypt takes IN OUT, or --out-dir DIR followed by the files to decrypt"
+        raise UsageError(msg)
+    args.input, args.output = args.paths
     _check_paths(args.input, args.output, args.force)
-    keys = load_identities(args.key, args.password_file)
+    keys = decryption_keys(args)
     dec = EnvelopeDecryptor(keys)
     with _open_in(args.input) as src, _open_out(args.output) as dst:
         written = pump(src, dst, dec)

@@ -16,7 +16,8 @@ from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL, Flusher
 from recstream.aio.run import run
 from recstream.aio.writer import INCOMPLETE_SUFFIX, RecordingWriter
 from recstream.cli import EXIT_PARTIAL, UsageError, eprint
-from recstream.cli.envelope import guess_media, load_identities, load_recipients
+from recstream.cli._keystore_access import add_keystore_options
+from recstream.cli.envelope import guess_media, load_identities, resolve_recipients
 from recstream.envelope import Recipient, new_metadata
 from recstream.files import atomic_output, write_all
 from recstream.format import Metadata
@@ -38,11 +39,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--cert",
         action="append",
-        required=True,
         metavar="CERT.pem",
-        help="recipient certificate; repeat for more recipients",
+        help="recipient certificate; repeat for more recipients (with the keystore: escrow)",
     )
-    p.add_argument("--ca-file", metavar="CA.pem", help="validate --cert against this CA bundle")
+    p.add_argument(
+        "--ca-file", metavar="CA.pem", help="validate the recipients against this CA bundle"
+    )
+    add_keystore_options(
+        p,
+        password_help="file whose first line is the keystore password (else "  # noqa: S106
+        "$RECSTREAM_KEYSTORE_PASSWORD; stdin is the recording, so there is no prompt)",
+    )
     p.add_argument(
         "--flush-interval",
         type=float,
@@ -54,7 +61,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--media-type", metavar="TYPE", help="MIME type (default: audio/basic)")
     p.add_argument("--media-kind", choices=["voice", "screen"], help="default: from the type")
     p.add_argument("--recording-id", help="recording ID (default: a new UUID)")
-    p.add_argument("--tenant", default="default", help="tenant (default: %(default)s)")
+    p.add_argument(
+        "--tenant",
+        help="tenant (default with --cert: default); without --cert, the recipient is this "
+        "tenant's active certificate in the keystore",
+    )
     p.add_argument("output", metavar="OUT")
     p.set_defaults(func=cmd_record)
 
@@ -86,12 +97,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     if not out.resolve().parent.is_dir():
         msg = f"output directory does not exist: {out.parent}"
         raise UsageError(msg)
-    recipients = load_recipients(args.cert, args.ca_file)
     media_type, kind = guess_media("-", args.media_type or "audio/basic", args.media_kind)
+    tenant, recipients = resolve_recipients(args, kind)
     try:
         metadata = new_metadata(
             recording_id=args.recording_id or str(uuid.uuid4()),
-            tenant=args.tenant,
+            tenant=tenant,
             media_kind=kind,
             media_type=media_type,
         )
