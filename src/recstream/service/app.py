@@ -1,0 +1,171 @@
+"""Assemble the aiohttp application and run it (plain HTTP on loopback, or TLS).
+
+:func:`build_app` wires a checked :class:`ServiceConfig` and any
+:class:`KeyRing` into an application; :func:`start_server` listens and returns
+a :class:`RunningServer`.  The CLI (``recstream serve``) and the tests use the
+same two functions; only the CLI opens the keystore and picks uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from recstream.envelope import KeyRing
+from recstream.errors import ConfigError
+from recstream.service import decrypt, ops, player, proxy, tokens
+from recstream.service.archive import Archive
+from recstream.service.audit import AuditLog
+from recstream.service.auth import Authenticator, TokenStore
+from recstream.service.config import ServiceConfig
+from recstream.service.context import CONTEXT, ServiceContext
+from recstream.service.http import add_security_headers, error_middleware, json_response
+from recstream.service.metrics import CONTENT_TYPE, Metrics
+from recstream.service.ratelimit import FailureLimiter
+from recstream.service.store import SettingsStore
+
+__all__ = ["RunningServer", "build_app", "start_server", "tls_context"]
+
+MAX_LINE_BYTES: Final = 8190  # request line and each header line (nginx's default is 8 KiB)
+MAX_HEADERS: Final = 64
+SHUTDOWN_GRACE: Final = 5.0
+
+
+def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application:
+    """The application for ``config``.
+
+    Args:
+        keyring: the private keys (an RCS); must be None for a proxy.
+
+    Raises:
+        ConfigError: an RCS without a keyring, or a proxy with one; the
+            settings database cannot be opened.
+    """
+    if (config.proxy is None) != (keyring is not None):
+        msg = "an RCS needs its keystore, and a decryption proxy must hold no keys"
+        raise ConfigError(msg)
+    store = SettingsStore.open(config.settings_db)
+    metrics = Metrics()
+    limiter = FailureLimiter(config.auth.max_failures, config.auth.failure_window)
+    auth = Authenticator(store, limiter, TokenStore(config.auth.token_ttl), metrics)
+    ctx = ServiceContext(
+        config,
+        store,
+        auth,
+        AuditLog(config.audit_log),
+        metrics,
+        keyring,
+        Archive(config.recordings_root) if config.recordings_root is not None else None,
+    )
+    app = web.Application(
+        middlewares=[error_middleware(metrics)], client_max_size=config.server.max_json_bytes
+    )
+    app[CONTEXT] = ctx
+    app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/metrics", handle_metrics)
+    player.add_routes(app)
+    ops.add_routes(app)
+    if config.proxy is None:
+        decrypt.add_routes(app)
+        tokens.add_routes(app)
+    else:
+        proxy.add_routes(app)
+    app.on_response_prepare.append(add_security_headers)
+    app.on_cleanup.append(_close)
+    return app
+
+
+async def _close(app: web.Application) -> None:
+    ctx = app[CONTEXT]
+    ctx.audit.close()
+    ctx.store.close()
+
+
+async def handle_health(request: web.Request) -> web.StreamResponse:
+    """``{"status": "ok", "mode": "rcs"|"proxy"}``, or 503 when the database or archive fails."""
+    ctx = request.app[CONTEXT]
+    mode = "rcs" if ctx.config.proxy is None else "proxy"
+    try:
+        await asyncio.to_thread(ctx.store.count_users)
+        root = ctx.config.recordings_root
+        if root is not None and not await asyncio.to_thread(root.is_dir):
+            raise OSError
+    except Exception:  # any failure is "unhealthy"
+        return json_response({"status": "unavailable", "mode": mode}, status=503)
+    return json_response({"status": "ok", "mode": mode})
+
+
+async def handle_metrics(request: web.Request) -> web.StreamResponse:
+    text = request.app[CONTEXT].metrics.render()
+    return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def tls_context(config: ServiceConfig) -> ssl.SSLContext | None:
+    """The server's TLS context (TLS 1.2+), or None without ``tls_cert``.
+
+    Raises:
+        ConfigError: the certificate or key cannot be loaded.
+    """
+    server = config.server
+    if server.tls_cert is None or server.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(server.tls_cert, server.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        msg = f"[server] tls_cert/tls_key cannot be used: {exc}"
+        raise ConfigError(msg) from None
+    return ctx
+
+
+@dataclass(slots=True)
+class RunningServer:
+    """A listening server.  ``url`` is its base URL (``https://127.0.0.1:PORT``)."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_server(config: ServiceConfig, keyring: KeyRing | None) -> RunningServer:
+    """Build the app and listen on ``[server] listen``.
+
+    Raises:
+        ConfigError: bad TLS material, or the address cannot be bound.
+    """
+    server = config.server
+    tls = tls_context(config)
+    app = build_app(config, keyring)
+    handler_args: dict[str, Any] = {
+        "keepalive_timeout": server.idle_timeout,  # also bounds a slow request head
+        "max_line_size": MAX_LINE_BYTES,
+        "max_field_size": MAX_LINE_BYTES,
+        "max_headers": MAX_HEADERS,
+    }
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE, **handler_args
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, server.host, server.port, ssl_context=tls, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        msg = f"[server] listen {server.host}:{server.port}: {exc.strerror or exc}"
+        raise ConfigError(msg) from None
+    port = runner.addresses[0][1] if runner.addresses else server.port
+    return RunningServer(runner, server.host, int(port), tls is not None)

@@ -1,0 +1,357 @@
+"""The server's configuration file (TOML), in the spirit of the vendor's ``rcs.properties``.
+
+:func:`load_config` reads, checks and returns a frozen :class:`ServiceConfig`,
+or raises :class:`ConfigError` listing *every* problem found, so the server
+refuses to start with one clear message.  Relative paths are relative to the
+config file's directory.  The keys are documented in README ("serve").
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from recstream.errors import ConfigError, RequestError
+from recstream.service.locations import (
+    is_loopback_host,
+    validate_contact_center,
+    validate_location,
+)
+
+__all__ = [
+    "AuthConfig",
+    "KeystoreConfig",
+    "ProxyConfig",
+    "ServerConfig",
+    "ServiceConfig",
+    "load_config",
+    "parse_listen",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Defaults, each with its reason.
+DEFAULT_MAX_BODY_BYTES: Final = 8 << 30  # an 8-hour screen recording at ~2 Mbit/s
+DEFAULT_MAX_JSON_BYTES: Final = 64 << 10  # a location entry is < 3 KiB
+DEFAULT_IDLE_TIMEOUT: Final = 15.0  # request headers must be complete by then (slowloris)
+DEFAULT_READ_TIMEOUT: Final = 30.0  # longest pause between request body chunks
+DEFAULT_WRITE_TIMEOUT: Final = 30.0  # longest a client may stall reading the response
+DEFAULT_TOKEN_TTL: Final = 3600.0
+DEFAULT_MAX_FAILURES: Final = 10
+DEFAULT_FAILURE_WINDOW: Final = 300.0
+DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+
+_NUM = (int, float)
+_SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
+    "server": {
+        "listen": (str,),
+        "tls_cert": (str,),
+        "tls_key": (str,),
+        "max_body_bytes": (int,),
+        "max_json_bytes": (int,),
+        "idle_timeout": _NUM,
+        "read_timeout": _NUM,
+        "write_timeout": _NUM,
+        "trusted_proxies": (list,),
+    },
+    "keystore": {"path": (str,), "password_file": (str,), "password_env": (str,)},
+    "recordings": {"root": (str,)},
+    "audit": {"log": (str,)},
+    "settings": {"db": (str,)},
+    "auth": {
+        "token_ttl": _NUM,
+        "max_failures": (int,),
+        "failure_window": _NUM,
+    },
+    "proxy": {
+        "node_path": (str,),
+        "contact_center": (str,),
+        "ca_file": (str,),
+        "connect_timeout": _NUM,
+    },
+}
+
+
+_KIND_NAMES: Final = {str: "a string", int: "an integer", float: "a number", list: "a list"}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str
+    port: int
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+@dataclass(frozen=True, slots=True)
+class KeystoreConfig:
+    """Where the keystore is and where its password comes from (exactly one source)."""
+
+    path: Path
+    password_file: Path | None = None
+    password_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    token_ttl: float = DEFAULT_TOKEN_TTL
+    max_failures: int = DEFAULT_MAX_FAILURES
+    failure_window: float = DEFAULT_FAILURE_WINDOW
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """This server is a decryption proxy for the node at ``node_path``."""
+
+    node_path: str
+    contact_center: str
+    ca_file: Path | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """A checked configuration.  ``keystore`` and ``recordings_root`` are None for a proxy."""
+
+    source: Path
+    server: ServerConfig
+    audit_log: Path
+    settings_db: Path
+    keystore: KeystoreConfig | None = None
+    recordings_root: Path | None = None
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    proxy: ProxyConfig | None = None
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:8443"`` or ``"[::1]:8443"`` -> (host, port).  Port 0 picks a free port.
+
+    Raises:
+        ValueError: not host:port.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        msg = f"listen {text!r} must be host:port, such as '127.0.0.1:8443' or '[::1]:8443'"
+        raise ValueError(msg)
+    if host.startswith("["):
+        if not host.endswith("]"):
+            msg = f"listen {text!r}: unbalanced '[' around an IPv6 address"
+            raise ValueError(msg)
+        host = host[1:-1]
+    return host, int(port)
+
+
+class _Reader:
+    """Collects every problem, so one run of the server names them all."""
+
+    def __init__(self, source: Path, data: dict[str, Any]) -> None:
+        self.source = source
+        self.base = source.parent
+        self.data = data
+        self.problems: list[str] = []
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+    def check_shape(self) -> None:
+        for section, body in self.data.items():
+            if section not in _SCHEMA:
+                self.problem(f"unknown section [{section}]{_hint(section, _SCHEMA)}")
+                continue
+            if not isinstance(body, dict):
+                self.problem(f"[{section}] must be a table")
+                continue
+            for key, value in body.items():
+                kinds = _SCHEMA[section].get(key)
+                if kinds is None:
+                    self.problem(f"unknown key [{section}] {key}{_hint(key, _SCHEMA[section])}")
+                elif isinstance(value, bool) or not isinstance(value, kinds):
+                    want = " or ".join(_KIND_NAMES[k] for k in kinds)
+                    self.problem(f"[{section}] {key} must be {want}")
+
+    def get(self, section: str, key: str) -> Any:
+        body = self.data.get(section)
+        if not isinstance(body, dict):
+            return None
+        value = body.get(key)
+        kinds = _SCHEMA.get(section, {}).get(key, ())
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return None
+        return value
+
+    def require(self, section: str, key: str) -> Any:
+        value = self.get(section, key)
+        if value is None and key not in self.data.get(section, {}):
+            self.problem(f"[{section}] {key} is required")
+        return value
+
+    def path(self, section: str, key: str, *, must: str | None = None) -> Path | None:
+        """A path key, resolved against the config's directory; ``must`` is file/dir/parent."""
+        text = self.get(section, key)
+        if text is None:
+            return None
+        p = (self.base / text).resolve() if text else self.base
+        if must == "file" and not p.is_file():
+            self.problem(f"[{section}] {key}: {p} is not a file")
+        elif must == "dir" and not p.is_dir():
+            self.problem(f"[{section}] {key}: {p} is not a directory")
+        elif must == "parent" and not p.parent.is_dir():
+            self.problem(f"[{section}] {key}: directory {p.parent} does not exist")
+        return p
+
+    def positive(self, section: str, key: str, default: float) -> float:
+        value = self.get(section, key)
+        if value is None:
+            return default
+        if not value > 0:
+            self.problem(f"[{section}] {key} must be positive")
+            return default
+        return float(value)
+
+
+def _hint(word: str, choices: dict[str, Any]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def load_config(path: str | Path) -> ServiceConfig:
+    """Read and check a configuration file.
+
+    Raises:
+        ConfigError: the file is missing or not TOML, or it has problems; the
+            message lists them all, each naming its section and key.
+    """
+    source = Path(path).resolve()
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        msg = f"config file not found: {source}"
+        raise ConfigError(msg) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"cannot read config file {source}: {exc}"
+        raise ConfigError(msg) from None
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{source} is not valid TOML: {exc}"
+        raise ConfigError(msg) from None
+    r = _Reader(source, data)
+    r.check_shape()
+    server = _server(r)
+    proxy = _proxy(r)
+    keystore, root = _backend(r, proxy is not None)
+    audit = r.path("audit", "log", must="parent")
+    r.require("audit", "log")
+    db = r.path("settings", "db", must="parent")
+    r.require("settings", "db")
+    auth = AuthConfig(
+        token_ttl=r.positive("auth", "token_ttl", DEFAULT_TOKEN_TTL),
+        max_failures=int(r.positive("auth", "max_failures", DEFAULT_MAX_FAILURES)),
+        failure_window=r.positive("auth", "failure_window", DEFAULT_FAILURE_WINDOW),
+    )
+    if r.problems or server is None or audit is None or db is None:
+        lines = "\n".join(f"  - {p}" for p in r.problems)
+        msg = f"{source}: the server will not start until this is fixed:\n{lines}"
+        raise ConfigError(msg)
+    return ServiceConfig(source, server, audit, db, keystore, root, auth, proxy)
+
+
+def _server(r: _Reader) -> ServerConfig | None:
+    listen = r.require("server", "listen")
+    if listen is None:
+        return None
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        r.problem(f"[server] {exc}")
+        return None
+    cert = r.path("server", "tls_cert", must="file")
+    key = r.path("server", "tls_key", must="file")
+    if (cert is None) != (key is None):
+        r.problem("[server] tls_cert and tls_key go together: give both or neither")
+    if cert is None and not is_loopback_host(host):
+        r.problem(
+            f"[server] listen {listen} is not a loopback address and there is no TLS: "
+            "Basic credentials and plaintext recordings would cross the network in the "
+            "clear; set tls_cert and tls_key"
+        )
+    proxies: list[IPNetwork] = []
+    for item in r.get("server", "trusted_proxies") or []:
+        try:
+            proxies.append(ipaddress.ip_network(str(item)))
+        except ValueError:
+            r.problem(f"[server] trusted_proxies: {item!r} is not an IP address or network")
+    sizes = {}
+    for key_name, default in (
+        ("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+        ("max_json_bytes", DEFAULT_MAX_JSON_BYTES),
+    ):
+        sizes[key_name] = int(r.positive("server", key_name, default))
+    return ServerConfig(
+        host,
+        port,
+        cert,
+        key,
+        max_body_bytes=sizes["max_body_bytes"],
+        max_json_bytes=sizes["max_json_bytes"],
+        idle_timeout=r.positive("server", "idle_timeout", DEFAULT_IDLE_TIMEOUT),
+        read_timeout=r.positive("server", "read_timeout", DEFAULT_READ_TIMEOUT),
+        write_timeout=r.positive("server", "write_timeout", DEFAULT_WRITE_TIMEOUT),
+        trusted_proxies=tuple(proxies),
+    )
+
+
+def _proxy(r: _Reader) -> ProxyConfig | None:
+    if "proxy" not in r.data:
+        return None
+    node = r.require("proxy", "node_path")
+    cc = r.require("proxy", "contact_center")
+    for check, value, key in (
+        (validate_location, node, "node_path"),
+        (validate_contact_center, cc, "contact_center"),
+    ):
+        if value is not None:
+            try:
+                check(value)
+            except RequestError as exc:
+                r.problem(f"[proxy] {key}: {exc}")
+    ca = r.path("proxy", "ca_file", must="file")
+    timeout = r.positive("proxy", "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+    if node is None or cc is None:
+        return None
+    return ProxyConfig(node, str(cc).lower(), ca, timeout)
+
+
+def _backend(r: _Reader, proxy: bool) -> tuple[KeystoreConfig | None, Path | None]:
+    if proxy:
+        for section in ("keystore", "recordings"):
+            if section in r.data:
+                r.problem(
+                    f"[{section}] is not allowed with [proxy]: a decryption proxy holds no "
+                    "keys and no recordings, it forwards to the RCS of its location"
+                )
+        return None, None
+    path = r.path("keystore", "path", must=None)
+    r.require("keystore", "path")
+    if path is not None and not path.exists():
+        r.problem(f"[keystore] path: {path} does not exist")
+    pw_file = r.path("keystore", "password_file", must="file")
+    pw_env = r.get("keystore", "password_env")
+    if "keystore" in r.data and (pw_file is None) == (pw_env is None):
+        r.problem("[keystore] give exactly one of password_file and password_env")
+    root = r.path("recordings", "root", must="dir")
+    r.require("recordings", "root")
+    keystore = KeystoreConfig(path, pw_file, pw_env) if path is not None else None
+    return keystore, root

@@ -1,0 +1,83 @@
+"""What every route handler shares: configuration, stores, keys, audit and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from recstream.envelope import KeyRing
+from recstream.errors import PermissionDeniedError
+from recstream.format import RecipientStanza
+from recstream.service.archive import Archive
+from recstream.service.audit import AuditLog
+from recstream.service.auth import Authenticator, Principal
+from recstream.service.config import ServiceConfig
+from recstream.service.http import client_address
+from recstream.service.metrics import Metrics
+from recstream.service.store import Role, SettingsStore
+
+__all__ = ["CONTEXT", "ServiceContext", "TracingKeyRing"]
+
+
+@dataclass(slots=True)
+class ServiceContext:
+    config: ServiceConfig
+    store: SettingsStore
+    auth: Authenticator
+    audit: AuditLog
+    metrics: Metrics
+    keyring: KeyRing | None = None  # None for a proxy: it holds no keys
+    archive: Archive | None = None
+
+    def client(self, request: web.Request) -> str:
+        return client_address(request, self.config.server.trusted_proxies)
+
+    async def authenticate(self, request: web.Request) -> Principal:
+        """Raises AuthenticationError, RateLimitedError."""
+        return await self.auth.authenticate(
+            request.headers.get("Authorization"), self.client(request)
+        )
+
+    async def require_ops(self, request: web.Request) -> Principal:
+        """Raises AuthenticationError, RateLimitedError, PermissionDeniedError."""
+        who = await self.authenticate(request)
+        if who.user.role is not Role.OPS:
+            msg = f"user {who.name!r} does not have the ops role needed for settings"
+            raise PermissionDeniedError(msg)
+        return who
+
+    def audit_base(self, request: web.Request, who: Principal | None) -> dict[str, Any]:
+        return {
+            "user": None if who is None else who.name,
+            "auth": None if who is None else who.method,
+            "client": self.client(request),
+        }
+
+
+CONTEXT = web.AppKey("recstream_context", ServiceContext)
+
+
+class TracingKeyRing:
+    """A :class:`KeyRing` that remembers which certificate ID it gave a key for.
+
+    ``open_file_key`` stops at the first stanza whose key unwraps and
+    authenticates the header, so after a successful open :attr:`cert_id` is
+    the certificate that decrypted the recording (for the audit log).
+    """
+
+    def __init__(self, inner: KeyRing) -> None:
+        self._inner = inner
+        self.cert_id: str | None = None
+
+    def private_key_for(self, stanza: RecipientStanza) -> rsa.RSAPrivateKey | None:
+        key = self._inner.private_key_for(stanza)
+        if key is not None:
+            self.cert_id = stanza.cert_id_hex
+        return key
+
+    def describe(self) -> Sequence[str]:
+        return self._inner.describe()

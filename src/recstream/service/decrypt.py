@@ -1,0 +1,296 @@
+"""RCS routes: ``POST /rcs/decrypt`` (streaming) and ``GET /rcs/recordings[/{name}]`` (Range).
+
+**Tamper and truncation signalling** (``POST /rcs/decrypt``): the response
+starts only with the first *authenticated* plaintext, so every failure found
+before then — not an envelope, no key, another tenant, header MAC, key
+commitment, a body shorter than a complete recording (by ``Content-Length``),
+a first segment that fails — is an ordinary JSON 4xx with nothing decrypted
+sent.  A failure after plaintext has started (a later segment fails, the body
+ends without its final segment) **aborts the response**: the connection is
+closed short of its ``Content-Length`` (sent whenever the request had one)
+or without the final chunk, which every HTTP client reports as an incomplete
+body (curl exits 18, aiohttp raises ``ClientPayloadError``, ``http.client``
+``IncompleteRead``).  A clean end is the only success; like ``recstream
+decrypt``, a client keeps the plaintext only once the body ended cleanly.
+Memory stays bounded: one read chunk and one segment per stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from aiohttp import web
+
+from recstream.envelope import EnvelopeDecryptor
+from recstream.errors import (
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RecstreamError,
+    RequestTimeoutError,
+    TruncatedStreamError,
+)
+from recstream.format import MAX_HEADER_BYTES, BodyLayout, Header, parse_header
+from recstream.reader import FileSource, SegmentReader
+from recstream.service.auth import Principal
+from recstream.service.context import CONTEXT, ServiceContext, TracingKeyRing
+from recstream.service.http import (
+    abort_response,
+    json_response,
+    status_for,
+    write_with_timeout,
+)
+from recstream.service.ranges import parse_range
+
+__all__ = ["add_routes"]
+
+READ_CHUNK: Final = 256 * 1024  # request body read size: 16 segments
+PLAY_CHUNK: Final = 16 * 16 * 1024  # plaintext per read_at on playback: 16 segments
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/rcs/decrypt", handle_decrypt)
+    app.router.add_get("/rcs/recordings", handle_list)
+    app.router.add_get("/rcs/recordings/{name:.+}", handle_playback)
+
+
+@dataclass(slots=True)
+class _Audit:
+    """One decryption's audit record and metrics, written exactly once."""
+
+    ctx: ServiceContext
+    endpoint: str
+    fields: dict[str, Any]
+    started: float = field(default_factory=time.perf_counter)
+    sent: int = 0
+    done: bool = False
+    resp: web.StreamResponse | None = None  # once streaming may have started
+
+    def header(self, header: Header, who: Principal) -> None:
+        meta = header.metadata
+        self.fields.update(recording=meta.recording_id, tenant=meta.tenant)
+        if not who.user.may_decrypt(meta.tenant):
+            msg = f"user {who.name!r} may not decrypt recordings of tenant {meta.tenant!r}"
+            raise PermissionDeniedError(msg)
+
+    def finish(self, result: str, **extra: Any) -> None:
+        if self.done:
+            return
+        self.done = True
+        elapsed = time.perf_counter() - self.started
+        m = self.ctx.metrics
+        m.decryptions.inc(endpoint=self.endpoint, result=result)
+        m.decrypted_bytes.inc(self.sent, endpoint=self.endpoint)
+        m.decrypt_seconds.observe(elapsed, endpoint=self.endpoint)
+        self.ctx.audit.write(
+            self.endpoint,
+            **self.fields,
+            **extra,
+            bytes=self.sent,
+            result=result,
+            ms=round(elapsed * 1000, 1),
+        )
+
+
+def _result(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "client_timeout"
+    if isinstance(exc, ConnectionError):
+        return "client_disconnected"
+    return status_for(exc)[1]
+
+
+class _Body:
+    """The request body in bounded chunks, with a size limit and an idle timeout."""
+
+    def __init__(self, request: web.Request, limit: int, timeout: float) -> None:
+        self._content = request.content
+        self._limit = limit
+        self._timeout = timeout
+        self.received = 0
+
+    async def read(self) -> bytes:
+        try:
+            async with asyncio.timeout(self._timeout):
+                chunk = await self._content.read(READ_CHUNK)
+        except TimeoutError:
+            msg = f"the client sent nothing for {self._timeout:g} s"
+            raise RequestTimeoutError(msg) from None
+        self.received += len(chunk)
+        if self.received > self._limit:
+            raise PayloadTooLargeError(self._limit)
+        return chunk
+
+
+async def handle_decrypt(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    who = await ctx.authenticate(request)
+    audit = _Audit(ctx, "decrypt", ctx.audit_base(request, who))
+    ctx.metrics.in_flight.inc()
+    try:
+        resp = await _decrypt(request, ctx, who, audit)
+    except (RecstreamError, TimeoutError, ConnectionError) as exc:
+        return await _failed(request, audit, exc)
+    finally:
+        ctx.metrics.in_flight.dec()
+    audit.finish("ok")
+    return resp
+
+
+async def _failed(request: web.Request, audit: _Audit, exc: BaseException) -> web.StreamResponse:
+    """Audit a failure; re-raise it if nothing was sent yet, else abort the response."""
+    audit.finish(_result(exc))
+    if audit.resp is None or not audit.resp.prepared:
+        raise exc
+    await abort_response(request, audit.ctx.config.server.write_timeout)
+    return audit.resp  # aiohttp's write_eof on the aborted connection is a no-op
+
+
+async def _decrypt(
+    request: web.Request, ctx: ServiceContext, who: Principal, audit: _Audit
+) -> web.StreamResponse:
+    limit = ctx.config.server.max_body_bytes
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLargeError(limit)
+    body = _Body(request, limit, ctx.config.server.read_timeout)
+    head = bytearray()
+    while True:
+        chunk = await body.read()
+        if not chunk:
+            raise TruncatedStreamError(0, "the request body ends inside the envelope header")
+        head += chunk
+        parsed = parse_header(bytes(head[:MAX_HEADER_BYTES]))
+        if isinstance(parsed, Header):
+            break
+    audit.header(parsed, who)
+    expected: int | None = None
+    if declared is not None:
+        layout = BodyLayout(declared - parsed.length)
+        if not layout.complete:
+            msg = "the request body is shorter than a complete recording"
+            raise TruncatedStreamError(layout.full_segments, msg)
+        expected = layout.plaintext_length
+    assert ctx.keyring is not None
+    keys = TracingKeyRing(ctx.keyring)
+    dec = EnvelopeDecryptor(keys)
+    # The first update unwraps the data key (RSA): off the event loop.
+    out = await asyncio.to_thread(dec.update, bytes(head))
+    audit.fields["cert_id"] = keys.cert_id
+    stream = _Stream(request, audit, expected, ctx.config.server.write_timeout)
+    stream.resp.content_type = parsed.metadata.media_type
+    while True:
+        if out:
+            await stream.send(out)
+        chunk = await body.read()
+        if not chunk:
+            break
+        out = dec.update(chunk)  # ~0.1 ms per 256 KiB: cheaper than a thread hop
+    out = dec.finalize()
+    if out:
+        await stream.send(out)
+    return await stream.finish()
+
+
+class _Stream:
+    """The decrypt response, started lazily with the first authenticated plaintext."""
+
+    def __init__(
+        self, request: web.Request, audit: _Audit, length: int | None, timeout: float
+    ) -> None:
+        self.request = request
+        self.audit = audit
+        self.resp = web.StreamResponse(
+            headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"}
+        )
+        if length is not None:
+            self.resp.content_length = length
+        self.timeout = timeout
+        audit.resp = self.resp
+
+    async def send(self, data: bytes) -> None:
+        if not self.resp.prepared:
+            await self.resp.prepare(self.request)
+        await write_with_timeout(self.resp, data, self.timeout)
+        self.audit.sent += len(data)
+
+    async def finish(self) -> web.StreamResponse:
+        if not self.resp.prepared:
+            await self.resp.prepare(self.request)
+        async with asyncio.timeout(self.timeout):
+            await self.resp.write_eof()
+        return self.resp
+
+
+async def handle_list(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    who = await ctx.authenticate(request)
+    assert ctx.archive is not None
+    infos = await asyncio.to_thread(ctx.archive.list, who.user.tenants)
+    return json_response({"recordings": [i.to_json() for i in infos]})
+
+
+async def handle_playback(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    who = await ctx.authenticate(request)
+    name = request.match_info["name"]
+    audit = _Audit(ctx, "playback", {**ctx.audit_base(request, who), "file": name})
+    assert ctx.archive is not None and ctx.keyring is not None
+    archive, keyring = ctx.archive, ctx.keyring
+    ctx.metrics.in_flight.inc()
+    try:
+        fd = await asyncio.to_thread(archive.open, name)
+        try:
+            header = await asyncio.to_thread(archive.header, fd)
+            audit.header(header, who)
+            keys = TracingKeyRing(keyring)
+            reader = await asyncio.to_thread(SegmentReader, FileSource(fd), keys)
+            audit.fields["cert_id"] = keys.cert_id
+            resp = await _play(request, ctx, reader, audit)
+        finally:
+            os.close(fd)
+    except (RecstreamError, TimeoutError, ConnectionError) as exc:
+        return await _failed(request, audit, exc)
+    finally:
+        ctx.metrics.in_flight.dec()
+    audit.finish("ok")
+    return resp
+
+
+async def _play(
+    request: web.Request, ctx: ServiceContext, reader: SegmentReader, audit: _Audit
+) -> web.StreamResponse:
+    etag = f'"{reader.header.mac.hex()[:32]}"'
+    rng = parse_range(request.headers.get("Range"), reader.size)
+    if_range = request.headers.get("If-Range")
+    if rng is not None and if_range is not None and if_range != etag:
+        rng = None  # the client holds another version: send it all (RFC 9110 §13.1.5)
+    start, end = (rng.start, rng.end) if rng is not None else (0, reader.size)
+    resp = web.StreamResponse(
+        status=206 if rng is not None else 200,
+        headers={
+            "Accept-Ranges": "bytes",
+            "ETag": etag,
+            "Cache-Control": "no-store",
+            "Content-Type": reader.header.metadata.media_type,
+        },
+    )
+    resp.content_length = end - start
+    if rng is not None:
+        resp.headers["Content-Range"] = rng.content_range()
+        audit.fields["range"] = rng.content_range()
+    audit.resp = resp
+    await resp.prepare(request)
+    timeout = ctx.config.server.write_timeout
+    pos = start
+    while pos < end and request.method != "HEAD":
+        data = await asyncio.to_thread(reader.read_at, pos, min(PLAY_CHUNK, end - pos))
+        await write_with_timeout(resp, data, timeout)
+        pos += len(data)
+        audit.sent += len(data)
+    async with asyncio.timeout(timeout):
+        await resp.write_eof()
+    return resp

@@ -1,0 +1,86 @@
+"""The seam between the server and the keystore: ``[keystore]`` -> a :class:`KeyRing`.
+
+The server takes any :class:`~recstream.envelope.KeyRing`.  :func:`open_keyring`
+opens the keystore of issue 5 (``recstream.keystore``) with the password from
+``password_file`` (first line) or the ``password_env`` variable, and re-reads
+the file when it changes (an imported or rotated certificate is used without
+a restart), through the keystore's own :class:`KeystoreResolver`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from recstream.envelope import KeyRing
+from recstream.errors import ConfigError
+from recstream.format import RecipientStanza
+from recstream.service.config import KeystoreConfig
+
+__all__ = ["KeystoreKeyRing", "open_keyring", "read_keystore_password"]
+
+KEYSTORE_FILE_NAME = "keystore.rsk"  # inside [keystore] path when that is a directory
+
+
+def read_keystore_password(cfg: KeystoreConfig) -> bytes:
+    """The keystore password: the first line of ``password_file``, or ``$password_env``.
+
+    Raises:
+        ConfigError: the file is empty or unreadable, or the variable is unset or empty.
+    """
+    if cfg.password_file is not None:
+        try:
+            data = cfg.password_file.read_bytes()
+        except OSError as exc:
+            msg = f"[keystore] password_file {cfg.password_file}: {exc.strerror or exc}"
+            raise ConfigError(msg) from None
+        line = data.split(b"\n", 1)[0].rstrip(b"\r")
+        if not line:
+            msg = f"[keystore] password_file {cfg.password_file} is empty"
+            raise ConfigError(msg)
+        return line
+    assert cfg.password_env is not None
+    value = os.environ.get(cfg.password_env, "")
+    if not value:
+        msg = f"[keystore] password_env: the environment variable {cfg.password_env} is not set"
+        raise ConfigError(msg)
+    return value.encode("utf-8")
+
+
+def keystore_file(cfg: KeystoreConfig) -> Path:
+    return cfg.path / KEYSTORE_FILE_NAME if cfg.path.is_dir() else cfg.path
+
+
+class KeystoreKeyRing:
+    """A :class:`KeyRing` over the keystore file as it is now (re-read after a change).
+
+    Args:
+        current: returns the keystore, itself a KeyRing (``KeystoreResolver.current``).
+    """
+
+    def __init__(self, current: Callable[[], KeyRing]) -> None:
+        self._current = current
+
+    def private_key_for(self, stanza: RecipientStanza) -> rsa.RSAPrivateKey | None:
+        return self._current().private_key_for(stanza)
+
+    def describe(self) -> Sequence[str]:
+        return self._current().describe()
+
+
+def open_keyring(cfg: KeystoreConfig) -> KeyRing:
+    """Open the keystore named by ``cfg``.
+
+    Raises:
+        ConfigError: no password.
+        KeystoreError and subclasses: the keystore is missing, damaged, or the
+            password is wrong (raised by the keystore itself).
+    """
+    password = read_keystore_password(cfg)
+    from recstream.keystore import KeystoreResolver
+
+    resolver = KeystoreResolver(keystore_file(cfg), password)
+    return KeystoreKeyRing(resolver.current)

@@ -1,0 +1,126 @@
+"""The ops settings API for the decryption proxy (the vendor's URL and request bodies).
+
+``/api/v2/ops/contact-centers/{id}/settings/screen-recording``:
+
+=======  ==================================================================
+POST     create an entry: ``{"location": "/US", "value": "https://h:8443/rcs"}`` (201)
+GET      list the entries: ``{"settings": [{"location": ..., "value": ...}, ...]}``
+PUT      change the value of an existing location: same body as POST
+DELETE   remove an entry: ``{"location": "/US"}`` or ``?location=/US`` (204)
+=======  ==================================================================
+
+and ``GET .../screen-recording/resolve?nodePath=/US/AK`` says which entry a
+node uses.  Only the ops role may call any of them; every change is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from recstream.errors import NotFoundError, RequestError
+from recstream.service.context import CONTEXT, ServiceContext
+from recstream.service.http import json_response, read_json
+from recstream.service.locations import (
+    resolve,
+    validate_contact_center,
+    validate_location,
+    validate_rcs_uri,
+)
+
+__all__ = ["add_routes"]
+
+BASE = "/api/v2/ops/contact-centers/{cc}/settings/screen-recording"
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(BASE + "/resolve", handle_resolve)
+    app.router.add_get(BASE, handle_list)
+    app.router.add_post(BASE, handle_create)
+    app.router.add_put(BASE, handle_update)
+    app.router.add_delete(BASE, handle_delete)
+
+
+def _entry_body(data: Any, *, need_value: bool) -> tuple[str, str | None]:
+    if not isinstance(data, dict):
+        msg = 'the body must be a JSON object such as {"location": "/US", "value": ".../rcs"}'
+        raise RequestError(msg)
+    allowed = {"location", "value"} if need_value else {"location"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        msg = f"unknown field(s) {', '.join(map(repr, unknown))}; expected {sorted(allowed)}"
+        raise RequestError(msg)
+    if "location" not in data:
+        msg = "field 'location' is required"
+        raise RequestError(msg)
+    location = validate_location(data["location"])
+    if not need_value:
+        return location, None
+    if "value" not in data:
+        msg = "field 'value' is required"
+        raise RequestError(msg)
+    return location, validate_rcs_uri(data["value"])
+
+
+async def _prepare(request: web.Request) -> tuple[ServiceContext, str, dict[str, Any]]:
+    ctx = request.app[CONTEXT]
+    who = await ctx.require_ops(request)
+    cc = validate_contact_center(request.match_info["cc"])
+    return ctx, cc, {**ctx.audit_base(request, who), "contact_center": cc}
+
+
+async def _body(ctx: ServiceContext, request: web.Request) -> Any:
+    server = ctx.config.server
+    return await read_json(request, server.max_json_bytes, server.read_timeout)
+
+
+async def handle_list(request: web.Request) -> web.StreamResponse:
+    ctx, cc, _ = await _prepare(request)
+    entries = await asyncio.to_thread(ctx.store.locations, cc)
+    settings = [{"location": loc, "value": val} for loc, val in entries.items()]
+    return json_response({"settings": settings})
+
+
+async def handle_create(request: web.Request) -> web.StreamResponse:
+    ctx, cc, audit = await _prepare(request)
+    location, value = _entry_body(await _body(ctx, request), need_value=True)
+    assert value is not None
+    await asyncio.to_thread(ctx.store.add_location, cc, location, value)
+    ctx.audit.write("setting_created", **audit, location=location, value=value)
+    return json_response({"location": location, "value": value}, status=201)
+
+
+async def handle_update(request: web.Request) -> web.StreamResponse:
+    ctx, cc, audit = await _prepare(request)
+    location, value = _entry_body(await _body(ctx, request), need_value=True)
+    assert value is not None
+    await asyncio.to_thread(ctx.store.update_location, cc, location, value)
+    ctx.audit.write("setting_updated", **audit, location=location, value=value)
+    return json_response({"location": location, "value": value})
+
+
+async def handle_delete(request: web.Request) -> web.StreamResponse:
+    ctx, cc, audit = await _prepare(request)
+    if "location" in request.query:
+        location = validate_location(request.query["location"])
+    else:
+        location, _ = _entry_body(await _body(ctx, request), need_value=False)
+    await asyncio.to_thread(ctx.store.delete_location, cc, location)
+    ctx.audit.write("setting_deleted", **audit, location=location)
+    return web.Response(status=204)
+
+
+async def handle_resolve(request: web.Request) -> web.StreamResponse:
+    ctx, cc, _ = await _prepare(request)
+    node = request.query.get("nodePath")
+    if node is None:
+        msg = "query parameter nodePath is required, such as ?nodePath=/US/AK"
+        raise RequestError(msg)
+    node = validate_location(node)
+    found = resolve(await asyncio.to_thread(ctx.store.locations, cc), node)
+    if found is None:
+        msg = f"no entry for {node}, its ancestors or '/' in contact center {cc}"
+        raise NotFoundError(msg)
+    return json_response({"nodePath": node, "location": found.location, "value": found.value})

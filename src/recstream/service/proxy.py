@@ -1,0 +1,229 @@
+"""Decryption-proxy mode: forward ``/rcs/...`` to the RCS the node's location resolves to.
+
+The proxy holds no keys and does not judge credentials: it passes the caller's
+``Authorization`` through and the RCS decides (and audits).  Bodies stream in
+both directions with bounded buffers.  The node is the proxy's own
+``[proxy] node_path``, or the ``nodePath`` query parameter where the caller
+names the location a recording was made at (a playback service serving
+several sites).  An RCS that cannot be reached, or no entry for the node, is a
+502 with a message saying which; an RCS that aborts a response (a tampered
+recording) makes the proxy abort its own, so the caller sees the failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import AsyncIterator
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from recstream.errors import (
+    PayloadTooLargeError,
+    RecstreamError,
+    RequestTimeoutError,
+    UpstreamError,
+)
+from recstream.service.config import ProxyConfig
+from recstream.service.context import CONTEXT, ServiceContext
+from recstream.service.http import abort_response, write_with_timeout
+from recstream.service.locations import Resolution, resolve, validate_location
+
+__all__ = ["Forwarder", "add_routes"]
+
+REQUEST_HEADERS: Final = ("Authorization", "Range", "If-Range", "Content-Type", "Accept")
+RESPONSE_HEADERS: Final = (
+    "Content-Type",
+    "Content-Range",
+    "Accept-Ranges",
+    "ETag",
+    "WWW-Authenticate",
+    "Retry-After",
+    "Cache-Control",
+)
+CHUNK: Final = 256 * 1024
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/rcs/decrypt", handle_forward)
+    app.router.add_get("/rcs/recordings", handle_forward)
+    app.router.add_get("/rcs/recordings/{name:.+}", handle_forward)
+    app.router.add_post("/rcs/tokens", handle_forward)
+    app.router.add_delete("/rcs/tokens", handle_forward)
+    app.cleanup_ctx.append(_session)
+
+
+async def _session(app: web.Application) -> AsyncIterator[None]:
+    ctx = app[CONTEXT]
+    assert ctx.config.proxy is not None
+    fwd = Forwarder(ctx, ctx.config.proxy)
+    app[FORWARDER] = fwd
+    yield
+    await fwd.close()
+
+
+async def handle_forward(request: web.Request) -> web.StreamResponse:
+    fwd: Forwarder = request.app[FORWARDER]
+    return await fwd.forward(request)
+
+
+class Forwarder:
+    """One HTTP client session to the RCSs, shared by every forwarded request."""
+
+    def __init__(self, ctx: ServiceContext, cfg: ProxyConfig) -> None:
+        self.ctx = ctx
+        self.cfg = cfg
+        tls = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+        server = ctx.config.server
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls, limit=256),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=cfg.connect_timeout, sock_read=server.read_timeout
+            ),
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def route(self, request: web.Request) -> Resolution:
+        """Raises RequestError (bad nodePath), UpstreamError (no entry)."""
+        node = validate_location(request.query.get("nodePath", self.cfg.node_path))
+        entries = await asyncio.to_thread(self.ctx.store.locations, self.cfg.contact_center)
+        found = resolve(entries, node)
+        if found is None:
+            msg = (
+                f"no RCS is configured for node {node} of contact center "
+                f"{self.cfg.contact_center}: no entry for it, an ancestor or '/'"
+            )
+            raise UpstreamError(msg)
+        return found
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        found = await self.route(request)
+        suffix = request.rel_url.raw_path[len("/rcs") :]
+        target = URL(found.value.rstrip("/") + suffix, encoded=True)
+        query = [(k, v) for k, v in request.query.items() if k != "nodePath"]
+        if query:
+            target = target.with_query(query)
+        record = {
+            **self.ctx.audit_base(request, None),
+            "method": request.method,
+            "path": request.path,
+            "node": found.node_path,
+            "location": found.location,
+            "target": found.value,
+        }
+        body = _Upload(request, self.ctx) if request.method == "POST" else None
+        sent = 0
+        resp: web.StreamResponse | None = None
+        try:
+            async with self.session.request(
+                request.method,
+                target,
+                headers=self._headers(request),
+                data=body.chunks() if body is not None else None,
+                allow_redirects=False,
+            ) as up:
+                resp = web.StreamResponse(status=up.status, reason=up.reason)
+                for name in RESPONSE_HEADERS:
+                    if name in up.headers:
+                        resp.headers[name] = up.headers[name]
+                if up.content_length is not None:
+                    resp.content_length = up.content_length
+                await resp.prepare(request)
+                timeout = self.ctx.config.server.write_timeout
+                async for chunk in up.content.iter_chunked(CHUNK):
+                    await write_with_timeout(resp, chunk, timeout)
+                    sent += len(chunk)
+                await resp.write_eof()
+        except (aiohttp.ClientError, TimeoutError, ConnectionError, RecstreamError) as exc:
+            result = _failure(exc, body)
+            self._done(record, started, result, sent, None)
+            if resp is None or not resp.prepared:
+                if body is not None and body.error is not None:
+                    raise body.error from None
+                if isinstance(exc, RecstreamError):
+                    raise
+                raise UpstreamError(_unreachable(found, exc), found.value) from None
+            await abort_response(
+                request, self.ctx.config.server.write_timeout
+            )  # RCS broke off: so do we
+            return resp
+        self._done(record, started, "ok", sent, resp.status)
+        return resp
+
+    def _headers(self, request: web.Request) -> dict[str, str]:
+        headers = {k: request.headers[k] for k in REQUEST_HEADERS if k in request.headers}
+        if request.method == "POST" and request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)
+        # One hop: the client as this proxy sees it (the RCS trusts it via
+        # [server] trusted_proxies, so its failure limits apply per real client).
+        headers["X-Forwarded-For"] = self.ctx.client(request)
+        headers["X-Forwarded-Proto"] = request.scheme
+        return headers
+
+    def _done(
+        self, record: dict[str, object], started: float, result: str, sent: int, status: int | None
+    ) -> None:
+        self.ctx.metrics.proxy_requests.inc(result=result)
+        ms = round((time.perf_counter() - started) * 1000, 1)
+        self.ctx.audit.write("forward", **record, status=status, bytes=sent, result=result, ms=ms)
+
+
+class _Upload:
+    """The caller's request body, streamed upstream with the same limits as an RCS."""
+
+    def __init__(self, request: web.Request, ctx: ServiceContext) -> None:
+        self._content = request.content
+        self._limit = ctx.config.server.max_body_bytes
+        self._timeout = ctx.config.server.read_timeout
+        self.error: RecstreamError | None = None
+        if request.content_length is not None and request.content_length > self._limit:
+            raise PayloadTooLargeError(self._limit)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        total = 0
+        while True:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    chunk = await self._content.read(CHUNK)
+            except TimeoutError:
+                self.error = RequestTimeoutError(f"the client sent nothing for {self._timeout:g} s")
+                raise self.error from None
+            if not chunk:
+                return
+            total += len(chunk)
+            if total > self._limit:
+                self.error = PayloadTooLargeError(self._limit)
+                raise self.error
+            yield chunk
+
+
+FORWARDER = web.AppKey("recstream_forwarder", Forwarder)
+
+
+def _failure(exc: BaseException, body: _Upload | None) -> str:
+    if body is not None and body.error is not None:
+        return "client_error"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "upstream_aborted"
+    if isinstance(exc, TimeoutError | ConnectionResetError):
+        return "client_gone_or_timeout"
+    return "upstream_unreachable"
+
+
+def _unreachable(found: Resolution, exc: BaseException) -> str:
+    reason = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+    detail = getattr(exc, "os_error", None) or getattr(exc, "message", None) or ""
+    extra = f" ({detail})" if detail else ""
+    return (
+        f"the RCS for {found.node_path} (entry {found.location}) at {found.value} "
+        f"is unreachable: {reason}{extra}"
+    )

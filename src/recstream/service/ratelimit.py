@@ -1,0 +1,56 @@
+"""Failed-authentication limiting (pure: time is an argument, as in aioquic).
+
+A sliding window per key: once a key has ``max_failures`` failures within
+``window`` seconds, attempts under it are refused (HTTP 429 with Retry-After)
+*without* checking the credentials, until its oldest failure leaves the
+window.  The server keys failures by client address and by user name, so
+neither one address guessing many names nor many addresses guessing one name
+gets more than ``max_failures`` tries per window.  Memory is bounded: at most
+``max_keys`` keys (least recently failed dropped first), each with at most
+``max_failures`` timestamps.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+__all__ = ["FailureLimiter"]
+
+
+class FailureLimiter:
+    def __init__(self, max_failures: int, window: float, *, max_keys: int = 100_000) -> None:
+        if max_failures < 1 or window <= 0 or max_keys < 1:
+            msg = "max_failures, window and max_keys must be positive"
+            raise ValueError(msg)
+        self.max_failures = max_failures
+        self.window = window
+        self._max_keys = max_keys
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after(self, key: str, now: float) -> float:
+        """Seconds before ``key`` may try again; 0.0 if it may try now."""
+        times = self._failures.get(key)
+        if times is None:
+            return 0.0
+        self._expire(key, times, now)
+        if len(times) < self.max_failures:
+            return 0.0
+        return max(0.0, times[0] + self.window - now)
+
+    def record_failure(self, key: str, now: float) -> None:
+        times = self._failures.pop(key, None)
+        if times is None:
+            times = deque(maxlen=self.max_failures)
+        times.append(now)
+        self._failures[key] = times  # most recently failed last
+        while len(self._failures) > self._max_keys:
+            self._failures.popitem(last=False)
+
+    def _expire(self, key: str, times: deque[float], now: float) -> None:
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+
+    def statistics(self) -> dict[str, int]:
+        return {"tracked_keys": len(self._failures)}

@@ -1,0 +1,447 @@
+"""Servers on loopback for the service tests: RCS instances and proxies in background threads.
+
+Each server runs :func:`recstream.service.start_server` (the code the CLI runs) on
+its own uvloop loop in a thread, on 127.0.0.1 with an ephemeral port.  Keys and
+certificates are made at test time; recordings are the repository's samples
+encrypted in fixtures.  Tests talk to the servers with ``http.client`` (exact
+control over headers, ranges and aborted bodies) or raw sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import http.client
+import ipaddress
+import json
+import os
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from recstream.envelope import EnvelopeEncryptor, IdentitySet, KeyRing, new_metadata
+from recstream.format import MediaKind
+from recstream.service import load_config, start_server
+from recstream.service.app import RunningServer
+from recstream.service.passwords import HashParams, hash_password
+from recstream.service.store import Role, SettingsStore, User
+from tests.conftest import Party
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "samples"
+# Cheap Argon2id for test users (the parameters are stored in each hash).
+TEST_HASH = HashParams(memory_kib=1024, iterations=1, lanes=1)
+PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-22", "olga": "olga-pw-333", "mo": "mo-pw-4444"}
+USERS = [
+    User("alice", Role.PLAYER, frozenset({"acme"})),  # acme's player
+    User("bob", Role.PLAYER, frozenset({"globex"})),  # globex's player
+    User("olga", Role.OPS, frozenset()),  # ops, no tenant
+    User("mo", Role.PLAYER, frozenset({"acme", "globex"})),
+]
+LARGE_BYTES = 3 * 1024 * 1024 + 12345  # several hundred segments, not a multiple of 16 KiB
+
+
+@dataclass
+class Keys:
+    acme: Party
+    globex: Party
+
+    def ring(self) -> KeyRing:
+        return IdentitySet([self.acme.identity, self.globex.identity])
+
+
+@pytest.fixture(scope="session")
+def keys() -> Keys:
+    return Keys(Party("acme-voice"), Party("globex-voice"))
+
+
+def seal(party: Party, data: bytes, *, rid: str, tenant: str, kind: MediaKind, mtype: str) -> bytes:
+    meta = new_metadata(recording_id=rid, tenant=tenant, media_kind=kind, media_type=mtype)
+    enc = EnvelopeEncryptor([party.recipient], meta)
+    return enc.update(data) + enc.finalize()
+
+
+@dataclass
+class Archive:
+    root: Path
+    plain: dict[str, bytes] = field(default_factory=dict)  # name -> plaintext
+    sealed: dict[str, bytes] = field(default_factory=dict)  # name -> envelope
+
+    def add(self, name: str, party: Party, data: bytes, **meta: Any) -> None:
+        env = seal(party, data, **meta)
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(env)
+        self.plain[name], self.sealed[name] = data, env
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Archive:
+    """acme: a call (WAV), a screen recording (WebM), a large file; globex: one call."""
+    root = tmp_path_factory.mktemp("recordings")
+    a = Archive(root)
+    voice, screen = MediaKind.VOICE, MediaKind.SCREEN
+    wav = (SAMPLES / "call.wav").read_bytes()
+    webm = (SAMPLES / "screen.webm").read_bytes()
+    a.add(
+        "acme/call-1.rsv",
+        keys.acme,
+        wav,
+        rid="call-1",
+        tenant="acme",
+        kind=voice,
+        mtype="audio/wav",
+    )
+    a.add(
+        "acme/call-1-screen.rsv",
+        keys.acme,
+        webm,
+        rid="call-1",
+        tenant="acme",
+        kind=screen,
+        mtype="video/webm",
+    )
+    a.add(
+        "acme/big.rsv",
+        keys.acme,
+        os.urandom(LARGE_BYTES),
+        rid="big",
+        tenant="acme",
+        kind=voice,
+        mtype="audio/basic",
+    )
+    a.add(
+        "globex/call-9.rsv",
+        keys.globex,
+        wav,
+        rid="call-9",
+        tenant="globex",
+        kind=voice,
+        mtype="audio/wav",
+    )
+    return a
+
+
+HUGE_BYTES = 16 << 20  # more than the kernel's socket buffers (4 MiB send + receive)
+
+
+@pytest.fixture(scope="session")
+def huge(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Archive:
+    """A separate archive with one 16 MiB acme recording, for stalled and vanishing clients."""
+    a = Archive(tmp_path_factory.mktemp("huge"))
+    a.add(
+        "acme/huge.rsv",
+        keys.acme,
+        os.urandom(HUGE_BYTES),
+        rid="huge",
+        tenant="acme",
+        kind=MediaKind.VOICE,
+        mtype="audio/basic",
+    )
+    return a
+
+
+def add_users(db: Path, users: list[User] = USERS) -> None:
+    store = SettingsStore.open(db)
+    try:
+        for u in users:
+            store.put_user(u, hash_password(PASSWORDS[u.name].encode(), TEST_HASH), replace=True)
+    finally:
+        store.close()
+
+
+def write_config(directory: Path, text: str) -> Path:
+    path = directory / "rcs.toml"
+    path.write_text(text)
+    return path
+
+
+def rcs_toml(directory: Path, root: Path, extra: str = "", server_extra: str = "") -> str:
+    (directory / "keystore.rsk").touch()  # [keystore] path must exist; tests pass a KeyRing
+    (directory / "keystore.pass").write_text("unused-by-tests\n")
+    return f"""
+[server]
+listen = "127.0.0.1:0"
+{server_extra}
+[keystore]
+path = "keystore.rsk"
+password_file = "keystore.pass"
+[recordings]
+root = "{root}"
+[audit]
+log = "audit.jsonl"
+[settings]
+db = "settings.sqlite"
+[auth]
+{"" if "max_failures" in extra else "max_failures = 1000"}
+{extra}
+"""
+
+
+class ServerThread:
+    """A server on its own uvloop loop in a daemon thread."""
+
+    def __init__(self, config_path: Path, keyring: KeyRing | None) -> None:
+        self.config = load_config(config_path)
+        self.loop = uvloop.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server: RunningServer = self.call(start_server(self.config, keyring))
+
+    def call(self, coro: Any, timeout: float = 15) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def audit(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.config.audit_log.read_text().splitlines()]
+
+    def metrics(self) -> str:
+        return self.call(_render(self))
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        try:
+            self.call(self.server.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+async def _render(st: ServerThread) -> str:
+    from recstream.service.context import CONTEXT
+
+    return st.server.runner.app[CONTEXT].metrics.render()
+
+
+@pytest.fixture
+def start_rcs(
+    tmp_path_factory: pytest.TempPathFactory, keys: Keys, archive: Archive
+) -> Iterator[Callable[..., ServerThread]]:
+    """Start an RCS: ``start_rcs(extra="[auth] ...", server_extra="...", keyring=...)``."""
+    started: list[ServerThread] = []
+
+    def start(
+        extra: str = "",
+        server_extra: str = "",
+        keyring: KeyRing | None = None,
+        root: Path | None = None,
+    ) -> ServerThread:
+        d = tmp_path_factory.mktemp("rcs")
+        cfg = write_config(d, rcs_toml(d, root or archive.root, extra, server_extra))
+        add_users(d / "settings.sqlite")
+        st = ServerThread(cfg, keyring or keys.ring())
+        started.append(st)
+        return st
+
+    yield start
+    for st in started:
+        st.stop()
+
+
+def proxy_toml(node: str, cc: str, extra: str = "") -> str:
+    return f"""
+[server]
+listen = "127.0.0.1:0"
+[audit]
+log = "audit.jsonl"
+[settings]
+db = "settings.sqlite"
+[auth]
+max_failures = 1000
+[proxy]
+node_path = "{node}"
+contact_center = "{cc}"
+{extra}
+"""
+
+
+@pytest.fixture
+def start_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerThread]]:
+    """Start a decryption proxy: ``start_proxy(node, cc, entries={location: uri}, extra=...)``."""
+    started: list[ServerThread] = []
+
+    def start(
+        node: str, cc: str, entries: dict[str, str] | None = None, extra: str = ""
+    ) -> ServerThread:
+        d = tmp_path_factory.mktemp("proxy")
+        cfg = write_config(d, proxy_toml(node, cc, extra))
+        add_users(d / "settings.sqlite")
+        store = SettingsStore.open(d / "settings.sqlite")
+        for loc, uri in (entries or {}).items():
+            store.add_location(cc, loc, uri)
+        store.close()
+        st = ServerThread(cfg, None)
+        started.append(st)
+        return st
+
+    yield start
+    for st in started:
+        st.stop()
+
+
+@pytest.fixture(scope="module")
+def rcs(
+    tmp_path_factory: pytest.TempPathFactory, keys: Keys, archive: Archive
+) -> Iterator[ServerThread]:
+    """One RCS shared by a module's tests (default limits, both tenants' keys)."""
+    d = tmp_path_factory.mktemp("rcs-shared")
+    cfg = write_config(d, rcs_toml(d, archive.root))
+    add_users(d / "settings.sqlite")
+    st = ServerThread(cfg, keys.ring())
+    yield st
+    st.stop()
+
+
+def wait_for_audit(server: ServerThread, pred: Any, timeout: float = 5.0) -> dict[str, Any]:
+    """The newest audit record matching ``pred`` (records are written as a response ends)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for rec in reversed(server.audit()):
+            if pred(rec):
+                return rec
+        time.sleep(0.02)
+    raise AssertionError("no matching audit record")
+
+
+# --- a small HTTP client ---------------------------------------------------------
+
+
+def basic(user: str, password: str | None = None) -> str:
+    pw = PASSWORDS[user] if password is None else password
+    return "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request(
+    url: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    user: str | None = "alice",
+    tls: ssl.SSLContext | None = None,
+) -> Reply:
+    """One request on a fresh connection; ``user`` adds its Basic credentials."""
+    conn = connect(url, tls)
+    hdrs = dict(headers or {})
+    if user is not None and "Authorization" not in hdrs:
+        hdrs["Authorization"] = basic(user)
+    try:
+        conn.request(method, path, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        return Reply(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+def connect(url: str, tls: ssl.SSLContext | None = None) -> http.client.HTTPConnection:
+    scheme, _, hostport = url.partition("://")
+    host, _, port = hostport.rpartition(":")
+    if scheme == "https":
+        return http.client.HTTPSConnection(host, int(port), timeout=20, context=tls)
+    return http.client.HTTPConnection(host, int(port), timeout=20)
+
+
+# --- TLS material made at test time ---------------------------------------------------
+
+
+@dataclass
+class TlsFiles:
+    ca_pem: Path
+    cert: Path
+    key: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_pem))
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A test CA and a server certificate for 127.0.0.1 / localhost signed by it."""
+    d = tmp_path_factory.mktemp("tls")
+    now = dt.datetime.now(dt.UTC)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "recstream test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(d / "ca.pem", d / "server.pem", d / "server.key")
+    files.ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return files
