@@ -10,31 +10,41 @@ and checked with the media library.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import datetime as dt
 import io
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream.aio.hook import RecordingHook
 from recstream.aio.run import loop_name, run
-from recstream.envelope import EnvelopeDecryptor, Identity, IdentitySet, Recipient
+from recstream.envelope import EnvelopeDecryptor
 from recstream.errors import IntegrityError
-from recstream.files import atomic_output, pump
+from recstream.files import atomic_output, pump, write_all
 from recstream.format import MediaKind
+from recstream.keystore import (
+    Keystore,
+    KeystoreResolver,
+    active_recipient,
+    create,
+    load,
+    resolver,
+    update,
+)
 from recstream.mux import mux_files
 from recstream.pki.ca import CertificateAuthority, create_root_ca, sign_recording_certificate
 from recstream.pki.certs import certificate_id
-from recstream.pki.csr import build_csr, generate_private_key, private_key_pem
+from recstream.pki.csr import build_csr, generate_private_key
 from recstream.pki.dn import SubjectFields, ca_subject
 
 TENANT = "demo"
+CONTACT_CENTER = "0a1b2c"
+DEMO_USER = "demo-player"
 CALL_ID = "demo-call-0001"
 SCREEN_DELAY_MS = 2500
 VOICE_FRAME = 320  # 20 ms of 8 kHz 16-bit PCM
@@ -46,61 +56,63 @@ KEY_BITS = 2048  # demo speed; `recstream pki csr` defaults to 3072
 class Provisioned:
     ca: x509.Certificate
     certs: dict[MediaKind, x509.Certificate]
-    keys: dict[MediaKind, rsa.RSAPrivateKey]
+    keystore: Path
+    password: bytes
 
-    def recipient(self, kind: MediaKind) -> Recipient:
-        return Recipient.from_certificate(self.certs[kind])
-
-    def keyring(self) -> IdentitySet:
-        return IdentitySet(
-            Identity.from_private_key(self.keys[k], self.certs[k]) for k in self.certs
-        )
+    def open_keystore(self) -> Keystore:
+        return load(self.keystore, self.password)
 
 
 def sample_path(name: str) -> Path:
     """The bundled sample recordings (samples/ in a source checkout)."""
-    here = Path(__file__).resolve().parents[2] / "samples" / name
-    if here.exists():
-        return here
-    return Path(str(resources.files("recstream") / "samples" / name))  # pragma: no cover
+    return Path(__file__).resolve().parents[2] / "samples" / name
 
 
-def provision(workdir: Path, password: bytes) -> Provisioned:
+def provision(workdir: Path) -> Provisioned:
+    """A CA, voice and screen certificates for the demo tenant, in a fresh keystore."""
     ca_key = generate_private_key(KEY_BITS)
+    now = dt.datetime.now(dt.UTC)
     ca_cert = create_root_ca(
-        ca_key, ca_subject("recstream demo CA", organization="Demo Co"), days=365
+        ca_key, ca_subject("recstream demo CA", organization="Demo Co"), days=365, now=now
     )
     ca = CertificateAuthority.from_objects(ca_cert, ca_key)
-    certs, keys = {}, {}
-    for kind in (MediaKind.VOICE, MediaKind.SCREEN):
-        key = generate_private_key(KEY_BITS)
-        subject = SubjectFields.parse(
-            common_name=f"Interaction Recording {kind.name.lower()}",
-            organization="Demo Co",
-            organizational_unit="Recording",
-            locality="Pleasant Hill",
-            state="California",
-            country="US",
-        )
-        certs[kind] = sign_recording_certificate(build_csr(key, subject), ca, days=90)
-        keys[kind] = key
-        name = kind.name.lower()
-        (workdir / f"{name}_cert.pem").write_bytes(
-            certs[kind].public_bytes(serialization.Encoding.PEM)
-        )
-        with atomic_output(workdir / f"{name}_key.pem") as fh:
-            fh.write(private_key_pem(key, password))
+    password = secrets.token_urlsafe(24).encode()
+    write_secret(workdir / "keystore.pass", password + b"\n")
+    path = workdir / "keystore.rsk"
+    certs = {}
+    create(path, password)
+    with update(path, password) as ks:
+        for kind in (MediaKind.VOICE, MediaKind.SCREEN):
+            key = generate_private_key(KEY_BITS)
+            subject = SubjectFields.parse(
+                common_name=f"Interaction Recording {kind.name.lower()}",
+                organization="Demo Co",
+                organizational_unit="Recording",
+                locality="Pleasant Hill",
+                state="California",
+                country="US",
+            )
+            certs[kind] = sign_recording_certificate(build_csr(key, subject), ca, days=90, now=now)
+            ks.add(TENANT, kind, certs[kind], key, now=now)
+            (workdir / f"{kind.name.lower()}_cert.pem").write_bytes(
+                certs[kind].public_bytes(serialization.Encoding.PEM)
+            )
     (workdir / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    return Provisioned(ca_cert, certs, keys)
+    return Provisioned(ca_cert, certs, path, password)
 
 
-async def record(workdir: Path, prov: Provisioned) -> dict[MediaKind, Path]:
+def write_secret(path: Path, data: bytes) -> None:
+    with atomic_output(path) as fh:
+        write_all(fh, data)
+
+
+async def record(archive: Path, resolve: KeystoreResolver) -> dict[MediaKind, Path]:
     """Feed the samples through the live hook as fast as it takes them."""
     call = sample_path("call.wav").read_bytes()
     screen = sample_path("screen.webm").read_bytes()
     start = int(time.time() * 1000)
     async with RecordingHook(
-        workdir, lambda tenant, kind: [prov.recipient(kind)], flush_interval=0.25
+        archive, resolve, flush_interval=0.25, contact_center=CONTACT_CENTER
     ) as hook:
         await hook.start(
             CALL_ID,
@@ -109,6 +121,8 @@ async def record(workdir: Path, prov: Provisioned) -> dict[MediaKind, Path]:
             media_types={MediaKind.VOICE: "audio/wav", MediaKind.SCREEN: "video/webm"},
             created_ms={MediaKind.VOICE: start, MediaKind.SCREEN: start + SCREEN_DELAY_MS},
         )
+        if hook.errors:  # a recording that cannot start: say why, not "no recording"
+            raise next(iter(hook.errors.values()))
         for i in range(0, max(len(call), len(screen)), VOICE_FRAME):
             if i < len(call):
                 hook.media(CALL_ID, call[i : i + VOICE_FRAME], MediaKind.VOICE)
@@ -117,7 +131,10 @@ async def record(workdir: Path, prov: Provisioned) -> dict[MediaKind, Path]:
                 hook.media(CALL_ID, screen[j : j + SCREEN_CHUNK], MediaKind.SCREEN)
             if i % (VOICE_FRAME * 50) == 0:
                 await asyncio.sleep(0)  # let the flusher run, as a real loop would
-        return await hook.stop(CALL_ID)
+        done = await hook.stop(CALL_ID)
+    if hook.errors:
+        raise next(iter(hook.errors.values()))
+    return done
 
 
 def media_summary(data: bytes) -> str:
@@ -144,62 +161,60 @@ def media_summary(data: bytes) -> str:
 def run_demo(workdir: Path) -> Iterator[str]:
     """Provision, record live, mux, decrypt and check; yield what happened."""
     t0 = time.perf_counter()
-    password = hashlib.sha256(str(workdir).encode() + str(time.time()).encode()).hexdigest()
-    (workdir / "keys.pass").write_text(password + "\n")
-    (workdir / "keys.pass").chmod(0o600)
-    prov = provision(workdir, password.encode())
+    prov = provision(workdir)
     yield (
-        f"1. provisioned a CA and two RSA-{KEY_BITS} recording certificates for tenant "
-        f"'{TENANT}' [{time.perf_counter() - t0:.1f} s]"
+        f"1. provisioned a CA and RSA-{KEY_BITS} voice and screen recording certificates "
+        f"for tenant '{TENANT}' in a fresh keystore (keystore.rsk, Argon2id-sealed; its "
+        f"password in keystore.pass) [{time.perf_counter() - t0:.1f} s]"
     )
     yield f"     CA      {certificate_id(prov.ca)}  (ca.pem)"
     for kind, cert in prov.certs.items():
-        yield (
-            f"     {kind.name.lower():<7} {certificate_id(cert)}  "
-            f"({kind.name.lower()}_cert.pem; key encrypted at rest, password in keys.pass)"
-        )
+        name = kind.name.lower()
+        yield f"     {name:<7} {certificate_id(cert)}  ({name}_cert.pem, active)"
 
+    archive = workdir / "recordings"
+    resolve = resolver(prov.keystore, prov.password)  # what a media server holds
     t = time.perf_counter()
-    paths = run(record(workdir, prov))
-    dt = time.perf_counter() - t
+    paths = run(record(archive, resolve))
+    dt_ = time.perf_counter() - t
     total = sum(p.stat().st_size for p in paths.values())
+    rel = paths[MediaKind.VOICE].parent.relative_to(workdir)
     yield (
         f"2. recorded the sample call (15 s) and screen (12 s, starting 2.5 s later) through "
-        f"the live hook on {loop_name()}: {dt * 1000:.0f} ms, "
-        f"{', '.join(f'{p.name} {p.stat().st_size} bytes' for p in paths.values())}"
-        f" ({total / dt / 1e6:.1f} MB/s)"
+        f"the live hook on {loop_name()}, each under its tenant's active certificate: "
+        f"{dt_ * 1000:.0f} ms ({total / dt_ / 1e6:.1f} MB/s) into {rel}/ "
+        f"(voice.rsv {paths[MediaKind.VOICE].stat().st_size} bytes, screen.rsv "
+        f"{paths[MediaKind.SCREEN].stat().st_size} bytes, recording.json)"
     )
 
-    keys = prov.keyring()
-    muxed = workdir / "call+screen.rsv"
+    ks = prov.open_keystore()
+    screen_cert, _ = active_recipient(ks, TENANT, MediaKind.SCREEN, now=dt.datetime.now(dt.UTC))
+    muxed = paths[MediaKind.VOICE].parent / "call+screen.rsv"
     t = time.perf_counter()
     result = mux_files(
-        paths[MediaKind.VOICE],
-        paths[MediaKind.SCREEN],
-        muxed,
-        keys=keys,
-        recipients=[prov.recipient(MediaKind.SCREEN)],
+        paths[MediaKind.VOICE], paths[MediaKind.SCREEN], muxed, keys=ks, recipients=[screen_cert]
     )
     yield (
-        f"3. muxed them into one WebM, encrypted for the screen certificate: {muxed.name}, "
-        f"{muxed.stat().st_size} bytes, video placed at +{result.video_offset_s:.2f} s "
-        f"[{(time.perf_counter() - t) * 1000:.0f} ms; nothing decrypted touched the disk]"
+        f"3. muxed them into one WebM, encrypted for the tenant's screen certificate: "
+        f"{muxed.name}, {muxed.stat().st_size} bytes, video placed at "
+        f"+{result.video_offset_s:.2f} s [{(time.perf_counter() - t) * 1000:.0f} ms; "
+        "nothing decrypted touched the disk]"
     )
 
     playback = workdir / "playback.webm"
     t = time.perf_counter()
     with muxed.open("rb") as src, atomic_output(playback) as dst:
-        pump(src, dst, EnvelopeDecryptor(keys))
+        pump(src, dst, EnvelopeDecryptor(ks))
     yield (
-        f"4. decrypted it for playback: {playback.name}, {playback.stat().st_size} bytes "
-        f"[{(time.perf_counter() - t) * 1000:.0f} ms]"
+        f"4. decrypted it for playback with the keystore: {playback.name}, "
+        f"{playback.stat().st_size} bytes [{(time.perf_counter() - t) * 1000:.0f} ms]"
     )
     yield f"5. checked it with the media library: {media_summary(playback.read_bytes())}"
 
     tampered = bytearray(muxed.read_bytes())
     tampered[len(tampered) // 2] ^= 0x01
     try:
-        dec = EnvelopeDecryptor(keys)
+        dec = EnvelopeDecryptor(ks)
         dec.update(bytes(tampered))
         dec.finalize()
         verdict = "NOT DETECTED (a bug)"
@@ -207,3 +222,44 @@ def run_demo(workdir: Path) -> Iterator[str]:
         verdict = f"refused: {exc}"
     yield f"6. flipped one bit of a copy and decrypted it: {verdict}"
     yield f"done in {time.perf_counter() - t0:.1f} s; files in {workdir}"
+
+
+def serve_config(workdir: Path, port: int) -> Path:
+    """Write an RCS config serving the demo's recordings with its keystore."""
+    config = workdir / "rcs.toml"
+    config.write_text(
+        "# written by `recstream demo --serve`\n"
+        "[server]\n"
+        f'listen = "127.0.0.1:{port}"\n'
+        "[keystore]\n"
+        'path = "keystore.rsk"\n'
+        'password_file = "keystore.pass"\n'
+        "[recordings]\n"
+        'root = "recordings"\n'
+        "[audit]\n"
+        'log = "audit.jsonl"\n'
+        "[settings]\n"
+        'db = "settings.sqlite"\n'
+    )
+    return config
+
+
+def add_demo_player(config_path: Path, workdir: Path) -> tuple[str, Path]:
+    """A player user for the demo tenant, with a generated password in player.pass."""
+    from recstream.service import passwords
+    from recstream.service.config import load_config
+    from recstream.service.store import Role, SettingsStore, User
+
+    password = secrets.token_urlsafe(12).encode()
+    write_secret(workdir / "player.pass", password + b"\n")
+    config = load_config(config_path)
+    store = SettingsStore.open(config.settings_db)
+    try:
+        store.put_user(
+            User(DEMO_USER, Role.PLAYER, frozenset({TENANT})),
+            passwords.hash_password(password),
+            replace=True,
+        )
+    finally:
+        store.close()
+    return DEMO_USER, workdir / "player.pass"

@@ -254,6 +254,8 @@ def mux_files(
                     tenant=voice.tenant or "",
                     media_kind=MediaKind.SCREEN,
                     media_type="video/webm",
+                    # the output's timeline starts at the earlier recording's start
+                    created_ms=min(voice.start_ms or 0, screen.start_ms or 0) or None,
                 ),
             )
         with atomic_output(out_path) as dst:

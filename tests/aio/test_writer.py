@@ -167,3 +167,28 @@ def test_error_inside_async_with_keeps_partial_for_recovery(tmp_path: Path, alic
     asyncio.run(main())
     assert not (tmp_path / "y.rsv").exists()
     assert (tmp_path / "y.rsv.incomplete").stat().st_size > 3 * 16400
+
+
+def test_hook_files_recordings_in_the_archive_layout(tmp_path: Path, alice: Party) -> None:
+    import json
+
+    async def main() -> None:
+        async with RecordingHook(tmp_path, lambda t, k: [alice.recipient], flush_interval=0.05,
+                                 contact_center="0a1b2c") as hook:
+            await hook.start("call/../9", tenant="acme",
+                             kinds=[MediaKind.VOICE, MediaKind.SCREEN],
+                             created_ms={MediaKind.VOICE: 1_760_000_000_000,
+                                         MediaKind.SCREEN: 1_760_000_002_500})
+            hook.media("call/../9", b"v" * 20_000)
+            hook.media("call/../9", b"s" * 30_000, MediaKind.SCREEN)
+            done = await hook.stop("call/../9")
+        rec_dir = tmp_path / "0a1b2c" / "acme" / "2025-10-09" / "call_.._9"
+        assert done[MediaKind.VOICE] == rec_dir / "voice.rsv"
+        assert done[MediaKind.SCREEN] == rec_dir / "screen.rsv"
+        doc = json.loads((rec_dir / "recording.json").read_text())
+        assert doc["recording_id"] == "call/../9" and doc["tenant"] == "acme"
+        assert set(doc["media"]) == {"voice", "screen"}
+        assert doc["media"]["voice"]["cert_ids"] == [alice.cert_id]
+
+    asyncio.run(main())
+    assert decrypt(next(tmp_path.rglob("voice.rsv")), alice) == b"v" * 20_000

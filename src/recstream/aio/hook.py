@@ -14,16 +14,17 @@ recordings in progress finish under the certificate they started with.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL, Flusher
 from recstream.aio.writer import RecordingWriter
+from recstream.archive import ArchiveLayout, merge_recording_json
 from recstream.envelope import Recipient, new_metadata
 from recstream.errors import PipelineError, RecstreamError
-from recstream.format import Buffer, MediaKind
+from recstream.files import atomic_output, write_all
+from recstream.format import Buffer, MediaKind, Metadata
 
 __all__ = ["RecipientResolver", "RecordingHook"]
 
@@ -43,7 +44,11 @@ class RecordingHook:
     """Encrypt every call's media as it arrives.
 
     Args:
-        directory: where recordings are written (``<call>-<kind>.rsv``).
+        directory: where recordings are written (``<call>-<kind>.rsv``), or the
+            root of an archive when ``contact_center`` is given.
+        contact_center: file recordings in the vendor's archive layout,
+            ``{contact_center}/{tenant}/{date}/{recording_id}/{kind}.rsv`` with a
+            ``recording.json`` beside them (:mod:`recstream.archive`).
         recipients: ``(tenant, kind) -> recipients``, called at each start.
         flush_interval: seconds a complete segment may wait in memory.
         sync: fdatasync each batch (survives power loss, not only crashes).
@@ -58,8 +63,12 @@ class RecordingHook:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         sync: bool = True,
         on_error: ErrorCallback | None = None,
+        contact_center: str | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self._layout = (
+            ArchiveLayout(str(self.directory), contact_center) if contact_center else None
+        )
         self._resolve = recipients
         self.flusher = Flusher(flush_interval, sync=sync)
         self._on_error = on_error
@@ -113,12 +122,26 @@ class RecordingHook:
                     media_type=types[kind],
                     created_ms=(created_ms or {}).get(kind),
                 )
-                path = self.directory / f"{call_id}-{kind.name.lower()}.rsv"
+                path = await self._path_for(call_id, metadata)
                 call.writers[kind] = await RecordingWriter.open(
                     path, recipients, metadata, self.flusher
                 )
             except (OSError, RecstreamError, ValueError) as exc:
                 self._report(call_id, kind, exc)
+
+    async def _path_for(self, call_id: str, metadata: Metadata) -> Path:
+        if self._layout is None:
+            return self.directory / f"{call_id}-{metadata.media_kind.name.lower()}.rsv"
+        path = Path(self._layout.envelope_path(metadata))
+        await self.flusher.run_blocking(_makedirs, path.parent)
+        return path
+
+    async def _file_metadata(self, writer: RecordingWriter) -> None:
+        """Add the recording to its ``recording.json`` (archive layout only)."""
+        if self._layout is None:
+            return
+        doc = self._layout.recording_json(writer.metadata, writer.cert_ids)
+        await self.flusher.run_blocking(_merge_json, writer.path.parent / "recording.json", doc)
 
     def media(self, call_id: str, chunk: Buffer, kind: MediaKind = MediaKind.VOICE) -> None:
         """Hand over a chunk of a call's media; never blocks.
@@ -147,6 +170,7 @@ class RecordingHook:
         for kind, writer in call.writers.items():
             try:
                 done[kind] = self.finished[(call_id, kind)] = await writer.close()
+                await self._file_metadata(writer)
             except (OSError, RecstreamError) as exc:
                 self._report(call_id, kind, exc)
         return done
@@ -167,8 +191,11 @@ class RecordingHook:
         await self.flusher.aclose()
 
 
-async def gather_stops(hook: RecordingHook, call_ids: Sequence[str]) -> None:
-    """Stop many calls concurrently."""
-    async with asyncio.TaskGroup() as tg:
-        for cid in call_ids:
-            tg.create_task(hook.stop(cid))
+def _makedirs(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _merge_json(path: Path, doc: bytes) -> None:
+    existing = path.read_bytes() if path.exists() else None
+    with atomic_output(path, mode=0o644) as fh:
+        write_all(fh, merge_recording_json(existing, doc))

@@ -7,6 +7,8 @@ import asyncio
 import json
 import logging
 import signal
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from recstream.aio.run import run
@@ -100,7 +102,12 @@ def how_to_add_user(config: ServiceConfig) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = _config(args)
+    return serve_config_file(args.config if getattr(args, "config", None) else None)
+
+
+def serve_config_file(path: str | Path | None, banner: Callable[[str], None] | None = None) -> int:
+    """Start the server from a config file and run it until SIGINT/SIGTERM."""
+    config = _config(argparse.Namespace(config=str(path) if path else None))
     store = _store(config)
     try:
         users = store.count_users()
@@ -122,17 +129,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     try:
-        return run(_serve(config, keyring))
+        return run(_serve(config, keyring, banner))
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 
 
-async def _serve(config: ServiceConfig, keyring: Any) -> int:
+async def _serve(
+    config: ServiceConfig, keyring: Any, banner: Callable[[str], None] | None = None
+) -> int:
     from recstream.service.app import start_server
 
     server = await start_server(config, keyring)
     mode = "RCS" if config.proxy is None else f"decryption proxy for {config.proxy.node_path}"
     eprint(f"recstream: {mode} listening on {server.url} (audit log {config.audit_log})")
+    if banner is not None:
+        banner(server.url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
