@@ -58,6 +58,7 @@ class JobReport:
     resumed: int
     outcomes: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
+    startup_seconds: float = 0.0  # bringing up the cluster, included in ``seconds``
     workers: int = 0
 
     @property
@@ -69,7 +70,9 @@ class JobReport:
         return [o for o in self.outcomes if o.status == "failed"]
 
     def rate(self) -> float:
-        return len(self.outcomes) / self.seconds if self.seconds else 0.0
+        """Files per second once the cluster was up."""
+        span = self.seconds - self.startup_seconds
+        return len(self.outcomes) / span if span > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +82,7 @@ class JobReport:
             "processed": len(self.outcomes),
             "counts": dict(self.counts),
             "seconds": round(self.seconds, 3),
+            "startup_seconds": round(self.startup_seconds, 3),
             "files_per_second": round(self.rate(), 1),
             "workers": self.workers,
             "failures": [{"path": o.path, "reason": o.detail} for o in self.failures],
@@ -120,6 +124,7 @@ def run_job(
     try:
         if todo:
             with _client(scheduler, workers) as client:
+                report.startup_seconds = time.perf_counter() - t0
                 report.workers = len(client.scheduler_info()["workers"])
                 _drive(
                     client,
