@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from recstream.demo import run_demo
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -41,6 +40,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="recstream-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    from recstream.demo import run_demo  # PyAV, the keystore, the hook: only for the demo
+
     for line in run_demo(workdir):
         print(line, flush=True)
     if not args.serve:

@@ -8,7 +8,6 @@ from typing import Any
 
 from recstream.cli import UsageError, eprint
 from recstream.cli.envelope import load_identities, load_recipients
-from recstream.mux import mux_files
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -52,6 +51,8 @@ def cmd_mux(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         msg = f"output exists: {out} (use --force to overwrite)"
         raise UsageError(msg)
+    from recstream.mux import mux_files  # PyAV: loaded only for this command
+
     keys = load_identities(args.key, args.password_file) if args.key else None
     recipients = load_recipients(args.cert, None) if args.cert else []
     result = mux_files(args.voice, args.screen, out, keys=keys, recipients=recipients)

