@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "demo",
