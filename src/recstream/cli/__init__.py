@@ -85,7 +85,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from recstream.cli import batch, demo, envelope, keystore, live, mux, pki, rewrap, serve
+    from recstream.cli import batch, bench, demo, envelope, keystore, live, mux, pki, rewrap, serve
 
     parser = _Parser(
         prog="recstream",
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"recstream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (batch, demo, envelope, keystore, live, mux, pki, rewrap, serve):
+    for module in (batch, bench, demo, envelope, keystore, live, mux, pki, rewrap, serve):
         module.register(sub)
     return parser
 

@@ -1,0 +1,400 @@
+"""The registry of benchmark modes: ``recstream bench MODE`` for each entry of :data:`MODES`.
+
+This module is what the CLI imports to build its parser, so it stays light:
+argparse options, defaults and help text only.  Each mode's implementation
+lives in its own module and is imported only when that mode runs, so
+``recstream encrypt`` pays nothing at start-up for the harness.
+
+Extension point (``rcs``, once the Recording Crypto Server exists): write
+``recstream/bench/rcs.py`` with ``run_from_args(ns, progress) -> Report`` that
+starts the service on loopback (127.0.0.1 only), drives concurrent decrypt
+streams with Range requests for a bounded time and tabulates throughput and
+latency; add its options function and a ``Mode("rcs", ...,
+"recstream.bench.rcs:run_from_args")`` entry to :data:`MODES`.  The CLI,
+``--json``, ``--plot``, repeats and noise warnings come with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from recstream.bench.stats import parse_size
+
+if TYPE_CHECKING:
+    from recstream.bench.report import Report
+
+__all__ = [
+    "DEFAULT_CALLS",
+    "DEFAULT_SEGMENT_SIZES",
+    "MODES",
+    "PEER_NAMES",
+    "Mode",
+    "Progress",
+    "add_repeat",
+    "all_modes",
+    "list_type",
+    "positive_int",
+    "size_type",
+]
+
+Progress = Callable[[str], None]
+T = TypeVar("T")
+
+DEFAULT_CALLS = (500, 1000, 2000, 5000, 8000)
+DEFAULT_SEGMENT_SIZES = tuple(4096 << i for i in range(11))  # 4 KiB .. 4 MiB
+PEER_NAMES = ("openssl", "age", "aws", "tink")
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    """One ``recstream bench`` subcommand.
+
+    Attributes:
+        name: the subcommand.
+        help: one line for ``recstream bench --help``.
+        description: the subcommand's own ``--help`` text.
+        add_arguments: adds the mode's options (``--repeat`` included, with the
+            mode's default); ``--json``, ``--plot``, ``--dir`` are the CLI's.
+        runner: ``"module:function"`` taking ``(namespace, progress)`` and
+            returning a :class:`~recstream.bench.report.Report`.  It raises
+            ``ValueError`` for options that do not make sense together and
+            :class:`~recstream.bench.fixtures.BenchError` when it cannot run.
+    """
+
+    name: str
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    runner: str
+
+    def run(self, ns: argparse.Namespace, progress: Progress) -> Report:
+        """Import the mode's module and run it."""
+        module, func = self.runner.split(":")
+        run: Callable[[argparse.Namespace, Progress], Report] = getattr(
+            importlib.import_module(module), func
+        )
+        return run(ns, progress)
+
+
+# --- argparse types ------------------------------------------------------------
+
+
+def size_type(text: str) -> int:
+    """argparse ``type=`` for sizes such as ``1G``, ``256M``, ``16K``."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def list_type(item: Callable[[str], T]) -> Callable[[str], tuple[T, ...]]:
+    """argparse ``type=`` for comma-separated lists (``500,1000,5000``, ``4K,16K``)."""
+
+    def parse(text: str) -> tuple[T, ...]:
+        try:
+            values = tuple(item(part.strip()) for part in text.split(",") if part.strip())
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+        if not values:
+            msg = "an empty list"
+            raise argparse.ArgumentTypeError(msg)
+        return values
+
+    return parse
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        msg = f"not an integer: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from exc
+    if value < 1:
+        msg = f"must be at least 1: {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def add_repeat(parser: argparse.ArgumentParser, default: int, what: str = "figure") -> None:
+    parser.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help=f"runs of each {what}; the report gives the median, min and max "
+        "(default: %(default)s)",
+    )
+
+
+def _warmup(p: argparse.ArgumentParser, why: str) -> None:
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"untimed rounds first, {why} (default: %(default)s)",
+    )
+
+
+def _rsa_bits(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rsa-bits",
+        type=positive_int,
+        default=3072,
+        metavar="BITS",
+        help="recipient RSA key size (default: %(default)s)",
+    )
+
+
+# --- the modes ---------------------------------------------------------------------
+
+
+def _bulk_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--size",
+        type=size_type,
+        default=1 << 30,
+        metavar="SIZE",
+        help="input file size, e.g. 256M, 1G, 2G (default: 1G; needs about 3.2x this in --dir)",
+    )
+    add_repeat(p, 5, "subject")
+    _warmup(p, "to fault in tmpfs and guest memory")
+    _rsa_bits(p)
+    p.add_argument("--no-cli", action="store_true", help="skip the CLI subjects")
+    p.add_argument("--no-library", action="store_true", help="skip the in-process subjects")
+
+
+_BULK = """\
+Encrypt and decrypt one large file on tmpfs, interleaved round by round with the
+limits measured in the same run:
+
+  cat IN > OUT            the kernel's own copy: the I/O limit
+  cli encrypt/decrypt     whole 'recstream' processes, with peak RSS (GNU time)
+  library encrypt/decrypt EnvelopeEncryptor/Decryptor through files.pump, in-process
+  AES-GCM encrypt_into    raw single-thread AEAD over the same bytes at 16 KiB
+  / decrypt_into          segments, only the AEAD calls timed: the crypto limit
+
+Reports MB/s, the ratios to cat and to raw AES-GCM (per round), and issue 2's
+targets: CLI at >= 75% of cat, peak RSS < 64 MiB.
+"""
+
+
+def _segments_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sizes",
+        type=list_type(size_type),
+        default=DEFAULT_SEGMENT_SIZES,
+        metavar="LIST",
+        help="segment sizes, comma-separated (default: powers of two, 4K..4M)",
+    )
+    p.add_argument(
+        "--total",
+        type=size_type,
+        default=64 << 20,
+        metavar="SIZE",
+        help="bytes encrypted per measurement (default: 64M)",
+    )
+    add_repeat(p, 5)
+
+
+_SEGMENTS = """\
+AES-256-GCM throughput against segment size, one thread, in memory:
+
+  AES-GCM encrypt_into/decrypt_into   one AEAD call per segment of each size
+  Cobblestone-256 encrypt/decrypt     the format's body (16 KiB segments, fixed
+                                      by C2SP) fed update_into calls of each size
+
+Shows what the format's 16 KiB segment costs against larger ones, and what the
+size of the caller's writes matters.  --plot draws the curves.
+"""
+
+
+def _live_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--calls",
+        type=list_type(positive_int),
+        default=DEFAULT_CALLS,
+        metavar="LIST",
+        help="the ramp: concurrent calls per step (default: 500,1000,2000,5000,8000)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="wall time each step feeds its calls (default: %(default)s)",
+    )
+    p.add_argument(
+        "--flush-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the hook's flush interval (default: the hook's own, 1 s)",
+    )
+    p.add_argument("--no-sync", action="store_true", help="do not fdatasync each batch")
+    p.add_argument(
+        "--screen",
+        type=int,
+        default=0,
+        metavar="N",
+        help="calls that also carry a screen stream (default: 0)",
+    )
+    p.add_argument(
+        "--screen-bitrate",
+        type=float,
+        default=2e6,
+        metavar="BITS_PER_S",
+        help="screen stream bit rate, in 100 ms chunks (default: 2e6)",
+    )
+    p.add_argument(
+        "--slots",
+        type=positive_int,
+        default=10,
+        metavar="N",
+        help="phases of the 20 ms frame period the calls are spread over (default: 10)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop (default: uvloop where installed)",
+    )
+    p.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="run the larger steps even after one was not sustained",
+    )
+    add_repeat(p, 1, "step")
+
+
+_LIVE = """\
+Simulated G.711 calls (160-byte frames every 20 ms, paced in real time by one
+ticker task, frames staggered over the period, segments filling out of step)
+through RecordingHook, ramped to find the most calls one process sustains in
+real time: the ticker keeps up (p99 lag <= 20 ms, not growing) and p99
+segment-complete-to-disk latency stays within the flush interval.  Reports
+latency p50/p99/max, tick lag and the process's CPU (200% = both cores).
+A frame also waits up to 2.048 s for its 16 KiB segment to fill: reported apart.
+"""
+
+
+def _small_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--count",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="recordings per subject per run (default: %(default)s; issue 8 suggests 10000)",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="length of each recording, in seconds of G.711 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--bits",
+        type=list_type(positive_int),
+        default=(2048, 3072, 4096),
+        metavar="LIST",
+        help="RSA key sizes (default: 2048,3072,4096)",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=2,
+        metavar="N",
+        help="threads for the parallel decrypt and unwrap (default: %(default)s)",
+    )
+    add_repeat(p, 3, "subject")
+
+
+_SMALL = """\
+Many short recordings (default 60 s of G.711 = 480 KB each), in memory, for
+each RSA key size: recordings/s for encrypt and for decrypt (1 thread and
+--threads threads), with the RSA-OAEP wrap and unwrap measured alone in the
+same rounds: their share of the time, and decrypt against the unwrap rate.
+"""
+
+
+def _peers_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--size",
+        type=size_type,
+        default=256 << 20,
+        metavar="SIZE",
+        help="input file size (default: 256M, as issue 8's reference figures)",
+    )
+    add_repeat(p, 3, "subject")
+    _warmup(p, "to fault in tmpfs and guest memory")
+    _rsa_bits(p)
+    p.add_argument(
+        "--only",
+        type=list_type(str),
+        default=PEER_NAMES,
+        metavar="LIST",
+        help=f"peers to run (default: {','.join(PEER_NAMES)})",
+    )
+
+
+_PEERS = """\
+The same file on tmpfs, encrypted to the same RSA key by the tools a user would
+pick instead, each a whole process (wall time, MB/s, peak RSS), interleaved
+with recstream encrypt/decrypt:
+
+  openssl   cms -encrypt -stream, AES-256-GCM where accepted (else CBC, said so)
+  age       to the key as an ssh-rsa recipient      (apt-get install -y age)
+  aws       AWS Encryption SDK, raw RSA master key, streaming
+  tink      Tink streaming AEAD, bulk only (no RSA)  (pip install 'recstream[bench]')
+
+Peers that are not installed are skipped with a note.
+"""
+
+MODES: tuple[Mode, ...] = (
+    Mode(
+        "bulk",
+        "encrypt/decrypt a large file: CLI and library vs cat and raw AES-GCM",
+        _BULK,
+        _bulk_arguments,
+        "recstream.bench.bulk:run_from_args",
+    ),
+    Mode(
+        "segments",
+        "AES-GCM throughput against segment size (4 KiB..4 MiB), raw and Cobblestone",
+        _SEGMENTS,
+        _segments_arguments,
+        "recstream.bench.segments:run_from_args",
+    ),
+    Mode(
+        "live",
+        "concurrent real-time G.711 calls through the recording hook, ramped",
+        _LIVE,
+        _live_arguments,
+        "recstream.bench.live:run_from_args",
+    ),
+    Mode(
+        "small",
+        "many short recordings: recordings/s and the share of RSA wrap/unwrap",
+        _SMALL,
+        _small_arguments,
+        "recstream.bench.small:run_from_args",
+    ),
+    Mode(
+        "peers",
+        "the same file and RSA key through openssl cms, age, the AWS SDK and Tink",
+        _PEERS,
+        _peers_arguments,
+        "recstream.bench.peers:run_from_args",
+    ),
+)
+
+
+def all_modes() -> list[Mode]:
+    """Every registered mode, in ``recstream bench --help`` order."""
+    return list(MODES)
