@@ -1,4 +1,4 @@
-"""One task = one recording: the per-file work of each batch job.
+"""The per-recording work of each batch job (run in chunks by the runner).
 
 Each function takes URLs and a relative path, opens keys through a
 :class:`~recstream.batch.keys.KeySpec` in the worker, never raises for a bad
