@@ -84,8 +84,29 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from recstream.cli import batch, bench, demo, envelope, keystore, live, mux, pki, rewrap, serve
+# Which module registers each command.  A command line names one command, so
+# only its module is imported: `recstream encrypt` never loads the server,
+# the muxer's FFmpeg or Dask (start-up is part of every CLI figure).
+COMMAND_MODULES: dict[str, str] = {
+    "encrypt": "envelope",
+    "decrypt": "envelope",
+    "inspect": "envelope",
+    "record": "live",
+    "recover": "live",
+    "mux": "mux",
+    "rewrap": "rewrap",
+    "keystore": "keystore",
+    "pki": "pki",
+    "batch": "batch",
+    "serve": "serve",
+    "bench": "bench",
+    "demo": "demo",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for every command, or only for ``command``'s module when given."""
+    import importlib
 
     parser = _Parser(
         prog="recstream",
@@ -98,16 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"recstream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (batch, bench, demo, envelope, keystore, live, mux, pki, rewrap, serve):
-        module.register(sub)
+    wanted = COMMAND_MODULES.get(command or "")
+    names = [wanted] if wanted else sorted(set(COMMAND_MODULES.values()))
+    for name in names:
+        importlib.import_module(f"recstream.cli.{name}").register(sub)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command named on the line (the first word not starting with '-')."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (never raises for a user's mistake)."""
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(words))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
         func: Command = args.func
         return func(args)
     except SystemExit as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import mimetypes
+import os
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from recstream.cli import UsageError, eprint
-from recstream.cli._batch import batch_decrypt
 from recstream.cli._keystore_access import add_keystore_options, keystore_recipient, open_keystore
 from recstream.cli._util import read_input_file, read_password_file
 from recstream.envelope import (
@@ -29,7 +29,6 @@ from recstream.envelope import (
 from recstream.errors import CertificateError
 from recstream.files import atomic_output, pump
 from recstream.format import BodyLayout, Header, MediaKind
-from recstream.keystore.batch import DEFAULT_JOBS
 from recstream.keystore.store import keystore_path
 from recstream.pki.certs import load_certificate, load_private_key
 from recstream.reader import FileSource, read_header_at
@@ -112,7 +111,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--jobs",
         type=int,
-        default=DEFAULT_JOBS,
+        default=min(4, os.cpu_count() or 1),  # keystore.batch.DEFAULT_JOBS
         metavar="N",
         help="batch: files decrypted at once (default: %(default)s)",
     )
@@ -248,6 +247,8 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         if args.jobs < 1:
             msg = "--jobs must be at least 1"
             raise UsageError(msg)
+        from recstream.cli._batch import batch_decrypt
+
         return batch_decrypt(args.paths, Path(args.out_dir), args, decryption_keys)
     if len(args.paths) != 2:
         msg = "decrypt takes IN OUT, or --out-dir DIR followed by the files to decrypt"
