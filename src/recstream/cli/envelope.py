@@ -28,7 +28,7 @@ from recstream.envelope import (
 )
 from recstream.errors import CertificateError
 from recstream.files import atomic_output, pump
-from recstream.format import BodyLayout, Header, MediaKind
+from recstream.format import BodyLayout, Header, MediaKind, Metadata
 from recstream.keystore.store import keystore_path
 from recstream.pki.certs import load_certificate, load_private_key
 from recstream.reader import FileSource, read_header_at
@@ -188,9 +188,15 @@ def resolve_recipients(args: argparse.Namespace, kind: MediaKind) -> tuple[str, 
     return tenant, recipients
 
 
-def cmd_encrypt(args: argparse.Namespace) -> int:
-    _check_paths(args.input, args.output, args.force)
-    media_type, kind = guess_media(args.input, args.media_type, args.media_kind)
+def recording_from_args(
+    args: argparse.Namespace, source: str, default_type: str | None = None
+) -> tuple[Metadata, list[Recipient]]:
+    """The metadata and recipients that ``encrypt`` and ``record`` options ask for.
+
+    Raises:
+        UsageError: a recording ID, tenant or media type that the format refuses.
+    """
+    media_type, kind = guess_media(source, args.media_type or default_type, args.media_kind)
     tenant, recipients = resolve_recipients(args, kind)
     try:
         metadata = new_metadata(
@@ -201,6 +207,12 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    return metadata, recipients
+
+
+def cmd_encrypt(args: argparse.Namespace) -> int:
+    _check_paths(args.input, args.output, args.force)
+    metadata, recipients = recording_from_args(args, args.input)
     enc = EnvelopeEncryptor(recipients, metadata)
     with _open_in(args.input) as src, _open_out(args.output) as dst:
         written = pump(src, dst, enc)

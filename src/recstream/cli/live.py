@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ from recstream.aio.run import run
 from recstream.aio.writer import INCOMPLETE_SUFFIX, RecordingWriter
 from recstream.cli import EXIT_PARTIAL, UsageError, eprint
 from recstream.cli._keystore_access import add_keystore_options
-from recstream.cli.envelope import guess_media, load_identities, resolve_recipients
-from recstream.envelope import Recipient, new_metadata
+from recstream.cli.envelope import load_identities, recording_from_args
+from recstream.envelope import Recipient
 from recstream.files import atomic_output, write_all
 from recstream.format import Metadata
 from recstream.reader import FileSource, recover
@@ -97,17 +96,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     if not out.resolve().parent.is_dir():
         msg = f"output directory does not exist: {out.parent}"
         raise UsageError(msg)
-    media_type, kind = guess_media("-", args.media_type or "audio/basic", args.media_kind)
-    tenant, recipients = resolve_recipients(args, kind)
-    try:
-        metadata = new_metadata(
-            recording_id=args.recording_id or str(uuid.uuid4()),
-            tenant=tenant,
-            media_kind=kind,
-            media_type=media_type,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    metadata, recipients = recording_from_args(args, "-", "audio/basic")
     writer = run(_record(out, recipients, metadata, args.flush_interval))
     stats = writer.statistics()
     eprint(
