@@ -250,3 +250,20 @@ def test_refusals(archive: dict, tmp_path: Path, capsys: pytest.CaptureFixture[s
         )
         == 2
     )
+
+
+def test_non_envelopes_are_reported_or_ignored(archive: dict, tmp_path: Path,  # type: ignore[type-arg]
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "mixed"
+    src.mkdir()
+    good = next(p for p, w in archive["owner"].items() if w == "A")
+    (src / "good.rsv").write_bytes((archive["src"] / good).read_bytes())
+    (src / "bogus.rsv").write_bytes(b"RIFF....WAVEfmt not an envelope")
+    (src / "notes.txt").write_text("a file that is not a recording")
+    code = main(["batch", "audit", str(src), *key_args(archive["keys"]), "--workers", "1",
+                 "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 7
+    assert doc["total"] == 2  # notes.txt is not listed
+    assert doc["counts"] == {"ok": 1, "failed": 1}
+    assert "not a recstream envelope" in doc["failures"][0]["reason"]
