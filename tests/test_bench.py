@@ -378,3 +378,53 @@ def test_peers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
             assert math.isfinite(ran[peer]["decrypt_speedup"]["median"])
     if shutil.which("openssl"):
         assert "AES-256-GCM" in rows(report, 1)["openssl"]["method"]
+
+
+def test_rcs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    report = run_mode(capsys, tmp_path, "rcs --sizes 1M,2M --streams 2 --concurrency 2 --repeat 2")
+    subjects = rows(report)
+    assert list(subjects) == ["decrypt 1 MiB", "decrypt 2 MiB", "playback 1 MiB", "playback 2 MiB"]
+    for name, row in subjects.items():
+        assert row["mb_s"]["n"] == 2 and row["mb_s"]["min"] > 0, name
+        first, last = row["first_p50_ms"]["median"] / 1e3, row["last_p99_s"]["median"]
+        assert 0 < first <= last, name
+        assert 0 < row["rss_before_mib"]["median"] <= row["peak_rss_mib"]["median"] < 1024, name
+    servers = rows(report, 1)
+    assert list(servers) == ["1 MiB", "2 MiB"]
+    for server in servers.values():
+        assert server["stopped"] == "exit 0 on SIGTERM"
+        assert not Path(f"/proc/{server['pid']}").exists()  # reaped, not left running
+        assert server["idle_rss_mib"] <= server["peak_rss_mib"]
+    assert report["parameters"]["concurrency"] == 2
+    assert any("flat in recording size" in n for n in report["notes"])
+    assert not list(tmp_path.glob("recstream-bench-*"))  # the work directory is gone
+
+
+def test_rcs_checks_what_it_receives_and_stops_the_server(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recstream.bench import rcs
+
+    stops: list[str] = []
+    stop = rcs._Server.stop
+    monkeypatch.setattr(rcs._Server, "stop", lambda self: stops.append(stop(self)) or stops[-1])
+    monkeypatch.setattr(rcs._Target, "expect", lambda self, offset, data: False)
+    argv = ["bench", "rcs", "--sizes", "64K", "--streams", "1", "--dir", str(tmp_path)]
+    assert main([*argv, "--quiet"]) == 1
+    assert "not what was encrypted" in capsys.readouterr().err
+    assert stops == ["exit 0 on SIGTERM"]
+    assert main(["bench", "rcs", "--sizes", "0"]) == 2
+    assert main(["bench", "rcs", "--concurrency", "1000"]) == 2
+
+
+def test_rcs_says_when_peak_memory_grows_with_the_recording() -> None:
+    from recstream.bench.rcs import _flatness
+
+    report = Report("rcs", dict(MACHINE))
+    _flatness(report, {16 << 20: 100 << 10, 256 << 20: 104 << 10})
+    assert report.notes[-1].endswith("flat in recording size (bounded memory).")
+    _flatness(report, {16 << 20: 100 << 10, 256 << 20: 356 << 10})
+    assert report.warnings == [
+        "server peak RSS 100.0 MiB with 16 MiB recordings, 356.0 MiB with 256 MiB "
+        "(16x the size): it grows by 256.0 MiB with the recording size."
+    ]

@@ -5,13 +5,11 @@ argparse options, defaults and help text only.  Each mode's implementation
 lives in its own module and is imported only when that mode runs, so
 ``recstream encrypt`` pays nothing at start-up for the harness.
 
-Extension point (``rcs``, once the Recording Crypto Server exists): write
-``recstream/bench/rcs.py`` with ``run_from_args(ns, progress) -> Report`` that
-starts the service on loopback (127.0.0.1 only), drives concurrent decrypt
-streams with Range requests for a bounded time and tabulates throughput and
-latency; add its options function and a ``Mode("rcs", ...,
-"recstream.bench.rcs:run_from_args")`` entry to :data:`MODES`.  The CLI,
-``--json``, ``--plot``, repeats and noise warnings come with it.
+A new mode: write ``recstream/bench/NAME.py`` with ``run_from_args(ns,
+progress) -> Report`` and add its options function and a ``Mode("NAME", ...,
+"recstream.bench.NAME:run_from_args")`` entry to :data:`MODES` (``rcs`` is the
+latest: the Recording Crypto Server on loopback).  The CLI, ``--json``,
+``--plot``, repeats and noise warnings come with it.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CALLS",
+    "DEFAULT_RCS_SIZES",
     "DEFAULT_SEGMENT_SIZES",
     "MODES",
     "PEER_NAMES",
@@ -47,6 +46,7 @@ T = TypeVar("T")
 DEFAULT_CALLS = (500, 1000, 2000, 5000, 8000)
 DEFAULT_SEGMENT_SIZES = tuple(4096 << i for i in range(11))  # 4 KiB .. 4 MiB
 PEER_NAMES = ("openssl", "age", "aws", "tink")
+DEFAULT_RCS_SIZES = (16 << 20, 64 << 20, 256 << 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +356,53 @@ with recstream encrypt/decrypt:
 Peers that are not installed are skipped with a note.
 """
 
+
+def _rcs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sizes",
+        type=list_type(size_type),
+        default=DEFAULT_RCS_SIZES,
+        metavar="LIST",
+        help="recording sizes, one fresh server each (default: 16M,64M,256M)",
+    )
+    p.add_argument(
+        "--streams",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="streams per run of each endpoint (default: %(default)s)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="streams in flight at a time, at most --streams (default: %(default)s)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=150.0,
+        metavar="SECONDS",
+        help="wall time for the whole run; past it the run stops with an error "
+        "(default: %(default)s)",
+    )
+    add_repeat(p, 3, "endpoint and size")
+
+
+_RCS = """\
+The Recording Crypto Server under load: for each recording size a fresh
+'recstream serve' (real keystore, user and bearer token) on 127.0.0.1 only,
+driven over HTTP by aiohttp in this process, --concurrency streams at a time:
+
+  decrypt    POST /rcs/decrypt of the whole envelope, plaintext streamed back
+  playback   GET /rcs/recordings/NAME with Range: bytes=OFFSET- (random seek)
+
+Reports plaintext MB/s, p50/p99 time to first and last byte, the server's CPU,
+and its RSS before each run against its peak during it: bounded memory means
+the peak is flat in recording size.  Stops by itself (--time-limit).
+"""
+
 MODES: tuple[Mode, ...] = (
     Mode(
         "bulk",
@@ -391,6 +438,13 @@ MODES: tuple[Mode, ...] = (
         _PEERS,
         _peers_arguments,
         "recstream.bench.peers:run_from_args",
+    ),
+    Mode(
+        "rcs",
+        "the Recording Crypto Server on loopback: concurrent decrypt and Range streams",
+        _RCS,
+        _rcs_arguments,
+        "recstream.bench.rcs:run_from_args",
     ),
 )
 
