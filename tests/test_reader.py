@@ -73,5 +73,9 @@ def test_tampered_middle_segment_fails_only_when_read(seal: Seal, alice: Party) 
     with pytest.raises(errors.SegmentAuthError) as info:
         reader.read_segment(2)
     assert info.value.index == 2
+    with pytest.raises(errors.SegmentAuthError) as info:  # a range across it, one read
+        reader.read_at(SEGMENT_SIZE + 5, 3 * SEGMENT_SIZE)
+    assert info.value.index == 2
+    assert reader.read_at(5, 2 * SEGMENT_SIZE - 10) == pt[5 : 2 * SEGMENT_SIZE - 5]
     with pytest.raises(IndexError):
         reader.read_segment(99)

@@ -144,20 +144,39 @@ class SegmentReader:
         return self._cache
 
     def read_at(self, offset: int, n: int) -> bytes:
-        """Return up to ``n`` plaintext bytes from ``offset`` (fewer only at the end)."""
+        """Return up to ``n`` plaintext bytes from ``offset`` (fewer only at the end).
+
+        The segments covering the range are read with one ``read_at`` of the
+        source and decrypted straight into one buffer (Range requests, seeks).
+        """
         if offset < 0 or n < 0:
             msg = "offset and n must be non-negative"
             raise ValueError(msg)
         end = min(offset + n, self.size)
-        parts = []
-        pos = offset
-        while pos < end:
-            index, within = divmod(pos, SEGMENT_SIZE)
-            seg = self.read_segment(index)
-            take = min(end - pos, len(seg) - within)
-            parts.append(seg[within : within + take])
-            pos += take
-        return b"".join(parts)
+        if offset >= end:
+            return b""
+        first, last = offset // SEGMENT_SIZE, (end - 1) // SEGMENT_SIZE
+        if first == last:
+            seg = self.read_segment(first)
+            within = offset - first * SEGMENT_SIZE
+            return seg[within : within + end - offset]
+        count = last - first + 1
+        wire = memoryview(
+            self._source.read_at(
+                self._base + BodyLayout.segment_offset(first), count * SEGMENT_WIRE_SIZE
+            )
+        )
+        out = bytearray(count * SEGMENT_SIZE)
+        view = memoryview(out)
+        filled = 0
+        for k in range(count):
+            piece = wire[k * SEGMENT_WIRE_SIZE : (k + 1) * SEGMENT_WIRE_SIZE]
+            short = first + k < self.segments - 1 and len(piece) != SEGMENT_WIRE_SIZE
+            if short or len(piece) < TAG_BYTES:
+                raise TruncatedStreamError(first + k, "the file changed size while being read")
+            filled += self._cipher.open_into(first + k, piece, view[filled:])
+        start = offset - first * SEGMENT_SIZE
+        return bytes(view[start : start + end - offset])
 
 
 class DecryptingFile(io.RawIOBase):
