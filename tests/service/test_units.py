@@ -194,3 +194,20 @@ def test_recording_names_accepted(name: str) -> None:
 def test_recording_names_refused(name: str) -> None:
     with pytest.raises(NotFoundError):
         check_name(name)
+
+
+def test_limiter_counts_attempts_in_flight() -> None:
+    """A burst of concurrent guesses may not all pass while their hashes are pending."""
+    lim = FailureLimiter(3, 60.0)
+    keys = ("client:1.2.3.4", "user:alice")
+    assert [lim.reserve(keys, 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert lim.reserve(keys, 0.0) > 0  # the fourth concurrent attempt is refused
+    assert lim.reserve(("client:5.6.7.8", "user:alice"), 0.0) > 0  # per user too
+    lim.release(keys)
+    assert lim.reserve(keys, 0.0) == 0.0  # one ended: room again
+    for _ in range(3):
+        lim.release(keys)
+    for _ in range(3):
+        lim.record_failure("user:alice", 1.0)
+    assert lim.reserve(("client:9.9.9.9", "user:alice"), 2.0) == pytest.approx(59.0)
+    assert lim.reserve(("client:9.9.9.9", "user:bob"), 2.0) == 0.0

@@ -186,24 +186,35 @@ class Authenticator:
         name, sep, password = decoded.partition(":")
         if not sep or not name:
             self._fail("malformed", client)
-        self._check_limit(f"user:{name}")
         found = await asyncio.to_thread(self._store.user_with_hash, name)
         secret = password.encode("utf-8")
-        if found is None:
+        mark = b""
+        if found is not None:
+            mark = hmac.digest(
+                self._secret, b"\0".join((name.encode(), secret, found[1].encode())), "sha256"
+            )
+            if self._remembered(mark):  # verified moments ago: no hash, no reservation
+                return Principal(found[0], "basic")
+        # Check and reserve in one synchronous step: the hash below is awaited, and a
+        # burst of concurrent guesses must not all pass a check of finished failures.
+        keys = (f"client:{client}", f"user:{name}")
+        wait = self._limiter.reserve(keys, self._clock())
+        if wait > 0:
+            self._metrics.auth_failures.inc(reason="rate_limited")
+            raise RateLimitedError(wait)
+        try:
             async with self._hashing:
-                await asyncio.to_thread(passwords.dummy_verify, secret)
+                if found is None:
+                    await asyncio.to_thread(passwords.dummy_verify, secret)
+                    ok = False
+                else:
+                    ok = await asyncio.to_thread(passwords.verify_password, secret, found[1])
+        finally:
+            self._limiter.release(keys)
+        if not ok or found is None:
             self._fail("bad_credentials", client, name)
-        user, stored = found
-        mark = hmac.digest(
-            self._secret, b"\0".join((name.encode(), secret, stored.encode())), "sha256"
-        )
-        if not self._remembered(mark):
-            async with self._hashing:
-                ok = await asyncio.to_thread(passwords.verify_password, secret, stored)
-            if not ok:
-                self._fail("bad_credentials", client, name)
-            self._remember(mark)
-        return Principal(user, "basic")
+        self._remember(mark)
+        return Principal(found[0], "basic")
 
     async def _bearer(self, token: str, client: str) -> Principal:
         name = self.tokens.user_for(token, self._clock())

@@ -8,6 +8,11 @@ neither one address guessing many names nor many addresses guessing one name
 gets more than ``max_failures`` tries per window.  Memory is bounded: at most
 ``max_keys`` keys (least recently failed dropped first), each with at most
 ``max_failures`` timestamps.
+
+Attempts in flight count too: the password check is slow (Argon2id) and
+awaited, so a burst of concurrent guesses would all pass a check that only
+counted finished failures.  :meth:`FailureLimiter.reserve` checks and reserves
+in one synchronous step; :meth:`FailureLimiter.release` ends the attempt.
 """
 
 from __future__ import annotations
@@ -26,16 +31,42 @@ class FailureLimiter:
         self.window = window
         self._max_keys = max_keys
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._in_flight: dict[str, int] = {}
 
     def retry_after(self, key: str, now: float) -> float:
         """Seconds before ``key`` may try again; 0.0 if it may try now."""
         times = self._failures.get(key)
-        if times is None:
+        if times is not None:
+            self._expire(key, times, now)
+            times = self._failures.get(key)
+        failed = len(times) if times is not None else 0
+        if failed + self._in_flight.get(key, 0) < self.max_failures:
             return 0.0
-        self._expire(key, times, now)
-        if len(times) < self.max_failures:
-            return 0.0
-        return max(0.0, times[0] + self.window - now)
+        if times is not None and len(times) >= self.max_failures:
+            return max(0.0, times[0] + self.window - now)
+        return 1.0  # attempts still being checked fill the allowance: try again shortly
+
+    def reserve(self, keys: tuple[str, ...], now: float) -> float:
+        """Check every key and, if all may try, count one attempt in flight on each.
+
+        Returns:
+            0.0 when reserved (call :meth:`release` when the attempt ends), else the
+            seconds to wait (nothing reserved).
+        """
+        wait = max(self.retry_after(k, now) for k in keys)
+        if wait > 0:
+            return wait
+        for k in keys:
+            self._in_flight[k] = self._in_flight.get(k, 0) + 1
+        return 0.0
+
+    def release(self, keys: tuple[str, ...]) -> None:
+        for k in keys:
+            left = self._in_flight.get(k, 0) - 1
+            if left > 0:
+                self._in_flight[k] = left
+            else:
+                self._in_flight.pop(k, None)
 
     def record_failure(self, key: str, now: float) -> None:
         times = self._failures.pop(key, None)
