@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from recstream.format import BodyLayout, Header, parse_header
+from recstream.format import BodyLayout, Header, MediaKind, parse_header
 from tests.service.conftest import Archive, ServerThread, basic, connect, request
 
 BIG = "acme/big.rsv"
@@ -207,3 +207,52 @@ def test_truncated_archive_file_is_refused_before_any_byte(
 def test_unknown_recording_is_404(rcs: ServerThread) -> None:
     r = play(rcs, "acme/nope.rsv")
     assert r.status == 404 and r.json()["error"] == "not_found"
+
+
+def test_non_media_types_are_served_as_opaque_sandboxed_bytes(
+    start_rcs: Any, keys: Any, tmp_path: Path
+) -> None:
+    """A header may say text/html (anyone with the public cert can write one): never served so."""
+    from tests.service.conftest import Archive
+
+    a = Archive(tmp_path)
+    a.add("acme/page.rsv", keys.acme, b"<script>alert(1)</script>", rid="p", tenant="acme",
+          kind=MediaKind.SCREEN, mtype="text/html")
+    a.add("acme/js.rsv", keys.acme, b"fetch('/rcs/recordings')", rid="j", tenant="acme",
+          kind=MediaKind.SCREEN, mtype="text/javascript")
+    rcs = start_rcs(root=tmp_path)
+    for name in ("acme/page.rsv", "acme/js.rsv"):
+        r = play(rcs, name)
+        assert r.status == 200
+        assert r.headers["Content-Type"] == "application/octet-stream"
+        assert r.headers["Content-Security-Policy"].startswith("sandbox")
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+    r = request(rcs.url, "POST", "/rcs/decrypt", body=a.sealed["acme/page.rsv"])
+    assert r.status == 200
+    assert r.headers["Content-Type"] == "application/octet-stream"
+
+
+def test_the_authenticated_header_decides_the_tenant(
+    start_rcs: Any, keys: Any, tmp_path: Path
+) -> None:
+    """A file swapped in place (same size and mtime) cannot ride on a cached header."""
+    from tests.service.conftest import Archive
+
+    a = Archive(tmp_path)
+    a.add("acme/x.rsv", keys.acme, b"A" * 5000, rid="x", tenant="acme",
+          kind=MediaKind.VOICE, mtype="audio/basic")
+    other = Archive(tmp_path / "elsewhere")
+    other.add("y.rsv", keys.globex, b"B" * 5000, rid="x", tenant="beta",
+              kind=MediaKind.VOICE, mtype="audio/basic")
+    rcs = start_rcs(root=tmp_path)
+    assert play(rcs, "acme/x.rsv").status == 200  # alice: acme only; the header is cached
+    path = tmp_path / "acme" / "x.rsv"
+    st = path.stat()
+    swapped = other.sealed["y.rsv"]
+    assert len(swapped) == st.st_size
+    with path.open("r+b") as fh:  # same inode, same size
+        fh.write(swapped)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the mtime put back
+    r = play(rcs, "acme/x.rsv")
+    assert r.status == 403
+    assert b"B" * 10 not in r.body

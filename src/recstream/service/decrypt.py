@@ -181,7 +181,8 @@ async def _decrypt(
     out = await asyncio.to_thread(dec.update, bytes(head))
     audit.fields["cert_id"] = keys.cert_id
     stream = _Stream(request, audit, expected, ctx.config.server.write_timeout)
-    stream.resp.content_type = parsed.metadata.media_type
+    stream.resp.content_type = safe_media_type(parsed.metadata.media_type)
+    stream.resp.headers.update(DECRYPTED_HEADERS)
     while True:
         if out:
             await stream.send(out)
@@ -193,6 +194,25 @@ async def _decrypt(
     if out:
         await stream.send(out)
     return await stream.finish()
+
+
+# Decrypted media is served as media only: a recording's MIME type comes from its
+# header, which anyone holding a tenant's (public) certificate can write, so
+# text/html or javascript would be stored XSS against the player's origin.
+_MEDIA_PREFIXES: Final = ("audio/", "video/")
+DECRYPTED_HEADERS: Final = {
+    "Content-Security-Policy": "sandbox; default-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def safe_media_type(media_type: str) -> str:
+    """The header's MIME type if it is audio or video, else application/octet-stream."""
+    return (
+        media_type
+        if media_type.lower().startswith(_MEDIA_PREFIXES)
+        else ("application/octet-stream")
+    )
 
 
 class _Stream:
@@ -248,6 +268,10 @@ async def handle_playback(request: web.Request) -> web.StreamResponse:
             audit.header(header, who)
             keys = TracingKeyRing(keyring)
             reader = await asyncio.to_thread(SegmentReader, FileSource(fd), keys)
+            # The decisive check: on the header the reader authenticated, not on the
+            # (cached, unauthenticated) one above, which may be stale or raced.
+            if reader.header.raw != header.raw:
+                audit.header(reader.header, who)
             audit.fields["cert_id"] = keys.cert_id
             resp = await _play(request, ctx, reader, audit)
         finally:
@@ -275,7 +299,8 @@ async def _play(
             "Accept-Ranges": "bytes",
             "ETag": etag,
             "Cache-Control": "no-store",
-            "Content-Type": reader.header.metadata.media_type,
+            "Content-Type": safe_media_type(reader.header.metadata.media_type),
+            **DECRYPTED_HEADERS,
         },
     )
     resp.content_length = end - start
