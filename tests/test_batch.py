@@ -173,6 +173,7 @@ def test_decrypt_outputs_match_originals(archive: dict, tmp_path: Path) -> None:
             assert not target.exists()
         else:
             assert target.read_bytes() == data
+            assert target.stat().st_mode & 0o077 == 0  # plaintext: owner-only
     assert not list(out.rglob("*.partial"))
 
 

@@ -9,17 +9,20 @@ by an earlier, interrupted run is recognised and not processed again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import mimetypes
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from recstream.batch.archive import url_to_fs
 from recstream.batch.keys import KeySpec
 from recstream.envelope import EnvelopeDecryptor, Recipient, amend_header, open_file_key
 from recstream.errors import RecstreamError, TruncatedStreamError
+from recstream.files import atomic_output, write_all
 from recstream.format import MAX_HEADER_BYTES, Header, NeedData, parse_header
 from recstream.pki.certs import load_certificates
 
@@ -57,8 +60,29 @@ def _read_header(fs: Any, path: str) -> Header:
             data += more
 
 
-def _commit(fs: Any, tmp: str, final: str) -> None:
-    fs.mv(tmp, final)
+@contextlib.contextmanager
+def _output(fs: Any, path: str) -> Iterator[IO[bytes]]:
+    """Write ``path`` atomically: all of it or nothing, and never readable by others.
+
+    On a local filesystem this is :func:`recstream.files.atomic_output` (owner-only
+    from the first byte, fsync, rename, directory fsync: a crash leaves the old
+    file or the new one).  Elsewhere (fsspec URLs) a ``.partial`` object is
+    written and moved; durability and permissions are then the store's own.
+    """
+    fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
+    if type(fs).__name__ == "LocalFileSystem":
+        with atomic_output(path) as fh:
+            yield fh
+        return
+    tmp = path + ".partial"
+    try:
+        with fs.open(tmp, "wb") as fh:
+            yield fh
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+    fs.mv(tmp, path)
 
 
 def plain_name(rel: str, header: Header) -> str:
@@ -82,24 +106,16 @@ def decrypt_one(src: str, rel: str, dst: str, spec: KeySpec) -> Outcome:
         if dfs.exists(out):
             return Outcome(rel, "skipped", "already decrypted by an earlier run")
         keys = spec.open().keyring
-        dfs.makedirs(str(PurePosixPath(out).parent), exist_ok=True)
-        tmp = out + ".partial"
         dec = EnvelopeDecryptor(keys)
         total = 0
-        try:
-            with sfs.open(f"{sroot}/{rel}", "rb") as fin, dfs.open(tmp, "wb") as fout:
-                while chunk := fin.read(READ_SIZE):
-                    piece = dec.update(chunk)
-                    fout.write(piece)
-                    total += len(piece)
-                piece = dec.finalize()
-                fout.write(piece)
+        with sfs.open(f"{sroot}/{rel}", "rb") as fin, _output(dfs, out) as fout:
+            while chunk := fin.read(READ_SIZE):
+                piece = dec.update(chunk)
+                write_all(fout, piece)
                 total += len(piece)
-        except BaseException:
-            if dfs.exists(tmp):
-                dfs.rm(tmp)
-            raise
-        _commit(dfs, tmp, out)
+            piece = dec.finalize()
+            write_all(fout, piece)
+            total += len(piece)
         return Outcome(rel, "done", bytes=total, seconds=time.perf_counter() - t0)
     except (RecstreamError, OSError) as exc:
         return Outcome(rel, "failed", str(exc), seconds=time.perf_counter() - t0)
@@ -130,16 +146,13 @@ def rewrap_one(  # noqa: PLR0917 - positional: Dask's client.map passes them so
         file_key = open_file_key(header, spec.open().keyring)
         unwrap = time.perf_counter() - t1
         new_header = amend_header(header, file_key, add=add, drop=[d for d in drop if d in have])
-        dfs.makedirs(str(PurePosixPath(out).parent), exist_ok=True)
-        tmp = out + ".partial"
         body = 0
-        with sfs.open(path, "rb") as fin, dfs.open(tmp, "wb") as fout:
+        with sfs.open(path, "rb") as fin, _output(dfs, out) as fout:
             fin.seek(header.length)
-            fout.write(new_header)
+            write_all(fout, new_header)
             while chunk := fin.read(READ_SIZE):
-                fout.write(chunk)
+                write_all(fout, chunk)
                 body += len(chunk)
-        _commit(dfs, tmp, out)
         return Outcome(
             rel,
             "done",
