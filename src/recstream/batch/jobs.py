@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import glob
 import mimetypes
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from recstream.batch.archive import url_to_fs
@@ -71,6 +72,11 @@ def _output(fs: Any, path: str) -> Iterator[IO[bytes]]:
     """
     fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
     if type(fs).__name__ == "LocalFileSystem":
+        # A run killed mid-file (SIGKILL, a lost worker) leaves its temporary file;
+        # one task owns each output, so whatever is there is stale: remove it.
+        target = Path(path)
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
+            stale.unlink(missing_ok=True)
         with atomic_output(path) as fh:
             yield fh
         return
