@@ -206,3 +206,18 @@ def test_failure_while_restoring_leaves_the_old_keystore(
     assert ks_path.read_bytes() == before
     assert no_partials(ks_path.parent) == []
     assert load(ks_path, PASSWORD).tenants() == ["acme", "beta"]
+
+
+def test_oversized_or_special_files_are_refused_before_reading(tmp_path: Path) -> None:
+    """Limits before allocating: a 1 GiB 'backup' is refused from its size alone."""
+    from recstream.errors import KeystoreFormatError
+    from recstream.keystore._container import FileKind
+    from recstream.keystore.store import read_file
+
+    big = tmp_path / "big.rsk"
+    with big.open("wb") as fh:
+        fh.truncate(1 << 30)  # sparse: costs nothing on disk
+    with pytest.raises(KeystoreFormatError, match="larger than any backup can be"):
+        read_file(big, FileKind.BACKUP)
+    with pytest.raises(KeystoreFormatError, match="not a regular file"):
+        read_file(Path("/dev/zero"), FileKind.BACKUP)

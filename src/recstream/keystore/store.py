@@ -14,16 +14,31 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from recstream.errors import KeystoreError, KeystoreExistsError, KeystoreNotFoundError
+from recstream.errors import (
+    KeystoreError,
+    KeystoreExistsError,
+    KeystoreFormatError,
+    KeystoreNotFoundError,
+)
 from recstream.files import atomic_output, write_all
 from recstream.keystore import _container, _content
-from recstream.keystore._container import DEFAULT_KDF, FileKind, KdfParams, Unlocked
+from recstream.keystore._container import (
+    CHECKSUM_BYTES,
+    DEFAULT_KDF,
+    HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
+    TAG_BYTES,
+    FileKind,
+    KdfParams,
+    Unlocked,
+)
 from recstream.keystore.model import Keystore
 from recstream.pki._util import utcnow
 
@@ -73,8 +88,22 @@ def read_file(path: Path, kind: FileKind = FileKind.KEYSTORE) -> bytes:
     Raises:
         KeystoreNotFoundError: it does not exist.
     """
+    limit = HEADER_BYTES + MAX_PAYLOAD_BYTES + CHECKSUM_BYTES + TAG_BYTES
     try:
-        return path.read_bytes()
+        with path.open("rb") as fh:
+            st = os.fstat(fh.fileno())
+            # KEYSTORE.md: limits before allocating. A hostile backup (or /dev/zero)
+            # must not make us read gigabytes before the header says it is too big.
+            if not stat.S_ISREG(st.st_mode):
+                msg = f"{path} is not a regular file"
+                raise KeystoreFormatError(msg)
+            if st.st_size > limit:
+                msg = (
+                    f"{_what(path, kind)} is {st.st_size} bytes, larger than any "
+                    f"{kind.name.lower()} can be ({limit} bytes); it is not one"
+                )
+                raise KeystoreFormatError(msg)
+            return fh.read(limit + 1)
     except FileNotFoundError:
         if kind is FileKind.KEYSTORE:
             msg = (
