@@ -253,11 +253,9 @@ def test_kdf_caps_refuse_before_deriving(
     def never(*_a: object, **_k: object) -> bytes:
         raise AssertionError("derived a key from a hostile file")
 
-    monkeypatch.setattr(_crypto, "argon2id", never)
-    start = time.perf_counter()
+    monkeypatch.setattr(_crypto, "argon2id", never)  # deriving at all fails the test
     with pytest.raises(KeystoreFormatError, match=message):
         store.open_bytes(hostile, PASSWORD, kind=FileKind.KEYSTORE, what="ks")
-    assert time.perf_counter() - start < 0.5
 
 
 def test_hostile_payload_length_refused(ks_path: Path) -> None:
