@@ -60,7 +60,9 @@ def test_sigkill_mid_stream_then_recover(tmp_path: Path, alice: Party) -> None:
     recovered = (tmp_path / "r").read_bytes()
     assert recovered == sent[: len(recovered)]
     assert len(recovered) % SEG == 0
-    safe = max(n for t, n in stamps if t <= kill_time - INTERVAL - 0.3) // SEG * SEG
+    # 1 s of slack for a loaded CI: the recorder may read the pipe late, not flush late
+    safe = max(n for t, n in stamps if t <= kill_time - INTERVAL - 1.0) // SEG * SEG
+    assert safe >= 10 * SEG
     assert len(recovered) >= safe, (len(recovered), safe)
 
 
