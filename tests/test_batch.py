@@ -268,3 +268,28 @@ def test_non_envelopes_are_reported_or_ignored(archive: dict, tmp_path: Path,  #
     assert doc["total"] == 2  # notes.txt is not listed
     assert doc["counts"] == {"ok": 1, "failed": 1}
     assert "not a recstream envelope" in doc["failures"][0]["reason"]
+
+
+def test_in_place_rewrap_is_durable(archive: dict, tmp_path: Path,  # type: ignore[type-arg]
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replacement is fsynced before the rename and the directory after it."""
+    import shutil
+
+    from recstream.batch import jobs
+    from recstream.batch.keys import KeySpec
+
+    src = tmp_path / "inplace"
+    rel = next(p for p, w in archive["owner"].items() if w == "A")
+    (src / rel).parent.mkdir(parents=True)
+    shutil.copy(archive["src"] / rel, src / rel)
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    keys = archive["keys"]
+    spec = KeySpec(key_files=(str(keys / "cert-A.key.pem"),))
+    outcome = jobs.rewrap_one(str(src), rel, None, spec,
+                              ((keys / "cert-D.cert.pem").read_bytes(),), ())
+    assert outcome.status == "done", outcome.detail
+    assert len(synced) >= 2  # the new file, then its directory
+    assert (src / rel).stat().st_mode & 0o077 == 0
+    assert not list((src / rel).parent.glob("*.partial"))
