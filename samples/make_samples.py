@@ -7,7 +7,8 @@
   typing bars), 320x240 at 5 frames/s, VP8, as a screen recording.  In the
   demo the screen recording starts 2.5 s after the call.
 
-Deterministic: the same bytes every run (fixed seeds; no timestamps written).
+Deterministic: the same bytes every run (fixed seeds; no timestamps written);
+``tests/test_samples.py`` checks that this script makes exactly the committed files.
 """
 
 from __future__ import annotations
@@ -106,10 +107,15 @@ def write_screen(path: Path) -> None:
 
 
 def main() -> None:
-    write_call(HERE / "call.wav")
-    write_screen(HERE / "screen.webm")
+    """Write the samples here, or into the directory given as the first argument."""
+    import sys
+
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
+    out.mkdir(parents=True, exist_ok=True)
+    write_call(out / "call.wav")
+    write_screen(out / "screen.webm")
     for name in ("call.wav", "screen.webm"):
-        print(f"{name}: {(HERE / name).stat().st_size} bytes")
+        print(f"{name}: {(out / name).stat().st_size} bytes")
 
 
 if __name__ == "__main__":
