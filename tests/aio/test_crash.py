@@ -15,6 +15,7 @@ import pytest
 from recstream.aio import RecordingHook
 from recstream.cli import main
 from recstream.envelope import EnvelopeDecryptor
+from recstream.format import MediaKind
 from tests.conftest import Party
 
 SEG = 16384
@@ -83,7 +84,7 @@ def test_sigterm_finishes_the_recording(tmp_path: Path, alice: Party) -> None:
 
 def test_recover_complete_tampered_and_refusals(tmp_path: Path, alice: Party, seal: object,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    cert, key = alice.write(tmp_path)
+    _cert, key = alice.write(tmp_path)
     pt = os.urandom(5 * SEG + 10)
     env = tmp_path / "e.rsv"
     env.write_bytes(seal(pt))  # type: ignore[operator]
@@ -142,3 +143,25 @@ def test_real_disk_full_fails_that_recording_alone(tmp_path: Path, tiny_fs: Path
     assert "No space left on device" in failures[0]
     dec = EnvelopeDecryptor(alice.keys)
     assert dec.update((roomy / "b-voice.rsv").read_bytes()) + dec.finalize() == b"\x11" * 640_000
+
+
+def test_recover_with_the_keystore(tmp_path: Path, alice: Party, seal: object) -> None:
+    import datetime as dt
+
+    from recstream.keystore import create, update
+    from tests.keystore_helpers import TINY_KDF
+
+    ks, pw = tmp_path / "ks.rsk", tmp_path / "ks.pass"
+    pw.write_bytes(b"a keystore password\n")
+    create(ks, b"a keystore password", kdf=TINY_KDF)
+    with update(ks, b"a keystore password") as store:
+        store.add("acme", MediaKind.VOICE, alice.cert, alice.key, now=dt.datetime.now(dt.UTC))
+    pt = os.urandom(4 * SEG + 100)
+    whole = seal(pt)  # type: ignore[operator]
+    cut = tmp_path / "call.rsv.incomplete"
+    cut.write_bytes(whole[: len(whole) - 50])  # torn inside the final (short) segment
+    args = ["recover", "--keystore", str(ks), "--password-file", str(pw), str(cut)]
+    assert main([*args, str(tmp_path / "out")]) == 6
+    assert (tmp_path / "out").read_bytes() == pt[: 4 * SEG]
+    assert main(["recover", "--key", str(tmp_path / "nope.pem"), "--keystore", str(ks),
+                 str(cut), str(tmp_path / "o2")]) == 2

@@ -246,7 +246,7 @@ def decryption_keys(args: argparse.Namespace) -> KeyRing:
         return load_identities(args.key, args.password_file)
     if args.keystore is None and not keystore_path(None).exists():
         msg = (
-            "decrypt needs --key KEY.pem, or a keystore: --keystore PATH, "
+            "decryption needs --key KEY.pem, or a keystore: --keystore PATH, "
             f"$RECSTREAM_KEYSTORE, or {keystore_path(None)} (which does not exist)"
         )
         raise UsageError(msg)

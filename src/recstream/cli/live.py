@@ -16,7 +16,7 @@ from recstream.aio.run import run
 from recstream.aio.writer import INCOMPLETE_SUFFIX, RecordingWriter
 from recstream.cli import EXIT_PARTIAL, UsageError, eprint
 from recstream.cli._keystore_access import add_keystore_options
-from recstream.cli.envelope import load_identities, recording_from_args
+from recstream.cli.envelope import decryption_keys, recording_from_args
 from recstream.envelope import Recipient
 from recstream.files import atomic_output, write_all
 from recstream.format import Metadata
@@ -76,8 +76,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "the recording was incomplete, 0 when it was in fact complete. A segment that "
         "fails authentication with data after it is tampering: the file is refused (exit 3).",
     )
-    p.add_argument("--key", action="append", required=True, metavar="KEY.pem")
-    p.add_argument("--password-file", metavar="F")
+    p.add_argument(
+        "--key",
+        action="append",
+        metavar="KEY.pem",
+        help="private key (repeatable); without --key, the keystore is used",
+    )
+    p.add_argument("--keystore", metavar="PATH", help="take keys from this keystore")
+    p.add_argument(
+        "--password-file", metavar="F", help="password of the --key files, or of the keystore"
+    )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
@@ -148,7 +156,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         msg = f"output exists: {out} (use --force to overwrite)"
         raise UsageError(msg)
-    keys = load_identities(args.key, args.password_file)
+    keys = decryption_keys(args)
     with open(src, "rb", buffering=0) as fh, atomic_output(out) as dst:
         result = recover(FileSource(fh.fileno()), keys, lambda b: write_all(dst, b))
     if result.complete:
