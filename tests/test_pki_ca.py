@@ -233,3 +233,20 @@ def test_intermediate_refused_under_path_length_zero() -> None:
     ca = CertificateAuthority.from_objects(strict, rsa_key("ca-root"))
     with pytest.raises(CertificatePurposeError, match="may not issue CA certificates"):
         create_intermediate_ca(rsa_key("ca-inter").public_key(), name("X"), ca, days=1, now=NOW)
+
+
+def test_self_signed_recording_certificate() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa as _rsa
+
+    from recstream.envelope import Recipient
+    from recstream.pki.ca import self_signed_recording_certificate
+
+    key = _rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = self_signed_recording_certificate(key, "throwaway", days=2)
+    assert cert.subject == cert.issuer
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.key_encipherment and not ku.key_cert_sign
+    cert.verify_directly_issued_by(cert)
+    assert Recipient.from_certificate(cert).public_key.key_size == 2048
+    with pytest.raises(ValueError, match="validity"):
+        self_signed_recording_certificate(key, "x", days=0)

@@ -24,7 +24,7 @@ from typing import IO, Protocol, TypeVar
 
 from recstream.format import SEGMENT_WIRE_SIZE, Buffer
 
-__all__ = ["BLOCK_SIZE", "Codec", "atomic_output", "pump", "write_all"]
+__all__ = ["BLOCK_SIZE", "DEFAULT_JOBS", "Codec", "atomic_output", "pump", "write_all"]
 
 # 1 MiB blocks: large enough that per-call overhead vanishes against AES-GCM at
 # ~10 GB/s and page-cache copies at ~3 GB/s, small enough that three of them in
@@ -32,6 +32,9 @@ __all__ = ["BLOCK_SIZE", "Codec", "atomic_output", "pump", "write_all"]
 # nothing to say here; bench/RESULTS.md has the measurements).
 BLOCK_SIZE = 1 << 20
 DEPTH = 3
+# Files decrypted at once by ``decrypt --out-dir``: RSA unwraps and file I/O
+# overlap across threads; beyond 4 the disk, not the CPU, sets the pace.
+DEFAULT_JOBS = min(4, os.cpu_count() or 1)
 _T = TypeVar("_T")
 
 

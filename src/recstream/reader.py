@@ -14,7 +14,7 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol
 
 from recstream import _crypto
 from recstream.envelope import KeyRing, open_file_key
@@ -38,6 +38,7 @@ __all__ = [
     "FileSource",
     "Recovery",
     "SegmentReader",
+    "StreamPrefix",
     "read_header_at",
     "recover",
 ]
@@ -67,6 +68,33 @@ class BytesSource:
 
     def read_at(self, offset: int, n: int) -> bytes:
         return bytes(self._data[offset : offset + n])
+
+
+class StreamPrefix:
+    """A :class:`Source` over the start of a stream that cannot seek (stdin, a remote
+    file): ``read_at`` reads forward as far as asked and keeps what it read.
+    ``size`` stays 0 until :meth:`drain`; :func:`read_header_at` needs only the prefix.
+    """
+
+    def __init__(self, src: IO[bytes]) -> None:
+        self._src = src
+        self._buf = bytearray()
+        self.size = 0
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        while len(self._buf) < offset + n and (
+            chunk := self._src.read(offset + n - len(self._buf))
+        ):
+            self._buf += chunk
+        return bytes(self._buf[offset : offset + n])
+
+    def drain(self) -> int:
+        """Read to the end; return (and set as ``size``) the stream's total length."""
+        total = len(self._buf)
+        while chunk := self._src.read(1 << 20):
+            total += len(chunk)
+        self.size = total
+        return total
 
 
 def read_header_at(source: Source) -> Header:

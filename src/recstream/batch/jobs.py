@@ -22,10 +22,11 @@ from typing import IO, Any
 from recstream.batch.archive import url_to_fs
 from recstream.batch.keys import KeySpec
 from recstream.envelope import EnvelopeDecryptor, Recipient, amend_header, open_file_key
-from recstream.errors import RecstreamError, TruncatedStreamError
+from recstream.errors import RecstreamError
 from recstream.files import atomic_output, write_all
-from recstream.format import MAX_HEADER_BYTES, Header, NeedData, parse_header
+from recstream.format import Header
 from recstream.pki.certs import load_certificates
+from recstream.reader import StreamPrefix, read_header_at
 
 __all__ = ["Outcome", "audit_one", "decrypt_one", "rewrap_one"]
 
@@ -49,16 +50,7 @@ class Outcome:
 
 def _read_header(fs: Any, path: str) -> Header:
     with fs.open(path, "rb") as fh:
-        data = fh.read(4096)
-        while True:
-            parsed = parse_header(data)
-            if isinstance(parsed, Header):
-                return parsed
-            assert isinstance(parsed, NeedData)
-            more = fh.read(min(parsed.at_least, MAX_HEADER_BYTES) - len(data))
-            if not more:
-                raise TruncatedStreamError(0, "the file ends inside the envelope header")
-            data += more
+        return read_header_at(StreamPrefix(fh))
 
 
 @contextlib.contextmanager

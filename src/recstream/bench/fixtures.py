@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.x509.oid import NameOID
 
 from recstream.envelope import Identity, IdentitySet, Recipient
+from recstream.pki.ca import self_signed_recording_certificate
 
 __all__ = [
     "BenchError",
@@ -87,18 +87,8 @@ def _write_private(path: Path, data: bytes) -> None:
 def make_identity(directory: Path, bits: int = 3072) -> BenchIdentity:
     """A fresh RSA key and a one-day self-signed certificate, written to ``directory``."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"recstream bench {bits}")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    cert = self_signed_recording_certificate(key, f"recstream bench {bits}", days=1, now=start)
     cert_path = directory / f"bench-{bits}.cert.pem"
     key_path = directory / f"bench-{bits}.key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -41,9 +41,7 @@ from pathlib import Path
 
 import aiohttp
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from recstream.aio.run import loop_name, run
 from recstream.bench.fixtures import BenchError, random_bytes, work_directory
@@ -54,6 +52,7 @@ from recstream.bench.stats import Summary, format_size, interleave, summarize
 from recstream.envelope import EnvelopeEncryptor, Recipient, new_metadata
 from recstream.format import MediaKind
 from recstream.keystore import KdfParams, create, update
+from recstream.pki.ca import self_signed_recording_certificate
 from recstream.service.passwords import HashParams, hash_password
 from recstream.service.store import Role, SettingsStore, User
 
@@ -113,23 +112,8 @@ class _ServerResult:
 
 def _certificate() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "recstream bench rcs")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.KeyUsage(False, False, True, False, False, False, False, False, False),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    return key, self_signed_recording_certificate(key, "recstream bench rcs", days=1, now=start)
 
 
 def _write_recording(path: Path, recipient: Recipient, size: int, block: bytes) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from recstream.bench.fixtures import BenchIdentity, make_identity, random_bytes,
 from recstream.bench.machine import describe_machine
 from recstream.bench.modes import Progress
 from recstream.bench.report import Column, Report
-from recstream.bench.stats import format_size, interleave, paired_ratio, summarize
+from recstream.bench.stats import format_size, interleave, paired_ratio, summarize, timed
 from recstream.envelope import EnvelopeDecryptor, EnvelopeEncryptor, new_metadata
 from recstream.format import MediaKind
 
@@ -128,15 +127,6 @@ class _Subjects:
         return subjects
 
 
-def _time(func: Callable[[], None]) -> Callable[[], float]:
-    def run() -> float:
-        start = time.perf_counter()
-        func()
-        return time.perf_counter() - start
-
-    return run
-
-
 def run_small(
     cfg: SmallConfig, progress: Progress = lambda _: None, directory: Path | None = None
 ) -> Report:
@@ -159,8 +149,8 @@ def run_small(
         for bits in cfg.bits:
             progress(f"RSA-{bits}: key, then {cfg.count} recordings per subject")
             subjects = _Subjects(cfg, make_identity(work, bits), plain)
-            timed = {name: _time(func) for name, func in subjects.all().items()}
-            results[bits] = interleave(timed, cfg.repeat, progress=progress)
+            subjects_timed = {name: timed(func) for name, func in subjects.all().items()}
+            results[bits] = interleave(subjects_timed, cfg.repeat, progress=progress)
     _tabulate(report, cfg, size, results)
     report.check_noise()
     return report

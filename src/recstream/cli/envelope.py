@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import mimetypes
-import os
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -27,11 +26,11 @@ from recstream.envelope import (
     new_metadata,
 )
 from recstream.errors import CertificateError
-from recstream.files import atomic_output, pump
+from recstream.files import DEFAULT_JOBS, atomic_output, pump
 from recstream.format import BodyLayout, Header, MediaKind, Metadata
 from recstream.keystore.store import keystore_path
 from recstream.pki.certs import load_certificate, load_private_key
-from recstream.reader import FileSource, read_header_at
+from recstream.reader import FileSource, StreamPrefix, read_header_at
 
 DEFAULT_TENANT = "default"
 
@@ -111,7 +110,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--jobs",
         type=int,
-        default=min(4, os.cpu_count() or 1),  # keystore.batch.DEFAULT_JOBS
+        default=DEFAULT_JOBS,
         metavar="N",
         help="batch: files decrypted at once (default: %(default)s)",
     )
@@ -284,33 +283,10 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 # --- inspect ---------------------------------------------------------------
 
 
-class _StreamPrefix:
-    """Serve ``read_at(0, n)`` from the start of a non-seekable stream."""
-
-    def __init__(self, src: IO[bytes]) -> None:
-        self._src = src
-        self._buf = bytearray()
-        self.size = 0
-
-    def read_at(self, offset: int, n: int) -> bytes:
-        while len(self._buf) < offset + n and (
-            chunk := self._src.read(offset + n - len(self._buf))
-        ):
-            self._buf += chunk
-        return bytes(self._buf[offset : offset + n])
-
-    def drain(self) -> int:
-        """Read to the end; return the stream's total length."""
-        total = len(self._buf)
-        while chunk := self._src.read(1 << 20):
-            total += len(chunk)
-        return total
-
-
 def read_header(path: str) -> tuple[Header, int]:
     """Read the header of ``path`` (or stdin for '-'); return it and the body length."""
     if path == "-":
-        prefix = _StreamPrefix(sys.stdin.buffer)
+        prefix = StreamPrefix(sys.stdin.buffer)
         header = read_header_at(prefix)
         return header, prefix.drain() - header.length
     with open(path, "rb", buffering=0) as fh:

@@ -23,13 +23,12 @@ from typing import Final
 
 from recstream.envelope import EnvelopeDecryptor, KeyRing
 from recstream.errors import RecstreamError
-from recstream.files import atomic_output, write_all
+from recstream.files import DEFAULT_JOBS, atomic_output, write_all
 
-__all__ = ["DEFAULT_JOBS", "Item", "Result", "decrypt_file", "output_name", "plan", "run"]
+__all__ = ["Item", "Result", "decrypt_file", "output_name", "plan", "run"]
 
 ENVELOPE_SUFFIX: Final = ".rsv"
 PLAIN_SUFFIX: Final = ".decrypted"  # for inputs not named *.rsv
-DEFAULT_JOBS: Final = min(4, os.cpu_count() or 1)
 _BLOCK: Final = 1 << 20
 
 

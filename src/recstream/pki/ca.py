@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import NameOID
 
 from recstream.errors import (
     CertificateError,
@@ -35,6 +36,7 @@ __all__ = [
     "CertificateAuthority",
     "create_intermediate_ca",
     "create_root_ca",
+    "self_signed_recording_certificate",
     "sign_recording_certificate",
 ]
 
@@ -190,6 +192,26 @@ def sign_recording_certificate(
         .add_extension(_authority_key_id(issuer), critical=False)
     )
     return builder.sign(issuer.key, hashes.SHA256())
+
+
+def self_signed_recording_certificate(
+    key: rsa.RSAPrivateKey, common_name: str, *, days: int, now: datetime | None = None
+) -> x509.Certificate:
+    """A self-signed recording certificate (keyEncipherment, not a CA) for ``key``.
+
+    The vendor document allows self-signed recording certificates; benchmarks and
+    throwaway fixtures use this one builder.
+
+    Raises:
+        ValueError: ``days`` is not between 1 and :data:`MAX_DAYS`.
+    """
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    start = _start(now)
+    return (
+        _base_builder(key.public_key(), name, name, start, _end(start, days))
+        .add_extension(RECORDING_KEY_USAGE, critical=True)
+        .sign(key, hashes.SHA256())
+    )
 
 
 def _check_is_ca(cert: x509.Certificate) -> None:
