@@ -12,8 +12,9 @@ import hmac
 import os
 from typing import Final
 
+from cryptography import x509
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as pyca_hmac
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -31,15 +32,18 @@ from recstream.format import (
 )
 
 __all__ = [
+    "BodyDecryptor",
     "BodyKeys",
-    "Cobblestone256Decryptor",
     "Cobblestone256Encryptor",
-    "InvalidTag",
     "SegmentCipher",
+    "TagMismatch",
+    "csr_signature_valid",
     "derive_body_keys",
     "header_mac",
+    "is_directly_issued_by",
     "new_file_key",
     "oaep_decrypt",
+    "signature_hash",
     "unwrap_file_key",
     "verify_header_mac",
     "wrap_file_key",
@@ -230,4 +234,64 @@ def aead_open(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes 
     try:
         return AESGCM(key).decrypt(nonce, ciphertext, aad)
     except InvalidTag:
+        return None
+
+
+class TagMismatch(Exception):
+    """A Cobblestone body failed authentication (pyca's ``InvalidTag``, caught here)."""
+
+
+class BodyDecryptor:
+    """Cobblestone-256 decryption whose tag failures are :class:`TagMismatch`.
+
+    A thin wrapper so that pyca's exception is caught in this module only; the
+    stream layer decides what the failure means (which segment, truncation).
+    """
+
+    __slots__ = ("_dec",)
+
+    def __init__(self, input_key: bytes, context: bytes) -> None:
+        self._dec = Cobblestone256Decryptor(input_key, context)
+
+    def update_into(self, data: Buffer, out: Buffer) -> int:
+        try:
+            return self._dec.update_into(data, out)
+        except InvalidTag:
+            raise TagMismatch from None
+
+    def update(self, data: Buffer) -> bytes:
+        try:
+            return self._dec.update(data)
+        except InvalidTag:
+            raise TagMismatch from None
+
+    def finalize(self) -> bytes:
+        try:
+            return self._dec.finalize()
+        except InvalidTag:
+            raise TagMismatch from None
+
+
+def is_directly_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True when ``issuer``'s key signed ``cert`` and names match (no chain building)."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def signature_hash(cert: x509.Certificate) -> hashes.HashAlgorithm | None:
+    """The certificate's signature hash, or None when pyca does not support it."""
+    try:
+        return cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return None
+
+
+def csr_signature_valid(csr: x509.CertificateSigningRequest) -> bool | None:
+    """Whether a CSR's self-signature verifies; None when its algorithm is unsupported."""
+    try:
+        return csr.is_signature_valid
+    except UnsupportedAlgorithm:
         return None

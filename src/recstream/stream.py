@@ -162,7 +162,7 @@ class StreamDecryptor(_Machine):
         super().__init__()
         self._key = bytes(input_key)
         self._context = bytes(context)
-        self._cipher = _crypto.Cobblestone256Decryptor(self._key, self._context)
+        self._cipher = _crypto.BodyDecryptor(self._key, self._context)
         self._carry = bytearray()  # the prefix, or a partial segment; never a full one
         self._prefix = b""
         self._consumed = 0  # body bytes fed to Cobblestone
@@ -234,7 +234,7 @@ class StreamDecryptor(_Machine):
             raise LimitExceededError("segments", self.segments + nseg, MAX_SEGMENTS - 1, 0)
         try:
             written = self._cipher.update_into(chunk, out)
-        except _crypto.InvalidTag:
+        except _crypto.TagMismatch:
             raise self._explain_failure(chunk) from None
         self._consumed += len(chunk)
         self.segments += nseg
@@ -279,7 +279,7 @@ class StreamDecryptor(_Machine):
         try:
             self._cipher.update(self._carry)
             tail = self._cipher.finalize()
-        except _crypto.InvalidTag:
+        except _crypto.TagMismatch:
             raise FinalSegmentAuthError(self.segments) from None
         self.segments += 1
         return tail

@@ -3,40 +3,20 @@ telling CAs and roots apart, key descriptions, dates.  No I/O."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
-# A certificate expiring within this many days gets a warning: time enough to have
-# a successor issued and provisioned before recordings stop being encrypted.
-EXPIRY_WARNING_DAYS = 30
+from recstream import _crypto
+from recstream.pki.certs import name_str
+from recstream.pki.dates import EXPIRY_WARNING_DAYS, days_left, fmt_time, utcnow
 
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware (the default for every ``now=None``)."""
-    return datetime.now(UTC)
-
-
-def name_str(name: x509.Name) -> str:
-    """A distinguished name as RFC 4514 text, or ``(empty)``."""
-    return name.rfc4514_string() or "(empty)"
+# Moved to public modules (dates, certs); kept importable here for the pki modules.
+__all__ = ["EXPIRY_WARNING_DAYS", "days_left", "fmt_time", "name_str", "utcnow"]
 
 
 def quoted(name: x509.Name) -> str:
     return f"'{name_str(name)}'"
-
-
-def fmt_time(when: datetime) -> str:
-    """A UTC timestamp for messages: ``2026-11-26 23:52:29 UTC``."""
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def days_left(cert: x509.Certificate, now: datetime) -> int:
-    """Whole days from ``now`` until the certificate expires (negative once expired)."""
-    return (cert.not_valid_after_utc - now).days
 
 
 def basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
@@ -61,19 +41,12 @@ def is_ca(cert: x509.Certificate) -> bool:
 
 def is_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """True when ``issuer``'s subject is ``cert``'s issuer and its key signed ``cert``."""
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
+    return _crypto.is_directly_issued_by(cert, issuer)
 
 
 def weak_signature(cert: x509.Certificate) -> str | None:
     """The hash's name if ``cert`` is signed with SHA-1 or MD5 (forgeable), else None."""
-    try:
-        alg = cert.signature_hash_algorithm
-    except UnsupportedAlgorithm:
-        return None
+    alg = _crypto.signature_hash(cert)
     if isinstance(alg, hashes.SHA1 | hashes.MD5):
         return "SHA-1" if isinstance(alg, hashes.SHA1) else "MD5"
     return None

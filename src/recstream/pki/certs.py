@@ -27,8 +27,14 @@ __all__ = [
     "load_certificate",
     "load_certificates",
     "load_private_key",
+    "name_str",
     "public_key_id",
 ]
+
+
+def name_str(name: x509.Name) -> str:
+    """A distinguished name as RFC 4514 text, or ``(empty)``."""
+    return name.rfc4514_string() or "(empty)"
 
 
 def certificate_id(cert: x509.Certificate) -> str:

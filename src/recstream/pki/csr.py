@@ -8,10 +8,10 @@ Functions take and return objects and bytes; the CLI reads and writes the files.
 from __future__ import annotations
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from recstream import _crypto
 from recstream.errors import CertificateRequestError
 from recstream.pki.certs import check_recording_key
 from recstream.pki.dn import SubjectFields
@@ -111,11 +111,10 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     except ValueError as exc:
         msg = f"not a readable certificate signing request (PEM or DER PKCS#10): {exc}"
         raise CertificateRequestError(msg) from exc
-    try:
-        valid = csr.is_signature_valid
-    except UnsupportedAlgorithm as exc:
-        msg = f"the request's signature cannot be checked: {exc}"
-        raise CertificateRequestError(msg) from exc
+    valid = _crypto.csr_signature_valid(csr)
+    if valid is None:
+        msg = "the request's signature cannot be checked: its algorithm is not supported"
+        raise CertificateRequestError(msg)
     if not valid:
         msg = (
             "the request's self-signature does not verify: it was altered after it was "
