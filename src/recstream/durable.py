@@ -1,0 +1,388 @@
+"""Durable output: the one module that creates, commits and cleans up files of user data.
+
+Every file recstream writes for a user (decrypted media, re-wrapped recordings, the
+keystore and its backups, exports) goes through here, so the safety rules are
+written once:
+
+* **Nothing partial under a final name.**  Output goes to a temporary file in the
+  destination's directory, is written completely, ``fsync``ed, then committed by
+  one rename (or link) and the directory ``fsync``ed.  A crash leaves the old file
+  or the new one.
+* **Exclusive create.**  With ``replace=False`` the commit itself refuses an
+  existing target (``linkat``/``renameat2(RENAME_NOREPLACE)``): no check-then-write
+  race between two processes.
+* **Temporaries never outlive their process where the OS allows it.**  The
+  temporary is an unnamed ``O_TMPFILE`` inode, given a name only when it is
+  complete; a SIGKILL before that leaves nothing.  Where the filesystem cannot,
+  the temporary is named by :func:`temp_name` (``.NAME.<pid>.<thread>.partial``)
+  and locked (``flock``) while it is written.
+* **Stale temporaries are removed.**  :func:`remove_stale` deletes named
+  temporaries whose process is dead and whose lock is free; every commit into a
+  directory runs it there once per process.
+* **Advisory locks on recordings** (:func:`lock_file`): the live writer holds an
+  exclusive ``flock`` on the file it is recording into until it is complete;
+  re-wrapping holds one on the file it replaces; batch jobs try a shared one
+  without waiting and leave a locked file alone.
+
+No other module in the package renames or replaces user data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Final
+
+__all__ = [
+    "TEMP_SUFFIX",
+    "FileBusyError",
+    "atomic_output",
+    "commit_rename",
+    "create_unique",
+    "fsync_dir",
+    "is_temporary",
+    "lock_file",
+    "remove_stale",
+    "temp_name",
+    "write_all",
+    "write_file",
+]
+
+TEMP_SUFFIX: Final = ".partial"
+# ".NAME.<pid>.<thread id>.partial": the owner's pid is in the name so that a later
+# process can tell a dead writer's leftovers from a live writer's work.
+_TEMP_RE: Final = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<tid>\d+)\.partial$")
+
+_AT_FDCWD: Final = -100
+_AT_EMPTY_PATH: Final = 0x1000
+_RENAME_NOREPLACE: Final = 1
+_libc: ctypes.CDLL | None = None
+
+
+class FileBusyError(BlockingIOError):
+    """Another process holds the file's lock (it is being written or replaced)."""
+
+
+def temp_name(target: Path) -> Path:
+    """The named temporary for ``target``: unique per process and thread."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}")
+
+
+def is_temporary(name: str) -> bool:
+    """True for a name :func:`temp_name` makes (listings skip these)."""
+    return _TEMP_RE.match(name) is not None
+
+
+def write_all(dst: BinaryIO | int, data: bytes | bytearray | memoryview) -> None:
+    """Write all of ``data`` to a file object or descriptor (short writes happen)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(dst, view) if isinstance(dst, int) else dst.write(view)
+        if n is None:  # pragma: no cover - non-blocking file; not used here
+            continue
+        view = view[n:]
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (some filesystems refuse: then a no-op)."""
+    try:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # pragma: no cover - some filesystems refuse directory opens
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(dfd)
+
+
+# --- locks -------------------------------------------------------------------------
+
+
+def lock_file(fd: int, *, shared: bool = False, timeout: float = 0.0) -> None:
+    """Take a ``flock`` on ``fd``, waiting up to ``timeout`` seconds (0: do not wait).
+
+    Raises:
+        FileBusyError: another process holds a conflicting lock.
+    """
+    op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, op)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if time.monotonic() >= deadline:
+                msg = "another process is writing it"
+                raise FileBusyError(errno.EWOULDBLOCK, msg) from None
+        time.sleep(0.02)
+
+
+# --- stale temporaries ---------------------------------------------------------------
+
+_swept: set[tuple[int, int]] = set()
+_swept_lock = threading.Lock()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale(directory: Path, name: str | None = None) -> int:
+    """Remove named temporaries in ``directory`` left by processes that died.
+
+    Only files of :func:`temp_name`'s form (for ``name`` only, if given) are touched,
+    and only when their pid is not running and their lock is free: a live writer's
+    temporary is never removed.  Returns how many were removed.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if m is None or (name is not None and m["name"] != name):
+            continue
+        if int(m["pid"]) == os.getpid() or _alive(int(m["pid"])):
+            continue
+        if _remove_if_unlocked(Path(entry.path)):
+            removed += 1
+    return removed
+
+
+def _remove_if_unlocked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        try:
+            lock_file(fd)
+        except FileBusyError:
+            return False
+        st = os.fstat(fd)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path, follow_symlinks=False).st_ino == st.st_ino:
+                path.unlink()
+                return True
+        return False
+    finally:
+        os.close(fd)
+
+
+def _sweep_once(directory: Path) -> None:
+    """:func:`remove_stale` for ``directory``, once per process (a listing per file
+    written into a directory of thousands would cost more than the writes)."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return
+    key = (st.st_dev, st.st_ino)
+    with _swept_lock:
+        if key in _swept:
+            return
+        _swept.add(key)
+    remove_stale(directory)
+
+
+# --- unnamed temporaries (O_TMPFILE + linkat) -----------------------------------------
+
+
+def _c() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _link_fd(fd: int, target: Path) -> None:
+    """Give the unnamed file ``fd`` the name ``target`` (fails if it exists)."""
+    try:
+        os.link(f"/proc/self/fd/{fd}", target, follow_symlinks=True)
+        return
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "file exists", str(target)) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOENT, errno.EPERM, errno.EACCES):
+            raise
+    # linkat(fd, "", AT_EMPTY_PATH): where /proc is not usable for this.
+    if _c().linkat(fd, b"", _AT_FDCWD, os.fsencode(target), _AT_EMPTY_PATH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(target))  # FileExistsError for EEXIST
+
+
+_tmpfile_ok: dict[int, bool] = {}
+
+
+def _open_unnamed(directory: Path, mode: int) -> int | None:
+    """An ``O_TMPFILE`` descriptor in ``directory``, or None where it cannot be linked."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:  # pragma: no cover - not Linux
+        return None
+    try:
+        fd = os.open(directory, flag | os.O_RDWR | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            return None
+        raise
+    dev = os.fstat(fd).st_dev
+    if dev not in _tmpfile_ok:
+        _tmpfile_ok[dev] = _probe_link(directory)
+    if not _tmpfile_ok[dev]:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _probe_link(directory: Path) -> bool:
+    fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    probe = temp_name(directory / "probe")
+    try:
+        _link_fd(fd, probe)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    probe.unlink()
+    return True
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    if _c().renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
+                      _RENAME_NOREPLACE) == 0:  # fmt: skip
+        return
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS):  # pragma: no cover - fs without RENAME_NOREPLACE
+        os.link(src, dst)
+        src.unlink()
+        return
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+# --- committing ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_output(
+    path: str | os.PathLike[str],
+    *,
+    mode: int = 0o600,
+    replace: bool = True,
+    owner: tuple[int, int] | None = None,
+) -> Iterator[BinaryIO]:
+    """A temporary file beside ``path`` that becomes ``path`` only if the body succeeds.
+
+    The file object is unbuffered and open for reading too (to check what was
+    written).  On success it is fsynced and committed, and the directory fsynced.
+    On any exception nothing is left: ``path`` is as it was.
+
+    Args:
+        mode: permissions from the first byte (owner-only by default).
+        replace: False to refuse an existing ``path`` at commit time.
+        owner: (uid, gid) to give the file (ignored where not permitted).
+
+    Raises:
+        FileExistsError: ``replace`` is False and ``path`` exists.
+        OSError: on I/O failure.
+    """
+    target = Path(path)
+    directory = target.parent
+    _sweep_once(directory)
+    fd = _open_unnamed(directory, mode)
+    named: Path | None = None
+    if fd is None:
+        named = temp_name(target)
+        fd = os.open(named, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # marks it live for remove_stale
+    try:
+        os.fchmod(fd, mode)  # O_TMPFILE honours the umask; the result must not
+        if owner is not None:
+            with contextlib.suppress(PermissionError):  # only root may give files away
+                os.fchown(fd, *owner)
+        with os.fdopen(fd, "r+b", buffering=0, closefd=False) as fh:
+            yield fh
+        os.fsync(fd)
+        _commit(fd, named, target, replace=replace)
+    except BaseException:
+        if named is not None:
+            with contextlib.suppress(FileNotFoundError):
+                named.unlink()
+        raise
+    finally:
+        os.close(fd)
+    fsync_dir(directory)
+
+
+def _commit(fd: int, named: Path | None, target: Path, *, replace: bool) -> None:
+    if named is None and not replace:
+        _link_fd(fd, target)  # linkat never replaces: exclusive by construction
+        return
+    if named is None:
+        # Name it (complete and fsynced already) and rename it over the target.
+        named = temp_name(target)
+        _link_fd(fd, named)
+    try:
+        if replace:
+            os.replace(named, target)
+        else:
+            _rename_noreplace(named, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            named.unlink()
+        raise
+
+
+def write_file(
+    path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600, replace: bool = True
+) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_output`."""
+    with atomic_output(path, mode=mode, replace=replace) as fh:
+        write_all(fh, data)
+
+
+def create_unique(base: Path, data: bytes, *, mode: int = 0o600) -> Path:
+    """Write ``data`` to ``base``, or ``base-2``, ``base-3``...: the first name not taken.
+
+    Never replaces anything (each attempt is an exclusive create).  Returns the name used.
+    """
+    for n in range(1, 10_000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            write_file(candidate, data, mode=mode, replace=False)
+        except FileExistsError:
+            continue
+        return candidate
+    msg = f"no free name beside {base}"  # pragma: no cover
+    raise FileExistsError(errno.EEXIST, msg, str(base))  # pragma: no cover
+
+
+def commit_rename(fd: int, temp: Path, final: Path) -> None:
+    """Commit a file written in place under ``temp`` (the live writer's ``.incomplete``).
+
+    fsyncs ``fd``, renames ``temp`` to ``final`` without replacing anything, fsyncs the
+    directory.  ``fd`` stays open (the caller's lock is held until it closes it).
+
+    Raises:
+        FileExistsError: ``final`` exists; ``temp`` is left as it is.
+    """
+    os.fsync(fd)
+    _rename_noreplace(temp, final)
+    fsync_dir(final.parent)
