@@ -54,6 +54,7 @@ __all__ = [
     "NoMatchingKeyError",
     "NotAnEnvelopeError",
     "NotFoundError",
+    "PasswordError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "PipelineError",
@@ -165,6 +166,10 @@ class KeyLoadError(KeyAccessError):
 
 class KeyPolicyError(KeyAccessError):
     """A key is of a type or size recstream refuses (non-RSA, under 2048 bits)."""
+
+
+class PasswordError(KeyAccessError):
+    """No password could be had: an empty password file, or none given where one is needed."""
 
 
 # --- integrity -------------------------------------------------------------

@@ -1,32 +1,40 @@
-"""Helpers the commands share to reach the keystore: its path, its password, recipients.
+"""Helpers the commands share to reach keys: the keystore, key files, passwords, recipients.
 
-The password comes from ``--password-file`` (first line), else the environment
-variable ``RECSTREAM_KEYSTORE_PASSWORD``, else a prompt (``getpass``) when stdin
-is a terminal; never from the command line, and it is never printed or logged.
+Everything goes through the one key source (:mod:`recstream.keysource`): the
+password comes from ``--password-file`` (first line), else the environment variable
+``RECSTREAM_KEYSTORE_PASSWORD`` (keystore only), else a prompt (``getpass``) when
+stdin is a terminal; never from the command line, and it is never printed or logged.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from recstream.cli import UsageError, eprint
-from recstream.cli._util import read_input_file, read_password_file
-from recstream.envelope import Recipient
+from recstream.cli._util import read_input_file
+from recstream.envelope import KeyRing, Recipient
+from recstream.errors import CertificateError, PasswordError
 from recstream.format import MediaKind
+from recstream.keysource import ENV_PASSWORD, ENV_PATH, KeySource, Prompt, read_password
 from recstream.keystore.model import Keystore
-from recstream.keystore.resolve import active_recipient
-from recstream.keystore.store import ENV_PASSWORD, ENV_PATH, keystore_path, load
-from recstream.pki._util import utcnow
+from recstream.keystore.store import keystore_path, load
+from recstream.pki.certs import load_certificate
+from recstream.pki.dates import utcnow
 
 __all__ = [
     "add_keystore_options",
+    "decryption_keys",
     "keystore_recipient",
+    "load_identities",
+    "load_recipients",
     "open_keystore",
+    "prompt_password",
     "read_keystore_password",
+    "terminal_prompt",
 ]
 
 
@@ -46,27 +54,34 @@ def add_keystore_options(p: argparse.ArgumentParser, *, password_help: str | Non
     )
 
 
+def terminal_prompt(*, confirm: bool = False) -> Prompt | None:
+    """A prompt on the terminal, or None when stdin is not one."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        return None
+    return lambda what: prompt_password(what, confirm=confirm)
+
+
+def _usage(exc: PasswordError, what: str) -> UsageError:
+    if "is needed" not in str(exc):
+        return UsageError(str(exc))
+    return UsageError(
+        f"the {what} is needed: give --password-file F, set {ENV_PASSWORD}, or run on a "
+        "terminal to be prompted"
+    )
+
+
 def read_keystore_password(
     password_file: str | None, *, confirm: bool = False, what: str = "keystore password"
 ) -> bytes:
     """The keystore password from the file, the environment, or a terminal prompt.
 
     Raises:
-        UsageError: none of them is available, or the two prompts differ.
+        UsageError: none of them is available, the file is empty, or two prompts differ.
     """
-    from_file = read_password_file(password_file)
-    if from_file is not None:
-        return from_file
-    env = os.environ.get(ENV_PASSWORD)
-    if env:
-        return os.fsencode(env)
-    if sys.stdin is not None and sys.stdin.isatty():
-        return prompt_password(what, confirm=confirm)
-    msg = (
-        f"the {what} is needed: give --password-file F, set {ENV_PASSWORD}, or run on a "
-        "terminal to be prompted"
-    )
-    raise UsageError(msg)
+    try:
+        return read_password(password_file, prompt=terminal_prompt(confirm=confirm), what=what)
+    except PasswordError as exc:
+        raise _usage(exc, what) from None
 
 
 def prompt_password(what: str, *, confirm: bool) -> bytes:
@@ -94,9 +109,66 @@ def keystore_recipient(
     ca_file: str | None,
 ) -> Recipient:
     """The tenant's active certificate of ``kind`` as a recipient (fails closed)."""
+    from recstream.keystore.resolve import active_recipient
+
     bundle = read_input_file(ca_file, "CA") if ca_file is not None else None
     ks, path = open_keystore(path_option, password_file)
     recipient, warnings = active_recipient(ks, tenant, kind, now=utcnow(), ca_bundle=bundle)
     for w in warnings:
         eprint(f"recstream: warning: {tenant}/{kind.name.lower()} certificate in {path}: {w}")
     return recipient
+
+
+def load_recipients(paths: Sequence[str], ca_file: str | None) -> list[Recipient]:
+    """Load recipient certificates, validating them against ``ca_file`` if given."""
+    recipients = []
+    for path in paths:
+        cert = load_certificate(read_input_file(path, "certificate"))
+        if ca_file is not None:
+            from recstream.pki.verify import verify_recording_certificate
+
+            bundle = read_input_file(ca_file, "CA")
+            try:
+                warnings = verify_recording_certificate(cert, bundle)
+            except CertificateError:
+                eprint(f"recstream: {path} was refused by the CA file {ca_file}")
+                raise
+            for w in warnings:
+                eprint(f"recstream: warning: {path}: {w}")
+        recipients.append(Recipient.from_certificate(cert))
+    return recipients
+
+
+def load_identities(paths: Sequence[str], password_file: str | None) -> KeyRing:
+    """Private key files as a key ring; an encrypted one's password from ``password_file``,
+    else a terminal prompt (the one password reader)."""
+    for path in paths:
+        read_input_file(path, "private key")  # a clear message for a missing file
+    source = KeySource(key_files=tuple(paths), password_file=password_file, password_env=None)
+    try:
+        return source.keyring(terminal_prompt())
+    except PasswordError as exc:
+        if "is needed" not in str(exc):
+            raise
+        msg = (
+            "the private key file is encrypted and its password is needed: give "
+            "--password-file F, or run on a terminal to be prompted"
+        )
+        raise PasswordError(msg) from None  # a key problem (exit 4), as a wrong password
+
+
+def decryption_keys(args: argparse.Namespace) -> KeyRing:
+    """--key files, else the keystore (--keystore, $RECSTREAM_KEYSTORE or the default)."""
+    if args.key and args.keystore is not None:
+        msg = "give --key files or --keystore, not both"
+        raise UsageError(msg)
+    if args.key:
+        return load_identities(args.key, args.password_file)
+    if args.keystore is None and not keystore_path(None).exists():
+        msg = (
+            "decryption needs --key KEY.pem, or a keystore: --keystore PATH, "
+            f"$RECSTREAM_KEYSTORE, or {keystore_path(None)} (which does not exist)"
+        )
+        raise UsageError(msg)
+    ks, _ = open_keystore(args.keystore, args.password_file)
+    return ks

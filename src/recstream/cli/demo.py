@@ -45,7 +45,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(line, flush=True)
     if not args.serve:
         return 0
-    from recstream.cli.serve import serve_config_file
+    from recstream.cli._serving import serve_config_file
     from recstream.demo import add_demo_player, serve_config
 
     config = serve_config(workdir, args.port)

@@ -4,35 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import mimetypes
 import sys
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from recstream.cli import UsageError, eprint
-from recstream.cli._keystore_access import add_keystore_options, keystore_recipient, open_keystore
-from recstream.cli._util import read_input_file, read_password_file
+from recstream.cli._keystore_access import add_keystore_options, decryption_keys
+from recstream.cli._recording import DEFAULT_TENANT, recording_from_args
+from recstream.durable import atomic_output
 from recstream.envelope import (
     EnvelopeDecryptor,
     EnvelopeEncryptor,
-    Identity,
-    IdentitySet,
-    KeyRing,
-    Recipient,
-    new_metadata,
 )
-from recstream.errors import CertificateError
-from recstream.files import DEFAULT_JOBS, atomic_output, pump
-from recstream.format import BodyLayout, Header, MediaKind, Metadata
-from recstream.keystore.store import keystore_path
-from recstream.pki.certs import load_certificate, load_private_key
+from recstream.files import DEFAULT_JOBS, pump
+from recstream.format import BodyLayout, Header
 from recstream.reader import FileSource, StreamPrefix, read_header_at
-
-DEFAULT_TENANT = "default"
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -132,88 +121,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 # --- encrypt ---------------------------------------------------------------
 
 
-def load_recipients(paths: Sequence[str], ca_file: str | None) -> list[Recipient]:
-    """Load recipient certificates, validating them against ``ca_file`` if given."""
-    recipients = []
-    for path in paths:
-        cert = load_certificate(read_input_file(path, "certificate"))
-        if ca_file is not None:
-            from recstream.pki.verify import verify_recording_certificate
-
-            bundle = read_input_file(ca_file, "CA")
-            try:
-                warnings = verify_recording_certificate(cert, bundle)
-            except CertificateError:
-                eprint(f"recstream: {path} was refused by the CA file {ca_file}")
-                raise
-            for w in warnings:
-                eprint(f"recstream: warning: {path}: {w}")
-        recipients.append(Recipient.from_certificate(cert))
-    return recipients
-
-
-def guess_media(path: str, media_type: str | None, kind: str | None) -> tuple[str, MediaKind]:
-    if media_type is None:
-        guessed = mimetypes.guess_type(path)[0] if path != "-" else None
-        media_type = guessed or "application/octet-stream"
-    if kind is None:
-        return media_type, MediaKind.SCREEN if media_type.startswith("video/") else MediaKind.VOICE
-    return media_type, MediaKind.SCREEN if kind == "screen" else MediaKind.VOICE
-
-
-def resolve_recipients(args: argparse.Namespace, kind: MediaKind) -> tuple[str, list[Recipient]]:
-    """The tenant and recipients of ``encrypt``/``record``: --cert files, the keystore, or both.
-
-    The keystore is used when --keystore is given, or when --tenant is given without
-    --cert; its recipient is the tenant's active certificate of ``kind``.
-    """
-    use_keystore = args.keystore is not None or (not args.cert and args.tenant is not None)
-    if not use_keystore and not args.cert:
-        msg = (
-            "a recipient is required: --cert CERT.pem, or --tenant T to use T's active "
-            "certificate in the keystore"
-        )
-        raise UsageError(msg)
-    if use_keystore and args.tenant is None:
-        msg = "--keystore needs --tenant T: T's active certificate becomes the recipient"
-        raise UsageError(msg)
-    tenant = args.tenant or DEFAULT_TENANT
-    recipients = []
-    if use_keystore:
-        recipients.append(
-            keystore_recipient(args.keystore, args.password_file, tenant, kind, args.ca_file)
-        )
-    recipients += load_recipients(args.cert or [], args.ca_file)
-    return tenant, recipients
-
-
-def recording_from_args(
-    args: argparse.Namespace, source: str, default_type: str | None = None
-) -> tuple[Metadata, list[Recipient]]:
-    """The metadata and recipients that ``encrypt`` and ``record`` options ask for.
-
-    Raises:
-        UsageError: a recording ID, tenant or media type that the format refuses.
-    """
-    media_type, kind = guess_media(source, args.media_type or default_type, args.media_kind)
-    tenant, recipients = resolve_recipients(args, kind)
-    try:
-        metadata = new_metadata(
-            recording_id=args.recording_id or str(uuid.uuid4()),
-            tenant=tenant,
-            media_kind=kind,
-            media_type=media_type,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    return metadata, recipients
-
-
 def cmd_encrypt(args: argparse.Namespace) -> int:
     _check_paths(args.input, args.output, args.force)
     metadata, recipients = recording_from_args(args, args.input)
     enc = EnvelopeEncryptor(recipients, metadata)
-    with _open_in(args.input) as src, _open_out(args.output) as dst:
+    with _open_in(args.input) as src, _open_out(args.output, args.force) as dst:
         written = pump(src, dst, enc)
     eprint(
         f"recstream: encrypted {args.input} -> {args.output}: recording {metadata.recording_id}, "
@@ -224,33 +136,6 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
 
 
 # --- decrypt ---------------------------------------------------------------
-
-
-def load_identities(paths: Sequence[str], password_file: str | None) -> IdentitySet:
-    password = read_password_file(password_file)
-    identities = []
-    for path in paths:
-        data = read_input_file(path, "private key")
-        pw = password if b"ENCRYPTED" in data else None
-        identities.append(Identity.from_private_key(load_private_key(data, pw)))
-    return IdentitySet(identities)
-
-
-def decryption_keys(args: argparse.Namespace) -> KeyRing:
-    """--key files, else the keystore (--keystore, $RECSTREAM_KEYSTORE or the default)."""
-    if args.key and args.keystore is not None:
-        msg = "give --key files or --keystore, not both"
-        raise UsageError(msg)
-    if args.key:
-        return load_identities(args.key, args.password_file)
-    if args.keystore is None and not keystore_path(None).exists():
-        msg = (
-            "decryption needs --key KEY.pem, or a keystore: --keystore PATH, "
-            f"$RECSTREAM_KEYSTORE, or {keystore_path(None)} (which does not exist)"
-        )
-        raise UsageError(msg)
-    ks, _ = open_keystore(args.keystore, args.password_file)
-    return ks
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
@@ -268,7 +153,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     _check_paths(args.input, args.output, args.force)
     keys = decryption_keys(args)
     dec = EnvelopeDecryptor(keys)
-    with _open_in(args.input) as src, _open_out(args.output) as dst:
+    with _open_in(args.input) as src, _open_out(args.output, args.force) as dst:
         written = pump(src, dst, dec)
     header = dec.header
     assert header is not None
@@ -383,10 +268,10 @@ def _open_in(path: str) -> Iterator[IO[bytes]]:
 
 
 @contextmanager
-def _open_out(path: str) -> Iterator[IO[bytes]]:
+def _open_out(path: str, force: bool) -> Iterator[IO[bytes]]:
     if path == "-":
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    with atomic_output(path) as fh:
+    with atomic_output(path, replace=force) as fh:  # exclusive without --force
         yield fh

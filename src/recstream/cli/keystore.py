@@ -38,8 +38,8 @@ from recstream.keystore._container import DEFAULT_KDF, FileKind
 from recstream.keystore.check import check_keystore
 from recstream.keystore.model import Entry, EntryState, check_tenant, parse_kind
 from recstream.keystore.pkcs12 import export_pkcs12, load_pkcs12
-from recstream.pki._util import fmt_time, utcnow
 from recstream.pki.certs import load_certificate, load_certificates, load_private_key
+from recstream.pki.dates import fmt_time, utcnow
 from recstream.pki.verify import verify_recording_certificate
 
 __all__ = ["register"]

@@ -15,10 +15,10 @@ from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL, Flusher
 from recstream.aio.run import run
 from recstream.aio.writer import INCOMPLETE_SUFFIX, RecordingWriter
 from recstream.cli import EXIT_PARTIAL, UsageError, eprint
-from recstream.cli._keystore_access import add_keystore_options
-from recstream.cli.envelope import decryption_keys, recording_from_args
+from recstream.cli._keystore_access import add_keystore_options, decryption_keys
+from recstream.cli._recording import recording_from_args
+from recstream.durable import atomic_output, write_all
 from recstream.envelope import Recipient
-from recstream.files import atomic_output, write_all
 from recstream.format import Metadata
 from recstream.reader import FileSource, recover
 
@@ -157,7 +157,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         msg = f"output exists: {out} (use --force to overwrite)"
         raise UsageError(msg)
     keys = decryption_keys(args)
-    with open(src, "rb", buffering=0) as fh, atomic_output(out) as dst:
+    with open(src, "rb", buffering=0) as fh, atomic_output(out, replace=args.force) as dst:
         result = recover(FileSource(fh.fileno()), keys, lambda b: write_all(dst, b))
     if result.complete:
         eprint(

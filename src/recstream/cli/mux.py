@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from recstream.cli import UsageError, eprint
-from recstream.cli.envelope import load_identities, load_recipients
+from recstream.cli._keystore_access import load_identities, load_recipients
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives import serialization
 from recstream.cli import UsageError, eprint
 from recstream.cli._util import read_input_file, read_password_file
 from recstream.errors import CertificateRequestError, KeyLoadError, SubjectFieldsError
-from recstream.pki._util import fmt_time, name_str, utcnow
 from recstream.pki.bundle import build_bundle
 from recstream.pki.ca import (
     MAX_DAYS,
@@ -32,7 +31,7 @@ from recstream.pki.ca import (
     create_root_ca,
     sign_recording_certificate,
 )
-from recstream.pki.certs import certificate_id, load_certificate
+from recstream.pki.certs import certificate_id, load_certificate, name_str
 from recstream.pki.csr import (
     DEFAULT_KEY_SIZE,
     KEY_SIZES,
@@ -41,6 +40,7 @@ from recstream.pki.csr import (
     load_csr,
     private_key_pem,
 )
+from recstream.pki.dates import fmt_time, utcnow
 from recstream.pki.dn import SubjectFields, ca_subject
 from recstream.pki.show import describe
 from recstream.pki.verify import validate_recording_certificate

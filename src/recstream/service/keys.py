@@ -9,7 +9,6 @@ a restart), through the keystore's own :class:`KeystoreResolver`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,23 +30,20 @@ def read_keystore_password(cfg: KeystoreConfig) -> bytes:
     Raises:
         ConfigError: the file is empty or unreadable, or the variable is unset or empty.
     """
-    if cfg.password_file is not None:
-        try:
-            data = cfg.password_file.read_bytes()
-        except OSError as exc:
-            msg = f"[keystore] password_file {cfg.password_file}: {exc.strerror or exc}"
-            raise ConfigError(msg) from None
-        line = data.split(b"\n", 1)[0].rstrip(b"\r")
-        if not line:
+    from recstream.errors import PasswordError
+    from recstream.keysource import read_password
+
+    try:  # the one password reader (recstream.keysource), with the config's wording
+        return read_password(cfg.password_file, env=cfg.password_env)
+    except OSError as exc:
+        msg = f"[keystore] password_file {cfg.password_file}: {exc.strerror or exc}"
+        raise ConfigError(msg) from None
+    except PasswordError:
+        if cfg.password_file is not None:
             msg = f"[keystore] password_file {cfg.password_file} is empty"
-            raise ConfigError(msg)
-        return line
-    assert cfg.password_env is not None
-    value = os.environ.get(cfg.password_env, "")
-    if not value:
-        msg = f"[keystore] password_env: the environment variable {cfg.password_env} is not set"
-        raise ConfigError(msg)
-    return value.encode("utf-8")
+        else:
+            msg = f"[keystore] password_env: the environment variable {cfg.password_env} is not set"
+        raise ConfigError(msg) from None
 
 
 def keystore_file(cfg: KeystoreConfig) -> Path:
