@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from recstream import _crypto
+from recstream import _crypto, durable
 from recstream.errors import (
     CertificateKeyMismatchError,
     CertificateNotInKeystoreError,
@@ -346,7 +346,7 @@ def test_failure_mid_write_leaves_the_old_keystore(
         fh.write(bytes(data)[: len(data) // 2])  # type: ignore[attr-defined]
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store, "write_all", half_then_enospc)
+    monkeypatch.setattr(durable, "write_all", half_then_enospc)
     with pytest.raises(OSError, match="No space"), update(ks_path, PASSWORD) as ks:
         ks.add("acme", S, certs["S"].cert, certs["S"].key, now=NOW)
     assert ks_path.read_bytes() == before
@@ -354,17 +354,23 @@ def test_failure_mid_write_leaves_the_old_keystore(
     assert [e.cert_id for e in load(ks_path, PASSWORD).entries] == [certs["B"].cert_id]
 
 
+@pytest.mark.parametrize("named", [True, False], ids=["named-temporary", "O_TMPFILE"])
 def test_crash_mid_write_leaves_old_keystore_and_next_update_cleans_up(
-    ks_path: Path, certs: dict[str, Cert]
+    ks_path: Path, certs: dict[str, Cert], named: bool
 ) -> None:
-    """A real crash (os._exit: no cleanup handlers run) halfway through writing."""
+    """A real crash (os._exit: no cleanup handlers run) halfway through writing.
+
+    With O_TMPFILE the temporary dies with the process; a named one (filesystems
+    without it) is removed by the next update, its process being gone."""
     _import(ks_path, certs["B"])
     before = ks_path.read_bytes()
+    use_tmpfile = not named
     script = f"""
 import os, sys
 from datetime import datetime, UTC
 from pathlib import Path
 from recstream.format import MediaKind
+from recstream import durable
 from recstream.keystore import store
 from tests.keystore_helpers import recording_cert
 s = recording_cert("S", start_days=-1, end_days=365)
@@ -372,7 +378,8 @@ def crash(fh, data):
     fh.write(bytes(data)[: len(data) // 2])
     os.fsync(fh.fileno())
     os._exit(9)
-store.write_all = crash
+durable.write_all = crash
+durable.USE_TMPFILE = {use_tmpfile!r}
 with store.update(Path({str(ks_path)!r}), {PASSWORD!r}) as ks:
     ks.add("acme", MediaKind.SCREEN, s.cert, s.key, now=datetime.now(UTC))
 """
@@ -381,7 +388,7 @@ with store.update(Path({str(ks_path)!r}), {PASSWORD!r}) as ks:
     )
     assert proc.returncode == 9, proc.stderr.decode()
     assert ks_path.read_bytes() == before
-    assert len(no_partials(ks_path.parent)) == 1  # what the crash left
+    assert len(no_partials(ks_path.parent)) == (1 if named else 0)  # what the crash left
     assert len(load(ks_path, PASSWORD).entries) == 1
     _import(ks_path, certs["S"], kind=S)
     assert no_partials(ks_path.parent) == []

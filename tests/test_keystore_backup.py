@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from recstream import durable
 from recstream.errors import (
     KeystoreDamagedError,
     KeystoreError,
@@ -200,7 +201,7 @@ def test_failure_while_restoring_leaves_the_old_keystore(
         fh.write(bytes(data)[: len(data) // 3])  # type: ignore[attr-defined]
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(store, "write_all", half_then_eio)
+    monkeypatch.setattr(durable, "write_all", half_then_eio)
     with pytest.raises(OSError, match="Input/output"):
         backup.restore(backup_file, ks_path, PASSWORD, force=True)
     assert ks_path.read_bytes() == before

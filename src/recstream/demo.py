@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives import serialization
 
 from recstream.aio.hook import RecordingHook
 from recstream.aio.run import loop_name, run
+from recstream.durable import atomic_output, write_all
 from recstream.envelope import EnvelopeDecryptor
 from recstream.errors import IntegrityError
-from recstream.files import atomic_output, pump, write_all
+from recstream.files import pump
 from recstream.format import MediaKind
 from recstream.keystore import (
     Keystore,

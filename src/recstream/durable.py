@@ -33,13 +33,14 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import os
 import re
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import IO, Any, BinaryIO, Final
 
 __all__ = [
     "TEMP_SUFFIX",
@@ -50,6 +51,7 @@ __all__ = [
     "fsync_dir",
     "is_temporary",
     "lock_file",
+    "remote_output",
     "remove_stale",
     "temp_name",
     "write_all",
@@ -64,7 +66,6 @@ _TEMP_RE: Final = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<tid>\d+)\.part
 _AT_FDCWD: Final = -100
 _AT_EMPTY_PATH: Final = 0x1000
 _RENAME_NOREPLACE: Final = 1
-_libc: ctypes.CDLL | None = None
 
 
 class FileBusyError(BlockingIOError):
@@ -81,7 +82,7 @@ def is_temporary(name: str) -> bool:
     return _TEMP_RE.match(name) is not None
 
 
-def write_all(dst: BinaryIO | int, data: bytes | bytearray | memoryview) -> None:
+def write_all(dst: IO[bytes] | int, data: bytes | bytearray | memoryview) -> None:
     """Write all of ``data`` to a file object or descriptor (short writes happen)."""
     view = memoryview(data)
     while view:
@@ -180,7 +181,7 @@ def _remove_if_unlocked(path: Path) -> bool:
             return False
         st = os.fstat(fd)
         with contextlib.suppress(FileNotFoundError):
-            if os.stat(path, follow_symlinks=False).st_ino == st.st_ino:
+            if path.lstat().st_ino == st.st_ino:
                 path.unlink()
                 return True
         return False
@@ -192,7 +193,7 @@ def _sweep_once(directory: Path) -> None:
     """:func:`remove_stale` for ``directory``, once per process (a listing per file
     written into a directory of thousands would cost more than the writes)."""
     try:
-        st = os.stat(directory)
+        st = directory.stat()
     except OSError:
         return
     key = (st.st_dev, st.st_ino)
@@ -206,11 +207,9 @@ def _sweep_once(directory: Path) -> None:
 # --- unnamed temporaries (O_TMPFILE + linkat) -----------------------------------------
 
 
+@functools.cache
 def _c() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _link_fd(fd: int, target: Path) -> None:
@@ -230,12 +229,15 @@ def _link_fd(fd: int, target: Path) -> None:
 
 
 _tmpfile_ok: dict[int, bool] = {}
+# False: always use named temporaries (filesystems whose O_TMPFILE misbehaves; tests
+# of the stale-temporary clean-up).
+USE_TMPFILE = True
 
 
 def _open_unnamed(directory: Path, mode: int) -> int | None:
     """An ``O_TMPFILE`` descriptor in ``directory``, or None where it cannot be linked."""
     flag = getattr(os, "O_TMPFILE", 0)
-    if not flag:  # pragma: no cover - not Linux
+    if not flag or not USE_TMPFILE:
         return None
     try:
         fd = os.open(directory, flag | os.O_RDWR | os.O_CLOEXEC, mode)
@@ -341,7 +343,7 @@ def _commit(fd: int, named: Path | None, target: Path, *, replace: bool) -> None
         _link_fd(fd, named)
     try:
         if replace:
-            os.replace(named, target)
+            os.replace(named, target)  # noqa: PTH105 - the one rename over user data
         else:
             _rename_noreplace(named, target)
     except BaseException:
@@ -386,3 +388,18 @@ def commit_rename(fd: int, temp: Path, final: Path) -> None:
     os.fsync(fd)
     _rename_noreplace(temp, final)
     fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def remote_output(fs: Any, path: str) -> Iterator[BinaryIO]:
+    """An fsspec store's version of :func:`atomic_output`: a ``.partial`` object moved
+    into place on success and deleted on failure (durability is the store's)."""
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}"
+    try:
+        with fs.open(tmp, "wb") as fh:
+            yield fh
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise
+    fs.mv(tmp, path)

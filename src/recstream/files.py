@@ -7,9 +7,8 @@ thread drains them.  File reads and writes release the GIL, so the second core
 does the copying while the first encrypts.  Memory is fixed: ``2 * depth``
 blocks, whatever the file size.
 
-:func:`atomic_output` gives the "nothing partial left behind" rule: output goes
-to an owner-only temporary file beside the destination, which is fsynced and
-renamed only on success and removed on any failure.
+Where the output goes (an unnamed temporary committed only on success) is
+:mod:`recstream.durable`'s business, not this module's.
 """
 
 from __future__ import annotations
@@ -18,13 +17,13 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import IO, Protocol, TypeVar
 
+from recstream.durable import write_all
 from recstream.format import SEGMENT_WIRE_SIZE, Buffer
 
-__all__ = ["BLOCK_SIZE", "DEFAULT_JOBS", "Codec", "atomic_output", "pump", "write_all"]
+__all__ = ["BLOCK_SIZE", "DEFAULT_JOBS", "Codec", "pump", "write_all"]
 
 # 1 MiB blocks: large enough that per-call overhead vanishes against AES-GCM at
 # ~10 GB/s and page-cache copies at ~3 GB/s, small enough that three of them in
@@ -169,52 +168,6 @@ def pump(
     Neither file is closed.  ``codec.finalize()`` runs after end of input and
     its output is written last.  Any exception (from the codec or from I/O)
     stops both threads and propagates; what was already written is the
-    caller's to discard (see :func:`atomic_output`).
+    caller's to discard (see :func:`recstream.durable.atomic_output`).
     """
     return _Pump(src, dst, block_size, depth).run(codec)
-
-
-def write_all(dst: IO[bytes], data: memoryview | bytes) -> None:
-    """Write all of ``data``: raw files and pipes may take less per call."""
-    view = memoryview(data)
-    while view:
-        n = dst.write(view)
-        if n is None:  # pragma: no cover - non-blocking file; not used here
-            continue
-        view = view[n:]
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], *, mode: int = 0o600) -> Iterator[IO[bytes]]:
-    """Open a temporary file beside ``path``; on success fsync and rename it there.
-
-    On any exception the temporary file is removed and ``path`` is untouched:
-    nothing partial is ever left where a finished result would be.
-    """
-    target = Path(path)
-    directory = target.parent
-    tmp = directory / f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb", buffering=0) as fh:
-            yield fh
-            os.fsync(fh.fileno())
-        tmp.replace(target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - some filesystems refuse directory opens
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dfd)

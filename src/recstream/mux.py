@@ -27,9 +27,9 @@ from typing import IO, Any
 
 import av
 
+from recstream.durable import atomic_output, write_all
 from recstream.envelope import EnvelopeEncryptor, KeyRing, Recipient, new_metadata
 from recstream.errors import MixedEncryptionError, MuxError
-from recstream.files import atomic_output, write_all
 from recstream.format import MAGIC, MediaKind
 from recstream.reader import DecryptingFile, FileSource, SegmentReader
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL, Flusher
 from recstream.aio.writer import RecordingWriter
 from recstream.archive import ArchiveLayout, merge_recording_json
+from recstream.durable import atomic_output, write_all
 from recstream.envelope import Recipient, new_metadata
 from recstream.errors import PipelineError, RecstreamError
-from recstream.files import atomic_output, write_all
 from recstream.format import Buffer, MediaKind, Metadata
 
 __all__ = ["RecipientResolver", "RecordingHook"]

@@ -9,10 +9,13 @@ one flush interval (docs/FORMAT.md §6.3: the format has no partial segments).
 
 Durability: the recording is written to ``<final>.incomplete`` (created
 exclusively, owner-only) with its header first; :meth:`RecordingWriter.close`
-writes the final segment, fsyncs, renames to the final name and fsyncs the
-directory.  A crash leaves the ``.incomplete`` file, which
-``recstream recover`` turns into the authenticated prefix; it never leaves a
-file under the final name that is not complete.
+writes the final segment, fsyncs, renames to the final name (never over an
+existing file) and fsyncs the directory (:func:`recstream.durable.commit_rename`).
+The writer holds an exclusive advisory lock (``flock``) on its file from creation
+until after that rename, so batch jobs and re-wraps leave it alone.  A crash
+leaves the ``.incomplete`` file, which ``recstream recover`` turns into the
+authenticated prefix; it never leaves a file under the final name that is not
+complete.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from recstream import durable
 from recstream.aio.flusher import Flusher
 from recstream.envelope import EnvelopeEncryptor, Recipient
 from recstream.errors import PipelineError, PipelineOverflowError, StreamStateError
@@ -269,9 +273,8 @@ class RecordingWriter:
 def _create(temp: Path, header: bytes) -> int:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(header)
-        while view:
-            view = view[os.write(fd, view) :]
+        durable.lock_file(fd)  # ours alone: created exclusively just now
+        durable.write_all(fd, header)
     except BaseException:
         os.close(fd)
         raise
@@ -280,15 +283,6 @@ def _create(temp: Path, header: bytes) -> int:
 
 def _commit(fd: int, temp: Path, final: Path) -> None:
     try:
-        os.fsync(fd)
+        durable.commit_rename(fd, temp, final)
     finally:
-        os.close(fd)
-    if final.exists():
-        msg = "recording already exists"
-        raise FileExistsError(17, msg, str(final))
-    temp.rename(final)
-    dfd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        os.close(fd)  # releases the lock, after the rename

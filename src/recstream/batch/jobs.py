@@ -21,9 +21,9 @@ from typing import IO, Any
 
 from recstream.batch.archive import url_to_fs
 from recstream.batch.keys import KeySpec
+from recstream.durable import atomic_output, write_all
 from recstream.envelope import EnvelopeDecryptor, Recipient, amend_header, open_file_key
 from recstream.errors import RecstreamError
-from recstream.files import atomic_output, write_all
 from recstream.format import Header
 from recstream.pki.certs import load_certificates
 from recstream.reader import StreamPrefix, read_header_at

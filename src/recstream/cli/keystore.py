@@ -348,6 +348,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise UsageError(msg)
     password = read_keystore_password(args.password_file)
     path = store.keystore_path(args.keystore)
+    if out.exists() and path.exists() and out.samefile(path):
+        msg = (
+            f"--out {out} is the keystore itself; a backup never replaces the keystore "
+            "(write it elsewhere, ideally offsite)"
+        )
+        raise UsageError(msg)
     ks = store.load(path, password)
     backup_mod.write_backup(ks, password, out, source=str(path.resolve()), now=utcnow())
     eprint(

@@ -16,13 +16,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from recstream import durable
 from recstream.errors import KeystoreError, KeystoreExistsError, KeystoreFormatError
 from recstream.keystore import _container
 from recstream.keystore._container import FileKind, Unlocked
 from recstream.keystore._content import encode, iso_time, parse_time
 from recstream.keystore.model import Keystore
 from recstream.keystore.store import locked, open_bytes, read_file, save, write_file
-from recstream.pki._util import utcnow
+from recstream.pki.dates import utcnow
 
 __all__ = ["BackupInfo", "make_backup", "read_backup", "restore", "write_backup"]
 
@@ -89,19 +90,22 @@ def restore(
 ) -> BackupInfo:
     """Verify ``backup`` completely, then make it the keystore at ``keystore``.
 
-    An existing keystore is replaced only with ``force``; it is first copied beside
-    it as ``NAME.replaced-<time>``, then replaced by one atomic rename.
+    The keystore's lock is held throughout, so two restores (or a restore and an
+    update) run one after the other.  An existing keystore is replaced only with
+    ``force``; it is first copied beside it as ``NAME.replaced-<time>`` (``-2``,
+    ``-3``... when that name is taken: a kept keystore is never overwritten), then
+    replaced by one atomic rename.
 
     Raises:
         KeystoreNotFoundError: no backup file.
         KeystoreExistsError: a keystore exists and ``force`` is False.
         and the errors of :func:`read_backup`.
     """
-    ks, info = read_backup(read_file(backup, FileKind.BACKUP), password, f"backup {backup}")
-    restored = Keystore(ks.unlocked, ks.entries, created=ks.created)
     keystore.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     replaced: Path | None = None
     with locked(keystore):
+        ks, info = read_backup(read_file(backup, FileKind.BACKUP), password, f"backup {backup}")
+        restored = Keystore(ks.unlocked, ks.entries, created=ks.created)
         if keystore.exists():
             if not force:
                 msg = (
@@ -110,8 +114,8 @@ def restore(
                 )
                 raise KeystoreExistsError(msg)
             stamp = iso_time(now or utcnow()).replace(":", "").replace("-", "")
-            replaced = keystore.with_name(f"{keystore.name}.replaced-{stamp}")
-            write_file(replaced, keystore.read_bytes())
+            kept = keystore.with_name(f"{keystore.name}.replaced-{stamp}")
+            replaced = durable.create_unique(kept, read_file(keystore))
         save(restored, keystore)
     return BackupInfo(info.created, info.source, info.certificates, info.tenants, replaced)
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from recstream.durable import atomic_output, write_all
 from recstream.envelope import EnvelopeDecryptor, KeyRing
 from recstream.errors import RecstreamError
-from recstream.files import DEFAULT_JOBS, atomic_output, write_all
+from recstream.files import DEFAULT_JOBS
 
 __all__ = ["Item", "Result", "decrypt_file", "output_name", "plan", "run"]
 

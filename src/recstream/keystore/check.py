@@ -22,7 +22,7 @@ from datetime import datetime
 from recstream.errors import CertificateError, KeyPolicyError
 from recstream.format import MediaKind
 from recstream.keystore.model import Entry, Keystore, kind_name
-from recstream.pki._util import EXPIRY_WARNING_DAYS, fmt_time
+from recstream.pki.dates import EXPIRY_WARNING_DAYS, fmt_time
 from recstream.pki.verify import verify_recording_certificate
 
 __all__ = ["Finding", "check_keystore"]

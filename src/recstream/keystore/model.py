@@ -38,13 +38,14 @@ from recstream.errors import (
 )
 from recstream.format import MediaKind, Metadata, RecipientStanza
 from recstream.keystore._container import NONCE_BYTES, Unlocked
-from recstream.pki._util import days_left, fmt_time, name_str
 from recstream.pki.certs import (
     certificate_id,
     check_recording_key,
     load_private_key,
+    name_str,
     public_key_id,
 )
+from recstream.pki.dates import days_left, fmt_time
 from recstream.pki.verify import check_recording_certificate
 
 __all__ = ["MIN_ID_PREFIX", "Entry", "EntryState", "Keystore", "kind_name", "parse_kind"]

@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from recstream.envelope import Recipient
 from recstream.errors import (
     CertificateError,
     CertificateExpiredError,
@@ -34,7 +33,8 @@ from recstream.format import MediaKind
 from recstream.keystore._container import FileKind, Unlocked
 from recstream.keystore.model import Keystore, kind_name
 from recstream.keystore.store import open_bytes, read_file
-from recstream.pki._util import fmt_time, utcnow
+from recstream.pki.dates import fmt_time, utcnow
+from recstream.pki.recipients import Recipient
 from recstream.pki.verify import check_recording_certificate, verify_recording_certificate
 
 __all__ = ["KeystoreResolver", "active_recipient", "resolver"]

@@ -3,7 +3,7 @@
 Every change is read-modify-write under an exclusive lock (``.NAME.lock`` beside
 the keystore, ``flock``), and the new file is written to a temporary file in the
 same directory, fsynced, renamed over the old one and the directory fsynced
-(:func:`recstream.files.atomic_output`).  A crash at any point leaves the old
+(:func:`recstream.durable.atomic_output`).  A crash at any point leaves the old
 keystore or the new one, never a mix; a temporary file a crash leaves behind is
 removed by the next update.  Readers take no lock: a rename is atomic.
 """
@@ -21,13 +21,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from recstream import durable
 from recstream.errors import (
     KeystoreError,
     KeystoreExistsError,
     KeystoreFormatError,
     KeystoreNotFoundError,
 )
-from recstream.files import atomic_output, write_all
 from recstream.keystore import _container, _content
 from recstream.keystore._container import (
     CHECKSUM_BYTES,
@@ -40,7 +40,7 @@ from recstream.keystore._container import (
     Unlocked,
 )
 from recstream.keystore.model import Keystore
-from recstream.pki._util import utcnow
+from recstream.pki.dates import utcnow
 
 __all__ = [
     "ENV_PASSWORD",
@@ -150,10 +150,13 @@ def load(path: Path, password: bytes, *, cached: Unlocked | None = None) -> Keys
     return ks
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data`` (owner-only; temp, fsync, rename)."""
-    with atomic_output(path, mode=0o600) as fh:
-        write_all(fh, data)
+def write_file(path: Path, data: bytes, *, replace: bool = True) -> None:
+    """Atomically write ``data`` to ``path`` (owner-only; :mod:`recstream.durable`).
+
+    Raises:
+        FileExistsError: ``replace`` is False and ``path`` exists.
+    """
+    durable.write_file(path, data, mode=0o600, replace=replace)
 
 
 def save(ks: Keystore, path: Path) -> None:
@@ -227,8 +230,6 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    # atomic_output names its temporary ".NAME.<pid>.<thread>.partial"; under the lock
-    # no writer is running, so any such file is what a crash left behind.
-    for stale in path.parent.glob(f".{path.name}.*.partial"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
+    # Where the filesystem has no O_TMPFILE, a crashed writer leaves a named
+    # temporary; durable removes those whose process is gone.
+    durable.remove_stale(path.parent, path.name)
