@@ -276,20 +276,24 @@ def test_in_place_rewrap_is_durable(archive: dict, tmp_path: Path,  # type: igno
     import shutil
 
     from recstream.batch import jobs
-    from recstream.batch.keys import KeySpec
+    from recstream.keysource import KeySource
+    from recstream.ops import AddCertificates
 
     src = tmp_path / "inplace"
     rel = next(p for p, w in archive["owner"].items() if w == "A")
     (src / rel).parent.mkdir(parents=True)
     shutil.copy(archive["src"] / rel, src / rel)
+    (src / rel).chmod(0o640)
+    mode = (src / rel).stat().st_mode
     synced: list[int] = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
     keys = archive["keys"]
-    spec = KeySpec(key_files=(str(keys / "cert-A.key.pem"),))
-    outcome = jobs.rewrap_one(str(src), rel, None, spec,
-                              ((keys / "cert-D.cert.pem").read_bytes(),), ())
+    spec = KeySource(key_files=(str(keys / "cert-A.key.pem"),))
+    outcome = jobs.rewrap_task(str(src), rel, None, spec,
+                               AddCertificates(((keys / "cert-D.cert.pem").read_bytes(),)),
+                               frozenset())
     assert outcome.status == "done", outcome.detail
     assert len(synced) >= 2  # the new file, then its directory
-    assert (src / rel).stat().st_mode & 0o077 == 0
+    assert (src / rel).stat().st_mode == mode  # owner and mode kept, as rewrap always did
     assert not list((src / rel).parent.glob("*.partial"))

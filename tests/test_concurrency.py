@@ -16,7 +16,9 @@ file contents), never waited for by a fixed time.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +28,10 @@ from pathlib import Path
 import pytest
 
 from recstream.envelope import (
+    EnvelopeDecryptor,
     EnvelopeEncryptor,
+    Identity,
+    IdentitySet,
     new_metadata,
 )
 from recstream.format import Header, MediaKind, parse_header
@@ -153,3 +158,210 @@ def test_two_restores_at_once_keep_every_replaced_keystore(
     ]
     assert holders, "the pre-restore keystore (the only copy of X's key) was lost"
     assert [e.cert_id for e in load(ks, PASSWORD).entries] == [certs["A"].cert_id]
+
+
+# --- 2 ---------------------------------------------------------------------------------
+
+
+def test_batch_leaves_recordings_being_written_alone(
+    tmp_path: Path, certs: dict[str, Cert], env: dict[str, str]
+) -> None:
+    """Loss 2: ``batch rewrap`` in place while a call is recorded into the same archive.
+    The recording must end complete, with everything that was sent; the batch counts it
+    as busy.  A finished file another process holds locked is left alone too."""
+    a_cert, a_key = certs["A"].write(tmp_path)
+    b_cert, _ = certs["B"].write(tmp_path)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    done_rec = archive / "done.rsv"
+    done_rec.write_bytes(seal(b"finished call" * 1000, certs["A"]))
+    held = archive / "held.rsv"
+    held.write_bytes(seal(b"held by another writer" * 100, certs["A"]))
+    live = archive / "live.rsv"
+    rec = subprocess.Popen(
+        cli("record", "--cert", a_cert, "--flush-interval", "0.05", live),
+        env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert rec.stdin is not None
+    sent = bytearray()
+    first = os.urandom(3 * 16384 + 100)
+    rec.stdin.write(first)
+    rec.stdin.flush()
+    sent += first
+    incomplete = archive / "live.rsv.incomplete"
+    wait_until(
+        "segments on disk",
+        lambda: incomplete.exists() and incomplete.stat().st_size > 3 * 16384,
+        rec,
+    )
+    lock_fd = os.open(held, os.O_RDONLY)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # "another process is writing it"
+    try:
+        batch = subprocess.run(
+            cli("batch", "rewrap", archive, "--key", a_key, "--to-cert", b_cert),
+            env=env, capture_output=True, timeout=HANG_GUARD, check=False,
+        )  # fmt: skip
+        audit = subprocess.run(
+            cli("batch", "audit", archive, "--key", a_key, "--cert", a_cert, "--json",
+                "--state-dir", tmp_path / "audit-state"),
+            env=env, capture_output=True, timeout=HANG_GUARD, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(lock_fd)
+    err = batch.stderr.decode()
+    assert batch.returncode == 0, err
+    assert "1 done" in err and "2 busy" in err, err
+    assert "running in this process" in err  # a few files: no Dask cluster
+    assert certs["B"].cert_id in header_of(done_rec).cert_ids
+    assert certs["B"].cert_id not in header_of(held).cert_ids
+    doc = json.loads(audit.stdout)
+    assert sorted(b["path"] for b in doc["busy"]) == ["held.rsv", "live.rsv.incomplete"]
+    rest = os.urandom(2 * 16384 + 7)
+    _, rec_err = rec.communicate(rest, timeout=HANG_GUARD)
+    sent += rest
+    assert rec.returncode == 0, rec_err.decode()
+    dec = EnvelopeDecryptor(_ring(certs["A"]))
+    assert dec.update(live.read_bytes()) + dec.finalize() == bytes(sent)
+
+
+def _ring(cert: Cert) -> IdentitySet:
+    return IdentitySet([Identity.from_private_key(cert.key, cert.cert)])
+
+
+# --- 3 ---------------------------------------------------------------------------------
+
+
+def test_two_rewraps_of_one_file_both_apply(
+    tmp_path: Path, certs: dict[str, Cert], env: dict[str, str]
+) -> None:
+    """Loss 3: ``rewrap --to-cert B`` and ``--to-cert C`` of one file at once.  Each gets
+    its keystore password through its own FIFO, released together, so both start the
+    re-wrap at the same moment; both changes must survive (or one fail, loudly)."""
+    ks = tmp_path / "keystore.rsk"
+    keystore_with(ks, certs["A"])
+    target = tmp_path / "big.rsv"
+    target.write_bytes(seal(bytes(48 << 20), certs["A"]))  # copying it takes a while
+    fifos, procs = [], []
+    for label in ("B", "C"):
+        cert_file, _ = certs[label].write(tmp_path)
+        fifo = tmp_path / f"pw-{label}"
+        os.mkfifo(fifo)
+        fifos.append(fifo)
+        procs.append(subprocess.Popen(
+            cli("rewrap", "--keystore", ks, "--password-file", fifo, "--to-cert", cert_file,
+                target),
+            env=env, stderr=subprocess.PIPE,
+        ))  # fmt: skip
+    writers = [os.open(f, os.O_WRONLY) for f in fifos]  # returns once each reader is there
+    for w in writers:
+        os.write(w, PASSWORD + b"\n")
+    for w in writers:
+        os.close(w)
+    results = []
+    for p in procs:
+        _, err = p.communicate(timeout=HANG_GUARD)
+        results.append((p.returncode, err.decode()))
+    ids = header_of(target).cert_ids
+    for (code, err), label in zip(results, ("B", "C"), strict=True):
+        if code == 0:
+            assert certs[label].cert_id in ids, f"{label}'s re-wrap was silently lost: {err}"
+        else:
+            assert code == 7 and "busy" in err, err  # a clear failure, never a silent loss
+    assert certs["A"].cert_id in ids
+    assert any(code == 0 for code, _ in results)
+
+
+# --- 4 ---------------------------------------------------------------------------------
+
+
+def _kill_when_writing_into(proc: subprocess.Popen[bytes], directory: Path, skip: set[str]) -> None:
+    """SIGKILL ``proc`` once it has a file open for its output in ``directory``."""
+
+    def writing() -> bool:
+        return any(
+            p.startswith(f"{directory}/") and p not in skip and not p.endswith(".lock")
+            for p in open_paths(proc.pid)
+        )
+
+    wait_until("the output to be open", writing, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=HANG_GUARD)
+
+
+def test_killed_decrypt_and_rewrap_leave_no_temporaries(
+    tmp_path: Path, certs: dict[str, Cert], env: dict[str, str]
+) -> None:
+    """Loss 4: SIGKILL ``decrypt --out-dir`` (plaintext) and ``rewrap`` mid-file; nothing
+    may be left behind after a later run, and plaintext never at all."""
+    ks = tmp_path / "keystore.rsk"
+    keystore_with(ks, certs["A"])
+    pw = tmp_path / "pw"
+    pw.write_bytes(PASSWORD + b"\n")
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    big = src / "call.wav.rsv"
+    big.write_bytes(seal(os.urandom(1 << 20) * 40, certs["A"], "audio/wav"))
+    ks_args = ["--keystore", ks, "--password-file", pw]
+    dec = subprocess.Popen(cli("decrypt", *ks_args, "--out-dir", out, big), env=env,
+                           stderr=subprocess.PIPE)  # fmt: skip
+    out.mkdir()
+    _kill_when_writing_into(dec, out, set())
+    assert list(out.iterdir()) == [], "a killed decrypt left plaintext on disk"
+    again = subprocess.run(cli("decrypt", *ks_args, "--out-dir", out, big), env=env,
+                           capture_output=True, timeout=HANG_GUARD, check=False)  # fmt: skip
+    assert again.returncode == 0, again.stderr.decode()
+    assert [p.name for p in out.iterdir()] == ["call.wav"]
+
+    b_cert, _ = certs["B"].write(tmp_path)
+    before = big.read_bytes()
+    rw = subprocess.Popen(cli("rewrap", *ks_args, "--to-cert", b_cert, big), env=env,
+                          stderr=subprocess.PIPE)  # fmt: skip
+    _kill_when_writing_into(rw, src, {str(big)})
+    assert big.read_bytes() == before  # the original is untouched
+    again = subprocess.run(cli("rewrap", *ks_args, "--to-cert", b_cert, big), env=env,
+                           capture_output=True, timeout=HANG_GUARD, check=False)  # fmt: skip
+    assert again.returncode == 0, again.stderr.decode()
+    assert sorted(p.name for p in src.iterdir()) == ["call.wav.rsv"]  # nothing stale left
+    assert certs["B"].cert_id in header_of(big).cert_ids
+
+
+def test_stale_named_temporaries_of_dead_processes_are_removed(
+    tmp_path: Path, certs: dict[str, Cert], env: dict[str, str]
+) -> None:
+    """Where O_TMPFILE is unavailable, a killed writer leaves a named temporary: the next
+    command writing into that directory removes it (its process is dead), and never
+    one whose process is alive."""
+    target = tmp_path / "call.rsv"
+    target.write_bytes(seal(bytes(32 << 20), certs["A"]))
+    script = (
+        "import sys\n"
+        "from recstream import durable\n"
+        "durable.USE_TMPFILE = False\n"
+        "with durable.atomic_output(sys.argv[1]) as fh:\n"
+        "    fh.write(b'half a file')\n"
+        "    sys.stdout.write('writing\\n'); sys.stdout.flush()\n"
+        "    sys.stdin.read()\n"
+    )
+    victim = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.bin")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    alive = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "other.bin")],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    for p in (victim, alive):
+        assert p.stdout is not None and p.stdout.readline() == b"writing\n"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=HANG_GUARD)
+    partials = sorted(p.name for p in tmp_path.glob(".*.partial"))
+    assert len(partials) == 2
+    b_cert, _ = certs["B"].write(tmp_path)
+    ks = tmp_path / "keystore.rsk"
+    keystore_with(ks, certs["A"])
+    pw = tmp_path / "pw"
+    pw.write_bytes(PASSWORD + b"\n")
+    run = subprocess.run(cli("rewrap", "--keystore", ks, "--password-file", pw, "--to-cert",
+                             b_cert, target),
+                         env=env, capture_output=True, timeout=HANG_GUARD, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr.decode()
+    left = sorted(p.name for p in tmp_path.glob(".*.partial"))
+    assert left == [n for n in partials if f".{alive.pid}." in n]  # the live one stays
+    alive.communicate(b"", timeout=HANG_GUARD)
+    assert alive.returncode == 0 and (tmp_path / "other.bin").read_bytes() == b"half a file"

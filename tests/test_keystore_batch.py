@@ -1,4 +1,4 @@
-"""Batch decryption with the keystore: a few hundred files, some tampered with."""
+"""``decrypt --out-dir`` with the keystore: a few hundred files, some tampered with."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from recstream.format import MediaKind
+from recstream.batch.local import expand_inputs, run_threads
+from recstream.envelope import EnvelopeEncryptor, new_metadata
+from recstream.format import Header, MediaKind, parse_header
 from recstream.keystore import create, load, update
-from recstream.keystore.batch import Item, output_name, plan, run
+from recstream.ops import DONE, FAILED, Tree, decrypt_one, output_name
 from tests.keystore_helpers import (
     NOW,
     PASSWORD,
@@ -100,7 +102,7 @@ def test_batch_decrypt_hundreds_with_some_tampered(
     )  # fmt: skip
     assert code == 7
     assert f"decrypted {len(good)} of 240 recordings" in err
-    assert f"{len(bad)} failed" in err
+    assert f"{len(bad)} not decrypted" in err
     for path, plain in good.items():
         target = out / path.parent.name / path.name.removesuffix(".rsv")
         assert target.read_bytes() == plain, path
@@ -123,51 +125,63 @@ def test_batch_decrypt_hundreds_with_some_tampered(
     assert stamp == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
 
 
-def test_plan_names_and_conflicts(tmp_path: Path) -> None:
+def test_one_output_naming_rule() -> None:
+    """decrypt --out-dir and batch decrypt name outputs by the same rule."""
+    recipient = recording_cert("N", start_days=-1, end_days=9).recipient
+
+    def header(media_type: str) -> Header:
+        md = new_metadata(recording_id="r", tenant="acme", media_kind=MediaKind.VOICE,
+                          media_type=media_type)  # fmt: skip
+        parsed = parse_header(EnvelopeEncryptor([recipient], md).take_header())
+        assert isinstance(parsed, Header)
+        return parsed
+
+    wav, au, odd = header("audio/wav"), header("audio/basic"), header("x-unknown/zzz")
+    assert output_name("call.wav.rsv", wav) == "call.wav"
+    assert output_name("d/voice.rsv", au) == "d/voice.au"
+    assert output_name("r1.rsv", odd) == "r1.bin"
+    assert output_name("p", wav) == "p.decrypted"
+    assert output_name(".rsv", wav) == ".rsv.decrypted"
+
+
+def test_inputs_expand_and_two_inputs_never_share_an_output(
+    ks_path: Path, certs: dict[str, Cert], tmp_path: Path
+) -> None:
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "x.rsv").write_bytes(b"")
-    (tmp_path / "x.rsv").write_bytes(b"")
-    (tmp_path / "plain").write_bytes(b"")
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "taken").write_bytes(b"")
-    (tmp_path / "taken.rsv").write_bytes(b"")
-    items = plan(
-        [tmp_path / "x.rsv", tmp_path / "a", tmp_path / "plain", tmp_path / "missing.rsv",
-         tmp_path / "taken.rsv", tmp_path / "x.rsv"],
-        tmp_path / "out",
-        force=False,
-    )  # fmt: skip
-    by = [(i.target.relative_to(tmp_path / "out").as_posix(), i.problem) for i in items]
-    assert by[0] == ("x", None)
-    # a/x.rsv, found by walking a/, keeps its path relative to a/: out/x again.
-    assert by[1][0] == "x" and by[1][1] is not None and "another input" in by[1][1]
-    assert output_name("call.wav.rsv") == "call.wav" and output_name("p") == "p.decrypted"
-    assert output_name(".rsv") == ".rsv.decrypted"
-    assert by[2] == ("plain.decrypted", None)
-    assert by[3][1] == "input file not found"
-    assert by[4][1] is not None and "output exists" in by[4][1]
-    assert by[5][1] is not None and "another input" in by[5][1]
+    for p in (tmp_path / "a" / "x.rsv", tmp_path / "x.rsv"):
+        p.write_bytes(seal(p.parent.name.encode(), [certs["B"].recipient]))
+    found = expand_inputs([tmp_path / "x.rsv", tmp_path / "a", tmp_path / "missing.rsv"])
+    assert found == [(tmp_path, "x.rsv"), (tmp_path / "a", "x.rsv"), (tmp_path, "missing.rsv")]
+    ks, out = load(ks_path, PASSWORD), Tree(tmp_path / "out")
+    work = [
+        lambda r=root, n=rel: decrypt_one(Tree(r), n, out, ks, existing="fail")
+        for root, rel in found
+    ]
+    results = run_threads(work, jobs=2)
+    assert sorted(r.status for r in results[:2]) == [DONE, FAILED]  # exclusive create
+    assert "output exists" in next(r.detail for r in results[:2] if r.status == FAILED)
+    assert results[2].status == FAILED and "input file not found" in results[2].detail
+    assert (tmp_path / "out" / "x.wav").read_bytes() in (b"a", tmp_path.name.encode())
 
 
 def test_run_reports_in_order_and_counts(
     ks_path: Path, certs: dict[str, Cert], tmp_path: Path
 ) -> None:
     ks = load(ks_path, PASSWORD)
-    items = []
+    src, out = Tree(tmp_path), Tree(tmp_path / "out")
+    names = []
     for i in range(20):
-        src = tmp_path / f"{i}.rsv"
-        src.write_bytes(seal(bytes([i]) * 1000, [certs["B"].recipient]))
-        items.append(Item(src, tmp_path / "out" / f"{i}"))
-    items.append(Item(tmp_path / "nope", tmp_path / "out" / "nope", "input file not found"))
+        (tmp_path / f"{i}.rsv").write_bytes(seal(bytes([i]) * 1000, [certs["B"].recipient]))
+        names.append(f"{i}.rsv")
+    names.append("nope.rsv")
     seen: list[str] = []
-    results = run(items, ks, jobs=3, on_result=lambda r: seen.append(r.item.source.name))
-    assert [r.item for r in results] == items and sorted(seen) == sorted(
-        i.source.name for i in items
-    )
+    work = [lambda n=n: decrypt_one(src, n, out, ks, existing="fail") for n in names]
+    results = run_threads(work, jobs=3, on_result=lambda r: seen.append(r.path))
+    assert [r.path for r in results] == names and sorted(seen) == sorted(names)
     assert [r.ok for r in results] == [True] * 20 + [False]
-    assert all(r.plaintext_bytes == 1000 for r in results[:20])
+    assert all(r.bytes == 1000 for r in results[:20])
     with pytest.raises(ValueError, match="jobs"):
-        run(items, ks, jobs=0)
+        run_threads(work, jobs=0)
 
 
 class _TerminalCapture:

@@ -7,18 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from recstream.envelope import Identity, IdentitySet
-from recstream.errors import (
-    IntegrityError,
-    KeystoreEntryError,
-    NoMatchingKeyError,
-    SegmentAuthError,
-    TruncatedStreamError,
-)
+from recstream import durable
+from recstream.envelope import Identity, IdentitySet, KeyRing
+from recstream.errors import NoMatchingKeyError
 from recstream.format import Header, MediaKind, parse_header
 from recstream.keystore import create, load, update
-from recstream.keystore import rewrap as rewrap_mod
-from recstream.keystore.rewrap import for_tenant, rewrap_file
+from recstream.ops import DONE, FAILED, SKIPPED, NewRecipients, Outcome, Tree, rewrap_one
+from recstream.ops.rewrap import for_tenant
 from tests.keystore_helpers import (
     NOW,
     PASSWORD,
@@ -63,6 +58,12 @@ def _split(data: bytes) -> tuple[Header, bytes]:
     return header, data[header.length :]
 
 
+def rewrap_file(
+    path: Path, keys: KeyRing, new: NewRecipients, drop: frozenset[str] = frozenset()
+) -> Outcome:
+    return rewrap_one(Tree(path.parent), path.name, None, keys, new, drop=drop)
+
+
 def _only(cert: Cert) -> IdentitySet:
     """A key ring holding just this certificate's key."""
     return IdentitySet([Identity.from_private_key(cert.key, cert.cert)])
@@ -77,9 +78,9 @@ def test_rewrap_moves_a_recording_off_a_key(
     before_header, before_body = _split(path.read_bytes())
     ks = load(ks_path, PASSWORD)
     done = rewrap_file(path, ks, for_tenant(ks, "acme", now=NOW), frozenset({old.cert_id}))
-    assert done.changed
-    assert done.before == (old.cert_id, escrow.cert_id)
-    assert done.after == (escrow.cert_id, new.cert_id)
+    assert done.status == DONE
+    assert done.info["before"] == [old.cert_id, escrow.cert_id]
+    assert done.info["after"] == [escrow.cert_id, new.cert_id]
     after_header, after_body = _split(path.read_bytes())
     assert after_body == before_body  # the media bytes are identical
     assert after_header.context == before_header.context
@@ -92,7 +93,7 @@ def test_rewrap_moves_a_recording_off_a_key(
     # Again: nothing to do, the file is untouched.
     stamp = path.stat().st_mtime_ns
     again = rewrap_file(path, ks, for_tenant(ks, "acme", now=NOW), frozenset({old.cert_id}))
-    assert not again.changed and path.stat().st_mtime_ns == stamp
+    assert again.status == SKIPPED and path.stat().st_mtime_ns == stamp
 
 
 def test_rewrap_refusals_leave_the_file_alone(
@@ -109,18 +110,18 @@ def test_rewrap_refusals_leave_the_file_alone(
     torn.write_bytes(whole[:-500])  # the final segment cut short
     foreign = tmp_path / "foreign.rsv"
     foreign.write_bytes(seal(PLAIN, [certs["EXT"].recipient]))
-    for path, error, message in (
-        (other, KeystoreEntryError, "belongs to tenant beta"),
-        (cut, TruncatedStreamError, "not a complete recording"),
-        (torn, SegmentAuthError, "segment 5 failed"),
-        (foreign, NoMatchingKeyError, certs["EXT"].cert_id),
+    for path, message in (
+        (other, "belongs to tenant beta"),
+        (cut, "not a complete recording"),
+        (torn, "segment 5 failed"),
+        (foreign, certs["EXT"].cert_id),
     ):
         before = path.read_bytes()
-        with pytest.raises(error, match=message):
-            rewrap_file(path, ks, pick, frozenset())
+        done = rewrap_file(path, ks, pick, frozenset())
+        assert done.status == FAILED and message in done.detail
         assert path.read_bytes() == before
-    with pytest.raises(ValueError, match="also be dropped"):
-        rewrap_file(foreign, ks, pick, frozenset({certs["NEW"].cert_id}))
+    done = rewrap_file(foreign, ks, pick, frozenset({certs["NEW"].cert_id}))
+    assert done.status == FAILED and "also be dropped" in done.detail
     assert no_partials(tmp_path) == []
 
 
@@ -131,19 +132,19 @@ def test_failure_while_copying_leaves_the_original(
     original = seal(PLAIN, [certs["OLD"].recipient])
     path.write_bytes(original)
     calls = 0
-    real = rewrap_mod._write_all_fd
+    real = durable.write_all
 
-    def fail_second(fd: int, data: bytes, offset: int) -> None:
+    def fail_second(fd: object, data: bytes) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise OSError(28, "No space left on device")
-        real(fd, data, offset)
+        real(fd, data)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(rewrap_mod, "_write_all_fd", fail_second)
+    monkeypatch.setattr(durable, "write_all", fail_second)
     ks = load(ks_path, PASSWORD)
-    with pytest.raises(OSError, match="No space"):
-        rewrap_file(path, ks, for_tenant(ks, "acme", now=NOW), frozenset())
+    done = rewrap_file(path, ks, for_tenant(ks, "acme", now=NOW), frozenset())
+    assert done.status == FAILED and "No space" in done.detail
     assert path.read_bytes() == original and no_partials(tmp_path) == []
 
 
@@ -155,17 +156,20 @@ def test_a_corrupted_copy_is_caught_before_replacing(
     path = tmp_path / "call.rsv"
     original = seal(PLAIN, [certs["OLD"].recipient])
     path.write_bytes(original)
-    real = rewrap_mod._write_all_fd
+    real = durable.write_all
+    calls = 0
 
-    def corrupt_body(fd: int, data: bytes, offset: int) -> None:
-        if offset > 0:
+    def corrupt_body(fd: object, data: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:  # the header goes first, then the body
             data = bytes([data[0] ^ 1]) + data[1:]
-        real(fd, data, offset)
+        real(fd, data)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(rewrap_mod, "_write_all_fd", corrupt_body)
+    monkeypatch.setattr(durable, "write_all", corrupt_body)
     ks = load(ks_path, PASSWORD)
-    with pytest.raises(IntegrityError, match="differs from the original"):
-        rewrap_file(path, ks, for_tenant(ks, "acme", now=NOW), frozenset())
+    done = rewrap_file(path, ks, for_tenant(ks, "acme", now=NOW), frozenset())
+    assert done.status == FAILED and "differs from the original" in done.detail
     assert path.read_bytes() == original and no_partials(tmp_path) == []
 
 
@@ -213,7 +217,8 @@ def test_rewrap_cli(
     assert open_envelope(one.read_bytes(), _only(ext)) == PLAIN[:1000]
     # Refusals
     for argv, message in (
-        (["--tenant", "acme", "--drop", "abcd", one], "64 hex"),
+        (["--tenant", "acme", "--drop", "abcd", one], "8+ hex digits"),
+        (["--tenant", "acme", "--drop", "0123456789", one], "no such certificate"),
         (["--to-cert", cert_file, "--drop", ext.cert_id, one], "new recipient"),
         (["--tenant", "acme", tmp_path / "missing.rsv"], "not found"),
         (["--tenant", "acme", "--to-cert", cert_file, one], "not allowed with"),

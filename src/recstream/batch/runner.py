@@ -20,9 +20,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from recstream.batch.archive import list_envelopes, url_to_fs
-from recstream.batch.jobs import Outcome
+from recstream.batch.local import run_threads
+from recstream.ops import BUSY, FAILED, Outcome
 
-__all__ = ["JobReport", "Manifest", "run_job"]
+__all__ = ["IN_PROCESS_MAX", "JobReport", "Manifest", "run_job"]
+
+# Up to this many recordings (and no --scheduler or --workers), a job runs on
+# threads in this process: a local Dask cluster takes seconds to start, which is
+# more than a few hundred recordings take (bench/keystore_batch.py: ~500 files/s).
+IN_PROCESS_MAX = 1000
 
 
 class Manifest:
@@ -37,7 +43,7 @@ class Manifest:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line torn by a kill: that file is simply redone
-                if rec.get("status") not in ("failed", None):
+                if rec.get("status") not in (FAILED, BUSY, None):  # those are retried
                     self.done[rec["path"]] = rec
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh: IO[str] = path.open("a")
@@ -61,6 +67,7 @@ class JobReport:
     seconds: float = 0.0
     startup_seconds: float = 0.0  # bringing up the cluster, included in ``seconds``
     workers: int = 0
+    in_process: bool = False
 
     @property
     def counts(self) -> Counter[str]:
@@ -68,7 +75,12 @@ class JobReport:
 
     @property
     def failures(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+        return [o for o in self.outcomes if o.status == FAILED]
+
+    @property
+    def busy(self) -> list[Outcome]:
+        """Recordings left alone: still being recorded, or held by another process."""
+        return [o for o in self.outcomes if o.status == BUSY]
 
     def rate(self) -> float:
         """Files per second once the cluster was up."""
@@ -86,6 +98,8 @@ class JobReport:
             "startup_seconds": round(self.startup_seconds, 3),
             "files_per_second": round(self.rate(), 1),
             "workers": self.workers,
+            "in_process": self.in_process,
+            "busy": [{"path": o.path, "reason": o.detail} for o in self.busy],
             "failures": [{"path": o.path, "reason": o.detail} for o in self.failures],
         }
 
@@ -115,15 +129,32 @@ def run_job(
     scheduler: str | None = None,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> JobReport:
-    """Run ``task(src, rel, *args)`` for every envelope under ``src``."""
+    """Run ``task(src, rel, *args)`` for every envelope under ``src``.
+
+    Without ``scheduler`` or ``workers``, up to :data:`IN_PROCESS_MAX` recordings run
+    on threads in this process; otherwise on Dask.  ``announce`` is told which.
+    """
     rels = list(list_envelopes(src))
     manifest = Manifest(state / f"{job_id(job, params)}.jsonl")
     todo = [r for r in rels if r not in manifest.done]
     report = JobReport(job, len(rels), len(rels) - len(todo))
     t0 = time.perf_counter()
     try:
-        if todo:
+        if todo and scheduler is None and workers is None and len(todo) <= IN_PROCESS_MAX:
+            report.in_process, report.workers = True, 1
+            if announce is not None:
+                announce(
+                    f"{len(todo)} recording(s): running in this process (a Dask cluster is "
+                    f"started for more than {IN_PROCESS_MAX}, or with --workers/--scheduler)"
+                )
+            _run_here(task, src, todo, args=args, manifest=manifest, report=report,
+                      progress=progress)  # fmt: skip
+        elif todo:
+            if announce is not None:
+                where = scheduler or f"a local Dask cluster ({workers or os.cpu_count()} workers)"
+                announce(f"{len(todo)} recording(s): running on {where}")
             with _client(scheduler, workers) as client:
                 report.startup_seconds = time.perf_counter() - t0
                 report.workers = len(client.scheduler_info()["workers"])
@@ -141,6 +172,40 @@ def run_job(
         manifest.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _run_here(
+    task: Callable[..., Outcome],
+    src: str,
+    todo: list[str],
+    *,
+    args: tuple[Any, ...],
+    manifest: Manifest,
+    report: JobReport,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    pending: list[Outcome] = []
+
+    def record(outcome: Outcome) -> None:
+        pending.append(outcome)
+        report.outcomes.append(outcome)
+        if len(pending) >= MAX_CHUNK:  # one fsync per chunk, as a Dask task's
+            manifest.record(pending)
+            pending.clear()
+        if progress is not None:
+            progress(len(report.outcomes), len(todo))
+
+    try:
+        run_threads([_bind(task, src, rel, args) for rel in todo], on_result=record)
+    finally:
+        if pending:
+            manifest.record(pending)
+
+
+def _bind(
+    task: Callable[..., Outcome], src: str, rel: str, args: tuple[Any, ...]
+) -> Callable[[], Outcome]:
+    return lambda: task(src, rel, *args)
 
 
 def run_chunk(task: Callable[..., Outcome], src: str, rels: list[str], *args: Any) -> list[Outcome]:

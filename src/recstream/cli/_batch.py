@@ -1,8 +1,10 @@
 """``recstream decrypt --out-dir DIR FILE...``: the printing side of batch decryption.
 
-The work is :mod:`recstream.keystore.batch`; this module plans, asks for the keys,
-shows a progress line on stderr when it is a terminal, prints the summary (done,
-failed with reasons) and turns any failure into exit 7.
+The work is :func:`recstream.ops.decrypt_one` (the same operation as ``batch
+decrypt``, with the same output names), scheduled on threads by
+:mod:`recstream.batch.local`; this module asks for the keys, shows a progress line
+on stderr when it is a terminal, prints the summary (done, busy, failed with
+reasons) and turns any failure into exit 7.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from recstream.batch.local import expand_inputs, run_threads
 from recstream.cli import EXIT_BATCH_FAILURES, UsageError, eprint
 from recstream.envelope import KeyRing
-from recstream.keystore.batch import Result, plan, run
+from recstream.ops import DONE, Existing, Outcome, Tree, decrypt_one
 
 __all__ = ["batch_decrypt"]
 
@@ -26,7 +29,7 @@ class _Progress:
     def __init__(self, total: int) -> None:
         self.total, self.done, self.failed = total, 0, 0
 
-    def __call__(self, result: Result) -> None:
+    def __call__(self, result: Outcome) -> None:
         if result.ok:
             self.done += 1
         else:
@@ -52,16 +55,24 @@ def batch_decrypt(
     if out_dir.exists() and not out_dir.is_dir():
         msg = f"--out-dir {out_dir} is not a directory"
         raise UsageError(msg)
-    items = plan(inputs, out_dir, force=args.force)
+    items = expand_inputs(inputs)
     if not items:
         msg = "no recordings to decrypt (directories are searched for *.rsv files)"
         raise UsageError(msg)
     keys = get_keys(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = _Progress(len(items)) if sys.stderr.isatty() else None
+    existing: Existing = "replace" if args.force else "fail"
+    dst = Tree(out_dir)
+    trees = {root: Tree(root) for root in {root for root, _ in items}}
+
+    def work(root: Path, rel: str) -> Callable[[], Outcome]:
+        return lambda: _named(decrypt_one(trees[root], rel, dst, keys, existing=existing), root)
+
     start = time.perf_counter()
     try:
-        results = run(items, keys, jobs=args.jobs, on_result=progress)
+        results = run_threads([work(r, rel) for r, rel in items], jobs=args.jobs,
+                              on_result=progress)  # fmt: skip
     finally:
         if progress is not None:
             progress.close()
@@ -69,9 +80,14 @@ def batch_decrypt(
     return _summary(results, out_dir, elapsed)
 
 
-def _summary(results: list[Result], out_dir: Path, elapsed: float) -> int:
-    good = [r for r in results if r.ok]
-    bad = [r for r in results if not r.ok]
+def _named(outcome: Outcome, root: Path) -> Outcome:
+    outcome.path = str(root / outcome.path)  # as the user named it, for the summary
+    return outcome
+
+
+def _summary(results: list[Outcome], out_dir: Path, elapsed: float) -> int:
+    good = [r for r in results if r.status == DONE]
+    bad = [r for r in results if r.status != DONE]
     mb = sum(r.envelope_bytes for r in good) / 1e6
     rate = f"{len(good) / elapsed:.0f} files/s, {mb / elapsed:.1f} MB/s" if elapsed > 0 else ""
     eprint(
@@ -80,7 +96,7 @@ def _summary(results: list[Result], out_dir: Path, elapsed: float) -> int:
     )
     if not bad:
         return 0
-    eprint(f"recstream: {len(bad)} failed (no output was left for them):")
+    eprint(f"recstream: {len(bad)} not decrypted (no output was left for them):")
     for r in bad:
-        eprint(f"  {r.item.source}: {r.error}")
+        eprint(f"  {r.path}: {r.detail}")
     return EXIT_BATCH_FAILURES

@@ -16,7 +16,11 @@ from recstream.cli._util import read_input_file
 
 KEY_HELP = (
     "Workers open the keys themselves from these paths (nothing secret is sent in a "
-    "task graph): give paths every worker can read."
+    "task graph): give paths every worker can read. Without --keystore or --key, the "
+    "keystore is $RECSTREAM_KEYSTORE (else the default), and its password "
+    "$RECSTREAM_KEYSTORE_PASSWORD when there is no --password-file. Recordings still "
+    "being recorded (*.incomplete) or held by another process are left alone and "
+    "counted as busy; a re-run retries them."
 )
 
 
@@ -58,7 +62,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                 action="append",
                 default=[],
                 metavar="CERT_ID",
-                help="certificate ID to remove from the recipients (repeatable)",
+                help="certificate ID, or a unique prefix of 8+ hex digits among the keys' "
+                "certificates, to remove from the recipients (repeatable)",
             )
         if name == "audit":
             j.add_argument(
@@ -98,51 +103,80 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _spec(args: argparse.Namespace) -> Any:
-    from recstream.batch.keys import KeySpec
+    from recstream.keysource import ENV_PATH, KeySource
 
     if args.keystore and args.key:
         msg = "give either --keystore or --key, not both"
         raise UsageError(msg)
-    if not args.keystore and not args.key:
-        msg = "give --keystore KS or --key KEY.pem to open the recordings"
-        raise UsageError(msg)
-    paths = [args.keystore, args.password_file, *args.key, *args.cert]
+    keystore = None
+    if not args.key:
+        keystore = KeySource(keystore=args.keystore).keystore_file()
+        if not args.keystore and not keystore.is_file():
+            msg = (
+                f"give --keystore KS or --key KEY.pem to open the recordings (or set "
+                f"${ENV_PATH}; {keystore} does not exist)"
+            )
+            raise UsageError(msg)
+    paths = [keystore, args.password_file, *args.key, *args.cert]
     for path in filter(None, paths):
         if not Path(path).is_file():
             msg = f"file not found: {path}"
             raise UsageError(msg)
-    absolute = [str(Path(p).resolve()) for p in args.key]
-    return KeySpec(
-        keystore=str(Path(args.keystore).resolve()) if args.keystore else None,
+    return KeySource(  # absolute: workers may run elsewhere
+        keystore=str(keystore.resolve()) if keystore else None,
         password_file=str(Path(args.password_file).resolve()) if args.password_file else None,
-        key_files=tuple(absolute),
+        key_files=tuple(str(Path(p).resolve()) for p in args.key),
         cert_files=tuple(str(Path(p).resolve()) for p in args.cert),
     )
+
+
+def _drop_ids(args: argparse.Namespace, opened: Any, pems: tuple[bytes, ...]) -> frozenset[str]:
+    """--drop: full IDs, or unique prefixes among the keys' and --to-cert certificates.
+
+    A full ID the keys do not know is taken as given (recordings may name certificates
+    whose keys are lost); a prefix must match exactly one known certificate.
+    """
+    from recstream.ops import AddCertificates, resolve_cert_ids
+
+    known = set(opened.certs) | {r.cert_id_hex for r in AddCertificates(pems).recipients()}
+    full = {d.strip().lower().replace(":", "") for d in args.drop}
+    known |= {d for d in full if len(d) == 64}
+    try:
+        return resolve_cert_ids(args.drop, known, what="--drop")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from recstream.batch import jobs
     from recstream.batch.runner import run_job, state_dir
+    from recstream.errors import PasswordError
+    from recstream.ops import AddCertificates
 
     if args.workers is not None and args.workers < 1:
         msg = "--workers must be at least 1"
         raise UsageError(msg)
     spec = _spec(args)
-    spec.open()  # fail fast here on a wrong password or bad key, not in every task
+    try:
+        opened = spec.open()  # fail fast here on a wrong password or bad key, not per task
+    except PasswordError as exc:
+        msg = f"{exc}: --password-file F, or $RECSTREAM_KEYSTORE_PASSWORD (workers read it too)"
+        raise UsageError(msg) from None
     task: Callable[..., Any]
     extra: tuple[Any, ...]
     if args.job == "decrypt":
-        task, extra, root = jobs.decrypt_one, (args.dst, spec), args.dst
+        task, extra, root = jobs.decrypt_task, (args.dst, spec), args.dst
     elif args.job == "rewrap":
         if not args.to_cert and not args.drop:
             msg = "rewrap needs --to-cert NEW.pem and/or --drop CERT_ID"
             raise UsageError(msg)
         pems = tuple(read_input_file(p, "certificate") for p in args.to_cert)
-        task = jobs.rewrap_one
-        extra = (args.dst, spec, pems, tuple(d.lower() for d in args.drop))
+        drop = _drop_ids(args, opened, pems)
+        task = jobs.rewrap_task
+        extra = (args.dst, spec, AddCertificates(pems), drop)
         root = args.dst or args.src
     else:
-        task, extra, root = jobs.audit_one, (spec, args.unwrap, time.time()), args.src
+        task, extra, root = jobs.audit_task, (spec, args.unwrap, time.time()), args.src
     report = run_job(
         args.job,
         task,
@@ -153,16 +187,21 @@ def cmd_batch(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         workers=args.workers,
         progress=_tty_progress(args.job),
+        announce=lambda text: eprint(f"recstream: batch {args.job}: {text}"),
     )
     if args.job == "audit":
         return _print_audit(report, args.json)
     counts = report.counts
+    where = "in this process" if report.in_process else f"on {report.workers} worker(s)"
     eprint(
         f"recstream: batch {args.job}: {report.total} recordings, {counts.get('done', 0)} "
         f"done, {counts.get('skipped', 0) + report.resumed} already done, "
+        f"{counts.get('busy', 0)} busy (left alone), "
         f"{counts.get('failed', 0)} failed in {report.seconds:.1f} s "
-        f"({report.rate():.0f}/s on {report.workers} worker(s))"
+        f"({report.rate():.0f}/s {where})"
     )
+    for o in report.busy:
+        eprint(f"  BUSY {o.path}: {o.detail}")
     for o in report.failures:
         eprint(f"  FAILED {o.path}: {o.detail}")
     return EXIT_BATCH_FAILURES if report.failures else 0
@@ -175,7 +214,8 @@ def _print_audit(report: Any, as_json: bool) -> int:
     for o in outcomes:
         for cid in o.info.get("cert_ids", []):
             per_cert[cid] += 1
-        per_tenant[o.info.get("tenant", "?")] += 1
+        if o.status != "busy":
+            per_tenant[o.info.get("tenant", "?")] += 1
     problems = [o for o in outcomes if o.status != "ok"]
     doc = report.to_dict() | {
         "orphans": [o.to_dict() for o in outcomes if o.status == "orphan"],
@@ -193,7 +233,8 @@ def _print_audit(report: Any, as_json: bool) -> int:
             f"{c.get('ok', 0)} ok, {c.get('orphan', 0)} ORPHANED, "
             f"{c.get('expired', 0)} only under expired certificates, "
             f"{c.get('expiring', 0)} under certificates expiring within 30 days, "
-            f"{c.get('failed', 0)} unreadable"
+            f"{c.get('failed', 0)} unreadable, {c.get('busy', 0)} busy (being written; "
+            "left alone)"
         )
         for o in problems:
             print(f"  {o.status.upper():<9} {o.path}: {o.detail}")

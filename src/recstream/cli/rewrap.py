@@ -1,7 +1,9 @@
 """``recstream rewrap``: move recordings to a new certificate, header only.
 
 Parses options, expands directories, prints one line per file and a summary; the
-work is :func:`recstream.keystore.rewrap.rewrap_file`.  Exit 7 if any file failed.
+work is :func:`recstream.ops.rewrap_one` (the same operation as ``batch rewrap``).
+A file another process is re-wrapping is waited for (then re-read, so both changes
+apply); one being recorded is left alone.  Exit 7 if any file failed or was busy.
 """
 
 from __future__ import annotations
@@ -18,10 +20,17 @@ from recstream.errors import CertificateError, KeyPolicyError, RecstreamError
 from recstream.format import MediaKind
 from recstream.keystore.model import Keystore, check_tenant
 from recstream.keystore.resolve import active_recipient
-from recstream.keystore.rewrap import NewRecipient, for_tenant, rewrap_file
-from recstream.pki._util import utcnow
+from recstream.ops import DONE, FAILED, SKIPPED, NewRecipients, Tree, resolve_cert_ids, rewrap_one
+from recstream.ops.rewrap import for_tenant
 from recstream.pki.certs import load_certificate
+from recstream.pki.dates import utcnow
 from recstream.pki.verify import check_recording_certificate, verify_recording_certificate
+from recstream.reader import FileSource, read_header_at
+
+# Another re-wrap of the same file finishes in well under this (it rewrites a header
+# and copies the body); a live recording holds its file far longer: then the file is
+# reported busy rather than waited for.
+LOCK_WAIT_SECONDS = 30.0
 
 __all__ = ["register"]
 
@@ -60,7 +69,8 @@ def _reg_rewrap(sub: argparse._SubParsersAction[Any]) -> None:
         action="append",
         default=[],
         metavar="CERT_ID",
-        help="remove this recipient (full 64-hex certificate ID); repeatable",
+        help="remove this recipient: its certificate ID or a unique prefix of 8+ hex digits "
+        "(among the keystore's certificates and the files' recipients); repeatable",
     )
     p.add_argument("--ca-file", metavar="CA.pem", help="validate the new certificate against it")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -68,24 +78,25 @@ def _reg_rewrap(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def cmd_rewrap(args: argparse.Namespace) -> int:
-    drop = frozenset(_cert_id(d) for d in args.drop)
     files = _expand(args.files)
     bundle = read_input_file(args.ca_file, "CA") if args.ca_file else None
     ks, _ = open_keystore(args.keystore, args.password_file)
+    drop = _drop_ids(args.drop, ks, files)
     new = _new_recipient(args, ks, bundle, drop)
     failed: list[tuple[Path, str]] = []
     changed = 0
     for path in files:
-        try:
-            done = rewrap_file(path, ks, new, drop)
-        except (RecstreamError, OSError, ValueError) as exc:
-            failed.append((path, _reason(exc)))
-            continue
-        if done.changed:
+        done = rewrap_one(Tree(path.parent), path.name, None, ks, new, drop=drop,
+                          wait=LOCK_WAIT_SECONDS)  # fmt: skip
+        if done.status == DONE:
             changed += 1
-            eprint(f"recstream: re-wrapped {path}: {_ids(done.before)} -> {_ids(done.after)}")
-        else:
+            before, after = done.info["before"], done.info["after"]
+            eprint(f"recstream: re-wrapped {path}: {_ids(before)} -> {_ids(after)}")
+        elif done.status == SKIPPED:
             eprint(f"recstream: {path} already has that recipient and none to drop")
+        else:
+            why = done.detail if done.status == FAILED else f"busy: {done.detail}"
+            failed.append((path, why))
     eprint(
         f"recstream: re-wrapped {changed} of {len(files)} file(s); "
         f"{len(files) - changed - len(failed)} already up to date; {len(failed)} failed"
@@ -97,7 +108,7 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
 
 def _new_recipient(
     args: argparse.Namespace, ks: Keystore, bundle: bytes | None, drop: frozenset[str]
-) -> NewRecipient:
+) -> NewRecipients:
     now = utcnow()
     if args.tenant is not None:
         ids = set()
@@ -128,15 +139,25 @@ def _new_recipient(
             "re-wrap only its private key's holder can open files that lose their other "
             "recipients"
         )
-    return lambda _header: recipient
+    return lambda _header: [recipient]
 
 
-def _cert_id(text: str) -> str:
-    cid = text.strip().lower().replace(":", "")
-    if len(cid) != 64 or any(c not in "0123456789abcdef" for c in cid):
-        msg = f"--drop needs a full certificate ID (64 hex digits), not {text!r}"
-        raise UsageError(msg)
-    return cid
+def _drop_ids(texts: list[str], ks: Keystore, files: list[Path]) -> frozenset[str]:
+    """--drop IDs or unique 8+ digit prefixes among the keystore's certificates and the
+    files' recipients; an ID known to neither is refused (exit 2)."""
+    if not texts:
+        return frozenset()
+    known = {e.cert_id for e in ks.entries}
+    for path in files:
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                known.update(read_header_at(FileSource(fh.fileno())).cert_ids)
+        except (OSError, ValueError, RecstreamError):
+            continue  # that file's own re-wrap reports it
+    try:
+        return resolve_cert_ids(texts, known, what="--drop")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _expand(inputs: list[str]) -> list[Path]:
@@ -160,7 +181,3 @@ def _ids(ids: tuple[str, ...]) -> str:
     return ", ".join(i[:16] for i in ids)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError):
-        return f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
-    return str(exc)
