@@ -365,3 +365,77 @@ def test_stale_named_temporaries_of_dead_processes_are_removed(
     assert left == [n for n in partials if f".{alive.pid}." in n]  # the live one stays
     alive.communicate(b"", timeout=HANG_GUARD)
     assert alive.returncode == 0 and (tmp_path / "other.bin").read_bytes() == b"half a file"
+
+
+# --- 5 ---------------------------------------------------------------------------------
+
+
+def _file_position(pid: int, fd: int) -> int:
+    for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines():
+        if line.startswith("pos:"):
+            return int(line.split()[1])
+    return -1  # pragma: no cover
+
+
+def _grow_while_reading(
+    inp: Path, argv: list[str], env: dict[str, str]
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``encrypt`` and append to its input while it is reading it (SIGSTOP/SIGCONT
+    around the append, so the growth lands mid-read for certain)."""
+    size = inp.stat().st_size
+    for _ in range(20):  # a run that read everything before we caught it proves nothing
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        fd: list[int] = []
+
+        def reading(proc: subprocess.Popen[bytes] = proc, fd: list[int] = fd) -> bool:
+            if not fd:
+                got = fd_of(proc.pid, inp)
+                if got is None:
+                    return False
+                fd.append(got)
+            try:
+                return _file_position(proc.pid, fd[0]) > 0
+            except FileNotFoundError:
+                return True  # closed already: caught too late; checked below
+
+        wait_until("encrypt to start reading", reading, proc)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            pos = _file_position(proc.pid, fd[0])
+        except FileNotFoundError:
+            pos = size
+        if 0 < pos < size:
+            with inp.open("ab") as fh:
+                fh.write(b"more media arriving" * 1000)
+            os.kill(proc.pid, signal.SIGCONT)
+            out, err = proc.communicate(timeout=HANG_GUARD)
+            return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.communicate(timeout=HANG_GUARD)
+        Path(argv[-1]).unlink(missing_ok=True)
+    pytest.fail("never caught encrypt mid-read")
+
+
+def test_encrypt_refuses_an_input_that_grows_and_snapshots_on_request(
+    tmp_path: Path, certs: dict[str, Cert], env: dict[str, str]
+) -> None:
+    """Loss 5: an input growing while ``encrypt`` reads it was cut to an arbitrary prefix,
+    exit 0.  Now: refused (nothing written) unless ``--snapshot``, which encrypts exactly
+    the bytes there were when it started, and says how many."""
+    a_cert, _ = certs["A"].write(tmp_path)
+    inp, out = tmp_path / "growing.wav", tmp_path / "out.rsv"
+    original = os.urandom(1 << 20) * 48
+    inp.write_bytes(original)
+    refused = _grow_while_reading(inp, cli("encrypt", "--cert", a_cert, inp, out), env)
+    err = refused.stderr.decode()
+    assert refused.returncode == 2, err
+    assert "changed size while it was read" in err and f"{len(original)} bytes" in err
+    assert not out.exists() and list(tmp_path.glob(".*.partial")) == []
+
+    inp.write_bytes(original)
+    snap = _grow_while_reading(inp, cli("encrypt", "--snapshot", "--cert", a_cert, inp, out), env)
+    err = snap.stderr.decode()
+    assert snap.returncode == 0, err
+    assert f"{len(original)} bytes (a snapshot" in err
+    dec = EnvelopeDecryptor(_ring(certs["A"]))
+    assert dec.update(out.read_bytes()) + dec.finalize() == original

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +66,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="voice or screen recording (default: screen for video/*, else voice)",
     )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="IN may still be growing (being written): encrypt the bytes it has when "
+        "encryption starts (without it, an IN that grows while it is read is refused)",
+    )
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
     p.set_defaults(func=cmd_encrypt)
@@ -125,14 +133,78 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     _check_paths(args.input, args.output, args.force)
     metadata, recipients = recording_from_args(args, args.input)
     enc = EnvelopeEncryptor(recipients, metadata)
-    with _open_in(args.input) as src, _open_out(args.output, args.force) as dst:
-        written = pump(src, dst, enc)
+    with _open_in(args.input) as raw, _open_out(args.output, args.force) as dst:
+        src = _Counted(raw, snapshot=args.snapshot)
+        written = pump(src, dst, enc)  # type: ignore[arg-type]
+        src.check_unchanged(args.input)
+    grew = src.grew_note()
     eprint(
-        f"recstream: encrypted {args.input} -> {args.output}: recording {metadata.recording_id}, "
-        f"{enc.segments} segment(s), {written} bytes, for certificate ID(s) "
-        f"{', '.join(enc.cert_ids)}"
+        f"recstream: encrypted {args.input} -> {args.output}: {src.count} bytes{grew}, "
+        f"recording {metadata.recording_id}, {enc.segments} segment(s), {written} bytes "
+        f"written, for certificate ID(s) {', '.join(enc.cert_ids)}"
     )
     return 0
+
+
+class _Counted:
+    """The input of ``encrypt``: counts what is read and notices a file that grows.
+
+    A regular file's size is taken when reading starts.  With ``snapshot``, reading
+    stops there (a growing file's first bytes, as they were); without, a file whose
+    size changed while it was read is refused: encrypting an arbitrary prefix of a
+    file still being written would silently lose its end.
+    """
+
+    def __init__(self, fh: IO[bytes], *, snapshot: bool) -> None:
+        self._fh = fh
+        self.count = 0
+        self.start: int | None = None
+        self.end: int | None = None
+        try:
+            st = os.fstat(fh.fileno())
+            if stat.S_ISREG(st.st_mode):
+                self.start = st.st_size
+        except (OSError, ValueError):  # pragma: no cover - no descriptor
+            pass
+        self._limit = self.start if snapshot else None
+
+    def readinto(self, buf: bytearray) -> int:
+        want = len(buf)
+        if self._limit is not None:
+            want = min(want, self._limit - self.count)
+            if want <= 0:
+                return 0
+        with memoryview(buf) as view:
+            n = self._fh.readinto(view[:want]) or 0  # type: ignore[attr-defined]
+        self.count += n
+        return n
+
+    def _size_now(self) -> int | None:
+        try:
+            return os.fstat(self._fh.fileno()).st_size
+        except (OSError, ValueError):  # pragma: no cover
+            return None
+
+    def check_unchanged(self, name: str) -> None:
+        """Raises UsageError: (without snapshot) the file's size changed while it was read."""
+        if self.start is None:
+            return
+        self.end = self._size_now()
+        if self._limit is not None:
+            return
+        if self.count != self.start or self.end != self.start:
+            msg = (
+                f"{name} changed size while it was read ({self.start} bytes when encryption "
+                f"started, {self.end} now; {self.count} read): it is still being written. "
+                "Nothing was written. Encrypt it once it is complete, or give --snapshot "
+                f"to encrypt its first {self.start} bytes"
+            )
+            raise UsageError(msg)
+
+    def grew_note(self) -> str:
+        if self.end is not None and self.end != self.count:
+            return f" (a snapshot: the file is {self.end} bytes now and still growing)"
+        return ""
 
 
 # --- decrypt ---------------------------------------------------------------
