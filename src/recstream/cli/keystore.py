@@ -32,9 +32,8 @@ from recstream.cli._keystore_access import (
 )
 from recstream.cli._util import read_input_file, read_password_file
 from recstream.errors import CertificateError
+from recstream.keystore import DEFAULT_KDF, FileKind, store
 from recstream.keystore import backup as backup_mod
-from recstream.keystore import store
-from recstream.keystore._container import DEFAULT_KDF, FileKind
 from recstream.keystore.check import check_keystore
 from recstream.keystore.model import Entry, EntryState, check_tenant, parse_kind
 from recstream.keystore.pkcs12 import export_pkcs12, load_pkcs12

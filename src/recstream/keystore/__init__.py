@@ -7,15 +7,17 @@ docs/KEYSTORE.md.
 
 Modules: :mod:`._container` (the sealed file: Argon2id, AES-256-GCM, checksum),
 :mod:`._content` (the JSON inside it), :mod:`.model` (the :class:`Keystore`, a
-:class:`~recstream.envelope.KeyRing`),
+:class:`~recstream.pki.recipients.KeyRing`),
 :mod:`.store` (paths, atomic locked updates), :mod:`.backup`, :mod:`.pkcs12`,
-:mod:`.check`, :mod:`.resolve` (the encrypt side and the hook's resolver),
-:mod:`.batch` (batch decryption) and :mod:`.rewrap`.
+:mod:`.check` and :mod:`.resolve` (the encrypt side and the hook's resolver).
+This package is the key layer: it uses only format, _crypto, pki, errors and
+durable output (pyproject's import contract); batch decryption and re-wrapping
+are per-recording operations in :mod:`recstream.ops`.
 """
 
 from __future__ import annotations
 
-from recstream.keystore._container import DEFAULT_KDF, KdfParams
+from recstream.keystore._container import DEFAULT_KDF, FileKind, KdfParams
 from recstream.keystore.model import Entry, EntryState, Keystore
 from recstream.keystore.resolve import KeystoreResolver, active_recipient, resolver
 from recstream.keystore.store import create, default_path, keystore_path, load, update
@@ -24,6 +26,7 @@ __all__ = [
     "DEFAULT_KDF",
     "Entry",
     "EntryState",
+    "FileKind",
     "KdfParams",
     "Keystore",
     "KeystoreResolver",
