@@ -228,3 +228,19 @@ def test_rewrap_cli(
     expired_file, _ = old.write(tmp_path)
     code, _, err = run_cli(capsys, "rewrap", *ks_args, "--to-cert", expired_file, one)
     assert code == 4 and "expired" in err
+
+
+def test_rewrap_through_a_symlink_replaces_the_file_not_the_link(
+    ks_path: Path, certs: dict[str, Cert], tmp_path: Path
+) -> None:
+    real = tmp_path / "store" / "call.rsv"
+    real.parent.mkdir()
+    real.write_bytes(seal(PLAIN, [certs["OLD"].recipient]))
+    link = tmp_path / "link.rsv"
+    link.symlink_to(real)
+    ks = load(ks_path, PASSWORD)
+    done = rewrap_file(link, ks, for_tenant(ks, "acme", now=NOW))
+    assert done.status == DONE, done.detail
+    assert link.is_symlink() and link.resolve() == real
+    assert _split(real.read_bytes())[0].cert_ids == (certs["OLD"].cert_id, certs["NEW"].cert_id)
+    assert no_partials(tmp_path) == []

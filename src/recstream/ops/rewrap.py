@@ -189,8 +189,8 @@ def _rewrap(  # noqa: PLR0917
     st = opened.stat
     mode = stat.S_IMODE(st.st_mode) if st is not None else 0o600
     owner = (st.st_uid, st.st_gid) if st is not None else None
-    target = dst or src
-    with target.output(rel, replace=dst is None, mode=mode, owner=owner) as out:
+    target, out_rel = (dst, rel) if dst is not None else _in_place(src, rel)
+    with target.output(out_rel, replace=dst is None, mode=mode, owner=owner) as out:
         durable.write_all(out, new_raw)
         digest = _copy_body(opened.file, header.length, source.size, out)
         _verify_written(out, new_raw, digest, source.size - header.length)
@@ -206,6 +206,14 @@ def _rewrap(  # noqa: PLR0917
                    seconds=time.perf_counter() - t0, unwrap_seconds=unwrap, output=rel,
                    info={"before": list(before), "after": list(new_header.cert_ids),
                          "cert_ids": list(new_header.cert_ids)})  # fmt: skip
+
+
+def _in_place(src: Tree, rel: str) -> tuple[Tree, str]:
+    """Where an in-place re-wrap commits: the file a symlink points to, not the link."""
+    if src.local is None:
+        return src, rel
+    real = (src.local / rel).resolve()
+    return Tree(real.parent), real.name
 
 
 class _SeekSource:
