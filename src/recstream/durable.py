@@ -212,16 +212,22 @@ def _c() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
+_proc_link_works = True  # until /proc/self/fd linking fails once (some sandboxes)
+
+
 def _link_fd(fd: int, target: Path) -> None:
     """Give the unnamed file ``fd`` the name ``target`` (fails if it exists)."""
-    try:
-        os.link(f"/proc/self/fd/{fd}", target, follow_symlinks=True)
-        return
-    except FileExistsError:
-        raise FileExistsError(errno.EEXIST, "file exists", str(target)) from None
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.ENOENT, errno.EPERM, errno.EACCES):
-            raise
+    global _proc_link_works  # noqa: PLW0603 - a per-process capability, learnt once
+    if _proc_link_works:
+        try:
+            os.link(f"/proc/self/fd/{fd}", target, follow_symlinks=True)
+            return
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, "file exists", str(target)) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOENT, errno.EPERM, errno.EACCES):
+                raise
+            _proc_link_works = False
     # linkat(fd, "", AT_EMPTY_PATH): where /proc is not usable for this.
     if _c().linkat(fd, b"", _AT_FDCWD, os.fsencode(target), _AT_EMPTY_PATH) != 0:
         err = ctypes.get_errno()

@@ -10,17 +10,17 @@ by another process is left alone and reported ``busy``.
 from __future__ import annotations
 
 import mimetypes
+import threading
 import time
 from pathlib import PurePosixPath
 from typing import IO, Final, Literal
 
 from recstream import durable
 from recstream.envelope import EnvelopeDecryptor, KeyRing
-from recstream.errors import RecstreamError
+from recstream.errors import RecstreamError, TruncatedStreamError
 from recstream.format import Header
 from recstream.ops.outcome import BUSY, DONE, FAILED, SKIPPED, Outcome, failure_reason
 from recstream.ops.tree import Opened, Tree, is_incomplete
-from recstream.reader import FileSource, StreamPrefix, read_header_at
 
 __all__ = ["ENVELOPE_SUFFIX", "Existing", "decrypt_one", "output_name"]
 
@@ -72,15 +72,15 @@ def decrypt_one(src: Tree, rel: str, dst: Tree, keys: KeyRing, *, existing: Exis
         return Outcome(rel, BUSY, "still being recorded (*.incomplete); left alone")
     try:
         with src.open(rel) as opened:
-            header = _header(opened)
-            out = output_name(rel, header)
+            job = _Decryption(opened, keys)
+            out = output_name(rel, job.header)
             if dst.exists(out):
                 if existing == "skip":
                     return Outcome(rel, SKIPPED, "already decrypted", output=out)
                 if existing == "fail":
                     return Outcome(rel, FAILED, f"output exists: {dst.path(out)} (use --force)")
             with dst.output(out, replace=existing == "replace") as fout:
-                plain = _decrypt_into(opened, keys, fout)
+                plain = job.run(fout)
         return Outcome(rel, DONE, bytes=plain, envelope_bytes=opened.size,
                        seconds=time.perf_counter() - t0, output=out)  # fmt: skip
     except durable.FileBusyError as exc:
@@ -91,31 +91,63 @@ def decrypt_one(src: Tree, rel: str, dst: Tree, keys: KeyRing, *, existing: Exis
         return Outcome(rel, FAILED, failure_reason(exc), seconds=time.perf_counter() - t0)
 
 
-def _header(opened: Opened) -> Header:
-    if opened.fd is not None:
-        return read_header_at(FileSource(opened.fd))
-    header = read_header_at(StreamPrefix(opened.file))
-    opened.file.seek(0)
-    return header
+_local = threading.local()
 
 
-def _decrypt_into(opened: Opened, keys: KeyRing, dst: IO[bytes]) -> int:
-    dec = EnvelopeDecryptor(keys)
-    src = opened.file
-    # Buffers sized to the file: zeroing 2 MiB per small recording cost more than
-    # decrypting it (measured: bench/keystore_batch.py).
-    block = max(1, min(_BLOCK, opened.size + 1))
-    inbuf = bytearray(block)
-    outbuf = bytearray(dec.output_size(block))
-    view = memoryview(inbuf)
-    total = 0
-    while n := src.readinto(inbuf):  # type: ignore[attr-defined]
-        need = dec.output_size(n)
-        if need > len(outbuf):
-            outbuf = bytearray(need)
-        m = dec.update_into(view[:n], outbuf)
-        durable.write_all(dst, memoryview(outbuf)[:m])
-        total += m
-    tail = dec.finalize()
-    durable.write_all(dst, tail)
-    return total + len(tail)
+def _thread_buffer(name: str, size: int) -> bytearray:
+    """This thread's buffer ``name``, at least ``size`` bytes (grown, never shrunk)."""
+    buf: bytearray | None = getattr(_local, name, None)
+    if buf is None or len(buf) < size:
+        buf = bytearray(size)
+        setattr(_local, name, buf)
+    return buf
+
+
+class _Decryption:
+    """One envelope through an :class:`EnvelopeDecryptor`, the header parsed once.
+
+    The first block is decrypted on construction, which gives the header (for the
+    output name) without reading or parsing it twice; its plaintext waits in the
+    output buffer until :meth:`run` has somewhere to write it.
+    """
+
+    def __init__(self, opened: Opened, keys: KeyRing) -> None:
+        self._src = opened.file
+        self._dec = EnvelopeDecryptor(keys)
+        # Reads of up to 1 MiB, never more than the file: the buffers are the
+        # thread's own and reused from file to file. Allocating them per file cost
+        # more than decrypting a small recording (zeroing, and page faults on fresh
+        # mmap'd memory: 150 us a file here; bench/ab_batch.py).
+        block = max(1, min(_BLOCK, opened.size + 1))
+        self._inbuf = _thread_buffer("inbuf", block)
+        self._outbuf = _thread_buffer("outbuf", self._dec.output_size(block))
+        self._block = block
+        self._pending = self._step()
+        header = self._dec.header
+        if header is None:  # shorter than its header: let the decryptor say how
+            self._dec.finalize()
+            msg = "the file ends inside the envelope header"  # pragma: no cover
+            raise TruncatedStreamError(0, msg)  # pragma: no cover
+        self.header: Header = header
+
+    def _step(self) -> int:
+        with memoryview(self._inbuf) as view:
+            n = self._src.readinto(view[: self._block])  # type: ignore[attr-defined]
+            if not n:
+                return -1
+            need = self._dec.output_size(n)
+            if need > len(self._outbuf):
+                self._outbuf = _thread_buffer("outbuf", need)
+            return self._dec.update_into(view[:n], self._outbuf)
+
+    def run(self, dst: IO[bytes]) -> int:
+        """Decrypt the rest into ``dst``; return the plaintext bytes written."""
+        total = 0
+        m = self._pending
+        while m >= 0:
+            durable.write_all(dst, memoryview(self._outbuf)[:m])
+            total += m
+            m = self._step()
+        tail = self._dec.finalize()
+        durable.write_all(dst, tail)
+        return total + len(tail)

@@ -85,11 +85,13 @@ class Tree:
             with self.fs.open(self.path(rel), "rb") as fh:
                 yield Opened(fh, int(self.fs.size(self.path(rel))), None, None)
             return
-        path = (self.local / rel).resolve()  # replace what a symlink points to, not the link
-        if not path.is_file():
-            raise FileNotFoundError(2, "input file not found", str(self.local / rel))
+        # Replacing: the file a symlink points to, not the link (and its name to check).
+        path = (self.local / rel).resolve() if exclusive else self.local / rel
         for _ in range(_CAS_RETRIES):
-            fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
+            try:
+                fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
+            except (FileNotFoundError, IsADirectoryError):
+                raise FileNotFoundError(2, "input file not found", str(self.local / rel)) from None
             try:
                 durable.lock_file(fh.fileno(), shared=not exclusive, timeout=wait)
                 st = os.fstat(fh.fileno())
