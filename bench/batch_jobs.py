@@ -24,10 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import Party
 
 from recstream.batch import jobs
-from recstream.batch.keys import KeySpec
 from recstream.batch.runner import run_job
 from recstream.envelope import EnvelopeEncryptor, new_metadata
 from recstream.format import MediaKind
+from recstream.keysource import KeySource
+from recstream.ops import AddCertificates
 
 
 def make_archive(root: Path, count: int, size: int, party: Party) -> None:
@@ -63,22 +64,22 @@ def main() -> None:
         print(
             f"made {args.count} recordings of {args.size} bytes in {time.perf_counter() - t:.1f} s"
         )
-        spec = KeySpec(key_files=(str(key_a),), cert_files=(str(cert_a),))
+        spec = KeySource(key_files=(str(key_a),), cert_files=(str(cert_a),))
         pem_b = cert_b.read_bytes()
         print(f"{'job':<14}{'workers':>8}{'files/s':>10}{'MB/s':>8}{'unwrap share':>14}")
         for workers in (1, 2):
             for name, task, extra, root in (
-                ("audit", jobs.audit_one, (spec, False, time.time()), src),
-                ("audit-unwrap", jobs.audit_one, (spec, True, time.time()), src),
+                ("audit", jobs.audit_task, (spec, False, time.time()), src),
+                ("audit-unwrap", jobs.audit_task, (spec, True, time.time()), src),
                 (
                     "rewrap",
-                    jobs.rewrap_one,
-                    (str(work / f"rw{workers}"), spec, (pem_b,), ()),
+                    jobs.rewrap_task,
+                    (str(work / f"rw{workers}"), spec, AddCertificates((pem_b,)), frozenset()),
                     work / f"rw{workers}",
                 ),
                 (
                     "decrypt",
-                    jobs.decrypt_one,
+                    jobs.decrypt_task,
                     (str(work / f"pt{workers}"), spec),
                     work / f"pt{workers}",
                 ),
