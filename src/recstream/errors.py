@@ -68,6 +68,7 @@ __all__ = [
     "ServiceError",
     "StreamStateError",
     "SubjectFieldsError",
+    "TracksFormatError",
     "TrailingDataError",
     "TruncatedStreamError",
     "UnsupportedVersionError",
@@ -404,6 +405,18 @@ class MuxError(RecstreamError):
 
 class MixedEncryptionError(MuxError):
     """One input is encrypted and the other is not: never muxed together."""
+
+
+class TracksFormatError(RecstreamError):
+    """The plaintext is not a well-formed multi-track container (docs/TRACKS.md).
+
+    Attributes:
+        offset: byte offset in the container where the problem was found.
+    """
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} (at byte {offset} of the track container)")
+        self.offset = offset
 
 
 # --- state and pipeline ----------------------------------------------------
