@@ -706,7 +706,7 @@ class Extraction:
                                 "volume": e.volume, "duration": e.duration} for e in t.events],
                     "stats": dict(t.stats.counts) if t.stats else None,
                 }
-                for t in self.tracks.values()
+                for _, t in sorted(self.tracks.items())
             ],
         }
 

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.keystore_helpers import NOW, PASSWORD, TINY_KDF, recording_cert
-
 from recstream.envelope import EnvelopeDecryptor
 from recstream.format import MediaKind
 from recstream.keystore import create, load, update
 from recstream.tracks import Extraction, extract
+from tests.keystore_helpers import NOW, PASSWORD, TINY_KDF, recording_cert
 
 HERE = Path(__file__).parent
 HANG_GUARD = 60.0  # seconds: only ever reached when something hangs
@@ -52,7 +51,7 @@ def write_config(directory: Path, extra: str = "", *, sip: str = "", rtp: str = 
     low, high = free_rtp_range()
     cfg = directory / "srs.toml"
     cfg.write_text(
-        f'[sip]\nlisten = "127.0.0.1:0"\nrtp_timeout = 30\n{sip}\n'
+        f'[sip]\nlisten = "127.0.0.1:0"\n{sip or "rtp_timeout = 30"}\n'
         f'[rtp]\nhost = "127.0.0.1"\nports = "{low}-{high}"\n{rtp}\n'
         f'[recordings]\nroot = "recordings"\ncontact_center = "0a1b2c"\nflush_interval = 0.2\n'
         f'[keystore]\npath = "{ks.name}"\npassword_file = "{pw.name}"\n'
@@ -202,3 +201,109 @@ def payloads(n: int, seed: int, size: int = 160) -> list[bytes]:
     rng = random.Random(seed)
     # No 0xFF/0xD5 bytes: a silence fill can never be mistaken for sent audio.
     return [bytes(rng.choice(range(0x10, 0xD0)) for _ in range(size)) for _ in range(n)]
+
+
+METADATA = (
+    '<?xml version="1.0" encoding="UTF-8"?>\r\n'
+    '<recording xmlns="urn:ietf:params:xml:ns:recording:1"><datamode>complete</datamode>'
+    '<session session_id="c2Vzc2lvbi1yYXc="><sipSessionID>raw-1</sipSessionID></session>'
+    '<participant participant_id="cA=="><nameID aor="sip:carol@example.org"><name>Carol</name>'
+    '</nameID></participant>'
+    '<stream stream_id="c1" session_id="c2Vzc2lvbi1yYXc="><label>1</label></stream>'
+    '<participantstreamassoc participant_id="cA=="><send>c1</send></participantstreamassoc>'
+    "</recording>\r\n"
+)
+
+
+def sdp_offer(streams: list[tuple[str, int]], srtp: dict[str, bytes] | None = None) -> str:
+    """An offer with one m=audio per (label, port); SDES keys by label make it RTP/SAVP."""
+    import base64
+
+    lines = ["v=0", "o=SRC 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0"]
+    for label, port in streams:
+        key = (srtp or {}).get(label)
+        lines.append(f"m=audio {port} RTP/{'SAVP' if key else 'AVP'} 0 101")
+        lines += ["a=rtpmap:0 PCMU/8000", "a=rtpmap:101 telephone-event/8000"]
+        if key:
+            lines.append("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
+                         + base64.b64encode(key).decode())
+        lines += [f"a=label:{label}", "a=sendonly"]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def request(method: str, srs: tuple[str, int], local: tuple[str, int], call_id: str, *,
+            branch: str, cseq: int = 1, to_tag: str = "", body: str = "",
+            content_type: str = "", headers: tuple[str, ...] = (),
+            transport: str = "UDP") -> bytes:
+    host, port = srs
+    lines = [
+        f"{method} sip:srs@{host}:{port} SIP/2.0",
+        f"Via: SIP/2.0/{transport} {local[0]}:{local[1]};branch={branch}",
+        f"From: <sip:src@{local[0]}:{local[1]}>;tag=src-{call_id}",
+        f"To: <sip:srs@{host}:{port}>" + (f";tag={to_tag}" if to_tag else ""),
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {method}",
+        f"Contact: <sip:src@{local[0]}:{local[1]}>;+sip.src",
+        "Max-Forwards: 70",
+        *headers,
+    ]
+    if content_type:
+        lines.append(f"Content-Type: {content_type}")
+    data = body.encode()
+    lines.append(f"Content-Length: {len(data)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
+def siprec_body(streams: list[tuple[str, int]], srtp: dict[str, bytes] | None = None) -> str:
+    return ("--b1\r\nContent-Type: application/sdp\r\n\r\n" + sdp_offer(streams, srtp)
+            + "--b1\r\nContent-Type: application/rs-metadata+xml\r\n"
+            "Content-Disposition: recording-session\r\n\r\n" + METADATA + "--b1--\r\n")
+
+
+SIPREC_TYPE = "multipart/mixed;boundary=b1"
+SIPREC_HEADERS = ("Require: siprec",)
+
+
+class SipClient:
+    """A raw SIP client on UDP: sends bytes, waits for responses by status code."""
+
+    def __init__(self, srs: Srs) -> None:
+        self.srs = srs.sip
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(HANG_GUARD)
+        self.local = self.sock.getsockname()
+        self.received: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, self.srs)
+
+    def next(self) -> bytes:
+        data, _ = self.sock.recvfrom(65535)
+        self.received.append(data)
+        return data
+
+    def expect(self, code: int, method: str = "") -> bytes:
+        """Read until a response with ``code`` (and CSeq method) arrives; return it."""
+        while True:
+            data = self.next()
+            first = data.split(b"\r\n", 1)[0]
+            if first.startswith(f"SIP/2.0 {code} ".encode()) and (
+                not method or f" {method}\r\n".encode() in data
+            ):
+                return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def to_tag(response: bytes) -> str:
+    for line in response.split(b"\r\n"):
+        if line.lower().startswith(b"to:") and b";tag=" in line:
+            return line.split(b";tag=", 1)[1].decode().strip()
+    return ""
+
+
+def answer_ports(response: bytes) -> list[int]:
+    body = response.split(b"\r\n\r\n", 1)[1].decode()
+    return [int(line.split()[1]) for line in body.splitlines() if line.startswith("m=audio")]

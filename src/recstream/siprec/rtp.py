@@ -171,7 +171,7 @@ class StreamReceiver:
                 self.counters.undecryptable += 1
                 return b""
         packet = parse_rtp(data)
-        if packet is None or packet.payload_type not in (self.payload_type, self.telephone_event):
+        if packet is None:
             self.counters.malformed += 1
             return b""
         out = b""
@@ -304,6 +304,12 @@ class StreamReceiver:
     def _emit(self, p: RtpPacket, arrival: float) -> bytes:
         if p.payload_type == self.telephone_event:
             return self._dtmf(p, arrival)
+        if p.payload_type != self.payload_type:
+            # Not negotiated (comfort noise, another codec): it kept its place in the
+            # sequence, so it is not a loss, but it is not this track's audio.
+            self.counters.received -= 1
+            self.counters.malformed += 1
+            return b""
         pos = self._position(p, arrival)
         rec = self.encoder.media(self.track, pos, p.payload)
         self._end = pos + len(p.payload)

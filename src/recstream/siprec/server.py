@@ -46,6 +46,7 @@ __all__ = ["PortPool", "SrsServer", "Status"]
 
 Status = Callable[[dict[str, Any]], None]
 RTP_RECV_BUFFER = 1 << 20  # per RTP socket: absorbs a scheduling hiccup at 50 packets/s
+MAX_DRAIN = 4096  # datagrams read from one stream's socket when its call ends
 
 
 class PortPool:
@@ -173,6 +174,8 @@ class _Live:
     failed: bool = False
     transports: dict[int, asyncio.DatagramTransport] = field(default_factory=dict)
     bytes_in: int = 0
+    announced: bool = False  # call_start was reported
+    socks: dict[int, socket.socket] = field(default_factory=dict)  # for draining at the end
 
 
 @dataclass
@@ -285,6 +288,8 @@ class SrsServer:
     async def aclose(self) -> None:
         """SIGTERM: refuse new calls, BYE and finalise every call, close everything."""
         loop = asyncio.get_running_loop()
+        for live in list(self.live.values()):
+            self._drain(live)
         if self.ua is not None:
             self._run(self.ua.drain(loop.time()))
         while self._tasks:
@@ -308,6 +313,8 @@ class SrsServer:
 
     def _handle(self, parsed: Any, dest: Dest) -> None:
         assert self.ua is not None
+        if getattr(parsed.message, "method", None) == "BYE":
+            self._drain_before_bye(parsed)
         try:
             actions = self.ua.handle(parsed, dest, asyncio.get_running_loop().time())
         except (ValueError, KeyError, IndexError, TypeError):
@@ -319,6 +326,32 @@ class SrsServer:
                     self._run(self.ua.bad_request(request, dest))
             return
         self._run(actions)
+
+    def _drain_before_bye(self, parsed: Any) -> None:
+        """Read what already waits on the call's RTP sockets: it was sent before the BYE."""
+        assert self.ua is not None
+        try:
+            call = self.ua._find(parsed)
+        except (ValueError, KeyError, IndexError, TypeError):
+            return
+        live = self.live.get(call.recording_id) if call is not None else None
+        if live is not None:
+            self._drain(live)
+
+    def _drain(self, live: _Live) -> None:
+        now = asyncio.get_running_loop().time()
+        for stream in list(live.call.streams.values()):
+            sock = live.socks.get(stream.port) or self.ports.sockets.get(stream.port)
+            for _ in range(MAX_DRAIN):
+                try:
+                    data, addr = sock.recvfrom(65535) if sock is not None else (b"", None)
+                except (BlockingIOError, OSError):
+                    break
+                if addr is None:
+                    break
+                out = stream.receiver.receive(data, addr[:2], now)
+                if out:
+                    self._media(live, out)
 
     def _malformed(self, exc: SipParseError, dest: Dest) -> None:
         self.totals.malformed_sip += 1
@@ -378,11 +411,11 @@ class SrsServer:
                 "event": "call_start", "time": _now_iso(), "recording_id": call.recording_id,
                 "tenant": call.tenant, "transport": call.dest.transport,
                 "streams": len(call.streams),
-                "rtp": [{"label": s.label, "port": s.port, "codec": s.plan.codec}
-                        for s in call.streams.values()],
+                "rtp": _rtp(call),
                 "srtp": any(s.plan.srtp_key is not None for s in call.streams.values()),
                 "metadata": call.metadata is not None,
             })
+            live.announced = True
         return ok
 
     def _media(self, live: _Live, data: bytes) -> None:
@@ -412,6 +445,11 @@ class SrsServer:
             self.ports.release(port)
         for stream in action.opened:
             self._spawn(self._open_rtp(live, stream))
+        call = action.call
+        if live.announced and call.state != "ended":  # a re-INVITE changed the streams
+            self._status({"event": "call_update", "time": _now_iso(),
+                          "recording_id": call.recording_id, "streams": len(call.streams),
+                          "rtp": _rtp(call)})
 
     async def _open_rtp(self, live: _Live, stream: Stream) -> None:
         sock = self.ports.take(stream.port)
@@ -425,6 +463,7 @@ class SrsServer:
             transport.close()  # the stream closed while the endpoint was opening
             return
         live.transports[stream.port] = transport
+        live.socks[stream.port] = sock
         del self.ports.sockets[stream.port]  # the transport owns the socket now
 
     def _end(self, call: Call, reason: str) -> None:
@@ -462,6 +501,12 @@ class SrsServer:
     def _recording_error(self, call_id: str, kind: MediaKind, exc: BaseException) -> None:
         self._status({"event": "recording_error", "time": _now_iso(), "recording_id": call_id,
                       "error": type(exc).__name__})
+
+
+def _rtp(call: Call) -> list[dict[str, Any]]:
+    """Each stream's label, RTP port and codec (no personal data: the SRS's own ports)."""
+    return [{"label": s.label, "port": s.port, "codec": s.plan.codec}
+            for s in call.streams.values()]
 
 
 def _now_iso() -> str:

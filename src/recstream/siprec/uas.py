@@ -59,6 +59,7 @@ T2 = 4.0
 TRANSACTION_TIMEOUT = 64 * T1  # timers B/F/H: give up after 32 s
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
 TICK = 0.05  # seconds between ticks the adapter should keep
+TRYING_AFTER = 0.2  # RFC 3261 §17.2.1: a 100 if the final response takes longer
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,12 +292,12 @@ class UserAgent:
             last_media=now,
         )
         call.plans = plans
-        trying = make_response(req, 100, "Trying")
-        call.last_response = trying
         self.calls[call.key] = call
         self._by_branch[(call.call_id, call.invite_branch)] = call
         call.branches.append(call.invite_branch)
-        return [Send(trying, dest), StartCall(call)]
+        # No 100 Trying yet: the answer normally follows within milliseconds; tick() sends
+        # one if it takes TRYING_AFTER (RFC 3261 §17.2.1: 200 ms).
+        return [StartCall(call)]
 
     def started(self, call: Call, ok: bool, now: float) -> list[Action]:
         """The recording of ``call`` opened (``ok``) or could not; answer the INVITE."""
@@ -434,6 +435,9 @@ class UserAgent:
         call = self._find(parsed) or self._by_branch.get(
             (parsed.call_id, parsed.via[0].parameters.get("branch") or "")
         )
+        if call is None:  # the ACK of a non-2xx from a client that changed the branch
+            call = next((c for (cid, _), c in self._by_branch.items()
+                         if cid == parsed.call_id and c.state == "ended"), None)
         if call is not None and parsed.cseq.sequence == call.invite.cseq.sequence:
             call.retransmit = None
             if call.state == "answered":
@@ -490,7 +494,7 @@ class UserAgent:
         if was_starting:  # never answered: the recording says so, and holds no media
             info = {**self._session_info(call), "unanswered": reason}
             media = call.encoder.start("siprec", call.started_ms, info)
-        media += call.encoder.end()
+        media += call.encoder.close(reason) + call.encoder.end()
         self._count(f"ended_{reason}")
         if call.bye is None:
             self._forget(call, keep_branch=call.retransmit is not None)
@@ -555,6 +559,11 @@ class UserAgent:
             out += self._timers(call, now)
             if call.state == "ended":
                 continue
+            if call.state == "starting" and not call.last_response and (
+                now - call.created >= TRYING_AFTER
+            ):
+                call.last_response = make_response(call.invite, 100, "Trying")
+                out.append(Send(call.last_response, call.dest))
             media = b"".join(s.receiver.tick(now) for s in call.streams.values()
                              if s.receiver._held)
             if media:
