@@ -256,7 +256,7 @@ class StreamReceiver:
         """Release what the window no longer holds back (call now and then)."""
         return self._release(now)
 
-    def _release(self, now: float) -> bytes:
+    def _release(self, now: float, *, force: bool = False) -> bytes:
         out = []
         held, nxt = self._held, self._next
         assert nxt is not None
@@ -264,9 +264,10 @@ class StreamReceiver:
             h = held.pop(nxt, None)
             if h is None:
                 first = min(held)
-                if now - held[first].arrival < self.window and len(held) < MAX_BUFFERED:
+                waited = now - held[first].arrival
+                if not force and waited < self.window and len(held) < MAX_BUFFERED:
                     break
-                out.append(self._lost(nxt, first, held[first].packet, now))
+                out.append(self._lost(nxt, first, held[first].packet, held[first].arrival))
                 nxt = first
                 continue
             out.append(self._emit(h.packet, h.arrival))
@@ -277,7 +278,7 @@ class StreamReceiver:
 
     def _drain(self) -> bytes:
         """Release everything held (end of call, SSRC change), declaring holes lost."""
-        return self._release(float("inf"))
+        return self._release(self._last_arrival, force=True)
 
     def _remember(self, ext: int) -> None:
         self._recent[ext] = None
@@ -290,10 +291,10 @@ class StreamReceiver:
             delta = 0
         return self._bounded(self._base_pos + delta, arrival)
 
-    def _lost(self, nxt: int, first: int, after: RtpPacket, now: float) -> bytes:
+    def _lost(self, nxt: int, first: int, after: RtpPacket, arrival: float) -> bytes:
         packets = first - nxt
         self.counters.lost += packets
-        pos = self._position(after, now)
+        pos = self._position(after, arrival)
         if pos <= self._end:  # timestamps give no room: assume the last packet's duration
             pos = self._end + packets * self._last_samples
             self._base_ts, self._base_pos = after.timestamp, pos

@@ -582,7 +582,7 @@ class UserAgent:
         out: list[Action] = []
         for name in ("retransmit", "bye"):
             r: _Retransmit | None = getattr(call, name)
-            if r is None or now < r.due:
+            if r is None:
                 continue
             if now >= r.deadline:
                 setattr(call, name, None)
@@ -592,6 +592,8 @@ class UserAgent:
                         out += self.hang_up(call, "no_ack", now)
                 else:
                     self._forget(call)
+                continue
+            if now < r.due:
                 continue
             out.append(Send(r.data, r.dest))
             r.interval = min(r.interval * 2, T2)
