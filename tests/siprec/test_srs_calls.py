@@ -333,3 +333,29 @@ def test_sigkill_then_recover_keeps_flushed_segments(tmp_path: Path) -> None:
     track = bytes(got.tracks[1].audio)
     assert len(track) >= (result.segments * SEGMENT_SIZE - prefix) // 175 * 160
     assert track == b"".join(audio)[: len(track)]
+
+
+def test_several_processes_share_the_sip_port(tmp_path: Path) -> None:
+    srs = Srs.start(write_config(tmp_path, sip="processes = 2\nrtp_timeout = 30"))
+    other = srs.wait_for("ready", worker=1)
+    assert other["sip"] == srs.ready["sip"] and other["pid"] != srs.ready["pid"]
+    recorded, workers = [], set()
+    for n in range(16):  # the kernel spreads sources (by address and port) over both
+        client = SipClient(srs)
+        call_id = _id()
+        tag, ports = _call(client, call_id, [("1", 40000)])
+        start = srs.wait_for("call_start")
+        workers.add(start["worker"])
+        audio = payloads(5, 60 + n)
+        Sender().send(ports[0], [rtp_packet(i, i * 160, 3, p, pt=0) for i, p in enumerate(audio)])
+        _bye(client, call_id, tag)
+        srs.wait_for("call_end", recording_id=start["recording_id"])
+        recorded.append((start["recording_id"], b"".join(audio)))
+        client.close()
+    assert workers == {0, 1}
+    assert srs.stop() == 0
+    assert {srs.wait_for("stopped")["worker"], srs.wait_for("stopped")["worker"]} == {0, 1}
+    for rid, audio in recorded:
+        path = next(p for p in srs.recordings() if p.parent.name == rid)
+        assert bytes(decrypt_tracks(path, tmp_path).tracks[1].audio) == audio
+

@@ -86,7 +86,9 @@ async def _serve(args: argparse.Namespace, config: Any, recipients: Any) -> int:
     low, high = config.rtp_ports
     span = ((high - low) // 2 + 1) // n * 2
     lo = low + args.worker * span
-    server = SrsServer(config, recipients, on_status=_emit, reuse_port=n > 1,
+    worker = args.worker
+    server = SrsServer(config, recipients, on_status=lambda d: _emit({**d, "worker": worker}),
+                       reuse_port=n > 1,
                        port_range=(lo, min(high, lo + span - 2)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -56,6 +56,14 @@ class SrsCollector(Collector):
         yield CounterMetricFamily("recstream_srs_bytes_encrypted",
                                   "track container bytes handed to encryption",
                                   value=s.totals.bytes_encrypted)
+        flush = s.hook.flusher.statistics()
+        lat = GaugeMetricFamily("recstream_srs_segment_to_disk_seconds",
+                                "a sealed 16 KiB segment until written and synced (recent)",
+                                labels=["quantile"])
+        for q, v in (("0.5", flush.latency_p50), ("0.99", flush.latency_p99),
+                     ("1", flush.latency_max)):
+            lat.add_metric([q], v)
+        yield lat
         yield CounterMetricFamily("recstream_srs_malformed_sip",
                                   "SIP messages refused as malformed",
                                   value=s.totals.malformed_sip)
