@@ -461,3 +461,19 @@ def test_config_example_and_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "bad.toml")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_srs_command_refuses_bad_setups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from recstream.cli import main
+    from tests.siprec.helpers import write_config
+
+    cfg = write_config(tmp_path)
+    assert main(["srs", "--config", str(cfg), "--check"]) == 0
+    assert '"config_ok"' in capsys.readouterr().out
+    (tmp_path / "keystore.pass").write_text("wrong password entirely\n")
+    assert main(["srs", "--config", str(cfg), "--check"]) == 4  # the keystore refuses it
+    cfg.write_text(cfg.read_text().replace('ports = "', 'ports = "x'))
+    assert main(["srs", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "rtp.ports" in err and "Traceback" not in err
+    assert main(["srs", "--config", str(tmp_path / "none.toml")]) == 2

@@ -323,7 +323,8 @@ def _step(n: int, ns: argparse.Namespace, srs: SrsProcess, work: Path,
         try:
             doc = srs.lines.get(timeout=0.5)
         except queue.Empty:
-            if sipp.poll() is not None and time.monotonic() - t0 > ns.hold + 60:
+            if sipp.poll() is not None and time.monotonic() - t0 > ns.hold + n / ns.rate + 120:
+                r.notes.append(f"{r.answered - len(ended)} calls never ended")
                 break
             continue
         if doc["event"] == "call_start":
@@ -411,8 +412,8 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
                           held="yes" if r.held else "NO")
                 for note in r.notes:
                     report.notes.append(f"{n} calls: {note}")
-                shutil.rmtree(work / "recordings")
-                (work / "recordings").mkdir()
+                # Recordings stay until the end: a call still closing must not lose its
+                # directory (the work directory goes once the SRS has stopped).
                 if not r.held and not ns.keep_going:
                     break
         finally:
