@@ -477,3 +477,13 @@ def test_srs_command_refuses_bad_setups(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert "rtp.ports" in err and "Traceback" not in err
     assert main(["srs", "--config", str(tmp_path / "none.toml")]) == 2
+
+
+def test_rtp_packet_before_the_first_is_late_not_duplicate() -> None:
+    enc, rx, out = receiver()
+    out.append(rx.receive(pkt(11, 160, b"\x05" * 160), A, 0.0))  # latches on seq 11
+    out.append(rx.receive(pkt(10, 0, b"\x04" * 160), A, 0.01))  # older: never seen
+    out.append(rx.receive(pkt(11, 160, b"\x05" * 160), A, 0.02))  # seen: duplicate
+    got = extract(finish(enc, rx, out)).tracks[1]
+    assert got.stats is not None
+    assert (got.stats.counts["late"], got.stats.counts["duplicate"]) == (1, 1)

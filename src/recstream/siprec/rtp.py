@@ -145,6 +145,7 @@ class StreamReceiver:
     _end: int = 0  # end of the last MEDIA/GAP on the track
     _start: float = 0.0  # arrival of the first packet (position 0)
     _given_up: set[int] = field(default_factory=set)  # recent sequence numbers declared lost
+    _floor: int = 0  # the timeline's first sequence number: anything before it was never seen
     _event: tuple[int, int, int, int, int] | None = None  # ts, pos, event, volume, duration
     _event_pos: int = 0
     _last_arrival: float = 0.0
@@ -240,7 +241,7 @@ class StreamReceiver:
         if ext < self._next:
             if self._next - ext > MAX_DROPOUT:  # the sender restarted its sequence
                 return out + self._jump(p, now)
-            if ext < self._next - _RECENT or ext in self._given_up:
+            if ext < self._floor or ext < self._next - _RECENT or ext in self._given_up:
                 self.counters.late += 1
             else:
                 self.counters.duplicate += 1
@@ -271,6 +272,7 @@ class StreamReceiver:
         self._ssrc = p.ssrc
         # A fresh range of extended numbers: never collides with the old timeline's.
         self._next = ((self._next or 0) // 0x10000 + 4) * 0x10000 + p.seq
+        self._floor = self._next
         self._highest = self._next - 1
         self._held.clear()
         self._given_up.clear()
