@@ -99,6 +99,7 @@ COMMAND_MODULES: dict[str, str] = {
     "pki": "pki",
     "batch": "batch",
     "serve": "serve",
+    "streams": "streams",
     "bench": "bench",
     "demo": "demo",
 }
