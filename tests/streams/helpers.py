@@ -141,6 +141,7 @@ class Server:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.lines: list[str] = []
+        self._output: str | None = None
         assert self.proc.stderr is not None
         for line in self.proc.stderr:  # readiness: the banner, however long it takes
             self.lines.append(line)
@@ -159,13 +160,14 @@ class Server:
         return self.proc.poll() is None
 
     def stop(self) -> str:
-        """SIGTERM, wait, return everything it wrote to stderr."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
-        text = "".join(self.lines) + (out or "")
-        self.log.write_text(text)
-        return text
+        """SIGTERM, wait, return everything it wrote to stderr (idempotent)."""
+        if self._output is None:
+            if self.alive():
+                self.proc.send_signal(signal.SIGTERM)
+            _, err = self.proc.communicate(timeout=60)
+            self._output = "".join(self.lines) + (err or "")
+            self.log.write_text(self._output)
+        return self._output
 
 
 def running(config: Path, log: Path) -> Iterator[Server]:

@@ -83,6 +83,7 @@ class StreamConnection:
         self._written = 0
         self._segment_started = 0.0
         self._on_sealed = on_sealed
+        self._going_away = False
 
     async def run(self) -> None:
         """Read until the stream ends; finalise the recording; close the socket; audit."""
@@ -122,8 +123,16 @@ class StreamConnection:
             elif msg.type is WSMsgType.ERROR:
                 # aiohttp has closed the socket (1009 for a message over max_msg_size).
                 return f"WebSocket error: {_describe(ws.exception())}", ws.close_code or 1002
+            elif self._going_away:
+                return "server shutting down", CLOSE_GOING_AWAY
             else:  # CLOSE, CLOSING, CLOSED: the peer left
                 return "closed without a stop message", CLOSE_NORMAL
+
+    async def go_away(self) -> None:
+        """Close the socket (1001); :meth:`run` then finalises the recording, incomplete."""
+        self._going_away = True
+        if not self.ws.closed:
+            await self.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
 
     async def _begin(self, start: Start) -> None:
         requested = start.custom_parameters.get(self.tenant_parameter)
@@ -195,11 +204,12 @@ class StreamConnection:
             complete = self.session.complete and self.path is not None and err is None
         else:
             self.session.finish()
+        self._audit_end(reason, complete, code)
         if not self.ws.closed:
-            await self.ws.close(code=code, message=reason[:120].encode())
-        self._audit_end(reason, complete)
+            # The reason is ours, never the peer's data; 123 bytes is the close frame's limit.
+            await self.ws.close(code=code, message=reason.encode("ascii", "replace")[:120])
 
-    def _audit_end(self, reason: str, complete: bool) -> None:
+    def _audit_end(self, reason: str, complete: bool, code: int) -> None:
         start = self.session.start
         stats = self.session.statistics()
         fields: dict[str, Any] = {
@@ -209,6 +219,7 @@ class StreamConnection:
             "call_sid": start.call_sid if start else None,
             "complete": complete,
             "reason": reason,
+            "close_code": code,
             "file": str(self.path) if self.path else None,
             "tracks": stats.tracks,
             "gap_ms": stats.gap_ms,

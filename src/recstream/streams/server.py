@@ -32,7 +32,7 @@ from recstream.errors import ConfigError
 from recstream.service.audit import AuditLog
 from recstream.streams.auth import AuthRefused, Credentials, TenantCredentials, authenticate
 from recstream.streams.config import ServerConfig
-from recstream.streams.connection import CLOSE_GOING_AWAY, StreamConnection
+from recstream.streams.connection import StreamConnection
 
 __all__ = ["RunningStreams", "StreamsServer", "start_streams_server"]
 
@@ -163,9 +163,7 @@ class StreamsServer:
 
     async def close_all(self) -> None:
         """Tell every open stream to go away (1001); each finalises its recording, incomplete."""
-        for conn in list(self.active):
-            if not conn.ws.closed:
-                await conn.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+        await asyncio.gather(*(conn.go_away() for conn in list(self.active)))
 
     async def wait_idle(self) -> None:
         """Wait until no stream is open (every recording finalised)."""
