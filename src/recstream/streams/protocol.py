@@ -344,6 +344,8 @@ def _media(f: _Fields) -> Media:
     except (binascii.Error, ValueError):
         msg = f"'{f.event}' message: media.payload is not valid base64"
         raise StreamProtocolError(msg, _CLOSE_INVALID_DATA) from None
+    if len(audio) > MAX_PAYLOAD_BYTES:
+        raise f.fail("media.payload", f"is over the limit of {MAX_PAYLOAD_BYTES} bytes")
     return Media(
         f.sequence(),
         f.sid("streamSid"),

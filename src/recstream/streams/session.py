@@ -110,8 +110,9 @@ class StreamSession:
         """
         allowed = _ALLOWED.get(self.state, set())
         if type(message) not in allowed:
+            problem = _order_problem(message, self.state)
             self.state = State.FAILED if self.state in _ALLOWED else self.state
-            raise StreamProtocolError(_order_problem(message, self.state))
+            raise StreamProtocolError(problem)
         try:
             return self._handle(message)
         except StreamProtocolError:
@@ -249,8 +250,10 @@ def _event(message: Message) -> str:
 
 def _order_problem(message: Message, state: State) -> str:
     name = _event(message)
+    if state is State.CONNECTED and isinstance(message, Connected):
+        return "a second 'connected' message"
     if state in (State.NEW, State.CONNECTED):
         return f"'{name}' message before 'start'"
     if state is State.RECORDING:
-        return f"a second '{name}' message"
+        return "a second 'start' message" if name == "start" else f"'{name}' after 'start'"
     return f"'{name}' message after the stream ended ({state.value})"
