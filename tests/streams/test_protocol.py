@@ -180,3 +180,54 @@ def test_anything_parses_or_raises_protocol_error(data: st.DataObject) -> None:
         parse_message(bytes(raw))
     except StreamProtocolError as exc:
         assert PHONE not in str(exc)
+
+
+def _media_text(seq: str, track: str, chunk: str, ts: str, payload: str, sid: str, sep: str) -> str:
+    c, s = ":" + sep, "," + sep
+    return (
+        f'{{"event"{c}"media"{s}"sequenceNumber"{c}"{seq}"{s}"media"{c}{{"track"{c}"{track}"{s}'
+        f'"chunk"{c}"{chunk}"{s}"timestamp"{c}"{ts}"{s}"payload"{c}"{payload}"}}{s}'
+        f'"streamSid"{c}"{sid}"}}'
+    )
+
+
+def _outcome(text: str) -> object:
+    try:
+        return parse_message(text)
+    except StreamProtocolError as exc:
+        return ("error", exc.close_code)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seq=st.from_regex(r"[0-9]{1,17}", fullmatch=True),
+    track=st.sampled_from(["inbound", "outbound", "inbound_track", "both"]),
+    chunk=st.from_regex(r"[0-9]{1,16}", fullmatch=True),
+    ts=st.from_regex(r"[0-9]{1,16}", fullmatch=True),
+    payload=st.one_of(
+        st.binary(min_size=0, max_size=200).map(lambda b: base64.b64encode(b).decode()),
+        st.from_regex(r"[A-Za-z0-9+/]{1,12}={0,3}", fullmatch=True),
+    ),
+    sid=st.from_regex(r"[A-Za-z0-9._:-]{1,66}", fullmatch=True),
+    sep=st.sampled_from(["", " "]),
+)
+def test_fast_media_path_agrees_with_the_full_parser(
+    seq: str, track: str, chunk: str, ts: str, payload: str, sid: str, sep: str
+) -> None:
+    from recstream.streams.protocol import _FAST_MEDIA
+
+    text = _media_text(seq, track, chunk, ts, payload, sid, sep)
+    # A leading space is valid JSON that the fast path never matches: the full parser.
+    assert _FAST_MEDIA.fullmatch(" " + text) is None
+    assert _outcome(text) == _outcome(" " + text)
+
+
+def test_fast_path_takes_what_twilio_and_streamdouble_send() -> None:
+    from recstream.streams.protocol import _FAST_MEDIA
+
+    c = Call()
+    spaced = c.media("inbound", 20, b"\x01" * 160)  # json.dumps: ", " and ": "
+    compact = json.dumps(json.loads(spaced), separators=(",", ":"))
+    for text in (spaced, compact):
+        assert _FAST_MEDIA.fullmatch(text) is not None
+        assert parse_message(text) == parse_message(" " + text)

@@ -32,7 +32,7 @@ from recstream.errors import PipelineError, RecstreamError, StreamProtocolError
 from recstream.format import SEGMENT_SIZE, MediaKind
 from recstream.service.audit import AuditLog
 from recstream.streams.auth import AuthRefused, choose_tenant
-from recstream.streams.protocol import Start, parse_message
+from recstream.streams.protocol import Media, Start, parse_message
 from recstream.streams.session import State, StreamSession
 
 __all__ = ["StreamConnection"]
@@ -52,8 +52,9 @@ class StreamConnection:
 
     Args:
         allowed: the tenants the connection's credentials are good for.
-        on_sealed: bench instrumentation: called with the seconds from the
-            first chunk of each 16 KiB segment to the chunk that sealed it.
+        on_sealed: bench instrumentation, called as each 16 KiB segment of the
+            recording is sealed with (seconds since the segment's first chunk
+            arrived, how late the sealing chunk arrived against its timestamp).
     """
 
     def __init__(
@@ -67,7 +68,7 @@ class StreamConnection:
         idle_timeout: float,
         max_call_seconds: float,
         tenant_parameter: str,
-        on_sealed: Callable[[float], None] | None = None,
+        on_sealed: Callable[[float, float], None] | None = None,
     ) -> None:
         self.ws = ws
         self.hook = hook
@@ -81,17 +82,16 @@ class StreamConnection:
         self.tenant: str | None = None
         self.path: Path | None = None
         self._written = 0
-        self._segment_started = 0.0
+        self._segment_started = self._origin = 0.0
         self._on_sealed = on_sealed
-        self._going_away = False
+        self._going_away: str | None = None  # why the server closed the socket itself
+        self.last_seen = time.monotonic()  # the server's idle watchdog reads this
 
     async def run(self) -> None:
         """Read until the stream ends; finalise the recording; close the socket; audit."""
         reason, code = "stopped", CLOSE_NORMAL
         try:
             reason, code = await self._pump()
-        except TimeoutError:
-            reason, code = f"idle for {self.idle_timeout:g} s", CLOSE_GOING_AWAY
         except StreamProtocolError as exc:
             reason, code = str(exc), exc.close_code
         except AuthRefused as exc:
@@ -107,12 +107,17 @@ class StreamConnection:
     async def _pump(self) -> tuple[str, int]:
         ws, session = self.ws, self.session
         while True:
-            msg = await ws.receive(timeout=self.idle_timeout)
+            # No per-message timeout: a timer per message cost a fifth of the server's
+            # CPU; the server's watchdog closes idle sockets instead (go_away).
+            msg = await ws.receive()
+            self.last_seen = time.monotonic()
             if msg.type is WSMsgType.TEXT:
                 message = parse_message(msg.data)
                 data = session.receive(message)
                 if isinstance(message, Start):
                     await self._begin(message)
+                elif isinstance(message, Media):
+                    self._write(data, message.timestamp_ms)
                 elif data:
                     self._write(data)
                 if session.state is State.STOPPED:
@@ -123,16 +128,20 @@ class StreamConnection:
             elif msg.type is WSMsgType.ERROR:
                 # aiohttp has closed the socket (1009 for a message over max_msg_size).
                 return f"WebSocket error: {_describe(ws.exception())}", ws.close_code or 1002
-            elif self._going_away:
-                return "server shutting down", CLOSE_GOING_AWAY
+            elif self._going_away is not None:
+                return self._going_away, CLOSE_GOING_AWAY
             else:  # CLOSE, CLOSING, CLOSED: the peer left
                 return "closed without a stop message", CLOSE_NORMAL
 
-    async def go_away(self) -> None:
+    async def go_away(self, reason: str = "server shutting down") -> None:
         """Close the socket (1001); :meth:`run` then finalises the recording, incomplete."""
-        self._going_away = True
+        self._going_away = reason
         if not self.ws.closed:
-            await self.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+            await self.ws.close(code=CLOSE_GOING_AWAY, message=reason.encode("ascii", "replace"))
+
+    @property
+    def idle_reason(self) -> str:
+        return f"idle for {self.idle_timeout:g} s"
 
     async def _begin(self, start: Start) -> None:
         requested = start.custom_parameters.get(self.tenant_parameter)
@@ -162,7 +171,6 @@ class StreamConnection:
             msg = "a recording of this call and stream already exists"
             raise PipelineError(msg)
         self.key = key
-        self._segment_started = time.monotonic()
         self._write(self.session.open(tenant=self.tenant, now_ms=int(time.time() * 1000)))
         self.audit.write(
             "stream_started",
@@ -173,14 +181,20 @@ class StreamConnection:
             tracks=[t.value for t in start.tracks],
         )
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, timestamp_ms: int | None = None) -> None:
         assert self.key is not None
-        self.hook.media(self.key, data)
+        if data:
+            self.hook.media(self.key, data)
         if self._on_sealed is not None:
+            now = time.monotonic()
+            if timestamp_ms is not None and self._origin == 0.0:
+                # The first chunk fixes the stream's clock (its timestamps count from it).
+                self._origin = now - timestamp_ms / 1000
+                self._segment_started = now
             before, self._written = self._written, self._written + len(data)
             if before // SEGMENT_SIZE != self._written // SEGMENT_SIZE:
-                now = time.monotonic()
-                self._on_sealed(now - self._segment_started)
+                late = 0.0 if timestamp_ms is None else now - self._origin - timestamp_ms / 1000
+                self._on_sealed(now - self._segment_started, late)
                 self._segment_started = now
 
     async def _end(self, reason: str, code: int) -> None:

@@ -20,7 +20,9 @@ is finalised, so ``max_streams`` bounds open files and memory, not only sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -58,7 +60,7 @@ class StreamsServer:
         audit: AuditLog,
         *,
         tls: bool = False,
-        on_sealed: Callable[[float], None] | None = None,
+        on_sealed: Callable[[float, float], None] | None = None,
     ) -> None:
         self.config = config
         self.tenants = tenants
@@ -72,6 +74,7 @@ class StreamsServer:
         self._idle.set()
         self.accepted = 0
         self.refused = 0
+        self._closing: set[asyncio.Task[None]] = set()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -161,6 +164,23 @@ class StreamsServer:
                 self._idle.set()
         return ws
 
+    async def watch_idle(self) -> None:
+        """Close streams that sent nothing for ``idle_timeout`` (runs until cancelled).
+
+        One task for every stream instead of a timer per message; a stream is
+        closed between ``idle_timeout`` and 1.25 x ``idle_timeout`` after its last message.
+        """
+        idle = self.config.idle_timeout
+        while True:
+            await asyncio.sleep(idle / 4)
+            now = time.monotonic()
+            stale = [c for c in self.active if now - c.last_seen > idle]
+            for conn in stale:
+                # A task each: closing waits for the peer's close frame.
+                task = asyncio.get_running_loop().create_task(conn.go_away(conn.idle_reason))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
     async def close_all(self) -> None:
         """Tell every open stream to go away (1001); each finalises its recording, incomplete."""
         await asyncio.gather(*(conn.go_away() for conn in list(self.active)))
@@ -203,8 +223,14 @@ class RunningStreams:
         scheme = "wss" if self.server.tls else "ws"
         return f"{scheme}://{host}:{self.port}{self.server.config.path}"
 
+    watchdog: asyncio.Task[None] | None = None
+
     async def stop(self) -> None:
         """Stop accepting, close open streams (finalised incomplete), stop listening."""
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watchdog
         await self.server.close_all()
         try:
             await asyncio.wait_for(self.server.wait_idle(), SHUTDOWN_GRACE)
@@ -242,4 +268,6 @@ async def start_streams_server(server: StreamsServer) -> RunningStreams:
         msg = f"[server] listen {cfg.host}:{cfg.port}: {exc.strerror or exc}"
         raise ConfigError(msg) from None
     port = runner.addresses[0][1] if runner.addresses else cfg.port
-    return RunningStreams(server, runner, cfg.host, int(port))
+    running = RunningStreams(server, runner, cfg.host, int(port))
+    running.watchdog = asyncio.get_running_loop().create_task(server.watch_idle())
+    return running
