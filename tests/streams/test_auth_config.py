@@ -151,3 +151,15 @@ def test_cli_refuses_bad_config_and_bad_keystore(
     assert main(["streams", "--config", str(env.config())]) == 4
     err = capsys.readouterr().err
     assert "keystore" in err and "Traceback" not in err and "not-the-keystore-pw" not in err
+
+
+def test_readme_example_config_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Media streams over WebSocket") :]
+    block = section[section.index("```toml\n") + 8 : section.index("```\n", 8)]
+    make_env(tmp_path)  # keystore.rsk, keystore.pass, acme.secret, twilio.token, recordings/
+    (tmp_path / "streams.toml").write_text(block)
+    cfg = load_config(tmp_path / "streams.toml")
+    assert (cfg.server.host, cfg.server.port) == ("127.0.0.1", 8765)
+    assert [t.tenant for t in cfg.tenants] == ["acme", "globex"]
+    assert cfg.tenants[1].twilio_auth_token is not None and cfg.tenants[1].secret is None

@@ -336,6 +336,7 @@ def _tabulate(report: Report, cfg: StreamsConfig, results: dict[int, list[StepRe
         f"{cfg.flush_interval:g} s, sync={'on' if cfg.sync else 'off'}",
         Column("streams", "streams"),
         Column("sustained", "sustained"),
+        Column("complete", "complete recordings"),
         Column("server_cpu", "server CPU %", noise_floor=5),
         Column("client_cpu", "client CPU %", noise_floor=5),
         Column("msgs", "msgs/s", noise_floor=float("inf")),
@@ -362,6 +363,7 @@ def _tabulate(report: Report, cfg: StreamsConfig, results: dict[int, list[StepRe
         table.add(
             streams=n,
             sustained=f"{'yes' if ok else 'no'} ({passed}/{len(runs)})",
+            complete=f"{min(r.complete for r in runs)}/{n}",
             client_cpu=summarize([r.client_cpu for r in runs]),
             msgs=summarize([r.messages / cfg.duration for r in runs]),
             lag_p99_ms=summarize([r.lag_p99 * 1e3 for r in runs]),
