@@ -8,7 +8,9 @@ holding exactly what was sent before the break, and the server must go on record
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -318,12 +320,14 @@ def test_idle_timeout_and_sigterm_finalise_incomplete(env: Env) -> None:
                 ws = await s.ws_connect(f"{server.url}?token={ACME}")
                 await ws.send_str(held.start())
                 await ws.send_str(held.media("inbound", 0, data[:160]))
-                # Wait until the recording exists, then stop the server under it.
+                # Wait until the recording exists, then stop the server under it. Messages
+                # of an unknown type keep the stream from idling out however slow this is.
                 deadline = time.monotonic() + 60
                 while not list(env.recordings.rglob(f"{held.call_sid}/*.incomplete")):
                     assert time.monotonic() < deadline
-                    await __import__("asyncio").sleep(0.02)
-                server.proc.send_signal(__import__("signal").SIGTERM)
+                    await ws.send_str('{"event": "keepalive"}')
+                    await asyncio.sleep(0.02)
+                server.proc.send_signal(signal.SIGTERM)
                 return (await wc.wait_closed(ws))[0]
 
         assert wc.run(hold) == 1001

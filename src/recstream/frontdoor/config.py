@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ COMMON_SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
     },
     "audit": {"log": (str,)},
 }
+MAX_FLUSH_INTERVAL: Final = 60.0  # a sealed segment waiting longer is a crash's loss
+_IDENTIFIER: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _KIND_NAMES: Final = {
     str: "a string",
     int: "an integer",
@@ -65,8 +68,10 @@ _KIND_NAMES: Final = {
 
 @dataclass(frozen=True, slots=True)
 class RecordingsConfig:
+    """Where recordings go; ``contact_center`` None means flat files, not the archive layout."""
+
     root: Path
-    contact_center: str
+    contact_center: str | None
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
 
 
@@ -225,14 +230,17 @@ class ConfigReader:
             return default
         return float(value)
 
-    def recordings(self) -> RecordingsConfig | None:
+    def recordings(self, *, archive: bool = True) -> RecordingsConfig | None:
+        """``[recordings]``; ``archive``: ``contact_center`` is required (the archive layout)."""
         root = self.path("recordings", "root", must="dir")
         self.require("recordings", "root")
-        cc = self.require("recordings", "contact_center")
-        if cc is not None and not cc.strip():
-            self.problem("[recordings] contact_center must not be empty")
+        cc = (self.require if archive else self.get)("recordings", "contact_center")
+        if cc is not None and not _IDENTIFIER.fullmatch(cc):
+            self.problem("[recordings] contact_center must be 1-64 letters, digits and ._-")
         interval = self.positive("recordings", "flush_interval", DEFAULT_FLUSH_INTERVAL)
-        if root is None or not cc:
+        if interval > MAX_FLUSH_INTERVAL:
+            self.problem(f"[recordings] flush_interval must be at most {MAX_FLUSH_INTERVAL:g} s")
+        if root is None or (archive and not cc):
             return None
         return RecordingsConfig(root, cc, interval)
 
@@ -248,9 +256,10 @@ class ConfigReader:
         ca = self.path("keystore", "ca_file", must="file")
         return KeystoreConfig(path, pw_file, pw_env, ca) if path is not None else None
 
-    def audit(self) -> AuditConfig | None:
+    def audit(self, *, required: bool = True) -> AuditConfig | None:
         log = self.path("audit", "log", must="parent")
-        self.require("audit", "log")
+        if required:
+            self.require("audit", "log")
         return AuditConfig(log) if log is not None else None
 
     def raise_problems(self, what: str) -> None:
