@@ -180,3 +180,14 @@ def test_encoder_output_is_what_the_decoder_reads() -> None:
     assert hashlib.sha256(got.tracks[3].audio).digest() == hashlib.sha256(b"\x01\x02").digest()
     with pytest.raises(StreamStateError):
         enc.media(3, 10, b"x")
+
+
+def test_close_record_round_trip() -> None:
+    enc = T.TracksEncoder()
+    parts = [enc.start("media-stream", 1), enc.declare(T.TrackDecl(1, "PCMU", 8000, 1)),
+             enc.media(1, 0, b"\x01"), enc.close("idle_timeout", complete=False)]
+    got = T.extract(parts)  # no END: incomplete, with the reason
+    assert not got.complete and got.close == T.Close("idle_timeout", False)
+    assert got.summary()["close"] == {"reason": "idle_timeout", "complete": False}
+    with pytest.raises(ValueError):
+        enc.close("again")

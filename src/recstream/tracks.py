@@ -29,6 +29,7 @@ __all__ = [
     "NEED_DATA",
     "STAT_NAMES",
     "VERSION",
+    "Close",
     "End",
     "Event",
     "Extraction",
@@ -92,6 +93,7 @@ class RecordType(IntEnum):
     EVENT = 0x05
     STATS = 0x06
     END = 0x07
+    CLOSE = 0x80  # ancillary range: a decoder may skip it (TRACKS.md §4.4)
 
 
 _LIMITS: Final = {
@@ -102,6 +104,7 @@ _LIMITS: Final = {
     RecordType.EVENT: _EVENT.size,
     RecordType.STATS: _STATS_HEAD.size + 255 * 8,
     RecordType.END: 0,
+    RecordType.CLOSE: 64 * 1024,
 }
 _EXACT: Final = {RecordType.GAP, RecordType.EVENT, RecordType.END}
 
@@ -198,7 +201,15 @@ class End:
     pass
 
 
-Record = Session | TrackDecl | Media | Gap | Event | Stats | End
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Why the recording ended (TRACKS.md §4.4)."""
+
+    reason: str
+    complete: bool = True
+
+
+Record = Session | TrackDecl | Media | Gap | Event | Stats | End | Close
 
 
 class _NeedData:
@@ -351,6 +362,7 @@ class TracksEncoder:
         self._started = False
         self._ended = False
         self._failed = False
+        self._closed = False
 
     def _check(self, problem: str | None = None, *, need_start: bool = True) -> None:
         if self._failed or self._ended:
@@ -426,6 +438,14 @@ class TracksEncoder:
         body = _STATS_HEAD.pack(track, len(values)) + b"".join(_U64.pack(v) for v in values)
         return _RECORD.pack(RecordType.STATS, len(body)) + body
 
+    def close(self, reason: str, *, complete: bool = True) -> bytes:
+        """A CLOSE record: why the recording ended (at most once, before :meth:`end`)."""
+        bad = not reason or len(reason) > 200 or self._closed
+        self._check("CLOSE needs a short reason, once" if bad else None)
+        self._closed = True
+        body = _dump({"reason": reason, "complete": complete})
+        return _RECORD.pack(RecordType.CLOSE, len(body)) + body
+
     def end(self) -> bytes:
         """The END record; the encoder accepts nothing after it."""
         self._check()
@@ -464,6 +484,7 @@ class TracksDecoder:
         self._preamble = False
         self._session = False
         self._ended = False
+        self._close_seen = False
         self._error: TracksFormatError | None = None
         self._lines = _Timelines()
         self.records = 0
@@ -541,10 +562,10 @@ class TracksDecoder:
         return None
 
     def _check_length(self, kind: int, length: int) -> None:
-        if kind >= 0x80:
-            limit = MAX_ANCILLARY_BYTES
-        elif kind in _LIMITS:
+        if kind in _LIMITS:
             limit = _LIMITS[RecordType(kind)]
+        elif kind >= 0x80:
+            limit = MAX_ANCILLARY_BYTES
         else:
             msg = f"unknown record type 0x{kind:02x}"
             raise self._fail(msg)
@@ -590,11 +611,29 @@ class TracksDecoder:
             self._ended, problem, record = True, None, End()
         elif kind in (RecordType.SESSION, RecordType.TRACK):
             record, problem = self._parse_json(kind, body)
+        elif kind == RecordType.CLOSE:
+            record, problem = self._parse_close(body), None
         else:
             return None
         if problem is not None:
             raise self._fail(problem)
         return record
+
+    def _parse_close(self, body: bytes) -> Close:
+        if self._close_seen:
+            msg = "two CLOSE records"
+            raise self._fail(msg)
+        self._close_seen = True
+        try:
+            doc = _load(body)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            msg = f"bad CLOSE record: {exc}"
+            raise self._fail(msg) from None
+        reason, complete = doc.get("reason"), doc.get("complete", True)
+        if not isinstance(reason, str) or not isinstance(complete, bool):
+            msg = "CLOSE needs a string 'reason' and a boolean 'complete'"
+            raise self._fail(msg)
+        return Close(reason, complete)
 
     def _parse_json(self, kind: int, body: bytes) -> tuple[Record, str | None]:
         try:
@@ -645,12 +684,15 @@ class Extraction:
     tracks: dict[int, TrackAudio]
     complete: bool
     records: int
+    close: Close | None = None
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary (the session's metadata included: personal data)."""
         return {
             "complete": self.complete,
             "records": self.records,
+            "close": {"reason": self.close.reason, "complete": self.close.complete}
+            if self.close else None,
             "session": dict(self.session.info) if self.session else None,
             "tracks": [
                 {
@@ -664,7 +706,7 @@ class Extraction:
                                 "volume": e.volume, "duration": e.duration} for e in t.events],
                     "stats": dict(t.stats.counts) if t.stats else None,
                 }
-                for t in self.tracks.values()
+                for _, t in sorted(self.tracks.items())
             ],
         }
 
@@ -692,6 +734,7 @@ def extract(chunks: bytes | Sequence[bytes]) -> Extraction:
             dec.receive_data(bytes(chunk))
     dec.receive_data(b"")
     session: Session | None = None
+    close: Close | None = None
     tracks: dict[int, TrackAudio] = {}
     for rec in dec:
         if isinstance(rec, Session):
@@ -713,4 +756,6 @@ def extract(chunks: bytes | Sequence[bytes]) -> Extraction:
             tracks[rec.track].events.append(rec)
         elif isinstance(rec, Stats):
             tracks[rec.track].stats = rec
-    return Extraction(session, tracks, dec.complete, dec.records)
+        elif isinstance(rec, Close):
+            close = rec
+    return Extraction(session, tracks, dec.complete, dec.records, close)

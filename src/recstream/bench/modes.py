@@ -451,6 +451,30 @@ and every stream ends as a complete recording.  Reports streams held, both
 processes' CPU and the chunk-to-disk p99 (as its parts and their sum).
 """
 
+
+def _srs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calls", type=list_type(positive_int), default=(50, 100, 200, 400, 700, 1000),
+                   metavar="LIST", help="the ramp: concurrent calls per step "
+                   "(default: 50,100,200,400,700,1000)")
+    p.add_argument("--hold", type=float, default=10.0, metavar="SECONDS",
+                   help="how long SIPp holds each call (default: %(default)s)")
+    p.add_argument("--rate", type=positive_int, default=100, metavar="CPS",
+                   help="SIPp's call rate, calls per second (default: %(default)s)")
+    p.add_argument("--processes", type=positive_int, default=1, metavar="N",
+                   help="SRS processes behind one SIP port (SO_REUSEPORT; default: 1)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="run the larger steps even after one was not held")
+
+
+_SRS = """\
+The SIPREC recording server (recstream srs) as deployed, under SIPp: each step
+opens N concurrent two-stream calls (SIPp -l N -r RATE; SIPp plays stream 1 in
+real time, the bench's own sender stream 2), holds them --hold seconds, and
+reports calls completed, the SRS's CPU, RTP packets lost or late inside the
+recorder, the kernel's UDP receive-buffer drops (/proc/net/snmp) and a
+packet-to-disk p99 bound.  Needs sipp (apt-get install sip-tester).
+"""
+
 MODES: tuple[Mode, ...] = (
     Mode(
         "bulk",
@@ -500,6 +524,13 @@ MODES: tuple[Mode, ...] = (
         _STREAMS,
         _streams_arguments,
         "recstream.bench.streams:run_from_args",
+    ),
+    Mode(
+        "srs",
+        "the SIPREC recording server under SIPp load: two-stream calls held, ramped",
+        _SRS,
+        _srs_arguments,
+        "recstream.bench.srs:run_from_args",
     ),
 )
 

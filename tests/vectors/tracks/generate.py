@@ -93,13 +93,21 @@ def main() -> None:
     write("no_end_record", "incomplete", no_end, "clean cut after a record, no END",
           {1: P1}, 3)
     write("ancillary_skipped", "success",
-          PRE + session() + rec(0x80, b"future") + track(1) + media(1, 0, P1) + END,
+          PRE + session() + rec(0x9F, b"future") + track(1) + media(1, 0, P1) + END,
           "an ancillary record (0x80-0xff) is skipped", {1: P1}, 4)
     write("opus_no_fill", "success",
           PRE + session() + track(1, "OPUS", clock_rate=48000) + media(1, 0, b"abc")
           + gap(1, 960, 960, 1) + media(1, 2880, b"de") + END,
           "a codec without a silence byte: payloads concatenated, gaps listed", {1: b"abcde"}, 6)
+    write("close_reason", "success",
+          PRE + session() + track(1) + media(1, 0, P1) + stats(1, 1)
+          + rec(0x80, js({"reason": "rtp_timeout", "complete": True})) + END,
+          "a CLOSE record saying why the recording ended", {1: P1}, 6)
     fail = "format failure"
+    write("close_twice", fail, PRE + session() + rec(0x80, js({"reason": "a"}))
+          + rec(0x80, js({"reason": "b"})) + END, "two CLOSE records")
+    write("close_without_reason", fail, PRE + session() + rec(0x80, js({"complete": False}))
+          + END, "CLOSE without a reason")
     write("bad_magic", fail, b"RSTRACKZ\x01" + session() + END, "wrong magic")
     write("version_2", fail, b"RSTRACKS\x02" + session() + END, "unsupported version")
     write("media_before_track", fail, PRE + session() + media(1, 0, P1) + END,
