@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from recstream import tracks
 from recstream.streams.auth import twilio_signature
 from tests.streams import wsclient as wc
 from tests.streams.helpers import (
@@ -195,6 +196,8 @@ def test_malformed_message_closes_that_stream_only(
     entry, ex = recorded(env, c)
     assert entry["complete"] is False and entry["close_code"] == code
     assert not ex.complete  # finalised, and marked incomplete: no END record
+    assert ex.close is not None and ex.close.complete is False
+    assert ex.close.reason == entry["reason"][:200]  # and says why, inside the envelope
     assert bytes(ex.tracks[1].audio) == before and bytes(ex.tracks[2].audio) == agent
     assert ex.tracks[1].stats is not None and ex.tracks[1].stats.counts["received"] == 6
     assert PHONE not in env.audit.read_text()
@@ -310,6 +313,7 @@ def test_idle_timeout_and_sigterm_finalise_incomplete(env: Env) -> None:
         assert code == 1001
         entry, ex = recorded(env, idle)
         assert entry["reason"] == "idle for 0.5 s" and not ex.complete
+        assert ex.close == tracks.Close("idle for 0.5 s", complete=False)
         assert bytes(ex.tracks[1].audio) == data
 
         # SIGTERM with a stream open: finalised (incomplete), and the process exits 0.

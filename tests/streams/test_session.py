@@ -79,9 +79,10 @@ def test_session_writes_a_complete_container() -> None:
         '{"event": "futureThing", "streamSid": "x"}',
         c.stop(),
     )
-    assert s.complete and s.finish() == b""
+    assert s.complete and s.finish("late") == b""
     ex = tracks.extract(data)
     assert ex.complete and ex.session is not None
+    assert ex.close == tracks.Close("stopped", complete=True)
     assert ex.session.source == "media-stream"
     assert ex.session.info["custom_parameters"] == {"From": "+14155550123"}
     assert ex.session.info["connected"] == {"protocol": "Call", "version": "1.0.0"}
@@ -95,14 +96,15 @@ def test_finish_without_stop_is_incomplete() -> None:
     c = Call(tracks=("outbound",))
     s = StreamSession(max_call_seconds=60)
     data = feed(s, c.start(), c.media("outbound", 0, F), c.media("outbound", 40, F))
-    data += s.finish()
+    data += s.finish("idle for 10 s")
     assert s.state is State.FINISHED and not s.complete
     ex = tracks.extract(data)
     assert not ex.complete
+    assert ex.close == tracks.Close("idle for 10 s", complete=False)
     t = ex.tracks[2]
     assert bytes(t.audio) == F + b"\xff" * 160 + F
     assert t.stats is not None and t.stats.counts["lost"] == 1
-    assert s.finish() == b""  # once
+    assert s.finish("again") == b""  # once
 
 
 @pytest.mark.parametrize(
@@ -143,4 +145,4 @@ def test_open_needs_start() -> None:
     s = StreamSession(max_call_seconds=60)
     with pytest.raises(StreamStateError):
         s.open(tenant="acme", now_ms=0)
-    assert s.finish() == b"" and s.state is State.FINISHED
+    assert s.finish("x") == b"" and s.state is State.FINISHED

@@ -78,7 +78,10 @@ async def _main(conn: Connection, opts: dict[str, Any]) -> None:
         running = await start_streams_server(server)
         conn.send(("ready", running.url))
         while True:
-            command = await asyncio.to_thread(conn.recv)
+            try:
+                command = await asyncio.to_thread(conn.recv)
+            except EOFError:  # the bench process is gone: stop too
+                break
             if command[0] == "reset":
                 window.reset()
                 hook.flusher.latencies.clear()

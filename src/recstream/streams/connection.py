@@ -201,7 +201,7 @@ class StreamConnection:
         complete = False
         if self.key is not None:
             try:
-                tail = self.session.finish()
+                tail = self.session.finish(reason)
                 if tail:
                     self.hook.media(self.key, tail)
             except (PipelineError, KeyError) as exc:
@@ -217,7 +217,7 @@ class StreamConnection:
                 reason = f"{reason}; recording failed: {_describe(err)}"
             complete = self.session.complete and self.path is not None and err is None
         else:
-            self.session.finish()
+            self.session.finish(reason)
         self._audit_end(reason, complete, code)
         if not self.ws.closed:
             # The reason is ours, never the peer's data; 123 bytes is the close frame's limit.

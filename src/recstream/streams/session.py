@@ -10,11 +10,12 @@ multi-track container (docs/TRACKS.md) to append to the call's recording:
   (1 ``inbound``, 2 ``outbound``);
 * ``media`` becomes GAP and MEDIA records placed by its timestamp
   (:mod:`recstream.streams.timeline`); ``dtmf`` an EVENT; ``mark`` is counted;
-* ``stop`` ends it: STATS per track, then END.
+* ``stop`` ends it: STATS per track, CLOSE ("stopped"), then END.
 
 :meth:`StreamSession.finish` ends a stream that stopped any other way
-(disconnect, idle timeout, a malformed message): STATS and no END, so the
-recording is finalised and decodes as incomplete (TRACKS.md §5).
+(disconnect, idle timeout, a malformed message): STATS, CLOSE with the reason
+and no END, so the recording is finalised and decodes as incomplete and says
+why (TRACKS.md §4.4, §5).
 
 Transitions are a table: any message the state does not allow raises
 :class:`~recstream.errors.StreamProtocolError`, and the session is then failed
@@ -49,6 +50,7 @@ __all__ = ["SOURCE", "TRACK_NUMBERS", "SessionStatistics", "State", "StreamSessi
 SOURCE: Final = "media-stream"
 TRACK_NUMBERS: Final = {Track.INBOUND: 1, Track.OUTBOUND: 2}
 _PAYLOAD_TYPES: Final = {Codec.PCMU: 0, Codec.PCMA: 8}  # RFC 3551 static payload types
+MAX_REASON_CHARS: Final = 200  # TRACKS.md §4.4
 _DTMF_EVENTS: Final = {d: i for i, d in enumerate("0123456789*#ABCD")}  # RFC 4733 §3.2
 
 
@@ -143,7 +145,7 @@ class StreamSession:
             self._marks += 1
             return b""
         assert isinstance(message, Stop)
-        out = self._close(complete=True)
+        out = self._close("stopped", complete=True)
         self.state = State.STOPPED
         return out
 
@@ -208,17 +210,19 @@ class StreamSession:
         # where the track has reached, with duration 0 (unknown).
         return self._enc.event(TRACK_NUMBERS[dtmf.track], line.end, _DTMF_EVENTS[dtmf.digit], 0, 0)
 
-    def _close(self, *, complete: bool) -> bytes:
+    def _close(self, reason: str, *, complete: bool) -> bytes:
         out = [
             self._enc.stats(TRACK_NUMBERS[track], line.counts)
             for track, line in sorted(self._lines.items(), key=lambda i: TRACK_NUMBERS[i[0]])
         ]
+        # TRACKS.md §4.4: why it ended, in the recording itself (our words, never the peer's).
+        out.append(self._enc.close(reason[:MAX_REASON_CHARS] or "ended", complete=complete))
         if complete:
             out.append(self._enc.end())
         return b"".join(out)
 
-    def finish(self) -> bytes:
-        """End a stream that did not ``stop``: STATS, no END (incomplete).
+    def finish(self, reason: str) -> bytes:
+        """End a stream that did not ``stop``: STATS, CLOSE with ``reason``, no END (incomplete).
 
         Returns b"" when the stream already stopped, or never opened.
         """
@@ -227,7 +231,7 @@ class StreamSession:
                 self.state = State.FINISHED
             return b""
         self.state = State.FINISHED
-        return self._close(complete=False)
+        return self._close(reason, complete=False)
 
     @property
     def complete(self) -> bool:
