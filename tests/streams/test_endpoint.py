@@ -342,3 +342,29 @@ def test_idle_timeout_and_sigterm_finalise_incomplete(env: Env) -> None:
     finally:
         log = server.stop()
     assert "Traceback" not in log
+
+
+def test_processes_share_the_port(env: Env) -> None:
+    server = Server(env.config("procs.toml", processes=2), env.root / "procs.log")
+    try:
+        calls = [wc.Call(tracks=("inbound",)) for _ in range(24)]
+        data = wc.audio(2, seed=12)
+
+        async def one(c: wc.Call) -> int | None:
+            msgs = [c.start(), *wc.media_messages(c, data), c.stop()]
+            return (await wc.call(f"{server.url}?token={ACME}", msgs, close=False))[0]
+
+        async def all_calls() -> list[int | None]:
+            return list(await asyncio.gather(*(one(c) for c in calls)))
+
+        assert wc.run(all_calls) == [1000] * len(calls)
+        workers = set()
+        for c in calls:
+            entry, ex = recorded(env, c)
+            assert ex.complete and bytes(ex.tracks[1].audio) == data
+            workers.add(entry["worker"])
+        # The kernel spreads connections over both (24 calls all on one: 2 in 10 million).
+        assert workers == {0, 1}
+    finally:
+        log = server.stop()
+    assert server.proc.returncode == 0 and "Traceback" not in log

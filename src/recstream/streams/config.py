@@ -10,7 +10,9 @@ common ``[recordings]``, ``[keystore]`` and ``[audit]``
     ``tls_key``, ``path`` (default ``/streams``), ``public_url`` (the
     ``wss://host`` the platform connects to, for signatures behind a TLS
     proxy), ``max_message_bytes``, ``max_streams``, ``idle_timeout``,
-    ``max_call_seconds``, ``tenant_parameter`` (default ``tenant``).
+    ``max_call_seconds``, ``tenant_parameter`` (default ``tenant``), ``processes``
+    (default 1: more share the port through SO_REUSEPORT, each taking
+    ``max_streams / processes`` streams).
 ``[tenants.NAME]``
     ``secret_file`` (a shared secret, at least 16 characters) and/or
     ``twilio_auth_token_file`` (verify ``X-Twilio-Signature``); at least one.
@@ -46,6 +48,7 @@ DEFAULT_PATH: Final = "/streams"
 DEFAULT_MAX_STREAMS: Final = 2000  # the capacity target of issue 19 on a 2-core machine
 DEFAULT_IDLE_TIMEOUT: Final = 10.0  # a chunk comes every 20 ms: 10 s of nothing is a dead peer
 DEFAULT_MAX_CALL_SECONDS: Final = 4 * 3600  # a timeline limit: a timestamp past it is refused
+MAX_PROCESSES: Final = 64  # SO_REUSEPORT workers; one per core is the useful number
 MIN_SECRET_CHARS: Final = 16  # a shared secret in a URL must not be guessable
 _TENANT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 
@@ -61,6 +64,7 @@ _SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
         "idle_timeout": NUMBER,
         "max_call_seconds": NUMBER,
         "tenant_parameter": (str,),
+        "processes": (int,),
     },
     "tenants": {"secret_file": (str,), "twilio_auth_token_file": (str,)},
 }
@@ -79,6 +83,7 @@ class ServerConfig:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS
     tenant_parameter: str = "tenant"
+    processes: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,9 @@ def _server(r: ConfigReader) -> ServerConfig | None:
     if limits["max_message_bytes"] < 1024:
         r.problem("[server] max_message_bytes must be at least 1024 (a start message)")
     param = r.get("server", "tenant_parameter") or "tenant"
+    processes = int(r.positive("server", "processes", 1))
+    if processes > MAX_PROCESSES:
+        r.problem(f"[server] processes must be at most {MAX_PROCESSES}")
     if host_port is None:
         return None
     return ServerConfig(
@@ -159,6 +167,7 @@ def _server(r: ConfigReader) -> ServerConfig | None:
         idle_timeout=r.positive("server", "idle_timeout", DEFAULT_IDLE_TIMEOUT),
         max_call_seconds=r.positive("server", "max_call_seconds", DEFAULT_MAX_CALL_SECONDS),
         tenant_parameter=param,
+        processes=min(processes, MAX_PROCESSES),
     )
 
 

@@ -69,6 +69,7 @@ class StreamConnection:
         max_call_seconds: float,
         tenant_parameter: str,
         on_sealed: Callable[[float, float], None] | None = None,
+        worker: int = 0,
     ) -> None:
         self.ws = ws
         self.hook = hook
@@ -84,6 +85,7 @@ class StreamConnection:
         self._written = 0
         self._segment_started = self._origin = 0.0
         self._on_sealed = on_sealed
+        self.worker = worker
         self._going_away: str | None = None  # why the server closed the socket itself
         self.last_seen = time.monotonic()  # the server's idle watchdog reads this
 
@@ -179,6 +181,7 @@ class StreamConnection:
             stream_sid=start.stream_sid,
             call_sid=start.call_sid,
             tracks=[t.value for t in start.tracks],
+            worker=self.worker,
         )
 
     def _write(self, data: bytes, timestamp_ms: int | None = None) -> None:
@@ -240,6 +243,7 @@ class StreamConnection:
             "dtmf": stats.dtmf,
             "marks": stats.marks,
             "ignored_messages": stats.ignored,
+            "worker": self.worker,
         }
         self.audit.write("stream_ended", **fields)
         if not complete:

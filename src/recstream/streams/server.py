@@ -61,6 +61,7 @@ class StreamsServer:
         *,
         tls: bool = False,
         on_sealed: Callable[[float, float], None] | None = None,
+        worker: int = 0,
     ) -> None:
         self.config = config
         self.tenants = tenants
@@ -68,6 +69,7 @@ class StreamsServer:
         self.audit = audit
         self.tls = tls
         self.on_sealed = on_sealed
+        self.worker = worker  # which of the SO_REUSEPORT processes this is (audit lines say)
         self.active: set[StreamConnection] = set()
         self._reserved = 0
         self._idle = asyncio.Event()
@@ -97,6 +99,7 @@ class StreamsServer:
             status=status,
             reason=reason,
             tenant=path_tenant if known else None,
+            worker=self.worker,
         )
         if status == 503:
             return web.Response(status=503, text="too many streams\n", headers={"Retry-After": "5"})
@@ -151,6 +154,7 @@ class StreamsServer:
                 max_call_seconds=self.config.max_call_seconds,
                 tenant_parameter=self.config.tenant_parameter,
                 on_sealed=self.on_sealed,
+                worker=self.worker,
             )
             self.accepted += 1
             self.active.add(conn)
@@ -238,8 +242,10 @@ class RunningStreams:
             await self.runner.cleanup()
 
 
-async def start_streams_server(server: StreamsServer) -> RunningStreams:
-    """Listen on ``[server] listen``.
+async def start_streams_server(
+    server: StreamsServer, *, reuse_port: bool = False
+) -> RunningStreams:
+    """Listen on ``[server] listen`` (``reuse_port``: one of several processes on one port).
 
     Raises:
         ConfigError: bad TLS material, or the address cannot be bound.
@@ -259,7 +265,13 @@ async def start_streams_server(server: StreamsServer) -> RunningStreams:
     )
     await runner.setup()
     site = web.TCPSite(
-        runner, cfg.host, cfg.port, ssl_context=tls, reuse_address=True, backlog=4096
+        runner,
+        cfg.host,
+        cfg.port,
+        ssl_context=tls,
+        reuse_address=True,
+        reuse_port=reuse_port or None,
+        backlog=4096,
     )
     try:
         await site.start()
