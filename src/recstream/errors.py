@@ -66,6 +66,7 @@ __all__ = [
     "ScreenCertificateMissingError",
     "SegmentAuthError",
     "ServiceError",
+    "StreamProtocolError",
     "StreamStateError",
     "SubjectFieldsError",
     "TracksFormatError",
@@ -531,3 +532,23 @@ class RequestTimeoutError(RequestError):
 
 class InvalidTokenError(AuthenticationError):
     """The bearer token is unknown, expired or revoked."""
+
+
+# --- front doors: media streams over WebSocket (recstream.streams) -----------
+
+
+class StreamProtocolError(RecstreamError):
+    """A media-stream peer sent what the protocol does not allow; only that stream is closed.
+
+    Messages never quote the peer's payload or parameters (they may hold phone
+    numbers); they name the message and the field.
+
+    Attributes:
+        close_code: the WebSocket close code to send (RFC 6455 §7.4.1): 1007 for
+            data that is not what its type says (bad JSON, bad base64), 1008 for
+            a policy violation (a limit, a message out of order), 1009 too big.
+    """
+
+    def __init__(self, message: str, close_code: int = 1008) -> None:
+        super().__init__(message)
+        self.close_code = close_code

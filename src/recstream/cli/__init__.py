@@ -100,6 +100,7 @@ COMMAND_MODULES: dict[str, str] = {
     "pki": "pki",
     "batch": "batch",
     "serve": "serve",
+    "streams": "streams",
     "bench": "bench",
     "demo": "demo",
     "srs": "srs",
