@@ -297,7 +297,15 @@ class Ports:
         self.released.append(port)
 
 
+def _files(directory: Path) -> None:
+    """What the common sections check exists: the recordings root, keystore, password."""
+    (directory / "r").mkdir(exist_ok=True)
+    (directory / "k").write_bytes(b"")
+    (directory / "p").write_bytes(b"pw\n")
+
+
 def ua(tmp_path: Path, **sip: object) -> UserAgent:
+    _files(tmp_path)
     doc = {
         "sip": {"listen": "127.0.0.1:5060", **sip},
         "rtp": {"host": "127.0.0.1", "ports": "30000-30999"},
@@ -305,7 +313,7 @@ def ua(tmp_path: Path, **sip: object) -> UserAgent:
         "tenants": {"default": "acme", "rule": [{"request_uri_user": "globex-rec",
                                                  "tenant": "globex"}]},
     }
-    return UserAgent(parse_config(doc, tmp_path), ("127.0.0.1", 5060), Ports(),
+    return UserAgent(parse_config(doc, tmp_path / "srs.toml"), ("127.0.0.1", 5060), Ports(),
                      random=os.urandom, wall_clock=lambda: 1.0)
 
 
@@ -438,6 +446,9 @@ def test_ua_reinvite_keeps_ports_and_adds_tracks(tmp_path: Path) -> None:
 
 def test_config_example_and_errors(tmp_path: Path) -> None:
     (tmp_path / "srs.toml").write_text(EXAMPLE)
+    (tmp_path / "recordings").mkdir()
+    (tmp_path / "keystore.rsk").write_bytes(b"")
+    (tmp_path / "keystore.pass").write_bytes(b"pw\n")
     cfg = load_config(tmp_path / "srs.toml")
     assert (cfg.listen_port, cfg.rtp_ports, cfg.default_tenant) == (5060, (20000, 20999), "acme")
     bad = {
@@ -459,8 +470,16 @@ def test_config_example_and_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[sip\n")
     with pytest.raises(ConfigError, match="TOML"):
         load_config(tmp_path / "bad.toml")
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
+    # Every problem at once, the shared sections' included.
+    (tmp_path / "bad.toml").write_text(EXAMPLE.replace("5060", "x").replace(
+        'root = "recordings"', 'root = "nowhere"').replace("[tenants]", "[tenant]"))
+    with pytest.raises(ConfigError) as all_of_them:
+        load_config(tmp_path / "bad.toml")
+    text = str(all_of_them.value)
+    for words in ("listen", "nowhere", "unknown section [tenant]", "[tenants] is missing"):
+        assert words in text
 
 
 def test_srs_command_refuses_bad_setups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -475,7 +494,7 @@ def test_srs_command_refuses_bad_setups(tmp_path: Path, capsys: pytest.CaptureFi
     cfg.write_text(cfg.read_text().replace('ports = "', 'ports = "x'))
     assert main(["srs", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "rtp.ports" in err and "Traceback" not in err
+    assert "[rtp] ports" in err and "Traceback" not in err
     assert main(["srs", "--config", str(tmp_path / "none.toml")]) == 2
 
 
@@ -487,3 +506,18 @@ def test_rtp_packet_before_the_first_is_late_not_duplicate() -> None:
     got = extract(finish(enc, rx, out)).tracks[1]
     assert got.stats is not None
     assert (got.stats.counts["late"], got.stats.counts["duplicate"]) == (1, 1)
+
+
+def test_readme_config_is_valid(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### SIPREC recording server", 1)[1]
+    toml = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert toml is not None
+    (tmp_path / "srs.toml").write_text(toml[1])
+    (tmp_path / "recordings").mkdir()
+    (tmp_path / "keystore.rsk").write_bytes(b"")
+    (tmp_path / "keystore.pass").write_bytes(b"pw\n")
+    cfg = load_config(tmp_path / "srs.toml")
+    assert cfg.rules[0].tenant == "globex" and cfg.metrics_port == 9464
