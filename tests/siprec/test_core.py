@@ -436,6 +436,8 @@ def test_ua_reinvite_keeps_ports_and_adds_tracks(tmp_path: Path) -> None:
     assert [s.label for s in change.opened] == ["3"] and len(change.closed) == 1
     assert call.streams["3"].receiver.track == 3  # type: ignore[attr-defined]
     assert sent(out) == [b"SIP/2.0 200 OK"]
+    media = b"".join(a.data for a in out if isinstance(a, CallMedia))
+    assert media[:1] == b"\x81" and b"sip:carol@example.org" in media  # UPDATE, recorded
     stray = request("INVITE", ("127.0.0.1", 5060), UDP.addr, "zz", branch="z9hG4bKzz", cseq=2,
                     to_tag="nope", body=body, content_type=SIPREC_TYPE)
     assert sent(feed(agent, stray)) == [b"SIP/2.0 481 Call/Transaction Does Not Exist"]

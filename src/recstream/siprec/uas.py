@@ -402,10 +402,12 @@ class UserAgent:
             return [self._reply(req, dest, r.status, r.phrase, tag=call.local_tag,
                                 extra=r.headers)]
         plans = O.plan_streams(offer.sdp)
-        if offer.metadata is not None:
-            call.metadata = offer.metadata
-        wanted = {p.label for p in plans if p.accepted}
         media = b""
+        if offer.metadata is not None:  # recorded, never only kept in memory
+            call.metadata = offer.metadata
+            media += call.encoder.update({"metadata": offer.metadata.to_json(),
+                                          "at_ms": round(self.wall_clock() * 1000)})
+        wanted = {p.label for p in plans if p.accepted}
         closed = []
         for label in list(call.streams):
             if label not in wanted:
