@@ -523,3 +523,14 @@ def test_readme_config_is_valid(tmp_path: Path) -> None:
     (tmp_path / "keystore.pass").write_bytes(b"pw\n")
     cfg = load_config(tmp_path / "srs.toml")
     assert cfg.rules[0].tenant == "globex" and cfg.metrics_port == 9464
+
+
+def test_ua_retransmitted_bye_gets_the_same_200(tmp_path: Path) -> None:
+    agent = ua(tmp_path)
+    _, ok = answered(agent)
+    tag = ok.split(b";tag=")[2].split(b"\r\n")[0].decode()
+    bye = request("BYE", ("127.0.0.1", 5060), UDP.addr, "c1", branch="z9hG4bKbye", cseq=2,
+                  to_tag=tag)
+    first = [a.data for a in feed(agent, bye) if isinstance(a, Send)]
+    again = [a.data for a in feed(agent, bye) if isinstance(a, Send)]
+    assert first == again and first[0].startswith(b"SIP/2.0 200 OK")

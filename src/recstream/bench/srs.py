@@ -345,6 +345,11 @@ def _step(n: int, ns: argparse.Namespace, srs: SrsProcess, work: Path,
     if not r.sipp_ok and sipp.stderr is not None:
         r.notes.append(f"sipp exit {sipp.returncode}: {sipp.stderr.read()[-300:].strip()}")
     r.completed = sum(1 for d in ended if d.get("complete") and d.get("reason") == "bye")
+    reasons: dict[str, int] = {}
+    for d in ended:
+        reasons[d.get("reason", "?")] = reasons.get(d.get("reason", "?"), 0) + 1
+    if set(reasons) - {"bye"}:
+        r.notes.append(f"calls ended by: {reasons}")
     for d in ended:
         for s in d["streams"]:
             r.received += s["received"]
