@@ -534,3 +534,18 @@ def test_ua_retransmitted_bye_gets_the_same_200(tmp_path: Path) -> None:
     first = [a.data for a in feed(agent, bye) if isinstance(a, Send)]
     again = [a.data for a in feed(agent, bye) if isinstance(a, Send)]
     assert first == again and first[0].startswith(b"SIP/2.0 200 OK")
+
+
+def test_ua_siprec_invite_without_metadata_is_recorded(tmp_path: Path) -> None:
+    from tests.siprec.helpers import sdp_offer
+
+    agent = ua(tmp_path)
+    plain = request("INVITE", ("127.0.0.1", 5060), UDP.addr, "c7", branch="z9hG4bK7",
+                    body=sdp_offer([("1", 4000)]), content_type="application/sdp",
+                    headers=SIPREC_HEADERS)
+    start = next(a for a in feed(agent, plain) if isinstance(a, StartCall))
+    out = agent.started(start.call, True, 0.0)
+    assert sent(out) == [b"SIP/2.0 200 OK"]
+    head = b"".join(a.data for a in out if isinstance(a, CallMedia))
+    session = extract(head).session
+    assert session is not None and session.info["metadata"] is None
