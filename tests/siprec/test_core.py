@@ -549,3 +549,15 @@ def test_ua_siprec_invite_without_metadata_is_recorded(tmp_path: Path) -> None:
     head = b"".join(a.data for a in out if isinstance(a, CallMedia))
     session = extract(head).session
     assert session is not None and session.info["metadata"] is None
+
+
+def test_rtp_latches_only_onto_an_allowed_host() -> None:
+    enc = TracksEncoder()
+    out = [enc.start("test", 0)]
+    rx = StreamReceiver(enc, 1, 0, "PCMU", latch_hosts=frozenset({"10.0.0.1"}))
+    out.append(rx.receive(pkt(0, 0, b"\x09" * 160), ("10.6.6.6", 4000), 0.0))  # first, but off-path
+    out.append(rx.receive(pkt(0, 0, b"\x01" * 160), ("10.0.0.1", 7000), 0.01))
+    out.append(rx.receive(pkt(1, 160, b"\x09" * 160), ("10.0.0.1", 7002), 0.02))  # other port
+    got = extract(finish(enc, rx, out)).tracks[1]
+    assert bytes(got.audio) == b"\x01" * 160
+    assert got.stats is not None and got.stats.counts["foreign"] == 2
