@@ -67,8 +67,10 @@ __all__ = [
     "ScreenCertificateMissingError",
     "SegmentAuthError",
     "ServiceError",
+    "StreamProtocolError",
     "StreamStateError",
     "SubjectFieldsError",
+    "TracksFormatError",
     "TrailingDataError",
     "TruncatedStreamError",
     "UnsupportedVersionError",
@@ -411,6 +413,18 @@ class MixedEncryptionError(MuxError):
     """One input is encrypted and the other is not: never muxed together."""
 
 
+class TracksFormatError(RecstreamError):
+    """The plaintext is not a well-formed multi-track container (docs/TRACKS.md).
+
+    Attributes:
+        offset: byte offset in the container where the problem was found.
+    """
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} (at byte {offset} of the track container)")
+        self.offset = offset
+
+
 # --- state and pipeline ----------------------------------------------------
 
 
@@ -523,3 +537,23 @@ class RequestTimeoutError(RequestError):
 
 class InvalidTokenError(AuthenticationError):
     """The bearer token is unknown, expired or revoked."""
+
+
+# --- front doors: media streams over WebSocket (recstream.streams) -----------
+
+
+class StreamProtocolError(RecstreamError):
+    """A media-stream peer sent what the protocol does not allow; only that stream is closed.
+
+    Messages never quote the peer's payload or parameters (they may hold phone
+    numbers); they name the message and the field.
+
+    Attributes:
+        close_code: the WebSocket close code to send (RFC 6455 §7.4.1): 1007 for
+            data that is not what its type says (bad JSON, bad base64), 1008 for
+            a policy violation (a limit, a message out of order), 1009 too big.
+    """
+
+    def __init__(self, message: str, close_code: int = 1008) -> None:
+        super().__init__(message)
+        self.close_code = close_code

@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_CALLS",
     "DEFAULT_RCS_SIZES",
     "DEFAULT_SEGMENT_SIZES",
+    "DEFAULT_STREAMS",
     "MODES",
     "PEER_NAMES",
     "Mode",
@@ -47,6 +48,7 @@ DEFAULT_CALLS = (500, 1000, 2000, 5000, 8000)
 DEFAULT_SEGMENT_SIZES = tuple(4096 << i for i in range(11))  # 4 KiB .. 4 MiB
 PEER_NAMES = ("openssl", "age", "aws", "tink")
 DEFAULT_RCS_SIZES = (16 << 20, 64 << 20, 256 << 20)
+DEFAULT_STREAMS = (100, 250, 500, 1000, 1500, 2000)  # two-track media streams, issue 19
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +405,76 @@ and its RSS before each run against its peak during it: bounded memory means
 the peak is flat in recording size.  Stops by itself (--time-limit).
 """
 
+
+def _streams_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--streams",
+        type=list_type(positive_int),
+        default=DEFAULT_STREAMS,
+        metavar="LIST",
+        help="the ramp: concurrent two-track streams per step "
+        f"(default: {','.join(map(str, DEFAULT_STREAMS))})",
+    )
+    p.add_argument(
+        "--duration", type=float, default=10.0, metavar="SECONDS",
+        help="wall time each step streams for (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--flush-interval", type=float, default=None, metavar="SECONDS",
+        help="the hook's flush interval (default: the hook's own, 1 s)",
+    )  # fmt: skip
+    p.add_argument("--no-sync", action="store_true", help="do not fdatasync each batch")
+    p.add_argument(
+        "--slots", type=positive_int, default=10, metavar="N",
+        help="phases of the 20 ms period the streams are spread over (default: 10)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-late", type=float, default=0.25, metavar="SECONDS",
+        help="p99 lateness of the server's reading still counted as real time (default: 0.25)",
+    )  # fmt: skip
+    p.add_argument(
+        "--keep-going", action="store_true",
+        help="run the larger steps even after one was not sustained",
+    )  # fmt: skip
+    add_repeat(p, 1, "step")
+
+
+_STREAMS = """\
+The media-streams front door ('recstream streams') under load: the real endpoint
+on uvloop in a child process, recording every call encrypted with both tracks,
+and this process as the telephony platform: N WebSockets on 127.0.0.1, each a
+Twilio-style fork sending an inbound and an outbound 160-byte mu-law chunk every
+20 ms (base64 JSON), paced in real time, ramped until a step is not sustained:
+the platform side keeps time, the server reads each chunk within --max-late of
+its timestamp (p99), sealed segments reach the disk within the flush interval,
+and every stream ends as a complete recording.  Reports streams held, both
+processes' CPU and the chunk-to-disk p99 (as its parts and their sum).
+"""
+
+
+def _srs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calls", type=list_type(positive_int), default=(50, 100, 200, 400, 700, 1000),
+                   metavar="LIST", help="the ramp: concurrent calls per step "
+                   "(default: 50,100,200,400,700,1000)")
+    p.add_argument("--hold", type=float, default=10.0, metavar="SECONDS",
+                   help="how long SIPp holds each call (default: %(default)s)")
+    p.add_argument("--rate", type=positive_int, default=100, metavar="CPS",
+                   help="SIPp's call rate, calls per second (default: %(default)s)")
+    p.add_argument("--processes", type=positive_int, default=1, metavar="N",
+                   help="SRS processes behind one SIP port (SO_REUSEPORT; default: 1)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="run the larger steps even after one was not held")
+
+
+_SRS = """\
+The SIPREC recording server (recstream srs) as deployed, under SIPp: each step
+opens N concurrent two-stream calls (SIPp -l N -r RATE; SIPp plays stream 1 in
+real time, the bench's own sender stream 2), holds them --hold seconds, and
+reports calls completed, the SRS's CPU, RTP packets lost or late inside the
+recorder, the kernel's UDP receive-buffer drops (/proc/net/snmp) and a
+packet-to-disk p99 bound.  Needs sipp (apt-get install sip-tester).
+"""
+
 MODES: tuple[Mode, ...] = (
     Mode(
         "bulk",
@@ -445,6 +517,20 @@ MODES: tuple[Mode, ...] = (
         _RCS,
         _rcs_arguments,
         "recstream.bench.rcs:run_from_args",
+    ),
+    Mode(
+        "streams",
+        "concurrent two-track media streams over WebSocket (recstream streams), ramped",
+        _STREAMS,
+        _streams_arguments,
+        "recstream.bench.streams:run_from_args",
+    ),
+    Mode(
+        "srs",
+        "the SIPREC recording server under SIPp load: two-stream calls held, ramped",
+        _SRS,
+        _srs_arguments,
+        "recstream.bench.srs:run_from_args",
     ),
 )
 

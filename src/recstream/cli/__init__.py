@@ -39,6 +39,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     e.MixedEncryptionError: EXIT_KEY,  # a provisioning problem: say what to provision
     e.MuxError: EXIT_USAGE,  # the two inputs given do not belong together
     e.EnvelopeFormatError: EXIT_INTEGRITY,
+    e.TracksFormatError: EXIT_INTEGRITY,
     e.IntegrityError: EXIT_INTEGRITY,
     e.KeyAccessError: EXIT_KEY,
     e.CertificateError: EXIT_KEY,
@@ -99,8 +100,11 @@ COMMAND_MODULES: dict[str, str] = {
     "pki": "pki",
     "batch": "batch",
     "serve": "serve",
+    "streams": "streams",
     "bench": "bench",
     "demo": "demo",
+    "srs": "srs",
+    "tracks": "tracks",
 }
 
 

@@ -1,0 +1,112 @@
+"""Where each chunk of one track goes on the track's timeline, sans I/O.
+
+A media-stream chunk carries ``timestamp`` (milliseconds of presentation time
+from the start of the stream) and ``chunk`` (a counter).  The timestamp places
+the chunk; the counter finds duplicates.  The rules, per track:
+
+* a chunk number at or below the last one accepted on the track is a
+  **duplicate** (a sender that re-sent): dropped and counted;
+* a chunk whose position (timestamp x 8 samples/ms) lies within
+  ``tolerance`` samples of the track's end is placed **at** the end, so the
+  1 ms rounding of millisecond timestamps never adds or loses a sample;
+* further ahead, the distance to it is a **gap**: lost audio, recorded as a
+  GAP (silence on extraction, docs/TRACKS.md §6), counted in packets of the
+  track's usual chunk length;
+* further behind, the part already covered is **late**: trimmed (or the whole
+  chunk dropped) and counted, because a timeline never goes back.
+
+Gaps longer than an hour are written as several GAP records: TRACKS.md §7 lets
+a decoder refuse one silence fill over an hour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from recstream.errors import StreamProtocolError
+
+__all__ = ["DEFAULT_TOLERANCE_SAMPLES", "Placement", "TrackTimeline"]
+
+SAMPLES_PER_MS: Final = 8  # 8000 Hz G.711: one byte is one sample
+# Half a millisecond either way would do for exact senders; 5 ms absorbs the
+# rounding and small clock wobble of real platforms without hiding a lost 20 ms chunk.
+DEFAULT_TOLERANCE_SAMPLES: Final = 40
+MAX_GAP_RECORD_SAMPLES: Final = 3600 * 8000  # TRACKS.md §7: one fill at most an hour
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What to write for one chunk: gaps first (position, samples, packets), then the media."""
+
+    gaps: tuple[tuple[int, int, int], ...]
+    position: int
+    payload: bytes  # empty: nothing to write (duplicate or wholly late)
+
+
+@dataclass
+class TrackTimeline:
+    """One track's end, last chunk number and counters.
+
+    Args:
+        max_samples: the furthest position allowed (the call length limit).
+        tolerance: samples either side of the end that still count as "at the end".
+    """
+
+    max_samples: int
+    tolerance: int = DEFAULT_TOLERANCE_SAMPLES
+    end: int = 0
+    last_chunk: int = -1
+    typical_chunk: int = 160
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("received", "lost", "late", "duplicate"), 0)
+    )
+    gap_samples: int = 0
+
+    def place(self, chunk: int, timestamp_ms: int, payload: bytes) -> Placement:
+        """Place one chunk.
+
+        Raises:
+            StreamProtocolError: the chunk would end past ``max_samples``.
+        """
+        if chunk <= self.last_chunk:
+            self.counts["duplicate"] += 1
+            return Placement((), self.end, b"")
+        self.last_chunk = chunk
+        position = timestamp_ms * SAMPLES_PER_MS
+        if position + len(payload) > self.max_samples:
+            msg = (
+                f"media.timestamp {timestamp_ms} ms is past the call length limit of "
+                f"{self.max_samples // (SAMPLES_PER_MS * 1000)} s"
+            )
+            raise StreamProtocolError(msg)
+        gaps: tuple[tuple[int, int, int], ...] = ()
+        if position - self.end > self.tolerance:
+            gaps = self._gap(position)
+        elif self.end - position > self.tolerance:
+            covered = self.end - position
+            self.counts["late"] += 1
+            if covered >= len(payload):
+                return Placement((), self.end, b"")
+            payload = payload[covered:]
+        placed_at = self.end
+        self.end += len(payload)
+        self.counts["received"] += 1
+        self.typical_chunk = len(payload)
+        return Placement(gaps, placed_at, payload)
+
+    def _gap(self, position: int) -> tuple[tuple[int, int, int], ...]:
+        samples = position - self.end
+        packets = max(1, round(samples / max(1, self.typical_chunk)))
+        self.counts["lost"] += packets
+        self.gap_samples += samples
+        out = []
+        start = self.end
+        while samples > 0:
+            n = min(samples, MAX_GAP_RECORD_SAMPLES)
+            share = max(1, round(packets * n / (position - self.end)))
+            out.append((start, n, share))
+            start += n
+            samples -= n
+        self.end = position
+        return tuple(out)
