@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from recstream.cli import EXIT_PARTIAL, UsageError, eprint
-from recstream.cli.envelope import decryption_keys
+from recstream.cli._keystore_access import decryption_keys
+from recstream.durable import atomic_output, write_all
 from recstream.envelope import EnvelopeDecryptor
-from recstream.files import atomic_output, write_all
 from recstream.reader import FileSource, recover
 from recstream.tracks import Extraction, TrackAudio, extract
 
@@ -95,7 +95,7 @@ def cmd_tracks(args: argparse.Namespace) -> int:
                 msg = f"{out / name} exists (use --force to overwrite)"
                 raise UsageError(msg)
     for name, data in files.items():
-        with atomic_output(out / name) as fh:
+        with atomic_output(out / name, replace=args.force) as fh:
             write_all(fh, data)
     complete = result.complete and enveloped_complete
     eprint(f"recstream: {len(result.tracks)} track(s) from {args.file} into {out}"
