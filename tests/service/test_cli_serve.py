@@ -16,7 +16,8 @@ import pytest
 
 from recstream.cli import main
 from recstream.envelope import EnvelopeDecryptor, EnvelopeEncryptor, new_metadata
-from recstream.errors import ConfigError, KeystoreLockedError
+from recstream.errors import KeystoreLockedError
+from recstream.service.errors import ConfigError
 from recstream.format import MediaKind
 from recstream.keystore import create, update
 from recstream.service.config import load_config

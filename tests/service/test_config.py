@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recstream.errors import ConfigError
+from recstream.service.errors import ConfigError
 from recstream.service.config import load_config, parse_listen
 
 

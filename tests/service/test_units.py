@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recstream.errors import NotFoundError, RangeNotSatisfiableError, RequestError
+from recstream.service.errors import NotFoundError, RangeNotSatisfiableError, RequestError
 from recstream.service import passwords
 from recstream.service.archive import check_name
 from recstream.service.auth import TokenStore

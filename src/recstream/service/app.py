@@ -16,7 +16,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from recstream.envelope import KeyRing
-from recstream.errors import ConfigError
+from recstream.service.errors import ConfigError
 from recstream.service import decrypt, ops, player, proxy, tokens
 from recstream.service.archive import Archive
 from recstream.service.audit import AuditLog

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from recstream.errors import NotFoundError, RecstreamError
+from recstream.errors import RecstreamError
+from recstream.service.errors import NotFoundError
 from recstream.format import BodyLayout, Header
 from recstream.reader import FileSource, read_header_at
 

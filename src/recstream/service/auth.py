@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
-from recstream.errors import AuthenticationError, InvalidTokenError, RateLimitedError
+from recstream.service.errors import AuthenticationError, InvalidTokenError, RateLimitedError
 from recstream.service import passwords
 from recstream.service.metrics import Metrics
 from recstream.service.ratelimit import FailureLimiter

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from recstream.errors import ConfigError, RequestError
+from recstream.service.errors import ConfigError, RequestError
 from recstream.service.locations import (
     is_loopback_host,
     validate_contact_center,

@@ -10,7 +10,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream.envelope import KeyRing
-from recstream.errors import PermissionDeniedError
+from recstream.service.errors import PermissionDeniedError
 from recstream.format import RecipientStanza
 from recstream.service.archive import Archive
 from recstream.service.audit import AuditLog

@@ -26,12 +26,11 @@ from typing import Any, Final
 from aiohttp import web
 
 from recstream.envelope import EnvelopeDecryptor
-from recstream.errors import (
+from recstream.errors import RecstreamError, TruncatedStreamError
+from recstream.service.errors import (
     PayloadTooLargeError,
     PermissionDeniedError,
-    RecstreamError,
     RequestTimeoutError,
-    TruncatedStreamError,
 )
 from recstream.format import MAX_HEADER_BYTES, BodyLayout, Header, parse_header
 from recstream.reader import FileSource, SegmentReader

@@ -18,6 +18,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from recstream import errors as e
+from recstream.service import errors as se
 from recstream.service.auth import challenge_headers
 from recstream.service.config import IPNetwork
 from recstream.service.metrics import Metrics
@@ -37,18 +38,20 @@ __all__ = [
 log = logging.getLogger("recstream.service")
 
 HTTP_STATUS: Final[dict[type[BaseException], tuple[int, str]]] = {
-    e.PayloadTooLargeError: (413, "payload_too_large"),
-    e.RangeNotSatisfiableError: (416, "range_not_satisfiable"),
-    e.RequestTimeoutError: (408, "request_timeout"),
-    e.RequestError: (400, "bad_request"),
-    e.InvalidTokenError: (401, "invalid_token"),
-    e.AuthenticationError: (401, "unauthorized"),
-    e.RateLimitedError: (429, "too_many_failed_attempts"),
-    e.PermissionDeniedError: (403, "forbidden"),
-    e.NotFoundError: (404, "not_found"),
-    e.ConflictError: (409, "conflict"),
-    e.UpstreamError: (502, "bad_gateway"),
-    e.ConfigError: (500, "server_misconfigured"),
+    se.PayloadTooLargeError: (413, "payload_too_large"),
+    se.RangeNotSatisfiableError: (416, "range_not_satisfiable"),
+    se.RequestTimeoutError: (408, "request_timeout"),
+    se.UnsupportedMediaTypeError: (415, "unsupported_media_type"),
+    se.RequestError: (400, "bad_request"),
+    se.InvalidTokenError: (401, "invalid_token"),
+    se.AuthenticationError: (401, "unauthorized"),
+    se.RateLimitedError: (429, "too_many_failed_attempts"),
+    se.ForbiddenOriginError: (403, "forbidden_origin"),
+    se.PermissionDeniedError: (403, "forbidden"),
+    se.NotFoundError: (404, "not_found"),
+    se.ConflictError: (409, "conflict"),
+    se.UpstreamError: (502, "bad_gateway"),
+    se.ConfigError: (500, "server_misconfigured"),
     e.NotAnEnvelopeError: (422, "not_an_envelope"),
     e.EnvelopeFormatError: (422, "malformed_envelope"),
     e.TruncatedStreamError: (422, "truncated"),
@@ -74,7 +77,7 @@ def public_message(exc: BaseException) -> str:
         # Not the key IDs this server holds: only what the client sent us.
         ids = ", ".join(exc.cert_ids)
         return f"this server holds no key for the certificate(s) of this recording: {ids}"
-    if isinstance(exc, e.KeystoreError | e.ConfigError) or not isinstance(exc, e.RecstreamError):
+    if isinstance(exc, e.KeystoreError | se.ConfigError) or not isinstance(exc, e.RecstreamError):
         return "the server cannot complete this request; see its log"
     return str(exc)
 
@@ -91,11 +94,11 @@ def json_response(
 def error_response(exc: BaseException) -> web.Response:
     status, code = status_for(exc)
     headers: dict[str, str] = {}
-    if isinstance(exc, e.AuthenticationError):
-        headers.update(challenge_headers(isinstance(exc, e.InvalidTokenError)))
-    if isinstance(exc, e.RateLimitedError):
+    if isinstance(exc, se.AuthenticationError):
+        headers.update(challenge_headers(isinstance(exc, se.InvalidTokenError)))
+    if isinstance(exc, se.RateLimitedError):
         headers["Retry-After"] = str(exc.retry_after)
-    if isinstance(exc, e.RangeNotSatisfiableError):
+    if isinstance(exc, se.RangeNotSatisfiableError):
         headers["Content-Range"] = f"bytes */{exc.size}"
     return json_response({"error": code, "message": public_message(exc)}, status, headers)
 
@@ -177,22 +180,22 @@ async def read_json(request: web.Request, limit: int, timeout: float) -> Any:
         RequestError: it is not UTF-8 JSON.
     """
     if request.content_length is not None and request.content_length > limit:
-        raise e.PayloadTooLargeError(limit)
+        raise se.PayloadTooLargeError(limit)
     body = bytearray()
     try:
         async with asyncio.timeout(timeout):
             while chunk := await request.content.read(limit + 1 - len(body)):
                 body += chunk
                 if len(body) > limit:
-                    raise e.PayloadTooLargeError(limit)
+                    raise se.PayloadTooLargeError(limit)
     except TimeoutError:
         msg = f"the request body did not arrive within {timeout:g} s"
-        raise e.RequestTimeoutError(msg) from None
+        raise se.RequestTimeoutError(msg) from None
     try:
         return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         msg = f"the request body is not valid JSON: {exc}"
-        raise e.RequestError(msg) from None
+        raise se.RequestError(msg) from None
 
 
 async def write_with_timeout(resp: web.StreamResponse, data: bytes, timeout: float) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream.envelope import KeyRing
-from recstream.errors import ConfigError
+from recstream.service.errors import ConfigError
 from recstream.format import RecipientStanza
 from recstream.service.config import KeystoreConfig
 

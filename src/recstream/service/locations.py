@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from recstream.errors import RequestError
+from recstream.service.errors import RequestError
 
 __all__ = [
     "Resolution",

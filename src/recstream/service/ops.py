@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from recstream.errors import NotFoundError, RequestError
+from recstream.service.errors import NotFoundError, RequestError
 from recstream.service.context import CONTEXT, ServiceContext
 from recstream.service.http import json_response, read_json
 from recstream.service.locations import (

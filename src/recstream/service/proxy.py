@@ -22,9 +22,9 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from recstream.errors import (
+from recstream.errors import RecstreamError
+from recstream.service.errors import (
     PayloadTooLargeError,
-    RecstreamError,
     RequestTimeoutError,
     UpstreamError,
 )

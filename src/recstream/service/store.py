@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from recstream.errors import ConfigError, ConflictError, NotFoundError
+from recstream.service.errors import ConfigError, ConflictError, NotFoundError
 
 __all__ = ["Role", "SettingsStore", "User", "validate_tenant", "validate_user_name"]
 

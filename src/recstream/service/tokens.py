@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from recstream.errors import PermissionDeniedError
+from recstream.service.errors import PermissionDeniedError
 from recstream.service.context import CONTEXT
 from recstream.service.http import json_response
 
