@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from recstream.service.errors import ConfigError
 from recstream.service.config import load_config, parse_listen
+from recstream.service.errors import ConfigError
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Issue 12: the service's HTTP error classes live in ``recstream.service``, not in the core tree."""
+"""Issue 12: the service's HTTP error classes live in the service, not in the core tree."""
 
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ from typing import Any
 from recstream.aio.run import run
 from recstream.cli import EXIT_OK, EXIT_USAGE, UsageError, eprint
 from recstream.cli._util import read_password_file
-from recstream.service.errors import ConfigError, ConflictError, NotFoundError
 from recstream.service import passwords
 from recstream.service.config import ServiceConfig, load_config
+from recstream.service.errors import ConfigError, ConflictError, NotFoundError
 from recstream.service.store import Role, SettingsStore, User, validate_tenant, validate_user_name
 
 MIN_PASSWORD_BYTES = 8

@@ -37,6 +37,7 @@ def __getattr__(name: str) -> Any:
     msg = f"module 'recstream.service' has no attribute {name!r}"
     raise AttributeError(msg)
 
+
 __all__ = [
     "RunningServer",
     "ServiceConfig",

@@ -16,13 +16,13 @@ from typing import Any, Final
 from aiohttp import web
 
 from recstream.envelope import KeyRing
-from recstream.service.errors import ConfigError
 from recstream.service import decrypt, ops, player, proxy, tokens
 from recstream.service.archive import Archive
 from recstream.service.audit import AuditLog
 from recstream.service.auth import Authenticator, TokenStore
 from recstream.service.config import ServiceConfig
 from recstream.service.context import CONTEXT, ServiceContext
+from recstream.service.errors import ConfigError
 from recstream.service.http import add_security_headers, error_middleware, json_response
 from recstream.service.metrics import CONTENT_TYPE, Metrics
 from recstream.service.ratelimit import FailureLimiter
@@ -62,7 +62,8 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
         Archive(config.recordings_root) if config.recordings_root is not None else None,
     )
     app = web.Application(
-        middlewares=[error_middleware(metrics)], client_max_size=config.server.max_json_bytes
+        middlewares=[error_middleware(metrics, ctx.audit_refusal)],
+        client_max_size=config.server.max_json_bytes,
     )
     app[CONTEXT] = ctx
     app.router.add_get("/healthz", handle_health)

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Final
 
 from recstream.errors import RecstreamError
-from recstream.service.errors import NotFoundError
 from recstream.format import BodyLayout, Header
 from recstream.reader import FileSource, read_header_at
+from recstream.service.errors import NotFoundError
 
 __all__ = ["Archive", "RecordingInfo"]
 

@@ -10,17 +10,23 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream.envelope import KeyRing
-from recstream.service.errors import PermissionDeniedError
 from recstream.format import RecipientStanza
 from recstream.service.archive import Archive
 from recstream.service.audit import AuditLog
 from recstream.service.auth import Authenticator, Principal
 from recstream.service.config import ServiceConfig
+from recstream.service.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ServiceError,
+)
 from recstream.service.http import client_address
 from recstream.service.metrics import Metrics
 from recstream.service.store import Role, SettingsStore
 
-__all__ = ["CONTEXT", "ServiceContext", "TracingKeyRing"]
+__all__ = ["AUDITED", "CONTEXT", "PRINCIPAL", "ServiceContext", "TracingKeyRing"]
 
 
 @dataclass(slots=True)
@@ -37,10 +43,12 @@ class ServiceContext:
         return client_address(request, self.config.server.trusted_proxies)
 
     async def authenticate(self, request: web.Request) -> Principal:
-        """Raises AuthenticationError, RateLimitedError."""
-        return await self.auth.authenticate(
+        """Raises AuthenticationError, RateLimitedError (audited by :meth:`audit_refusal`)."""
+        who = await self.auth.authenticate(
             request.headers.get("Authorization"), self.client(request)
         )
+        request[PRINCIPAL] = who
+        return who
 
     async def require_ops(self, request: web.Request) -> Principal:
         """Raises AuthenticationError, RateLimitedError, PermissionDeniedError."""
@@ -57,8 +65,46 @@ class ServiceContext:
             "client": self.client(request),
         }
 
+    def audit_refusal(self, request: web.Request, exc: BaseException, status: int) -> None:
+        """Audit a refused request (the error middleware calls this for every error).
+
+        Authentication failures (401), rate limits (429), permission refusals (403)
+        and hidden ones (a 404 that stands for "another tenant's") are written,
+        rate-limited per client address; a request whose handler audited its own
+        outcome (decrypt, playback) is not written twice.
+        """
+        if request.get(AUDITED) or not isinstance(exc, ServiceError):
+            return
+        hidden = getattr(exc, "hidden_reason", None)
+        if status not in (401, 403, 429) and hidden is None:
+            return
+        who: Principal | None = request.get(PRINCIPAL)
+        record = self.audit_base(request, who)
+        if who is None and isinstance(exc, AuthenticationError | RateLimitedError):
+            record["user"] = exc.user  # the name claimed (never a password)
+        if isinstance(exc, AuthenticationError):
+            event, reason = "auth_failed", exc.reason
+        elif isinstance(exc, RateLimitedError):
+            event, reason = "auth_refused", f"rate_limited_{exc.reason or 'client'}"
+        elif isinstance(exc, NotFoundError):
+            event, reason = "refused", str(hidden)
+        else:
+            assert isinstance(exc, PermissionDeniedError)
+            event, reason = "refused", type(exc).__name__
+        self.audit.write_limited(
+            event,
+            f"client:{record['client']}",
+            **record,
+            method=request.method,
+            path=request.path,
+            status=status,
+            reason=reason,
+        )
+
 
 CONTEXT = web.AppKey("recstream_context", ServiceContext)
+PRINCIPAL = web.RequestKey("recstream_principal", Principal)
+AUDITED = web.RequestKey("recstream_audited", bool)
 
 
 class TracingKeyRing:

@@ -27,15 +27,15 @@ from aiohttp import web
 
 from recstream.envelope import EnvelopeDecryptor
 from recstream.errors import RecstreamError, TruncatedStreamError
+from recstream.format import MAX_HEADER_BYTES, BodyLayout, Header, parse_header
+from recstream.reader import FileSource, SegmentReader
+from recstream.service.auth import Principal
+from recstream.service.context import CONTEXT, ServiceContext, TracingKeyRing
 from recstream.service.errors import (
     PayloadTooLargeError,
     PermissionDeniedError,
     RequestTimeoutError,
 )
-from recstream.format import MAX_HEADER_BYTES, BodyLayout, Header, parse_header
-from recstream.reader import FileSource, SegmentReader
-from recstream.service.auth import Principal
-from recstream.service.context import CONTEXT, ServiceContext, TracingKeyRing
 from recstream.service.http import (
     abort_response,
     json_response,
@@ -249,6 +249,9 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
     who = await ctx.authenticate(request)
     assert ctx.archive is not None
     infos = await asyncio.to_thread(ctx.archive.list, who.user.tenants)
+    ctx.audit.write_limited(
+        "list", f"user:{who.name}", **ctx.audit_base(request, who), count=len(infos)
+    )
     return json_response({"recordings": [i.to_json() for i in infos]})
 
 

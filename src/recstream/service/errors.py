@@ -76,7 +76,18 @@ class UnsupportedMediaTypeError(RequestError):
 
 
 class AuthenticationError(ServiceError):
-    """No credentials, or credentials that do not identify a user."""
+    """No credentials, or credentials that do not identify a user.
+
+    Attributes:
+        reason: why, for the audit log (``missing``, ``malformed``,
+            ``bad_credentials``, ``bad_token``, ``bad_delegation``).
+        user: the user name the request claimed, if any (never a password).
+    """
+
+    def __init__(self, message: str, *, reason: str = "bad_credentials", user: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.user = user
 
 
 class InvalidTokenError(AuthenticationError):
@@ -90,10 +101,12 @@ class RateLimitedError(ServiceError):
         retry_after: seconds until another attempt is considered.
     """
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, *, reason: str = "", user: str | None = None) -> None:
         seconds = max(1, int(retry_after + 0.999))
         super().__init__(f"too many failed attempts; retry in {seconds} s")
         self.retry_after = seconds
+        self.reason = reason  # which limit: "client" or "user"
+        self.user = user
 
 
 class PermissionDeniedError(ServiceError):

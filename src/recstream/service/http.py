@@ -125,8 +125,16 @@ async def add_security_headers(request: web.Request, resp: web.StreamResponse) -
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_middleware(metrics: Metrics) -> Any:
-    """Map errors to JSON responses through :data:`HTTP_STATUS`; add security headers."""
+RefusalHook = Callable[[web.Request, BaseException, int], None]
+
+
+def error_middleware(metrics: Metrics, on_error: RefusalHook | None = None) -> Any:
+    """Map errors to JSON responses through :data:`HTTP_STATUS`.
+
+    Args:
+        on_error: called with (request, error, status) for every recstream error
+            answered (the audit of refusals).
+    """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -140,6 +148,8 @@ def error_middleware(metrics: Metrics) -> Any:
             )
         except e.RecstreamError as exc:
             resp = error_response(exc)
+            if on_error is not None:
+                on_error(request, exc, resp.status)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:
@@ -195,6 +205,12 @@ async def read_json(request: web.Request, limit: int, timeout: float) -> Any:
         return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         msg = f"the request body is not valid JSON: {exc}"
+        raise se.RequestError(msg) from None
+    except RecursionError:
+        msg = "the request body is not acceptable JSON: nested too deeply"
+        raise se.RequestError(msg) from None
+    except ValueError:  # an integer of more digits than Python converts (4,300)
+        msg = "the request body is not acceptable JSON: a number is too long"
         raise se.RequestError(msg) from None
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream.envelope import KeyRing
-from recstream.service.errors import ConfigError
 from recstream.format import RecipientStanza
 from recstream.service.config import KeystoreConfig
+from recstream.service.errors import ConfigError
 
 __all__ = ["KeystoreKeyRing", "open_keyring", "read_keystore_password"]
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from recstream.service.errors import NotFoundError, RequestError
 from recstream.service.context import CONTEXT, ServiceContext
+from recstream.service.errors import NotFoundError, RequestError
 from recstream.service.http import json_response, read_json
 from recstream.service.locations import (
     resolve,
@@ -77,8 +77,9 @@ async def _body(ctx: ServiceContext, request: web.Request) -> Any:
 
 
 async def handle_list(request: web.Request) -> web.StreamResponse:
-    ctx, cc, _ = await _prepare(request)
+    ctx, cc, audit = await _prepare(request)
     entries = await asyncio.to_thread(ctx.store.locations, cc)
+    ctx.audit.write_limited("settings_read", f"user:{audit['user']}", **audit, count=len(entries))
     settings = [{"location": loc, "value": val} for loc, val in entries.items()]
     return json_response({"settings": settings})
 
@@ -113,13 +114,16 @@ async def handle_delete(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_resolve(request: web.Request) -> web.StreamResponse:
-    ctx, cc, _ = await _prepare(request)
+    ctx, cc, audit = await _prepare(request)
     node = request.query.get("nodePath")
     if node is None:
         msg = "query parameter nodePath is required, such as ?nodePath=/US/AK"
         raise RequestError(msg)
     node = validate_location(node)
     found = resolve(await asyncio.to_thread(ctx.store.locations, cc), node)
+    ctx.audit.write_limited(
+        "settings_read", f"user:{audit['user']}", **audit, node=node, found=found is not None
+    )
     if found is None:
         msg = f"no entry for {node}, its ancestors or '/' in contact center {cc}"
         raise NotFoundError(msg)

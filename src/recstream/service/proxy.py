@@ -23,13 +23,13 @@ from aiohttp import web
 from yarl import URL
 
 from recstream.errors import RecstreamError
+from recstream.service.config import ProxyConfig
+from recstream.service.context import CONTEXT, ServiceContext
 from recstream.service.errors import (
     PayloadTooLargeError,
     RequestTimeoutError,
     UpstreamError,
 )
-from recstream.service.config import ProxyConfig
-from recstream.service.context import CONTEXT, ServiceContext
 from recstream.service.http import abort_response, write_with_timeout
 from recstream.service.locations import Resolution, resolve, validate_location
 
