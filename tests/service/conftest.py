@@ -50,6 +50,9 @@ USERS = [
     User("olga", Role.OPS, frozenset()),  # ops, no tenant
     User("mo", Role.PLAYER, frozenset({"acme", "globex"})),
 ]
+# The key decryption proxies and RCSs share in these tests, made at test time.
+PROXY_NAME = "proxy-test"
+PROXY_KEY = base64.b64encode(os.urandom(32)).decode()
 LARGE_BYTES = 3 * 1024 * 1024 + 12345  # several hundred segments, not a multiple of 16 KiB
 
 
@@ -171,6 +174,7 @@ def write_config(directory: Path, text: str) -> Path:
 def rcs_toml(directory: Path, root: Path, extra: str = "", server_extra: str = "") -> str:
     (directory / "keystore.rsk").touch()  # [keystore] path must exist; tests pass a KeyRing
     (directory / "keystore.pass").write_text("unused-by-tests\n")
+    (directory / "proxy.key").write_text(PROXY_KEY + "\n")
     return f"""
 [server]
 listen = "127.0.0.1:0"
@@ -186,6 +190,7 @@ log = "audit.jsonl"
 db = "settings.sqlite"
 [auth]
 {"" if "max_failures" in extra else "max_failures = 1000"}
+proxies = {{ "{PROXY_NAME}" = "proxy.key" }}
 {extra}
 """
 
@@ -259,10 +264,18 @@ def start_rcs(
         st.stop()
 
 
-def proxy_toml(node: str, cc: str, extra: str = "") -> str:
+def proxy_toml(
+    node: str,
+    cc: str,
+    extra: str = "",
+    upstreams: list[str] | None = None,
+    server_extra: str = "",
+) -> str:
+    listed = ", ".join(json.dumps(u) for u in upstreams or [])
     return f"""
 [server]
 listen = "127.0.0.1:0"
+{server_extra}
 [audit]
 log = "audit.jsonl"
 [settings]
@@ -272,20 +285,34 @@ max_failures = 1000
 [proxy]
 node_path = "{node}"
 contact_center = "{cc}"
+upstreams = [{listed}]
+identity = "{PROXY_NAME}"
+identity_key_file = "proxy.key"
 {extra}
 """
 
 
 @pytest.fixture
 def start_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerThread]]:
-    """Start a decryption proxy: ``start_proxy(node, cc, entries={location: uri}, extra=...)``."""
+    """Start a decryption proxy: ``start_proxy(node, cc, entries={location: uri}, extra=...)``.
+
+    Its ``[proxy] upstreams`` are the entries' values unless ``upstreams`` is given.
+    """
     started: list[ServerThread] = []
 
     def start(
-        node: str, cc: str, entries: dict[str, str] | None = None, extra: str = ""
+        node: str,
+        cc: str,
+        entries: dict[str, str] | None = None,
+        extra: str = "",
+        upstreams: list[str] | None = None,
+        server_extra: str = "",
     ) -> ServerThread:
         d = tmp_path_factory.mktemp("proxy")
-        cfg = write_config(d, proxy_toml(node, cc, extra))
+        listed = list((entries or {}).values()) if upstreams is None else upstreams
+        (d / "proxy.key").write_text(PROXY_KEY + "\n")
+        text = proxy_toml(node, cc, extra, listed or ["http://127.0.0.1:9/rcs"], server_extra)
+        cfg = write_config(d, text)
         add_users(d / "settings.sqlite")
         store = SettingsStore.open(d / "settings.sqlite")
         for loc, uri in (entries or {}).items():

@@ -216,10 +216,24 @@ def test_non_media_types_are_served_as_opaque_sandboxed_bytes(
     from tests.service.conftest import Archive
 
     a = Archive(tmp_path)
-    a.add("acme/page.rsv", keys.acme, b"<script>alert(1)</script>", rid="p", tenant="acme",
-          kind=MediaKind.SCREEN, mtype="text/html")
-    a.add("acme/js.rsv", keys.acme, b"fetch('/rcs/recordings')", rid="j", tenant="acme",
-          kind=MediaKind.SCREEN, mtype="text/javascript")
+    a.add(
+        "acme/page.rsv",
+        keys.acme,
+        b"<script>alert(1)</script>",
+        rid="p",
+        tenant="acme",
+        kind=MediaKind.SCREEN,
+        mtype="text/html",
+    )
+    a.add(
+        "acme/js.rsv",
+        keys.acme,
+        b"fetch('/rcs/recordings')",
+        rid="j",
+        tenant="acme",
+        kind=MediaKind.SCREEN,
+        mtype="text/javascript",
+    )
     rcs = start_rcs(root=tmp_path)
     for name in ("acme/page.rsv", "acme/js.rsv"):
         r = play(rcs, name)
@@ -239,11 +253,25 @@ def test_the_authenticated_header_decides_the_tenant(
     from tests.service.conftest import Archive
 
     a = Archive(tmp_path)
-    a.add("acme/x.rsv", keys.acme, b"A" * 5000, rid="x", tenant="acme",
-          kind=MediaKind.VOICE, mtype="audio/basic")
+    a.add(
+        "acme/x.rsv",
+        keys.acme,
+        b"A" * 5000,
+        rid="x",
+        tenant="acme",
+        kind=MediaKind.VOICE,
+        mtype="audio/basic",
+    )
     other = Archive(tmp_path / "elsewhere")
-    other.add("y.rsv", keys.globex, b"B" * 5000, rid="x", tenant="beta",
-              kind=MediaKind.VOICE, mtype="audio/basic")
+    other.add(
+        "y.rsv",
+        keys.globex,
+        b"B" * 5000,
+        rid="x",
+        tenant="beta",
+        kind=MediaKind.VOICE,
+        mtype="audio/basic",
+    )
     rcs = start_rcs(root=tmp_path)
     assert play(rcs, "acme/x.rsv").status == 200  # alice: acme only; the header is cached
     path = tmp_path / "acme" / "x.rsv"

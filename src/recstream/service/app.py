@@ -23,7 +23,12 @@ from recstream.service.auth import Authenticator, TokenStore
 from recstream.service.config import ServiceConfig
 from recstream.service.context import CONTEXT, ServiceContext
 from recstream.service.errors import ConfigError
-from recstream.service.http import add_security_headers, error_middleware, json_response
+from recstream.service.http import (
+    add_security_headers,
+    error_middleware,
+    json_response,
+    origin_middleware,
+)
 from recstream.service.metrics import CONTENT_TYPE, Metrics
 from recstream.service.ratelimit import FailureLimiter
 from recstream.service.store import SettingsStore
@@ -51,7 +56,9 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
     store = SettingsStore.open(config.settings_db)
     metrics = Metrics()
     limiter = FailureLimiter(config.auth.max_failures, config.auth.failure_window)
-    auth = Authenticator(store, limiter, TokenStore(config.auth.token_ttl), metrics)
+    auth = Authenticator(
+        store, limiter, TokenStore(config.auth.token_ttl), metrics, proxies=config.auth.proxies
+    )
     ctx = ServiceContext(
         config,
         store,
@@ -62,7 +69,7 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
         Archive(config.recordings_root) if config.recordings_root is not None else None,
     )
     app = web.Application(
-        middlewares=[error_middleware(metrics, ctx.audit_refusal)],
+        middlewares=[error_middleware(metrics, ctx.audit_refusal), origin_middleware],
         client_max_size=config.server.max_json_bytes,
     )
     app[CONTEXT] = ctx
@@ -70,9 +77,9 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
     app.router.add_get("/metrics", handle_metrics)
     player.add_routes(app)
     ops.add_routes(app)
+    tokens.add_routes(app)  # a proxy issues its own: it authenticates its users itself
     if config.proxy is None:
         decrypt.add_routes(app)
-        tokens.add_routes(app)
     else:
         proxy.add_routes(app)
     app.on_response_prepare.append(add_security_headers)
@@ -101,7 +108,11 @@ async def handle_health(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_metrics(request: web.Request) -> web.StreamResponse:
-    text = request.app[CONTEXT].metrics.render()
+    """Prometheus metrics: to the ops role (default) or anyone (``[server] metrics = "public"``)."""
+    ctx = request.app[CONTEXT]
+    if ctx.config.server.metrics != "public":
+        await ctx.require_ops(request)
+    text = ctx.metrics.render()
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 

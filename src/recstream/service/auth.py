@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
-from recstream.service import passwords
+from recstream.service import delegation, passwords
 from recstream.service.errors import AuthenticationError, InvalidTokenError, RateLimitedError
 from recstream.service.metrics import Metrics
 from recstream.service.ratelimit import FailureLimiter
@@ -68,10 +68,16 @@ REALM: Final = "recstream"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: the user and how they proved it (``basic``/``bearer``)."""
+    """An authenticated caller: the user and how they proved it.
+
+    Attributes:
+        method: ``basic``, ``bearer``, or ``proxy`` (a delegation).
+        via: the decryption proxy that vouched for the user (``proxy`` only).
+    """
 
     user: User
     method: str
+    via: str | None = None
 
     @property
     def name(self) -> str:
@@ -146,6 +152,8 @@ class Authenticator:
         tokens: the bearer tokens issued by this server.
         metrics: counts failures by reason.
         clock: monotonic seconds (a seam for tests).
+        proxies: decryption proxies whose delegations are accepted (name -> key).
+        wall_clock: seconds since the epoch, for delegations' expiry.
     """
 
     def __init__(
@@ -156,6 +164,8 @@ class Authenticator:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.monotonic,
+        proxies: dict[str, bytes] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._limiter = limiter
@@ -165,9 +175,21 @@ class Authenticator:
         self._secret = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, float] = OrderedDict()
         self._hashing = asyncio.Semaphore(HASH_CONCURRENCY)
+        self._proxies = dict(proxies or {})
+        self._wall = wall_clock
+        self._nonces = delegation.NonceCache()
 
-    async def authenticate(self, authorization: str | None, client: str) -> Principal:
+    async def authenticate(
+        self,
+        authorization: str | None,
+        client: str,
+        target: tuple[str, str, str] = ("", "", ""),
+    ) -> Principal:
         """Authenticate a request.
+
+        Args:
+            target: (method, raw path and query, Host) of the request, which a
+                delegation must name.
 
         Raises:
             AuthenticationError: no, malformed or wrong credentials (HTTP 401).
@@ -184,6 +206,8 @@ class Authenticator:
             self._fail("malformed", client)
         if scheme.lower() == "bearer":
             return await self._bearer(value, client)
+        if scheme.lower() == delegation.SCHEME.lower() and self._proxies:
+            return await self._delegated(value, client, target)
         if scheme.lower() != "basic":
             self._refuse_if_limited(client, None)
             self._fail("malformed", client)
@@ -260,6 +284,23 @@ class Authenticator:
             self._fail("bad_token", client, name)
         return Principal(found[0], "bearer")
 
+    async def _delegated(self, value: str, client: str, target: tuple[str, str, str]) -> Principal:
+        # Like a token: checked before any limit, and only a bad one counts.
+        method, path, host = target
+        try:
+            claims = delegation.verify(
+                value, self._proxies, aud=host, method=method, path=path, now=self._wall()
+            )
+        except delegation.DelegationError as exc:
+            self._refuse_if_limited(client, None)
+            self._fail("bad_delegation", client, detail=str(exc))
+        if not self._nonces.first_use(claims, self._wall()):
+            self._fail("bad_delegation", client, claims.user, detail="replayed")
+        found = await asyncio.to_thread(self._store.user_with_hash, claims.user)
+        if found is None:
+            self._fail("bad_delegation", client, claims.user, detail="no such user here")
+        return Principal(found[0], "proxy", via=claims.proxy)
+
     def _refuse_if_limited(self, client: str, name: str | None) -> None:
         key = f"client:{client}"
         wait = self._limiter.retry_after(key, self._clock())
@@ -272,7 +313,9 @@ class Authenticator:
         which = "client" if self._limiter.retry_after(keys[0], now) > 0 else "user"
         raise RateLimitedError(wait, reason=which, user=name)
 
-    def _fail(self, reason: str, client: str, name: str | None = None) -> NoReturn:
+    def _fail(
+        self, reason: str, client: str, name: str | None = None, detail: str = ""
+    ) -> NoReturn:
         now = self._clock()
         self._limiter.record_failure(f"client:{client}", now)
         if name is not None and reason == "bad_credentials":
@@ -282,9 +325,12 @@ class Authenticator:
             "malformed": "malformed Authorization header",
             "bad_credentials": "wrong user name or password",
             "bad_token": "the bearer token is unknown, expired or revoked",
+            "bad_delegation": "the decryption proxy's delegation is not accepted here",
         }[reason]
         cls = InvalidTokenError if reason == "bad_token" else AuthenticationError
-        raise cls(text, reason=reason, user=name)
+        exc = cls(text, reason=reason, user=name)
+        exc.detail = detail
+        raise exc
 
     def _remembered(self, mark: bytes) -> bool:
         expires = self._verified.get(mark)

@@ -45,7 +45,9 @@ class ServiceContext:
     async def authenticate(self, request: web.Request) -> Principal:
         """Raises AuthenticationError, RateLimitedError (audited by :meth:`audit_refusal`)."""
         who = await self.auth.authenticate(
-            request.headers.get("Authorization"), self.client(request)
+            request.headers.get("Authorization"),
+            self.client(request),
+            (request.method, request.raw_path, request.host),
         )
         request[PRINCIPAL] = who
         return who
@@ -59,11 +61,14 @@ class ServiceContext:
         return who
 
     def audit_base(self, request: web.Request, who: Principal | None) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "user": None if who is None else who.name,
             "auth": None if who is None else who.method,
             "client": self.client(request),
         }
+        if who is not None and who.via is not None:
+            record["via"] = who.via
+        return record
 
     def audit_refusal(self, request: web.Request, exc: BaseException, status: int) -> None:
         """Audit a refused request (the error middleware calls this for every error).
@@ -84,6 +89,8 @@ class ServiceContext:
             record["user"] = exc.user  # the name claimed (never a password)
         if isinstance(exc, AuthenticationError):
             event, reason = "auth_failed", exc.reason
+            if exc.detail:
+                record["detail"] = exc.detail
         elif isinstance(exc, RateLimitedError):
             event, reason = "auth_refused", f"rate_limited_{exc.reason or 'client'}"
         elif isinstance(exc, NotFoundError):

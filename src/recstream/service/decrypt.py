@@ -32,11 +32,10 @@ from recstream.reader import FileSource, SegmentReader
 from recstream.service.auth import Principal
 from recstream.service.context import CONTEXT, ServiceContext, TracingKeyRing
 from recstream.service.errors import (
-    PayloadTooLargeError,
     PermissionDeniedError,
-    RequestTimeoutError,
 )
 from recstream.service.http import (
+    BodyReader,
     abort_response,
     json_response,
     status_for,
@@ -102,28 +101,6 @@ def _result(exc: BaseException) -> str:
     return status_for(exc)[1]
 
 
-class _Body:
-    """The request body in bounded chunks, with a size limit and an idle timeout."""
-
-    def __init__(self, request: web.Request, limit: int, timeout: float) -> None:
-        self._content = request.content
-        self._limit = limit
-        self._timeout = timeout
-        self.received = 0
-
-    async def read(self) -> bytes:
-        try:
-            async with asyncio.timeout(self._timeout):
-                chunk = await self._content.read(READ_CHUNK)
-        except TimeoutError:
-            msg = f"the client sent nothing for {self._timeout:g} s"
-            raise RequestTimeoutError(msg) from None
-        self.received += len(chunk)
-        if self.received > self._limit:
-            raise PayloadTooLargeError(self._limit)
-        return chunk
-
-
 async def handle_decrypt(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     who = await ctx.authenticate(request)
@@ -151,14 +128,12 @@ async def _failed(request: web.Request, audit: _Audit, exc: BaseException) -> we
 async def _decrypt(
     request: web.Request, ctx: ServiceContext, who: Principal, audit: _Audit
 ) -> web.StreamResponse:
-    limit = ctx.config.server.max_body_bytes
+    server = ctx.config.server
     declared = request.content_length
-    if declared is not None and declared > limit:
-        raise PayloadTooLargeError(limit)
-    body = _Body(request, limit, ctx.config.server.read_timeout)
+    body = BodyReader(request, server.max_body_bytes, server.read_timeout, server.min_body_rate)
     head = bytearray()
     while True:
-        chunk = await body.read()
+        chunk = await body.read(READ_CHUNK)
         if not chunk:
             raise TruncatedStreamError(0, "the request body ends inside the envelope header")
         head += chunk
@@ -185,7 +160,7 @@ async def _decrypt(
     while True:
         if out:
             await stream.send(out)
-        chunk = await body.read()
+        chunk = await body.read(READ_CHUNK)
         if not chunk:
             break
         out = dec.update(chunk)  # ~0.1 ms per 256 KiB: cheaper than a thread hop

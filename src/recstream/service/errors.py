@@ -88,6 +88,7 @@ class AuthenticationError(ServiceError):
         super().__init__(message)
         self.reason = reason
         self.user = user
+        self.detail = ""  # for the audit log only (what exactly failed)
 
 
 class InvalidTokenError(AuthenticationError):

@@ -25,11 +25,14 @@ from recstream.service.metrics import Metrics
 
 __all__ = [
     "HTTP_STATUS",
+    "BodyReader",
     "abort_response",
     "add_security_headers",
+    "check_origin",
     "client_address",
     "error_middleware",
     "json_response",
+    "origin_middleware",
     "read_json",
     "status_for",
     "write_with_timeout",
@@ -161,6 +164,39 @@ def error_middleware(metrics: Metrics, on_error: RefusalHook | None = None) -> A
     return middleware
 
 
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+SAME_SITE_FETCHES: Final = frozenset({"same-origin", "none"})  # "none": typed or bookmarked
+
+
+def check_origin(request: web.Request) -> None:
+    """Refuse a state-changing request that a page of another origin made the browser send.
+
+    Browsers send ``Sec-Fetch-Site`` (Fetch Metadata) and ``Origin`` on such
+    requests; tools (curl, a proxy, the CLI) send neither and are not affected.
+
+    Raises:
+        ForbiddenOriginError: ``Sec-Fetch-Site`` is cross-site or same-site, or
+            ``Origin`` is not this server's own.
+    """
+    if request.method in SAFE_METHODS:
+        return
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site.lower() not in SAME_SITE_FETCHES:
+        msg = f"refused: a {site[:20]!r} request from another site may not change anything here"
+        raise se.ForbiddenOriginError(msg)
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() != f"{request.scheme}://{request.host}".lower():
+        msg = "refused: the request comes from a page of another origin"
+        raise se.ForbiddenOriginError(msg)
+
+
+@web.middleware
+async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """:func:`check_origin` before every handler (inside :func:`error_middleware`)."""
+    check_origin(request)
+    return await handler(request)
+
+
 def client_address(request: web.Request, trusted: Sequence[IPNetwork]) -> str:
     """The client's address: the peer's, or the last ``X-Forwarded-For`` hop if the
     peer is a trusted proxy (one hop: the proxy appends the address it saw)."""
@@ -181,26 +217,73 @@ def client_address(request: web.Request, trusted: Sequence[IPNetwork]) -> str:
         return peer
 
 
-async def read_json(request: web.Request, limit: int, timeout: float) -> Any:
+class BodyReader:
+    """A request body read in chunks, with an idle timeout *and* a total deadline.
+
+    The idle timeout (``read_timeout``) alone lets a client send one byte every
+    few seconds forever, holding a connection and a decryption.  So the whole
+    body must also arrive by ``start + read_timeout + received / min_rate``: a
+    deadline that grows with what was sent, so an honest slow link is fine and
+    a trickle is cut off.
+
+    Raises (from :meth:`read`):
+        RequestTimeoutError: a pause over the idle timeout, or the body is late.
+        PayloadTooLargeError: over ``limit`` bytes.
+    """
+
+    def __init__(
+        self, request: web.Request, limit: int, idle_timeout: float, min_rate: float
+    ) -> None:
+        if request.content_length is not None and request.content_length > limit:
+            raise se.PayloadTooLargeError(limit)
+        self._content = request.content
+        self._limit = limit
+        self._idle = idle_timeout
+        self._min_rate = min_rate
+        self._start = asyncio.get_running_loop().time()
+        self.received = 0
+
+    def _left(self) -> float:
+        due = self._start + self._idle + self.received / self._min_rate
+        return due - asyncio.get_running_loop().time()
+
+    async def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; b"" at the end of the body."""
+        left = self._left()
+        try:
+            async with asyncio.timeout(max(0.0, min(self._idle, left))):
+                chunk = await self._content.read(n)
+        except TimeoutError:
+            if left <= self._idle:
+                msg = (
+                    f"the request body arrived slower than {self._min_rate:g} bytes/s "
+                    "on average; giving up"
+                )
+            else:
+                msg = f"the client sent nothing for {self._idle:g} s"
+            raise se.RequestTimeoutError(msg) from None
+        self.received += len(chunk)
+        if self.received > self._limit:
+            raise se.PayloadTooLargeError(self._limit)
+        return chunk
+
+
+async def read_json(
+    request: web.Request, limit: int, timeout: float, min_rate: float = 16 * 1024
+) -> Any:
     """Read a JSON request body of at most ``limit`` bytes.
 
     Raises:
         PayloadTooLargeError: the body is over ``limit``.
-        RequestTimeoutError: the client took longer than ``timeout`` seconds.
-        RequestError: it is not UTF-8 JSON.
+        RequestTimeoutError: a pause over ``timeout`` seconds, or a trickle (see
+            :class:`BodyReader`).
+        RequestError: it is not UTF-8 JSON, or nests too deep, or has a number
+            too long to convert.
     """
-    if request.content_length is not None and request.content_length > limit:
-        raise se.PayloadTooLargeError(limit)
+    reader = BodyReader(request, limit, timeout, min_rate)
     body = bytearray()
-    try:
-        async with asyncio.timeout(timeout):
-            while chunk := await request.content.read(limit + 1 - len(body)):
-                body += chunk
-                if len(body) > limit:
-                    raise se.PayloadTooLargeError(limit)
-    except TimeoutError:
-        msg = f"the request body did not arrive within {timeout:g} s"
-        raise se.RequestTimeoutError(msg) from None
+    while chunk := await reader.read(limit + 1 - len(body)):
+        body += chunk
     try:
         return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
