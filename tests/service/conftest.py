@@ -171,7 +171,9 @@ def write_config(directory: Path, text: str) -> Path:
     return path
 
 
-def rcs_toml(directory: Path, root: Path, extra: str = "", server_extra: str = "") -> str:
+def rcs_toml(
+    directory: Path, root: Path, extra: str = "", server_extra: str = "", recordings_extra: str = ""
+) -> str:
     (directory / "keystore.rsk").touch()  # [keystore] path must exist; tests pass a KeyRing
     (directory / "keystore.pass").write_text("unused-by-tests\n")
     (directory / "proxy.key").write_text(PROXY_KEY + "\n")
@@ -184,6 +186,7 @@ path = "keystore.rsk"
 password_file = "keystore.pass"
 [recordings]
 root = "{root}"
+{recordings_extra}
 [audit]
 log = "audit.jsonl"
 [settings]
@@ -251,9 +254,11 @@ def start_rcs(
         server_extra: str = "",
         keyring: KeyRing | None = None,
         root: Path | None = None,
+        recordings_extra: str = "",
     ) -> ServerThread:
         d = tmp_path_factory.mktemp("rcs")
-        cfg = write_config(d, rcs_toml(d, root or archive.root, extra, server_extra))
+        text = rcs_toml(d, root or archive.root, extra, server_extra, recordings_extra)
+        cfg = write_config(d, text)
         add_users(d / "settings.sqlite")
         st = ServerThread(cfg, keyring or keys.ring())
         started.append(st)

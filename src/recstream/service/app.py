@@ -9,7 +9,10 @@ same two functions; only the CLI opens the keystore and picks uvloop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,11 +32,14 @@ from recstream.service.http import (
     json_response,
     origin_middleware,
 )
+from recstream.service.index import HeaderIndex
 from recstream.service.metrics import CONTENT_TYPE, Metrics
 from recstream.service.ratelimit import FailureLimiter
 from recstream.service.store import SettingsStore
 
 __all__ = ["RunningServer", "build_app", "start_server", "tls_context"]
+
+log = logging.getLogger("recstream.service")
 
 MAX_LINE_BYTES: Final = 8190  # request line and each header line (nginx's default is 8 KiB)
 MAX_HEADERS: Final = 64
@@ -59,6 +65,7 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
     auth = Authenticator(
         store, limiter, TokenStore(config.auth.token_ttl), metrics, proxies=config.auth.proxies
     )
+    archive = Archive(config.recordings_root) if config.recordings_root is not None else None
     ctx = ServiceContext(
         config,
         store,
@@ -66,7 +73,8 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
         AuditLog(config.audit_log),
         metrics,
         keyring,
-        Archive(config.recordings_root) if config.recordings_root is not None else None,
+        archive,
+        HeaderIndex(archive) if archive is not None else None,
     )
     app = web.Application(
         middlewares=[error_middleware(metrics, ctx.audit_refusal), origin_middleware],
@@ -83,8 +91,32 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
     else:
         proxy.add_routes(app)
     app.on_response_prepare.append(add_security_headers)
+    if ctx.index is not None:
+        app.cleanup_ctx.append(_indexer)
     app.on_cleanup.append(_close)
     return app
+
+
+async def _indexer(app: web.Application) -> AsyncIterator[None]:
+    """Build the header index in the background, then keep it up to date."""
+    ctx = app[CONTEXT]
+    index = ctx.index
+    assert index is not None
+
+    async def keep_up() -> None:
+        while True:
+            try:
+                await asyncio.to_thread(index.refresh)
+            except Exception:  # a bad moment on disk must not stop the updates
+                log.exception("refreshing the recordings index failed")
+            ctx.index_ready.set()
+            await asyncio.sleep(ctx.config.rescan_interval)
+
+    task = asyncio.create_task(keep_up())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _close(app: web.Application) -> None:

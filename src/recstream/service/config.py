@@ -47,6 +47,7 @@ DEFAULT_TOKEN_TTL: Final = 3600.0
 DEFAULT_MAX_FAILURES: Final = 10
 DEFAULT_FAILURE_WINDOW: Final = 300.0
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+DEFAULT_RESCAN_INTERVAL: Final = 2.0  # seconds until a new recording is listed
 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: Final = 64  # a browser opens 6 per origin; a NAT, more
 DEFAULT_CONNECTION_RESERVE: Final = 128  # descriptors kept for files, the database, upstreams
 DEFAULT_MIN_BODY_RATE: Final = 16 * 1024  # bytes/s a request body must average (slow uploads)
@@ -70,7 +71,7 @@ _SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
         "min_body_rate": _NUM,
     },
     "keystore": {"path": (str,), "password_file": (str,), "password_env": (str,)},
-    "recordings": {"root": (str,)},
+    "recordings": {"root": (str,), "rescan_interval": _NUM},
     "audit": {"log": (str,)},
     "settings": {"db": (str,)},
     "auth": {
@@ -172,6 +173,7 @@ class ServiceConfig:
     recordings_root: Path | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)
     proxy: ProxyConfig | None = None
+    rescan_interval: float = DEFAULT_RESCAN_INTERVAL
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -303,7 +305,8 @@ def load_config(path: str | Path) -> ServiceConfig:
         lines = "\n".join(f"  - {p}" for p in r.problems)
         msg = f"{source}: the server will not start until this is fixed:\n{lines}"
         raise ConfigError(msg)
-    return ServiceConfig(source, server, audit, db, keystore, root, auth, proxy)
+    rescan = r.positive("recordings", "rescan_interval", DEFAULT_RESCAN_INTERVAL)
+    return ServiceConfig(source, server, audit, db, keystore, root, auth, proxy, rescan)
 
 
 def _server(r: _Reader) -> ServerConfig | None:

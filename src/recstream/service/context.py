@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from recstream.service.errors import (
     ServiceError,
 )
 from recstream.service.http import client_address
+from recstream.service.index import HeaderIndex
 from recstream.service.metrics import Metrics
 from recstream.service.store import Role, SettingsStore
 
@@ -38,6 +40,8 @@ class ServiceContext:
     metrics: Metrics
     keyring: KeyRing | None = None  # None for a proxy: it holds no keys
     archive: Archive | None = None
+    index: HeaderIndex | None = None  # the archive's headers, for listings
+    index_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def client(self, request: web.Request) -> str:
         return client_address(request, self.config.server.trusted_proxies)

@@ -119,7 +119,16 @@ class ForbiddenOriginError(PermissionDeniedError):
 
 
 class NotFoundError(ServiceError):
-    """No such recording or setting (or one the caller may not know exists)."""
+    """No such recording or setting (or one the caller may not know exists).
+
+    Attributes:
+        hidden_reason: set when the thing exists but the caller may not know it
+            (``other_tenant``): answered as missing, audited as a refusal.
+    """
+
+    def __init__(self, message: str, *, hidden_reason: str | None = None) -> None:
+        super().__init__(message)
+        self.hidden_reason = hidden_reason
 
 
 class ConflictError(ServiceError):
