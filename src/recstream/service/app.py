@@ -27,12 +27,19 @@ from recstream.service.config import ServiceConfig
 from recstream.service.context import CONTEXT, ServiceContext
 from recstream.service.errors import ConfigError
 from recstream.service.http import (
+    SECURITY_HEADERS,
     add_security_headers,
     error_middleware,
     json_response,
     origin_middleware,
 )
 from recstream.service.index import HeaderIndex
+from recstream.service.listener import (
+    ConnectionLimiter,
+    GuardedHandler,
+    RefusalLog,
+    descriptor_budget,
+)
 from recstream.service.metrics import CONTENT_TYPE, Metrics
 from recstream.service.ratelimit import FailureLimiter
 from recstream.service.store import SettingsStore
@@ -175,6 +182,8 @@ class RunningServer:
     host: str
     port: int
     tls: bool
+    listener: asyncio.Server | None = None
+    limiter: ConnectionLimiter | None = None
 
     @property
     def url(self) -> str:
@@ -182,11 +191,13 @@ class RunningServer:
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
         await self.runner.cleanup()
 
 
 async def start_server(config: ServiceConfig, keyring: KeyRing | None) -> RunningServer:
-    """Build the app and listen on ``[server] listen``.
+    """Build the app and listen on ``[server] listen`` (see :mod:`recstream.service.listener`).
 
     Raises:
         ConfigError: bad TLS material, or the address cannot be bound.
@@ -204,12 +215,45 @@ async def start_server(config: ServiceConfig, keyring: KeyRing | None) -> Runnin
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE, **handler_args
     )
     await runner.setup()
-    site = web.TCPSite(runner, server.host, server.port, ssl_context=tls, reuse_address=True)
+    ctx = app[CONTEXT]
+    limiter = ConnectionLimiter(
+        server.max_connections_per_address,
+        descriptor_budget(server.connection_reserve),
+        RefusalLog(lambda addr, reason, n: _audit_refused_connection(ctx, addr, reason, n)),
+    )
+    manager = runner.server
+    assert manager is not None
+    loop = asyncio.get_running_loop()
+
+    def handler() -> GuardedHandler:
+        return GuardedHandler(
+            manager,
+            loop=loop,
+            limiter=limiter,
+            headers=SECURITY_HEADERS,
+            access_log=None,
+            **handler_args,
+        )
+
     try:
-        await site.start()
+        listener = await loop.create_server(
+            handler,
+            server.host,
+            server.port,
+            ssl=tls,
+            reuse_address=True,
+            ssl_handshake_timeout=server.idle_timeout if tls is not None else None,
+        )
     except OSError as exc:
         await runner.cleanup()
         msg = f"[server] listen {server.host}:{server.port}: {exc.strerror or exc}"
         raise ConfigError(msg) from None
-    port = runner.addresses[0][1] if runner.addresses else server.port
-    return RunningServer(runner, server.host, int(port), tls is not None)
+    port = listener.sockets[0].getsockname()[1] if listener.sockets else server.port
+    return RunningServer(runner, server.host, int(port), tls is not None, listener, limiter)
+
+
+def _audit_refused_connection(ctx: ServiceContext, address: str, reason: str, n: int) -> None:
+    ctx.metrics.connections_refused.inc(reason=reason)
+    ctx.audit.write_limited(
+        "connection_refused", f"client:{address}", client=address, reason=reason, open=n
+    )
