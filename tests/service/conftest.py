@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from recstream.envelope import EnvelopeEncryptor, IdentitySet, KeyRing, new_metadata
-from recstream.format import MediaKind
+from recstream.format import MediaKind, RecipientStanza
 from recstream.service import load_config, start_server
 from recstream.service.app import RunningServer
 from recstream.service.passwords import HashParams, hash_password
@@ -56,13 +56,24 @@ PROXY_KEY = base64.b64encode(os.urandom(32)).decode()
 LARGE_BYTES = 3 * 1024 * 1024 + 12345  # several hundred segments, not a multiple of 16 KiB
 
 
+class TenantRing(IdentitySet):
+    """An :class:`IdentitySet` that knows each certificate's tenant, as the keystore does."""
+
+    def __init__(self, parties: dict[str, Party]) -> None:
+        super().__init__([p.identity for p in parties.values()])
+        self._tenants = {p.cert_id: tenant for tenant, p in parties.items()}
+
+    def tenant_for(self, stanza: RecipientStanza) -> str | None:
+        return self._tenants.get(stanza.cert_id_hex)
+
+
 @dataclass
 class Keys:
     acme: Party
     globex: Party
 
     def ring(self) -> KeyRing:
-        return IdentitySet([self.acme.identity, self.globex.identity])
+        return TenantRing({"acme": self.acme, "globex": self.globex})
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,21 @@ def test_every_service_error_is_a_recstream_error_with_a_status() -> None:
         cls = getattr(service_errors, name)
         assert issubclass(cls, RecstreamError)
         exc = cls.__new__(cls)
-        assert status_for(exc)[0] in {400, 401, 403, 404, 408, 409, 413, 415, 416, 429, 500, 502}
+        assert status_for(exc)[0] in {
+            400,
+            401,
+            403,
+            404,
+            408,
+            409,
+            413,
+            415,
+            416,
+            422,
+            429,
+            500,
+            502,
+        }
     assert service_errors.ServiceError not in HTTP_STATUS  # every leaf is named
 
 

@@ -22,6 +22,7 @@ from recstream.service.errors import (
     PermissionDeniedError,
     RateLimitedError,
     ServiceError,
+    TenantMismatchError,
 )
 from recstream.service.http import client_address
 from recstream.service.index import HeaderIndex
@@ -119,22 +120,40 @@ AUDITED = web.RequestKey("recstream_audited", bool)
 
 
 class TracingKeyRing:
-    """A :class:`KeyRing` that remembers which certificate ID it gave a key for.
+    """A :class:`KeyRing` that remembers which certificate, of which tenant, gave a key.
 
     ``open_file_key`` stops at the first stanza whose key unwraps and
     authenticates the header, so after a successful open :attr:`cert_id` is
-    the certificate that decrypted the recording (for the audit log).
+    the certificate that decrypted the recording (for the audit log) and
+    :attr:`tenant` the tenant the keystore holds it for, when the inner key
+    ring can tell (``tenant_for(stanza)``, as the keystore's does).
     """
 
     def __init__(self, inner: KeyRing) -> None:
         self._inner = inner
         self.cert_id: str | None = None
+        self.tenant: str | None = None
 
     def private_key_for(self, stanza: RecipientStanza) -> rsa.RSAPrivateKey | None:
         key = self._inner.private_key_for(stanza)
         if key is not None:
             self.cert_id = stanza.cert_id_hex
+            tenant_for = getattr(self._inner, "tenant_for", None)
+            self.tenant = tenant_for(stanza) if tenant_for is not None else None
         return key
 
     def describe(self) -> Sequence[str]:
         return self._inner.describe()
+
+    def check_tenant(self, header_tenant: str) -> None:
+        """Refuse a recording whose key belongs to another tenant than its header names.
+
+        Anyone holding tenant B's (public) certificate can write an envelope whose
+        header says tenant A: without this check a player of tenant A would
+        decrypt tenant B's key's recordings.
+
+        Raises:
+            TenantMismatchError: the key ring knows the key's tenant, and it differs.
+        """
+        if self.tenant is not None and self.tenant != header_tenant:
+            raise TenantMismatchError(header_tenant, self.tenant)

@@ -164,6 +164,7 @@ async def _decrypt(
     # The first update unwraps the data key (RSA): off the event loop.
     out = await asyncio.to_thread(dec.update, bytes(head))
     audit.fields["cert_id"] = keys.cert_id
+    keys.check_tenant(parsed.metadata.tenant)
     stream = _Stream(request, audit, expected, ctx.config.server.write_timeout)
     stream.resp.content_type = safe_media_type(parsed.metadata.media_type)
     stream.resp.headers.update(DECRYPTED_HEADERS)
@@ -281,6 +282,7 @@ async def handle_playback(request: web.Request) -> web.StreamResponse:
             if reader.header.raw != header.raw:
                 audit.header(reader.header, who, hidden=name)
             audit.fields["cert_id"] = keys.cert_id
+            keys.check_tenant(reader.header.metadata.tenant)
             resp = await _play(request, ctx, reader, audit)
         finally:
             os.close(fd)

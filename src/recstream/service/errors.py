@@ -26,6 +26,7 @@ __all__ = [
     "RequestError",
     "RequestTimeoutError",
     "ServiceError",
+    "TenantMismatchError",
     "UnsupportedMediaTypeError",
     "UpstreamError",
 ]
@@ -116,6 +117,23 @@ class PermissionDeniedError(ServiceError):
 
 class ForbiddenOriginError(PermissionDeniedError):
     """A state-changing request sent by a page of another origin (cross-site request forgery)."""
+
+
+class TenantMismatchError(ServiceError):
+    """A recording labelled with one tenant was encrypted to another tenant's certificate.
+
+    Attributes:
+        header_tenant: the tenant the header names.
+        key_tenant: the tenant whose key opened it.
+    """
+
+    def __init__(self, header_tenant: str, key_tenant: str) -> None:
+        super().__init__(
+            f"the recording is labelled with tenant {header_tenant!r} but encrypted to a "
+            "certificate of another tenant: refused (a forged or mislabelled recording)"
+        )
+        self.header_tenant = header_tenant
+        self.key_tenant = key_tenant
 
 
 class NotFoundError(ServiceError):

@@ -54,6 +54,7 @@ HTTP_STATUS: Final[dict[type[BaseException], tuple[int, str]]] = {
     se.NotFoundError: (404, "not_found"),
     se.ConflictError: (409, "conflict"),
     se.UpstreamError: (502, "bad_gateway"),
+    se.TenantMismatchError: (422, "tenant_mismatch"),
     se.ConfigError: (500, "server_misconfigured"),
     e.NotAnEnvelopeError: (422, "not_an_envelope"),
     e.EnvelopeFormatError: (422, "malformed_envelope"),

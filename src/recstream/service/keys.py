@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -69,6 +70,15 @@ class KeystoreKeyRing:
 
     def describe(self) -> Sequence[str]:
         return self._current().describe()
+
+    def tenant_for(self, stanza: RecipientStanza) -> str | None:
+        """The tenant the keystore holds ``stanza``'s certificate for (the RCS checks
+        it against the recording's header), found as ``private_key_for`` finds keys."""
+        store: Any = self._current()  # the keystore (recstream.keystore.Keystore)
+        entry = store.find(stanza.cert_id.hex()) or next(
+            (e for e in store.entries if e.key_id == stanza.key_id), None
+        )
+        return None if entry is None else entry.tenant
 
 
 def open_keyring(cfg: KeystoreConfig) -> KeyRing:
