@@ -89,13 +89,17 @@ async def _wait_indexed(url: str, token: str, seconds: float) -> None:
     """Until the server answers a listing: the first one waits for the whole index."""
     headers = {"Authorization": f"Bearer {token}"}
     timeout = aiohttp.ClientTimeout(total=seconds)
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.get(f"{url}/rcs/recordings?limit=1", headers=headers) as r,
-    ):
-        if r.status != 200:
-            msg = f"listing: HTTP {r.status}"
-            raise BenchError(msg)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"{url}/rcs/recordings?limit=1", headers=headers) as r,
+        ):
+            if r.status != 200:
+                msg = f"listing: HTTP {r.status}"
+                raise BenchError(msg)
+    except TimeoutError:
+        msg = f"listing: the server had not indexed the archive after {seconds:g} s"
+        raise BenchError(msg) from None
 
 
 async def _lister(
@@ -223,7 +227,20 @@ def measure_listing(
 
         return go
 
-    runs = interleave(
+    try:
+        runs = _interleaved(subject, repeat, progress)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        msg = f"listing: {exc!r}"
+        raise BenchError(msg) from exc
+    _tabulate(report, count, listers=listers, streams=streams, concurrency=concurrency, runs=runs)
+
+
+def _interleaved(
+    subject: Callable[[bool, bool], Callable[[], ListingRun]],
+    repeat: int,
+    progress: Callable[[str], None] | None,
+) -> dict[str, list[ListingRun]]:
+    return interleave(
         {
             "listing": subject(True, False),
             "playback alone": subject(False, True),
@@ -232,7 +249,6 @@ def measure_listing(
         repeat,
         progress=progress,
     )
-    _tabulate(report, count, listers=listers, streams=streams, concurrency=concurrency, runs=runs)
 
 
 def _pct(values: Sequence[float], p: float) -> float:

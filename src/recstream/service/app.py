@@ -121,6 +121,7 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(keep_up())
     yield
+    index.close()  # a refresh running in its thread stops at the next file
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

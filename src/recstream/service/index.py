@@ -124,6 +124,11 @@ class HeaderIndex:
         self._dirs: dict[str, _Dir] = {}
         self._last_full = 0.0
         self.ready = threading.Event()
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """Make a refresh in progress (in another thread) stop early: the server is stopping."""
+        self._closed.set()
 
     # --- reading ---------------------------------------------------------------------
 
@@ -167,7 +172,13 @@ class HeaderIndex:
             known = {n: e.stamp for n, e in self._entries.items()}
         changed = [n for n, st in files.items() if known.get(n) != st]
         gone = [n for n in known if n not in files]
-        fresh = [e for e in (self._read(n) for n in changed) if e is not None]
+        fresh: list[Entry] = []
+        for name in changed:
+            if self._closed.is_set():
+                return 0  # stopping: apply nothing, the index is being thrown away
+            entry = self._read(name)
+            if entry is not None:
+                fresh.append(entry)
         unreadable = [n for n in changed if n not in {e.name for e in fresh}]
         with self._lock:
             for name in itertools.chain(gone, unreadable):
@@ -185,6 +196,8 @@ class HeaderIndex:
         return len(changed)
 
     def _walk(self, rel: str, full: bool, out: dict[str, _Dir], files: dict[str, _Stamp]) -> None:
+        if self._closed.is_set():
+            return
         path = f"{self.archive.root}/{rel}" if rel else str(self.archive.root)
         try:
             st = os.lstat(path)
