@@ -10,7 +10,6 @@ import pytest
 
 from recstream.format import MediaKind
 from recstream.service.archive import Archive as ServedArchive
-from recstream.service.index import HeaderIndex
 from tests.service.conftest import Archive, Keys, ServerThread, request
 
 N_ACME, N_GLOBEX = 45, 12
@@ -117,6 +116,8 @@ def test_new_and_removed_recordings_are_listed_incrementally(
 
 
 def test_refresh_reads_only_what_changed(tmp_path: Path, keys: Keys) -> None:
+    from recstream.service.index import HeaderIndex
+
     a = Archive(tmp_path)
     meta = {"tenant": "acme", "kind": MediaKind.VOICE, "mtype": "audio/basic"}
     for i in range(20):

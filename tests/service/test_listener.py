@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from recstream.service.listener import ConnectionLimiter, descriptor_budget
 from tests.service.conftest import Archive, ServerThread, basic, request, wait_for_audit
 
 
@@ -91,6 +90,8 @@ def test_the_total_cap_keeps_a_reserve_of_descriptors(
 
 
 def test_connection_limiter_bookkeeping() -> None:
+    from recstream.service.listener import ConnectionLimiter, descriptor_budget
+
     seen: list[tuple[str, str, int]] = []
     lim = ConnectionLimiter(2, 3, lambda *a: seen.append(a))
     assert lim.admit("a") and lim.admit("a") and not lim.admit("a")

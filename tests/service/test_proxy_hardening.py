@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from recstream.service import delegation
 from recstream.service.config import load_config
 from recstream.service.errors import ConfigError
 from recstream.service.store import SettingsStore
@@ -158,6 +157,8 @@ def test_an_upstream_receives_a_delegation_not_the_password(
 
 
 def test_a_delegation_is_accepted_once(start_rcs: Any, start_proxy: Any) -> None:
+    from recstream.service import delegation
+
     rcs = start_rcs()
     host = rcs.url.split("://")[1]
     path = "/rcs/recordings"

@@ -179,7 +179,8 @@ class HeaderIndex:
             entry = self._read(name)
             if entry is not None:
                 fresh.append(entry)
-        unreadable = [n for n in changed if n not in {e.name for e in fresh}]
+        read = {e.name for e in fresh}
+        unreadable = [n for n in changed if n not in read]
         with self._lock:
             for name in itertools.chain(gone, unreadable):
                 self._drop(name)
