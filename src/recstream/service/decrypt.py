@@ -36,11 +36,10 @@ from recstream.service.errors import NotFoundError, PermissionDeniedError, Reque
 from recstream.service.http import (
     BodyReader,
     abort_response,
-    json_response,
     status_for,
     write_with_timeout,
 )
-from recstream.service.index import DEFAULT_PAGE, MAX_PAGE, entries_json
+from recstream.service.index import DEFAULT_PAGE, MAX_PAGE, page_body
 from recstream.service.ranges import parse_range
 
 __all__ = ["add_routes"]
@@ -250,7 +249,7 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
         count=len(page.entries),
         after=after is not None,
     )
-    return json_response({"recordings": entries_json(page.entries), "next": page.next})
+    return web.Response(body=page_body(page), content_type="application/json", charset="utf-8")
 
 
 def _page_limit(text: str | None) -> int:

@@ -24,13 +24,15 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import dataclasses
 import heapq
 import itertools
+import json
 import os
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -40,7 +42,7 @@ from recstream.reader import FileSource, read_header_at
 from recstream.service.archive import SUFFIX, Archive, check_name
 from recstream.service.errors import NotFoundError, RequestError
 
-__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Entry", "HeaderIndex", "Page"]
+__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Entry", "HeaderIndex", "Page", "page_body"]
 
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000
@@ -65,6 +67,7 @@ class Entry:
     size: int | None  # plaintext bytes, None if the body is not complete
     cert_ids: tuple[str, ...]
     stamp: _Stamp
+    json: bytes = field(default=b"", compare=False, repr=False)  # to_json(), serialised once
 
     @property
     def key(self) -> _Key:
@@ -250,7 +253,7 @@ class HeaderIndex:
         finally:
             os.close(fd)
         meta = header.metadata
-        return Entry(
+        entry = Entry(
             name,
             meta.recording_id,
             meta.tenant,
@@ -261,6 +264,9 @@ class HeaderIndex:
             header.cert_ids,
             (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
         )
+        # Serialised here, once, not on every listing: a page is then a join.
+        text = json.dumps(entry.to_json(), ensure_ascii=False, separators=(",", ":"))
+        return dataclasses.replace(entry, json=text.encode())
 
     def _rebuild(self) -> None:
         groups: dict[str, list[_Key]] = {}
@@ -286,5 +292,7 @@ class HeaderIndex:
             del self._by_tenant[old.tenant]
 
 
-def entries_json(entries: Sequence[Entry]) -> list[dict[str, object]]:
-    return [e.to_json() for e in entries]
+def page_body(page: Page) -> bytes:
+    """The JSON answer for ``page``: ``{"recordings": [...], "next": CURSOR or null}``."""
+    items = b",".join(e.json or json.dumps(e.to_json()).encode() for e in page.entries)
+    return b'{"recordings":[%s],"next":%s}\n' % (items, json.dumps(page.next).encode())
