@@ -100,6 +100,9 @@ def test_connection_limiter_bookkeeping() -> None:
     assert lim.admit("c")
     assert seen == [("a", "per_address", 2), ("c", "total", 0)]
     assert lim.statistics() == {"open": 3, "addresses": 3, "refused": 2}
+    proxied = ConnectionLimiter(1, 10, exempt=lambda addr: addr == "proxy")
+    assert all(proxied.admit("proxy") for _ in range(5)) and proxied.admit("x")
+    assert not proxied.admit("x")
     assert descriptor_budget(10**9) == 1
 
 

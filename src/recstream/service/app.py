@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from recstream.service import decrypt, ops, player, proxy, tokens
 from recstream.service.archive import Archive
 from recstream.service.audit import AuditLog
 from recstream.service.auth import Authenticator, TokenStore
-from recstream.service.config import ServiceConfig
+from recstream.service.config import IPNetwork, ServiceConfig
 from recstream.service.context import CONTEXT, ServiceContext
 from recstream.service.errors import ConfigError
 from recstream.service.http import (
@@ -221,6 +222,7 @@ async def start_server(config: ServiceConfig, keyring: KeyRing | None) -> Runnin
         server.max_connections_per_address,
         descriptor_budget(server.connection_reserve),
         RefusalLog(lambda addr, reason, n: _audit_refused_connection(ctx, addr, reason, n)),
+        exempt=lambda addr: _is_trusted(addr, server.trusted_proxies),
     )
     manager = runner.server
     assert manager is not None
@@ -251,6 +253,14 @@ async def start_server(config: ServiceConfig, keyring: KeyRing | None) -> Runnin
         raise ConfigError(msg) from None
     port = listener.sockets[0].getsockname()[1] if listener.sockets else server.port
     return RunningServer(runner, server.host, int(port), tls is not None, listener, limiter)
+
+
+def _is_trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
 
 
 def _audit_refused_connection(ctx: ServiceContext, address: str, reason: str, n: int) -> None:

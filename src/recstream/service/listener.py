@@ -5,7 +5,8 @@ idle connections from one client exhausted a 1,024-descriptor limit: every
 other request failed (including the server's own file and database opens) and
 nothing was logged.  Now a connection is admitted only while
 
-* its address has fewer than ``[server] max_connections_per_address`` open, and
+* its address has fewer than ``[server] max_connections_per_address`` open (not
+  counted for ``trusted_proxies``, which carry many clients), and
 * the server has fewer than ``RLIMIT_NOFILE - [server] connection_reserve``
   open: the reserve keeps descriptors for recordings, the settings database,
   the audit log and a proxy's upstream connections, whatever clients do.
@@ -63,6 +64,8 @@ class ConnectionLimiter:
 
     Args:
         on_refuse: called with (address, reason, open connections of that address).
+        exempt: addresses with no per-address cap (``trusted_proxies``: a proxy
+            carries many clients' connections); they still count in the total.
     """
 
     def __init__(
@@ -70,9 +73,11 @@ class ConnectionLimiter:
         per_address: int,
         total: int,
         on_refuse: Callable[[str, str, int], None] = lambda *_: None,
+        exempt: Callable[[str], bool] = lambda _: False,
     ) -> None:
         self.per_address = per_address
         self.total = total
+        self._exempt = exempt
         self._open: dict[str, int] = {}
         self._count = 0
         self._on_refuse = on_refuse
@@ -80,7 +85,7 @@ class ConnectionLimiter:
 
     def admit(self, address: str) -> bool:
         mine = self._open.get(address, 0)
-        if mine >= self.per_address:
+        if mine >= self.per_address and not self._exempt(address):
             reason = "per_address"
         elif self._count >= self.total:
             reason = "total"
