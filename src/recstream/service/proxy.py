@@ -36,7 +36,7 @@ from yarl import URL
 
 from recstream.errors import RecstreamError
 from recstream.service import delegation
-from recstream.service.archive import check_name
+from recstream.service.archive import check_name, missing_message
 from recstream.service.auth import Principal
 from recstream.service.config import ProxyConfig
 from recstream.service.context import CONTEXT, ServiceContext
@@ -126,9 +126,11 @@ class Forwarder:
         """The upstream URL: a known route, its name re-encoded segment by segment."""
         suffix = request.path[len("/rcs") :]
         if "name" in request.match_info:
-            if "%2f" in request.raw_path.lower() or "%5c" in request.raw_path.lower():
-                check_name("")  # an encoded '/' or '\\': the answer of a missing file
-            segments = check_name(request.match_info["name"])
+            name = request.match_info["name"]
+            raw = request.raw_path.lower()
+            if "%2f" in raw or "%5c" in raw:  # an encoded '/' or '\\': as a missing file
+                raise NotFoundError(missing_message(name))
+            segments = check_name(name)
             suffix = "/recordings/" + "/".join(quote(seg, safe="") for seg in segments)
         text = found.value + suffix
         query = [(k, v) for k, v in request.query.items() if k in LISTING_PARAMETERS]
