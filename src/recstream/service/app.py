@@ -130,6 +130,7 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
 
 async def _close(app: web.Application) -> None:
     ctx = app[CONTEXT]
+    ctx.auth.close()
     ctx.audit.close()
     ctx.store.close()
 

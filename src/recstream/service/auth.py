@@ -44,6 +44,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
@@ -64,6 +65,7 @@ MAX_AUTHORIZATION_CHARS: Final = 4096
 # Argon2id verifications at once: each takes 64 MiB and a core for ~0.1 s.
 HASH_CONCURRENCY: Final = 2
 REALM: Final = "recstream"
+DB_THREADS: Final = 2  # settings-database lookups at once (each ~20 us)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,17 @@ class Authenticator:
         self._proxies = dict(proxies or {})
         self._wall = wall_clock
         self._nonces = delegation.NonceCache()
+        # User lookups (every request) get threads of their own: in the default
+        # executor they queued behind playback's decryption and slowed it down.
+        self._db = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="recstream-users")
+
+    async def _lookup(self, name: str) -> tuple[User, str] | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db, self._store.user_with_hash, name)
+
+    def close(self) -> None:
+        """Stop the lookup threads (after the last request)."""
+        self._db.shutdown(wait=True)
 
     async def authenticate(
         self,
@@ -235,7 +248,7 @@ class Authenticator:
         wait = max(self._limiter.retry_after(k, now) for k in keys)
         if wait > 0:
             self._refused(wait, keys, name)
-        found = await asyncio.to_thread(self._store.user_with_hash, name)
+        found = await self._lookup(name)
         secret = password.encode("utf-8")
         mark = b""
         if found is not None:
@@ -276,7 +289,7 @@ class Authenticator:
             self._refuse_if_limited(client, None)
             self._fail("bad_token", client)
         name, credential = grant
-        found = await asyncio.to_thread(self._store.user_with_hash, name)
+        found = await self._lookup(name)
         if found is None or not hmac.compare_digest(found[0].credential, credential):
             # Removed, or its password (or role, or tenants) changed since: revoked.
             self.tokens.revoke(token)
@@ -296,7 +309,7 @@ class Authenticator:
             self._fail("bad_delegation", client, detail=str(exc))
         if not self._nonces.first_use(claims, self._wall()):
             self._fail("bad_delegation", client, claims.user, detail="replayed")
-        found = await asyncio.to_thread(self._store.user_with_hash, claims.user)
+        found = await self._lookup(claims.user)
         if found is None:
             self._fail("bad_delegation", client, claims.user, detail="no such user here")
         return Principal(found[0], "proxy", via=claims.proxy)
