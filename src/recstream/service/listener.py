@@ -157,6 +157,15 @@ class GuardedHandler(RequestHandler):
         self._address = address
         super().connection_made(transport)
 
+    def data_received(self, data: bytes) -> None:
+        if self._address is None:
+            return  # refused and closing: nothing it sends is read
+        super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self._address is not None:
+            super().eof_received()
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._address is None:
             return  # refused: never handed to aiohttp
