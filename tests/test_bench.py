@@ -383,7 +383,12 @@ def test_peers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 
 
 def test_rcs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    report = run_mode(capsys, tmp_path, "rcs --sizes 1M,2M --streams 2 --concurrency 2 --repeat 2")
+    report = run_mode(
+        capsys,
+        tmp_path,
+        "rcs --sizes 1M,2M --streams 2 --concurrency 2 --repeat 2 --listing 300 "
+        "--listing-clients 2",
+    )
     subjects = rows(report)
     assert list(subjects) == ["decrypt 1 MiB", "decrypt 2 MiB", "playback 1 MiB", "playback 2 MiB"]
     for name, row in subjects.items():
@@ -399,6 +404,11 @@ def test_rcs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         assert server["idle_rss_mib"] <= server["peak_rss_mib"]
     assert report["parameters"]["concurrency"] == 2
     assert any("flat in recording size" in n for n in report["notes"])
+    listing = rows(report, 2)  # issue 13: listing latency, and playback beside it
+    assert list(listing) == ["listing (listing requests)", "playback + listing (listing requests)"]
+    assert all(0 < row["p50_ms"]["median"] <= row["p99_ms"]["median"] for row in listing.values())
+    assert list(rows(report, 3)) == ["playback alone", "playback + listing"]
+    assert any("listing p99 at 300 recordings" in n for n in report["notes"])
     assert not list(tmp_path.glob("recstream-bench-*"))  # the work directory is gone
 
 

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 __all__ = [
-    "AuthenticationError",
     "BundleError",
     "CertificateError",
     "CertificateExpiredError",
@@ -29,12 +28,10 @@ __all__ = [
     "ChainVerificationError",
     "CommitmentError",
     "ConfigError",
-    "ConflictError",
     "EnvelopeFormatError",
     "FinalSegmentAuthError",
     "HeaderAuthError",
     "IntegrityError",
-    "InvalidTokenError",
     "KeyAccessError",
     "KeyLoadError",
     "KeyPolicyError",
@@ -53,20 +50,12 @@ __all__ = [
     "NoActiveCertificateError",
     "NoMatchingKeyError",
     "NotAnEnvelopeError",
-    "NotFoundError",
     "PasswordError",
-    "PayloadTooLargeError",
-    "PermissionDeniedError",
     "PipelineError",
     "PipelineOverflowError",
-    "RangeNotSatisfiableError",
-    "RateLimitedError",
     "RecstreamError",
-    "RequestError",
-    "RequestTimeoutError",
     "ScreenCertificateMissingError",
     "SegmentAuthError",
-    "ServiceError",
     "StreamProtocolError",
     "StreamStateError",
     "SubjectFieldsError",
@@ -74,7 +63,6 @@ __all__ = [
     "TrailingDataError",
     "TruncatedStreamError",
     "UnsupportedVersionError",
-    "UpstreamError",
 ]
 
 
@@ -447,96 +435,14 @@ class PipelineOverflowError(PipelineError):
         self.limit = limit
 
 
-# --- the Recording Crypto Server (recstream.service) -------------------------
+# --- servers (the RCS, the SIPREC server, media streams) -------------------
 
 
-class ServiceError(RecstreamError):
-    """The Recording Crypto Server cannot start, or refuses a request.
+class ConfigError(RecstreamError):
+    """A server's configuration file is wrong; the server refuses to start.
 
-    ``service/http.py`` maps each leaf to an HTTP status; messages are safe to
-    send to a client (never key material, credentials or plaintext).
+    The message lists every problem found, so one edit can fix them all.
     """
-
-
-class ConfigError(ServiceError):
-    """The service configuration is wrong; the server refuses to start."""
-
-
-class RequestError(ServiceError):
-    """The request is malformed or invalid (bad JSON, a field that fails validation)."""
-
-
-class PayloadTooLargeError(RequestError):
-    """A request body is over its limit.
-
-    Attributes:
-        limit: the largest body accepted, in bytes.
-    """
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"request body over the limit of {limit} bytes")
-        self.limit = limit
-
-
-class RangeNotSatisfiableError(RequestError):
-    """No byte of the requested range lies inside the recording.
-
-    Attributes:
-        size: the recording's plaintext length.
-    """
-
-    def __init__(self, size: int) -> None:
-        super().__init__(f"range not satisfiable: the recording has {size} bytes")
-        self.size = size
-
-
-class AuthenticationError(ServiceError):
-    """No credentials, or credentials that do not identify a user."""
-
-
-class RateLimitedError(ServiceError):
-    """Too many failed authentications from this client or for this user.
-
-    Attributes:
-        retry_after: seconds until another attempt is considered.
-    """
-
-    def __init__(self, retry_after: float) -> None:
-        seconds = max(1, int(retry_after + 0.999))
-        super().__init__(f"too many failed attempts; retry in {seconds} s")
-        self.retry_after = seconds
-
-
-class PermissionDeniedError(ServiceError):
-    """An authenticated user asked for something their role or tenants do not allow."""
-
-
-class NotFoundError(ServiceError):
-    """No such recording or setting."""
-
-
-class ConflictError(ServiceError):
-    """The thing to create exists already."""
-
-
-class UpstreamError(ServiceError):
-    """A decryption proxy could not get an answer from the RCS it resolved.
-
-    Attributes:
-        target: the RCS URI (without credentials).
-    """
-
-    def __init__(self, message: str, target: str = "") -> None:
-        super().__init__(message)
-        self.target = target
-
-
-class RequestTimeoutError(RequestError):
-    """The client took too long to send its request body."""
-
-
-class InvalidTokenError(AuthenticationError):
-    """The bearer token is unknown, expired or revoked."""
 
 
 # --- front doors: media streams over WebSocket (recstream.streams) -----------

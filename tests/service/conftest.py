@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from recstream.envelope import EnvelopeEncryptor, IdentitySet, KeyRing, new_metadata
-from recstream.format import MediaKind
+from recstream.format import MediaKind, RecipientStanza
 from recstream.service import load_config, start_server
 from recstream.service.app import RunningServer
 from recstream.service.passwords import HashParams, hash_password
@@ -50,7 +50,21 @@ USERS = [
     User("olga", Role.OPS, frozenset()),  # ops, no tenant
     User("mo", Role.PLAYER, frozenset({"acme", "globex"})),
 ]
+# The key decryption proxies and RCSs share in these tests, made at test time.
+PROXY_NAME = "proxy-test"
+PROXY_KEY = base64.b64encode(os.urandom(32)).decode()
 LARGE_BYTES = 3 * 1024 * 1024 + 12345  # several hundred segments, not a multiple of 16 KiB
+
+
+class TenantRing(IdentitySet):
+    """An :class:`IdentitySet` that knows each certificate's tenant, as the keystore does."""
+
+    def __init__(self, parties: dict[str, Party]) -> None:
+        super().__init__([p.identity for p in parties.values()])
+        self._tenants = {p.cert_id: tenant for tenant, p in parties.items()}
+
+    def tenant_for(self, stanza: RecipientStanza) -> str | None:
+        return self._tenants.get(stanza.cert_id_hex)
 
 
 @dataclass
@@ -59,7 +73,7 @@ class Keys:
     globex: Party
 
     def ring(self) -> KeyRing:
-        return IdentitySet([self.acme.identity, self.globex.identity])
+        return TenantRing({"acme": self.acme, "globex": self.globex})
 
 
 @pytest.fixture(scope="session")
@@ -168,9 +182,12 @@ def write_config(directory: Path, text: str) -> Path:
     return path
 
 
-def rcs_toml(directory: Path, root: Path, extra: str = "", server_extra: str = "") -> str:
+def rcs_toml(
+    directory: Path, root: Path, extra: str = "", server_extra: str = "", recordings_extra: str = ""
+) -> str:
     (directory / "keystore.rsk").touch()  # [keystore] path must exist; tests pass a KeyRing
     (directory / "keystore.pass").write_text("unused-by-tests\n")
+    (directory / "proxy.key").write_text(PROXY_KEY + "\n")
     return f"""
 [server]
 listen = "127.0.0.1:0"
@@ -180,12 +197,14 @@ path = "keystore.rsk"
 password_file = "keystore.pass"
 [recordings]
 root = "{root}"
+{recordings_extra}
 [audit]
 log = "audit.jsonl"
 [settings]
 db = "settings.sqlite"
 [auth]
 {"" if "max_failures" in extra else "max_failures = 1000"}
+proxies = {{ "{PROXY_NAME}" = "proxy.key" }}
 {extra}
 """
 
@@ -246,9 +265,11 @@ def start_rcs(
         server_extra: str = "",
         keyring: KeyRing | None = None,
         root: Path | None = None,
+        recordings_extra: str = "",
     ) -> ServerThread:
         d = tmp_path_factory.mktemp("rcs")
-        cfg = write_config(d, rcs_toml(d, root or archive.root, extra, server_extra))
+        text = rcs_toml(d, root or archive.root, extra, server_extra, recordings_extra)
+        cfg = write_config(d, text)
         add_users(d / "settings.sqlite")
         st = ServerThread(cfg, keyring or keys.ring())
         started.append(st)
@@ -259,10 +280,18 @@ def start_rcs(
         st.stop()
 
 
-def proxy_toml(node: str, cc: str, extra: str = "") -> str:
+def proxy_toml(
+    node: str,
+    cc: str,
+    extra: str = "",
+    upstreams: list[str] | None = None,
+    server_extra: str = "",
+) -> str:
+    listed = ", ".join(json.dumps(u) for u in upstreams or [])
     return f"""
 [server]
 listen = "127.0.0.1:0"
+{server_extra}
 [audit]
 log = "audit.jsonl"
 [settings]
@@ -272,20 +301,34 @@ max_failures = 1000
 [proxy]
 node_path = "{node}"
 contact_center = "{cc}"
+upstreams = [{listed}]
+identity = "{PROXY_NAME}"
+identity_key_file = "proxy.key"
 {extra}
 """
 
 
 @pytest.fixture
 def start_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerThread]]:
-    """Start a decryption proxy: ``start_proxy(node, cc, entries={location: uri}, extra=...)``."""
+    """Start a decryption proxy: ``start_proxy(node, cc, entries={location: uri}, extra=...)``.
+
+    Its ``[proxy] upstreams`` are the entries' values unless ``upstreams`` is given.
+    """
     started: list[ServerThread] = []
 
     def start(
-        node: str, cc: str, entries: dict[str, str] | None = None, extra: str = ""
+        node: str,
+        cc: str,
+        entries: dict[str, str] | None = None,
+        extra: str = "",
+        upstreams: list[str] | None = None,
+        server_extra: str = "",
     ) -> ServerThread:
         d = tmp_path_factory.mktemp("proxy")
-        cfg = write_config(d, proxy_toml(node, cc, extra))
+        listed = list((entries or {}).values()) if upstreams is None else upstreams
+        (d / "proxy.key").write_text(PROXY_KEY + "\n")
+        text = proxy_toml(node, cc, extra, listed or ["http://127.0.0.1:9/rcs"], server_extra)
+        cfg = write_config(d, text)
         add_users(d / "settings.sqlite")
         store = SettingsStore.open(d / "settings.sqlite")
         for loc, uri in (entries or {}).items():

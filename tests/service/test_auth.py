@@ -150,15 +150,19 @@ def via(st: ServerThread, authorization: str, address: str) -> Any:
     return request(st.url, "GET", LIST, user=None, headers=headers)
 
 
-def test_rate_limit_is_per_user_across_clients(start_rcs: Any) -> None:
-    # Behind a trusted proxy each X-Forwarded-For address is its own client, but the
-    # guessed user name is limited whatever the address.
+def test_rate_limit_is_per_user_for_clients_that_failed(start_rcs: Any) -> None:
+    # Behind a trusted proxy each X-Forwarded-For address is its own client.  A user
+    # name with too many failures is locked for the clients that failed (issue 13 §5).
     st = start_rcs(extra="max_failures = 3", server_extra='trusted_proxies = ["127.0.0.1/32"]')
     guess = "Basic " + b64(b"alice:guess")
     for i in range(3):
         assert via(st, guess, f"198.51.100.{i}").status == 401
+    assert via(st, guess, "198.51.100.0").status == 429
+    assert via(st, basic("alice"), "198.51.100.1").status == 429
+    # A clean client still gets one check; failing it puts it under the user's lock.
+    assert via(st, guess, "198.51.100.99").status == 401
     assert via(st, guess, "198.51.100.99").status == 429
-    # Another user from a fresh address is unaffected, and is audited under that address.
+    # Another user from a fresh address is unaffected.
     assert via(st, basic("bob"), "198.51.100.100").status == 200
     # One address guessing many names is limited too.
     for name in ("u1", "u2", "u3"):

@@ -16,10 +16,11 @@ import pytest
 
 from recstream.cli import main
 from recstream.envelope import EnvelopeDecryptor, EnvelopeEncryptor, new_metadata
-from recstream.errors import ConfigError, KeystoreLockedError
+from recstream.errors import KeystoreLockedError
 from recstream.format import MediaKind
 from recstream.keystore import create, update
 from recstream.service.config import load_config
+from recstream.service.errors import ConfigError
 from recstream.service.keys import open_keyring, read_keystore_password
 from recstream.service.store import SettingsStore
 from tests.keystore_helpers import PASSWORD, TINY_KDF, Cert, recording_cert

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from recstream.errors import ConfigError
 from recstream.service.config import load_config, parse_listen
+from recstream.service.errors import ConfigError
 
 
 @pytest.fixture
@@ -82,10 +82,16 @@ db = "settings.sqlite"
 [proxy]
 node_path = "/US/AK"
 contact_center = "0A1B2C"
+upstreams = ["HTTPS://RCS-US.example:8443/rcs", "http://127.0.0.1:9/rcs"]
+identity = "proxy-ak"
+identity_key_file = "proxy.key"
 """
+    (base / "proxy.key").write_text("x" * 44 + "\n")
     cfg = load_config(write(base, text))
     assert cfg.server.host == "::1" and cfg.proxy is not None
     assert (cfg.proxy.node_path, cfg.proxy.contact_center) == ("/US/AK", "0a1b2c")
+    assert cfg.proxy.upstreams == ("https://rcs-us.example:8443/rcs", "http://127.0.0.1:9/rcs")
+    assert cfg.proxy.identity == "proxy-ak" and cfg.proxy.identity_key == b"x" * 44
     assert cfg.keystore is None and cfg.recordings_root is None
 
 

@@ -281,7 +281,7 @@ def test_health_metrics_and_security_headers(rcs: ServerThread, archive: Archive
     r = request(rcs.url, "GET", "/healthz", user=None)
     assert r.status == 200 and r.json() == {"status": "ok", "mode": "rcs"}
     request(rcs.url, "GET", "/rcs/recordings/acme/call-1.rsv", headers={"Range": "bytes=0-9"})
-    r = request(rcs.url, "GET", "/metrics", user=None)
+    r = request(rcs.url, "GET", "/metrics", user="olga")
     assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = r.body.decode()
     for name in (

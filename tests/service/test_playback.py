@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from recstream.format import BodyLayout, Header, MediaKind, parse_header
-from tests.service.conftest import Archive, ServerThread, basic, connect, request
+from tests.service.conftest import (
+    Archive,
+    ServerThread,
+    basic,
+    connect,
+    request,
+    wait_for_audit,
+)
 
 BIG = "acme/big.rsv"
 
@@ -114,14 +121,26 @@ def test_listing_shows_only_the_users_tenants(rcs: ServerThread) -> None:
     assert [(r["id"], r["tenant"], r["media_type"]) for r in rows] == [
         ("globex/call-9.rsv", "globex", "audio/wav")
     ]
-    assert request(rcs.url, "GET", "/rcs/recordings", user="olga").json() == {"recordings": []}
+    assert request(rcs.url, "GET", "/rcs/recordings", user="olga").json() == {
+        "recordings": [],
+        "next": None,
+    }
 
 
-def test_other_tenants_recording_is_refused(rcs: ServerThread) -> None:
+def test_other_tenants_recording_is_answered_as_missing(rcs: ServerThread) -> None:
+    # Issue 13 (Low): a 403 for another tenant's file against a 404 for a missing one
+    # told a prober which names exist.  Both are the same 404 now, and audited apart.
     r = play(rcs, "globex/call-9.rsv", user="alice")
-    assert r.status == 403 and r.json()["error"] == "forbidden"
-    r = play(rcs, "acme/call-1.rsv", user="bob")
-    assert r.status == 403
+    missing = play(rcs, "globex/call-99.rsv", user="alice")
+    assert r.status == missing.status == 404
+    assert r.json() == {"error": "not_found", "message": "no recording 'globex/call-9.rsv'"}
+    assert missing.json()["message"] == "no recording 'globex/call-99.rsv'"
+    assert {k for k in r.headers if k.lower() != "date"} == {
+        k for k in missing.headers if k.lower() != "date"
+    }
+    rec = wait_for_audit(rcs, lambda a: a.get("file") == "globex/call-9.rsv")
+    assert rec["result"] == "not_found" and rec["reason"] == "other_tenant"
+    assert play(rcs, "acme/call-1.rsv", user="bob").status == 404
     assert play(rcs, "globex/call-9.rsv", user="bob").status == 200
 
 
@@ -216,10 +235,24 @@ def test_non_media_types_are_served_as_opaque_sandboxed_bytes(
     from tests.service.conftest import Archive
 
     a = Archive(tmp_path)
-    a.add("acme/page.rsv", keys.acme, b"<script>alert(1)</script>", rid="p", tenant="acme",
-          kind=MediaKind.SCREEN, mtype="text/html")
-    a.add("acme/js.rsv", keys.acme, b"fetch('/rcs/recordings')", rid="j", tenant="acme",
-          kind=MediaKind.SCREEN, mtype="text/javascript")
+    a.add(
+        "acme/page.rsv",
+        keys.acme,
+        b"<script>alert(1)</script>",
+        rid="p",
+        tenant="acme",
+        kind=MediaKind.SCREEN,
+        mtype="text/html",
+    )
+    a.add(
+        "acme/js.rsv",
+        keys.acme,
+        b"fetch('/rcs/recordings')",
+        rid="j",
+        tenant="acme",
+        kind=MediaKind.SCREEN,
+        mtype="text/javascript",
+    )
     rcs = start_rcs(root=tmp_path)
     for name in ("acme/page.rsv", "acme/js.rsv"):
         r = play(rcs, name)
@@ -239,11 +272,25 @@ def test_the_authenticated_header_decides_the_tenant(
     from tests.service.conftest import Archive
 
     a = Archive(tmp_path)
-    a.add("acme/x.rsv", keys.acme, b"A" * 5000, rid="x", tenant="acme",
-          kind=MediaKind.VOICE, mtype="audio/basic")
+    a.add(
+        "acme/x.rsv",
+        keys.acme,
+        b"A" * 5000,
+        rid="x",
+        tenant="acme",
+        kind=MediaKind.VOICE,
+        mtype="audio/basic",
+    )
     other = Archive(tmp_path / "elsewhere")
-    other.add("y.rsv", keys.globex, b"B" * 5000, rid="x", tenant="beta",
-              kind=MediaKind.VOICE, mtype="audio/basic")
+    other.add(
+        "y.rsv",
+        keys.globex,
+        b"B" * 5000,
+        rid="x",
+        tenant="beta",
+        kind=MediaKind.VOICE,
+        mtype="audio/basic",
+    )
     rcs = start_rcs(root=tmp_path)
     assert play(rcs, "acme/x.rsv").status == 200  # alice: acme only; the header is cached
     path = tmp_path / "acme" / "x.rsv"
@@ -254,5 +301,5 @@ def test_the_authenticated_header_decides_the_tenant(
         fh.write(swapped)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the mtime put back
     r = play(rcs, "acme/x.rsv")
-    assert r.status == 403
+    assert r.status == 404
     assert b"B" * 10 not in r.body

@@ -53,10 +53,11 @@ def test_us_ak_recording_goes_to_the_us_rcs(topo: Topology, archive: Archive, ke
     assert r.headers["Content-Type"] == "audio/wav"
     rec = wait_for_audit(topo.us, lambda a: a["event"] == "decrypt")
     assert rec["user"] == "alice" and rec["cert_id"] == keys.acme.cert_id
+    assert (rec["auth"], rec["via"]) == ("proxy", "proxy-test")  # a delegation, not a password
     assert decrypts(topo.eu) == []
     fwd = wait_for_audit(topo.proxy, lambda a: a["event"] == "forward")
     assert (fwd["node"], fwd["location"], fwd["result"]) == ("/US/AK", "/US", "ok")
-    assert "user" in fwd and fwd["user"] is None  # the proxy does not judge credentials
+    assert (fwd["user"], fwd["auth"]) == ("alice", "basic")  # the proxy authenticated her
 
 
 def test_eu_recording_goes_to_the_other_rcs(topo: Topology, archive: Archive, keys: Keys) -> None:
@@ -97,7 +98,7 @@ def test_unknown_location_falls_back_to_root(topo: Topology, archive: Archive) -
     assert len(decrypts(topo.eu)) == 1
 
 
-def test_credentials_pass_through_and_the_rcs_decides(topo: Topology, archive: Archive) -> None:
+def test_the_proxy_authenticates_and_the_rcs_authorises(topo: Topology, archive: Archive) -> None:
     r = request(
         topo.proxy.url,
         "POST",
@@ -113,11 +114,9 @@ def test_credentials_pass_through_and_the_rcs_decides(topo: Topology, archive: A
     r = request(
         topo.proxy.url, "POST", "/rcs/decrypt", archive.sealed["acme/call-1.rsv"], user="bob"
     )
-    assert r.status == 403
-    # The proxy's own users (ops) are not what authorises decryption.
-    assert request(topo.proxy.url, "GET", "/rcs/recordings", user="olga").json() == {
-        "recordings": []
-    }
+    assert r.status == 403  # bob's tenants on the RCS do not include acme
+    # The proxy vouches for who olga is; the RCS's record of her (no tenant) decides.
+    assert request(topo.proxy.url, "GET", "/rcs/recordings", user="olga").json()["recordings"] == []
 
 
 def test_playback_and_listing_through_the_proxy(topo: Topology, archive: Archive) -> None:
@@ -176,7 +175,7 @@ def test_tamper_behind_the_proxy_aborts_the_callers_response(
     assert fwd["result"] == "upstream_aborted"
 
 
-def test_tokens_through_the_proxy(topo: Topology, archive: Archive) -> None:
+def test_tokens_of_the_proxy(topo: Topology, archive: Archive) -> None:
     token = request(topo.proxy.url, "POST", "/rcs/tokens").json()["access_token"]
     r = request(
         topo.proxy.url,
@@ -186,13 +185,15 @@ def test_tokens_through_the_proxy(topo: Topology, archive: Archive) -> None:
         headers={"Authorization": f"Bearer {token}"},
     )
     assert r.status == 200
-    # Issued by the /US RCS: the /EU one does not know it.
+    # Issued by the proxy, for the proxy: good for every RCS behind it, and for none directly.
     r = request(
         topo.proxy.url,
         "GET",
         "/rcs/recordings?nodePath=/EU",
         headers={"Authorization": f"Bearer {token}"},
     )
+    assert r.status == 200
+    r = request(topo.us.url, "GET", "/rcs/recordings", headers={"Authorization": f"Bearer {token}"})
     assert r.status == 401
 
 
@@ -224,7 +225,9 @@ def test_settings_changed_through_the_proxys_api_take_effect(
 ) -> None:
     base = f"/api/v2/ops/contact-centers/{CC}/settings/screen-recording"
     body = b'{"location": "/US/AK", "value": "%s/rcs"}' % topo.eu.url.encode()
-    assert request(topo.proxy.url, "POST", base, body, user="olga").status == 201
+    token = request(topo.proxy.url, "POST", "/rcs/tokens", user="olga").json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    assert request(topo.proxy.url, "POST", base, body, headers=headers).status == 201
     r = request(
         topo.proxy.url, "POST", "/rcs/decrypt", archive.sealed["globex/call-9.rsv"], user="bob"
     )

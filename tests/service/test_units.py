@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from recstream.errors import NotFoundError, RangeNotSatisfiableError, RequestError
 from recstream.service import passwords
 from recstream.service.archive import check_name
 from recstream.service.auth import TokenStore
+from recstream.service.errors import NotFoundError, RangeNotSatisfiableError, RequestError
 from recstream.service.locations import (
     ancestors,
     is_loopback_host,
@@ -143,14 +143,14 @@ def test_password_hash_round_trip_and_caps() -> None:
 
 def test_token_store() -> None:
     ts = TokenStore(ttl=10)
-    tok, ttl = ts.issue("alice", now=0)
+    tok, ttl = ts.issue("alice", "v1", now=0)
     assert ttl == 10 and tok.startswith("rst_") and len(tok) > 40
-    assert ts.user_for(tok, now=5) == "alice"
+    assert ts.user_for(tok, now=5) == ("alice", "v1")
     assert ts.user_for(tok + "x", now=5) is None
     assert ts.user_for(tok, now=10) is None  # expired, and forgotten
     assert len(ts) == 0
-    toks = [ts.issue("bob", now=0)[0] for _ in range(70)]
-    assert ts.user_for(toks[0], 1) is None and ts.user_for(toks[-1], 1) == "bob"  # per-user cap
+    toks = [ts.issue("bob", "v", now=0)[0] for _ in range(70)]
+    assert ts.user_for(toks[0], 1) is None and ts.user_for(toks[-1], 1) == ("bob", "v")
 
 
 def test_metrics_exposition() -> None:

@@ -389,6 +389,21 @@ def _rcs_arguments(p: argparse.ArgumentParser) -> None:
         help="wall time for the whole run; past it the run stops with an error "
         "(default: %(default)s)",
     )
+    p.add_argument(
+        "--listing",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="also measure GET /rcs/recordings over an archive of N recordings (and N/10 of "
+        "another tenant), alone and against playback; 0 skips it (default: %(default)s)",
+    )
+    p.add_argument(
+        "--listing-clients",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="clients paging through the listing at once (default: %(default)s)",
+    )
     add_repeat(p, 3, "endpoint and size")
 
 
@@ -403,6 +418,11 @@ driven over HTTP by aiohttp in this process, --concurrency streams at a time:
 Reports plaintext MB/s, p50/p99 time to first and last byte, the server's CPU,
 and its RSS before each run against its peak during it: bounded memory means
 the peak is flat in recording size.  Stops by itself (--time-limit).
+
+With --listing N (default 100,000) a further server lists an archive of N
+recordings: p50/p99 per page (?limit=100&after=...) for --listing-clients
+clients paging, and playback latency with and without them, interleaved.
+The listing part is not bounded by --time-limit (writing N files takes a while).
 """
 
 

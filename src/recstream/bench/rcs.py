@@ -41,6 +41,7 @@ from pathlib import Path
 
 import aiohttp
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream.aio.run import loop_name, run
@@ -61,6 +62,7 @@ __all__ = ["ENDPOINTS", "RcsConfig", "StreamRun", "run_from_args", "run_rcs"]
 ENDPOINTS = ("decrypt", "playback")
 MAX_STREAMS = 10_000
 MAX_CONCURRENCY = 256
+MAX_LISTING = 2_000_000
 CHUNK = 256 * 1024
 _BLOCK = 1 << 20  # the plaintext is one random MiB repeated
 _CHECK = 64  # first bytes of each stream compared with the plaintext
@@ -82,6 +84,8 @@ class RcsConfig:
     concurrency: int = 8
     repeat: int = 3
     time_limit: float = 150.0
+    listing: int = 100_000  # recordings in the listing archive; 0 skips that part
+    listing_clients: int = 8
 
 
 @dataclass(slots=True)
@@ -148,6 +152,7 @@ def _prepare(work: Path, sizes: Sequence[int], block: bytes) -> dict[int, Path]:
     finally:
         db.close()
     recipient = Recipient.from_certificate(cert)
+    (work / "bench-cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     configs = {}
     for size in dict.fromkeys(sizes):
         root = work / f"recordings-{size}"
@@ -447,7 +452,9 @@ def run_rcs(
     ring = block + block[:_CHECK]
     servers: list[_ServerResult] = []
     resettable = True
-    with work_directory(directory, int(sum(sizes) * 1.01) + (16 << 20)) as work:
+    listing_bytes = cfg.listing * 1.1 * 4096 + (17 << 20) if cfg.listing else 0
+    need = int(sum(sizes) * 1.01 + listing_bytes) + (16 << 20)
+    with work_directory(directory, need) as work:
         progress(f"a keystore, a user and recordings of {report.parameters['sizes']}")
         configs = _prepare(work, sizes, block)
         for size, config in configs.items():
@@ -479,7 +486,13 @@ def run_rcs(
                 res.stopped = server.stop()
                 resettable = resettable and server.peak_resettable
             progress(f"{label}: server {res.stopped}")
+        before = len(report.tables)
+        if cfg.listing:
+            _listing(report, cfg, work, progress)
+        listing_tables = report.tables[before:]
+        del report.tables[before:]
     _tabulate(report, cfg, concurrency, servers, resettable)
+    report.tables += listing_tables  # after the decrypt/playback tables, as before
     report.check_noise()
     if any("at the end of the run" in w for w in report.warnings):
         start = report.machine.get("load_average_at_start")
@@ -489,6 +502,50 @@ def run_rcs(
             f"({start if start is None else f'{start:.2f}'}) is the one that speaks of neighbours."
         )
     return report
+
+
+def _listing(report: Report, cfg: RcsConfig, work: Path, progress: Progress) -> None:
+    """The listing part (:mod:`recstream.bench.rcs_listing`), on its own server."""
+    from recstream.bench.rcs_listing import measure_listing, write_archive
+
+    root = work / "recordings-listing"
+    root.mkdir()
+    ks_cert = (work / "bench-cert.pem").read_bytes()
+    recipient = Recipient.from_certificate(x509.load_pem_x509_certificate(ks_cert))
+    progress(f"listing: writing {cfg.listing:,} + {cfg.listing // 10:,} recordings")
+    started = time.monotonic()
+    files = write_archive(root, recipient, _TENANT, cfg.listing)
+    progress(f"listing: {files:,} files in {time.monotonic() - started:.0f} s; starting a server")
+    config = work / "rcs-listing.toml"
+    config.write_text(
+        f'[server]\nlisten = "{_HOST}:0"\n'
+        '[keystore]\npath = "keystore.rsk"\npassword_file = "keystore.pass"\n'
+        f'[recordings]\nroot = "{root.name}"\nrescan_interval = 30\n'
+        '[audit]\nlog = "audit-listing.jsonl"\n[settings]\ndb = "settings.sqlite"\n'
+    )
+    server = _Server(config)
+    try:
+        server.start()
+        started = time.monotonic()
+        token = _fetch_token(server.url)
+        concurrency = min(cfg.concurrency, cfg.streams)
+        measure_listing(
+            report,
+            server.url,
+            token,
+            cfg.listing,
+            listers=cfg.listing_clients,
+            streams=cfg.streams,
+            concurrency=concurrency,
+            repeat=cfg.repeat,
+            progress=lambda m: progress(f"listing: {m}"),
+        )
+        report.notes.append(
+            f"listing: the server indexed {files:,} files and answered its first listing "
+            f"{time.monotonic() - started:.1f} s after it started (the index is built once)."
+        )
+    finally:
+        progress(f"listing: server {server.stop()}")
 
 
 def _pct(values: Sequence[float], p: float) -> float:
@@ -612,6 +669,9 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
     if ns.concurrency > MAX_CONCURRENCY:
         msg = f"--concurrency is at most {MAX_CONCURRENCY}"
         raise ValueError(msg)
+    if not 0 <= ns.listing <= MAX_LISTING:
+        msg = f"--listing is from 0 to {MAX_LISTING}"
+        raise ValueError(msg)
     if ns.time_limit <= 0:
         msg = "--time-limit must be positive"
         raise ValueError(msg)
@@ -621,5 +681,7 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
         concurrency=ns.concurrency,
         repeat=ns.repeat,
         time_limit=ns.time_limit,
+        listing=ns.listing,
+        listing_clients=ns.listing_clients,
     )
     return run_rcs(cfg, progress, ns.dir)

@@ -9,8 +9,8 @@ from typing import Any
 from recstream.cli import EXIT_OK, UsageError, eprint
 from recstream.cli._serving import _config, _store, serve_config_file
 from recstream.cli._util import read_password_file
-from recstream.errors import ConflictError, NotFoundError
 from recstream.service import passwords
+from recstream.service.errors import ConflictError, NotFoundError
 from recstream.service.store import Role, User, validate_tenant, validate_user_name
 
 MIN_PASSWORD_BYTES = 8

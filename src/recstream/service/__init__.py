@@ -4,9 +4,12 @@ Thin adapters over the core (:mod:`recstream.envelope`, :mod:`recstream.reader`)
 aiohttp on uvloop, one error-to-status table (:mod:`recstream.service.http`).
 Modules: ``config`` (TOML), ``store`` (SQLite users and locations), ``passwords``
 (Argon2id), ``auth`` and ``ratelimit``, ``archive`` (the recordings directory),
-``decrypt`` and ``ranges`` (decryption and playback), ``ops`` and ``locations``
-(the settings API), ``proxy`` (forwarding), ``player`` (``GET /``), ``audit``,
-``metrics``, ``keys`` (the keystore seam), ``app`` (wiring and listening).
+``index`` (the header index behind listings), ``decrypt`` and ``ranges``
+(decryption and playback), ``ops`` and ``locations`` (the settings API),
+``proxy`` (forwarding) and ``delegation`` (what a proxy sends instead of
+passwords), ``player`` (``GET /``), ``audit``, ``metrics``, ``keys`` (the
+keystore seam), ``errors`` (the service's errors), ``listener`` (connection
+caps, quiet 400s), ``app`` (wiring and listening).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(_LAZY[name]), name)
     msg = f"module 'recstream.service' has no attribute {name!r}"
     raise AttributeError(msg)
+
 
 __all__ = [
     "RunningServer",

@@ -9,26 +9,45 @@ same two functions; only the CLI opens the keystore and picks uvloop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
+import logging
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
 
 from recstream.envelope import KeyRing
-from recstream.errors import ConfigError
 from recstream.service import decrypt, ops, player, proxy, tokens
 from recstream.service.archive import Archive
 from recstream.service.audit import AuditLog
 from recstream.service.auth import Authenticator, TokenStore
-from recstream.service.config import ServiceConfig
+from recstream.service.config import IPNetwork, ServiceConfig
 from recstream.service.context import CONTEXT, ServiceContext
-from recstream.service.http import add_security_headers, error_middleware, json_response
+from recstream.service.errors import ConfigError
+from recstream.service.http import (
+    SECURITY_HEADERS,
+    add_security_headers,
+    error_middleware,
+    json_response,
+    origin_middleware,
+)
+from recstream.service.index import HeaderIndex
+from recstream.service.listener import (
+    ConnectionLimiter,
+    GuardedHandler,
+    RefusalLog,
+    descriptor_budget,
+)
 from recstream.service.metrics import CONTENT_TYPE, Metrics
 from recstream.service.ratelimit import FailureLimiter
 from recstream.service.store import SettingsStore
 
 __all__ = ["RunningServer", "build_app", "start_server", "tls_context"]
+
+log = logging.getLogger("recstream.service")
 
 MAX_LINE_BYTES: Final = 8190  # request line and each header line (nginx's default is 8 KiB)
 MAX_HEADERS: Final = 64
@@ -51,7 +70,10 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
     store = SettingsStore.open(config.settings_db)
     metrics = Metrics()
     limiter = FailureLimiter(config.auth.max_failures, config.auth.failure_window)
-    auth = Authenticator(store, limiter, TokenStore(config.auth.token_ttl), metrics)
+    auth = Authenticator(
+        store, limiter, TokenStore(config.auth.token_ttl), metrics, proxies=config.auth.proxies
+    )
+    archive = Archive(config.recordings_root) if config.recordings_root is not None else None
     ctx = ServiceContext(
         config,
         store,
@@ -59,28 +81,56 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
         AuditLog(config.audit_log),
         metrics,
         keyring,
-        Archive(config.recordings_root) if config.recordings_root is not None else None,
+        archive,
+        HeaderIndex(archive) if archive is not None else None,
     )
     app = web.Application(
-        middlewares=[error_middleware(metrics)], client_max_size=config.server.max_json_bytes
+        middlewares=[error_middleware(metrics, ctx.audit_refusal), origin_middleware],
+        client_max_size=config.server.max_json_bytes,
     )
     app[CONTEXT] = ctx
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/metrics", handle_metrics)
     player.add_routes(app)
     ops.add_routes(app)
+    tokens.add_routes(app)  # a proxy issues its own: it authenticates its users itself
     if config.proxy is None:
         decrypt.add_routes(app)
-        tokens.add_routes(app)
     else:
         proxy.add_routes(app)
     app.on_response_prepare.append(add_security_headers)
+    if ctx.index is not None:
+        app.cleanup_ctx.append(_indexer)
     app.on_cleanup.append(_close)
     return app
 
 
+async def _indexer(app: web.Application) -> AsyncIterator[None]:
+    """Build the header index in the background, then keep it up to date."""
+    ctx = app[CONTEXT]
+    index = ctx.index
+    assert index is not None
+
+    async def keep_up() -> None:
+        while True:
+            try:
+                await asyncio.to_thread(index.refresh)
+            except Exception:  # a bad moment on disk must not stop the updates
+                log.exception("refreshing the recordings index failed")
+            ctx.index_ready.set()
+            await asyncio.sleep(ctx.config.rescan_interval)
+
+    task = asyncio.create_task(keep_up())
+    yield
+    index.close()  # a refresh running in its thread stops at the next file
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _close(app: web.Application) -> None:
     ctx = app[CONTEXT]
+    ctx.auth.close()
     ctx.audit.close()
     ctx.store.close()
 
@@ -100,7 +150,11 @@ async def handle_health(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_metrics(request: web.Request) -> web.StreamResponse:
-    text = request.app[CONTEXT].metrics.render()
+    """Prometheus metrics: to the ops role (default) or anyone (``[server] metrics = "public"``)."""
+    ctx = request.app[CONTEXT]
+    if ctx.config.server.metrics != "public":
+        await ctx.require_ops(request)
+    text = ctx.metrics.render()
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -131,6 +185,8 @@ class RunningServer:
     host: str
     port: int
     tls: bool
+    listener: asyncio.Server | None = None
+    limiter: ConnectionLimiter | None = None
 
     @property
     def url(self) -> str:
@@ -138,11 +194,13 @@ class RunningServer:
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
         await self.runner.cleanup()
 
 
 async def start_server(config: ServiceConfig, keyring: KeyRing | None) -> RunningServer:
-    """Build the app and listen on ``[server] listen``.
+    """Build the app and listen on ``[server] listen`` (see :mod:`recstream.service.listener`).
 
     Raises:
         ConfigError: bad TLS material, or the address cannot be bound.
@@ -160,12 +218,54 @@ async def start_server(config: ServiceConfig, keyring: KeyRing | None) -> Runnin
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE, **handler_args
     )
     await runner.setup()
-    site = web.TCPSite(runner, server.host, server.port, ssl_context=tls, reuse_address=True)
+    ctx = app[CONTEXT]
+    limiter = ConnectionLimiter(
+        server.max_connections_per_address,
+        descriptor_budget(server.connection_reserve),
+        RefusalLog(lambda addr, reason, n: _audit_refused_connection(ctx, addr, reason, n)),
+        exempt=lambda addr: _is_trusted(addr, server.trusted_proxies),
+    )
+    manager = runner.server
+    assert manager is not None
+    loop = asyncio.get_running_loop()
+
+    def handler() -> GuardedHandler:
+        return GuardedHandler(
+            manager,
+            loop=loop,
+            limiter=limiter,
+            headers=SECURITY_HEADERS,
+            access_log=None,
+            **handler_args,
+        )
+
     try:
-        await site.start()
+        listener = await loop.create_server(
+            handler,
+            server.host,
+            server.port,
+            ssl=tls,
+            reuse_address=True,
+            ssl_handshake_timeout=server.idle_timeout if tls is not None else None,
+        )
     except OSError as exc:
         await runner.cleanup()
         msg = f"[server] listen {server.host}:{server.port}: {exc.strerror or exc}"
         raise ConfigError(msg) from None
-    port = runner.addresses[0][1] if runner.addresses else server.port
-    return RunningServer(runner, server.host, int(port), tls is not None)
+    port = listener.sockets[0].getsockname()[1] if listener.sockets else server.port
+    return RunningServer(runner, server.host, int(port), tls is not None, listener, limiter)
+
+
+def _is_trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def _audit_refused_connection(ctx: ServiceContext, address: str, reason: str, n: int) -> None:
+    ctx.metrics.connections_refused.inc(reason=reason)
+    ctx.audit.write_limited(
+        "connection_refused", f"client:{address}", client=address, reason=reason, open=n
+    )

@@ -6,7 +6,8 @@ segment (no empty, ``.`` or ``..`` segment, no backslash or control character,
 ending in ``.rsv``) and the file is opened one segment at a time with
 ``openat``-style ``dir_fd`` and ``O_NOFOLLOW``: no symbolic link is ever
 followed, so neither ``..`` nor a link (planted or raced in) reaches outside
-the root.  Listing reads only headers (no key needed), cached by file identity.
+the root.  Listing is :mod:`recstream.service.index`'s; headers read for playback
+are cached by file identity.
 """
 
 from __future__ import annotations
@@ -16,43 +17,20 @@ import os
 import re
 import stat
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from recstream.errors import NotFoundError, RecstreamError
-from recstream.format import BodyLayout, Header
+from recstream.format import Header
 from recstream.reader import FileSource, read_header_at
+from recstream.service.errors import NotFoundError
 
-__all__ = ["Archive", "RecordingInfo"]
+__all__ = ["SUFFIX", "Archive", "check_name", "missing_message"]
 
 SUFFIX: Final = ".rsv"
 MAX_NAME_CHARS: Final = 1024
 MAX_DEPTH: Final = 16
-MAX_LISTED: Final = 5000
 _SEGMENT = re.compile(r"[A-Za-z0-9_@+=,~-][A-Za-z0-9_@+=,~.-]{0,254}")
 _HEADER_CACHE_ENTRIES: Final = 20_000
-
-
-@dataclass(frozen=True, slots=True)
-class RecordingInfo:
-    """A recording as its header describes it (unauthenticated until decrypted)."""
-
-    name: str
-    header: Header
-    plaintext_length: int | None
-
-    def to_json(self) -> dict[str, object]:
-        meta = self.header.metadata
-        return {
-            "id": self.name,
-            "recording_id": meta.recording_id,
-            "tenant": meta.tenant,
-            "media_kind": meta.media_kind.name.lower(),
-            "media_type": meta.media_type,
-            "created_ms": meta.created_ms,
-            "size": self.plaintext_length,
-        }
 
 
 def check_name(name: str) -> list[str]:
@@ -69,11 +47,12 @@ def check_name(name: str) -> list[str]:
         or not name.endswith(SUFFIX)
         or not all(_SEGMENT.fullmatch(s) for s in segments)
     ):
-        raise NotFoundError(_missing(name))
+        raise NotFoundError(missing_message(name))
     return segments
 
 
-def _missing(name: str) -> str:
+def missing_message(name: str) -> str:
+    """What a client is told about a name that is missing (or not theirs to know of)."""
     shown = name if len(name) <= 200 and name.isprintable() else "(name not shown)"
     return f"no recording {shown!r}"
 
@@ -103,13 +82,13 @@ class Archive:
             leaf = os.open(segments[-1], flags | os.O_NONBLOCK, dir_fd=fd)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EACCES):
-                raise NotFoundError(_missing(name)) from None
+                raise NotFoundError(missing_message(name)) from None
             raise
         finally:
             os.close(fd)
         if not stat.S_ISREG(os.fstat(leaf).st_mode):
             os.close(leaf)
-            raise NotFoundError(_missing(name))
+            raise NotFoundError(missing_message(name))
         return leaf
 
     def header(self, fd: int) -> Header:
@@ -128,34 +107,3 @@ class Archive:
         while len(self._headers) > _HEADER_CACHE_ENTRIES:
             self._headers.popitem(last=False)
         return header
-
-    def list(self, tenants: frozenset[str]) -> list[RecordingInfo]:
-        """Recordings whose header names one of ``tenants``, newest first (at most
-        :data:`MAX_LISTED`).  Unreadable or malformed files are skipped."""
-        found: list[RecordingInfo] = []
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            rel = Path(dirpath).relative_to(self.root)
-            for fname in sorted(filenames):
-                name = "/".join((*rel.parts, fname))
-                info = self._info(name)
-                if info is not None and info.header.metadata.tenant in tenants:
-                    found.append(info)
-            if len(found) >= MAX_LISTED:
-                break
-        found.sort(key=lambda i: (-i.header.metadata.created_ms, i.name))
-        return found[:MAX_LISTED]
-
-    def _info(self, name: str) -> RecordingInfo | None:
-        try:
-            fd = self.open(name)
-        except (NotFoundError, OSError):
-            return None
-        try:
-            header = self.header(fd)
-            layout = BodyLayout(os.fstat(fd).st_size - header.length)
-        except (RecstreamError, OSError, ValueError):
-            return None
-        finally:
-            os.close(fd)
-        return RecordingInfo(name, header, layout.plaintext_length if layout.complete else None)

@@ -7,18 +7,30 @@
   stored hash)``: a changed password or a removed user no longer matches, and
   the cache holds no password.
 * **Bearer tokens** are issued by ``POST /rcs/tokens`` to a Basic-authenticated
-  user: 32 random bytes, kept in memory only as their SHA-256 (a memory dump or
-  a timing difference in the lookup reveals nothing usable), valid for
-  ``[auth] token_ttl`` seconds or until revoked (``DELETE /rcs/tokens``) or the
-  server restarts.  Each use reloads the user, so a changed role or tenant list
-  applies at once.  Tokens are per server: a proxy forwards them, and only the
-  RCS that issued one accepts it.
-* **Limits**: see :mod:`recstream.service.ratelimit`; failures count per client
-  address and per user name, and a refused attempt costs no hash.
+  user: 32 random bytes, kept in memory only as their SHA-256, valid for
+  ``[auth] token_ttl`` seconds or until revoked (``DELETE /rcs/tokens``), the
+  server restarts, or the user's *credential version* changes.  A token carries
+  the version the user had when it was issued; the store replaces it whenever
+  the user is written (``add-user --replace``: a new password, role or
+  tenants) and it disappears with the user, so a password change or a removal
+  revokes every token, and a new user of the same name does not inherit them.
+* **Equal work**: every Basic attempt that reaches a check costs exactly one
+  Argon2id verification, whether the user exists or not and however long the
+  password is (:func:`recstream.service.passwords.verify_password`).
+* **Lockout policy** (:class:`~recstream.service.ratelimit.FailureLimiter`
+  windows of ``[auth] failure_window`` seconds, ``max_failures`` each):
+
+  - a client address with ``max_failures`` recent failures is refused (429)
+    before any password is checked: it pays for its own guesses;
+  - a user name with ``max_failures`` recent failures is refused only to
+    clients that have failed recently themselves: a client with a clean record
+    still gets its password checked, so nobody can lock a known user out by
+    guessing wrong from elsewhere;
+  - a valid bearer token is accepted whatever its address did: tokens are
+    checked before any limit, and only an invalid one counts as a failure.
 
 Comparisons of secrets are constant-time (``hmac.compare_digest``, and the
-Argon2id verification itself); an unknown user costs a dummy verification so
-that timing does not reveal which names exist.
+Argon2id verification itself).
 """
 
 from __future__ import annotations
@@ -32,11 +44,12 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
-from recstream.errors import AuthenticationError, InvalidTokenError, RateLimitedError
-from recstream.service import passwords
+from recstream.service import delegation, passwords
+from recstream.service.errors import AuthenticationError, InvalidTokenError, RateLimitedError
 from recstream.service.metrics import Metrics
 from recstream.service.ratelimit import FailureLimiter
 from recstream.service.store import SettingsStore, User
@@ -52,14 +65,21 @@ MAX_AUTHORIZATION_CHARS: Final = 4096
 # Argon2id verifications at once: each takes 64 MiB and a core for ~0.1 s.
 HASH_CONCURRENCY: Final = 2
 REALM: Final = "recstream"
+DB_THREADS: Final = 2  # settings-database lookups at once (each ~20 us)
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: the user and how they proved it (``basic``/``bearer``)."""
+    """An authenticated caller: the user and how they proved it.
+
+    Attributes:
+        method: ``basic``, ``bearer``, or ``proxy`` (a delegation).
+        via: the decryption proxy that vouched for the user (``proxy`` only).
+    """
 
     user: User
     method: str
+    via: str | None = None
 
     @property
     def name(self) -> str:
@@ -76,6 +96,7 @@ def challenge_headers(invalid_token: bool = False) -> dict[str, str]:
 class _Grant:
     digest: bytes
     user: str
+    credential: str  # the user's credential version when the token was issued
     expires: float
 
 
@@ -86,21 +107,22 @@ class TokenStore:
         self.ttl = ttl
         self._grants: OrderedDict[bytes, _Grant] = OrderedDict()
 
-    def issue(self, user: str, now: float) -> tuple[str, float]:
-        """A new token for ``user``; returns (token, seconds it is valid)."""
+    def issue(self, user: str, credential: str, now: float) -> tuple[str, float]:
+        """A new token for ``user`` at credential version ``credential``;
+        returns (token, seconds it is valid)."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         digest = hashlib.sha256(token.encode()).digest()
         self._expire(now)
         mine = [g for g in self._grants.values() if g.user == user]
         for old in mine[: max(0, len(mine) - MAX_TOKENS_PER_USER + 1)]:
             del self._grants[old.digest]
-        self._grants[digest] = _Grant(digest, user, now + self.ttl)
+        self._grants[digest] = _Grant(digest, user, credential, now + self.ttl)
         while len(self._grants) > MAX_TOKENS:
             self._grants.popitem(last=False)
         return token, self.ttl
 
-    def user_for(self, token: str, now: float) -> str | None:
-        """The user a live token was issued to, or None."""
+    def user_for(self, token: str, now: float) -> tuple[str, str] | None:
+        """(user, credential version) a live token was issued for, or None."""
         digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
         grant = self._grants.get(digest)
         if grant is None or not hmac.compare_digest(grant.digest, digest):
@@ -108,7 +130,7 @@ class TokenStore:
         if grant.expires <= now:
             del self._grants[digest]
             return None
-        return grant.user
+        return grant.user, grant.credential
 
     def revoke(self, token: str) -> bool:
         digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
@@ -132,6 +154,8 @@ class Authenticator:
         tokens: the bearer tokens issued by this server.
         metrics: counts failures by reason.
         clock: monotonic seconds (a seam for tests).
+        proxies: decryption proxies whose delegations are accepted (name -> key).
+        wall_clock: seconds since the epoch, for delegations' expiry.
     """
 
     def __init__(
@@ -142,6 +166,8 @@ class Authenticator:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.monotonic,
+        proxies: dict[str, bytes] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._limiter = limiter
@@ -151,42 +177,78 @@ class Authenticator:
         self._secret = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, float] = OrderedDict()
         self._hashing = asyncio.Semaphore(HASH_CONCURRENCY)
+        self._proxies = dict(proxies or {})
+        self._wall = wall_clock
+        self._nonces = delegation.NonceCache()
+        # User lookups (every request) get threads of their own: in the default
+        # executor they queued behind playback's decryption and slowed it down.
+        self._db = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="recstream-users")
 
-    async def authenticate(self, authorization: str | None, client: str) -> Principal:
+    async def _lookup(self, name: str) -> tuple[User, str] | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db, self._store.user_with_hash, name)
+
+    def close(self) -> None:
+        """Stop the lookup threads (after the last request)."""
+        self._db.shutdown(wait=True)
+
+    async def authenticate(
+        self,
+        authorization: str | None,
+        client: str,
+        target: tuple[str, str, str] = ("", "", ""),
+    ) -> Principal:
         """Authenticate a request.
+
+        Args:
+            target: (method, raw path and query, Host) of the request, which a
+                delegation must name.
 
         Raises:
             AuthenticationError: no, malformed or wrong credentials (HTTP 401).
-            RateLimitedError: too many recent failures for this client or user (429).
+            RateLimitedError: too many recent failures (429), under the policy above.
         """
         if not authorization:
             self._metrics.auth_failures.inc(reason="missing")
             msg = "authentication required: HTTP Basic (over TLS) or a bearer token"
-            raise AuthenticationError(msg)
-        self._check_limit(f"client:{client}")
+            raise AuthenticationError(msg, reason="missing")
         scheme, _, value = authorization.partition(" ")
-        if len(authorization) > MAX_AUTHORIZATION_CHARS or not value.strip():
-            self._fail("malformed", client)
         value = value.strip()
-        if scheme.lower() == "basic":
-            return await self._basic(value, client)
-        if scheme.lower() != "bearer":
+        if len(authorization) > MAX_AUTHORIZATION_CHARS or not value:
+            self._refuse_if_limited(client, None)
             self._fail("malformed", client)
-        return await self._bearer(value, client)
+        if scheme.lower() == "bearer":
+            return await self._bearer(value, client)
+        if scheme.lower() == delegation.SCHEME.lower() and self._proxies:
+            return await self._delegated(value, client, target)
+        if scheme.lower() != "basic":
+            self._refuse_if_limited(client, None)
+            self._fail("malformed", client)
+        return await self._basic(value, client)
 
-    def issue_token(self, user: str) -> tuple[str, float]:
-        """A new bearer token for ``user``: (token, seconds valid)."""
-        return self.tokens.issue(user, self._clock())
+    def issue_token(self, who: Principal) -> tuple[str, float]:
+        """A new bearer token for ``who`` at their current credential version."""
+        return self.tokens.issue(who.name, who.user.credential, self._clock())
 
     async def _basic(self, value: str, client: str) -> Principal:
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
+            self._refuse_if_limited(client, None)
             self._fail("malformed", client)
         name, sep, password = decoded.partition(":")
         if not sep or not name:
+            self._refuse_if_limited(client, None)
             self._fail("malformed", client)
-        found = await asyncio.to_thread(self._store.user_with_hash, name)
+        keys = self._limit_keys(client, name)
+        # Limits first, even before the cache of verified credentials: otherwise a
+        # limited client could test guesses against it, unthrottled, for as long as
+        # the real user keeps a credential remembered.
+        now = self._clock()
+        wait = max(self._limiter.retry_after(k, now) for k in keys)
+        if wait > 0:
+            self._refused(wait, keys, name)
+        found = await self._lookup(name)
         secret = password.encode("utf-8")
         mark = b""
         if found is not None:
@@ -197,18 +259,13 @@ class Authenticator:
                 return Principal(found[0], "basic")
         # Check and reserve in one synchronous step: the hash below is awaited, and a
         # burst of concurrent guesses must not all pass a check of finished failures.
-        keys = (f"client:{client}", f"user:{name}")
         wait = self._limiter.reserve(keys, self._clock())
         if wait > 0:
-            self._metrics.auth_failures.inc(reason="rate_limited")
-            raise RateLimitedError(wait)
+            self._refused(wait, keys, name)
         try:
             async with self._hashing:
-                if found is None:
-                    await asyncio.to_thread(passwords.dummy_verify, secret)
-                    ok = False
-                else:
-                    ok = await asyncio.to_thread(passwords.verify_password, secret, found[1])
+                encoded = found[1] if found is not None else None
+                ok = await asyncio.to_thread(passwords.verify_password, secret, encoded)
         finally:
             self._limiter.release(keys)
         if not ok or found is None:
@@ -216,34 +273,77 @@ class Authenticator:
         self._remember(mark)
         return Principal(found[0], "basic")
 
+    def _limit_keys(self, client: str, name: str) -> tuple[str, ...]:
+        """The limits a Basic attempt is under: its address's always; the user's only
+        when this client has failed recently (a clean client is never locked out by
+        other clients' failures)."""
+        if self._limiter.recent_failures(f"client:{client}", self._clock()) == 0:
+            return (f"client:{client}",)
+        return (f"client:{client}", f"user:{name}")
+
     async def _bearer(self, token: str, client: str) -> Principal:
-        name = self.tokens.user_for(token, self._clock())
-        if name is None:
+        # A valid token is accepted before any limit: its address's failures
+        # (a shared NAT, a proxy) are not its holder's.
+        grant = self.tokens.user_for(token, self._clock())
+        if grant is None:
+            self._refuse_if_limited(client, None)
             self._fail("bad_token", client)
-        found = await asyncio.to_thread(self._store.user_with_hash, name)
-        if found is None:  # the user was removed after the token was issued
+        name, credential = grant
+        found = await self._lookup(name)
+        if found is None or not hmac.compare_digest(found[0].credential, credential):
+            # Removed, or its password (or role, or tenants) changed since: revoked.
             self.tokens.revoke(token)
-            self._fail("bad_token", client)
+            self._refuse_if_limited(client, None)
+            self._fail("bad_token", client, name)
         return Principal(found[0], "bearer")
 
-    def _check_limit(self, key: str) -> None:
+    async def _delegated(self, value: str, client: str, target: tuple[str, str, str]) -> Principal:
+        # Like a token: checked before any limit, and only a bad one counts.
+        method, path, host = target
+        try:
+            claims = delegation.verify(
+                value, self._proxies, aud=host, method=method, path=path, now=self._wall()
+            )
+        except delegation.DelegationError as exc:
+            self._refuse_if_limited(client, None)
+            self._fail("bad_delegation", client, detail=str(exc))
+        if not self._nonces.first_use(claims, self._wall()):
+            self._fail("bad_delegation", client, claims.user, detail="replayed")
+        found = await self._lookup(claims.user)
+        if found is None:
+            self._fail("bad_delegation", client, claims.user, detail="no such user here")
+        return Principal(found[0], "proxy", via=claims.proxy)
+
+    def _refuse_if_limited(self, client: str, name: str | None) -> None:
+        key = f"client:{client}"
         wait = self._limiter.retry_after(key, self._clock())
         if wait > 0:
-            self._metrics.auth_failures.inc(reason="rate_limited")
-            raise RateLimitedError(wait)
+            self._refused(wait, (key,), name)
 
-    def _fail(self, reason: str, client: str, name: str | None = None) -> NoReturn:
+    def _refused(self, wait: float, keys: tuple[str, ...], name: str | None) -> NoReturn:
+        self._metrics.auth_failures.inc(reason="rate_limited")
+        now = self._clock()
+        which = "client" if self._limiter.retry_after(keys[0], now) > 0 else "user"
+        raise RateLimitedError(wait, reason=which, user=name)
+
+    def _fail(
+        self, reason: str, client: str, name: str | None = None, detail: str = ""
+    ) -> NoReturn:
         now = self._clock()
         self._limiter.record_failure(f"client:{client}", now)
-        if name is not None:
+        if name is not None and reason == "bad_credentials":
             self._limiter.record_failure(f"user:{name}", now)
         self._metrics.auth_failures.inc(reason=reason)
         text = {
             "malformed": "malformed Authorization header",
             "bad_credentials": "wrong user name or password",
             "bad_token": "the bearer token is unknown, expired or revoked",
+            "bad_delegation": "the decryption proxy's delegation is not accepted here",
         }[reason]
-        raise (InvalidTokenError if reason == "bad_token" else AuthenticationError)(text)
+        cls = InvalidTokenError if reason == "bad_token" else AuthenticationError
+        exc = cls(text, reason=reason, user=name)
+        exc.detail = detail
+        raise exc
 
     def _remembered(self, mark: bytes) -> bool:
         expires = self._verified.get(mark)

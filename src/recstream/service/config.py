@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from recstream.errors import ConfigError, RequestError
+from recstream.service.delegation import MIN_KEY_BYTES
+from recstream.service.errors import ConfigError, RequestError
 from recstream.service.locations import (
     is_loopback_host,
+    normalize_upstream,
     validate_contact_center,
     validate_location,
 )
@@ -44,6 +47,11 @@ DEFAULT_TOKEN_TTL: Final = 3600.0
 DEFAULT_MAX_FAILURES: Final = 10
 DEFAULT_FAILURE_WINDOW: Final = 300.0
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+DEFAULT_RESCAN_INTERVAL: Final = 2.0  # seconds until a new recording is listed
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: Final = 64  # a browser opens 6 per origin; a NAT, more
+DEFAULT_CONNECTION_RESERVE: Final = 128  # descriptors kept for files, the database, upstreams
+DEFAULT_MIN_BODY_RATE: Final = 16 * 1024  # bytes/s a request body must average (slow uploads)
+METRICS_ACCESS: Final = ("ops", "public")
 
 _NUM = (int, float)
 _SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
@@ -57,26 +65,40 @@ _SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
         "read_timeout": _NUM,
         "write_timeout": _NUM,
         "trusted_proxies": (list,),
+        "metrics": (str,),
+        "max_connections_per_address": (int,),
+        "connection_reserve": (int,),
+        "min_body_rate": _NUM,
     },
     "keystore": {"path": (str,), "password_file": (str,), "password_env": (str,)},
-    "recordings": {"root": (str,)},
+    "recordings": {"root": (str,), "rescan_interval": _NUM},
     "audit": {"log": (str,)},
     "settings": {"db": (str,)},
     "auth": {
         "token_ttl": _NUM,
         "max_failures": (int,),
         "failure_window": _NUM,
+        "proxies": (dict,),
     },
     "proxy": {
         "node_path": (str,),
         "contact_center": (str,),
         "ca_file": (str,),
         "connect_timeout": _NUM,
+        "upstreams": (list,),
+        "identity": (str,),
+        "identity_key_file": (str,),
     },
 }
 
 
-_KIND_NAMES: Final = {str: "a string", int: "an integer", float: "a number", list: "a list"}
+_KIND_NAMES: Final = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    dict: "a table",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +113,10 @@ class ServerConfig:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     write_timeout: float = DEFAULT_WRITE_TIMEOUT
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    metrics: str = "ops"  # who may read /metrics: "ops" (the ops role) or "public"
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+    connection_reserve: int = DEFAULT_CONNECTION_RESERVE
+    min_body_rate: float = DEFAULT_MIN_BODY_RATE
 
     @property
     def tls(self) -> bool:
@@ -108,17 +134,29 @@ class KeystoreConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
+    """``proxies``: decryption proxies this RCS accepts delegations from (name -> key)."""
+
     token_ttl: float = DEFAULT_TOKEN_TTL
     max_failures: int = DEFAULT_MAX_FAILURES
     failure_window: float = DEFAULT_FAILURE_WINDOW
+    proxies: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:
-    """This server is a decryption proxy for the node at ``node_path``."""
+    """This server is a decryption proxy for the node at ``node_path``.
+
+    Attributes:
+        upstreams: the RCS URIs it may forward to (normalised); nothing else,
+            whatever the settings database says.
+        identity, identity_key: its name and the key it signs delegations with.
+    """
 
     node_path: str
     contact_center: str
+    upstreams: tuple[str, ...]
+    identity: str
+    identity_key: bytes = field(repr=False)
     ca_file: Path | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 
@@ -135,6 +173,7 @@ class ServiceConfig:
     recordings_root: Path | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)
     proxy: ProxyConfig | None = None
+    rescan_interval: float = DEFAULT_RESCAN_INTERVAL
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -251,7 +290,7 @@ def load_config(path: str | Path) -> ServiceConfig:
     r.check_shape()
     server = _server(r)
     proxy = _proxy(r)
-    keystore, root = _backend(r, proxy is not None)
+    keystore, root = _backend(r, "proxy" in r.data)
     audit = r.path("audit", "log", must="parent")
     r.require("audit", "log")
     db = r.path("settings", "db", must="parent")
@@ -260,12 +299,14 @@ def load_config(path: str | Path) -> ServiceConfig:
         token_ttl=r.positive("auth", "token_ttl", DEFAULT_TOKEN_TTL),
         max_failures=int(r.positive("auth", "max_failures", DEFAULT_MAX_FAILURES)),
         failure_window=r.positive("auth", "failure_window", DEFAULT_FAILURE_WINDOW),
+        proxies=_proxy_keys(r),
     )
     if r.problems or server is None or audit is None or db is None:
         lines = "\n".join(f"  - {p}" for p in r.problems)
         msg = f"{source}: the server will not start until this is fixed:\n{lines}"
         raise ConfigError(msg)
-    return ServiceConfig(source, server, audit, db, keystore, root, auth, proxy)
+    rescan = r.positive("recordings", "rescan_interval", DEFAULT_RESCAN_INTERVAL)
+    return ServiceConfig(source, server, audit, db, keystore, root, auth, proxy, rescan)
 
 
 def _server(r: _Reader) -> ServerConfig | None:
@@ -299,11 +340,23 @@ def _server(r: _Reader) -> ServerConfig | None:
         ("max_json_bytes", DEFAULT_MAX_JSON_BYTES),
     ):
         sizes[key_name] = int(r.positive("server", key_name, default))
+    metrics = r.get("server", "metrics") or "ops"
+    if metrics not in METRICS_ACCESS:
+        r.problem(f"[server] metrics must be one of {', '.join(METRICS_ACCESS)}, not {metrics!r}")
+        metrics = "ops"
     return ServerConfig(
         host,
         port,
         cert,
         key,
+        metrics=metrics,
+        max_connections_per_address=int(
+            r.positive("server", "max_connections_per_address", DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)
+        ),
+        connection_reserve=int(
+            r.positive("server", "connection_reserve", DEFAULT_CONNECTION_RESERVE)
+        ),
+        min_body_rate=r.positive("server", "min_body_rate", DEFAULT_MIN_BODY_RATE),
         max_body_bytes=sizes["max_body_bytes"],
         max_json_bytes=sizes["max_json_bytes"],
         idle_timeout=r.positive("server", "idle_timeout", DEFAULT_IDLE_TIMEOUT),
@@ -329,9 +382,65 @@ def _proxy(r: _Reader) -> ProxyConfig | None:
                 r.problem(f"[proxy] {key}: {exc}")
     ca = r.path("proxy", "ca_file", must="file")
     timeout = r.positive("proxy", "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-    if node is None or cc is None:
+    upstreams = _upstreams(r)
+    identity = r.require("proxy", "identity")
+    if identity is not None and not _IDENTITY.fullmatch(identity):
+        r.problem(f"[proxy] identity {identity[:80]!r} must be 1 to 64 letters, digits, '_.-'")
+    key_path = r.path("proxy", "identity_key_file", must="file")
+    r.require("proxy", "identity_key_file")
+    secret = _read_key(r, "[proxy] identity_key_file", key_path) if key_path else None
+    if node is None or cc is None or identity is None or secret is None:
         return None
-    return ProxyConfig(node, str(cc).lower(), ca, timeout)
+    return ProxyConfig(node, str(cc).lower(), upstreams, identity, secret, ca, timeout)
+
+
+_IDENTITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _upstreams(r: _Reader) -> tuple[str, ...]:
+    """``[proxy] upstreams``: RCS URIs, https (verified), or http to a loopback address."""
+    items = r.require("proxy", "upstreams")
+    if items is None:
+        return ()
+    if not items:
+        r.problem("[proxy] upstreams is empty: list the RCS URIs this proxy may forward to")
+    out: list[str] = []
+    for item in items:
+        try:
+            out.append(normalize_upstream(item))
+        except RequestError as exc:
+            r.problem(f"[proxy] upstreams: {exc}")
+    return tuple(dict.fromkeys(out))
+
+
+def _read_key(r: _Reader, where: str, path: Path) -> bytes | None:
+    try:
+        line = path.read_bytes().split(b"\n", 1)[0].strip()
+    except OSError as exc:
+        r.problem(f"{where}: {path}: {exc.strerror or exc}")
+        return None
+    if len(line) < MIN_KEY_BYTES:
+        r.problem(
+            f"{where}: {path} must hold at least {MIN_KEY_BYTES} random bytes on its first "
+            "line (such as: head -c 32 /dev/urandom | base64)"
+        )
+        return None
+    return line
+
+
+def _proxy_keys(r: _Reader) -> dict[str, bytes]:
+    """``[auth] proxies = { NAME = "KEY_FILE", ... }``: proxies this RCS accepts."""
+    table = r.get("auth", "proxies")
+    out: dict[str, bytes] = {}
+    for name, file in (table or {}).items():
+        if not _IDENTITY.fullmatch(name) or not isinstance(file, str):
+            r.problem(f"[auth] proxies: {name[:80]!r} = a key file path, for a proxy identity")
+            continue
+        path = (r.base / file).resolve()
+        key = _read_key(r, f"[auth] proxies.{name}", path)
+        if key is not None:
+            out[name] = key
+    return out
 
 
 def _backend(r: _Reader, proxy: bool) -> tuple[KeystoreConfig | None, Path | None]:

@@ -26,23 +26,20 @@ from typing import Any, Final
 from aiohttp import web
 
 from recstream.envelope import EnvelopeDecryptor
-from recstream.errors import (
-    PayloadTooLargeError,
-    PermissionDeniedError,
-    RecstreamError,
-    RequestTimeoutError,
-    TruncatedStreamError,
-)
+from recstream.errors import RecstreamError, TruncatedStreamError
 from recstream.format import MAX_HEADER_BYTES, BodyLayout, Header, parse_header
 from recstream.reader import FileSource, SegmentReader
+from recstream.service.archive import missing_message
 from recstream.service.auth import Principal
-from recstream.service.context import CONTEXT, ServiceContext, TracingKeyRing
+from recstream.service.context import AUDITED, CONTEXT, ServiceContext, TracingKeyRing
+from recstream.service.errors import NotFoundError, PermissionDeniedError, RequestError
 from recstream.service.http import (
+    BodyReader,
     abort_response,
-    json_response,
     status_for,
     write_with_timeout,
 )
+from recstream.service.index import DEFAULT_PAGE, MAX_PAGE, page_body
 from recstream.service.ranges import parse_range
 
 __all__ = ["add_routes"]
@@ -69,12 +66,22 @@ class _Audit:
     done: bool = False
     resp: web.StreamResponse | None = None  # once streaming may have started
 
-    def header(self, header: Header, who: Principal) -> None:
+    def header(self, header: Header, who: Principal, hidden: str | None = None) -> None:
+        """Check the caller's tenants against ``header``.
+
+        Args:
+            hidden: for playback, the archive name: another tenant's recording is
+                answered exactly as a missing one (404), so probing names reveals
+                nothing; a decrypt caller sent the envelope and gets a 403.
+        """
         meta = header.metadata
         self.fields.update(recording=meta.recording_id, tenant=meta.tenant)
-        if not who.user.may_decrypt(meta.tenant):
-            msg = f"user {who.name!r} may not decrypt recordings of tenant {meta.tenant!r}"
-            raise PermissionDeniedError(msg)
+        if who.user.may_decrypt(meta.tenant):
+            return
+        if hidden is not None:
+            raise NotFoundError(missing_message(hidden), hidden_reason="other_tenant")
+        msg = f"user {who.name!r} may not decrypt recordings of tenant {meta.tenant!r}"
+        raise PermissionDeniedError(msg)
 
     def finish(self, result: str, **extra: Any) -> None:
         if self.done:
@@ -85,14 +92,12 @@ class _Audit:
         m.decryptions.inc(endpoint=self.endpoint, result=result)
         m.decrypted_bytes.inc(self.sent, endpoint=self.endpoint)
         m.decrypt_seconds.observe(elapsed, endpoint=self.endpoint)
-        self.ctx.audit.write(
-            self.endpoint,
-            **self.fields,
-            **extra,
-            bytes=self.sent,
-            result=result,
-            ms=round(elapsed * 1000, 1),
-        )
+        record = {**self.fields, **extra, "bytes": self.sent, "result": result}
+        record["ms"] = round(elapsed * 1000, 1)
+        if result == "ok" or self.sent or "cert_id" in self.fields:
+            self.ctx.audit.write(self.endpoint, **record)  # a decryption: always written
+        else:  # refused before any key was used: anyone can cause these at will
+            self.ctx.audit.write_limited(self.endpoint, f"client:{record['client']}", **record)
 
 
 def _result(exc: BaseException) -> str:
@@ -101,28 +106,6 @@ def _result(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError):
         return "client_disconnected"
     return status_for(exc)[1]
-
-
-class _Body:
-    """The request body in bounded chunks, with a size limit and an idle timeout."""
-
-    def __init__(self, request: web.Request, limit: int, timeout: float) -> None:
-        self._content = request.content
-        self._limit = limit
-        self._timeout = timeout
-        self.received = 0
-
-    async def read(self) -> bytes:
-        try:
-            async with asyncio.timeout(self._timeout):
-                chunk = await self._content.read(READ_CHUNK)
-        except TimeoutError:
-            msg = f"the client sent nothing for {self._timeout:g} s"
-            raise RequestTimeoutError(msg) from None
-        self.received += len(chunk)
-        if self.received > self._limit:
-            raise PayloadTooLargeError(self._limit)
-        return chunk
 
 
 async def handle_decrypt(request: web.Request) -> web.StreamResponse:
@@ -142,7 +125,9 @@ async def handle_decrypt(request: web.Request) -> web.StreamResponse:
 
 async def _failed(request: web.Request, audit: _Audit, exc: BaseException) -> web.StreamResponse:
     """Audit a failure; re-raise it if nothing was sent yet, else abort the response."""
-    audit.finish(_result(exc))
+    hidden = getattr(exc, "hidden_reason", None)
+    audit.finish(_result(exc), **({"reason": hidden} if hidden else {}))
+    request[AUDITED] = True
     if audit.resp is None or not audit.resp.prepared:
         raise exc
     await abort_response(request, audit.ctx.config.server.write_timeout)
@@ -152,14 +137,12 @@ async def _failed(request: web.Request, audit: _Audit, exc: BaseException) -> we
 async def _decrypt(
     request: web.Request, ctx: ServiceContext, who: Principal, audit: _Audit
 ) -> web.StreamResponse:
-    limit = ctx.config.server.max_body_bytes
+    server = ctx.config.server
     declared = request.content_length
-    if declared is not None and declared > limit:
-        raise PayloadTooLargeError(limit)
-    body = _Body(request, limit, ctx.config.server.read_timeout)
+    body = BodyReader(request, server.max_body_bytes, server.read_timeout, server.min_body_rate)
     head = bytearray()
     while True:
-        chunk = await body.read()
+        chunk = await body.read(READ_CHUNK)
         if not chunk:
             raise TruncatedStreamError(0, "the request body ends inside the envelope header")
         head += chunk
@@ -180,13 +163,14 @@ async def _decrypt(
     # The first update unwraps the data key (RSA): off the event loop.
     out = await asyncio.to_thread(dec.update, bytes(head))
     audit.fields["cert_id"] = keys.cert_id
+    keys.check_tenant(parsed.metadata.tenant)
     stream = _Stream(request, audit, expected, ctx.config.server.write_timeout)
     stream.resp.content_type = safe_media_type(parsed.metadata.media_type)
     stream.resp.headers.update(DECRYPTED_HEADERS)
     while True:
         if out:
             await stream.send(out)
-        chunk = await body.read()
+        chunk = await body.read(READ_CHUNK)
         if not chunk:
             break
         out = dec.update(chunk)  # ~0.1 ms per 256 KiB: cheaper than a thread hop
@@ -246,11 +230,35 @@ class _Stream:
 
 
 async def handle_list(request: web.Request) -> web.StreamResponse:
+    """``GET /rcs/recordings?limit=N&after=CURSOR``: a page of the caller's tenants' recordings.
+
+    From the header index only (no file is opened); newest first; ``next`` is the
+    cursor of the following page, or null.
+    """
     ctx = request.app[CONTEXT]
     who = await ctx.authenticate(request)
-    assert ctx.archive is not None
-    infos = await asyncio.to_thread(ctx.archive.list, who.user.tenants)
-    return json_response({"recordings": [i.to_json() for i in infos]})
+    assert ctx.index is not None
+    limit = _page_limit(request.query.get("limit"))
+    after = request.query.get("after") or None
+    await ctx.index_ready.wait()
+    page = ctx.index.page(who.user.tenants, limit, after)
+    ctx.audit.write_limited(
+        "list",
+        f"user:{who.name}",
+        **ctx.audit_base(request, who),
+        count=len(page.entries),
+        after=after is not None,
+    )
+    return web.Response(body=page_body(page), content_type="application/json", charset="utf-8")
+
+
+def _page_limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_PAGE
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        msg = f"limit must be an integer from 1 to {MAX_PAGE}"
+        raise RequestError(msg)
+    return int(text)
 
 
 async def handle_playback(request: web.Request) -> web.StreamResponse:
@@ -265,14 +273,15 @@ async def handle_playback(request: web.Request) -> web.StreamResponse:
         fd = await asyncio.to_thread(archive.open, name)
         try:
             header = await asyncio.to_thread(archive.header, fd)
-            audit.header(header, who)
+            audit.header(header, who, hidden=name)
             keys = TracingKeyRing(keyring)
             reader = await asyncio.to_thread(SegmentReader, FileSource(fd), keys)
             # The decisive check: on the header the reader authenticated, not on the
             # (cached, unauthenticated) one above, which may be stale or raced.
             if reader.header.raw != header.raw:
-                audit.header(reader.header, who)
+                audit.header(reader.header, who, hidden=name)
             audit.fields["cert_id"] = keys.cert_id
+            keys.check_tenant(reader.header.metadata.tenant)
             resp = await _play(request, ctx, reader, audit)
         finally:
             os.close(fd)

@@ -18,17 +18,21 @@ from typing import Any, Final
 from aiohttp import web
 
 from recstream import errors as e
+from recstream.service import errors as se
 from recstream.service.auth import challenge_headers
 from recstream.service.config import IPNetwork
 from recstream.service.metrics import Metrics
 
 __all__ = [
     "HTTP_STATUS",
+    "BodyReader",
     "abort_response",
     "add_security_headers",
+    "check_origin",
     "client_address",
     "error_middleware",
     "json_response",
+    "origin_middleware",
     "read_json",
     "status_for",
     "write_with_timeout",
@@ -37,18 +41,21 @@ __all__ = [
 log = logging.getLogger("recstream.service")
 
 HTTP_STATUS: Final[dict[type[BaseException], tuple[int, str]]] = {
-    e.PayloadTooLargeError: (413, "payload_too_large"),
-    e.RangeNotSatisfiableError: (416, "range_not_satisfiable"),
-    e.RequestTimeoutError: (408, "request_timeout"),
-    e.RequestError: (400, "bad_request"),
-    e.InvalidTokenError: (401, "invalid_token"),
-    e.AuthenticationError: (401, "unauthorized"),
-    e.RateLimitedError: (429, "too_many_failed_attempts"),
-    e.PermissionDeniedError: (403, "forbidden"),
-    e.NotFoundError: (404, "not_found"),
-    e.ConflictError: (409, "conflict"),
-    e.UpstreamError: (502, "bad_gateway"),
-    e.ConfigError: (500, "server_misconfigured"),
+    se.PayloadTooLargeError: (413, "payload_too_large"),
+    se.RangeNotSatisfiableError: (416, "range_not_satisfiable"),
+    se.RequestTimeoutError: (408, "request_timeout"),
+    se.UnsupportedMediaTypeError: (415, "unsupported_media_type"),
+    se.RequestError: (400, "bad_request"),
+    se.InvalidTokenError: (401, "invalid_token"),
+    se.AuthenticationError: (401, "unauthorized"),
+    se.RateLimitedError: (429, "too_many_failed_attempts"),
+    se.ForbiddenOriginError: (403, "forbidden_origin"),
+    se.PermissionDeniedError: (403, "forbidden"),
+    se.NotFoundError: (404, "not_found"),
+    se.ConflictError: (409, "conflict"),
+    se.UpstreamError: (502, "bad_gateway"),
+    se.TenantMismatchError: (422, "tenant_mismatch"),
+    se.ConfigError: (500, "server_misconfigured"),
     e.NotAnEnvelopeError: (422, "not_an_envelope"),
     e.EnvelopeFormatError: (422, "malformed_envelope"),
     e.TruncatedStreamError: (422, "truncated"),
@@ -74,7 +81,7 @@ def public_message(exc: BaseException) -> str:
         # Not the key IDs this server holds: only what the client sent us.
         ids = ", ".join(exc.cert_ids)
         return f"this server holds no key for the certificate(s) of this recording: {ids}"
-    if isinstance(exc, e.KeystoreError | e.ConfigError) or not isinstance(exc, e.RecstreamError):
+    if isinstance(exc, e.KeystoreError | se.ConfigError) or not isinstance(exc, e.RecstreamError):
         return "the server cannot complete this request; see its log"
     return str(exc)
 
@@ -91,11 +98,11 @@ def json_response(
 def error_response(exc: BaseException) -> web.Response:
     status, code = status_for(exc)
     headers: dict[str, str] = {}
-    if isinstance(exc, e.AuthenticationError):
-        headers.update(challenge_headers(isinstance(exc, e.InvalidTokenError)))
-    if isinstance(exc, e.RateLimitedError):
+    if isinstance(exc, se.AuthenticationError):
+        headers.update(challenge_headers(isinstance(exc, se.InvalidTokenError)))
+    if isinstance(exc, se.RateLimitedError):
         headers["Retry-After"] = str(exc.retry_after)
-    if isinstance(exc, e.RangeNotSatisfiableError):
+    if isinstance(exc, se.RangeNotSatisfiableError):
         headers["Content-Range"] = f"bytes */{exc.size}"
     return json_response({"error": code, "message": public_message(exc)}, status, headers)
 
@@ -122,8 +129,16 @@ async def add_security_headers(request: web.Request, resp: web.StreamResponse) -
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_middleware(metrics: Metrics) -> Any:
-    """Map errors to JSON responses through :data:`HTTP_STATUS`; add security headers."""
+RefusalHook = Callable[[web.Request, BaseException, int], None]
+
+
+def error_middleware(metrics: Metrics, on_error: RefusalHook | None = None) -> Any:
+    """Map errors to JSON responses through :data:`HTTP_STATUS`.
+
+    Args:
+        on_error: called with (request, error, status) for every recstream error
+            answered (the audit of refusals).
+    """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -137,6 +152,8 @@ def error_middleware(metrics: Metrics) -> Any:
             )
         except e.RecstreamError as exc:
             resp = error_response(exc)
+            if on_error is not None:
+                on_error(request, exc, resp.status)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:
@@ -146,6 +163,39 @@ def error_middleware(metrics: Metrics) -> Any:
         return resp
 
     return middleware
+
+
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+SAME_SITE_FETCHES: Final = frozenset({"same-origin", "none"})  # "none": typed or bookmarked
+
+
+def check_origin(request: web.Request) -> None:
+    """Refuse a state-changing request that a page of another origin made the browser send.
+
+    Browsers send ``Sec-Fetch-Site`` (Fetch Metadata) and ``Origin`` on such
+    requests; tools (curl, a proxy, the CLI) send neither and are not affected.
+
+    Raises:
+        ForbiddenOriginError: ``Sec-Fetch-Site`` is cross-site or same-site, or
+            ``Origin`` is not this server's own.
+    """
+    if request.method in SAFE_METHODS:
+        return
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site.lower() not in SAME_SITE_FETCHES:
+        msg = f"refused: a {site[:20]!r} request from another site may not change anything here"
+        raise se.ForbiddenOriginError(msg)
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() != f"{request.scheme}://{request.host}".lower():
+        msg = "refused: the request comes from a page of another origin"
+        raise se.ForbiddenOriginError(msg)
+
+
+@web.middleware
+async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """:func:`check_origin` before every handler (inside :func:`error_middleware`)."""
+    check_origin(request)
+    return await handler(request)
 
 
 def client_address(request: web.Request, trusted: Sequence[IPNetwork]) -> str:
@@ -168,31 +218,84 @@ def client_address(request: web.Request, trusted: Sequence[IPNetwork]) -> str:
         return peer
 
 
-async def read_json(request: web.Request, limit: int, timeout: float) -> Any:
+class BodyReader:
+    """A request body read in chunks, with an idle timeout *and* a total deadline.
+
+    The idle timeout (``read_timeout``) alone lets a client send one byte every
+    few seconds forever, holding a connection and a decryption.  So the whole
+    body must also arrive by ``start + read_timeout + received / min_rate``: a
+    deadline that grows with what was sent, so an honest slow link is fine and
+    a trickle is cut off.
+
+    Raises (from :meth:`read`):
+        RequestTimeoutError: a pause over the idle timeout, or the body is late.
+        PayloadTooLargeError: over ``limit`` bytes.
+    """
+
+    def __init__(
+        self, request: web.Request, limit: int, idle_timeout: float, min_rate: float
+    ) -> None:
+        if request.content_length is not None and request.content_length > limit:
+            raise se.PayloadTooLargeError(limit)
+        self._content = request.content
+        self._limit = limit
+        self._idle = idle_timeout
+        self._min_rate = min_rate
+        self._start = asyncio.get_running_loop().time()
+        self.received = 0
+
+    def _left(self) -> float:
+        due = self._start + self._idle + self.received / self._min_rate
+        return due - asyncio.get_running_loop().time()
+
+    async def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; b"" at the end of the body."""
+        left = self._left()
+        try:
+            async with asyncio.timeout(max(0.0, min(self._idle, left))):
+                chunk = await self._content.read(n)
+        except TimeoutError:
+            if left <= self._idle:
+                msg = (
+                    f"the request body arrived slower than {self._min_rate:g} bytes/s "
+                    "on average; giving up"
+                )
+            else:
+                msg = f"the client sent nothing for {self._idle:g} s"
+            raise se.RequestTimeoutError(msg) from None
+        self.received += len(chunk)
+        if self.received > self._limit:
+            raise se.PayloadTooLargeError(self._limit)
+        return chunk
+
+
+async def read_json(
+    request: web.Request, limit: int, timeout: float, min_rate: float = 16 * 1024
+) -> Any:
     """Read a JSON request body of at most ``limit`` bytes.
 
     Raises:
         PayloadTooLargeError: the body is over ``limit``.
-        RequestTimeoutError: the client took longer than ``timeout`` seconds.
-        RequestError: it is not UTF-8 JSON.
+        RequestTimeoutError: a pause over ``timeout`` seconds, or a trickle (see
+            :class:`BodyReader`).
+        RequestError: it is not UTF-8 JSON, or nests too deep, or has a number
+            too long to convert.
     """
-    if request.content_length is not None and request.content_length > limit:
-        raise e.PayloadTooLargeError(limit)
+    reader = BodyReader(request, limit, timeout, min_rate)
     body = bytearray()
-    try:
-        async with asyncio.timeout(timeout):
-            while chunk := await request.content.read(limit + 1 - len(body)):
-                body += chunk
-                if len(body) > limit:
-                    raise e.PayloadTooLargeError(limit)
-    except TimeoutError:
-        msg = f"the request body did not arrive within {timeout:g} s"
-        raise e.RequestTimeoutError(msg) from None
+    while chunk := await reader.read(limit + 1 - len(body)):
+        body += chunk
     try:
         return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         msg = f"the request body is not valid JSON: {exc}"
-        raise e.RequestError(msg) from None
+        raise se.RequestError(msg) from None
+    except RecursionError:
+        msg = "the request body is not acceptable JSON: nested too deeply"
+        raise se.RequestError(msg) from None
+    except ValueError:  # an integer of more digits than Python converts (4,300)
+        msg = "the request body is not acceptable JSON: a number is too long"
+        raise se.RequestError(msg) from None
 
 
 async def write_with_timeout(resp: web.StreamResponse, data: bytes, timeout: float) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream.envelope import KeyRing
-from recstream.errors import ConfigError
 from recstream.format import RecipientStanza
 from recstream.service.config import KeystoreConfig
+from recstream.service.errors import ConfigError
 
 __all__ = ["KeystoreKeyRing", "open_keyring", "read_keystore_password"]
 
@@ -65,6 +66,15 @@ class KeystoreKeyRing:
 
     def describe(self) -> Sequence[str]:
         return self._current().describe()
+
+    def tenant_for(self, stanza: RecipientStanza) -> str | None:
+        """The tenant the keystore holds ``stanza``'s certificate for (the RCS checks
+        it against the recording's header), found as ``private_key_for`` finds keys."""
+        store: Any = self._current()  # the keystore (recstream.keystore.Keystore)
+        entry = store.find(stanza.cert_id.hex()) or next(
+            (e for e in store.entries if e.key_id == stanza.key_id), None
+        )
+        return None if entry is None else entry.tenant
 
 
 def open_keyring(cfg: KeystoreConfig) -> KeyRing:

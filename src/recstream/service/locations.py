@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from recstream.errors import RequestError
+from recstream.service.errors import RequestError
 
 __all__ = [
     "Resolution",
     "ancestors",
     "is_loopback_host",
+    "normalize_upstream",
     "resolve",
     "validate_contact_center",
     "validate_location",
@@ -131,6 +132,36 @@ def validate_rcs_uri(text: object) -> str:
         msg = "value must not use port 0"
         raise RequestError(msg)
     return text
+
+
+def normalize_upstream(text: object) -> str:
+    """An RCS URI a decryption proxy may forward to, in one canonical spelling.
+
+    ``https://`` (the proxy verifies the certificate), or ``http://`` only to a
+    loopback IP address (127.0.0.0/8, ::1): plain HTTP anywhere else would carry
+    decrypted recordings in the clear.  The scheme and host are lowercased so
+    that the allowlist and the settings compare exactly.
+
+    Raises:
+        RequestError: not a valid RCS URI, or plain HTTP to a non-loopback host.
+    """
+    uri = validate_rcs_uri(text)
+    parts = urlsplit(uri)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "http":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            msg = (
+                f"{uri[:200]}: plain http:// is allowed only to a loopback address "
+                "(127.0.0.1, ::1); use https://"
+            )
+            raise RequestError(msg)
+    shown = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{shown}{port}{parts.path}"
 
 
 def ancestors(node_path: str) -> list[str]:

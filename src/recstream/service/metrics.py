@@ -124,6 +124,11 @@ class Metrics:
             "Requests forwarded by a decryption proxy, by result.",
             ("result",),
         )
+        self.connections_refused = Counter(
+            "recstream_connections_refused_total",
+            "Connections refused by the per-address or total cap.",
+            ("reason",),
+        )
         self.in_flight = Gauge("recstream_decryptions_in_flight", "Decryptions being streamed now.")
         self.responses = Counter(
             "recstream_http_responses_total", "HTTP responses by status class.", ("code",)
@@ -137,6 +142,7 @@ class Metrics:
             self.decrypt_seconds,
             self.auth_failures,
             self.proxy_requests,
+            self.connections_refused,
             self.in_flight,
             self.responses,
         ):

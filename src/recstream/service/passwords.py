@@ -8,6 +8,7 @@ settings database cannot make each login burn gigabytes or minutes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -79,19 +80,26 @@ def stored_params(encoded: str) -> HashParams | None:
     return HashParams(int(m[1]), int(m[2]), int(m[3]))
 
 
-def verify_password(password: bytes, encoded: str) -> bool:
+def verify_password(password: bytes, encoded: str | None) -> bool:
     """True iff ``password`` matches the stored hash (compared in constant time by the KDF).
 
-    A stored hash that is malformed or over the caps never matches.
+    Every call costs one Argon2id verification, whatever the outcome: ``encoded``
+    None (an unknown user), a password over :data:`MAX_PASSWORD_BYTES`, or a
+    stored hash that is malformed or over the caps are verified against a dummy
+    hash of :data:`DEFAULT_PARAMS` and never match.  So the time of a refusal
+    says nothing about whether the user exists or how long the password was.
     """
-    params = stored_params(encoded)
-    if params is None or len(password) > MAX_PASSWORD_BYTES:
-        return False
-    if not (
-        8 * params.lanes <= params.memory_kib <= MAX_MEMORY_KIB
+    params = stored_params(encoded) if encoded is not None else None
+    usable = (
+        encoded is not None
+        and params is not None
+        and 0 < len(password) <= MAX_PASSWORD_BYTES
+        and 8 * params.lanes <= params.memory_kib <= MAX_MEMORY_KIB
         and 1 <= params.iterations <= MAX_ITERATIONS
         and 1 <= params.lanes <= MAX_LANES
-    ):
+    )
+    if not usable or encoded is None:
+        dummy_verify(password)
         return False
     try:
         Argon2id.verify_phc_encoded(password, encoded)
@@ -104,8 +112,9 @@ _DUMMY_HASH: str | None = None
 
 
 def dummy_verify(password: bytes) -> None:
-    """Spend about the time of a verification, for unknown users (no user enumeration)."""
+    """Spend one verification at :data:`DEFAULT_PARAMS` that never matches."""
     global _DUMMY_HASH  # noqa: PLW0603 - computed once, lazily
     if _DUMMY_HASH is None:
         _DUMMY_HASH = hash_password(b"recstream-dummy")
-    verify_password(password[:MAX_PASSWORD_BYTES] or b"x", _DUMMY_HASH)
+    with contextlib.suppress(InvalidKey, ValueError):
+        Argon2id.verify_phc_encoded(password[:MAX_PASSWORD_BYTES] or b"x", _DUMMY_HASH)

@@ -1,13 +1,24 @@
 """Decryption-proxy mode: forward ``/rcs/...`` to the RCS the node's location resolves to.
 
-The proxy holds no keys and does not judge credentials: it passes the caller's
-``Authorization`` through and the RCS decides (and audits).  Bodies stream in
-both directions with bounded buffers.  The node is the proxy's own
-``[proxy] node_path``, or the ``nodePath`` query parameter where the caller
-names the location a recording was made at (a playback service serving
-several sites).  An RCS that cannot be reached, or no entry for the node, is a
-502 with a message saying which; an RCS that aborts a response (a tampered
-recording) makes the proxy abort its own, so the caller sees the failure.
+* **Where**: the node is the proxy's own ``[proxy] node_path``, or the
+  ``nodePath`` query parameter (a playback service serving several sites); its
+  location entry (the settings API) names an RCS, which must also be one of the
+  proxy's ``[proxy] upstreams`` (its configuration file): an entry outside that
+  list, however it got into the database, is never contacted.  ``https://``
+  upstreams are verified against ``[proxy] ca_file`` (or the system's trust
+  store); ``http://`` is accepted only to loopback addresses.
+* **Who**: the proxy authenticates the caller itself (its own users: Basic or
+  a token it issued), and forwards neither the caller's password nor token:
+  the RCS gets a delegation (:mod:`recstream.service.delegation`) naming the
+  proxy and the user, for that one request at that one RCS, and applies its
+  own record of the user (tenants).
+* **What**: only ``/rcs/decrypt``, the listing and ``/rcs/recordings/{name}``,
+  the name checked and re-encoded segment by segment (no ``..``, no encoded
+  ``/``); only the listing's ``limit`` and ``after`` are passed on.
+
+Bodies stream in both directions with bounded buffers.  An RCS that cannot be
+reached, or no entry for the node, is a 502 saying which; an RCS that aborts a
+response (a tampered recording) makes the proxy abort its own.
 """
 
 from __future__ import annotations
@@ -17,25 +28,27 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import Final
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from recstream.errors import (
-    PayloadTooLargeError,
-    RecstreamError,
-    RequestTimeoutError,
-    UpstreamError,
-)
+from recstream.errors import RecstreamError
+from recstream.service import delegation
+from recstream.service.archive import check_name, missing_message
+from recstream.service.auth import Principal
 from recstream.service.config import ProxyConfig
 from recstream.service.context import CONTEXT, ServiceContext
-from recstream.service.http import abort_response, write_with_timeout
+from recstream.service.errors import NotFoundError, UpstreamError
+from recstream.service.http import BodyReader, abort_response, write_with_timeout
 from recstream.service.locations import Resolution, resolve, validate_location
 
 __all__ = ["Forwarder", "add_routes"]
 
-REQUEST_HEADERS: Final = ("Authorization", "Range", "If-Range", "Content-Type", "Accept")
+# Never Authorization: the caller's credentials stay here (see the module docstring).
+REQUEST_HEADERS: Final = ("Range", "If-Range", "Content-Type", "Accept")
+LISTING_PARAMETERS: Final = ("limit", "after")
 RESPONSE_HEADERS: Final = (
     "Content-Type",
     "Content-Range",
@@ -52,8 +65,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/rcs/decrypt", handle_forward)
     app.router.add_get("/rcs/recordings", handle_forward)
     app.router.add_get("/rcs/recordings/{name:.+}", handle_forward)
-    app.router.add_post("/rcs/tokens", handle_forward)
-    app.router.add_delete("/rcs/tokens", handle_forward)
     app.cleanup_ctx.append(_session)
 
 
@@ -78,6 +89,7 @@ class Forwarder:
         self.ctx = ctx
         self.cfg = cfg
         tls = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+        tls.minimum_version = ssl.TLSVersion.TLSv1_2
         server = ctx.config.server
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=tls, limit=256),
@@ -102,18 +114,62 @@ class Forwarder:
                 f"{self.cfg.contact_center}: no entry for it, an ancestor or '/'"
             )
             raise UpstreamError(msg)
+        if found.value not in self.cfg.upstreams:
+            msg = (
+                f"the entry {found.location} for node {node} names {found.value[:200]}, "
+                "which is not one of this proxy's [proxy] upstreams: not contacted"
+            )
+            raise UpstreamError(msg)
         return found
+
+    def target(self, request: web.Request, found: Resolution) -> URL:
+        """The upstream URL: a known route, its name re-encoded segment by segment."""
+        suffix = request.path[len("/rcs") :]
+        if "name" in request.match_info:
+            name = request.match_info["name"]
+            raw = request.raw_path.lower()
+            if "%2f" in raw or "%5c" in raw:  # an encoded '/' or '\\': as a missing file
+                raise NotFoundError(missing_message(name))
+            segments = check_name(name)
+            suffix = "/recordings/" + "/".join(quote(seg, safe="") for seg in segments)
+        text = found.value + suffix
+        query = [(k, v) for k, v in request.query.items() if k in LISTING_PARAMETERS]
+        url = URL(text, encoded=True)
+        return url.with_query(query) if query else url
+
+    def _delegation(self, who: Principal, method: str, target: URL) -> tuple[str, str]:
+        """(Host, Authorization) for ``target``: the RCS sees this proxy vouching for ``who``."""
+        host = target.raw_host or ""
+        shown = f"[{host}]" if ":" in host else host
+        aud = shown if target.is_default_port() else f"{shown}:{target.port}"
+        claims = delegation.new_claims(
+            self.cfg.identity,
+            who.name,
+            aud,
+            method=method,
+            path=target.raw_path_qs,
+            now=time.time(),
+        )
+        return aud, delegation.sign(self.cfg.identity_key, claims)
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
+        who = await self.ctx.authenticate(request)
         found = await self.route(request)
-        suffix = request.rel_url.raw_path[len("/rcs") :]
-        target = URL(found.value.rstrip("/") + suffix, encoded=True)
-        query = [(k, v) for k, v in request.query.items() if k != "nodePath"]
-        if query:
-            target = target.with_query(query)
+        try:
+            target = self.target(request, found)
+        except NotFoundError:
+            self.ctx.audit.write_limited(
+                "forward",
+                f"client:{self.ctx.client(request)}",
+                **self.ctx.audit_base(request, who),
+                method=request.method,
+                path=request.raw_path,
+                result="bad_name",
+            )
+            raise
         record = {
-            **self.ctx.audit_base(request, None),
+            **self.ctx.audit_base(request, who),
             "method": request.method,
             "path": request.path,
             "node": found.node_path,
@@ -127,7 +183,7 @@ class Forwarder:
             async with self.session.request(
                 request.method,
                 target,
-                headers=self._headers(request),
+                headers=self._headers(request, who, target),
                 data=body.chunks() if body is not None else None,
                 allow_redirects=False,
             ) as up:
@@ -159,8 +215,9 @@ class Forwarder:
         self._done(record, started, "ok", sent, resp.status)
         return resp
 
-    def _headers(self, request: web.Request) -> dict[str, str]:
+    def _headers(self, request: web.Request, who: Principal, target: URL) -> dict[str, str]:
         headers = {k: request.headers[k] for k in REQUEST_HEADERS if k in request.headers}
+        headers["Host"], headers["Authorization"] = self._delegation(who, request.method, target)
         if request.method == "POST" and request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
         # One hop: the client as this proxy sees it (the RCS trusts it via
@@ -181,28 +238,21 @@ class _Upload:
     """The caller's request body, streamed upstream with the same limits as an RCS."""
 
     def __init__(self, request: web.Request, ctx: ServiceContext) -> None:
-        self._content = request.content
-        self._limit = ctx.config.server.max_body_bytes
-        self._timeout = ctx.config.server.read_timeout
+        server = ctx.config.server
+        self._body = BodyReader(
+            request, server.max_body_bytes, server.read_timeout, server.min_body_rate
+        )
         self.error: RecstreamError | None = None
-        if request.content_length is not None and request.content_length > self._limit:
-            raise PayloadTooLargeError(self._limit)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        total = 0
         while True:
             try:
-                async with asyncio.timeout(self._timeout):
-                    chunk = await self._content.read(CHUNK)
-            except TimeoutError:
-                self.error = RequestTimeoutError(f"the client sent nothing for {self._timeout:g} s")
-                raise self.error from None
+                chunk = await self._body.read(CHUNK)
+            except RecstreamError as exc:
+                self.error = exc
+                raise
             if not chunk:
                 return
-            total += len(chunk)
-            if total > self._limit:
-                self.error = PayloadTooLargeError(self._limit)
-                raise self.error
             yield chunk
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from recstream.errors import RangeNotSatisfiableError
+from recstream.service.errors import RangeNotSatisfiableError
 
 __all__ = ["ByteRange", "parse_range"]
 

@@ -3,9 +3,9 @@
 A sliding window per key: once a key has ``max_failures`` failures within
 ``window`` seconds, attempts under it are refused (HTTP 429 with Retry-After)
 *without* checking the credentials, until its oldest failure leaves the
-window.  The server keys failures by client address and by user name, so
-neither one address guessing many names nor many addresses guessing one name
-gets more than ``max_failures`` tries per window.  Memory is bounded: at most
+window.  The server keys failures by client address and by user name; how it
+combines them (so that nobody can lock another client out) is
+:mod:`recstream.service.auth`'s policy.  Memory is bounded: at most
 ``max_keys`` keys (least recently failed dropped first), each with at most
 ``max_failures`` timestamps.
 
@@ -45,6 +45,14 @@ class FailureLimiter:
         if times is not None and len(times) >= self.max_failures:
             return max(0.0, times[0] + self.window - now)
         return 1.0  # attempts still being checked fill the allowance: try again shortly
+
+    def recent_failures(self, key: str, now: float) -> int:
+        """Failures of ``key`` within the window (attempts in flight not counted)."""
+        times = self._failures.get(key)
+        if times is None:
+            return 0
+        self._expire(key, times, now)
+        return len(times)
 
     def reserve(self, keys: tuple[str, ...], now: float) -> float:
         """Check every key and, if all may try, count one attempt in flight on each.

@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from recstream.errors import ConfigError, ConflictError, NotFoundError
+from recstream.service.errors import ConfigError, ConflictError, NotFoundError
 
 __all__ = ["Role", "SettingsStore", "User", "validate_tenant", "validate_user_name"]
 
-SCHEMA_VERSION: Final = 1
+# 2: users.credential, a random ID replaced whenever the user is written (revokes tokens).
+SCHEMA_VERSION: Final = 2
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 MAX_TENANTS_PER_USER: Final = 1000
 
@@ -35,7 +37,8 @@ CREATE TABLE IF NOT EXISTS users (
     role TEXT NOT NULL CHECK (role IN ('player', 'ops')),
     tenants TEXT NOT NULL,
     password_hash TEXT NOT NULL,
-    updated_ms INTEGER NOT NULL
+    updated_ms INTEGER NOT NULL,
+    credential TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS locations (
     contact_center TEXT NOT NULL,
@@ -58,11 +61,15 @@ class User:
 
     Attributes:
         tenants: the tenants whose recordings this user may decrypt.
+        credential: the user's credential version, a random ID the store replaces
+            each time the user is written (a password, role or tenant change) and
+            that disappears with the user: tokens carry it, so they die with it.
     """
 
     name: str
     role: Role
     tenants: frozenset[str]
+    credential: str = field(default="", compare=False, repr=False)
 
     def may_decrypt(self, tenant: str) -> bool:
         return tenant in self.tenants
@@ -109,14 +116,14 @@ class SettingsStore:
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA)
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif row[0] != str(SCHEMA_VERSION):
+            conn.execute("BEGIN IMMEDIATE")  # one opener migrates; the others wait
+            try:
+                _migrate(conn, path)
+            except BaseException:
+                conn.execute("ROLLBACK")
                 conn.close()
-                msg = f"{path}: settings schema {row[0]} is newer than this release reads"
-                raise ConfigError(msg)
+                raise
+            conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             msg = f"{path}: not a usable settings database ({exc})"
             raise ConfigError(msg) from None
@@ -139,9 +146,12 @@ class SettingsStore:
             raise ValueError(msg)
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         row = (user.name, user.role.value, json.dumps(sorted(user.tenants)), password_hash)
+        credential = secrets.token_hex(16)  # a new version: every token issued before is void
         with self._lock:
             try:
-                self._conn.execute(f"{verb} INTO users VALUES (?, ?, ?, ?, ?)", (*row, _now_ms()))
+                self._conn.execute(
+                    f"{verb} INTO users VALUES (?, ?, ?, ?, ?, ?)", (*row, _now_ms(), credential)
+                )
             except sqlite3.IntegrityError:
                 msg = f"user {user.name!r} exists already"
                 raise ConflictError(msg) from None
@@ -150,7 +160,8 @@ class SettingsStore:
         """The user called ``name`` and their stored password hash, or None."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT name, role, tenants, password_hash FROM users WHERE name = ?", (name,)
+                "SELECT name, role, tenants, password_hash, credential FROM users WHERE name = ?",
+                (name,),
             ).fetchone()
         if row is None:
             return None
@@ -222,5 +233,29 @@ class SettingsStore:
 
 
 def _user(row: Iterable[object]) -> User:
-    name, role, tenants = list(row)[:3]
-    return User(str(name), Role(str(role)), frozenset(json.loads(str(tenants))))
+    values = list(row)
+    name, role, tenants = values[:3]
+    credential = str(values[4]) if len(values) > 4 else ""
+    return User(str(name), Role(str(role)), frozenset(json.loads(str(tenants))), credential)
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to :data:`SCHEMA_VERSION` (inside the caller's transaction)."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        return
+    if row[0] == "1":
+        # Schema 1 had no credential version: give every user one now.
+        conn.execute("ALTER TABLE users ADD COLUMN credential TEXT NOT NULL DEFAULT ''")
+        for (name,) in conn.execute("SELECT name FROM users").fetchall():
+            conn.execute(
+                "UPDATE users SET credential = ? WHERE name = ?", (secrets.token_hex(16), name)
+            )
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+    elif row[0] != str(SCHEMA_VERSION):
+        msg = f"{path}: settings schema {row[0]} is newer than this release reads"
+        raise ConfigError(msg)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from recstream.errors import PermissionDeniedError
 from recstream.service.context import CONTEXT
+from recstream.service.errors import PermissionDeniedError
 from recstream.service.http import json_response
 
 __all__ = ["add_routes"]
@@ -26,7 +26,7 @@ async def handle_issue(request: web.Request) -> web.StreamResponse:
     if who.method != "basic":
         msg = "tokens are issued for a user name and password (HTTP Basic), not for a token"
         raise PermissionDeniedError(msg)
-    token, ttl = ctx.auth.issue_token(who.name)
+    token, ttl = ctx.auth.issue_token(who)
     ctx.audit.write("token_issued", **ctx.audit_base(request, who), expires_in=int(ttl))
     body = {"access_token": token, "token_type": "Bearer", "expires_in": int(ttl)}
     return json_response(body, status=201, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,200 @@
+"""The listening socket: a connection cap per client address, and quiet answers to bad requests.
+
+**Connection cap.**  Each connection holds a file descriptor.  Before, 1,100
+idle connections from one client exhausted a 1,024-descriptor limit: every
+other request failed (including the server's own file and database opens) and
+nothing was logged.  Now a connection is admitted only while
+
+* its address has fewer than ``[server] max_connections_per_address`` open (not
+  counted for ``trusted_proxies``, which carry many clients), and
+* the server has fewer than ``RLIMIT_NOFILE - [server] connection_reserve``
+  open: the reserve keeps descriptors for recordings, the settings database,
+  the audit log and a proxy's upstream connections, whatever clients do.
+
+A refused connection gets a short ``503`` with ``Retry-After`` and is closed;
+each refusal is logged (a WARNING at most once a minute per address) and
+audited (rate-limited).  A TLS handshake must finish within ``idle_timeout``.
+
+**Malformed requests** (a bad request line, header or chunk) get one JSON
+``400`` with the security headers and ``Server: recstream``: no echo of the
+request, no framework version, and no traceback in the log (a DEBUG line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import time
+from collections.abc import Callable
+from typing import Any, Final, cast
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+__all__ = ["ConnectionLimiter", "GuardedHandler", "descriptor_budget"]
+
+log = logging.getLogger("recstream.service")
+
+WARN_EVERY_SECONDS: Final = 60.0
+RETRY_AFTER_SECONDS: Final = 5
+
+_BUSY_BODY: Final = json.dumps(
+    {"error": "too_many_connections", "message": "too many open connections; retry later"}
+).encode()
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nRetry-After: %d\r\nConnection: close\r\nServer: recstream\r\n\r\n%s"
+    % (len(_BUSY_BODY), RETRY_AFTER_SECONDS, _BUSY_BODY)
+)
+
+
+def descriptor_budget(reserve: int) -> int:
+    """Connections the server may hold: the soft descriptor limit less ``reserve``."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(1, soft - reserve)
+
+
+class ConnectionLimiter:
+    """Open connections, per address and in total (pure bookkeeping; time is an argument).
+
+    Args:
+        on_refuse: called with (address, reason, open connections of that address).
+        exempt: addresses with no per-address cap (``trusted_proxies``: a proxy
+            carries many clients' connections); they still count in the total.
+    """
+
+    def __init__(
+        self,
+        per_address: int,
+        total: int,
+        on_refuse: Callable[[str, str, int], None] = lambda *_: None,
+        exempt: Callable[[str], bool] = lambda _: False,
+    ) -> None:
+        self.per_address = per_address
+        self.total = total
+        self._exempt = exempt
+        self._open: dict[str, int] = {}
+        self._count = 0
+        self._on_refuse = on_refuse
+        self.refused = 0
+
+    def admit(self, address: str) -> bool:
+        mine = self._open.get(address, 0)
+        if mine >= self.per_address and not self._exempt(address):
+            reason = "per_address"
+        elif self._count >= self.total:
+            reason = "total"
+        else:
+            self._open[address] = mine + 1
+            self._count += 1
+            return True
+        self.refused += 1
+        self._on_refuse(address, reason, mine)
+        return False
+
+    def release(self, address: str) -> None:
+        left = self._open.get(address, 0) - 1
+        if left > 0:
+            self._open[address] = left
+        else:
+            self._open.pop(address, None)
+        self._count = max(0, self._count - 1)
+
+    def statistics(self) -> dict[str, int]:
+        return {"open": self._count, "addresses": len(self._open), "refused": self.refused}
+
+
+class RefusalLog:
+    """Logs refusals at most once per :data:`WARN_EVERY_SECONDS` per address."""
+
+    def __init__(self, audit: Callable[[str, str, int], None]) -> None:
+        self._last: dict[str, float] = {}
+        self._audit = audit
+
+    def __call__(self, address: str, reason: str, open_now: int) -> None:
+        now = time.monotonic()
+        if now - self._last.get(address, -WARN_EVERY_SECONDS) >= WARN_EVERY_SECONDS:
+            if len(self._last) > 10_000:
+                self._last.clear()
+            self._last[address] = now
+            log.warning(
+                "refusing connections from %s (%s limit; %d open from it)",
+                address,
+                "per-address" if reason == "per_address" else "total",
+                open_now,
+            )
+        self._audit(address, reason, open_now)
+
+
+class GuardedHandler(RequestHandler):
+    """aiohttp's connection handler, with admission control and a quiet ``400``."""
+
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        limiter: ConnectionLimiter,
+        headers: dict[str, str],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._limiter = limiter
+        self._headers = headers
+        self._address: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        if not self._limiter.admit(address):
+            cast(asyncio.WriteTransport, transport).write(_BUSY)
+            transport.close()
+            return
+        self._address = address
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._address is None:
+            return  # refused and closing: nothing it sends is read
+        super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self._address is not None:
+            super().eof_received()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._address is None:
+            return  # refused: never handed to aiohttp
+        self._limiter.release(self._address)
+        self._address = None
+        super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            log.error("error handling a request from %s", request.remote, exc_info=exc)
+        else:
+            log.debug("malformed request from %s: %s", request.remote, message or exc)
+        if request.writer.output_size > 0:
+            msg = "a response was sent already; the connection is broken"
+            raise ConnectionError(msg)
+        code, text = {
+            400: ("bad_request", "malformed HTTP request"),
+            413: ("payload_too_large", "request head too large"),
+            504: ("gateway_timeout", "the request took too long"),
+        }.get(status, ("internal_error", "the server cannot complete this request; see its log"))
+        body = json.dumps({"error": code, "message": text}) + "\n"
+        resp = web.Response(status=status, text=body, content_type="application/json")
+        resp.headers.update(self._headers)
+        resp.headers["Server"] = "recstream"
+        resp.force_close()
+        return resp
