@@ -20,7 +20,7 @@ from recstream.errors import KeystoreLockedError
 from recstream.format import MediaKind
 from recstream.keystore import create, update
 from recstream.service.config import load_config
-from recstream.service.errors import ConfigError
+from recstream.service.errors import ServiceConfigError
 from recstream.service.keys import open_keyring, read_keystore_password
 from recstream.service.store import SettingsStore
 from tests.keystore_helpers import PASSWORD, TINY_KDF, Cert, recording_cert
@@ -179,7 +179,7 @@ def test_keystore_password_sources_and_errors(
     )
     cfg = load_config(write_config(tmp_path, text))
     assert cfg.keystore is not None
-    with pytest.raises(ConfigError, match="RS_TEST_KS_PW is not set"):
+    with pytest.raises(ServiceConfigError, match="RS_TEST_KS_PW is not set"):
         read_keystore_password(cfg.keystore)
     monkeypatch.setenv("RS_TEST_KS_PW", "wrong password!")
     with pytest.raises(KeystoreLockedError):

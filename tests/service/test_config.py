@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from recstream.service.config import load_config, parse_listen
-from recstream.service.errors import ConfigError
+from recstream.service.errors import ServiceConfigError
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def write(d: Path, text: str) -> Path:
 
 
 def refused(d: Path, text: str) -> str:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ServiceConfigError) as info:
         load_config(write(d, text))
     return str(info.value)
 
@@ -173,7 +173,7 @@ contact_center = "not-hex"
 
 
 def test_missing_and_broken_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ServiceConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
     assert "not valid TOML" in refused(tmp_path, "[server\nlisten=")
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from recstream.service.config import load_config
-from recstream.service.errors import ConfigError
+from recstream.service.errors import ServiceConfigError
 from recstream.service.store import SettingsStore
 from tests.service.conftest import (
     PASSWORDS,
@@ -217,7 +217,7 @@ def proxy_config(tmp_path: Path, upstreams: str, key: bytes = b"k" * 44) -> str:
     )
     try:
         load_config(tmp_path / "rcs.toml")
-    except ConfigError as exc:
+    except ServiceConfigError as exc:
         return str(exc)
     return ""
 

@@ -26,7 +26,7 @@ from recstream.service.audit import AuditLog
 from recstream.service.auth import Authenticator, TokenStore
 from recstream.service.config import IPNetwork, ServiceConfig
 from recstream.service.context import CONTEXT, ServiceContext
-from recstream.service.errors import ConfigError
+from recstream.service.errors import ServiceConfigError
 from recstream.service.http import (
     SECURITY_HEADERS,
     add_security_headers,
@@ -61,12 +61,12 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
         keyring: the private keys (an RCS); must be None for a proxy.
 
     Raises:
-        ConfigError: an RCS without a keyring, or a proxy with one; the
+        ServiceConfigError: an RCS without a keyring, or a proxy with one; the
             settings database cannot be opened.
     """
     if (config.proxy is None) != (keyring is not None):
         msg = "an RCS needs its keystore, and a decryption proxy must hold no keys"
-        raise ConfigError(msg)
+        raise ServiceConfigError(msg)
     store = SettingsStore.open(config.settings_db)
     metrics = Metrics()
     limiter = FailureLimiter(config.auth.max_failures, config.auth.failure_window)
@@ -162,7 +162,7 @@ def tls_context(config: ServiceConfig) -> ssl.SSLContext | None:
     """The server's TLS context (TLS 1.2+), or None without ``tls_cert``.
 
     Raises:
-        ConfigError: the certificate or key cannot be loaded.
+        ServiceConfigError: the certificate or key cannot be loaded.
     """
     server = config.server
     if server.tls_cert is None or server.tls_key is None:
@@ -173,7 +173,7 @@ def tls_context(config: ServiceConfig) -> ssl.SSLContext | None:
         ctx.load_cert_chain(server.tls_cert, server.tls_key)
     except (ssl.SSLError, OSError) as exc:
         msg = f"[server] tls_cert/tls_key cannot be used: {exc}"
-        raise ConfigError(msg) from None
+        raise ServiceConfigError(msg) from None
     return ctx
 
 
@@ -203,7 +203,7 @@ async def start_server(config: ServiceConfig, keyring: KeyRing | None) -> Runnin
     """Build the app and listen on ``[server] listen`` (see :mod:`recstream.service.listener`).
 
     Raises:
-        ConfigError: bad TLS material, or the address cannot be bound.
+        ServiceConfigError: bad TLS material, or the address cannot be bound.
     """
     server = config.server
     tls = tls_context(config)
@@ -251,7 +251,7 @@ async def start_server(config: ServiceConfig, keyring: KeyRing | None) -> Runnin
     except OSError as exc:
         await runner.cleanup()
         msg = f"[server] listen {server.host}:{server.port}: {exc.strerror or exc}"
-        raise ConfigError(msg) from None
+        raise ServiceConfigError(msg) from None
     port = listener.sockets[0].getsockname()[1] if listener.sockets else server.port
     return RunningServer(runner, server.host, int(port), tls is not None, listener, limiter)
 

@@ -1,7 +1,7 @@
 """The server's configuration file (TOML), in the spirit of the vendor's ``rcs.properties``.
 
 :func:`load_config` reads, checks and returns a frozen :class:`ServiceConfig`,
-or raises :class:`ConfigError` listing *every* problem found, so the server
+or raises :class:`ServiceConfigError` listing *every* problem found, so the server
 refuses to start with one clear message.  Relative paths are relative to the
 config file's directory.  The keys are documented in README ("serve").
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from recstream.service.delegation import MIN_KEY_BYTES
-from recstream.service.errors import ConfigError, RequestError
+from recstream.service.errors import RequestError, ServiceConfigError
 from recstream.service.locations import (
     is_loopback_host,
     normalize_upstream,
@@ -271,7 +271,7 @@ def load_config(path: str | Path) -> ServiceConfig:
     """Read and check a configuration file.
 
     Raises:
-        ConfigError: the file is missing or not TOML, or it has problems; the
+        ServiceConfigError: the file is missing or not TOML, or it has problems; the
             message lists them all, each naming its section and key.
     """
     source = Path(path).resolve()
@@ -279,13 +279,13 @@ def load_config(path: str | Path) -> ServiceConfig:
         data = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         msg = f"config file not found: {source}"
-        raise ConfigError(msg) from None
+        raise ServiceConfigError(msg) from None
     except (OSError, UnicodeDecodeError) as exc:
         msg = f"cannot read config file {source}: {exc}"
-        raise ConfigError(msg) from None
+        raise ServiceConfigError(msg) from None
     except tomllib.TOMLDecodeError as exc:
         msg = f"{source} is not valid TOML: {exc}"
-        raise ConfigError(msg) from None
+        raise ServiceConfigError(msg) from None
     r = _Reader(source, data)
     r.check_shape()
     server = _server(r)
@@ -304,7 +304,7 @@ def load_config(path: str | Path) -> ServiceConfig:
     if r.problems or server is None or audit is None or db is None:
         lines = "\n".join(f"  - {p}" for p in r.problems)
         msg = f"{source}: the server will not start until this is fixed:\n{lines}"
-        raise ConfigError(msg)
+        raise ServiceConfigError(msg)
     rescan = r.positive("recordings", "rescan_interval", DEFAULT_RESCAN_INTERVAL)
     return ServiceConfig(source, server, audit, db, keystore, root, auth, proxy, rescan)
 

@@ -10,12 +10,10 @@ credentials or plaintext.
 
 from __future__ import annotations
 
-from recstream.errors import ConfigError as _CoreConfigError
-from recstream.errors import RecstreamError
+from recstream.errors import ConfigError, RecstreamError
 
 __all__ = [
     "AuthenticationError",
-    "ConfigError",
     "ConflictError",
     "ForbiddenOriginError",
     "InvalidTokenError",
@@ -26,6 +24,7 @@ __all__ = [
     "RateLimitedError",
     "RequestError",
     "RequestTimeoutError",
+    "ServiceConfigError",
     "ServiceError",
     "TenantMismatchError",
     "UnsupportedMediaTypeError",
@@ -37,7 +36,7 @@ class ServiceError(RecstreamError):
     """The Recording Crypto Server cannot start, or refuses a request."""
 
 
-class ConfigError(ServiceError, _CoreConfigError):
+class ServiceConfigError(ServiceError, ConfigError):
     """The RCS configuration is wrong; the server refuses to start.
 
     A :class:`recstream.errors.ConfigError` (what the CLI catches for every server)

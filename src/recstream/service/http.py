@@ -55,7 +55,7 @@ HTTP_STATUS: Final[dict[type[BaseException], tuple[int, str]]] = {
     se.ConflictError: (409, "conflict"),
     se.UpstreamError: (502, "bad_gateway"),
     se.TenantMismatchError: (422, "tenant_mismatch"),
-    se.ConfigError: (500, "server_misconfigured"),
+    se.ServiceConfigError: (500, "server_misconfigured"),
     e.NotAnEnvelopeError: (422, "not_an_envelope"),
     e.EnvelopeFormatError: (422, "malformed_envelope"),
     e.TruncatedStreamError: (422, "truncated"),
@@ -81,7 +81,8 @@ def public_message(exc: BaseException) -> str:
         # Not the key IDs this server holds: only what the client sent us.
         ids = ", ".join(exc.cert_ids)
         return f"this server holds no key for the certificate(s) of this recording: {ids}"
-    if isinstance(exc, e.KeystoreError | se.ConfigError) or not isinstance(exc, e.RecstreamError):
+    internal = e.KeystoreError | se.ServiceConfigError
+    if isinstance(exc, internal) or not isinstance(exc, e.RecstreamError):
         return "the server cannot complete this request; see its log"
     return str(exc)
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from recstream.envelope import KeyRing
 from recstream.format import RecipientStanza
 from recstream.service.config import KeystoreConfig
-from recstream.service.errors import ConfigError
+from recstream.service.errors import ServiceConfigError
 
 __all__ = ["KeystoreKeyRing", "open_keyring", "read_keystore_password"]
 
@@ -29,7 +29,7 @@ def read_keystore_password(cfg: KeystoreConfig) -> bytes:
     """The keystore password: the first line of ``password_file``, or ``$password_env``.
 
     Raises:
-        ConfigError: the file is empty or unreadable, or the variable is unset or empty.
+        ServiceConfigError: the file is empty or unreadable, or the variable is unset or empty.
     """
     from recstream.errors import PasswordError
     from recstream.keysource import read_password
@@ -38,13 +38,13 @@ def read_keystore_password(cfg: KeystoreConfig) -> bytes:
         return read_password(cfg.password_file, env=cfg.password_env)
     except OSError as exc:
         msg = f"[keystore] password_file {cfg.password_file}: {exc.strerror or exc}"
-        raise ConfigError(msg) from None
+        raise ServiceConfigError(msg) from None
     except PasswordError:
         if cfg.password_file is not None:
             msg = f"[keystore] password_file {cfg.password_file} is empty"
         else:
             msg = f"[keystore] password_env: the environment variable {cfg.password_env} is not set"
-        raise ConfigError(msg) from None
+        raise ServiceConfigError(msg) from None
 
 
 def keystore_file(cfg: KeystoreConfig) -> Path:
@@ -81,7 +81,7 @@ def open_keyring(cfg: KeystoreConfig) -> KeyRing:
     """Open the keystore named by ``cfg``.
 
     Raises:
-        ConfigError: no password.
+        ServiceConfigError: no password.
         KeystoreError and subclasses: the keystore is missing, damaged, or the
             password is wrong (raised by the keystore itself).
     """

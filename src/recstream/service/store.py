@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from recstream.service.errors import ConfigError, ConflictError, NotFoundError
+from recstream.service.errors import ConflictError, NotFoundError, ServiceConfigError
 
 __all__ = ["Role", "SettingsStore", "User", "validate_tenant", "validate_user_name"]
 
@@ -110,7 +110,7 @@ class SettingsStore:
         """Open (creating if needed) the database at ``path``.
 
         Raises:
-            ConfigError: the file is not a settings database, or is of a newer schema.
+            ServiceConfigError: the file is not a settings database, or is of a newer schema.
         """
         try:
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
@@ -126,7 +126,7 @@ class SettingsStore:
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             msg = f"{path}: not a usable settings database ({exc})"
-            raise ConfigError(msg) from None
+            raise ServiceConfigError(msg) from None
         return cls(conn)
 
     def close(self) -> None:
@@ -258,4 +258,4 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
     elif row[0] != str(SCHEMA_VERSION):
         msg = f"{path}: settings schema {row[0]} is newer than this release reads"
-        raise ConfigError(msg)
+        raise ServiceConfigError(msg)
