@@ -30,11 +30,6 @@ from recstream.streams.server import StreamsServer, start_streams_server
 __all__ = ["serve"]
 
 
-def _pct(values: array[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
-
-
 class _Window:
     def __init__(self) -> None:
         self.fill: array[float] = array("d")
@@ -57,7 +52,11 @@ async def _main(conn: Connection, opts: dict[str, Any]) -> None:
     recipient = Recipient.from_certificate(cert)
     window = _Window()
     config = ServerConfig(
-        "127.0.0.1", 0, max_streams=opts["max_streams"], idle_timeout=60.0, max_call_seconds=3600
+        "127.0.0.1",
+        opts["port"],
+        max_streams=opts["max_streams"],
+        idle_timeout=60.0,
+        max_call_seconds=3600,
     )
     hook = RecordingHook(
         work / "recordings",
@@ -75,7 +74,7 @@ async def _main(conn: Connection, opts: dict[str, Any]) -> None:
             audit,
             on_sealed=window.sealed,
         )
-        running = await start_streams_server(server)
+        running = await start_streams_server(server, reuse_port=opts["reuse_port"])
         conn.send(("ready", running.url))
         while True:
             try:
@@ -89,18 +88,13 @@ async def _main(conn: Connection, opts: dict[str, Any]) -> None:
                 conn.send(("ok",))
             elif command[0] == "stats":
                 r = resource.getrusage(resource.RUSAGE_SELF)
-                wall = time.monotonic() - window.wall0
-                flush = hook.flusher.statistics()
                 conn.send(
                     {
-                        "cpu_percent": 100 * (r.ru_utime + r.ru_stime - window.cpu0) / wall,
-                        "fill_p99": _pct(window.fill, 0.99),
-                        "late_p50": _pct(window.late, 0.50),
-                        "late_p99": _pct(window.late, 0.99),
-                        "late_max": max(window.late, default=0.0),
-                        "flush_p99": flush.latency_p99,
-                        "flush_max": flush.latency_max,
-                        "segments": len(window.fill),
+                        "cpu_seconds": r.ru_utime + r.ru_stime - window.cpu0,
+                        "wall": time.monotonic() - window.wall0,
+                        "fill": window.fill.tolist(),
+                        "late": window.late.tolist(),
+                        "flush": list(hook.flusher.latencies),
                         "open": server.open_streams,
                         "accepted": server.accepted,
                         "refused": server.refused,
