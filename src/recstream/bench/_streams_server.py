@@ -108,6 +108,55 @@ async def _main(conn: Connection, opts: dict[str, Any]) -> None:
     audit.close()
 
 
+async def _bare(conn: Connection, opts: dict[str, Any]) -> None:
+    """The reference: an aiohttp WebSocket endpoint that only receives and ``json.loads``
+    each message (no checks, no recording): what any Python consumer of the same load pays."""
+    import json
+
+    from aiohttp import WSMsgType, web
+
+    window = _Window()
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=1 << 16)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT and json.loads(msg.data).get("event") == "stop":
+                break
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/streams", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    conn.send(("ready", f"ws://127.0.0.1:{runner.addresses[0][1]}/streams"))
+    while True:
+        try:
+            command = await asyncio.to_thread(conn.recv)
+        except EOFError:
+            break
+        if command[0] == "reset":
+            window.reset()
+            conn.send(("ok",))
+        elif command[0] == "stats":
+            r = resource.getrusage(resource.RUSAGE_SELF)
+            conn.send(
+                {
+                    "cpu_seconds": r.ru_utime + r.ru_stime - window.cpu0,
+                    "wall": time.monotonic() - window.wall0,
+                    **{k: [] for k in ("fill", "late", "flush")},
+                    **dict.fromkeys(("open", "accepted", "refused", "hook_errors"), 0),
+                    "rss_mib": _rss_mib(),
+                }
+            )
+        else:
+            break
+    await runner.cleanup()
+
+
 def _rss_mib() -> float:
     try:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
@@ -122,4 +171,4 @@ def serve(conn: Connection, opts: dict[str, Any]) -> None:
     want = opts["max_streams"] * 3 + 256
     if soft != resource.RLIM_INFINITY and soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
-    run(_main(conn, opts))
+    run(_bare(conn, opts) if opts.get("bare") else _main(conn, opts))

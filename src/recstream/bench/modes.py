@@ -437,6 +437,10 @@ def _streams_arguments(p: argparse.ArgumentParser) -> None:
         help="server processes sharing the port (SO_REUSEPORT; default: 1)",
     )  # fmt: skip
     p.add_argument(
+        "--no-reference", action="store_true",
+        help="skip the reference step (a bare aiohttp consumer of the same load)",
+    )  # fmt: skip
+    p.add_argument(
         "--keep-going", action="store_true",
         help="run the larger steps even after one was not sustained",
     )  # fmt: skip

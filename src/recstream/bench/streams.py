@@ -70,6 +70,7 @@ class StreamsConfig:
     repeat: int = 1
     directory: Path | None = None
     processes: int = 1
+    reference: bool = True
 
 
 @dataclass(slots=True)
@@ -93,6 +94,10 @@ class StepResult:
     @property
     def sustained(self) -> bool:
         return not self.failures
+
+    @property
+    def server_us_per_message(self) -> float:
+        return 1e6 * float(self.server["cpu_seconds"]) / max(1, self.messages)
 
     @property
     def chunk_to_disk_p99(self) -> float:
@@ -229,6 +234,7 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     flush = array("d", [x for p in parts for x in p["flush"]])
     return {
         "cpu_percent": 100 * sum(p["cpu_seconds"] for p in parts) / wall,
+        "cpu_seconds": sum(p["cpu_seconds"] for p in parts),
         "late_p50": _pct(late, 0.50),
         "late_p99": _pct(late, 0.99),
         "late_max": max(late, default=0.0),
@@ -261,16 +267,24 @@ def _judge(r: StepResult, cfg: StreamsConfig) -> list[str]:
 
 
 async def _ramp(
-    cfg: StreamsConfig, url: str, conns: list[Any], progress: Progress
-) -> dict[int, list[StepResult]]:
+    cfg: StreamsConfig,
+    target: tuple[str, list[Any]],
+    bare: tuple[str, list[Any]] | None,
+    progress: Progress,
+) -> tuple[dict[int, list[StepResult]], dict[int, list[StepResult]]]:
+    """Each step: the bare reference consumer (if any), then recstream, same load."""
     results: dict[int, list[StepResult]] = {n: [] for n in cfg.streams}
+    references: dict[int, list[StepResult]] = {n: [] for n in cfg.streams}
     limit: int | None = None
     for rnd in range(cfg.repeat):
         for n in cfg.streams:
             if limit is not None and n > limit and not cfg.keep_going:
                 continue
+            if bare is not None:
+                progress(f"round {rnd + 1}/{cfg.repeat}: {n} streams to the bare reference")
+                references[n].append(await _step(cfg, n, *bare))
             progress(f"round {rnd + 1}/{cfg.repeat}: {n} two-track streams for {cfg.duration:g} s")
-            res = await _step(cfg, n, url, conns)
+            res = await _step(cfg, n, *target)
             results[n].append(res)
             verdict = "sustained" if res.sustained else "NOT sustained: " + "; ".join(res.failures)
             progress(
@@ -280,7 +294,7 @@ async def _ramp(
             )
             if not res.sustained and limit is None:
                 limit = n
-    return results
+    return results, references
 
 
 def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Report:
@@ -318,37 +332,55 @@ def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Repo
             "flush_interval": cfg.flush_interval,
             "sync": cfg.sync,
             "secret": secret,
-            "port": 0,
-            "reuse_port": cfg.processes > 1,
         }
-        from recstream.bench._streams_server import serve
-
         procs: list[Any] = []
-        conns: list[Any] = []
         try:
-            for i in range(cfg.processes):  # the first binds a port, the others share it
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=serve, args=(child, opts), daemon=True)
-                proc.start()
-                procs.append(proc)
-                conns.append(parent)
-                if not parent.poll(120):
-                    msg = f"streams server process {i} did not start within 120 s"
-                    raise BenchError(msg)
-                ready = parent.recv()
-                opts["port"] = int(ready[1].rsplit(":", 1)[1].split("/", 1)[0])
-                url = f"{ready[1]}?token={secret}"
-            results = run_uvloop(_ramp(cfg, url, conns, progress))
-            for parent in conns:
-                parent.send(("stop",))
+            bare = None
+            if cfg.reference:
+                conns, url = _start_servers(ctx, {**opts, "bare": True}, 1, procs)
+                bare = (f"{url}?token=x", conns)
+            conns, url = _start_servers(ctx, opts, cfg.processes, procs)
+            target = (f"{url}?token={secret}", conns)
+            results, references = run_uvloop(_ramp(cfg, target, bare, progress))
+            _stop_servers([*target[1], *(bare[1] if bare else [])], procs)
         finally:
             for proc in procs:
                 proc.join(60)
                 if proc.is_alive():
                     proc.terminate()
-    _tabulate(report, cfg, results)
+    _tabulate(report, cfg, results, references)
     report.check_noise()
     return report
+
+
+def _start_servers(
+    ctx: Any, opts: dict[str, Any], n: int, procs: list[Any]
+) -> tuple[list[Any], str]:
+    """Start ``n`` server processes (the first binds a port, the others share it)."""
+    from recstream.bench._streams_server import serve
+
+    opts = {**opts, "port": 0, "reuse_port": n > 1}
+    conns: list[Any] = []
+    url = ""
+    for i in range(n):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=serve, args=(child, opts), daemon=True)
+        proc.start()
+        procs.append(proc)
+        conns.append(parent)
+        if not parent.poll(120):
+            msg = f"streams server process {i} did not start within 120 s"
+            raise BenchError(msg)
+        url = parent.recv()[1]
+        opts["port"] = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    return conns, url
+
+
+def _stop_servers(conns: list[Any], procs: list[Any]) -> None:
+    for parent in conns:
+        parent.send(("stop",))
+    for proc in procs:
+        proc.join(60)
 
 
 def _cpu_flags() -> str:
@@ -364,7 +396,12 @@ def _cpu_flags() -> str:
     return " ".join(f for f in wanted if f in flags)
 
 
-def _tabulate(report: Report, cfg: StreamsConfig, results: dict[int, list[StepResult]]) -> None:
+def _tabulate(
+    report: Report,
+    cfg: StreamsConfig,
+    results: dict[int, list[StepResult]],
+    references: dict[int, list[StepResult]],
+) -> None:
     table = report.table(
         f"two-track media streams over loopback, {cfg.processes} server process(es), "
         f"{cfg.duration:g} s per step, flush interval "
@@ -375,6 +412,9 @@ def _tabulate(report: Report, cfg: StreamsConfig, results: dict[int, list[StepRe
         Column("server_cpu", "server CPU %", noise_floor=5),
         Column("client_cpu", "client CPU %", noise_floor=5),
         Column("msgs", "msgs/s", noise_floor=float("inf")),
+        Column("us_msg", "server us/msg", 1, noise_floor=3),
+        Column("bare_us", "bare us/msg", 1, noise_floor=3),
+        Column("x_bare", "x bare", 2, noise_floor=0.3),
         Column("lag_p99_ms", "client lag p99 ms", 1, noise_floor=5),
         Column("late_p99_ms", "server late p99 ms", 0, noise_floor=20),
         Column("fill_p99_ms", "fill p99 ms", noise_floor=50),
@@ -385,6 +425,12 @@ def _tabulate(report: Report, cfg: StreamsConfig, results: dict[int, list[StepRe
     )
     cpu = report.curve("server CPU (100% = one core)", "concurrent streams", "CPU %")
     c2d = report.curve("chunk-to-disk p99 (bound)", "concurrent streams", "ms")
+    if any(references.values()):
+        report.notes.append(
+            "reference, same run and load, just before each step: a bare aiohttp WebSocket "
+            "consumer (receive + json.loads, no checks, no recording); 'bare us/msg' is its "
+            "CPU per message and 'x bare' recstream's server CPU per message over it"
+        )
     best = 0
     for n, runs in results.items():
         if not runs:
@@ -392,6 +438,7 @@ def _tabulate(report: Report, cfg: StreamsConfig, results: dict[int, list[StepRe
         passed = sum(r.sustained for r in runs)
         ok = passed * 2 > len(runs)
         best = max(best, n) if ok else best
+        refs = references.get(n, [])
         row = {
             "server_cpu": summarize([r.server_cpu for r in runs]),
             "c2d_p99_ms": summarize([r.chunk_to_disk_p99 * 1e3 for r in runs]),
@@ -402,6 +449,16 @@ def _tabulate(report: Report, cfg: StreamsConfig, results: dict[int, list[StepRe
             complete=f"{min(r.complete for r in runs)}/{n}",
             client_cpu=summarize([r.client_cpu for r in runs]),
             msgs=summarize([r.messages / cfg.duration for r in runs]),
+            us_msg=summarize([r.server_us_per_message for r in runs]),
+            bare_us=summarize([b.server_us_per_message for b in refs]) if refs else None,
+            x_bare=summarize(
+                [
+                    r.server_us_per_message / b.server_us_per_message
+                    for r, b in zip(runs, refs, strict=True)
+                ]
+            )
+            if refs
+            else None,
             lag_p99_ms=summarize([r.lag_p99 * 1e3 for r in runs]),
             late_p99_ms=summarize([r.late_p99 * 1e3 for r in runs]),
             fill_p99_ms=summarize([r.fill_p99 * 1e3 for r in runs]),
@@ -445,5 +502,6 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
         repeat=ns.repeat,
         directory=ns.dir,
         processes=ns.processes,
+        reference=not ns.no_reference,
     )
     return run_streams(cfg, progress)
