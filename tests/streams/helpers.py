@@ -24,7 +24,11 @@ from recstream.format import MediaKind
 from recstream.keystore import Keystore, create, load, update
 from tests.keystore_helpers import NOW, PASSWORD, TINY_KDF, recording_cert
 
-SECRETS = {"acme": "acme-shared-secret-0123456789", "globex": "globex-shared-secret-987654"}
+SECRETS = {
+    "acme": "acme-shared-secret-0123456789",
+    "globex": "globex-shared-secret-987654",
+    "nocert": "nocert-shared-secret-55555",  # configured here, but no certificate in the keystore
+}
 TWILIO_TOKEN = "twilio-auth-token-abcdef0123456789"
 CONTACT_CENTER = "0a1b2c"
 PHONE = "+14155550123"  # personal data: must appear only inside envelopes
@@ -57,6 +61,8 @@ class Env:
             'secret_file = "acme.secret"',
             "[tenants.globex]",
             'secret_file = "globex.secret"',
+            "[tenants.nocert]",
+            'secret_file = "nocert.secret"',
             # Two tenants behind one Twilio account: the signature proves the platform,
             # the `tenant` custom parameter chooses between them.
             "[tenants.initech]",

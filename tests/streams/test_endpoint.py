@@ -154,6 +154,17 @@ def test_tenant_parameter_must_fit_the_credentials(env: Env, server: Server) -> 
     assert PHONE not in env.audit.read_text()
 
 
+def test_tenant_without_certificate_is_not_recorded(env: Env, server: Server) -> None:
+    c = wc.Call()
+    msgs = [c.start(), *wc.media_messages(c, wc.audio(2, 13))]
+    code, _ = wc.run(lambda: wc.call(f"{server.url}?token={SECRETS['nocert']}", msgs, close=False))
+    assert code == 1011
+    entry = audit_entry(env, c.stream_sid)
+    assert entry["file"] is None and entry["tenant"] == "nocert" and not entry["complete"]
+    assert "recording failed" in entry["reason"] and "certificate" in entry["reason"]
+    assert not list(env.recordings.rglob(f"{c.call_sid}*"))
+
+
 # --- broken streams ---------------------------------------------------------------------
 
 
