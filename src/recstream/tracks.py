@@ -42,6 +42,7 @@ __all__ = [
     "TrackDecl",
     "TracksDecoder",
     "TracksEncoder",
+    "Update",
     "digit_name",
     "extract",
 ]
@@ -94,6 +95,7 @@ class RecordType(IntEnum):
     STATS = 0x06
     END = 0x07
     CLOSE = 0x80  # ancillary range: a decoder may skip it (TRACKS.md §4.4)
+    UPDATE = 0x81  # session metadata that changed mid-call (TRACKS.md §4.5)
 
 
 _LIMITS: Final = {
@@ -105,6 +107,7 @@ _LIMITS: Final = {
     RecordType.STATS: _STATS_HEAD.size + 255 * 8,
     RecordType.END: 0,
     RecordType.CLOSE: 64 * 1024,
+    RecordType.UPDATE: MAX_SESSION_BYTES,
 }
 _EXACT: Final = {RecordType.GAP, RecordType.EVENT, RecordType.END}
 
@@ -209,7 +212,14 @@ class Close:
     complete: bool = True
 
 
-Record = Session | TrackDecl | Media | Gap | Event | Stats | End | Close
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Session metadata that changed mid-call (TRACKS.md §4.5)."""
+
+    info: Mapping[str, Any]
+
+
+Record = Session | TrackDecl | Media | Gap | Event | Stats | End | Close | Update
 
 
 class _NeedData:
@@ -446,6 +456,14 @@ class TracksEncoder:
         body = _dump({"reason": reason, "complete": complete})
         return _RECORD.pack(RecordType.CLOSE, len(body)) + body
 
+    def update(self, info: Mapping[str, Any]) -> bytes:
+        """An UPDATE record: session metadata that changed mid-call."""
+        self._check()
+        body = _dump(info)
+        if len(body) > MAX_SESSION_BYTES:
+            self._check("UPDATE metadata over 1 MiB")
+        return _RECORD.pack(RecordType.UPDATE, len(body)) + body
+
     def end(self) -> bytes:
         """The END record; the encoder accepts nothing after it."""
         self._check()
@@ -613,6 +631,12 @@ class TracksDecoder:
             record, problem = self._parse_json(kind, body)
         elif kind == RecordType.CLOSE:
             record, problem = self._parse_close(body), None
+        elif kind == RecordType.UPDATE:
+            try:
+                record, problem = Update(_load(body)), None
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                msg = f"bad UPDATE record: {exc}"
+                raise self._fail(msg) from None
         else:
             return None
         if problem is not None:
@@ -685,6 +709,7 @@ class Extraction:
     complete: bool
     records: int
     close: Close | None = None
+    updates: list[Mapping[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary (the session's metadata included: personal data)."""
@@ -693,6 +718,7 @@ class Extraction:
             "records": self.records,
             "close": {"reason": self.close.reason, "complete": self.close.complete}
             if self.close else None,
+            "updates": [dict(u) for u in self.updates],
             "session": dict(self.session.info) if self.session else None,
             "tracks": [
                 {
@@ -735,6 +761,7 @@ def extract(chunks: bytes | Sequence[bytes]) -> Extraction:
     dec.receive_data(b"")
     session: Session | None = None
     close: Close | None = None
+    updates: list[Mapping[str, Any]] = []
     tracks: dict[int, TrackAudio] = {}
     for rec in dec:
         if isinstance(rec, Session):
@@ -758,4 +785,6 @@ def extract(chunks: bytes | Sequence[bytes]) -> Extraction:
             tracks[rec.track].stats = rec
         elif isinstance(rec, Close):
             close = rec
-    return Extraction(session, tracks, dec.complete, dec.records, close)
+        elif isinstance(rec, Update):
+            updates.append(rec.info)
+    return Extraction(session, tracks, dec.complete, dec.records, close, updates)

@@ -297,7 +297,15 @@ class Ports:
         self.released.append(port)
 
 
+def _files(directory: Path) -> None:
+    """What the common sections check exists: the recordings root, keystore, password."""
+    (directory / "r").mkdir(exist_ok=True)
+    (directory / "k").write_bytes(b"")
+    (directory / "p").write_bytes(b"pw\n")
+
+
 def ua(tmp_path: Path, **sip: object) -> UserAgent:
+    _files(tmp_path)
     doc = {
         "sip": {"listen": "127.0.0.1:5060", **sip},
         "rtp": {"host": "127.0.0.1", "ports": "30000-30999"},
@@ -305,7 +313,7 @@ def ua(tmp_path: Path, **sip: object) -> UserAgent:
         "tenants": {"default": "acme", "rule": [{"request_uri_user": "globex-rec",
                                                  "tenant": "globex"}]},
     }
-    return UserAgent(parse_config(doc, tmp_path), ("127.0.0.1", 5060), Ports(),
+    return UserAgent(parse_config(doc, tmp_path / "srs.toml"), ("127.0.0.1", 5060), Ports(),
                      random=os.urandom, wall_clock=lambda: 1.0)
 
 
@@ -428,6 +436,8 @@ def test_ua_reinvite_keeps_ports_and_adds_tracks(tmp_path: Path) -> None:
     assert [s.label for s in change.opened] == ["3"] and len(change.closed) == 1
     assert call.streams["3"].receiver.track == 3  # type: ignore[attr-defined]
     assert sent(out) == [b"SIP/2.0 200 OK"]
+    media = b"".join(a.data for a in out if isinstance(a, CallMedia))
+    assert media[:1] == b"\x81" and b"sip:carol@example.org" in media  # UPDATE, recorded
     stray = request("INVITE", ("127.0.0.1", 5060), UDP.addr, "zz", branch="z9hG4bKzz", cseq=2,
                     to_tag="nope", body=body, content_type=SIPREC_TYPE)
     assert sent(feed(agent, stray)) == [b"SIP/2.0 481 Call/Transaction Does Not Exist"]
@@ -438,6 +448,9 @@ def test_ua_reinvite_keeps_ports_and_adds_tracks(tmp_path: Path) -> None:
 
 def test_config_example_and_errors(tmp_path: Path) -> None:
     (tmp_path / "srs.toml").write_text(EXAMPLE)
+    (tmp_path / "recordings").mkdir()
+    (tmp_path / "keystore.rsk").write_bytes(b"")
+    (tmp_path / "keystore.pass").write_bytes(b"pw\n")
     cfg = load_config(tmp_path / "srs.toml")
     assert (cfg.listen_port, cfg.rtp_ports, cfg.default_tenant) == (5060, (20000, 20999), "acme")
     bad = {
@@ -459,5 +472,65 @@ def test_config_example_and_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[sip\n")
     with pytest.raises(ConfigError, match="TOML"):
         load_config(tmp_path / "bad.toml")
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
+    # Every problem at once, the shared sections' included.
+    (tmp_path / "bad.toml").write_text(EXAMPLE.replace("5060", "x").replace(
+        'root = "recordings"', 'root = "nowhere"').replace("[tenants]", "[tenant]"))
+    with pytest.raises(ConfigError) as all_of_them:
+        load_config(tmp_path / "bad.toml")
+    text = str(all_of_them.value)
+    for words in ("listen", "nowhere", "unknown section [tenant]", "[tenants] is missing"):
+        assert words in text
+
+
+def test_srs_command_refuses_bad_setups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from recstream.cli import main
+    from tests.siprec.helpers import write_config
+
+    cfg = write_config(tmp_path)
+    assert main(["srs", "--config", str(cfg), "--check"]) == 0
+    assert '"config_ok"' in capsys.readouterr().out
+    (tmp_path / "keystore.pass").write_text("wrong password entirely\n")
+    assert main(["srs", "--config", str(cfg), "--check"]) == 4  # the keystore refuses it
+    cfg.write_text(cfg.read_text().replace('ports = "', 'ports = "x'))
+    assert main(["srs", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "[rtp] ports" in err and "Traceback" not in err
+    assert main(["srs", "--config", str(tmp_path / "none.toml")]) == 2
+
+
+def test_rtp_packet_before_the_first_is_late_not_duplicate() -> None:
+    enc, rx, out = receiver()
+    out.append(rx.receive(pkt(11, 160, b"\x05" * 160), A, 0.0))  # latches on seq 11
+    out.append(rx.receive(pkt(10, 0, b"\x04" * 160), A, 0.01))  # older: never seen
+    out.append(rx.receive(pkt(11, 160, b"\x05" * 160), A, 0.02))  # seen: duplicate
+    got = extract(finish(enc, rx, out)).tracks[1]
+    assert got.stats is not None
+    assert (got.stats.counts["late"], got.stats.counts["duplicate"]) == (1, 1)
+
+
+def test_readme_config_is_valid(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### SIPREC recording server", 1)[1]
+    toml = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert toml is not None
+    (tmp_path / "srs.toml").write_text(toml[1])
+    (tmp_path / "recordings").mkdir()
+    (tmp_path / "keystore.rsk").write_bytes(b"")
+    (tmp_path / "keystore.pass").write_bytes(b"pw\n")
+    cfg = load_config(tmp_path / "srs.toml")
+    assert cfg.rules[0].tenant == "globex" and cfg.metrics_port == 9464
+
+
+def test_ua_retransmitted_bye_gets_the_same_200(tmp_path: Path) -> None:
+    agent = ua(tmp_path)
+    _, ok = answered(agent)
+    tag = ok.split(b";tag=")[2].split(b"\r\n")[0].decode()
+    bye = request("BYE", ("127.0.0.1", 5060), UDP.addr, "c1", branch="z9hG4bKbye", cseq=2,
+                  to_tag=tag)
+    first = [a.data for a in feed(agent, bye) if isinstance(a, Send)]
+    again = [a.data for a in feed(agent, bye) if isinstance(a, Send)]
+    assert first == again and first[0].startswith(b"SIP/2.0 200 OK")

@@ -23,6 +23,7 @@ from typing import Any
 import pylibsrtp
 import pytest
 
+from recstream.cli import EXIT_PARTIAL, main
 from recstream.format import BODY_PREFIX_BYTES, SEGMENT_SIZE, SEGMENT_WIRE_SIZE
 from recstream.keystore import load
 from recstream.reader import FileSource, read_header_at, recover
@@ -333,6 +334,15 @@ def test_sigkill_then_recover_keeps_flushed_segments(tmp_path: Path) -> None:
     track = bytes(got.tracks[1].audio)
     assert len(track) >= (result.segments * SEGMENT_SIZE - prefix) // 175 * 160
     assert track == b"".join(audio)[: len(track)]
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["tracks", "--recover", "--keystore", str(tmp_path / "keystore.rsk"),
+                 "--password-file", str(tmp_path / "keystore.pass"), "--out-dir", str(out),
+                 str(partial)]) == EXIT_PARTIAL
+    assert (out / "track-1.raw").read_bytes() == track
+    assert main(["tracks", "--keystore", str(tmp_path / "keystore.rsk"), "--password-file",
+                 str(tmp_path / "keystore.pass"), "--out-dir", str(out), "--force",
+                 str(partial)]) == 3  # without --recover an interrupted recording is refused
 
 
 def test_several_processes_share_the_sip_port(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from recstream.bench.fixtures import BenchError, make_identity, work_directory
 from recstream.bench.machine import describe_machine
@@ -301,6 +301,47 @@ def _metrics(srs: SrsProcess) -> dict[str, float]:
     return out
 
 
+def _p99(before: dict[str, float], after: dict[str, float]) -> float:
+    """p99 (a bucket's upper bound) of the latency histogram's samples between two scrapes."""
+    prefix = 'recstream_srs_segment_to_disk_seconds_bucket{le="'
+    rows = sorted(
+        (float("inf") if k[len(prefix):-2] == "+Inf" else float(k[len(prefix):-2]),
+         v - before.get(k, 0.0))
+        for k, v in after.items() if k.startswith(prefix)
+    )
+    total = rows[-1][1] if rows else 0.0
+    for bound, count in rows:
+        if total and count >= 0.99 * total:
+            return bound
+    return 0.0
+
+
+def _launch_sipp(n: int, ns: argparse.Namespace, srs: SrsProcess,
+                 work: Path) -> tuple[list[subprocess.Popen[bytes]], list[IO[str]]]:
+    host, port = srs.sip.rsplit(":", 1)
+    # SO_REUSEPORT spreads SIP by source address and port: one SIPp would reach one
+    # process, so several processes get two SIPp instances each (its own -p port).
+    count = 1 if ns.processes == 1 else 2 * ns.processes
+    shares = [n // count + (1 if i < n % count else 0) for i in range(count)]
+    sipps: list[subprocess.Popen[bytes]] = []
+    logs: list[IO[str]] = []
+    for i, share in enumerate(shares):
+        mp = 30000 + (os.getpid() % 500) * 40 + i * 4
+        log = (work / f"sipp-{n}-{i}.err").open("w")
+        logs.append(log)
+        sipps.append(subprocess.Popen(  # noqa: S603
+            [shutil.which("sipp") or "sipp", f"{host}:{port}", "-sf", str(work / "bench.xml"),
+             "-l", str(share), "-m", str(share), "-r", str(max(1, ns.rate // count)),
+             "-d", str(int(ns.hold * 1000)), "-i", "127.0.0.1", "-p", "0",
+             "-mi", "127.0.0.1", "-mp", str(mp), "-nostdin",
+             "-max_socket", str(4 * share + 100),
+             "-timeout", f"{int(ns.hold + n / ns.rate + 120)}s", "-timeout_error"],
+            cwd=work, stdout=subprocess.DEVNULL, stderr=log,
+        ))
+
+    return sipps, logs
+
+
 def _step(n: int, ns: argparse.Namespace, srs: SrsProcess, work: Path,
           progress: Progress) -> StepResult:
     r = StepResult(n)
@@ -308,22 +349,19 @@ def _step(n: int, ns: argparse.Namespace, srs: SrsProcess, work: Path,
     sender = threading.Thread(target=streams.run, daemon=True)
     sender.start()
     drops0, cpu0, t0 = udp_rcvbuf_errors(), cpu_seconds(srs.pids), time.monotonic()
-    host, port = srs.sip.rsplit(":", 1)
-    mp = 30000 + (os.getpid() % 1000) * 20
-    sipp = subprocess.Popen(  # noqa: S603
-        [shutil.which("sipp") or "sipp", f"{host}:{port}", "-sf", str(work / "bench.xml"),
-         "-l", str(n), "-m", str(n), "-r", str(ns.rate), "-d", str(int(ns.hold * 1000)),
-         "-i", "127.0.0.1", "-p", "0",
-         "-mi", "127.0.0.1", "-mp", str(mp), "-nostdin", "-max_socket", str(4 * n + 100),
-         "-timeout", f"{int(ns.hold + n / ns.rate + 120)}s", "-timeout_error"],
-        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    before = _metrics(srs)
+    sipps, logs = _launch_sipp(n, ns, srs, work)
+
+    def running() -> bool:
+        return any(p.poll() is None for p in sipps)
+
     ended: list[dict[str, Any]] = []
-    while sipp.poll() is None or len(ended) < r.answered:
+    while running() or len(ended) < r.answered:
         try:
             doc = srs.lines.get(timeout=0.5)
         except queue.Empty:
-            if sipp.poll() is not None and time.monotonic() - t0 > ns.hold + 60:
+            if not running() and time.monotonic() - t0 > ns.hold + n / ns.rate + 120:
+                r.notes.append(f"{r.answered - len(ended)} calls never ended")
                 break
             continue
         if doc["event"] == "call_start":
@@ -340,10 +378,21 @@ def _step(n: int, ns: argparse.Namespace, srs: SrsProcess, work: Path,
     r.seconds = time.monotonic() - t0
     r.cpu_percent = 100 * (cpu_seconds(srs.pids) - cpu0) / r.seconds
     r.kernel_drops = udp_rcvbuf_errors() - drops0
-    r.sipp_ok = sipp.returncode == 0
-    if not r.sipp_ok and sipp.stderr is not None:
-        r.notes.append(f"sipp exit {sipp.returncode}: {sipp.stderr.read()[-300:].strip()}")
+    for log in logs:
+        log.close()
+    r.sipp_ok = all(p.returncode == 0 for p in sipps)
+    for i, p in enumerate(sipps):
+        if p.returncode:
+            tail = (work / f"sipp-{n}-{i}.err").read_text(errors="replace")
+            first = next((ln for ln in tail.splitlines() if "Aborting" in ln or "rror" in ln),
+                         tail[-200:])
+            r.notes.append(f"sipp #{i} exit {p.returncode}: {first.strip()[:240]}")
     r.completed = sum(1 for d in ended if d.get("complete") and d.get("reason") == "bye")
+    reasons: dict[str, int] = {}
+    for d in ended:
+        reasons[d.get("reason", "?")] = reasons.get(d.get("reason", "?"), 0) + 1
+    if set(reasons) - {"bye"}:
+        r.notes.append(f"calls ended by: {reasons}")
     for d in ended:
         for s in d["streams"]:
             r.received += s["received"]
@@ -351,7 +400,7 @@ def _step(n: int, ns: argparse.Namespace, srs: SrsProcess, work: Path,
             r.late += s["late"]
     r.sent_stream2 = streams.sent
     m = _metrics(srs)
-    r.flush_p99_ms = 1000 * m.get('recstream_srs_segment_to_disk_seconds{quantile="0.99"}', 0)
+    r.flush_p99_ms = 1000 * _p99(before, m)
     bytes_per_s = 2 * PACKETS_PER_SECOND * RECORD_BYTES
     r.fill_ms = 1000 * SEGMENT / bytes_per_s
     return r
@@ -368,7 +417,8 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # SIPp and the SRS inherit it
     report = Report("srs", describe_machine(), {
         "calls": ",".join(map(str, ns.calls)), "hold_s": ns.hold, "rate_cps": ns.rate,
-        "processes": ns.processes, "cpu_flags": cpu_flags(),
+        "processes": ns.processes, "sipp_instances": 1 if ns.processes == 1 else 2 * ns.processes,
+        "cpu_flags": cpu_flags(),
     })
     table = report.table(
         "SIPREC calls held (two G.711 streams each: SIPp + the bench's sender)",
@@ -411,8 +461,8 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
                           held="yes" if r.held else "NO")
                 for note in r.notes:
                     report.notes.append(f"{n} calls: {note}")
-                shutil.rmtree(work / "recordings")
-                (work / "recordings").mkdir()
+                # Recordings stay until the end: a call still closing must not lose its
+                # directory (the work directory goes once the SRS has stopped).
                 if not r.held and not ns.keep_going:
                     break
         finally:
@@ -422,6 +472,7 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
                         f"({best * 2 * PACKETS_PER_SECOND} RTP packets/s) "
                         f"with {ns.processes} SRS process(es); CPU flags: {cpu_flags()}")
     report.notes.append("pkt-to-disk p99 is a bound: a 16 KiB segment's fill time at 2 x 50 "
-                        "x 175 B/s plus the flusher's measured segment-to-disk p99")
+                        "x 175 B/s plus the step's segment-to-disk p99 (the SRS's histogram "
+                        "bucket bound: 0.05/0.1/0.25/0.5/1/1.5/2/3/5/10/20/60 s)")
     report.notes.append("SIPp, the second-stream sender and the SRS share this machine's cores")
     return report

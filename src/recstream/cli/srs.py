@@ -23,7 +23,6 @@ from typing import Any
 
 from recstream.aio.run import run
 from recstream.cli import UsageError
-from recstream.cli._util import read_password_file
 from recstream.errors import ConfigError
 
 
@@ -53,33 +52,30 @@ def _emit(doc: dict[str, Any]) -> None:
 
 
 def cmd_srs(args: argparse.Namespace) -> int:
-    from recstream.keystore.resolve import resolver
     from recstream.siprec.config import load_config
 
     try:
         config = load_config(args.config)
+        return run(_serve(args, config))
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    if not config.password_file.is_file():
-        msg = f"keystore.password_file not found: {config.password_file}"
-        raise UsageError(msg)
-    password = read_password_file(str(config.password_file))
-    assert password is not None
-    ca = config.ca_file.read_bytes() if config.ca_file is not None else None
-    recipients = resolver(config.keystore, password, ca_bundle=ca,
-                          on_warning=lambda w: _emit({"event": "keystore_warning", "detail": w}))
+
+
+async def _serve(args: argparse.Namespace, config: Any) -> int:
+    from recstream.frontdoor.recorder import open_hook
+    from recstream.siprec.server import SrsServer
+
+    server: SrsServer | None = None
+
+    def on_error(call_id: str, kind: Any, exc: BaseException) -> None:
+        if server is not None:
+            server.recording_error(call_id, kind, exc)
+
+    # Opens the keystore now: a wrong password or a damaged file stops the start.
+    hook = await open_hook(config.recordings, config.keystore, on_error=on_error)
     if args.check:
         _emit({"event": "config_ok"})
         return 0
-    if not config.root.is_dir():
-        msg = f"recordings.root is not a directory: {config.root}"
-        raise UsageError(msg)
-    return run(_serve(args, config, recipients))
-
-
-async def _serve(args: argparse.Namespace, config: Any, recipients: Any) -> int:
-    from recstream.siprec.server import SrsServer
-
     n = config.processes
     if args.listen_port is not None:
         config = _replace(config, listen_port=args.listen_port)
@@ -87,7 +83,7 @@ async def _serve(args: argparse.Namespace, config: Any, recipients: Any) -> int:
     span = ((high - low) // 2 + 1) // n * 2
     lo = low + args.worker * span
     worker = args.worker
-    server = SrsServer(config, recipients, on_status=lambda d: _emit({**d, "worker": worker}),
+    server = SrsServer(config, hook, on_status=lambda d: _emit({**d, "worker": worker}),
                        reuse_port=n > 1,
                        port_range=(lo, min(high, lo + span - 2)))
     stop = asyncio.Event()

@@ -1,22 +1,31 @@
 """``srs.toml``: the recording server's configuration, read and checked before start.
 
-Every mistake is a :class:`~recstream.errors.ConfigError` naming the key, so
-the server refuses to start rather than run half-configured.
+The common sections (``[recordings]``, ``[keystore]``, optional ``[audit]``) are
+read by :mod:`recstream.frontdoor.config`, shared with the media-streams front
+door; this module adds ``[sip]``, ``[rtp]``, ``[metrics]`` and ``[tenants]``.
+Every problem is collected and the server refuses to start with all of them
+named in one :class:`~recstream.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from recstream.errors import ConfigError
+from recstream.frontdoor.config import (
+    NUMBER,
+    ConfigReader,
+    KeystoreConfig,
+    RecordingsConfig,
+    load_toml,
+    parse_listen,
+)
 
-__all__ = ["SrsConfig", "TenantRule", "load_config", "parse_config"]
+__all__ = ["EXAMPLE", "SrsConfig", "TenantRule", "load_config", "parse_config"]
 
 EXAMPLE = """\
 [sip]
@@ -36,6 +45,21 @@ default = "acme"
 
 _TENANT = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9\-]{1,64}")
+_RULE_KEYS: Final = frozenset({"tenant", "request_uri_user", "header", "metadata_extension",
+                               "value"})
+# (default, low, high) of each number, with its unit in the name.
+_NUMBERS: Final = {
+    ("sip", "max_calls"): (1000, 1, 100_000),
+    ("sip", "rtp_timeout"): (30.0, 1, 86_400),  # seconds
+    ("sip", "processes"): (1, 1, 64),
+    ("rtp", "reorder_window_ms"): (80, 60, 2000),  # the issue's floor: 60 ms
+}
+_SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
+    "sip": {"listen": (str,), "max_calls": (int,), "rtp_timeout": NUMBER, "processes": (int,)},
+    "rtp": {"host": (str,), "ports": (str,), "reorder_window_ms": (int,)},
+    "metrics": {"listen": (str,)},
+    "tenants": {"default": (str,), "rule": (list,)},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,178 +79,155 @@ class SrsConfig:
     listen_port: int
     rtp_host: str
     rtp_ports: tuple[int, int]
-    root: Path
-    keystore: Path
-    password_file: Path
-    contact_center: str | None = None
-    ca_file: Path | None = None
+    recordings: RecordingsConfig
+    keystore: KeystoreConfig
     default_tenant: str | None = None
     rules: tuple[TenantRule, ...] = ()
     max_calls: int = 1000
     rtp_timeout: float = 30.0
     reorder_window: float = 0.08
-    flush_interval: float = 1.0
     processes: int = 1
     metrics_host: str | None = None
     metrics_port: int = 0
-    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return self.recordings.root
+
+    @property
+    def contact_center(self) -> str | None:
+        return self.recordings.contact_center
+
+    @property
+    def flush_interval(self) -> float:
+        return self.recordings.flush_interval
 
 
 def load_config(path: str | Path) -> SrsConfig:
     """Read and check ``path`` (relative paths in it are relative to its directory).
 
     Raises:
-        ConfigError: unreadable, not TOML, or a bad value (the message names the key).
+        ConfigError: unreadable, not TOML, or bad values (every problem named).
     """
-    p = Path(path)
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        msg = f"cannot read {p}: {exc.strerror or exc}"
-        raise ConfigError(msg) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        msg = f"{p} is not valid TOML: {exc}"
-        raise ConfigError(msg) from None
-    return parse_config(doc, p.resolve().parent)
+    source, data = load_toml(path)
+    return parse_config(data, source)
 
 
-def _table(doc: Mapping[str, Any], name: str, *, required: bool = True) -> Mapping[str, Any]:
-    value = doc.get(name)
-    if value is None and not required:
-        return {}
-    if not isinstance(value, dict):
-        msg = f"[{name}] is missing" if value is None else f"[{name}] must be a table"
-        raise ConfigError(msg)
-    return value
+def parse_config(doc: Mapping[str, Any], source: Path) -> SrsConfig:
+    """Check a parsed TOML document; ``source`` is the file it came from."""
+    r = ConfigReader(source, dict(doc), _SCHEMA)
+    r.check_shape()
+    for section in ("sip", "rtp", "recordings", "keystore", "tenants"):
+        if section not in r.data:
+            r.problem(f"[{section}] is missing")
+    listen = _address(r, "sip", "listen", required=True)
+    metrics = _address(r, "metrics", "listen", required=False)
+    rtp_host = r.require("rtp", "host")
+    if rtp_host is not None and not _is_ip(rtp_host):
+        r.problem(f"[rtp] host must be an IP address, got {rtp_host!r}")
+    ports = _ports(r)
+    numbers = {key: _number(r, key) for key in _NUMBERS}
+    default = r.get("tenants", "default")
+    if default is not None and not _TENANT.fullmatch(default):
+        r.problem(f"[tenants] default must be a tenant name (letters, digits, . _ -), "
+                  f"got {default!r}")
+    rules = _rules(r)
+    if default is None and not rules and "tenants" in r.data:
+        r.problem("[tenants] needs a default or at least one [[tenants.rule]]")
+    recordings = r.recordings(archive=False)
+    keystore = r.keystore()
+    r.raise_problems("the SIPREC recording server")
+    assert listen is not None and recordings is not None and keystore is not None
+    return SrsConfig(
+        listen_host=listen[0],
+        listen_port=listen[1],
+        rtp_host=rtp_host,
+        rtp_ports=ports,
+        recordings=recordings,
+        keystore=keystore,
+        default_tenant=default,
+        rules=rules,
+        max_calls=int(numbers["sip", "max_calls"]),
+        rtp_timeout=float(numbers["sip", "rtp_timeout"]),
+        reorder_window=numbers["rtp", "reorder_window_ms"] / 1000,
+        processes=int(numbers["sip", "processes"]),
+        metrics_host=metrics[0] if metrics else None,
+        metrics_port=metrics[1] if metrics else 0,
+    )
 
 
-def _get(t: Mapping[str, Any], table: str, key: str, kind: type, default: Any = None) -> Any:
-    value = t.get(key, default)
-    if value is None:
-        if default is None and kind is not type(None):
-            msg = f"{table}.{key} is required"
-            raise ConfigError(msg)
-        return default
-    if kind is float and type(value) is int:
-        value = float(value)
-    if type(value) is not kind:
-        msg = f"{table}.{key} must be a {kind.__name__}"
-        raise ConfigError(msg)
-    return value
-
-
-def _address(text: str, key: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
+def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
-        number = int(port)
     except ValueError:
-        number = -1
-    if not sep or not 0 <= number <= 65535:
-        msg = f"{key} must be IP:PORT (an IP address, not a name), got {text!r}"
-        raise ConfigError(msg)
-    return host, number
+        return False
+    return True
 
 
-def _ports(text: str) -> tuple[int, int]:
+def _address(r: ConfigReader, section: str, key: str, *, required: bool) -> tuple[str, int] | None:
+    text = r.require(section, key) if required else r.get(section, key)
+    if text is None:
+        return None
+    try:
+        host, port = parse_listen(text)
+    except ValueError as exc:
+        r.problem(f"[{section}] {exc}")
+        return None
+    if not _is_ip(host):  # the SDP answer and SO_REUSEPORT want an address, not a name
+        r.problem(f"[{section}] {key} must be IP:PORT (an IP address, not a name), got {text!r}")
+        return None
+    return host, port
+
+
+def _ports(r: ConfigReader) -> tuple[int, int]:
+    text = r.require("rtp", "ports")
+    if text is None:
+        return (0, 0)
     m = re.fullmatch(r"(\d{1,5})-(\d{1,5})", text)
     lo, hi = (int(m[1]), int(m[2])) if m else (0, 0)
     if not m or not 1024 <= lo < hi <= 65535:
-        msg = f"rtp.ports must be LOW-HIGH within 1024-65535, got {text!r}"
-        raise ConfigError(msg)
+        r.problem(f"[rtp] ports must be LOW-HIGH within 1024-65535, got {text!r}")
+        return (0, 0)
     return lo + (lo & 1), hi
 
 
-def _tenant(name: object, key: str) -> str:
-    if not isinstance(name, str) or not _TENANT.fullmatch(name):
-        msg = f"{key} must be a tenant name (letters, digits, . _ -; 1-64), got {name!r}"
-        raise ConfigError(msg)
-    return name
+def _number(r: ConfigReader, key: tuple[str, str]) -> float:
+    default, lo, hi = _NUMBERS[key]
+    value = r.get(*key)
+    if value is None:
+        return default
+    if not lo <= value <= hi:
+        r.problem(f"[{key[0]}] {key[1]} must be within {lo}-{hi}, got {value}")
+        return default
+    return value  # type: ignore[no-any-return]
 
 
-def _rules(raw: object) -> tuple[TenantRule, ...]:
+def _rules(r: ConfigReader) -> tuple[TenantRule, ...]:
+    raw = r.get("tenants", "rule")
     if raw is None:
         return ()
-    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
-        msg = "tenants.rule must be an array of tables ([[tenants.rule]])"
-        raise ConfigError(msg)
     rules = []
-    for i, r in enumerate(raw):
-        key = f"tenants.rule[{i}]"
-        known = {"tenant", "request_uri_user", "header", "metadata_extension", "value"}
-        if set(r) - known:
-            msg = f"{key}: unknown keys {sorted(set(r) - known)}"
-            raise ConfigError(msg)
-        kinds = [k for k in ("request_uri_user", "header", "metadata_extension") if k in r]
-        if len(kinds) != 1 or not all(isinstance(r[k], str) for k in r):
-            msg = f"{key} needs exactly one of request_uri_user, header, metadata_extension"
-            raise ConfigError(msg)
-        if kinds[0] != "request_uri_user" and "value" not in r:
-            msg = f"{key}: {kinds[0]} needs a value"
-            raise ConfigError(msg)
-        if "header" in r and not _HEADER_NAME.fullmatch(r["header"]):
-            msg = f"{key}.header must be a header name"
-            raise ConfigError(msg)
-        rules.append(TenantRule(_tenant(r.get("tenant"), f"{key}.tenant"),
-                                r.get("request_uri_user"), r.get("header"),
-                                r.get("metadata_extension"), r.get("value")))
+    for i, rule in enumerate(raw):
+        where = f"[[tenants.rule]] #{i + 1}"
+        if not isinstance(rule, dict) or not all(isinstance(v, str) for v in rule.values()):
+            r.problem(f"{where} must be a table of strings")
+            continue
+        if set(rule) - _RULE_KEYS:
+            r.problem(f"{where}: unknown keys {sorted(set(rule) - _RULE_KEYS)}")
+        kinds = [k for k in ("request_uri_user", "header", "metadata_extension") if k in rule]
+        if len(kinds) != 1:
+            r.problem(f"{where} needs exactly one of request_uri_user, header, "
+                      "metadata_extension")
+            continue
+        if kinds[0] != "request_uri_user" and "value" not in rule:
+            r.problem(f"{where}: {kinds[0]} needs a value")
+        if "header" in rule and not _HEADER_NAME.fullmatch(rule["header"]):
+            r.problem(f"{where}: header must be a header name")
+        tenant = rule.get("tenant", "")
+        if not _TENANT.fullmatch(tenant):
+            r.problem(f"{where}: tenant must be a tenant name, got {tenant!r}")
+            continue
+        rules.append(TenantRule(tenant, rule.get("request_uri_user"), rule.get("header"),
+                                rule.get("metadata_extension"), rule.get("value")))
     return tuple(rules)
 
-
-def parse_config(doc: Mapping[str, Any], base: Path) -> SrsConfig:
-    """Check a parsed TOML document (see :func:`load_config`)."""
-    sip, rtp = _table(doc, "sip"), _table(doc, "rtp")
-    rec, ks = _table(doc, "recordings"), _table(doc, "keystore")
-    tenants, metrics = _table(doc, "tenants"), _table(doc, "metrics", required=False)
-    unknown = set(doc) - {"sip", "rtp", "recordings", "keystore", "tenants", "metrics"}
-    if unknown:
-        msg = f"unknown tables {sorted(unknown)}"
-        raise ConfigError(msg)
-    host, port = _address(_get(sip, "sip", "listen", str), "sip.listen")
-    rtp_host = _get(rtp, "rtp", "host", str)
-    _address(f"{rtp_host}:0", "rtp.host")
-    default = tenants.get("default")
-    rules = _rules(tenants.get("rule"))
-    if default is None and not rules:
-        msg = "[tenants] needs a default or at least one [[tenants.rule]]"
-        raise ConfigError(msg)
-    numbers = {
-        "max_calls": (_get(sip, "sip", "max_calls", int, 1000), 1, 100_000),
-        "rtp_timeout": (_get(sip, "sip", "rtp_timeout", float, 30.0), 1, 86_400),
-        "processes": (_get(sip, "sip", "processes", int, 1), 1, 64),
-        "reorder_window_ms": (_get(rtp, "rtp", "reorder_window_ms", int, 80), 60, 2000),
-        "flush_interval": (_get(rec, "recordings", "flush_interval", float, 1.0), 0.01, 60),
-    }
-    for name, (value, lo, hi) in numbers.items():
-        if not lo <= value <= hi:
-            msg = f"{name} must be within {lo}-{hi}, got {value}"
-            raise ConfigError(msg)
-    mhost, mport = (None, 0)
-    if "listen" in metrics:
-        mhost, mport = _address(_get(metrics, "metrics", "listen", str), "metrics.listen")
-    cc = rec.get("contact_center")
-    if cc is not None and not (isinstance(cc, str) and _TENANT.fullmatch(cc)):
-        msg = "recordings.contact_center must be a short identifier"
-        raise ConfigError(msg)
-    ca = ks.get("ca_file")
-    return SrsConfig(
-        listen_host=host,
-        listen_port=port,
-        rtp_host=rtp_host,
-        rtp_ports=_ports(_get(rtp, "rtp", "ports", str)),
-        root=base / _get(rec, "recordings", "root", str),
-        keystore=base / _get(ks, "keystore", "path", str),
-        password_file=base / _get(ks, "keystore", "password_file", str),
-        contact_center=cc,
-        ca_file=base / ca if isinstance(ca, str) else None,
-        default_tenant=None if default is None else _tenant(default, "tenants.default"),
-        rules=rules,
-        max_calls=numbers["max_calls"][0],
-        rtp_timeout=numbers["rtp_timeout"][0],
-        reorder_window=numbers["reorder_window_ms"][0] / 1000,
-        flush_interval=numbers["flush_interval"][0],
-        processes=numbers["processes"][0],
-        metrics_host=mhost,
-        metrics_port=mport,
-    )

@@ -8,11 +8,16 @@ only outcomes and the tenant name.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -28,7 +33,9 @@ class SrsCollector(Collector):
     def __init__(self, server: SrsServer) -> None:
         self.server = server
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         s = self.server
         ua = s.ua
         calls = CounterMetricFamily("recstream_srs_calls", "SIPREC calls by outcome",
@@ -56,20 +63,31 @@ class SrsCollector(Collector):
         yield CounterMetricFamily("recstream_srs_bytes_encrypted",
                                   "track container bytes handed to encryption",
                                   value=s.totals.bytes_encrypted)
-        flush = s.hook.flusher.statistics()
-        lat = GaugeMetricFamily("recstream_srs_segment_to_disk_seconds",
-                                "a sealed 16 KiB segment until written and synced (recent)",
-                                labels=["quantile"])
-        for q, v in (("0.5", flush.latency_p50), ("0.99", flush.latency_p99),
-                     ("1", flush.latency_max)):
-            lat.add_metric([q], v)
-        yield lat
+        yield _latency_histogram(list(s.hook.flusher.latencies))
         yield CounterMetricFamily("recstream_srs_malformed_sip",
                                   "SIP messages refused as malformed",
                                   value=s.totals.malformed_sip)
         yield CounterMetricFamily("recstream_srs_recording_failures",
                                   "recordings that failed mid-call",
                                   value=s.totals.recording_failures)
+
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0)
+
+
+def _latency_histogram(samples: list[float]) -> HistogramMetricFamily:
+    """Sealed segment -> written and synced, over the flusher's recent samples."""
+    counts = [0] * (len(LATENCY_BUCKETS) + 1)
+    for v in samples:
+        counts[bisect.bisect_left(LATENCY_BUCKETS, v)] += 1
+    buckets, total = [], 0
+    for bound, n in zip((*map(str, LATENCY_BUCKETS), "+Inf"), counts, strict=True):
+        total += n
+        buckets.append((bound, total))
+    return HistogramMetricFamily(
+        "recstream_srs_segment_to_disk_seconds",
+        "a sealed 16 KiB segment until written and synced (the flusher's recent samples)",
+        buckets=buckets, sum_value=sum(samples))
 
 
 def exposition(server: SrsServer) -> tuple[CollectorRegistry, bytes]:

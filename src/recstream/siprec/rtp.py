@@ -42,6 +42,7 @@ SLACK = 2.0  # seconds the timeline may run ahead of the wall clock (bursty send
 _RECENT = 1024  # released sequence numbers remembered to tell duplicates from late
 
 _HEADER = struct.Struct(">BBHII")
+_SEQ_TS_SSRC = struct.Struct(">HII")
 _EVENT = struct.Struct(">BBH")
 
 
@@ -143,7 +144,8 @@ class StreamReceiver:
     _base_pos: int = 0
     _end: int = 0  # end of the last MEDIA/GAP on the track
     _start: float = 0.0  # arrival of the first packet (position 0)
-    _recent: dict[int, None] = field(default_factory=dict)
+    _given_up: set[int] = field(default_factory=set)  # recent sequence numbers declared lost
+    _floor: int = 0  # the timeline's first sequence number: anything before it was never seen
     _event: tuple[int, int, int, int, int] | None = None  # ts, pos, event, volume, duration
     _event_pos: int = 0
     _last_arrival: float = 0.0
@@ -170,6 +172,10 @@ class StreamReceiver:
             except ValueError:
                 self.counters.undecryptable += 1
                 return b""
+        if not self._held and self._next is not None:
+            fast = self._in_order(data, now)
+            if fast is not None:
+                return fast
         packet = parse_rtp(data)
         if packet is None:
             self.counters.malformed += 1
@@ -181,6 +187,37 @@ class StreamReceiver:
             out = self._declare(now)
         self._last_arrival = now
         return out + self._accept(packet, now)
+
+    def _in_order(self, data: bytes, now: float) -> bytes | None:
+        """The common case in one step: the next packet, plain header, nothing held.
+
+        Same result as the general path (parse, hold, release); None when any
+        condition for it does not hold.
+        """
+        assert self._next is not None
+        if len(data) <= 12 or data[0] != 0x80 or data[1] & 0x7F != self.payload_type:
+            return None
+        seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+        if ssrc != self._ssrc or seq != self._next & 0xFFFF:
+            return None
+        delta = (ts - self._base_ts) & 0xFFFFFFFF
+        pos = self._base_pos + delta
+        if delta >= 0x80000000 or pos < self._end or (
+            pos > (now - self._start + SLACK) * self.clock_rate
+        ):
+            return None
+        payload = data[12:]
+        n = len(payload)
+        c = self.counters
+        c.received += 1
+        c.bytes += n
+        self._highest = self._next
+        self._next += 1
+        self._last_arrival = now
+        rec = self.encoder.media(self.track, pos, payload)
+        self._end = pos + n
+        self._last_samples = n
+        return rec
 
     def _declare(self, now: float) -> bytes:
         self.declared = True
@@ -204,10 +241,10 @@ class StreamReceiver:
         if ext < self._next:
             if self._next - ext > MAX_DROPOUT:  # the sender restarted its sequence
                 return out + self._jump(p, now)
-            if ext in self._recent:
-                self.counters.duplicate += 1
-            else:
+            if ext < self._floor or ext < self._next - _RECENT or ext in self._given_up:
                 self.counters.late += 1
+            else:
+                self.counters.duplicate += 1
             return out
         if ext in self._held:
             self.counters.duplicate += 1
@@ -235,9 +272,10 @@ class StreamReceiver:
         self._ssrc = p.ssrc
         # A fresh range of extended numbers: never collides with the old timeline's.
         self._next = ((self._next or 0) // 0x10000 + 4) * 0x10000 + p.seq
+        self._floor = self._next
         self._highest = self._next - 1
         self._held.clear()
-        self._recent.clear()
+        self._given_up.clear()
         self._base_ts = p.timestamp
         self._base_pos = self._bounded(self._end, now)
         self._event = None
@@ -271,7 +309,6 @@ class StreamReceiver:
                 nxt = first
                 continue
             out.append(self._emit(h.packet, h.arrival))
-            self._remember(nxt)
             nxt += 1
         self._next = nxt
         return b"".join(out)
@@ -280,10 +317,9 @@ class StreamReceiver:
         """Release everything held (end of call, SSRC change), declaring holes lost."""
         return self._release(self._last_arrival, force=True)
 
-    def _remember(self, ext: int) -> None:
-        self._recent[ext] = None
-        if len(self._recent) > _RECENT:
-            del self._recent[next(iter(self._recent))]
+    def _forget_old(self) -> None:
+        floor = (self._next or 0) - _RECENT
+        self._given_up = {s for s in self._given_up if s >= floor}
 
     def _position(self, p: RtpPacket, arrival: float) -> int:
         delta = (p.timestamp - self._base_ts) & 0xFFFFFFFF
@@ -294,6 +330,9 @@ class StreamReceiver:
     def _lost(self, nxt: int, first: int, after: RtpPacket, arrival: float) -> bytes:
         packets = first - nxt
         self.counters.lost += packets
+        self._given_up.update(range(max(nxt, first - _RECENT), first))
+        if len(self._given_up) > 4 * _RECENT:
+            self._forget_old()
         pos = self._position(after, arrival)
         if pos <= self._end:  # timestamps give no room: assume the last packet's duration
             pos = self._end + packets * self._last_samples

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from recstream.aio import RecordingHook
-from recstream.aio.hook import RecipientResolver
 from recstream.errors import PipelineError
 from recstream.format import MediaKind
 from recstream.siprec.config import SrsConfig
@@ -195,7 +194,8 @@ class SrsServer:
 
     Args:
         config: the checked ``srs.toml``.
-        recipients: the keystore resolver (``recstream.keystore.resolve.resolver``).
+        hook: the recording hook (``recstream.frontdoor.recorder.open_hook``), not yet
+            entered; the server enters and closes it.
         on_status: receives one JSON-ready dict per call start and end (no personal data).
         port_range: override the RTP range (one slice per process with SO_REUSEPORT).
     """
@@ -203,21 +203,17 @@ class SrsServer:
     def __init__(
         self,
         config: SrsConfig,
-        recipients: RecipientResolver,
+        hook: RecordingHook,
         *,
         on_status: Status | None = None,
         port_range: tuple[int, int] | None = None,
         reuse_port: bool = False,
-        sync: bool = True,
     ) -> None:
         self.config = config
         self._status = on_status or (lambda doc: None)
         low, high = port_range or config.rtp_ports
         self.ports = PortPool(config.rtp_host, low, high)
-        self.hook = RecordingHook(
-            config.root, recipients, flush_interval=config.flush_interval, sync=sync,
-            contact_center=config.contact_center, on_error=self._recording_error,
-        )
+        self.hook = hook
         self._reuse_port = reuse_port
         self.ua: UserAgent | None = None
         self.live: dict[str, _Live] = {}  # recording ID -> call
@@ -498,7 +494,8 @@ class SrsServer:
                 "streams": call.stream_stats(),
             })
 
-    def _recording_error(self, call_id: str, kind: MediaKind, exc: BaseException) -> None:
+    def recording_error(self, call_id: str, kind: MediaKind, exc: BaseException) -> None:
+        """The hook's ``on_error``: a status line with the error's type only."""
         self._status({"event": "recording_error", "time": _now_iso(), "recording_id": call_id,
                       "error": type(exc).__name__})
 

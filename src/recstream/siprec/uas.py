@@ -60,6 +60,7 @@ TRANSACTION_TIMEOUT = 64 * T1  # timers B/F/H: give up after 32 s
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
 TICK = 0.05  # seconds between ticks the adapter should keep
 TRYING_AFTER = 0.2  # RFC 3261 §17.2.1: a 100 if the final response takes longer
+MAX_REMEMBERED_BYES = 8192  # answered BYEs kept for their retransmissions (timer J: 64*T1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,7 @@ class UserAgent:
         self.draining = False
         self.counts: dict[str, int] = {}  # outcome -> calls, for metrics
         self.rejected: list[tuple[int, str]] = []  # (status, reason) since last taken
+        self._byes: dict[tuple[str, str], bytes] = {}  # answered BYEs, oldest first
 
     # --- input -------------------------------------------------------------------
 
@@ -402,10 +404,12 @@ class UserAgent:
             return [self._reply(req, dest, r.status, r.phrase, tag=call.local_tag,
                                 extra=r.headers)]
         plans = O.plan_streams(offer.sdp)
-        if offer.metadata is not None:
-            call.metadata = offer.metadata
-        wanted = {p.label for p in plans if p.accepted}
         media = b""
+        if offer.metadata is not None:  # recorded, never only kept in memory
+            call.metadata = offer.metadata
+            media += call.encoder.update({"metadata": offer.metadata.to_json(),
+                                          "at_ms": round(self.wall_clock() * 1000)})
+        wanted = {p.label for p in plans if p.accepted}
         closed = []
         for label in list(call.streams):
             if label not in wanted:
@@ -449,11 +453,18 @@ class UserAgent:
     def _bye(self, parsed: Parsed, dest: Dest, now: float) -> list[Action]:
         req = parsed.message
         assert isinstance(req, Request)
+        branch = parsed.via[0].parameters.get("branch") or ""
+        done = self._byes.get((parsed.call_id, branch))
+        if done is not None:  # a retransmitted BYE (RFC 3261 §17.2.2): the same 200 again
+            return [Send(done, dest)]
         call = self._find(parsed)
         if call is None or call.state == "ended":
             return [self._reply(req, dest, 481, "Call/Transaction Does Not Exist")]
-        ok = Send(make_response(req, 200, "OK", to_tag=call.local_tag), dest)
-        return [ok, *self._end(call, "bye")]
+        ok = make_response(req, 200, "OK", to_tag=call.local_tag)
+        self._byes[(parsed.call_id, branch)] = ok
+        if len(self._byes) > MAX_REMEMBERED_BYES:
+            del self._byes[next(iter(self._byes))]
+        return [Send(ok, dest), *self._end(call, "bye")]
 
     def _cancel(self, parsed: Parsed, dest: Dest, now: float) -> list[Action]:
         req = parsed.message

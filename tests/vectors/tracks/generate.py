@@ -103,7 +103,14 @@ def main() -> None:
           PRE + session() + track(1) + media(1, 0, P1) + stats(1, 1)
           + rec(0x80, js({"reason": "rtp_timeout", "complete": True})) + END,
           "a CLOSE record saying why the recording ended", {1: P1}, 6)
+    write("update_mid_call", "success",
+          PRE + session() + track(1) + media(1, 0, P1)
+          + rec(0x81, js({"metadata": {"participants": [{"aor": ["sip:carol@x"]}]},
+                          "at_ms": 1_700_000_001_000}))
+          + media(1, 160, P1) + END, "session metadata updated mid-call", {1: P1 + P1}, 6)
     fail = "format failure"
+    write("update_not_json", fail, PRE + session() + rec(0x81, b"[") + END,
+          "an UPDATE that is not a JSON object")
     write("close_twice", fail, PRE + session() + rec(0x80, js({"reason": "a"}))
           + rec(0x80, js({"reason": "b"})) + END, "two CLOSE records")
     write("close_without_reason", fail, PRE + session() + rec(0x80, js({"complete": False}))
