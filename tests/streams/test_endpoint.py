@@ -99,6 +99,17 @@ def test_wrong_credentials_are_refused_and_audited(
     assert all(secret not in text for secret in SECRETS.values())  # never the secret
 
 
+def test_plain_http_gets_426(env: Env, server: Server) -> None:
+    async def get() -> tuple[int, str | None]:
+        url = server.url.replace("ws://", "http://", 1) + f"?token={ACME}"
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            return r.status, r.headers.get("Upgrade")
+
+    before = len(refusals(env))
+    assert wc.run(get) == (426, "websocket")
+    assert refusals(env)[before]["reason"] == "not a WebSocket upgrade"
+
+
 @pytest.mark.parametrize("where", ["query", "path", "bearer"])
 def test_shared_secret_in_the_url_or_a_header(env: Env, server: Server, where: str) -> None:
     c = wc.Call(tracks=("inbound",))

@@ -105,6 +105,8 @@ class StreamsServer:
             return web.Response(status=503, text="too many streams\n", headers={"Retry-After": "5"})
         if status == 401:
             return web.Response(status=401, text=_UNAUTHORIZED)
+        if status == 426:  # RFC 9110 §15.5.22: say which protocol to upgrade to
+            return web.Response(status=426, text=f"{reason}\n", headers={"Upgrade": "websocket"})
         return web.Response(status=status, text=f"{reason}\n")
 
     def _credentials(self, request: web.Request) -> Credentials:
