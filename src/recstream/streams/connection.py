@@ -142,6 +142,11 @@ class StreamConnection:
             await self.ws.close(code=CLOSE_GOING_AWAY, message=reason.encode("ascii", "replace"))
 
     @property
+    def going_away(self) -> bool:
+        """The server has closed this socket itself (shutdown or idle)."""
+        return self._going_away is not None
+
+    @property
     def idle_reason(self) -> str:
         return f"idle for {self.idle_timeout:g} s"
 

@@ -72,8 +72,8 @@ class StreamsServer:
         self.worker = worker  # which of the SO_REUSEPORT processes this is (audit lines say)
         self.active: set[StreamConnection] = set()
         self._reserved = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._no_streams = asyncio.Event()
+        self._no_streams.set()
         self.accepted = 0
         self.refused = 0
         self._closing: set[asyncio.Task[None]] = set()
@@ -143,7 +143,7 @@ class StreamsServer:
         if not ws.can_prepare(request).ok:
             return self._refuse(request, 426, "not a WebSocket upgrade")
         self._reserved += 1
-        self._idle.clear()
+        self._no_streams.clear()
         try:
             await ws.prepare(request)
             conn = StreamConnection(
@@ -167,7 +167,7 @@ class StreamsServer:
         finally:
             self._reserved -= 1
             if self._reserved == 0:
-                self._idle.set()
+                self._no_streams.set()
         return ws
 
     async def watch_idle(self) -> None:
@@ -180,7 +180,7 @@ class StreamsServer:
         while True:
             await asyncio.sleep(idle / 4)
             now = time.monotonic()
-            stale = [c for c in self.active if now - c.last_seen > idle]
+            stale = [c for c in self.active if now - c.last_seen > idle and not c.going_away]
             for conn in stale:
                 # A task each: closing waits for the peer's close frame.
                 task = asyncio.get_running_loop().create_task(conn.go_away(conn.idle_reason))
@@ -191,9 +191,9 @@ class StreamsServer:
         """Tell every open stream to go away (1001); each finalises its recording, incomplete."""
         await asyncio.gather(*(conn.go_away() for conn in list(self.active)))
 
-    async def wait_idle(self) -> None:
+    async def wait_no_streams(self) -> None:
         """Wait until no stream is open (every recording finalised)."""
-        await self._idle.wait()
+        await self._no_streams.wait()
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
@@ -239,7 +239,7 @@ class RunningStreams:
                 await self.watchdog
         await self.server.close_all()
         try:
-            await asyncio.wait_for(self.server.wait_idle(), SHUTDOWN_GRACE)
+            await asyncio.wait_for(self.server.wait_no_streams(), SHUTDOWN_GRACE)
         finally:
             await self.runner.cleanup()
 
