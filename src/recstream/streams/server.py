@@ -144,6 +144,18 @@ class StreamsServer:
             return self._refuse(request, 426, "not a WebSocket upgrade")
         self._reserved += 1
         self._no_streams.clear()
+        released = False
+
+        def release() -> None:
+            # Once the recording is finalised (before the socket's close handshake, which
+            # a slow peer can drag out) and exactly once.
+            nonlocal released
+            if not released:
+                released = True
+                self._reserved -= 1
+                if self._reserved == 0:
+                    self._no_streams.set()
+
         try:
             await ws.prepare(request)
             conn = StreamConnection(
@@ -156,6 +168,7 @@ class StreamsServer:
                 max_call_seconds=self.config.max_call_seconds,
                 tenant_parameter=self.config.tenant_parameter,
                 on_sealed=self.on_sealed,
+                on_finalised=release,
                 worker=self.worker,
             )
             self.accepted += 1
@@ -165,9 +178,7 @@ class StreamsServer:
             finally:
                 self.active.discard(conn)
         finally:
-            self._reserved -= 1
-            if self._reserved == 0:
-                self._no_streams.set()
+            release()
         return ws
 
     async def watch_idle(self) -> None:
