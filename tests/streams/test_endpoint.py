@@ -320,7 +320,7 @@ def test_message_over_the_limit_closes_1009(env: Env, small: Server) -> None:
 
 
 def test_idle_timeout_and_sigterm_finalise_incomplete(env: Env) -> None:
-    config = env.config("idle.toml", idle_timeout=0.5)
+    config = env.config("idle.toml", idle_timeout=1)
     server = Server(config, env.root / "idle.log")
     try:
         idle = wc.Call(tracks=("inbound",))
@@ -334,8 +334,8 @@ def test_idle_timeout_and_sigterm_finalise_incomplete(env: Env) -> None:
         )
         assert code == 1001
         entry, ex = recorded(env, idle)
-        assert entry["reason"] == "idle for 0.5 s" and not ex.complete
-        assert ex.close == tracks.Close("idle for 0.5 s", complete=False)
+        assert entry["reason"] == "idle for 1 s" and not ex.complete
+        assert ex.close == tracks.Close("idle for 1 s", complete=False)
         assert bytes(ex.tracks[1].audio) == data
 
         # SIGTERM with a stream open: finalised (incomplete), and the process exits 0.
