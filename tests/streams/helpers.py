@@ -32,7 +32,7 @@ SECRETS = {
 TWILIO_TOKEN = "twilio-auth-token-abcdef0123456789"
 CONTACT_CENTER = "0a1b2c"
 PHONE = "+14155550123"  # personal data: must appear only inside envelopes
-BANNER = re.compile(r"listening on (ws://\S+)")
+BANNER = re.compile(r"listening on (wss?://\S+)")
 
 
 @dataclass

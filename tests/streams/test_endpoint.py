@@ -390,3 +390,62 @@ def test_processes_share_the_port(env: Env) -> None:
     finally:
         log = server.stop()
     assert server.proc.returncode == 0 and "Traceback" not in log
+
+
+def test_tls_endpoint(env: Env, tmp_path: Path) -> None:
+    import datetime as dt
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "tls.pem").write_bytes(cert_pem)
+    (tmp_path / "tls.key").write_bytes(  # a throwaway test key, made here
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    config = env.config(
+        "tls.toml", tls_cert=str(tmp_path / "tls.pem"), tls_key=str(tmp_path / "tls.key")
+    )
+    server = Server(config, env.root / "tls.log")
+    try:
+        assert server.url.startswith("wss://")
+        ctx = ssl.create_default_context(cadata=cert_pem.decode())
+        c = wc.Call(tracks=("inbound",))
+        data = wc.audio(3, seed=14)
+
+        async def go() -> int | None:
+            async with aiohttp.ClientSession() as s:
+                ws = await s.ws_connect(f"{server.url}?token={ACME}", ssl=ctx)
+                for m in [c.start(), *wc.media_messages(c, data), c.stop()]:
+                    await ws.send_str(m)
+                return (await wc.wait_closed(ws))[0]
+
+        assert wc.run(go) == 1000
+        assert recorded(env, c)[1].tracks[1].audio == data
+    finally:
+        server.stop()
