@@ -534,3 +534,30 @@ def test_ua_retransmitted_bye_gets_the_same_200(tmp_path: Path) -> None:
     first = [a.data for a in feed(agent, bye) if isinstance(a, Send)]
     again = [a.data for a in feed(agent, bye) if isinstance(a, Send)]
     assert first == again and first[0].startswith(b"SIP/2.0 200 OK")
+
+
+def test_ua_siprec_invite_without_metadata_is_recorded(tmp_path: Path) -> None:
+    from tests.siprec.helpers import sdp_offer
+
+    agent = ua(tmp_path)
+    plain = request("INVITE", ("127.0.0.1", 5060), UDP.addr, "c7", branch="z9hG4bK7",
+                    body=sdp_offer([("1", 4000)]), content_type="application/sdp",
+                    headers=SIPREC_HEADERS)
+    start = next(a for a in feed(agent, plain) if isinstance(a, StartCall))
+    out = agent.started(start.call, True, 0.0)
+    assert sent(out) == [b"SIP/2.0 200 OK"]
+    head = b"".join(a.data for a in out if isinstance(a, CallMedia))
+    session = extract(head).session
+    assert session is not None and session.info["metadata"] is None
+
+
+def test_rtp_latches_only_onto_an_allowed_host() -> None:
+    enc = TracksEncoder()
+    out = [enc.start("test", 0)]
+    rx = StreamReceiver(enc, 1, 0, "PCMU", latch_hosts=frozenset({"10.0.0.1"}))
+    out.append(rx.receive(pkt(0, 0, b"\x09" * 160), ("10.6.6.6", 4000), 0.0))  # first, but off-path
+    out.append(rx.receive(pkt(0, 0, b"\x01" * 160), ("10.0.0.1", 7000), 0.01))
+    out.append(rx.receive(pkt(1, 160, b"\x09" * 160), ("10.0.0.1", 7002), 0.02))  # other port
+    got = extract(finish(enc, rx, out)).tracks[1]
+    assert bytes(got.audio) == b"\x01" * 160
+    assert got.stats is not None and got.stats.counts["foreign"] == 2

@@ -175,6 +175,8 @@ def test_refusals_are_answered(srs: Srs) -> None:
     client.send(request("OPTIONS", dst, local, _id(), branch="z9hG4bKa8"))
     client.expect(200, "OPTIONS")
     client.close()
+    statuses = sorted(srs.wait_for("call_rejected")["status"] for _ in range(5))
+    assert statuses == [400, 400, 403, 420, 488]
 
 
 def test_malformed_messages_never_stop_the_server(srs: Srs) -> None:

@@ -8,9 +8,10 @@ call's recording.  It never reads a clock or a socket.
 Rules (RFC 3550 §5.1 and A.1, RFC 4733, RFC 3711 through :mod:`.srtp`):
 
 * The stream **latches** onto the source address of its first valid (and, with
-  SRTP, authenticated) packet; packets from any other address are dropped and
-  counted as ``foreign`` (RTP injection).  The offer's address is not used:
-  SBCs and SIPp send from other ports than they announce.
+  SRTP, authenticated) packet from an allowed host (the SDP's ``c=`` address or
+  the SIP peer's); packets from any other address are dropped and counted as
+  ``foreign`` (RTP injection).  The offer's *port* is not used: SBCs and SIPp
+  send from other ports than they announce.
 * Packets are released in sequence-number order through a reorder window
   (``window`` seconds, at least 60 ms): a hole is waited for until the packet
   after it has waited ``window``; then the missing packets are declared
@@ -133,6 +134,9 @@ class StreamReceiver:
     unprotect: Unprotect | None = None
     window: float = DEFAULT_WINDOW
     clock_rate: int = 8000
+    # Addresses a stream may latch onto (the SDP's c= and the SIP peer's); None: any.
+    # An off-path sender on another host cannot take the stream by sending first.
+    latch_hosts: frozenset[str] | None = None
     counters: Counters = field(default_factory=Counters)
     source: tuple[str, int] | None = None
     declared: bool = False
@@ -160,7 +164,10 @@ class StreamReceiver:
 
     def receive(self, data: bytes, addr: tuple[str, int], now: float) -> bytes:
         """Take one datagram; return the records it releases (maybe b"")."""
-        if self.source is not None and addr != self.source:
+        if (self.source is not None and addr != self.source) or (
+            self.source is None and self.latch_hosts is not None
+            and addr[0] not in self.latch_hosts
+        ):
             self.counters.foreign += 1
             return b""
         if self.unprotect is not None:

@@ -358,6 +358,11 @@ class SrsServer:
     # --- actions out ------------------------------------------------------------
 
     def _run(self, actions: list[Action]) -> None:
+        if self.ua is not None and self.ua.rejected:
+            for status, phrase in self.ua.rejected:  # no personal data: status and reason
+                self._status({"event": "call_rejected", "time": _now_iso(), "status": status,
+                              "reason": phrase})
+            self.ua.rejected.clear()
         for action in actions:
             if isinstance(action, Send):
                 self._send(action)

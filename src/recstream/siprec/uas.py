@@ -160,6 +160,7 @@ class Call:
     closed_stats: list[dict[str, Any]] = field(default_factory=list)
     end_reason: str = ""
     branches: list[str] = field(default_factory=list)  # INVITE transactions of the dialog
+    offer_host: str | None = None  # the session-level c= address of the latest offer
 
     @property
     def key(self) -> tuple[str, str]:
@@ -294,6 +295,7 @@ class UserAgent:
             last_media=now,
         )
         call.plans = plans
+        call.offer_host = offer.sdp.connection
         self.calls[call.key] = call
         self._by_branch[(call.call_id, call.invite_branch)] = call
         call.branches.append(call.invite_branch)
@@ -374,6 +376,8 @@ class UserAgent:
                 p.telephone_event, p.label, participant,
                 SrtpReceiver(p.srtp_key) if p.srtp_key else None,
                 window=self.config.reorder_window,
+                latch_hosts=frozenset(h for h in (p.media.connection, call.offer_host,
+                                                  call.dest.addr[0]) if h),
             )
             call.next_track += 1
             stream = call.streams[p.label] = Stream(p.label, port, receiver, p)
@@ -404,6 +408,7 @@ class UserAgent:
             return [self._reply(req, dest, r.status, r.phrase, tag=call.local_tag,
                                 extra=r.headers)]
         plans = O.plan_streams(offer.sdp)
+        call.offer_host = offer.sdp.connection
         media = b""
         if offer.metadata is not None:  # recorded, never only kept in memory
             call.metadata = offer.metadata
