@@ -28,6 +28,7 @@ from tests.streams.helpers import (
     TWILIO_TOKEN,
     Env,
     Server,
+    audit_entry,
     decrypt_tracks,
     make_env,
     running,
@@ -44,18 +45,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
 @pytest.fixture(scope="module")
 def server(env: Env) -> Iterator[Server]:
     yield from running(env.config(idle_timeout=60), env.root / "server.log")
-
-
-def audit_entry(env: Env, stream_sid: str, timeout: float = 60) -> dict[str, Any]:
-    """The stream's end in the audit log, waiting for it to be written (a hang guard only)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in env.audit_lines():
-            entry = json.loads(line)
-            if entry["event"] == "stream_ended" and entry["stream_sid"] == stream_sid:
-                return entry
-        assert time.monotonic() < deadline, f"no end of stream {stream_sid} in the audit log"
-        time.sleep(0.02)
 
 
 def refusals(env: Env) -> list[dict[str, Any]]:

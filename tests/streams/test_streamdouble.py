@@ -24,6 +24,7 @@ from tests.streams.helpers import (
     SECRETS,
     Env,
     Server,
+    audit_entry,
     decrypt_tracks,
     make_env,
     random_ulaw,
@@ -94,9 +95,7 @@ def calls(env: Env, server: Server) -> dict[str, dict[str, object]]:
 
 
 def _call_file(env: Env, result: dict[str, object]) -> Path:
-    sid = result["stream_sid"]
-    ended = [json.loads(line) for line in env.audit_lines()]
-    entry = next(e for e in ended if e["event"] == "stream_ended" and e["stream_sid"] == sid)
+    entry = audit_entry(env, str(result["stream_sid"]))
     assert entry["complete"] is True, entry
     files = recordings_of(env, str(entry["call_sid"]))
     assert [str(f) for f in files] == [entry["file"]]
