@@ -7,16 +7,19 @@ tests wait for its "listening on" line, never for a fixed time.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import signal
 import subprocess
 import sys
+import time
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from recstream import tracks
 from recstream.envelope import EnvelopeDecryptor
@@ -24,11 +27,15 @@ from recstream.format import MediaKind
 from recstream.keystore import Keystore, create, load, update
 from tests.keystore_helpers import NOW, PASSWORD, TINY_KDF, recording_cert
 
-SECRETS = {"acme": "acme-shared-secret-0123456789", "globex": "globex-shared-secret-987654"}
+SECRETS = {
+    "acme": "acme-shared-secret-0123456789",
+    "globex": "globex-shared-secret-987654",
+    "nocert": "nocert-shared-secret-55555",  # configured here, but no certificate in the keystore
+}
 TWILIO_TOKEN = "twilio-auth-token-abcdef0123456789"
 CONTACT_CENTER = "0a1b2c"
 PHONE = "+14155550123"  # personal data: must appear only inside envelopes
-BANNER = re.compile(r"listening on (ws://\S+)")
+BANNER = re.compile(r"listening on (wss?://\S+)")
 
 
 @dataclass
@@ -57,6 +64,8 @@ class Env:
             'secret_file = "acme.secret"',
             "[tenants.globex]",
             'secret_file = "globex.secret"',
+            "[tenants.nocert]",
+            'secret_file = "nocert.secret"',
             # Two tenants behind one Twilio account: the signature proves the platform,
             # the `tenant` custom parameter chooses between them.
             "[tenants.initech]",
@@ -179,6 +188,19 @@ def running(config: Path, log: Path) -> Iterator[Server]:
 
 
 # --- recordings -------------------------------------------------------------------
+
+
+def audit_entry(env: Env, stream_sid: str, timeout: float = 60) -> dict[str, Any]:
+    """The stream's end in the audit log, waiting for it to be written (a hang guard only:
+    a client may be gone before the server has finalised the recording)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in env.audit_lines():
+            entry: dict[str, Any] = json.loads(line)
+            if entry["event"] == "stream_ended" and entry["stream_sid"] == stream_sid:
+                return entry
+        assert time.monotonic() < deadline, f"no end of stream {stream_sid} in the audit log"
+        time.sleep(0.02)
 
 
 def recordings_of(env: Env, call_sid: str) -> list[Path]:

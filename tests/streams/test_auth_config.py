@@ -163,3 +163,25 @@ def test_readme_example_config_loads(tmp_path: Path) -> None:
     assert (cfg.server.host, cfg.server.port) == ("127.0.0.1", 8765)
     assert [t.tenant for t in cfg.tenants] == ["acme", "globex"]
     assert cfg.tenants[1].twilio_auth_token is not None and cfg.tenants[1].secret is None
+
+
+def test_signed_url_is_the_public_one(tmp_path: Path) -> None:
+    # Behind a TLS proxy the platform signed wss://public-host/...; the server must check that.
+    from aiohttp.test_utils import make_mocked_request
+
+    from recstream.streams.config import ServerConfig
+    from recstream.streams.server import StreamsServer
+
+    def creds(public_url: str | None, tls: bool) -> Credentials:
+        cfg = ServerConfig("127.0.0.1", 0, public_url=public_url)
+        server = StreamsServer(cfg, TENANTS, hook=None, audit=None, tls=tls)  # type: ignore[arg-type]
+        headers = {"Host": "127.0.0.1:8765", "X-Twilio-Signature": "sig"}
+        req = make_mocked_request("GET", "/streams/tw1?a=1&b=%2F", headers=headers)
+        return server._credentials(req)
+
+    got = creds("wss://rec.example.com", tls=False)
+    assert got.url == "wss://rec.example.com/streams/tw1?a=1&b=%2F" and got.signature == "sig"
+    assert creds(None, tls=False).url == "ws://127.0.0.1:8765/streams/tw1?a=1&b=%2F"
+    assert creds(None, tls=True).url == "wss://127.0.0.1:8765/streams/tw1?a=1&b=%2F"
+    sig = twilio_signature(TOKEN, "wss://rec.example.com/streams/tw1?a=1&b=%2F")
+    assert authenticate(TENANTS, Credentials(got.url, signature=sig), only="tw1") == ("tw1",)

@@ -25,6 +25,7 @@ def test_bench_streams_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     for n, row in rows.items():
         assert row["complete"] == f"{n}/{n}"
         assert row["server_cpu"]["median"] > 0 and row["msgs"]["median"] > 0
+        assert row["bare_us"]["median"] > 0 and row["x_bare"]["median"] > 0
     assert "cpu_flags" in report["machine"]
     assert any("CPU features seen" in note for note in report["notes"])
     assert not list(tmp_path.glob("recstream-bench-*"))  # the work directory is removed

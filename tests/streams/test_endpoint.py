@@ -28,6 +28,7 @@ from tests.streams.helpers import (
     TWILIO_TOKEN,
     Env,
     Server,
+    audit_entry,
     decrypt_tracks,
     make_env,
     running,
@@ -44,18 +45,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
 @pytest.fixture(scope="module")
 def server(env: Env) -> Iterator[Server]:
     yield from running(env.config(idle_timeout=60), env.root / "server.log")
-
-
-def audit_entry(env: Env, stream_sid: str, timeout: float = 60) -> dict[str, Any]:
-    """The stream's end in the audit log, waiting for it to be written (a hang guard only)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in env.audit_lines():
-            entry = json.loads(line)
-            if entry["event"] == "stream_ended" and entry["stream_sid"] == stream_sid:
-                return entry
-        assert time.monotonic() < deadline, f"no end of stream {stream_sid} in the audit log"
-        time.sleep(0.02)
 
 
 def refusals(env: Env) -> list[dict[str, Any]]:
@@ -97,6 +86,17 @@ def test_wrong_credentials_are_refused_and_audited(
         assert entry["reason"] == reason
     text = env.audit.read_text()
     assert all(secret not in text for secret in SECRETS.values())  # never the secret
+
+
+def test_plain_http_gets_426(env: Env, server: Server) -> None:
+    async def get() -> tuple[int, str | None]:
+        url = server.url.replace("ws://", "http://", 1) + f"?token={ACME}"
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            return r.status, r.headers.get("Upgrade")
+
+    before = len(refusals(env))
+    assert wc.run(get) == (426, "websocket")
+    assert refusals(env)[before]["reason"] == "not a WebSocket upgrade"
 
 
 @pytest.mark.parametrize("where", ["query", "path", "bearer"])
@@ -152,6 +152,17 @@ def test_tenant_parameter_must_fit_the_credentials(env: Env, server: Server) -> 
     assert entry["reason"] == "tenant parameter not allowed for these credentials"
     assert not list(env.recordings.rglob(f"{c.call_sid}*"))
     assert PHONE not in env.audit.read_text()
+
+
+def test_tenant_without_certificate_is_not_recorded(env: Env, server: Server) -> None:
+    c = wc.Call()
+    msgs = [c.start(), *wc.media_messages(c, wc.audio(2, 13))]
+    code, _ = wc.run(lambda: wc.call(f"{server.url}?token={SECRETS['nocert']}", msgs, close=False))
+    assert code == 1011
+    entry = audit_entry(env, c.stream_sid)
+    assert entry["file"] is None and entry["tenant"] == "nocert" and not entry["complete"]
+    assert "recording failed" in entry["reason"] and "certificate" in entry["reason"]
+    assert not list(env.recordings.rglob(f"{c.call_sid}*"))
 
 
 # --- broken streams ---------------------------------------------------------------------
@@ -298,7 +309,7 @@ def test_message_over_the_limit_closes_1009(env: Env, small: Server) -> None:
 
 
 def test_idle_timeout_and_sigterm_finalise_incomplete(env: Env) -> None:
-    config = env.config("idle.toml", idle_timeout=0.5)
+    config = env.config("idle.toml", idle_timeout=1)
     server = Server(config, env.root / "idle.log")
     try:
         idle = wc.Call(tracks=("inbound",))
@@ -312,8 +323,8 @@ def test_idle_timeout_and_sigterm_finalise_incomplete(env: Env) -> None:
         )
         assert code == 1001
         entry, ex = recorded(env, idle)
-        assert entry["reason"] == "idle for 0.5 s" and not ex.complete
-        assert ex.close == tracks.Close("idle for 0.5 s", complete=False)
+        assert entry["reason"] == "idle for 1 s" and not ex.complete
+        assert ex.close == tracks.Close("idle for 1 s", complete=False)
         assert bytes(ex.tracks[1].audio) == data
 
         # SIGTERM with a stream open: finalised (incomplete), and the process exits 0.
@@ -368,3 +379,62 @@ def test_processes_share_the_port(env: Env) -> None:
     finally:
         log = server.stop()
     assert server.proc.returncode == 0 and "Traceback" not in log
+
+
+def test_tls_endpoint(env: Env, tmp_path: Path) -> None:
+    import datetime as dt
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "tls.pem").write_bytes(cert_pem)
+    (tmp_path / "tls.key").write_bytes(  # a throwaway test key, made here
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    config = env.config(
+        "tls.toml", tls_cert=str(tmp_path / "tls.pem"), tls_key=str(tmp_path / "tls.key")
+    )
+    server = Server(config, env.root / "tls.log")
+    try:
+        assert server.url.startswith("wss://")
+        ctx = ssl.create_default_context(cadata=cert_pem.decode())
+        c = wc.Call(tracks=("inbound",))
+        data = wc.audio(3, seed=14)
+
+        async def go() -> int | None:
+            async with aiohttp.ClientSession() as s:
+                ws = await s.ws_connect(f"{server.url}?token={ACME}", ssl=ctx)
+                for m in [c.start(), *wc.media_messages(c, data), c.stop()]:
+                    await ws.send_str(m)
+                return (await wc.wait_closed(ws))[0]
+
+        assert wc.run(go) == 1000
+        assert recorded(env, c)[1].tracks[1].audio == data
+    finally:
+        server.stop()

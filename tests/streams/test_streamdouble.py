@@ -24,6 +24,7 @@ from tests.streams.helpers import (
     SECRETS,
     Env,
     Server,
+    audit_entry,
     decrypt_tracks,
     make_env,
     random_ulaw,
@@ -94,9 +95,7 @@ def calls(env: Env, server: Server) -> dict[str, dict[str, object]]:
 
 
 def _call_file(env: Env, result: dict[str, object]) -> Path:
-    sid = result["stream_sid"]
-    ended = [json.loads(line) for line in env.audit_lines()]
-    entry = next(e for e in ended if e["event"] == "stream_ended" and e["stream_sid"] == sid)
+    entry = audit_entry(env, str(result["stream_sid"]))
     assert entry["complete"] is True, entry
     files = recordings_of(env, str(entry["call_sid"]))
     assert [str(f) for f in files] == [entry["file"]]
@@ -178,13 +177,34 @@ def test_dtmf_is_kept_as_events(env: Env, calls: dict[str, dict[str, object]]) -
     assert len(audio) == frames * FRAME
 
 
+def test_recstream_tracks_extracts_a_streams_recording(
+    env: Env, calls: dict[str, dict[str, object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The SIPREC front door's `recstream tracks` reads this front door's recordings too.
+    from recstream.cli import main
+
+    out = env.root / "extracted"  # decrypted on purpose: the one place plaintext may be
+    out.mkdir()
+    path = _call_file(env, calls["dtmf"])
+    code = main(["tracks", str(path), "--keystore", str(env.keystore), "--password-file",
+                 str(env.root / "keystore.pass"), "--out-dir", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    raw = (out / "track-1.raw").read_bytes()
+    assert raw[: len(CALLER)] == CALLER and (out / "track-2.raw").read_bytes() == AGENT
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True
+    inbound = next(t for t in summary["tracks"] if t["track"] == 1)
+    assert [e["digit"] for e in inbound["events"]] == ["7", "#"]
+
+
 def test_no_personal_data_outside_envelopes(
     env: Env, server: Server, calls: dict[str, dict[str, object]]
 ) -> None:
     assert len(calls) == 3
     digits = PHONE.lstrip("+").encode()
     for path in env.root.rglob("*"):
-        if path.is_file() and not path.name.endswith(".trace.jsonl"):
+        skip = path.name.endswith(".trace.jsonl") or "extracted" in path.parts
+        if path.is_file() and not skip:
             assert digits not in path.read_bytes(), f"{path} holds the caller's number"
     for secret in SECRETS.values():
         assert secret not in env.audit.read_text()

@@ -30,11 +30,6 @@ from recstream.streams.server import StreamsServer, start_streams_server
 __all__ = ["serve"]
 
 
-def _pct(values: array[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
-
-
 class _Window:
     def __init__(self) -> None:
         self.fill: array[float] = array("d")
@@ -57,7 +52,11 @@ async def _main(conn: Connection, opts: dict[str, Any]) -> None:
     recipient = Recipient.from_certificate(cert)
     window = _Window()
     config = ServerConfig(
-        "127.0.0.1", 0, max_streams=opts["max_streams"], idle_timeout=60.0, max_call_seconds=3600
+        "127.0.0.1",
+        opts["port"],
+        max_streams=opts["max_streams"],
+        idle_timeout=60.0,
+        max_call_seconds=3600,
     )
     hook = RecordingHook(
         work / "recordings",
@@ -75,7 +74,7 @@ async def _main(conn: Connection, opts: dict[str, Any]) -> None:
             audit,
             on_sealed=window.sealed,
         )
-        running = await start_streams_server(server)
+        running = await start_streams_server(server, reuse_port=opts["reuse_port"])
         conn.send(("ready", running.url))
         while True:
             try:
@@ -89,18 +88,13 @@ async def _main(conn: Connection, opts: dict[str, Any]) -> None:
                 conn.send(("ok",))
             elif command[0] == "stats":
                 r = resource.getrusage(resource.RUSAGE_SELF)
-                wall = time.monotonic() - window.wall0
-                flush = hook.flusher.statistics()
                 conn.send(
                     {
-                        "cpu_percent": 100 * (r.ru_utime + r.ru_stime - window.cpu0) / wall,
-                        "fill_p99": _pct(window.fill, 0.99),
-                        "late_p50": _pct(window.late, 0.50),
-                        "late_p99": _pct(window.late, 0.99),
-                        "late_max": max(window.late, default=0.0),
-                        "flush_p99": flush.latency_p99,
-                        "flush_max": flush.latency_max,
-                        "segments": len(window.fill),
+                        "cpu_seconds": r.ru_utime + r.ru_stime - window.cpu0,
+                        "wall": time.monotonic() - window.wall0,
+                        "fill": window.fill.tolist(),
+                        "late": window.late.tolist(),
+                        "flush": list(hook.flusher.latencies),
                         "open": server.open_streams,
                         "accepted": server.accepted,
                         "refused": server.refused,
@@ -112,6 +106,55 @@ async def _main(conn: Connection, opts: dict[str, Any]) -> None:
                 break
         await running.stop()
     audit.close()
+
+
+async def _bare(conn: Connection, opts: dict[str, Any]) -> None:
+    """The reference: an aiohttp WebSocket endpoint that only receives and ``json.loads``
+    each message (no checks, no recording): what any Python consumer of the same load pays."""
+    import json
+
+    from aiohttp import WSMsgType, web
+
+    window = _Window()
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=1 << 16)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT and json.loads(msg.data).get("event") == "stop":
+                break
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/streams", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    conn.send(("ready", f"ws://127.0.0.1:{runner.addresses[0][1]}/streams"))
+    while True:
+        try:
+            command = await asyncio.to_thread(conn.recv)
+        except EOFError:
+            break
+        if command[0] == "reset":
+            window.reset()
+            conn.send(("ok",))
+        elif command[0] == "stats":
+            r = resource.getrusage(resource.RUSAGE_SELF)
+            conn.send(
+                {
+                    "cpu_seconds": r.ru_utime + r.ru_stime - window.cpu0,
+                    "wall": time.monotonic() - window.wall0,
+                    **{k: [] for k in ("fill", "late", "flush")},
+                    **dict.fromkeys(("open", "accepted", "refused", "hook_errors"), 0),
+                    "rss_mib": _rss_mib(),
+                }
+            )
+        else:
+            break
+    await runner.cleanup()
 
 
 def _rss_mib() -> float:
@@ -128,4 +171,4 @@ def serve(conn: Connection, opts: dict[str, Any]) -> None:
     want = opts["max_streams"] * 3 + 256
     if soft != resource.RLIM_INFINITY and soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
-    run(_main(conn, opts))
+    run(_bare(conn, opts) if opts.get("bare") else _main(conn, opts))

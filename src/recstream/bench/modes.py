@@ -453,6 +453,14 @@ def _streams_arguments(p: argparse.ArgumentParser) -> None:
         help="p99 lateness of the server's reading still counted as real time (default: 0.25)",
     )  # fmt: skip
     p.add_argument(
+        "--processes", type=positive_int, default=1, metavar="N",
+        help="server processes sharing the port (SO_REUSEPORT; default: 1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-reference", action="store_true",
+        help="skip the reference step (a bare aiohttp consumer of the same load)",
+    )  # fmt: skip
+    p.add_argument(
         "--keep-going", action="store_true",
         help="run the larger steps even after one was not sustained",
     )  # fmt: skip

@@ -69,6 +69,8 @@ class StreamsConfig:
     keep_going: bool = False
     repeat: int = 1
     directory: Path | None = None
+    processes: int = 1
+    reference: bool = True
 
 
 @dataclass(slots=True)
@@ -86,11 +88,16 @@ class StepResult:
     messages: int
     complete: int
     server: dict[str, Any]
+    load: float = 0.0
     failures: list[str] = field(default_factory=list)
 
     @property
     def sustained(self) -> bool:
         return not self.failures
+
+    @property
+    def server_us_per_message(self) -> float:
+        return 1e6 * float(self.server["cpu_seconds"]) / max(1, self.messages)
 
     @property
     def chunk_to_disk_p99(self) -> float:
@@ -168,7 +175,7 @@ async def _ticker(streams: list[_Stream], cfg: StreamsConfig) -> tuple[array[flo
     return lags, sent
 
 
-async def _step(cfg: StreamsConfig, n: int, url: str, conn: Any) -> StepResult:
+async def _step(cfg: StreamsConfig, n: int, url: str, conns: list[Any]) -> StepResult:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -181,11 +188,11 @@ async def _step(cfg: StreamsConfig, n: int, url: str, conn: Any) -> StepResult:
         streams: list[_Stream] = []
         for i in range(0, n, _OPEN_BATCH):
             streams += await asyncio.gather(*(open_one() for _ in range(min(_OPEN_BATCH, n - i))))
-        await asyncio.to_thread(_ask, conn, ("reset",))
+        await asyncio.to_thread(_ask_all, conns, ("reset",))
         r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         lags, sent = await _ticker(streams, cfg)
         r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        server: dict[str, Any] = await asyncio.to_thread(_ask, conn, ("stats",))
+        server = _merge(await asyncio.to_thread(_ask_all, conns, ("stats",)))
         done = 0
         for i in range(0, n, _OPEN_BATCH):
             done += sum(await asyncio.gather(*(s.stop() for s in streams[i : i + _OPEN_BATCH])))
@@ -207,14 +214,36 @@ async def _step(cfg: StreamsConfig, n: int, url: str, conn: Any) -> StepResult:
         messages=sent,
         complete=done,
         server=server,
+        load=os.getloadavg()[0],
     )
     result.failures = _judge(result, cfg)
     return result
 
 
-def _ask(conn: Any, command: tuple[str, ...]) -> Any:
-    conn.send(command)
-    return conn.recv()
+def _ask_all(conns: list[Any], command: tuple[str, ...]) -> list[Any]:
+    for conn in conns:
+        conn.send(command)
+    return [conn.recv() for conn in conns]
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's figures from its processes' (CPU summed, samples pooled)."""
+    wall = max(p["wall"] for p in parts)
+    late = array("d", [x for p in parts for x in p["late"]])
+    fill = array("d", [x for p in parts for x in p["fill"]])
+    flush = array("d", [x for p in parts for x in p["flush"]])
+    return {
+        "cpu_percent": 100 * sum(p["cpu_seconds"] for p in parts) / wall,
+        "cpu_seconds": sum(p["cpu_seconds"] for p in parts),
+        "late_p50": _pct(late, 0.50),
+        "late_p99": _pct(late, 0.99),
+        "late_max": max(late, default=0.0),
+        "fill_p99": _pct(fill, 0.99),
+        "flush_p99": _pct(flush, 0.99),
+        "segments": len(fill),
+        **{k: sum(p[k] for p in parts) for k in ("open", "accepted", "refused", "hook_errors")},
+        "rss_mib": sum(p["rss_mib"] for p in parts),
+    }
 
 
 def _judge(r: StepResult, cfg: StreamsConfig) -> list[str]:
@@ -238,16 +267,24 @@ def _judge(r: StepResult, cfg: StreamsConfig) -> list[str]:
 
 
 async def _ramp(
-    cfg: StreamsConfig, url: str, conn: Any, progress: Progress
-) -> dict[int, list[StepResult]]:
+    cfg: StreamsConfig,
+    target: tuple[str, list[Any]],
+    bare: tuple[str, list[Any]] | None,
+    progress: Progress,
+) -> tuple[dict[int, list[StepResult]], dict[int, list[StepResult]]]:
+    """Each step: the bare reference consumer (if any), then recstream, same load."""
     results: dict[int, list[StepResult]] = {n: [] for n in cfg.streams}
+    references: dict[int, list[StepResult]] = {n: [] for n in cfg.streams}
     limit: int | None = None
     for rnd in range(cfg.repeat):
         for n in cfg.streams:
             if limit is not None and n > limit and not cfg.keep_going:
                 continue
+            if bare is not None:
+                progress(f"round {rnd + 1}/{cfg.repeat}: {n} streams to the bare reference")
+                references[n].append(await _step(cfg, n, *bare))
             progress(f"round {rnd + 1}/{cfg.repeat}: {n} two-track streams for {cfg.duration:g} s")
-            res = await _step(cfg, n, url, conn)
+            res = await _step(cfg, n, *target)
             results[n].append(res)
             verdict = "sustained" if res.sustained else "NOT sustained: " + "; ".join(res.failures)
             progress(
@@ -257,7 +294,7 @@ async def _ramp(
             )
             if not res.sustained and limit is None:
                 limit = n
-    return results
+    return results, references
 
 
 def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Report:
@@ -273,6 +310,7 @@ def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Repo
             "slots": cfg.slots,
             "max_late_s": cfg.max_late,
             "repeat": cfg.repeat,
+            "processes": cfg.processes,
         },
     )
     report.machine["cpu_flags"] = _cpu_flags()
@@ -287,7 +325,6 @@ def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Repo
         ident = make_identity(work, 2048)
         secret = secrets.token_urlsafe(24)
         ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
         opts = {
             "directory": str(work),
             "cert": str(ident.cert_path),
@@ -296,25 +333,54 @@ def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Repo
             "sync": cfg.sync,
             "secret": secret,
         }
-        from recstream.bench._streams_server import serve
-
-        proc = ctx.Process(target=serve, args=(child, opts), daemon=True)
-        proc.start()
+        procs: list[Any] = []
         try:
-            if not parent.poll(120):
-                msg = "the streams server did not start within 120 s"
-                raise BenchError(msg)
-            ready = parent.recv()
-            url = f"{ready[1]}?token={secret}"
-            results = run_uvloop(_ramp(cfg, url, parent, progress))
-            parent.send(("stop",))
+            bare = None
+            if cfg.reference:
+                conns, url = _start_servers(ctx, {**opts, "bare": True}, 1, procs)
+                bare = (f"{url}?token=x", conns)
+            conns, url = _start_servers(ctx, opts, cfg.processes, procs)
+            target = (f"{url}?token={secret}", conns)
+            results, references = run_uvloop(_ramp(cfg, target, bare, progress))
+            _stop_servers([*target[1], *(bare[1] if bare else [])], procs)
         finally:
-            proc.join(60)
-            if proc.is_alive():
-                proc.terminate()
-    _tabulate(report, cfg, results)
+            for proc in procs:
+                proc.join(60)
+                if proc.is_alive():
+                    proc.terminate()
+    _tabulate(report, cfg, results, references)
     report.check_noise()
     return report
+
+
+def _start_servers(
+    ctx: Any, opts: dict[str, Any], n: int, procs: list[Any]
+) -> tuple[list[Any], str]:
+    """Start ``n`` server processes (the first binds a port, the others share it)."""
+    from recstream.bench._streams_server import serve
+
+    opts = {**opts, "port": 0, "reuse_port": n > 1}
+    conns: list[Any] = []
+    url = ""
+    for i in range(n):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=serve, args=(child, opts), daemon=True)
+        proc.start()
+        procs.append(proc)
+        conns.append(parent)
+        if not parent.poll(120):
+            msg = f"streams server process {i} did not start within 120 s"
+            raise BenchError(msg)
+        url = parent.recv()[1]
+        opts["port"] = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    return conns, url
+
+
+def _stop_servers(conns: list[Any], procs: list[Any]) -> None:
+    for parent in conns:
+        parent.send(("stop",))
+    for proc in procs:
+        proc.join(60)
 
 
 def _cpu_flags() -> str:
@@ -330,9 +396,15 @@ def _cpu_flags() -> str:
     return " ".join(f for f in wanted if f in flags)
 
 
-def _tabulate(report: Report, cfg: StreamsConfig, results: dict[int, list[StepResult]]) -> None:
+def _tabulate(
+    report: Report,
+    cfg: StreamsConfig,
+    results: dict[int, list[StepResult]],
+    references: dict[int, list[StepResult]],
+) -> None:
     table = report.table(
-        f"two-track media streams over loopback, {cfg.duration:g} s per step, flush interval "
+        f"two-track media streams over loopback, {cfg.processes} server process(es), "
+        f"{cfg.duration:g} s per step, flush interval "
         f"{cfg.flush_interval:g} s, sync={'on' if cfg.sync else 'off'}",
         Column("streams", "streams"),
         Column("sustained", "sustained"),
@@ -340,15 +412,25 @@ def _tabulate(report: Report, cfg: StreamsConfig, results: dict[int, list[StepRe
         Column("server_cpu", "server CPU %", noise_floor=5),
         Column("client_cpu", "client CPU %", noise_floor=5),
         Column("msgs", "msgs/s", noise_floor=float("inf")),
+        Column("us_msg", "server us/msg", 1, noise_floor=3),
+        Column("bare_us", "bare us/msg", 1, noise_floor=3),
+        Column("x_bare", "x bare", 2, noise_floor=0.3),
         Column("lag_p99_ms", "client lag p99 ms", 1, noise_floor=5),
         Column("late_p99_ms", "server late p99 ms", 0, noise_floor=20),
         Column("fill_p99_ms", "fill p99 ms", noise_floor=50),
         Column("flush_p99_ms", "flush p99 ms", noise_floor=50),
         Column("c2d_p99_ms", "chunk-to-disk p99 <= ms", noise_floor=50),
         Column("rss_mib", "server RSS MiB", noise_floor=float("inf")),
+        Column("load", "load avg", 1, noise_floor=float("inf")),
     )
     cpu = report.curve("server CPU (100% = one core)", "concurrent streams", "CPU %")
     c2d = report.curve("chunk-to-disk p99 (bound)", "concurrent streams", "ms")
+    if any(references.values()):
+        report.notes.append(
+            "reference, same run and load, just before each step: a bare aiohttp WebSocket "
+            "consumer (receive + json.loads, no checks, no recording); 'bare us/msg' is its "
+            "CPU per message and 'x bare' recstream's server CPU per message over it"
+        )
     best = 0
     for n, runs in results.items():
         if not runs:
@@ -356,6 +438,7 @@ def _tabulate(report: Report, cfg: StreamsConfig, results: dict[int, list[StepRe
         passed = sum(r.sustained for r in runs)
         ok = passed * 2 > len(runs)
         best = max(best, n) if ok else best
+        refs = references.get(n, [])
         row = {
             "server_cpu": summarize([r.server_cpu for r in runs]),
             "c2d_p99_ms": summarize([r.chunk_to_disk_p99 * 1e3 for r in runs]),
@@ -366,11 +449,22 @@ def _tabulate(report: Report, cfg: StreamsConfig, results: dict[int, list[StepRe
             complete=f"{min(r.complete for r in runs)}/{n}",
             client_cpu=summarize([r.client_cpu for r in runs]),
             msgs=summarize([r.messages / cfg.duration for r in runs]),
+            us_msg=summarize([r.server_us_per_message for r in runs]),
+            bare_us=summarize([b.server_us_per_message for b in refs]) if refs else None,
+            x_bare=summarize(
+                [
+                    r.server_us_per_message / b.server_us_per_message
+                    for r, b in zip(runs, refs, strict=True)
+                ]
+            )
+            if refs
+            else None,
             lag_p99_ms=summarize([r.lag_p99 * 1e3 for r in runs]),
             late_p99_ms=summarize([r.late_p99 * 1e3 for r in runs]),
             fill_p99_ms=summarize([r.fill_p99 * 1e3 for r in runs]),
             flush_p99_ms=summarize([r.flush_p99 * 1e3 for r in runs]),
             rss_mib=summarize([r.server["rss_mib"] for r in runs]),
+            load=summarize([r.load for r in runs]),
             **row,
         )
         cpu.point("server", n, row["server_cpu"])
@@ -384,6 +478,8 @@ def _tabulate(report: Report, cfg: StreamsConfig, results: dict[int, list[StepRe
         f"(target 2,000; of {max(results)} tried)",
         "each stream is 2 media messages per 20 ms (100 WebSocket messages/s), base64 JSON "
         "as Twilio sends them; server and load generator share the machine's cores",
+        "load avg: the machine's 1-minute load at the end of each step (2 cores): above 2, "
+        "other work was taking CPU from both processes, and a step can fail for that alone",
         "chunk-to-disk p99 <= server late p99 + segment fill p99 + sealed-to-disk p99: the "
         "fill (16 KiB of two 8 kB/s tracks plus record headers, ~1 s) is the format's share",
         f"CPU features seen: {report.machine['cpu_flags'] or 'unknown'}",
@@ -405,5 +501,7 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
         keep_going=ns.keep_going,
         repeat=ns.repeat,
         directory=ns.dir,
+        processes=ns.processes,
+        reference=not ns.no_reference,
     )
     return run_streams(cfg, progress)

@@ -45,7 +45,9 @@ __all__ = ["ServerConfig", "StreamsConfig", "load_config"]
 
 # Defaults, each with its reason.
 DEFAULT_PATH: Final = "/streams"
-DEFAULT_MAX_STREAMS: Final = 2000  # the capacity target of issue 19 on a 2-core machine
+# Per process: one process sustained ~300 two-track streams here (bench/RESULTS.md,
+# "streams"); past its capacity every stream falls behind, so refuse (503) before that.
+DEFAULT_STREAMS_PER_PROCESS: Final = 250
 DEFAULT_IDLE_TIMEOUT: Final = 10.0  # a chunk comes every 20 ms: 10 s of nothing is a dead peer
 DEFAULT_MAX_CALL_SECONDS: Final = 4 * 3600  # a timeline limit: a timestamp past it is refused
 MAX_PROCESSES: Final = 64  # SO_REUSEPORT workers; one per core is the useful number
@@ -79,7 +81,7 @@ class ServerConfig:
     path: str = DEFAULT_PATH
     public_url: str | None = None
     max_message_bytes: int = MAX_MESSAGE_BYTES
-    max_streams: int = DEFAULT_MAX_STREAMS
+    max_streams: int = DEFAULT_STREAMS_PER_PROCESS
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS
     tenant_parameter: str = "tenant"
@@ -141,16 +143,16 @@ def _server(r: ConfigReader) -> ServerConfig | None:
         parts = urlsplit(public)
         if parts.scheme not in ("ws", "wss") or not parts.netloc or parts.path not in ("", "/"):
             r.problem("[server] public_url must be ws[s]://host[:port], without a path")
+    processes = int(r.positive("server", "processes", 1))
     limits = {}
     for name, default in (
         ("max_message_bytes", MAX_MESSAGE_BYTES),
-        ("max_streams", DEFAULT_MAX_STREAMS),
+        ("max_streams", DEFAULT_STREAMS_PER_PROCESS * processes),
     ):
         limits[name] = int(r.positive("server", name, default))
     if limits["max_message_bytes"] < 1024:
         r.problem("[server] max_message_bytes must be at least 1024 (a start message)")
     param = r.get("server", "tenant_parameter") or "tenant"
-    processes = int(r.positive("server", "processes", 1))
     if processes > MAX_PROCESSES:
         r.problem(f"[server] processes must be at most {MAX_PROCESSES}")
     if host_port is None:

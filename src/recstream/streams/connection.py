@@ -52,6 +52,7 @@ class StreamConnection:
 
     Args:
         allowed: the tenants the connection's credentials are good for.
+        on_finalised: called once the recording is finalised (before the close handshake).
         on_sealed: bench instrumentation, called as each 16 KiB segment of the
             recording is sealed with (seconds since the segment's first chunk
             arrived, how late the sealing chunk arrived against its timestamp).
@@ -69,6 +70,7 @@ class StreamConnection:
         max_call_seconds: float,
         tenant_parameter: str,
         on_sealed: Callable[[float, float], None] | None = None,
+        on_finalised: Callable[[], None] | None = None,
         worker: int = 0,
     ) -> None:
         self.ws = ws
@@ -86,6 +88,7 @@ class StreamConnection:
         self._segment_started = self._origin = 0.0
         self._on_sealed = on_sealed
         self.worker = worker
+        self._on_finalised = on_finalised
         self._going_away: str | None = None  # why the server closed the socket itself
         self.last_seen = time.monotonic()  # the server's idle watchdog reads this
 
@@ -140,6 +143,11 @@ class StreamConnection:
         self._going_away = reason
         if not self.ws.closed:
             await self.ws.close(code=CLOSE_GOING_AWAY, message=reason.encode("ascii", "replace"))
+
+    @property
+    def going_away(self) -> bool:
+        """The server has closed this socket itself (shutdown or idle)."""
+        return self._going_away is not None
 
     @property
     def idle_reason(self) -> str:
@@ -221,6 +229,8 @@ class StreamConnection:
             complete = self.session.complete and self.path is not None and err is None
         else:
             self.session.finish(reason)
+        if self._on_finalised is not None:
+            self._on_finalised()  # the server's slot is free: the recording is on disk
         self._audit_end(reason, complete, code)
         if not self.ws.closed:
             # The reason is ours, never the peer's data; 123 bytes is the close frame's limit.

@@ -72,8 +72,8 @@ class StreamsServer:
         self.worker = worker  # which of the SO_REUSEPORT processes this is (audit lines say)
         self.active: set[StreamConnection] = set()
         self._reserved = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._no_streams = asyncio.Event()
+        self._no_streams.set()
         self.accepted = 0
         self.refused = 0
         self._closing: set[asyncio.Task[None]] = set()
@@ -105,6 +105,8 @@ class StreamsServer:
             return web.Response(status=503, text="too many streams\n", headers={"Retry-After": "5"})
         if status == 401:
             return web.Response(status=401, text=_UNAUTHORIZED)
+        if status == 426:  # RFC 9110 §15.5.22: say which protocol to upgrade to
+            return web.Response(status=426, text=f"{reason}\n", headers={"Upgrade": "websocket"})
         return web.Response(status=status, text=f"{reason}\n")
 
     def _credentials(self, request: web.Request) -> Credentials:
@@ -141,7 +143,19 @@ class StreamsServer:
         if not ws.can_prepare(request).ok:
             return self._refuse(request, 426, "not a WebSocket upgrade")
         self._reserved += 1
-        self._idle.clear()
+        self._no_streams.clear()
+        released = False
+
+        def release() -> None:
+            # Once the recording is finalised (before the socket's close handshake, which
+            # a slow peer can drag out) and exactly once.
+            nonlocal released
+            if not released:
+                released = True
+                self._reserved -= 1
+                if self._reserved == 0:
+                    self._no_streams.set()
+
         try:
             await ws.prepare(request)
             conn = StreamConnection(
@@ -154,6 +168,7 @@ class StreamsServer:
                 max_call_seconds=self.config.max_call_seconds,
                 tenant_parameter=self.config.tenant_parameter,
                 on_sealed=self.on_sealed,
+                on_finalised=release,
                 worker=self.worker,
             )
             self.accepted += 1
@@ -163,9 +178,7 @@ class StreamsServer:
             finally:
                 self.active.discard(conn)
         finally:
-            self._reserved -= 1
-            if self._reserved == 0:
-                self._idle.set()
+            release()
         return ws
 
     async def watch_idle(self) -> None:
@@ -178,7 +191,7 @@ class StreamsServer:
         while True:
             await asyncio.sleep(idle / 4)
             now = time.monotonic()
-            stale = [c for c in self.active if now - c.last_seen > idle]
+            stale = [c for c in self.active if now - c.last_seen > idle and not c.going_away]
             for conn in stale:
                 # A task each: closing waits for the peer's close frame.
                 task = asyncio.get_running_loop().create_task(conn.go_away(conn.idle_reason))
@@ -189,9 +202,9 @@ class StreamsServer:
         """Tell every open stream to go away (1001); each finalises its recording, incomplete."""
         await asyncio.gather(*(conn.go_away() for conn in list(self.active)))
 
-    async def wait_idle(self) -> None:
+    async def wait_no_streams(self) -> None:
         """Wait until no stream is open (every recording finalised)."""
-        await self._idle.wait()
+        await self._no_streams.wait()
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
@@ -237,7 +250,7 @@ class RunningStreams:
                 await self.watchdog
         await self.server.close_all()
         try:
-            await asyncio.wait_for(self.server.wait_idle(), SHUTDOWN_GRACE)
+            await asyncio.wait_for(self.server.wait_no_streams(), SHUTDOWN_GRACE)
         finally:
             await self.runner.cleanup()
 

@@ -22,7 +22,7 @@ a decoder refuse one silence fill over an hour.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from recstream.errors import StreamProtocolError
 
@@ -35,16 +35,18 @@ DEFAULT_TOLERANCE_SAMPLES: Final = 40
 MAX_GAP_RECORD_SAMPLES: Final = 3600 * 8000  # TRACKS.md §7: one fill at most an hour
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """What to write for one chunk: gaps first (position, samples, packets), then the media."""
+class Placement(NamedTuple):
+    """What to write for one chunk: gaps first (position, samples, packets), then the media.
+
+    A NamedTuple, not a frozen dataclass: one is made per chunk, and it is 2-3x cheaper.
+    """
 
     gaps: tuple[tuple[int, int, int], ...]
     position: int
     payload: bytes  # empty: nothing to write (duplicate or wholly late)
 
 
-@dataclass
+@dataclass(slots=True)
 class TrackTimeline:
     """One track's end, last chunk number and counters.
 
