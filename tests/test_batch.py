@@ -236,7 +236,8 @@ def test_refusals(archive: dict, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["batch", "audit", src, "--key", str(tmp_path / "missing.pem")]) == 2
     assert main(["batch", "rewrap", src, *key_args(archive["keys"])]) == 2
     assert "needs --to-cert" in capsys.readouterr().err
-    assert main(["batch", "audit", str(tmp_path / "nowhere"), *key_args(archive["keys"])]) == 5
+    # a missing input is a usage error (exit 2) for every command
+    assert main(["batch", "audit", str(tmp_path / "nowhere"), *key_args(archive["keys"])]) == 2
     assert (
         main(
             [

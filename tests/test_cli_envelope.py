@@ -257,6 +257,9 @@ def test_openssl_made_certificate_and_encrypted_key(tmp_path: Path) -> None:
             "/CN=openssl recording cert",
             "-passout",
             "file:pw",
+            # `req -x509` makes a CA certificate by default: encrypt refuses those
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
         ],
         cwd=tmp_path,
         check=True,
@@ -310,6 +313,8 @@ def test_openssl_made_certificate_and_encrypted_key(tmp_path: Path) -> None:
             "2",
             "-subj",
             "/CN=pkcs1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
         ],
         cwd=tmp_path,
         check=True,

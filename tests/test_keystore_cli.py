@@ -320,7 +320,8 @@ def test_keystore_missing_wrong_password_damaged(
     code, _, err = run_cli(
         capsys, "keystore", "list", "--keystore", site.root / "nope.rsk", "--password-file", site.pw
     )
-    assert code == 4 and "no keystore at" in err and "keystore init" in err
+    # a missing input is a usage error (exit 2) for every command
+    assert code == 2 and "no keystore at" in err and "keystore init" in err
     (site.root / "bad").write_text("other password 123\n")
     code, _, err = run_cli(
         capsys, "keystore", "list", "--keystore", site.ks, "--password-file", site.root / "bad"

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream import _crypto
 from recstream.errors import (
+    EmptyInputError,
     HeaderAuthError,
     KeyUnwrapError,
     NoMatchingKeyError,
@@ -117,8 +118,13 @@ class IdentitySet:
         self._ids = tuple(identities)
 
     def private_key_for(self, stanza: RecipientStanza) -> rsa.RSAPrivateKey | None:
+        # FORMAT.md §4: the certificate named by cert_id decides, else the key named
+        # by key_id; never the order the identities were given in.
         for ident in self._ids:
-            if ident.key_id == stanza.key_id or ident.cert_id == stanza.cert_id:
+            if ident.cert_id == stanza.cert_id:
+                return ident.private_key
+        for ident in self._ids:
+            if ident.key_id == stanza.key_id:
                 return ident.private_key
         return None
 
@@ -363,6 +369,8 @@ class EnvelopeDecryptor:
             raise StreamStateError(msg)
         if self._body is None:
             self._failed = True
+            if not self._head:
+                raise EmptyInputError
             raise TruncatedStreamError(0, "the file ends inside the envelope header")
         try:
             return self._body.finalize()

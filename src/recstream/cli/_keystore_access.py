@@ -12,15 +12,21 @@ import getpass
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recstream.cli import UsageError, eprint
-from recstream.cli._util import read_input_file, read_password_file
-from recstream.envelope import Recipient
-from recstream.format import MediaKind
-from recstream.keystore.model import Keystore
-from recstream.keystore.resolve import active_recipient
-from recstream.keystore.store import ENV_PASSWORD, ENV_PATH, keystore_path, load
-from recstream.pki._util import utcnow
+from recstream.cli._util import file_arg, read_input_file, read_password_file
+
+if TYPE_CHECKING:
+    from recstream.envelope import Recipient
+    from recstream.format import MediaKind
+    from recstream.keystore.model import Keystore
+
+# The keystore package is imported only by a command that opens one: `encrypt
+# --cert` and `decrypt --key` never pay for it (start-up is part of every CLI figure).
+# These two equal recstream.keystore.store's ENV_PATH and ENV_PASSWORD.
+ENV_PATH = "RECSTREAM_KEYSTORE"
+ENV_PASSWORD = "RECSTREAM_KEYSTORE_PASSWORD"  # noqa: S105 - a variable's name
 
 __all__ = [
     "add_keystore_options",
@@ -34,6 +40,7 @@ def add_keystore_options(p: argparse.ArgumentParser, *, password_help: str | Non
     p.add_argument(
         "--keystore",
         metavar="PATH",
+        type=file_arg,
         help=f"the keystore file (default: ${ENV_PATH}, else "
         "$XDG_DATA_HOME or ~/.local/share, then recstream/keystore.rsk)",
     )
@@ -82,6 +89,8 @@ def prompt_password(what: str, *, confirm: bool) -> bytes:
 
 def open_keystore(path_option: str | None, password_file: str | None) -> tuple[Keystore, Path]:
     """Load the keystore named by ``--keystore`` (or the environment, or the default)."""
+    from recstream.keystore.store import keystore_path, load
+
     path = keystore_path(path_option)
     return load(path, read_keystore_password(password_file)), path
 
@@ -94,6 +103,9 @@ def keystore_recipient(
     ca_file: str | None,
 ) -> Recipient:
     """The tenant's active certificate of ``kind`` as a recipient (fails closed)."""
+    from recstream.keystore.resolve import active_recipient
+    from recstream.pki._util import utcnow
+
     bundle = read_input_file(ca_file, "CA") if ca_file is not None else None
     ks, path = open_keystore(path_option, password_file)
     recipient, warnings = active_recipient(ks, tenant, kind, now=utcnow(), ca_bundle=bundle)

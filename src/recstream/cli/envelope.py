@@ -5,17 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import mimetypes
+import os
 import sys
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from recstream.cli import UsageError, eprint
 from recstream.cli._keystore_access import add_keystore_options, keystore_recipient, open_keystore
-from recstream.cli._util import read_input_file, read_password_file
+from recstream.cli._util import (
+    STDIO,
+    file_arg,
+    hidden_alias,
+    naming_output,
+    read_input_file,
+    read_password_file,
+)
 from recstream.envelope import (
     EnvelopeDecryptor,
     EnvelopeEncryptor,
@@ -25,14 +32,20 @@ from recstream.envelope import (
     Recipient,
     new_metadata,
 )
-from recstream.errors import CertificateError
+from recstream.errors import CertificateError, KeyPolicyError, TruncatedStreamError
 from recstream.files import DEFAULT_JOBS, atomic_output, pump
-from recstream.format import BodyLayout, Header, MediaKind, Metadata
-from recstream.keystore.store import keystore_path
+from recstream.format import MAX_RECIPIENTS, BodyLayout, MediaKind, Metadata
 from recstream.pki.certs import load_certificate, load_private_key
-from recstream.reader import FileSource, StreamPrefix, read_header_at
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from recstream.format import Header
 
 DEFAULT_TENANT = "default"
+INCOMPLETE_SUFFIX = ".incomplete"  # recstream.aio.writer's, without importing asyncio
+# The largest created_ms shown as a date: 9999-12-31T23:59:59.999Z (docs/FORMAT.md §3).
+MAX_DATED_MS = 253_402_300_799_999
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -44,25 +57,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "active certificate of the media kind in the keystore (--tenant without --cert, "
         "or --keystore). IN or OUT may be '-'.",
     )
-    p.add_argument(
-        "--cert",
-        action="append",
-        metavar="CERT.pem",
-        help="recipient certificate (PEM or DER); repeat for more recipients; with the "
-        "keystore, extra (escrow) recipients",
-    )
-    p.add_argument(
-        "--ca-file",
-        metavar="CA.pem",
-        help="validate every recipient certificate against this CA bundle before encrypting",
-    )
+    add_recipient_options(p)
     add_keystore_options(p)
-    p.add_argument("--recording-id", help="recording ID (default: a new UUID)")
-    p.add_argument(
-        "--tenant",
-        help=f"tenant (default with --cert: {DEFAULT_TENANT}); without --cert, the recipient "
-        "is this tenant's active certificate in the keystore",
-    )
+    add_metadata_options(p)
     p.add_argument(
         "--media-type",
         metavar="TYPE",
@@ -70,13 +67,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "else application/octet-stream)",
     )
     p.add_argument(
-        "--media-kind",
-        choices=["voice", "screen"],
-        help="voice or screen recording (default: screen for video/*, else voice)",
+        "--created",
+        "--start",
+        metavar="TIME",
+        type=created_ms_arg,
+        help="when the recording started, which 'mux' uses to line recordings up: ISO 8601 "
+        "with a UTC offset (2026-11-27T10:15:00Z) or milliseconds since 1970 (default: now)",
     )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    p.add_argument("input", metavar="IN")
-    p.add_argument("output", metavar="OUT")
+    p.add_argument("input", metavar="IN", help="the recording, or '-' for stdin")
+    p.add_argument("output", metavar="OUT", help="the envelope, or '-' for stdout")
     p.set_defaults(func=cmd_encrypt)
 
     p = sub.add_parser(
@@ -98,14 +98,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="KEY.pem",
         help="private key (PEM or DER, encrypted or not); repeat to offer several",
     )
-    p.add_argument("--keystore", metavar="PATH", help="take keys from this keystore")
+    p.add_argument("--keystore", metavar="PATH", type=file_arg, help="take keys from this keystore")
     p.add_argument(
         "--password-file",
         metavar="F",
         help="file whose first line is the password of the --key files, or of the keystore",
     )
     p.add_argument(
-        "--out-dir", metavar="DIR", help="batch: decrypt every FILE into DIR (*.rsv -> *)"
+        "--out-dir",
+        metavar="DIR",
+        type=file_arg,
+        help="batch: decrypt every FILE into DIR (*.rsv -> *)",
     )
     p.add_argument(
         "--jobs",
@@ -115,7 +118,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="batch: files decrypted at once (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="overwrite outputs that exist")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="IN OUT, or with --out-dir the inputs")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="IN OUT ('-' for stdin or stdout), or with --out-dir the inputs",
+    )
     p.set_defaults(func=cmd_decrypt)
 
     p = sub.add_parser(
@@ -125,36 +133,153 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "recipients, and whether the body has the shape of a complete recording.",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the envelope, or '-' for stdin")
     p.set_defaults(func=cmd_inspect)
 
 
 # --- encrypt ---------------------------------------------------------------
 
 
-def load_recipients(paths: Sequence[str], ca_file: str | None) -> list[Recipient]:
-    """Load recipient certificates, validating them against ``ca_file`` if given."""
-    recipients = []
-    for path in paths:
-        cert = load_certificate(read_input_file(path, "certificate"))
+def add_recipient_options(p: argparse.ArgumentParser, *, keystore: bool = True) -> None:
+    """``--cert``, ``--ca-file`` and ``--allow-invalid-cert``: who a new envelope is for."""
+    extra = "; with the keystore, extra (escrow) recipients" if keystore else ""
+    p.add_argument(
+        "--cert",
+        action="append",
+        metavar="CERT.pem",
+        help=f"recipient certificate (PEM or DER); repeat for more recipients, 1 to "
+        f"{MAX_RECIPIENTS} in all (a repeated one counts once){extra}",
+    )
+    p.add_argument(
+        "--ca-file",
+        metavar="CA.pem",
+        help="also validate every recipient certificate's chain against this CA bundle",
+    )
+    p.add_argument(
+        "--allow-invalid-cert",
+        action="store_true",
+        help="encrypt even for a certificate that is expired, not yet valid, a CA "
+        "certificate or otherwise unfit for recordings (a warning instead of exit 4)",
+    )
+
+
+def add_metadata_options(p: argparse.ArgumentParser) -> None:
+    """``--recording-id``, ``--tenant`` and ``--media-kind`` of ``encrypt`` and ``record``."""
+    p.add_argument("--recording-id", metavar="ID", help="recording ID (default: a new UUID)")
+    p.add_argument(
+        "--tenant",
+        type=tenant_arg,
+        metavar="T",
+        help=f"tenant (default with --cert: {DEFAULT_TENANT}); without --cert, the recipient "
+        "is this tenant's active certificate in the keystore",
+    )
+    p.add_argument(
+        "--media-kind",
+        choices=["voice", "screen"],
+        help="voice or screen recording (default: screen for video/*, else voice)",
+    )
+    hidden_alias(p, "--kind", "media_kind", choices=["voice", "screen"])
+
+
+def tenant_arg(text: str) -> str:
+    if not text.strip():
+        msg = "a tenant cannot be empty (leave --tenant out for the default tenant)"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
+def created_ms_arg(text: str) -> int:
+    """``--created``: ISO 8601 with an offset, or whole milliseconds since the epoch."""
+    if text.isdigit():
+        value = int(text)
+    else:
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            msg = f"not a time: {text!r} (give e.g. 2026-11-27T10:15:00Z, or milliseconds)"
+            raise argparse.ArgumentTypeError(msg) from None
+        if when.tzinfo is None:
+            msg = f"{text!r} has no UTC offset: add Z or +HH:MM so the time is unambiguous"
+            raise argparse.ArgumentTypeError(msg)
+        value = round(when.timestamp() * 1000)
+    if not 0 <= value <= MAX_DATED_MS:
+        msg = f"{text!r} is outside 1970-01-01 to 9999-12-31"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def check_recipient_certificate(
+    cert: x509.Certificate, path: str, ca_file: str | None, allow_invalid: bool
+) -> None:
+    """Refuse (exit 4) a certificate unfit to encrypt for, unless ``allow_invalid``.
+
+    The same checks as ``keystore import`` and ``rewrap --to-cert``: in its validity
+    period, not a CA, a recording key; and its chain when ``ca_file`` is given.
+    """
+    from recstream.pki.usage import check_recording_certificate
+
+    try:
+        warnings = check_recording_certificate(cert)
         if ca_file is not None:
             from recstream.pki.verify import verify_recording_certificate
 
-            bundle = read_input_file(ca_file, "CA")
-            try:
-                warnings = verify_recording_certificate(cert, bundle)
-            except CertificateError:
-                eprint(f"recstream: {path} was refused by the CA file {ca_file}")
-                raise
-            for w in warnings:
-                eprint(f"recstream: warning: {path}: {w}")
-        recipients.append(Recipient.from_certificate(cert))
-    return recipients
+            warnings = verify_recording_certificate(cert, read_input_file(ca_file, "CA file"))
+    except (CertificateError, KeyPolicyError) as exc:
+        if not allow_invalid:
+            by = f" by the CA file {ca_file}" if ca_file is not None else ""
+            eprint(
+                f"recstream: the recipient certificate {path} is refused{by} "
+                "(--allow-invalid-cert to encrypt for it anyway)"
+            )
+            raise
+        warnings = [f"{exc} (encrypting for it anyway: --allow-invalid-cert)"]
+    for w in warnings:
+        eprint(f"recstream: warning: {path}: {w}")
+
+
+def load_recipients(
+    paths: Sequence[str], ca_file: str | None, allow_invalid: bool = False
+) -> list[Recipient]:
+    """Load and check recipient certificates (see :func:`check_recipient_certificate`)."""
+    recipients: dict[bytes, Recipient] = {}
+    for path in paths:
+        cert = load_certificate(read_input_file(path, "certificate"))
+        recipient = Recipient.from_certificate(cert)
+        if recipient.cert_id in recipients:
+            eprint(f"recstream: note: {path} is named twice among the recipients; used once")
+            continue
+        check_recipient_certificate(cert, path, ca_file, allow_invalid)
+        recipients[recipient.cert_id] = recipient
+    return list(recipients.values())
+
+
+def distinct_recipients(recipients: Sequence[Recipient]) -> list[Recipient]:
+    """Drop repeated certificates (with a note) and enforce the 1 to 16 limit.
+
+    The format refuses a certificate named twice (docs/FORMAT.md §4); a command
+    line that names one twice means it once.
+
+    Raises:
+        UsageError: more than MAX_RECIPIENTS distinct certificates.
+    """
+    seen: dict[bytes, Recipient] = {}
+    for r in recipients:
+        if r.cert_id in seen:
+            eprint(f"recstream: note: certificate {r.cert_id_hex[:16]} is named twice; used once")
+            continue
+        seen[r.cert_id] = r
+    if len(seen) > MAX_RECIPIENTS:
+        msg = (
+            f"{len(seen)} recipient certificates: an envelope holds 1 to {MAX_RECIPIENTS} "
+            "(docs/FORMAT.md §4)"
+        )
+        raise UsageError(msg)
+    return list(seen.values())
 
 
 def guess_media(path: str, media_type: str | None, kind: str | None) -> tuple[str, MediaKind]:
     if media_type is None:
-        guessed = mimetypes.guess_type(path)[0] if path != "-" else None
+        guessed = mimetypes.guess_type(path)[0] if path != STDIO else None
         media_type = guessed or "application/octet-stream"
     if kind is None:
         return media_type, MediaKind.SCREEN if media_type.startswith("video/") else MediaKind.VOICE
@@ -183,8 +308,8 @@ def resolve_recipients(args: argparse.Namespace, kind: MediaKind) -> tuple[str, 
         recipients.append(
             keystore_recipient(args.keystore, args.password_file, tenant, kind, args.ca_file)
         )
-    recipients += load_recipients(args.cert or [], args.ca_file)
-    return tenant, recipients
+    recipients += load_recipients(args.cert or [], args.ca_file, args.allow_invalid_cert)
+    return tenant, distinct_recipients(recipients)
 
 
 def recording_from_args(
@@ -196,24 +321,36 @@ def recording_from_args(
         UsageError: a recording ID, tenant or media type that the format refuses.
     """
     media_type, kind = guess_media(source, args.media_type or default_type, args.media_kind)
-    tenant, recipients = resolve_recipients(args, kind)
-    try:
-        metadata = new_metadata(
-            recording_id=args.recording_id or str(uuid.uuid4()),
-            tenant=tenant,
-            media_kind=kind,
-            media_type=media_type,
-        )
+    try:  # the metadata's own checks first: a bad --recording-id needs no keystore password
+        new_metadata(recording_id=args.recording_id or "x", tenant=args.tenant or "x",
+                     media_kind=kind, media_type=media_type)  # fmt: skip
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    tenant, recipients = resolve_recipients(args, kind)
+    metadata = new_metadata(
+        recording_id=args.recording_id or _new_recording_id(),
+        tenant=tenant,
+        media_kind=kind,
+        media_type=media_type,
+        created_ms=getattr(args, "created", None),
+    )
     return metadata, recipients
+
+
+def _new_recording_id() -> str:
+    """A random (version 4) UUID, without importing ``uuid`` (and ``platform``) for it."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
     _check_paths(args.input, args.output, args.force)
     metadata, recipients = recording_from_args(args, args.input)
     enc = EnvelopeEncryptor(recipients, metadata)
-    with _open_in(args.input) as src, _open_out(args.output) as dst:
+    with _open_in(args.input) as src, naming_output(args.output), _open_out(args.output) as dst:
         written = pump(src, dst, enc)
     eprint(
         f"recstream: encrypted {args.input} -> {args.output}: recording {metadata.recording_id}, "
@@ -236,8 +373,20 @@ def load_identities(paths: Sequence[str], password_file: str | None) -> Identity
     return IdentitySet(identities)
 
 
+def suggest_recover(path: str) -> None:
+    """After a truncation: say how to get the authenticated part back."""
+    live = " (an interrupted live recording)" if path.endswith(INCOMPLETE_SUFFIX) else ""
+    if path != STDIO:
+        eprint(
+            f"recstream: hint: {path}{live} can still give up its authenticated segments: "
+            f"recstream recover [--key KEY.pem] {path} OUT"
+        )
+
+
 def decryption_keys(args: argparse.Namespace) -> KeyRing:
     """--key files, else the keystore (--keystore, $RECSTREAM_KEYSTORE or the default)."""
+    from recstream.keystore.store import keystore_path
+
     if args.key and args.keystore is not None:
         msg = "give --key files or --keystore, not both"
         raise UsageError(msg)
@@ -268,8 +417,12 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     _check_paths(args.input, args.output, args.force)
     keys = decryption_keys(args)
     dec = EnvelopeDecryptor(keys)
-    with _open_in(args.input) as src, _open_out(args.output) as dst:
-        written = pump(src, dst, dec)
+    try:
+        with _open_in(args.input) as src, naming_output(args.output), _open_out(args.output) as dst:
+            written = pump(src, dst, dec)
+    except TruncatedStreamError:
+        suggest_recover(args.input)
+        raise
     header = dec.header
     assert header is not None
     eprint(
@@ -285,7 +438,9 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 
 def read_header(path: str) -> tuple[Header, int]:
     """Read the header of ``path`` (or stdin for '-'); return it and the body length."""
-    if path == "-":
+    from recstream.reader import FileSource, StreamPrefix, read_header_at
+
+    if path == STDIO:
         prefix = StreamPrefix(sys.stdin.buffer)
         header = read_header_at(prefix)
         return header, prefix.drain() - header.length
@@ -299,14 +454,13 @@ def describe(header: Header, body_length: int) -> dict[str, Any]:
     """The ``inspect --json`` document."""
     layout = BodyLayout(body_length)
     md = header.metadata
-    created = datetime.fromtimestamp(md.created_ms / 1000, tz=UTC)
     return {
         "version": header.version,
         "recording_id": md.recording_id,
         "tenant": md.tenant,
         "media_kind": md.media_kind.name.lower(),
         "media_type": md.media_type,
-        "created": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "created": format_created(md.created_ms),
         "created_ms": md.created_ms,
         "segment_size": md.segment_size,
         "header_length": header.length,
@@ -344,10 +498,35 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ("segments", "segments"),
         ("plaintext", "plaintext_length"),
     ):
-        print(f"  {label:<11} {info[key]}")
+        value = info[key]
+        if key == "created" and value is None:
+            value = f"created_ms {info['created_ms']} (after year 9999: no calendar date)"
+        print(f"  {label:<11} {shown_text(value)}")
     for r in info["recipients"]:
         print(f"  recipient   cert {r['cert_id']}  (RSA-{r['rsa_bits']})")
     return 0
+
+
+def shown_text(value: object) -> str:
+    """A header text field for a terminal: format characters (bidi overrides, zero-width
+    marks) and line or paragraph separators as ``\\uXXXX``, so a header cannot reorder or
+    split what ``inspect`` prints (docs/FORMAT.md §3)."""
+    import unicodedata
+
+    text = str(value)
+    return "".join(
+        f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cf", "Zl", "Zp", "Cc") else c
+        for c in text
+    )
+
+
+def format_created(created_ms: int) -> str | None:
+    """ISO 8601 UTC with milliseconds, or None past year 9999 (docs/FORMAT.md §3)."""
+    if created_ms > MAX_DATED_MS:
+        return None
+    created = datetime.fromtimestamp(created_ms // 1000, tz=UTC)
+    ms = created_ms % 1000
+    return created.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
 
 
 # --- shared ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``recstream keystore ...`` (issue 5).
+"""``recstream keystore ...``.
 
 ``init``, ``import``, ``list``, ``rotate``, ``export``, ``check``, ``backup``,
 ``restore`` and ``verify-backup``.  This module parses options, reads and writes
@@ -23,14 +23,14 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from recstream.cli import EXIT_KEY, UsageError, eprint
+from recstream.cli import EXIT_CODES_HELP, EXIT_KEY, UsageError, eprint
 from recstream.cli._keystore_access import (
     add_keystore_options,
     open_keystore,
     prompt_password,
     read_keystore_password,
 )
-from recstream.cli._util import read_input_file, read_password_file
+from recstream.cli._util import file_arg, read_input_file, read_password_file
 from recstream.errors import CertificateError
 from recstream.keystore import backup as backup_mod
 from recstream.keystore import store
@@ -53,8 +53,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Keep every tenant's voice and screen recording certificates with their "
         "private keys, old and expired ones included, encrypted under a password "
         "(docs/KEYSTORE.md).",
-        epilog="Exit codes: 0 ok, 2 usage, 4 keystore, key or certificate problem (and "
-        "'check' findings), 5 I/O.",
+        epilog="'check' exits 4 when it finds anything. Exit codes: " + EXIT_CODES_HELP,
     )
     cmds = ks.add_subparsers(dest="keystore_command", metavar="SUBCOMMAND")
     cmds.required = True
@@ -270,7 +269,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 def _reg_export(cmds: argparse._SubParsersAction[Any]) -> None:
     p = _parser(cmds, "export", "export a certificate and its key as PKCS#12 (Java, openssl)")
     p.add_argument("--cert-id", required=True, metavar="ID", help="ID or a unique prefix (8+)")
-    p.add_argument("--out", required=True, metavar="F.p12")
+    p.add_argument("--out", required=True, metavar="F.p12", type=file_arg)
     p.add_argument(
         "--export-password-file",
         metavar="F",
@@ -336,7 +335,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _reg_backup(cmds: argparse._SubParsersAction[Any]) -> None:
     p = _parser(cmds, "backup", "write one encrypted file with every certificate and key")
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--out", required=True, metavar="FILE", type=file_arg)
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=cmd_backup)
 
@@ -360,7 +359,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def _reg_restore(cmds: argparse._SubParsersAction[Any]) -> None:
     p = _parser(cmds, "restore", "check a backup completely, then make it the keystore")
-    p.add_argument("backup", metavar="FILE")
+    p.add_argument("backup", metavar="FILE", type=file_arg)
     p.add_argument("--force", action="store_true", help="replace an existing keystore")
     p.set_defaults(func=cmd_restore)
 
@@ -387,7 +386,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def _reg_verify_backup(cmds: argparse._SubParsersAction[Any]) -> None:
     p = _parser(cmds, "verify-backup", "prove a backup opens and every key matches")
-    p.add_argument("backup", metavar="FILE")
+    p.add_argument("backup", metavar="FILE", type=file_arg)
     p.set_defaults(func=cmd_verify_backup)
 
 

@@ -52,8 +52,10 @@ def check_recording_key(key: object, what: str = "certificate") -> rsa.RSAPublic
     """
     if not isinstance(key, rsa.RSAPublicKey):
         kind = type(key).__name__.removeprefix("_").replace("PublicKey", "")
+        kind = kind or "non-RSA"
+        article = "an" if kind[:1] in "AEIOUX" else "a"  # an EC, an Ed25519, a DSA
         msg = (
-            f"the {what} has a {kind or 'non-RSA'} key; recording certificates must be RSA "
+            f"the {what} has {article} {kind} key; recording certificates must be RSA "
             f"of {MIN_RSA_BITS} bits or more"
         )
         raise KeyPolicyError(msg)
