@@ -38,7 +38,7 @@ GARBAGE = [
 # Values that would start real, long work in these commands: they get only the
 # garbage that must be refused before any work starts.
 LONG_RUNNING = {"bench", "demo"}
-SAFE_FOR_LONG_RUNNING = ["garbage.bin", "-", "", "\u202ex"]
+SAFE_FOR_LONG_RUNNING = ["-", ""]  # every option of bench and demo must refuse these
 
 
 def leaves(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> Iterator[

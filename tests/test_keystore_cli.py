@@ -467,7 +467,7 @@ def test_encrypt_fails_closed(site: Site, capsys: pytest.CaptureFixture[str]) ->
     enc = ["encrypt", *site.ks_args(), "--tenant", "acme"]
     code, _, err = run_cli(capsys, *enc, "--media-kind", "screen", site.input, out)
     assert code == 4 and "no screen recording certificate" in err
-    assert "recstream keystore import --tenant acme --kind screen" in err
+    assert "recstream keystore import --tenant acme --media-kind screen" in err
     code, _, err = run_cli(capsys, *enc, "--ca-file", site.root / "ca.pem", site.input, out)
     assert code == 4 and "CA file refuses the active" in err
     code, _, err = run_cli(capsys, "encrypt", *site.ks_args(), "--tenant", "zeta", site.input, out)

@@ -2,4 +2,23 @@
 
 from __future__ import annotations
 
+import os as _os
+import signal as _signal
+import sys as _sys
+from types import FrameType as _FrameType
+
 __version__ = "0.1.0"
+
+
+def _exit_quietly(_signum: int, _frame: _FrameType | None) -> None:  # pragma: no cover
+    # Ctrl-C while the command's modules load: nothing has started, nothing to clean.
+    _os._exit(130)
+
+
+# Run as the `recstream` command (console script, or `python -m recstream` while
+# runpy imports this package): a Ctrl-C before recstream.cli.main() takes over exits
+# 130 quietly instead of printing an import traceback.  main() puts Python's own
+# handler back; a program that imports recstream as a library is never affected.
+_program = _sys.argv[0].rsplit(_os.sep, 1)[-1] if _sys.argv else ""
+if _program in ("-m", "recstream"):
+    _signal.signal(_signal.SIGINT, _exit_quietly)

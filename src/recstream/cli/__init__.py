@@ -25,9 +25,12 @@ looked up along the exception's MRO, for every command.  Exit codes (README
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import recstream as _recstream
 from recstream import __version__
 from recstream import errors as e
 
@@ -103,7 +106,25 @@ def eprint(*parts: object) -> None:
     print(*parts, file=sys.stderr)
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Help that shows one spelling per option: old spellings kept for scripts
+    (``hidden_aliases`` on the action, see ``cli._util.alias``) still parse."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        hidden = getattr(action, "hidden_aliases", ())
+        if not hidden or not action.option_strings:
+            return super()._format_action_invocation(action)
+        shown = [o for o in action.option_strings if o not in hidden]
+        copy = argparse.Action(shown, action.dest, nargs=action.nargs, metavar=action.metavar)
+        copy.default, copy.choices = action.default, action.choices
+        return super()._format_action_invocation(copy)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         eprint(f"{self.prog}: error: {message}")
@@ -171,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     command = _command_of(words)
     restore_signals: Callable[[], None] | None = None
+    if signal.getsignal(signal.SIGINT) is _recstream._exit_quietly:
+        # From here Ctrl-C is KeyboardInterrupt again: clean-up runs, then exit 130.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if command in STOP_ON_SIGNAL:
             from recstream.cli._signals import catch_stop_requests

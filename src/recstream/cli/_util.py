@@ -69,6 +69,12 @@ def hidden_alias(p: argparse.ArgumentParser, option: str, dest: str, **kwargs: A
     p.add_argument(option, dest=dest, help=argparse.SUPPRESS, **kwargs)
 
 
+def alias(action: argparse.Action, *old: str) -> argparse.Action:
+    """Mark ``old`` option strings of ``action`` as old spellings: parsed, not shown."""
+    action.hidden_aliases = frozenset(old)  # type: ignore[attr-defined]
+    return action
+
+
 # --- '-' and output paths ------------------------------------------------------------
 
 STDIO = "-"
@@ -96,11 +102,16 @@ def read_stdin_once(what: str) -> bytes:
     Raises:
         UsageError: stdin was already named for another input.
     """
+    claim_stdin(what)
+    return sys.stdin.buffer.read()
+
+
+def claim_stdin(what: str) -> None:
+    """Note that ``what`` is read from stdin; a second claim is a usage error."""
     if _stdin_taken:
         msg = f"'-' (stdin) is given for both the {_stdin_taken[0]} and the {what}"
         raise UsageError(msg)
     _stdin_taken.append(what)
-    return sys.stdin.buffer.read()
 
 
 def reset_stdin() -> None:

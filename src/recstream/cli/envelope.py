@@ -17,6 +17,7 @@ from recstream.cli import UsageError, eprint
 from recstream.cli._keystore_access import add_keystore_options, keystore_recipient, open_keystore
 from recstream.cli._util import (
     STDIO,
+    claim_stdin,
     file_arg,
     hidden_alias,
     naming_output,
@@ -32,7 +33,12 @@ from recstream.envelope import (
     Recipient,
     new_metadata,
 )
-from recstream.errors import CertificateError, KeyPolicyError, TruncatedStreamError
+from recstream.errors import (
+    CertificateError,
+    FinalSegmentAuthError,
+    KeyPolicyError,
+    TruncatedStreamError,
+)
 from recstream.files import DEFAULT_JOBS, atomic_output, pump
 from recstream.format import MAX_RECIPIENTS, BodyLayout, MediaKind, Metadata
 from recstream.pki.certs import load_certificate, load_private_key
@@ -385,13 +391,13 @@ def suggest_recover(path: str) -> None:
 
 def decryption_keys(args: argparse.Namespace) -> KeyRing:
     """--key files, else the keystore (--keystore, $RECSTREAM_KEYSTORE or the default)."""
-    from recstream.keystore.store import keystore_path
-
     if args.key and args.keystore is not None:
         msg = "give --key files or --keystore, not both"
         raise UsageError(msg)
     if args.key:
         return load_identities(args.key, args.password_file)
+    from recstream.keystore.store import keystore_path  # only when the keystore is used
+
     if args.keystore is None and not keystore_path(None).exists():
         msg = (
             "decryption needs --key KEY.pem, or a keystore: --keystore PATH, "
@@ -420,7 +426,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     try:
         with _open_in(args.input) as src, naming_output(args.output), _open_out(args.output) as dst:
             written = pump(src, dst, dec)
-    except TruncatedStreamError:
+    except (TruncatedStreamError, FinalSegmentAuthError):
         suggest_recover(args.input)
         raise
     header = dec.header
@@ -441,6 +447,7 @@ def read_header(path: str) -> tuple[Header, int]:
     from recstream.reader import FileSource, StreamPrefix, read_header_at
 
     if path == STDIO:
+        claim_stdin("input")
         prefix = StreamPrefix(sys.stdin.buffer)
         header = read_header_at(prefix)
         return header, prefix.drain() - header.length
@@ -554,7 +561,8 @@ def _check_paths(src: str, dst: str, force: bool) -> None:
 
 @contextmanager
 def _open_in(path: str) -> Iterator[IO[bytes]]:
-    if path == "-":
+    if path == STDIO:
+        claim_stdin("input")
         yield sys.stdin.buffer
         return
     with open(path, "rb", buffering=0) as fh:

@@ -30,7 +30,7 @@ from recstream.cli._keystore_access import (
     prompt_password,
     read_keystore_password,
 )
-from recstream.cli._util import file_arg, read_input_file, read_password_file
+from recstream.cli._util import alias, file_arg, read_input_file, read_password_file
 from recstream.errors import CertificateError
 from recstream.keystore import backup as backup_mod
 from recstream.keystore import store
@@ -79,6 +79,21 @@ def _kind(text: str) -> str:
     return text
 
 
+def _add_media_kind(p: argparse.ArgumentParser) -> None:
+    # --media-kind, as in encrypt and record; --kind was this command's first spelling
+    alias(
+        p.add_argument(
+            "--media-kind",
+            "--kind",
+            dest="kind",
+            required=True,
+            type=_kind,
+            metavar="voice|screen",
+        ),
+        "--kind",
+    )
+
+
 def _tenant(text: str) -> str:
     try:
         return check_tenant(text)
@@ -123,7 +138,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def _reg_import(cmds: argparse._SubParsersAction[Any]) -> None:
     p = _parser(cmds, "import", "add a certificate with its private key (old ones too)")
     p.add_argument("--tenant", required=True, type=_tenant)
-    p.add_argument("--kind", required=True, type=_kind, metavar="voice|screen")
+    _add_media_kind(p)
     p.add_argument("--cert", metavar="C.pem", help="the recording certificate")
     p.add_argument("--key", metavar="K.pem", help="its private key (PEM or DER)")
     p.add_argument("--pkcs12", metavar="F.p12", help="certificate and key in one PKCS#12 file")
@@ -154,7 +169,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     else:
         eprint(
             f"recstream: it is not active; make it active with: recstream keystore rotate "
-            f"--tenant {entry.tenant} --kind {entry.kind_name} --cert-id {entry.cert_id[:16]}"
+            f"--tenant {entry.tenant} --media-kind {entry.kind_name} --cert-id {entry.cert_id[:16]}"
         )
     return 0
 
@@ -248,7 +263,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _reg_rotate(cmds: argparse._SubParsersAction[Any]) -> None:
     p = _parser(cmds, "rotate", "make an imported certificate the active one (the old stays)")
     p.add_argument("--tenant", required=True, type=_tenant)
-    p.add_argument("--kind", required=True, type=_kind, metavar="voice|screen")
+    _add_media_kind(p)
     p.add_argument("--cert-id", required=True, metavar="ID", help="ID or a unique prefix (8+)")
     p.set_defaults(func=cmd_rotate)
 

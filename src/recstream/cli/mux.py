@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         action="append",
         default=[],
         metavar="CERT.pem",
-        help="certificate to encrypt the output for (repeatable); for encrypted inputs "
-        "without --cert, the tenant's active screen certificate in the keystore",
+        help="certificate to encrypt the output for (repeatable, 1 to 16 in all); for "
+        "encrypted inputs without --cert, the tenant's active screen certificate in the keystore",
     )
     p.add_argument(
         "--allow-invalid-cert",

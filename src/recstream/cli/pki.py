@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from recstream.cli import EXIT_CODES_HELP, UsageError, eprint
-from recstream.cli._util import STDIO, file_arg, read_input_file, read_password_file
+from recstream.cli._util import STDIO, alias, file_arg, read_input_file, read_password_file
 from recstream.errors import CertificateRequestError, KeyLoadError, SubjectFieldsError
 from recstream.pki._util import fmt_time, name_str, utcnow
 from recstream.pki.bundle import build_bundle
@@ -105,10 +105,17 @@ def _add_key_options(p: argparse.ArgumentParser, what: str) -> None:
         help=f"RSA key size: {', '.join(map(str, KEY_SIZES))} (default {DEFAULT_KEY_SIZE})",
     )
     enc = p.add_mutually_exclusive_group()
-    enc.add_argument(
+    # --out-key-password-file protects --out-key; everywhere else --password-file
+    # unlocks something, so here it stays only as the old spelling.
+    alias(
+        enc.add_argument(
+            "--out-key-password-file",
+            "--password-file",
+            dest="password_file",
+            metavar="FILE",
+            help=f"encrypt the {what} (--out-key) with the password on this file's first line",
+        ),
         "--password-file",
-        metavar="FILE",
-        help=f"encrypt the {what} with the password on this file's first line",
     )
     enc.add_argument(
         "--no-encrypt", action="store_true", help=f"write the {what} unencrypted (not advised)"
@@ -124,11 +131,11 @@ def _new_key_password(args: argparse.Namespace, what: str) -> bytes | None:
         return None
     if args.password_file is None:
         msg = (
-            f"the {what} must be protected: give --password-file FILE (its first line "
+            f"the {what} must be protected: give --out-key-password-file FILE (its first line "
             "is the password), or --no-encrypt to write it unencrypted"
         )
         raise UsageError(msg)
-    return _password(args.password_file, "--password-file")
+    return _password(args.password_file, "--out-key-password-file")
 
 
 def _password(path: str | None, option: str) -> bytes | None:
@@ -208,6 +215,8 @@ def _key_note(password: bytes | None) -> str:
 def _register_ca(cmds: argparse._SubParsersAction[Any]) -> None:
     p = cmds.add_parser(
         "ca",
+        usage="recstream pki ca --cn NAME --out-cert FILE --out-key FILE\n"
+        "                    (--out-key-password-file FILE | --no-encrypt) [options]",
         help="create a root CA, or an intermediate CA signed by another CA",
         description="Create a self-signed root CA certificate and its key; with "
         "--issuer-cert and --issuer-key, an intermediate CA signed by that CA.",
@@ -283,17 +292,24 @@ def _cmd_ca(args: argparse.Namespace) -> int:
 def _register_csr(cmds: argparse._SubParsersAction[Any]) -> None:
     p = cmds.add_parser(
         "csr",
+        usage="recstream pki csr --cn NAME --org NAME --ou NAME --locality CITY --state NAME\n"
+        "                     --country CC --out-key FILE --out-csr FILE\n"
+        "                     (--out-key-password-file FILE | --no-encrypt) [options]",
         help="create a recording key and a certificate signing request (all DN fields)",
         description="Create a recording private key and a certificate signing request, "
         "like 'openssl req -newkey rsa:N -keyout private_key.pem -out cert.req'. Every "
         "DN field is required: recording certificates carry the full distinguished name.",
     )
-    p.add_argument("--cn", metavar="NAME", help="common name: the recording solution's name")
-    p.add_argument("--org", metavar="NAME", help="exact legal organization name, unabbreviated")
-    p.add_argument("--ou", metavar="NAME", help="organizational unit: section of the org")
-    p.add_argument("--locality", metavar="CITY", help="city where the org is legally located")
-    p.add_argument("--state", metavar="NAME", help="state or province, in full (California)")
-    p.add_argument("--country", metavar="CC", help="two-letter ISO 3166 country code (US)")
+    p.add_argument(
+        "--cn", metavar="NAME", help="common name: the recording solution's name (required)"
+    )
+    # Required, and checked together (every missing field is named at once), not by
+    # argparse one at a time; the usage line shows them as required.
+    p.add_argument("--org", metavar="NAME", help="exact legal organization name (required)")
+    p.add_argument("--ou", metavar="NAME", help="organizational unit (required)")
+    p.add_argument("--locality", metavar="CITY", help="city of the org's seat (required)")
+    p.add_argument("--state", metavar="NAME", help="state or province, in full (required)")
+    p.add_argument("--country", metavar="CC", help="ISO 3166 two-letter code, e.g. US (required)")
     _add_key_options(p, "private key")
     p.add_argument(
         "--out-key", required=True, metavar="FILE", type=file_arg, help="e.g. private_key.pem"

@@ -81,7 +81,9 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
         try:
             certs = x509.load_pem_x509_certificates(data.replace(b"\r\n", b"\n"))
         except ValueError as exc:
-            msg = f"not a readable PEM certificate: {exc}"
+            from recstream.pki._util import parse_failure
+
+            msg = f"not a readable PEM certificate: {parse_failure(exc)}"
             raise CertificateError(msg) from exc
         return certs
     try:

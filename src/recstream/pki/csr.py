@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream.errors import CertificateRequestError
+from recstream.pki._util import parse_failure
 from recstream.pki.certs import check_recording_key
 from recstream.pki.dn import SubjectFields
 
@@ -109,7 +110,10 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         else:
             csr = x509.load_der_x509_csr(data)
     except ValueError as exc:
-        msg = f"not a readable certificate signing request (PEM or DER PKCS#10): {exc}"
+        msg = (
+            "not a readable certificate signing request (PEM or DER PKCS#10): "
+            f"{parse_failure(exc)}"
+        )
         raise CertificateRequestError(msg) from exc
     try:
         valid = csr.is_signature_valid
