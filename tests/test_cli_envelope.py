@@ -333,4 +333,5 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert main(["bogus"]) == 2
 
+
 # The demo runs once per session, in tests/test_demo.py (with --serve).

@@ -41,9 +41,9 @@ LONG_RUNNING = {"bench", "demo"}
 SAFE_FOR_LONG_RUNNING = ["-", ""]  # every option of bench and demo must refuse these
 
 
-def leaves(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> Iterator[
-    tuple[tuple[str, ...], argparse.ArgumentParser]
-]:
+def leaves(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs or prefix == ("serve",):
         yield prefix, parser  # `serve` runs the server itself, and has actions too
@@ -120,8 +120,9 @@ def test_garbage_never_a_traceback(
 ) -> None:
     failures = []
     for line in lines_for(words, LEAVES[words]):
-        if os.environ.get("GARBAGE_TRACE"):
-            Path(os.environ["GARBAGE_TRACE"]).open("a").write(f"{line!r}\n")
+        if os.environ.get("GARBAGE_TRACE"):  # which line hangs, when one does
+            with Path(os.environ["GARBAGE_TRACE"]).open("a") as trace:
+                trace.write(f"{line!r}\n")
         with open(workdir / "garbage.bin", "rb") as stdin:
             monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stdin))
             code = main(line)

@@ -50,7 +50,7 @@ def test_every_single_bit_flip_is_rejected(seal: Seal, alice: Party) -> None:
 
 def test_truncation_at_and_inside_every_boundary(seal: Seal, alice: Party) -> None:
     envelope = seal(os.urandom(3 * SEGMENT_SIZE + 10))
-    header, body = split(envelope)
+    header, _body = split(envelope)
     cuts = {0, 5, len(header) - 1, len(header), len(header) + 30, len(header) + 56}
     for k in range(4):
         boundary = len(header) + 56 + k * SEGMENT_WIRE_SIZE

@@ -252,7 +252,8 @@ def test_cert_id_decides_when_the_decoder_holds_both_certificates() -> None:
 
     def ident(name: str) -> Identity:
         key = load_private_key((VECTOR_DIR / "keys" / f"{name}.key.pem").read_bytes())
-        cert = x509.load_pem_x509_certificate((VECTOR_DIR / "keys" / f"{name}.cert.pem").read_bytes())
+        pem = (VECTOR_DIR / "keys" / f"{name}.cert.pem").read_bytes()
+        cert = x509.load_pem_x509_certificate(pem)
         return Identity.from_private_key(key, cert)
 
     envelope = (VECTOR_DIR / "success_cert_id_bob_key_id_alice.rsv").read_bytes()

@@ -94,9 +94,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         j.add_argument(
             "--workers", type=int, metavar="N", help="local cluster size (default: one per core)"
         )
-        j.add_argument(
-            "--state-dir", metavar="DIR", type=file_arg, help="where the manifest lives"
-        )
+        j.add_argument("--state-dir", metavar="DIR", type=file_arg, help="where the manifest lives")
         j.set_defaults(func=cmd_batch)
 
 

@@ -111,8 +111,7 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
             csr = x509.load_der_x509_csr(data)
     except ValueError as exc:
         msg = (
-            "not a readable certificate signing request (PEM or DER PKCS#10): "
-            f"{parse_failure(exc)}"
+            f"not a readable certificate signing request (PEM or DER PKCS#10): {parse_failure(exc)}"
         )
         raise CertificateRequestError(msg) from exc
     try:
