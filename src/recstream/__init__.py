@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os as _os
-import signal as _signal
 import sys as _sys
 from types import FrameType as _FrameType
+from typing import Any as _Any
 
 __version__ = "0.1.0"
+
+# CPython's C signal module: `signal` itself builds its enums at import, ~2 ms of
+# every command's start-up for the one call made here.
+_signal: _Any = __import__("_signal")
 
 
 def _exit_quietly(_signum: int, _frame: _FrameType | None) -> None:  # pragma: no cover

@@ -25,7 +25,6 @@ looked up along the exception's MRO, for every command.  Exit codes (README
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -192,9 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     command = _command_of(words)
     restore_signals: Callable[[], None] | None = None
-    if signal.getsignal(signal.SIGINT) is _recstream._exit_quietly:
+    sig = _recstream._signal
+    if sig.getsignal(sig.SIGINT) is _recstream._exit_quietly:
         # From here Ctrl-C is KeyboardInterrupt again: clean-up runs, then exit 130.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sig.signal(sig.SIGINT, sig.default_int_handler)
     try:
         if command in STOP_ON_SIGNAL:
             from recstream.cli._signals import catch_stop_requests

@@ -8,7 +8,6 @@ is a terminal; never from the command line, and it is never printed or logged.
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from pathlib import Path
@@ -77,6 +76,8 @@ def read_keystore_password(
 
 
 def prompt_password(what: str, *, confirm: bool) -> bytes:
+    import getpass  # termios: only when a terminal is asked
+
     first = getpass.getpass(f"{what[0].upper()}{what[1:]}: ")
     if confirm and getpass.getpass(f"Repeat the {what}: ") != first:
         msg = f"the two {what}s differ"

@@ -119,7 +119,7 @@ def reset_stdin() -> None:
     _stdin_taken.clear()
 
 
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.\d+\.\d+\.partial$")
+_TEMPORARY = r"^\.(?P<name>.+)\.\d+\.\d+\.partial$"
 
 
 def public_name(filename: object) -> object:
@@ -127,7 +127,7 @@ def public_name(filename: object) -> object:
     if not isinstance(filename, str):
         return filename
     path = Path(filename)
-    m = _TEMPORARY.match(path.name)
+    m = re.match(_TEMPORARY, path.name)
     return str(path.with_name(m["name"])) if m else filename
 
 

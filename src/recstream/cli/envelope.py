@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import mimetypes
 import os
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,7 +38,7 @@ from recstream.errors import (
     KeyPolicyError,
     TruncatedStreamError,
 )
-from recstream.files import DEFAULT_JOBS, atomic_output, pump
+from recstream.files import BLOCK_SIZE, DEFAULT_JOBS, Codec, atomic_output, pump, write_all
 from recstream.format import MAX_RECIPIENTS, BodyLayout, MediaKind, Metadata
 from recstream.pki.certs import load_certificate, load_private_key
 
@@ -285,11 +284,39 @@ def distinct_recipients(recipients: Sequence[Recipient]) -> list[Recipient]:
 
 def guess_media(path: str, media_type: str | None, kind: str | None) -> tuple[str, MediaKind]:
     if media_type is None:
-        guessed = mimetypes.guess_type(path)[0] if path != STDIO else None
+        guessed = guess_type(path) if path != STDIO else None
         media_type = guessed or "application/octet-stream"
     if kind is None:
         return media_type, MediaKind.SCREEN if media_type.startswith("video/") else MediaKind.VOICE
     return media_type, MediaKind.SCREEN if kind == "screen" else MediaKind.VOICE
+
+
+# Recording types by extension, so that guessing one needs neither the mimetypes
+# module's system tables (~15 ms to read at start-up) nor urllib; others fall back.
+_RECORDING_TYPES = {
+    ".wav": "audio/x-wav",  # what mimetypes says, and what earlier releases wrote
+    ".au": "audio/basic",
+    ".ul": "audio/basic",
+    ".mp3": "audio/mpeg",
+    ".ogg": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".flac": "audio/flac",
+    ".m4a": "audio/mp4",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".mp4": "video/mp4",
+}
+
+
+def guess_type(path: str) -> str | None:
+    """The MIME type for ``path``'s extension, or None."""
+    suffix = Path(path).suffix.lower()
+    if not suffix or suffix in _RECORDING_TYPES:
+        return _RECORDING_TYPES.get(suffix)
+    import mimetypes
+
+    # Python's own table, not the system files mimetypes.guess_type() would read
+    return mimetypes.MimeTypes().guess_type(path)[0]
 
 
 def resolve_recipients(args: argparse.Namespace, kind: MediaKind) -> tuple[str, list[Recipient]]:
@@ -357,7 +384,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     metadata, recipients = recording_from_args(args, args.input)
     enc = EnvelopeEncryptor(recipients, metadata)
     with _open_in(args.input) as src, naming_output(args.output), _open_out(args.output) as dst:
-        written = pump(src, dst, enc)
+        written = transform(src, dst, enc)
     eprint(
         f"recstream: encrypted {args.input} -> {args.output}: recording {metadata.recording_id}, "
         f"{enc.segments} segment(s), {written} bytes, for certificate ID(s) "
@@ -425,7 +452,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     dec = EnvelopeDecryptor(keys)
     try:
         with _open_in(args.input) as src, naming_output(args.output), _open_out(args.output) as dst:
-            written = pump(src, dst, dec)
+            written = transform(src, dst, dec)
     except (TruncatedStreamError, FinalSegmentAuthError):
         suggest_recover(args.input)
         raise
@@ -491,6 +518,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     header, body = read_header(args.file)
     info = describe(header, body)
     if args.json:
+        import json
+
         print(json.dumps(info, indent=2))
         return 0
     state = "complete" if info["complete"] else "INCOMPLETE (interrupted or truncated)"
@@ -537,6 +566,28 @@ def format_created(created_ms: int) -> str | None:
 
 
 # --- shared ----------------------------------------------------------------
+
+
+def transform(src: IO[bytes], dst: IO[bytes], codec: Codec) -> int:
+    """Run ``codec`` over ``src`` into ``dst``; return the bytes written.
+
+    A regular file smaller than one pump block is done in this thread, in one
+    read: the threaded pump's buffers and threads would cost a short file more
+    than the work (start-up is most of a one-shot command's time).
+    """
+    try:
+        info = os.fstat(src.fileno())
+    except (OSError, ValueError):
+        info = None
+    if info is not None and stat.S_ISREG(info.st_mode) and info.st_size < BLOCK_SIZE:
+        data = src.read()
+        out = bytearray(codec.output_size(len(data)))
+        n = codec.update_into(data, out)
+        write_all(dst, memoryview(out)[:n])
+        tail = codec.finalize()
+        write_all(dst, tail)
+        return n + len(tail)
+    return pump(src, dst, codec)
 
 
 def _check_paths(src: str, dst: str, force: bool) -> None:
