@@ -74,6 +74,18 @@ def make_fixtures(d: Path) -> tuple[Path, Path, Path]:
     return c, k, one
 
 
+def cpu_features() -> list[str]:
+    """The crypto-relevant CPU flags /proc/cpuinfo reports (AES-NI, CLMUL, AVX, SHA)."""
+    wanted = ("aes", "pclmulqdq", "avx", "avx2", "avx512f", "vaes", "vpclmulqdq", "sha_ni")
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                  if ln.startswith("flags")), [])  # fmt: skip
+    return [f for f in wanted if f in flags]
+
+
 def timed(argv: list[str]) -> tuple[float, float]:
     """Wall time and CPU time (user + system) of one process, from wait4's rusage."""
     start = time.perf_counter()
@@ -140,7 +152,9 @@ def main() -> None:
                 times[name].append(wall)
                 cpu[name].append(used)
     machine = describe_machine()
+    machine["cpu_features"] = cpu_features()
     print(machine_line(machine))
+    print(f"CPU features: {' '.join(machine['cpu_features']) or 'unknown'}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}; {args.rounds} rounds")
     report: dict[str, object] = {"machine": machine, "rounds": args.rounds}
     for label, series in (("wall", times), ("cpu", cpu)):

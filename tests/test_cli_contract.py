@@ -496,3 +496,14 @@ def test_disk_full_names_the_output(
     assert code == 5
     assert f"{out}: No space left on device" in err and ".partial" not in err
     assert list(tiny_fs.iterdir()) == []
+
+
+def test_unreadable_media_is_described_without_errno_numbers(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = files["dir"]
+    (d / "call.wav").write_bytes(b"RIFF....WAVE but not really" * 20)
+    code, _, err = run(capsys, "mux", "--voice", d / "call.wav", "--screen", d / "call.wav",
+                       d / "m.webm")  # fmt: skip
+    assert code == 2 and "cannot read the media" in err
+    assert "[Errno" not in err and "Traceback" not in err and not (d / "m.webm").exists()
