@@ -172,7 +172,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     wanted = COMMAND_MODULES.get(command or "")
     names = [wanted] if wanted else sorted(set(COMMAND_MODULES.values()))
     for name in names:
-        importlib.import_module(f"recstream.cli.{name}").register(sub)
+        module = importlib.import_module(f"recstream.cli.{name}")
+        one = getattr(module, "register_one", None)
+        if wanted and one is not None and command in module.REGISTRARS:
+            one(sub, command)  # only the command named: the others' parsers cost start-up
+        else:
+            module.register(sub)
     return parser
 
 

@@ -54,6 +54,18 @@ MAX_DATED_MS = 253_402_300_799_999
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Register ``encrypt``, ``decrypt`` and ``inspect``."""
+    for name in REGISTRARS:
+        register_one(sub, name)
+
+
+def register_one(sub: argparse._SubParsersAction[Any], name: str) -> None:
+    """Register only ``name``: a command line names one command, and building the
+    others' parsers is start-up time for nothing."""
+    REGISTRARS[name](sub)
+
+
+def _register_encrypt(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "encrypt",
         help="encrypt a recording for one or more certificates",
@@ -84,6 +96,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("output", metavar="OUT", help="the envelope, or '-' for stdout")
     p.set_defaults(func=cmd_encrypt)
 
+
+def _register_decrypt(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "decrypt",
         help="decrypt recordings with their private keys or the keystore",
@@ -131,6 +145,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.set_defaults(func=cmd_decrypt)
 
+
+def _register_inspect(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "inspect",
         help="show an envelope's header (no key needed)",
@@ -140,6 +156,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("file", metavar="FILE", help="the envelope, or '-' for stdin")
     p.set_defaults(func=cmd_inspect)
+
+
+REGISTRARS = {
+    "encrypt": _register_encrypt,
+    "decrypt": _register_decrypt,
+    "inspect": _register_inspect,
+}
 
 
 # --- encrypt ---------------------------------------------------------------
