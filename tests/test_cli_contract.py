@@ -507,3 +507,24 @@ def test_unreadable_media_is_described_without_errno_numbers(
                        d / "m.webm")  # fmt: skip
     assert code == 2 and "cannot read the media" in err
     assert "[Errno" not in err and "Traceback" not in err and not (d / "m.webm").exists()
+
+
+def test_the_collector_is_paused_only_while_the_command_loads(files: dict[str, Path]) -> None:
+    """Run as the command, recstream loads with the cyclic GC off (start-up cost) and
+    turns it back on before the command runs: `serve` and `record` run for days."""
+    env = files["dir"] / "e.rsv"
+    assert main(["encrypt", "--cert", str(files["cert"]), str(files["in"]), str(env)]) == 0
+    code = (
+        "import sys; sys.argv = ['recstream']; import gc, recstream; "
+        "assert not gc.isenabled(); from recstream.cli import main; "
+        f"assert main(['inspect', {str(env)!r}]) == 0; assert gc.isenabled(); print('ok')"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=False)
+    assert r.returncode == 0 and r.stdout.endswith(b"ok\n"), r.stderr
+    assert gc_enabled_in_this_process()
+
+
+def gc_enabled_in_this_process() -> bool:
+    import gc
+
+    return gc.isenabled()  # importing recstream as a library never pauses it

@@ -25,6 +25,7 @@ looked up along the exception's MRO, for every command.  Exit codes (README
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -211,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         reset_stdin()
         args = build_parser(command).parse_args(words)
+        if _recstream._as_command and not gc.isenabled():
+            gc.freeze()  # what start-up loaded stays out of every later collection
+            gc.enable()
         func: Command = args.func
         return func(args)
     except SystemExit as exc:
