@@ -19,14 +19,14 @@ from recstream.aio.run import run
 from recstream.aio.writer import INCOMPLETE_SUFFIX, RecordingWriter
 from recstream.cli import EXIT_PARTIAL, UsageError, eprint
 from recstream.cli._keystore_access import add_keystore_options
-from recstream.cli._signals import STOP_SIGNALS, StopRequest, stop_request
-from recstream.cli._util import STDIO, file_arg, naming_output
-from recstream.cli.envelope import (
+from recstream.cli._recording import (
     add_metadata_options,
     add_recipient_options,
-    decryption_keys,
     recording_from_args,
 )
+from recstream.cli._signals import STOP_SIGNALS, StopRequest, stop_request
+from recstream.cli._util import STDIO, file_arg, naming_output
+from recstream.cli.envelope import decryption_keys
 from recstream.envelope import Recipient
 from recstream.files import atomic_output, write_all
 from recstream.format import Metadata

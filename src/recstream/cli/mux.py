@@ -9,14 +9,14 @@ from typing import Any
 
 from recstream.cli import UsageError, eprint
 from recstream.cli._keystore_access import add_keystore_options, open_keystore
-from recstream.cli._util import file_arg, naming_output
-from recstream.cli.envelope import (
+from recstream.cli._recording import (
     DEFAULT_TENANT,
     distinct_recipients,
-    load_identities,
     load_recipients,
     tenant_arg,
 )
+from recstream.cli._util import file_arg, naming_output
+from recstream.cli.envelope import load_identities
 from recstream.envelope import KeyRing, Recipient
 from recstream.format import MediaKind
 
