@@ -270,3 +270,36 @@ def test_recover_with_the_keystore(tmp_path: Path, alice: Party, seal: object) -
         )
         == 2
     )
+
+
+def test_sigterm_while_the_keystore_opens_keeps_what_was_piped(
+    tmp_path: Path, alice: Party
+) -> None:
+    """`record --tenant`: the signal lands before the keystore is even read (the
+    recorder says it is recording before opening it); the piped audio is kept."""
+    import datetime as dt
+
+    from recstream.keystore import create, update
+    from tests.keystore_helpers import TINY_KDF
+
+    ks, pw = tmp_path / "ks.rsk", tmp_path / "ks.pass"
+    pw.write_bytes(b"a keystore password\n")
+    create(ks, b"a keystore password", kdf=TINY_KDF)
+    with update(ks, b"a keystore password") as store:
+        store.add("acme", MediaKind.VOICE, alice.cert, alice.key, now=dt.datetime.now(dt.UTC))
+    out = tmp_path / "call.rsv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recstream", "record", "--tenant", "acme", "--keystore", str(ks),
+         "--password-file", str(pw), str(out)],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    data = os.urandom(40_000)
+    proc.stdin.write(data)
+    proc.stdin.flush()
+    wait_for_line(proc, b"recording into")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    _cert, key = alice.write(tmp_path)
+    assert main(["decrypt", "--key", str(key), str(out), str(tmp_path / "d")]) == 0
+    assert (tmp_path / "d").read_bytes() == data
