@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,25 @@ def expired_copy(party: Party) -> x509.Certificate:
         .not_valid_after(now - dt.timedelta(days=35))
         .sign(party.key, hashes.SHA256())
     )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[list[str]]:
+    """One local Dask cluster (2 worker processes) for the whole module, started once.
+
+    The jobs reach it the way a real deployment does, with --scheduler; a cluster
+    per job would cost each test the start-up of a scheduler and two workers.
+    """
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",  # any free port: never a "port 8787 in use" warning
+        silence_logs=50,
+    ) as c:  # type: ignore[no-untyped-call]
+        yield ["--scheduler", c.scheduler_address]
 
 
 @pytest.fixture(scope="module")
@@ -92,15 +112,15 @@ def key_args(keys: Path) -> list[str]:
     ]
 
 
-def test_audit_finds_exactly_the_orphans(archive: dict, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[type-arg]
+def test_audit_finds_exactly_the_orphans(archive: dict, capsys: pytest.CaptureFixture[str],  # type: ignore[type-arg]
+                                         cluster: list[str]) -> None:
     code = main(
         [
             "batch",
             "audit",
             str(archive["src"]),
             *key_args(archive["keys"]),
-            "--workers",
-            "2",
+            *cluster,
             "--unwrap",
             "--json",
             "--state-dir",
@@ -121,6 +141,7 @@ def test_rewrap_moves_to_new_certificate_bodies_unchanged(
     archive: dict,
     tmp_path: Path,  # type: ignore[type-arg]
     capsys: pytest.CaptureFixture[str],
+    cluster: list[str],
 ) -> None:
     d: Party = archive["parties"]["D"]
     out = tmp_path / "rewrapped"
@@ -133,8 +154,7 @@ def test_rewrap_moves_to_new_certificate_bodies_unchanged(
             *key_args(archive["keys"]),
             "--to-cert",
             str(archive["keys"] / "cert-D.cert.pem"),
-            "--workers",
-            "2",
+            *cluster,
         ]
     )
     assert code == 7  # the C recordings cannot be re-wrapped: no key
@@ -153,19 +173,11 @@ def test_rewrap_moves_to_new_certificate_bodies_unchanged(
         assert dec.update(new) + dec.finalize() == archive["plain"][rel]
 
 
-def test_decrypt_outputs_match_originals(archive: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+def test_decrypt_outputs_match_originals(archive: dict, tmp_path: Path,  # type: ignore[type-arg]
+                                         cluster: list[str]) -> None:
     out = tmp_path / "plain"
-    code = main(
-        [
-            "batch",
-            "decrypt",
-            str(archive["src"]),
-            str(out),
-            *key_args(archive["keys"]),
-            "--workers",
-            "2",
-        ]
-    )
+    code = main(["batch", "decrypt", str(archive["src"]), str(out), *key_args(archive["keys"]),
+                 *cluster])
     assert code == 7
     for rel, data in archive["plain"].items():
         target = out / rel.replace("voice.rsv", "voice.au")
@@ -236,7 +248,8 @@ def test_refusals(archive: dict, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["batch", "audit", src, "--key", str(tmp_path / "missing.pem")]) == 2
     assert main(["batch", "rewrap", src, *key_args(archive["keys"])]) == 2
     assert "needs --to-cert" in capsys.readouterr().err
-    assert main(["batch", "audit", str(tmp_path / "nowhere"), *key_args(archive["keys"])]) == 5
+    # a missing input is a usage error (exit 2) for every command
+    assert main(["batch", "audit", str(tmp_path / "nowhere"), *key_args(archive["keys"])]) == 2
     assert (
         main(
             [
@@ -254,15 +267,15 @@ def test_refusals(archive: dict, tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_non_envelopes_are_reported_or_ignored(archive: dict, tmp_path: Path,  # type: ignore[type-arg]
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+                                              capsys: pytest.CaptureFixture[str],
+                                              cluster: list[str]) -> None:
     src = tmp_path / "mixed"
     src.mkdir()
     good = next(p for p, w in archive["owner"].items() if w == "A")
     (src / "good.rsv").write_bytes((archive["src"] / good).read_bytes())
     (src / "bogus.rsv").write_bytes(b"RIFF....WAVEfmt not an envelope")
     (src / "notes.txt").write_text("a file that is not a recording")
-    code = main(["batch", "audit", str(src), *key_args(archive["keys"]), "--workers", "1",
-                 "--json"])
+    code = main(["batch", "audit", str(src), *key_args(archive["keys"]), *cluster, "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 7
     assert doc["total"] == 2  # notes.txt is not listed

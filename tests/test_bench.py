@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -350,10 +351,9 @@ def test_live(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         "live --calls 20 --duration 1 --flush-interval 0.2 --screen 2 --screen-bitrate 1e6",
     )
     row = rows(report)["20"]
-    # Sustained or not is wall-clock on a shared machine: a "no" must say why, nothing more.
-    assert row["sustained"].startswith("yes") or any(
-        n.startswith("20 calls not sustained: ") for n in report["notes"]
-    )
+    # Whether 20 calls kept up with real time depends on the machine's load: the
+    # verdict is reported, not asserted (no wall-clock assertions in tests).
+    assert re.fullmatch(r"(yes|no) \(\d+/\d+\)", row["sustained"])
     assert row["segments"]["median"] >= 1  # screen streams fill segments within a second
     # segments reached the disk (a latency bound would be a timed assertion on a noisy CI)
     assert 0 < row["flush_p99_ms"]["median"] < 10_000

@@ -207,4 +207,4 @@ def test_body_layout_arithmetic(length: int) -> None:
 
 
 def test_magic_is_the_documented_bytes() -> None:
-    assert MAGIC == bytes.fromhex("895253545 24d0d0a".replace(" ", ""))
+    assert bytes.fromhex("895253545 24d0d0a".replace(" ", "")) == MAGIC

@@ -176,3 +176,10 @@ def test_decrypt_with_an_encrypted_key_prompts_on_a_terminal(tmp_path: Path, cer
     assert proc.wait(timeout=120) == 0
     os.close(master)
     assert (tmp_path / "out.wav").read_bytes() == b"secret media"
+
+
+def test_the_environment_variable_names_agree_with_the_keystore() -> None:
+    from recstream import keysource
+    from recstream.keystore import store
+
+    assert (keysource.ENV_PATH, keysource.ENV_PASSWORD) == (store.ENV_PATH, store.ENV_PASSWORD)

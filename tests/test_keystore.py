@@ -272,7 +272,8 @@ def load_bytes(data: bytes) -> Keystore:
 
 def test_default_kdf_tuning() -> None:
     """The default parameters are within the caps, above RFC 9106's memory-constrained
-    recommendation (64 MiB, 3 passes), and derive in well under the caps' time here."""
+    recommendation (64 MiB, 3 passes); the derivation time is printed, not asserted
+    (a loaded machine makes any bound on it a coin toss; bench/ measures it)."""
     DEFAULT_KDF.check()
     assert DEFAULT_KDF.memory_kib >= 64 * 1024 and DEFAULT_KDF.iterations >= 3
     assert DEFAULT_KDF.memory_kib * DEFAULT_KDF.iterations * 4 <= container.MAX_KDF_WORK
@@ -280,7 +281,6 @@ def test_default_kdf_tuning() -> None:
     unlocked = Unlocked.derive(PASSWORD, DEFAULT_KDF)
     took = time.perf_counter() - start
     print(f"\nArgon2id {DEFAULT_KDF.describe()}: {took:.3f} s")
-    assert 0.05 < took < 10, took
     again = Unlocked.derive(PASSWORD, DEFAULT_KDF, unlocked.salt)
     assert again == unlocked
     assert Unlocked.derive(b"other password 123", DEFAULT_KDF, unlocked.salt) != unlocked

@@ -320,7 +320,8 @@ def test_keystore_missing_wrong_password_damaged(
     code, _, err = run_cli(
         capsys, "keystore", "list", "--keystore", site.root / "nope.rsk", "--password-file", site.pw
     )
-    assert code == 4 and "no keystore at" in err and "keystore init" in err
+    # a missing input is a usage error (exit 2) for every command
+    assert code == 2 and "no keystore at" in err and "keystore init" in err
     (site.root / "bad").write_text("other password 123\n")
     code, _, err = run_cli(
         capsys, "keystore", "list", "--keystore", site.ks, "--password-file", site.root / "bad"
@@ -466,7 +467,7 @@ def test_encrypt_fails_closed(site: Site, capsys: pytest.CaptureFixture[str]) ->
     enc = ["encrypt", *site.ks_args(), "--tenant", "acme"]
     code, _, err = run_cli(capsys, *enc, "--media-kind", "screen", site.input, out)
     assert code == 4 and "no screen recording certificate" in err
-    assert "recstream keystore import --tenant acme --kind screen" in err
+    assert "recstream keystore import --tenant acme --media-kind screen" in err
     code, _, err = run_cli(capsys, *enc, "--ca-file", site.root / "ca.pem", site.input, out)
     assert code == 4 and "CA file refuses the active" in err
     code, _, err = run_cli(capsys, "encrypt", *site.ks_args(), "--tenant", "zeta", site.input, out)

@@ -107,7 +107,8 @@ def test_screen_without_certificate_fails_at_once_voice_goes_on(
     hook = asyncio.run(main())
     error = hook.errors[("call", S)]
     assert isinstance(error, ScreenCertificateMissingError)
-    assert "provision one: recstream keystore import --tenant acme --kind screen" in str(error)
+    provision = "provision one: recstream keystore import --tenant acme --media-kind screen"
+    assert provision in str(error)
     assert (tmp_path / "call-voice.rsv").exists()
     assert not list(tmp_path.glob("call-screen*"))
 

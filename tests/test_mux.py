@@ -1,4 +1,4 @@
-"""The muxer on the sample recordings: streams, timing, the encryption rule, no plaintext on disk."""
+"""The muxer on the samples: streams, timing, the encryption rule, no plaintext on disk."""
 
 from __future__ import annotations
 
@@ -26,11 +26,22 @@ T0 = 1_750_000_000_000
 SCREEN_DELAY_MS = 2500
 
 
-def seal_file(src: Path, dst: Path, party: Party, kind: MediaKind, created: int,
-              tenant: str = "acme", rid: str = "call-7") -> Path:
-    md = new_metadata(recording_id=rid, tenant=tenant, media_kind=kind,
-                      media_type="audio/wav" if kind is MediaKind.VOICE else "video/webm",
-                      created_ms=created)
+def seal_file(
+    src: Path,
+    dst: Path,
+    party: Party,
+    kind: MediaKind,
+    created: int,
+    tenant: str = "acme",
+    rid: str = "call-7",
+) -> Path:
+    md = new_metadata(
+        recording_id=rid,
+        tenant=tenant,
+        media_kind=kind,
+        media_type="audio/wav" if kind is MediaKind.VOICE else "video/webm",
+        created_ms=created,
+    )
     enc = EnvelopeEncryptor([party.recipient], md)
     dst.write_bytes(enc.update(src.read_bytes()) + enc.finalize())
     return dst
@@ -67,8 +78,9 @@ def test_plain_pair_muxes(tmp_path: Path) -> None:
     check_muxed((tmp_path / "out.webm").read_bytes(), 0.0)
 
 
-def test_encrypted_pair_offsets_audio_and_stays_encrypted(tmp_path: Path, alice: Party,
-                                                          bob: Party) -> None:
+def test_encrypted_pair_offsets_audio_and_stays_encrypted(
+    tmp_path: Path, alice: Party, bob: Party
+) -> None:
     voice = seal_file(CALL, tmp_path / "v.rsv", alice, MediaKind.VOICE, T0)
     screen = seal_file(SCREEN, tmp_path / "s.rsv", alice, MediaKind.SCREEN, T0 + SCREEN_DELAY_MS)
     out = tmp_path / "out.rsv"
@@ -85,8 +97,7 @@ def test_encrypted_pair_offsets_audio_and_stays_encrypted(tmp_path: Path, alice:
 def test_mixed_pair_refused_with_nothing_written(tmp_path: Path, alice: Party) -> None:
     voice = seal_file(CALL, tmp_path / "v.rsv", alice, MediaKind.VOICE, T0)
     out = tmp_path / "out.rsv"
-    with pytest.raises(MixedEncryptionError, match="screen recording .* is not encrypted"
-                       ) as info:
+    with pytest.raises(MixedEncryptionError, match=r"screen recording .* is not encrypted") as info:
         mux_files(voice, SCREEN, out, keys=alice.keys, recipients=[alice.recipient])
     assert "provision a screen-recording certificate for tenant 'acme'" in str(info.value)
     assert not out.exists() and list(tmp_path.iterdir()) == [voice]
@@ -97,8 +108,9 @@ def test_mismatched_recordings_refused(tmp_path: Path, alice: Party, field: str)
     voice = seal_file(CALL, tmp_path / "v.rsv", alice, MediaKind.VOICE, T0)
     other = {"tenant": "globex"} if field == "tenant" else {"rid": "call-8"}
     screen = seal_file(SCREEN, tmp_path / "s.rsv", alice, MediaKind.SCREEN, T0, **other)
-    with pytest.raises(MuxError, match="different tenants" if field == "tenant"
-                       else "different interactions"):
+    with pytest.raises(
+        MuxError, match="different tenants" if field == "tenant" else "different interactions"
+    ):
         mux_files(voice, screen, tmp_path / "o", keys=alice.keys, recipients=[alice.recipient])
     assert not (tmp_path / "o").exists()
 
@@ -115,8 +127,9 @@ def test_tampered_input_fails_with_nothing_written(tmp_path: Path, alice: Party)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
-def test_no_plaintext_touches_the_disk(tmp_path: Path, alice: Party,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_plaintext_touches_the_disk(
+    tmp_path: Path, alice: Party, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import tempfile
 
     voice = seal_file(CALL, tmp_path / "v.rsv", alice, MediaKind.VOICE, T0)
@@ -156,8 +169,9 @@ def test_no_plaintext_touches_the_disk(tmp_path: Path, alice: Party,
     t = threading.Thread(target=watch)
     t.start()
     try:
-        mux_files(voice, screen, tmp_path / "out.rsv", keys=alice.keys,
-                  recipients=[alice.recipient])
+        mux_files(
+            voice, screen, tmp_path / "out.rsv", keys=alice.keys, recipients=[alice.recipient]
+        )
     finally:
         done.set()
         t.join()
@@ -167,17 +181,61 @@ def test_no_plaintext_touches_the_disk(tmp_path: Path, alice: Party,
     assert (tmp_path / "out.rsv").read_bytes().startswith(MAGIC)
 
 
-def test_cli_mux_and_refusal(tmp_path: Path, alice: Party, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_mux_and_refusal(
+    tmp_path: Path, alice: Party, capsys: pytest.CaptureFixture[str]
+) -> None:
     cert, key = alice.write(tmp_path)
     voice = seal_file(CALL, tmp_path / "v.rsv", alice, MediaKind.VOICE, T0)
     screen = seal_file(SCREEN, tmp_path / "s.rsv", alice, MediaKind.SCREEN, T0 + 500)
-    assert main(["mux", "--voice", str(voice), "--screen", str(screen), "--key", str(key),
-                 "--cert", str(cert), str(tmp_path / "o.rsv")]) == 0
-    assert main(["mux", "--voice", str(voice), "--screen", str(SCREEN), "--key", str(key),
-                 "--cert", str(cert), str(tmp_path / "p.rsv")]) == 4
+    assert (
+        main(
+            [
+                "mux",
+                "--voice",
+                str(voice),
+                "--screen",
+                str(screen),
+                "--key",
+                str(key),
+                "--cert",
+                str(cert),
+                str(tmp_path / "o.rsv"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "mux",
+                "--voice",
+                str(voice),
+                "--screen",
+                str(SCREEN),
+                "--key",
+                str(key),
+                "--cert",
+                str(cert),
+                str(tmp_path / "p.rsv"),
+            ]
+        )
+        == 4
+    )
     err = capsys.readouterr().err
     assert "not encrypted" in err and "Traceback" not in err
     assert not (tmp_path / "p.rsv").exists()
-    assert main(["mux", "--voice", str(CALL), "--screen", str(SCREEN), str(tmp_path / "q.webm")]) == 0
-    assert main(["mux", "--voice", str(tmp_path / "none"), "--screen", str(SCREEN),
-                 str(tmp_path / "r.webm")]) == 2
+    q = tmp_path / "q.webm"
+    assert main(["mux", "--voice", str(CALL), "--screen", str(SCREEN), str(q)]) == 0
+    assert (
+        main(
+            [
+                "mux",
+                "--voice",
+                str(tmp_path / "none"),
+                "--screen",
+                str(SCREEN),
+                str(tmp_path / "r.webm"),
+            ]
+        )
+        == 2
+    )

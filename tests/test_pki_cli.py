@@ -212,7 +212,7 @@ def test_key_must_be_encrypted_or_explicitly_not(
 ) -> None:
     out = ["--out-key", tmp_path / "k", "--out-csr", tmp_path / "r"]
     assert run("pki", "csr", *DN_ARGS, *out) == 2
-    assert "give --password-file FILE" in capsys.readouterr().err
+    assert "give --out-key-password-file FILE" in capsys.readouterr().err
     (tmp_path / "pw").write_text("x\n")
     assert (
         run("pki", "csr", *DN_ARGS, *out, "--no-encrypt", "--password-file", tmp_path / "pw") == 2

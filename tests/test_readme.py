@@ -16,15 +16,20 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index: int, tmp_path: Path, alice: Party,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_example_runs(
+    index: int, tmp_path: Path, alice: Party, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     pem = alice.cert.public_bytes(serialization.Encoding.PEM)
     for name in ("rec.pem", "cert.pem"):
         Path(name).write_bytes(pem)
-    Path("key.pem").write_bytes(alice.key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    Path("key.pem").write_bytes(
+        alice.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     os.makedirs("recordings", exist_ok=True)
     _keystore_with_acme(tmp_path)
     code = BLOCKS[index]

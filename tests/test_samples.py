@@ -12,8 +12,12 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def test_the_script_makes_the_committed_samples(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(SAMPLES / "make_samples.py"), str(tmp_path)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, str(SAMPLES / "make_samples.py"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     for name in ("call.wav", "screen.webm"):
         assert (tmp_path / name).read_bytes() == (SAMPLES / name).read_bytes(), name
         assert (SAMPLES / name).stat().st_size < 1_000_000

@@ -50,13 +50,15 @@ def test_every_single_bit_flip_is_rejected(seal: Seal, alice: Party) -> None:
 
 def test_truncation_at_and_inside_every_boundary(seal: Seal, alice: Party) -> None:
     envelope = seal(os.urandom(3 * SEGMENT_SIZE + 10))
-    header, body = split(envelope)
+    header, _body = split(envelope)
     cuts = {0, 5, len(header) - 1, len(header), len(header) + 30, len(header) + 56}
     for k in range(4):
         boundary = len(header) + 56 + k * SEGMENT_WIRE_SIZE
         cuts |= {boundary - 1, boundary, boundary + 1, boundary + 15, boundary + 16}
     cuts |= {len(envelope) - 1}
-    for cut in sorted(c for c in cuts if c < len(envelope)):
+    with pytest.raises(errors.EmptyInputError):  # 0 bytes: not an envelope at all
+        open_all(b"", alice.keys)
+    for cut in sorted(c for c in cuts if 0 < c < len(envelope)):
         with pytest.raises(errors.IntegrityError):
             open_all(envelope[:cut], alice.keys)
     assert len(open_all(envelope, alice.keys)) == 3 * SEGMENT_SIZE + 10

@@ -23,6 +23,7 @@ import pytest
 
 from recstream.envelope import EnvelopeDecryptor, Identity, IdentitySet
 from recstream.errors import (
+    EmptyInputError,
     EnvelopeFormatError,
     HeaderAuthError,
     IntegrityError,
@@ -137,6 +138,11 @@ def test_vector(path: Path, piece: int | None) -> None:
 
 def check_error(vector: VectorFile, out: Outcome) -> None:
     what = f"{vector.expect} ({vector.comment}): got {out.error!r} from {out.stage or 'nothing'}"
+    if vector.name == "header_truncated_empty_file":
+        # no bytes at all: not a truncated envelope, not an envelope (a header failure)
+        assert isinstance(out.error, EmptyInputError), what
+        assert out.stage == "finalize", what
+        return
     if vector.name.startswith(TRUNCATED_HEADER_PREFIX):
         assert vector.expect == "header failure"
         assert isinstance(out.error, TruncatedStreamError), what
@@ -192,3 +198,67 @@ def test_generator_check() -> None:
         [sys.executable, str(script), "--check"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+SHAPED = [p for p in FILES if b"\nshape: " in p.read_bytes().partition(b"\n\n")[0]]
+
+
+@pytest.mark.parametrize("path", SHAPED, ids=[p.stem for p in SHAPED])
+def test_inspect_reports_the_shape_of_an_incomplete_body(path: Path) -> None:
+    """FORMAT.md §6.1: what `inspect` says of a body, from its length alone."""
+    from recstream.cli.envelope import describe
+    from recstream.format import parse_header
+
+    head, _, envelope = path.read_bytes().partition(b"\n\n")
+    fields = dict(line.split(": ", 1) for line in head.decode().splitlines())
+    header = parse_header(envelope)
+    assert not isinstance(header, type(None))
+    info = describe(header, len(envelope) - header.length)  # type: ignore[arg-type, union-attr]
+    got = (
+        f"complete={str(info['complete']).lower()} segments={info['segments']} "
+        f"plaintext_length={info['plaintext_length']}"
+    )
+    assert got == fields["shape"]
+
+
+def test_shaped_vectors_exist() -> None:
+    assert len(SHAPED) >= 10, "run tests/vectors/generate.py"
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("success_created_ms_zero", "1970-01-01T00:00:00.000Z"),
+        ("success_created_ms_last_date", "9999-12-31T23:59:59.999Z"),
+        ("success_created_ms_max", None),
+    ],
+)
+def test_created_ms_display(name: str, shown: str | None) -> None:
+    """FORMAT.md §3: any created_ms is valid; dates up to year 9999, else the number."""
+    from recstream.cli.envelope import format_created
+    from recstream.format import parse_header
+
+    envelope = (VECTOR_DIR / f"{name}.rsv").read_bytes().partition(b"\n\n")[2]
+    header = parse_header(envelope)
+    assert format_created(header.metadata.created_ms) == shown  # type: ignore[union-attr]
+
+
+def test_cert_id_decides_when_the_decoder_holds_both_certificates() -> None:
+    """FORMAT.md §4: a stanza whose cert_id and key_id name different held keys goes to
+    cert_id's, whatever order the keys are held in: one unwrap, which fails here."""
+    from cryptography import x509
+
+    from recstream.errors import KeyUnwrapError
+
+    def ident(name: str) -> Identity:
+        key = load_private_key((VECTOR_DIR / "keys" / f"{name}.key.pem").read_bytes())
+        pem = (VECTOR_DIR / "keys" / f"{name}.cert.pem").read_bytes()
+        cert = x509.load_pem_x509_certificate(pem)
+        return Identity.from_private_key(key, cert)
+
+    envelope = (VECTOR_DIR / "success_cert_id_bob_key_id_alice.rsv").read_bytes()
+    envelope = envelope.partition(b"\n\n")[2]
+    for order in (["alice", "bob"], ["bob", "alice"]):
+        dec = EnvelopeDecryptor(IdentitySet([ident(n) for n in order]))
+        with pytest.raises(KeyUnwrapError):
+            dec.update(envelope)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from recstream import _crypto
 from recstream.errors import (
+    EmptyInputError,
     HeaderAuthError,
     KeyUnwrapError,
     NoMatchingKeyError,
@@ -286,6 +287,8 @@ class EnvelopeDecryptor:
             raise StreamStateError(msg)
         if self._body is None:
             self._failed = True
+            if not self._head:
+                raise EmptyInputError
             raise TruncatedStreamError(0, "the file ends inside the envelope header")
         try:
             return self._body.finalize()

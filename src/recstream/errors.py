@@ -28,6 +28,7 @@ __all__ = [
     "ChainVerificationError",
     "CommitmentError",
     "ConfigError",
+    "EmptyInputError",
     "EnvelopeFormatError",
     "FinalSegmentAuthError",
     "HeaderAuthError",
@@ -87,6 +88,13 @@ class EnvelopeFormatError(RecstreamError):
 
 class NotAnEnvelopeError(EnvelopeFormatError):
     """The magic bytes are wrong: this is not a recstream envelope."""
+
+
+class EmptyInputError(NotAnEnvelopeError):
+    """The input has no bytes at all: an empty file is not a (truncated) envelope."""
+
+    def __init__(self) -> None:
+        super().__init__("the input is empty (0 bytes): not a recstream envelope", 0)
 
 
 class UnsupportedVersionError(EnvelopeFormatError):

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from recstream.errors import PasswordError
-from recstream.keystore.store import ENV_PASSWORD, ENV_PATH, keystore_path, load
 from recstream.pki.certs import certificate_id, load_certificates, load_private_key
 from recstream.pki.recipients import Identity, IdentitySet, KeyRing, Recipient
 
@@ -43,6 +42,12 @@ __all__ = [
     "read_password",
     "read_password_file",
 ]
+
+# The same names as recstream.keystore.store's ENV_PATH/ENV_PASSWORD (a test keeps
+# them equal): the keystore package is imported only when a keystore is opened, so
+# `encrypt --cert` and `decrypt --key` never pay for it at start-up.
+ENV_PATH = "RECSTREAM_KEYSTORE"
+ENV_PASSWORD = "RECSTREAM_KEYSTORE_PASSWORD"  # noqa: S105 - a variable's name
 
 Prompt = Callable[[str], bytes]
 """Asks the user for ``what`` (e.g. "keystore password") and returns it."""
@@ -132,6 +137,8 @@ class KeySource:
 
     def keystore_file(self) -> Path:
         """The keystore: ``keystore``, else ``$RECSTREAM_KEYSTORE``, else the default."""
+        from recstream.keystore.store import keystore_path
+
         return keystore_path(self.keystore)
 
     def password(self, prompt: Prompt | None = None, what: str = "keystore password") -> bytes:
@@ -166,12 +173,15 @@ class KeySource:
     ) -> tuple[Recipient, list[str]]:  # fmt: skip
         """The tenant's active certificate of ``kind`` in the keystore, and any warnings."""
         from recstream.keystore.resolve import active_recipient
+        from recstream.keystore.store import load
 
         ks = load(self.keystore_file(), self.password(prompt))
         return active_recipient(ks, tenant, kind, now=now, ca_bundle=ca_bundle)
 
     def _open(self, prompt: Prompt | None) -> OpenedKeys:
         if not self.key_files:
+            from recstream.keystore.store import load
+
             ks = load(self.keystore_file(), self.password(prompt))
             certs = {
                 e.cert_id: CertInfo(e.cert_id, e.subject, e.not_after, has_key=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -201,7 +201,8 @@ def mux_streams(voice: MuxInput, screen: MuxInput, sink: IO[bytes]) -> tuple[flo
         in_a = av.open(voice.file, "r")
         in_v = av.open(screen.file, "r")
     except av.FFmpegError as exc:
-        msg = f"cannot read the media: {exc}"
+        # FFmpeg's text, not its "[Errno -1094995529]" repr
+        msg = f"cannot read the media: {getattr(exc, 'strerror', None) or exc}"
         raise MuxError(msg) from exc
     if not in_a.streams.audio or not in_v.streams.video:
         msg = "the call recording needs an audio stream and the screen recording a video stream"
@@ -224,12 +225,17 @@ def mux_files(
     out_path: str | os.PathLike[str],
     *,
     keys: KeyRing | None = None,
-    recipients: Sequence[Recipient] = (),
+    recipients: Sequence[Recipient] | Callable[[str], Sequence[Recipient]] = (),
+    tenant: str = "default",
+    recording_id: str | None = None,
 ) -> MuxResult:
     """Mux a call and a screen recording into ``out_path`` (WebM, encrypted if they were).
 
     Encrypted inputs need ``keys`` to read them and ``recipients`` for the
-    output (the tenant's active screen certificate, or certificates given).
+    output (the tenant's active screen certificate, or certificates given); a
+    callable gets the inputs' tenant.  Unencrypted inputs with recipients make an
+    encrypted output too (for ``tenant`` and ``recording_id``, a new UUID if None):
+    whoever names a certificate never gets plaintext by surprise.
     Nothing is written unless the pair is valid; on any failure the output
     does not exist.
 
@@ -243,15 +249,17 @@ def mux_files(
         screen = open_input(Path(screen_path), keys, fds)
         check_pair(voice, screen)
         encryptor = None
-        if voice.encrypted:
+        if callable(recipients):
+            recipients = recipients(voice.tenant or tenant)
+        if voice.encrypted or recipients:
             if not recipients:
                 msg = "the output of an encrypted pair must be encrypted: give its certificate(s)"
                 raise MuxError(msg)
             encryptor = EnvelopeEncryptor(
                 recipients,
                 new_metadata(
-                    recording_id=voice.recording_id or "muxed",
-                    tenant=voice.tenant or "",
+                    recording_id=voice.recording_id or recording_id or _uuid4(),
+                    tenant=voice.tenant or tenant,
                     media_kind=MediaKind.SCREEN,
                     media_type="video/webm",
                     # the output's timeline starts at the earlier recording's start
@@ -264,7 +272,7 @@ def mux_files(
             sink.finish()
         return MuxResult(
             Path(out_path),
-            voice.encrypted,
+            encryptor is not None,
             encryptor.cert_ids if encryptor else (),
             audio_off,
             video_off,
@@ -276,3 +284,9 @@ def mux_files(
                 side.file.close()
         for fd in fds:
             os.close(fd)
+
+
+def _uuid4() -> str:
+    import uuid
+
+    return str(uuid.uuid4())

@@ -18,7 +18,7 @@ from typing import IO, Protocol
 
 from recstream import _crypto
 from recstream.envelope import KeyRing, open_file_key
-from recstream.errors import SegmentAuthError, TruncatedStreamError
+from recstream.errors import EmptyInputError, SegmentAuthError, TruncatedStreamError
 from recstream.format import (
     BODY_PREFIX_BYTES,
     MAX_HEADER_BYTES,
@@ -108,6 +108,8 @@ def read_header_at(source: Source) -> Header:
     while True:
         data = source.read_at(0, need)
         if len(data) < need:
+            if not data:
+                raise EmptyInputError
             raise TruncatedStreamError(0, "the file ends inside the envelope header")
         parsed = parse_header(data)
         if isinstance(parsed, Header):

@@ -24,8 +24,9 @@ def decrypt(path: Path, party: Party) -> bytes:
 
 
 def meta(i: int) -> object:
-    return new_metadata(recording_id=f"rec-{i}", tenant="acme", media_kind=MediaKind.VOICE,
-                        media_type="audio/basic")
+    return new_metadata(
+        recording_id=f"rec-{i}", tenant="acme", media_kind=MediaKind.VOICE, media_type="audio/basic"
+    )
 
 
 def test_many_concurrent_writers_interleaved(tmp_path: Path, alice: Party) -> None:
@@ -33,8 +34,9 @@ def test_many_concurrent_writers_interleaved(tmp_path: Path, alice: Party) -> No
     inputs = {i: bytearray() for i in range(120)}
 
     async def one(i: int, flusher: Flusher) -> None:
-        async with await RecordingWriter.open(tmp_path / f"{i}.rsv", [alice.recipient], meta(i),
-                                              flusher) as w:
+        async with await RecordingWriter.open(
+            tmp_path / f"{i}.rsv", [alice.recipient], meta(i), flusher
+        ) as w:
             for _ in range(rng.randrange(0, 60)):
                 chunk = os.urandom(rng.choice([1, 160, 1000, 16384, 40000]))
                 inputs[i] += chunk
@@ -57,8 +59,9 @@ def test_hook_voice_and_screen_per_call(tmp_path: Path, alice: Party, bob: Party
     sent: dict[tuple[str, MediaKind], bytearray] = {}
 
     async def main() -> None:
-        async with RecordingHook(tmp_path, lambda t, k: [recipients[k].recipient],
-                                 flush_interval=0.05) as hook:
+        async with RecordingHook(
+            tmp_path, lambda t, k: [recipients[k].recipient], flush_interval=0.05
+        ) as hook:
             for c in ("a", "b", "c"):
                 await hook.start(c, tenant="acme", kinds=[MediaKind.VOICE, MediaKind.SCREEN])
             for _ in range(200):
@@ -77,8 +80,9 @@ def test_hook_voice_and_screen_per_call(tmp_path: Path, alice: Party, bob: Party
         assert decrypt(tmp_path / f"{c}-{kind.name.lower()}.rsv", recipients[kind]) == data
 
 
-def test_failures_stay_with_their_recording(tmp_path: Path, alice: Party,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failures_stay_with_their_recording(
+    tmp_path: Path, alice: Party, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Disk full on one file and permission denied on another; the rest record."""
     real_open, real_batch = os.open, flusher_mod._write_batch
 
@@ -90,16 +94,24 @@ def test_failures_stay_with_their_recording(tmp_path: Path, alice: Party,
     def write_batch(jobs: list, sync: bool) -> list:  # type: ignore[type-arg]
         ok = [j for j in jobs if "full" not in str(j[0].temp_path)]
         results = iter(real_batch(ok, sync))
-        return [OSError(errno.ENOSPC, "No space left on device")
-                if "full" in str(j[0].temp_path) else next(results) for j in jobs]
+        return [
+            OSError(errno.ENOSPC, "No space left on device")
+            if "full" in str(j[0].temp_path)
+            else next(results)
+            for j in jobs
+        ]
 
     monkeypatch.setattr("recstream.aio.writer.os.open", open_)
     monkeypatch.setattr(flusher_mod, "_write_batch", write_batch)
     reported: list[tuple[str, MediaKind, BaseException]] = []
 
     async def main() -> None:
-        async with RecordingHook(tmp_path, lambda t, k: [alice.recipient], flush_interval=0.02,
-                                 on_error=lambda c, k, e: reported.append((c, k, e))) as hook:
+        async with RecordingHook(
+            tmp_path,
+            lambda t, k: [alice.recipient],
+            flush_interval=0.02,
+            on_error=lambda c, k, e: reported.append((c, k, e)),
+        ) as hook:
             for c in ("ok1", "denied", "full", "ok2"):
                 await hook.start(c, tenant="acme")
             for _ in range(300):
@@ -128,8 +140,9 @@ def test_failures_stay_with_their_recording(tmp_path: Path, alice: Party,
 def test_write_nowait_overflows_and_write_waits(tmp_path: Path, alice: Party) -> None:
     async def main() -> None:
         async with Flusher(60.0) as flusher:  # never flushes by itself
-            w = await RecordingWriter.open(tmp_path / "x.rsv", [alice.recipient], meta(1),
-                                           flusher, max_buffered=4 * 16400)
+            w = await RecordingWriter.open(
+                tmp_path / "x.rsv", [alice.recipient], meta(1), flusher, max_buffered=4 * 16400
+            )
             with pytest.raises(errors.PipelineOverflowError) as info:
                 for _ in range(100):
                     w.write_nowait(b"\x00" * 16384)
@@ -159,8 +172,9 @@ def test_error_inside_async_with_keeps_partial_for_recovery(tmp_path: Path, alic
     async def main() -> None:
         async with Flusher(0.05) as flusher:
             with pytest.raises(RuntimeError):
-                async with await RecordingWriter.open(tmp_path / "y.rsv", [alice.recipient],
-                                                      meta(2), flusher) as w:
+                async with await RecordingWriter.open(
+                    tmp_path / "y.rsv", [alice.recipient], meta(2), flusher
+                ) as w:
                     await w.write(b"\x07" * 50_000)
                     raise RuntimeError("media server went away")
 
@@ -173,12 +187,18 @@ def test_hook_files_recordings_in_the_archive_layout(tmp_path: Path, alice: Part
     import json
 
     async def main() -> None:
-        async with RecordingHook(tmp_path, lambda t, k: [alice.recipient], flush_interval=0.05,
-                                 contact_center="0a1b2c") as hook:
-            await hook.start("call/../9", tenant="acme",
-                             kinds=[MediaKind.VOICE, MediaKind.SCREEN],
-                             created_ms={MediaKind.VOICE: 1_760_000_000_000,
-                                         MediaKind.SCREEN: 1_760_000_002_500})
+        async with RecordingHook(
+            tmp_path, lambda t, k: [alice.recipient], flush_interval=0.05, contact_center="0a1b2c"
+        ) as hook:
+            await hook.start(
+                "call/../9",
+                tenant="acme",
+                kinds=[MediaKind.VOICE, MediaKind.SCREEN],
+                created_ms={
+                    MediaKind.VOICE: 1_760_000_000_000,
+                    MediaKind.SCREEN: 1_760_000_002_500,
+                },
+            )
             hook.media("call/../9", b"v" * 20_000)
             hook.media("call/../9", b"s" * 30_000, MediaKind.SCREEN)
             done = await hook.stop("call/../9")

@@ -443,6 +443,7 @@ class Vector:
     comment: str
     identity: str = "alice"
     facts: HeaderFacts | None = None  # success vectors only
+    shape: str | None = None  # payload failures only: what `inspect` reports (FORMAT.md §6.1)
 
     def encode(self) -> bytes:
         lines = [
@@ -452,6 +453,8 @@ class Vector:
             f"file key: {self.file_key.hex()}",
             f"comment: {self.comment}",
         ]
+        if self.shape is not None:
+            lines.append(f"shape: {self.shape}")
         return ("\n".join(lines) + "\n\n").encode() + self.envelope
 
 
@@ -477,7 +480,28 @@ def payload_failure(name: str, env: Envelope, body: bytes, released: bytes, comm
     """``env``'s header (which opens) followed by a bad ``body``."""
     got = released_by_cobblestone(body_key(env.file_key), env.context(), body)
     check(got == released, f"{name}: Cobblestone256 releases exactly the expected prefix")
-    return Vector(name, "payload failure", env.header() + body, released, env.file_key, comment)
+    return Vector(
+        name,
+        "payload failure",
+        env.header() + body,
+        released,
+        env.file_key,
+        comment,
+        shape=body_shape(len(body)),
+    )
+
+
+def body_shape(length: int) -> str:
+    """FORMAT.md §6.1's shape of a body of ``length`` bytes, as `inspect` reports it."""
+    prefix, wire = 24 + 32, SEGMENT + 16
+    if length < prefix:
+        full, rest = 0, 0
+    else:
+        full, rest = divmod(length - prefix, wire)
+    complete = length >= prefix and rest >= 16
+    segments = full + (1 if complete else 0)
+    plaintext = full * SEGMENT + (rest - 16 if complete else 0)
+    return f"complete={str(complete).lower()} segments={segments} plaintext_length={plaintext}"
 
 
 Family = Callable[[Keys], Iterator[Vector]]
@@ -505,6 +529,11 @@ UNICODE_IDS: Meta = {
 UNICODE_FORMAT: Meta = {"tenant": "e\u0301cole \U0001f469\u200d\U0001f4bb".encode()}
 RESTRICTED_NAME: Meta = {"media_type": b"application/vnd.A-z_0!#$&^.9+x"}  # RFC 6838 §4.2
 SCREEN: Meta = {"media_kind": 2, "media_type": b"video/webm"}
+# FORMAT.md §3: format characters and separators are valid text; users must escape them.
+BIDI: Meta = {
+    "recording_id": "call\u202eexe.vaw\u2028line 2".encode(),
+    "tenant": "acme\u2066 \u2069corp".encode(),
+}
 UPPER: Meta = {"media_type": b"audio/L16"}  # registered (RFC 4856); RFC 6838 names are ALPHA
 
 
@@ -533,6 +562,16 @@ def success_metadata(keys: Keys) -> Iterator[Vector]:
         ("success_media_type_restricted_chars", "every RFC 6838 name character", RESTRICTED_NAME),
         ("success_created_ms_zero", "created_ms 0 (1970-01-01)", {"created_ms": 0}),
         ("success_created_ms_max", "created_ms 2^64-1", {"created_ms": 2**64 - 1}),
+        (
+            "success_created_ms_last_date",
+            "created_ms 253402300799999: 9999-12-31T23:59:59.999Z, the last one shown as a date",
+            {"created_ms": 253402300799999},
+        ),
+        (
+            "success_text_bidi_and_line_separator",
+            "U+202E, U+2066 and U+2028 in the tenant and recording_id: valid, not controls",
+            BIDI,
+        ),
     ]
     for name, comment, meta in cases:
         yield success(name, recording(keys, name, meta=meta), comment)
@@ -550,6 +589,20 @@ def success_recipients(keys: Keys) -> Iterator[Vector]:
     big = replace(big, stanzas=tuple(fake_stanza(i, 1024) for i in range(15)) + big.stanzas)
     comment = "653-byte metadata, 16 stanzas: 15 unknown of 1024 bytes, then alice's"
     yield success("success_largest_header", big, comment)
+
+
+@family
+def success_cert_id_and_key_id_disagree(keys: Keys) -> Iterator[Vector]:
+    """FORMAT.md §4: cert_id names bob's certificate, key_id alice's key, wrapped for alice.
+
+    A decoder holding alice's bare key (no certificate) picks it by key_id.
+    """
+    name = "success_cert_id_bob_key_id_alice"
+    env, alice = recording(keys, name, 1000), keys["alice"]
+    wrapped = oaep_wrap(alice, env.file_key, det(f"{name}/oaep", 32))
+    stanza = encode_stanza(keys["bob"].cert_id, alice.key_id, wrapped)
+    comment = "cert_id of bob's certificate, key_id of alice's key; alice's bare key opens it"
+    yield success(name, replace(env, stanzas=(stanza,)), comment)
 
 
 @family

@@ -303,7 +303,7 @@ def _targets(
     report: Report, results: dict[str, list[object]], secs: dict[str, list[float]]
 ) -> None:
     table = report.table(
-        "targets (issue 2)",
+        "targets",
         Column("target", "target"),
         Column("measured", "measured", 2),
         Column("met", "met"),

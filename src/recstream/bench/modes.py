@@ -181,8 +181,8 @@ limits measured in the same run:
   AES-GCM encrypt_into    raw single-thread AEAD over the same bytes at 16 KiB
   / decrypt_into          segments, only the AEAD calls timed: the crypto limit
 
-Reports MB/s, the ratios to cat and to raw AES-GCM (per round), and issue 2's
-targets: CLI at >= 75% of cat, peak RSS < 64 MiB.
+Reports MB/s, the ratios to cat and to raw AES-GCM (per round), and the
+project's targets: CLI at >= 75% of cat, peak RSS < 64 MiB.
 """
 
 
@@ -291,7 +291,7 @@ def _small_arguments(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=1000,
         metavar="N",
-        help="recordings per subject per run (default: %(default)s; issue 8 suggests 10000)",
+        help="recordings per subject per run (default: %(default)s; 10000 for reference figures)",
     )
     p.add_argument(
         "--seconds",
@@ -331,7 +331,7 @@ def _peers_arguments(p: argparse.ArgumentParser) -> None:
         type=size_type,
         default=256 << 20,
         metavar="SIZE",
-        help="input file size (default: 256M, as issue 8's reference figures)",
+        help="input file size (default: 256M, as the reference figures)",
     )
     add_repeat(p, 3, "subject")
     _warmup(p, "to fault in tmpfs and guest memory")

@@ -9,28 +9,29 @@ stdin is a terminal; never from the command line, and it is never printed or log
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recstream.cli import UsageError, eprint
-from recstream.cli._util import read_input_file
-from recstream.envelope import KeyRing, Recipient
-from recstream.errors import CertificateError, PasswordError
-from recstream.format import MediaKind
+from recstream.cli._util import file_arg, read_input_file
+from recstream.errors import PasswordError
 from recstream.keysource import ENV_PASSWORD, ENV_PATH, KeySource, Prompt, read_password
-from recstream.keystore.model import Keystore
-from recstream.keystore.store import keystore_path, load
-from recstream.pki.certs import load_certificate
-from recstream.pki.dates import utcnow
+
+if TYPE_CHECKING:
+    from recstream.envelope import KeyRing, Recipient
+    from recstream.format import MediaKind
+    from recstream.keystore.model import Keystore
+
+# The keystore package is imported only by a command that opens one: `encrypt
+# --cert` and `decrypt --key` never pay for it (start-up is part of every CLI figure).
 
 __all__ = [
     "add_keystore_options",
     "decryption_keys",
     "keystore_recipient",
     "load_identities",
-    "load_recipients",
     "open_keystore",
     "prompt_password",
     "read_keystore_password",
@@ -42,6 +43,7 @@ def add_keystore_options(p: argparse.ArgumentParser, *, password_help: str | Non
     p.add_argument(
         "--keystore",
         metavar="PATH",
+        type=file_arg,
         help=f"the keystore file (default: ${ENV_PATH}, else "
         "$XDG_DATA_HOME or ~/.local/share, then recstream/keystore.rsk)",
     )
@@ -85,6 +87,8 @@ def read_keystore_password(
 
 
 def prompt_password(what: str, *, confirm: bool) -> bytes:
+    import getpass  # termios: only when a terminal is asked
+
     first = getpass.getpass(f"{what[0].upper()}{what[1:]}: ")
     if confirm and getpass.getpass(f"Repeat the {what}: ") != first:
         msg = f"the two {what}s differ"
@@ -97,6 +101,8 @@ def prompt_password(what: str, *, confirm: bool) -> bytes:
 
 def open_keystore(path_option: str | None, password_file: str | None) -> tuple[Keystore, Path]:
     """Load the keystore named by ``--keystore`` (or the environment, or the default)."""
+    from recstream.keystore.store import keystore_path, load
+
     path = keystore_path(path_option)
     return load(path, read_keystore_password(password_file)), path
 
@@ -110,6 +116,7 @@ def keystore_recipient(
 ) -> Recipient:
     """The tenant's active certificate of ``kind`` as a recipient (fails closed)."""
     from recstream.keystore.resolve import active_recipient
+    from recstream.pki.dates import utcnow
 
     bundle = read_input_file(ca_file, "CA") if ca_file is not None else None
     ks, path = open_keystore(path_option, password_file)
@@ -117,26 +124,6 @@ def keystore_recipient(
     for w in warnings:
         eprint(f"recstream: warning: {tenant}/{kind.name.lower()} certificate in {path}: {w}")
     return recipient
-
-
-def load_recipients(paths: Sequence[str], ca_file: str | None) -> list[Recipient]:
-    """Load recipient certificates, validating them against ``ca_file`` if given."""
-    recipients = []
-    for path in paths:
-        cert = load_certificate(read_input_file(path, "certificate"))
-        if ca_file is not None:
-            from recstream.pki.verify import verify_recording_certificate
-
-            bundle = read_input_file(ca_file, "CA")
-            try:
-                warnings = verify_recording_certificate(cert, bundle)
-            except CertificateError:
-                eprint(f"recstream: {path} was refused by the CA file {ca_file}")
-                raise
-            for w in warnings:
-                eprint(f"recstream: warning: {path}: {w}")
-        recipients.append(Recipient.from_certificate(cert))
-    return recipients
 
 
 def load_identities(paths: Sequence[str], password_file: str | None) -> KeyRing:
@@ -164,6 +151,8 @@ def decryption_keys(args: argparse.Namespace) -> KeyRing:
         raise UsageError(msg)
     if args.key:
         return load_identities(args.key, args.password_file)
+    from recstream.keystore.store import keystore_path
+
     if args.keystore is None and not keystore_path(None).exists():
         msg = (
             "decryption needs --key KEY.pem, or a keystore: --keystore PATH, "

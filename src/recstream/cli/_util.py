@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from recstream.cli import UsageError
 
@@ -15,7 +21,7 @@ def read_password_file(path: str | None) -> bytes | None:
     """
     if path is None:
         return None
-    data = Path(path).read_bytes()
+    data = read_stdin_once("password") if path == STDIO else Path(path).read_bytes()
     line = data.split(b"\n", 1)[0].rstrip(b"\r")
     if not line:
         msg = f"password file {path} is empty"
@@ -24,13 +30,22 @@ def read_password_file(path: str | None) -> bytes | None:
 
 
 def read_input_file(path: str, what: str) -> bytes:
-    """Read a small input file (certificate, key, CSR) with a clear message if missing."""
+    """Read a small input file (certificate, key, CSR), or stdin for '-'.
+
+    ``what`` names the input in messages ("certificate", "CA file").
+
+    Raises:
+        UsageError: the file does not exist, or is a directory (exit 2).
+    """
+    if path == STDIO:
+        return read_stdin_once(what)
     p = Path(path)
+    label = what if what.endswith("file") else f"{what} file"
     if not p.exists():
-        msg = f"{what} file not found: {path}"
+        msg = f"{label} not found: {path}"
         raise UsageError(msg)
     if p.is_dir():
-        msg = f"{what} path is a directory, not a file: {path}"
+        msg = f"{label} is a directory, not a file: {path}"
         raise UsageError(msg)
     return p.read_bytes()
 
@@ -43,3 +58,92 @@ def write_private_file(path: str, data: bytes) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def hidden_alias(p: argparse.ArgumentParser, option: str, dest: str, **kwargs: Any) -> None:
+    """Accept an old spelling of an option without showing it in the help.
+
+    Scripts written against an earlier release keep working; the help shows one
+    spelling per option, the same in every command.
+    """
+    p.add_argument(option, dest=dest, help=argparse.SUPPRESS, **kwargs)
+
+
+def alias(action: argparse.Action, *old: str) -> argparse.Action:
+    """Mark ``old`` option strings of ``action`` as old spellings: parsed, not shown."""
+    action.hidden_aliases = frozenset(old)  # type: ignore[attr-defined]
+    return action
+
+
+# --- '-' and output paths ------------------------------------------------------------
+
+STDIO = "-"
+_stdin_taken: list[str] = []
+
+
+def file_arg(text: str) -> str:
+    """argparse ``type=`` for a path that cannot be stdin or stdout: '-' is refused (exit 2).
+
+    Commands that need a real file (random access, an atomic rename, a keystore)
+    say so instead of creating a file named ``-``.
+    """
+    if text == STDIO:
+        msg = "'-' (stdin/stdout) cannot be used here: give a file name (./- for a file named '-')"
+        raise argparse.ArgumentTypeError(msg)
+    if not text:
+        msg = "an empty path"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
+def read_stdin_once(what: str) -> bytes:
+    """All of stdin, for the one input of a command line named '-'.
+
+    Raises:
+        UsageError: stdin was already named for another input.
+    """
+    claim_stdin(what)
+    return sys.stdin.buffer.read()
+
+
+def claim_stdin(what: str) -> None:
+    """Note that ``what`` is read from stdin; a second claim is a usage error."""
+    if _stdin_taken:
+        msg = f"'-' (stdin) is given for both the {_stdin_taken[0]} and the {what}"
+        raise UsageError(msg)
+    _stdin_taken.append(what)
+
+
+def reset_stdin() -> None:
+    """Forget which input took stdin (``main`` calls this for each command line)."""
+    _stdin_taken.clear()
+
+
+_TEMPORARY = r"^\.(?P<name>.+)\.\d+\.\d+\.partial$"
+
+
+def public_name(filename: object) -> object:
+    """The file a user named, for a temporary name of :func:`recstream.files.atomic_output`."""
+    if not isinstance(filename, str):
+        return filename
+    path = Path(filename)
+    m = re.match(_TEMPORARY, path.name)
+    return str(path.with_name(m["name"])) if m else filename
+
+
+@contextmanager
+def naming_output(path: str) -> Iterator[None]:
+    """Make an OSError raised while writing ``path`` name ``path`` (disk full says where).
+
+    A write error has no file name of its own, and the temporary file beside
+    ``path`` is an implementation detail: both become ``path``.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None and public_name(exc.filename) == exc.filename:
+            raise
+        if exc.errno is None:
+            msg = f"{path}: {exc}"
+            raise OSError(msg) from exc
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), path) from exc

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from recstream.cli import EXIT_BATCH_FAILURES, UsageError, eprint
-from recstream.cli._util import read_input_file
+from recstream.cli._util import file_arg, read_input_file
 
 KEY_HELP = (
     "Workers open the keys themselves from these paths (nothing secret is sent in a "
@@ -40,13 +40,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         ("audit", "find recordings no key can open (orphans) and keys about to expire"),
     ):
         j = jobs.add_parser(name, help=helptext, description=f"{helptext}. {KEY_HELP}")
-        j.add_argument("src", metavar="SRC")
+        j.add_argument("src", metavar="SRC", type=file_arg)
         if name == "decrypt":
-            j.add_argument("dst", metavar="DST")
+            j.add_argument("dst", metavar="DST", type=file_arg)
         if name == "rewrap":
             j.add_argument(
                 "dst",
                 metavar="DST",
+                type=file_arg,
                 nargs="?",
                 help="write re-wrapped copies here (default: replace in place)",
             )
@@ -72,7 +73,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                 help="also prove each key really unwraps its file key (RSA work)",
             )
             j.add_argument("--json", action="store_true", help="print the report as JSON")
-        j.add_argument("--keystore", metavar="KS", help="keystore file")
+        j.add_argument("--keystore", metavar="KS", type=file_arg, help="keystore file")
         j.add_argument(
             "--key",
             action="append",
@@ -98,7 +99,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         j.add_argument(
             "--workers", type=int, metavar="N", help="local cluster size (default: one per core)"
         )
-        j.add_argument("--state-dir", metavar="DIR", help="where the manifest lives")
+        j.add_argument("--state-dir", metavar="DIR", type=file_arg, help="where the manifest lives")
         j.set_defaults(func=cmd_batch)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from recstream.bench.modes import Mode, all_modes
 from recstream.cli import EXIT_INTERNAL, UsageError, eprint
+from recstream.cli._util import file_arg
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -40,13 +41,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     p.add_argument(
-        "--plot", metavar="FILE.png", help="draw the report's curves to FILE.png (matplotlib)"
+        "--json", metavar="FILE", type=file_arg, help="also write the report as JSON to FILE"
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        type=file_arg,
+        help="draw the report's curves to FILE.png (matplotlib)",
     )
     p.add_argument(
         "--dir",
-        type=Path,
+        type=lambda text: Path(file_arg(text)),
         metavar="DIR",
         help="work directory for the files a run makes (default: /dev/shm, a tmpfs)",
     )

@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from recstream.cli._util import file_arg
+
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
@@ -19,6 +21,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--workdir",
         metavar="DIR",
+        type=file_arg,
         help="where to write the demo files (default: a new temporary directory)",
     )
     p.add_argument(

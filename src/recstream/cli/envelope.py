@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import stat
 import sys
@@ -11,22 +10,54 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from recstream.cli import UsageError, eprint
 from recstream.cli._keystore_access import add_keystore_options, decryption_keys
-from recstream.cli._recording import DEFAULT_TENANT, recording_from_args
-from recstream.durable import atomic_output
+from recstream.cli._recording import (
+    MAX_DATED_MS,
+    add_metadata_options,
+    add_recipient_options,
+    created_ms_arg,
+    recording_from_args,
+)
+from recstream.cli._util import (
+    STDIO,
+    claim_stdin,
+    file_arg,
+    naming_output,
+)
+from recstream.durable import atomic_output, write_all
 from recstream.envelope import (
     EnvelopeDecryptor,
     EnvelopeEncryptor,
 )
-from recstream.files import DEFAULT_JOBS, pump
-from recstream.format import BodyLayout, Header
-from recstream.reader import FileSource, StreamPrefix, read_header_at
+from recstream.errors import (
+    FinalSegmentAuthError,
+    TruncatedStreamError,
+)
+from recstream.files import BLOCK_SIZE, DEFAULT_JOBS, Codec, pump
+from recstream.format import BodyLayout
+
+if TYPE_CHECKING:
+    from recstream.format import Header
+
+INCOMPLETE_SUFFIX = ".incomplete"  # recstream.aio.writer's, without importing asyncio
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Register ``encrypt``, ``decrypt`` and ``inspect``."""
+    for name in REGISTRARS:
+        register_one(sub, name)
+
+
+def register_one(sub: argparse._SubParsersAction[Any], name: str) -> None:
+    """Register only ``name``: a command line names one command, and building the
+    others' parsers is start-up time for nothing."""
+    REGISTRARS[name](sub)
+
+
+def _register_encrypt(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "encrypt",
         help="encrypt a recording for one or more certificates",
@@ -35,25 +66,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "active certificate of the media kind in the keystore (--tenant without --cert, "
         "or --keystore). IN or OUT may be '-'.",
     )
-    p.add_argument(
-        "--cert",
-        action="append",
-        metavar="CERT.pem",
-        help="recipient certificate (PEM or DER); repeat for more recipients; with the "
-        "keystore, extra (escrow) recipients",
-    )
-    p.add_argument(
-        "--ca-file",
-        metavar="CA.pem",
-        help="validate every recipient certificate against this CA bundle before encrypting",
-    )
+    add_recipient_options(p)
     add_keystore_options(p)
-    p.add_argument("--recording-id", help="recording ID (default: a new UUID)")
-    p.add_argument(
-        "--tenant",
-        help=f"tenant (default with --cert: {DEFAULT_TENANT}); without --cert, the recipient "
-        "is this tenant's active certificate in the keystore",
-    )
+    add_metadata_options(p)
     p.add_argument(
         "--media-type",
         metavar="TYPE",
@@ -61,9 +76,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "else application/octet-stream)",
     )
     p.add_argument(
-        "--media-kind",
-        choices=["voice", "screen"],
-        help="voice or screen recording (default: screen for video/*, else voice)",
+        "--created",
+        "--start",
+        metavar="TIME",
+        type=created_ms_arg,
+        help="when the recording started, which 'mux' uses to line recordings up: ISO 8601 "
+        "with a UTC offset (2026-11-27T10:15:00Z) or milliseconds since 1970 (default: now)",
     )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument(
@@ -72,10 +90,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="IN may still be growing (being written): encrypt the bytes it has when "
         "encryption starts (without it, an IN that grows while it is read is refused)",
     )
-    p.add_argument("input", metavar="IN")
-    p.add_argument("output", metavar="OUT")
+    p.add_argument("input", metavar="IN", help="the recording, or '-' for stdin")
+    p.add_argument("output", metavar="OUT", help="the envelope, or '-' for stdout")
     p.set_defaults(func=cmd_encrypt)
 
+
+def _register_decrypt(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "decrypt",
         help="decrypt recordings with their private keys or the keystore",
@@ -95,14 +115,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="KEY.pem",
         help="private key (PEM or DER, encrypted or not); repeat to offer several",
     )
-    p.add_argument("--keystore", metavar="PATH", help="take keys from this keystore")
+    p.add_argument("--keystore", metavar="PATH", type=file_arg, help="take keys from this keystore")
     p.add_argument(
         "--password-file",
         metavar="F",
         help="file whose first line is the password of the --key files, or of the keystore",
     )
     p.add_argument(
-        "--out-dir", metavar="DIR", help="batch: decrypt every FILE into DIR (*.rsv -> *)"
+        "--out-dir",
+        metavar="DIR",
+        type=file_arg,
+        help="batch: decrypt every FILE into DIR (*.rsv -> *)",
     )
     p.add_argument(
         "--jobs",
@@ -112,9 +135,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="batch: files decrypted at once (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="overwrite outputs that exist")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="IN OUT, or with --out-dir the inputs")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="IN OUT ('-' for stdin or stdout), or with --out-dir the inputs",
+    )
     p.set_defaults(func=cmd_decrypt)
 
+
+def _register_inspect(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "inspect",
         help="show an envelope's header (no key needed)",
@@ -122,8 +152,15 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "recipients, and whether the body has the shape of a complete recording.",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the envelope, or '-' for stdin")
     p.set_defaults(func=cmd_inspect)
+
+
+REGISTRARS = {
+    "encrypt": _register_encrypt,
+    "decrypt": _register_decrypt,
+    "inspect": _register_inspect,
+}
 
 
 # --- encrypt ---------------------------------------------------------------
@@ -133,9 +170,13 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     _check_paths(args.input, args.output, args.force)
     metadata, recipients = recording_from_args(args, args.input)
     enc = EnvelopeEncryptor(recipients, metadata)
-    with _open_in(args.input) as raw, _open_out(args.output, args.force) as dst:
+    with (
+        _open_in(args.input) as raw,
+        naming_output(args.output),
+        _open_out(args.output, args.force) as dst,
+    ):
         src = _Counted(raw, snapshot=args.snapshot)
-        written = pump(src, dst, enc)  # type: ignore[arg-type]
+        written = transform(src, dst, enc)  # type: ignore[arg-type]
         src.check_unchanged(args.input)
     grew = src.grew_note()
     eprint(
@@ -167,6 +208,18 @@ class _Counted:
         except (OSError, ValueError):  # pragma: no cover - no descriptor
             pass
         self._limit = self.start if snapshot else None
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
+    def read(self) -> bytes:
+        """All of it (up to the snapshot's size): the one-read path for short files."""
+        if self._limit is None:
+            data = self._fh.read()
+        else:
+            data = self._fh.read(max(0, self._limit - self.count))
+        self.count += len(data)
+        return data
 
     def readinto(self, buf: bytearray) -> int:
         want = len(buf)
@@ -210,6 +263,16 @@ class _Counted:
 # --- decrypt ---------------------------------------------------------------
 
 
+def suggest_recover(path: str) -> None:
+    """After a truncation: say how to get the authenticated part back."""
+    live = " (an interrupted live recording)" if path.endswith(INCOMPLETE_SUFFIX) else ""
+    if path != STDIO:
+        eprint(
+            f"recstream: hint: {path}{live} can still give up its authenticated segments: "
+            f"recstream recover [--key KEY.pem] {path} OUT"
+        )
+
+
 def cmd_decrypt(args: argparse.Namespace) -> int:
     if args.out_dir is not None:
         if args.jobs < 1:
@@ -225,8 +288,16 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     _check_paths(args.input, args.output, args.force)
     keys = decryption_keys(args)
     dec = EnvelopeDecryptor(keys)
-    with _open_in(args.input) as src, _open_out(args.output, args.force) as dst:
-        written = pump(src, dst, dec)
+    try:
+        with (
+            _open_in(args.input) as src,
+            naming_output(args.output),
+            _open_out(args.output, args.force) as dst,
+        ):
+            written = transform(src, dst, dec)
+    except (TruncatedStreamError, FinalSegmentAuthError):
+        suggest_recover(args.input)
+        raise
     header = dec.header
     assert header is not None
     eprint(
@@ -242,7 +313,10 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 
 def read_header(path: str) -> tuple[Header, int]:
     """Read the header of ``path`` (or stdin for '-'); return it and the body length."""
-    if path == "-":
+    from recstream.reader import FileSource, StreamPrefix, read_header_at
+
+    if path == STDIO:
+        claim_stdin("input")
         prefix = StreamPrefix(sys.stdin.buffer)
         header = read_header_at(prefix)
         return header, prefix.drain() - header.length
@@ -256,14 +330,13 @@ def describe(header: Header, body_length: int) -> dict[str, Any]:
     """The ``inspect --json`` document."""
     layout = BodyLayout(body_length)
     md = header.metadata
-    created = datetime.fromtimestamp(md.created_ms / 1000, tz=UTC)
     return {
         "version": header.version,
         "recording_id": md.recording_id,
         "tenant": md.tenant,
         "media_kind": md.media_kind.name.lower(),
         "media_type": md.media_type,
-        "created": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "created": format_created(md.created_ms),
         "created_ms": md.created_ms,
         "segment_size": md.segment_size,
         "header_length": header.length,
@@ -287,6 +360,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     header, body = read_header(args.file)
     info = describe(header, body)
     if args.json:
+        import json
+
         print(json.dumps(info, indent=2))
         return 0
     state = "complete" if info["complete"] else "INCOMPLETE (interrupted or truncated)"
@@ -301,13 +376,60 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ("segments", "segments"),
         ("plaintext", "plaintext_length"),
     ):
-        print(f"  {label:<11} {info[key]}")
+        value = info[key]
+        if key == "created" and value is None:
+            value = f"created_ms {info['created_ms']} (after year 9999: no calendar date)"
+        print(f"  {label:<11} {shown_text(value)}")
     for r in info["recipients"]:
         print(f"  recipient   cert {r['cert_id']}  (RSA-{r['rsa_bits']})")
     return 0
 
 
+def shown_text(value: object) -> str:
+    """A header text field for a terminal: format characters (bidi overrides, zero-width
+    marks) and line or paragraph separators as ``\\uXXXX``, so a header cannot reorder or
+    split what ``inspect`` prints (docs/FORMAT.md §3)."""
+    import unicodedata
+
+    text = str(value)
+    return "".join(
+        f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cf", "Zl", "Zp", "Cc") else c
+        for c in text
+    )
+
+
+def format_created(created_ms: int) -> str | None:
+    """ISO 8601 UTC with milliseconds, or None past year 9999 (docs/FORMAT.md §3)."""
+    if created_ms > MAX_DATED_MS:
+        return None
+    created = datetime.fromtimestamp(created_ms // 1000, tz=UTC)
+    ms = created_ms % 1000
+    return created.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
+
+
 # --- shared ----------------------------------------------------------------
+
+
+def transform(src: IO[bytes], dst: IO[bytes], codec: Codec) -> int:
+    """Run ``codec`` over ``src`` into ``dst``; return the bytes written.
+
+    A regular file smaller than one pump block is done in this thread, in one
+    read: the threaded pump's buffers and threads would cost a short file more
+    than the work (start-up is most of a one-shot command's time).
+    """
+    try:
+        info = os.fstat(src.fileno())
+    except (OSError, ValueError):
+        info = None
+    if info is not None and stat.S_ISREG(info.st_mode) and info.st_size < BLOCK_SIZE:
+        data = src.read()
+        out = bytearray(codec.output_size(len(data)))
+        n = codec.update_into(data, out)
+        write_all(dst, memoryview(out)[:n])
+        tail = codec.finalize()
+        write_all(dst, tail)
+        return n + len(tail)
+    return pump(src, dst, codec)
 
 
 def _check_paths(src: str, dst: str, force: bool) -> None:
@@ -332,7 +454,8 @@ def _check_paths(src: str, dst: str, force: bool) -> None:
 
 @contextmanager
 def _open_in(path: str) -> Iterator[IO[bytes]]:
-    if path == "-":
+    if path == STDIO:
+        claim_stdin("input")
         yield sys.stdin.buffer
         return
     with open(path, "rb", buffering=0) as fh:

@@ -1,4 +1,4 @@
-"""``recstream keystore ...`` (issue 5).
+"""``recstream keystore ...``.
 
 ``init``, ``import``, ``list``, ``rotate``, ``export``, ``check``, ``backup``,
 ``restore`` and ``verify-backup``.  This module parses options, reads and writes
@@ -23,14 +23,14 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from recstream.cli import EXIT_KEY, UsageError, eprint
+from recstream.cli import EXIT_CODES_HELP, EXIT_KEY, UsageError, eprint
 from recstream.cli._keystore_access import (
     add_keystore_options,
     open_keystore,
     prompt_password,
     read_keystore_password,
 )
-from recstream.cli._util import read_input_file, read_password_file
+from recstream.cli._util import alias, file_arg, read_input_file, read_password_file
 from recstream.errors import CertificateError
 from recstream.keystore import DEFAULT_KDF, FileKind, store
 from recstream.keystore import backup as backup_mod
@@ -52,8 +52,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Keep every tenant's voice and screen recording certificates with their "
         "private keys, old and expired ones included, encrypted under a password "
         "(docs/KEYSTORE.md).",
-        epilog="Exit codes: 0 ok, 2 usage, 4 keystore, key or certificate problem (and "
-        "'check' findings), 5 I/O.",
+        epilog="'check' exits 4 when it finds anything. Exit codes: " + EXIT_CODES_HELP,
     )
     cmds = ks.add_subparsers(dest="keystore_command", metavar="SUBCOMMAND")
     cmds.required = True
@@ -77,6 +76,21 @@ def _kind(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _add_media_kind(p: argparse.ArgumentParser) -> None:
+    # --media-kind, as in encrypt and record; --kind was this command's first spelling
+    alias(
+        p.add_argument(
+            "--media-kind",
+            "--kind",
+            dest="kind",
+            required=True,
+            type=_kind,
+            metavar="voice|screen",
+        ),
+        "--kind",
+    )
 
 
 def _tenant(text: str) -> str:
@@ -123,7 +137,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def _reg_import(cmds: argparse._SubParsersAction[Any]) -> None:
     p = _parser(cmds, "import", "add a certificate with its private key (old ones too)")
     p.add_argument("--tenant", required=True, type=_tenant)
-    p.add_argument("--kind", required=True, type=_kind, metavar="voice|screen")
+    _add_media_kind(p)
     p.add_argument("--cert", metavar="C.pem", help="the recording certificate")
     p.add_argument("--key", metavar="K.pem", help="its private key (PEM or DER)")
     p.add_argument("--pkcs12", metavar="F.p12", help="certificate and key in one PKCS#12 file")
@@ -154,7 +168,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     else:
         eprint(
             f"recstream: it is not active; make it active with: recstream keystore rotate "
-            f"--tenant {entry.tenant} --kind {entry.kind_name} --cert-id {entry.cert_id[:16]}"
+            f"--tenant {entry.tenant} --media-kind {entry.kind_name} --cert-id {entry.cert_id[:16]}"
         )
     return 0
 
@@ -248,7 +262,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _reg_rotate(cmds: argparse._SubParsersAction[Any]) -> None:
     p = _parser(cmds, "rotate", "make an imported certificate the active one (the old stays)")
     p.add_argument("--tenant", required=True, type=_tenant)
-    p.add_argument("--kind", required=True, type=_kind, metavar="voice|screen")
+    _add_media_kind(p)
     p.add_argument("--cert-id", required=True, metavar="ID", help="ID or a unique prefix (8+)")
     p.set_defaults(func=cmd_rotate)
 
@@ -269,7 +283,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 def _reg_export(cmds: argparse._SubParsersAction[Any]) -> None:
     p = _parser(cmds, "export", "export a certificate and its key as PKCS#12 (Java, openssl)")
     p.add_argument("--cert-id", required=True, metavar="ID", help="ID or a unique prefix (8+)")
-    p.add_argument("--out", required=True, metavar="F.p12")
+    p.add_argument("--out", required=True, metavar="F.p12", type=file_arg)
     p.add_argument(
         "--export-password-file",
         metavar="F",
@@ -335,7 +349,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _reg_backup(cmds: argparse._SubParsersAction[Any]) -> None:
     p = _parser(cmds, "backup", "write one encrypted file with every certificate and key")
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--out", required=True, metavar="FILE", type=file_arg)
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=cmd_backup)
 
@@ -365,7 +379,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def _reg_restore(cmds: argparse._SubParsersAction[Any]) -> None:
     p = _parser(cmds, "restore", "check a backup completely, then make it the keystore")
-    p.add_argument("backup", metavar="FILE")
+    p.add_argument("backup", metavar="FILE", type=file_arg)
     p.add_argument("--force", action="store_true", help="replace an existing keystore")
     p.set_defaults(func=cmd_restore)
 
@@ -392,7 +406,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def _reg_verify_backup(cmds: argparse._SubParsersAction[Any]) -> None:
     p = _parser(cmds, "verify-backup", "prove a backup opens and every key matches")
-    p.add_argument("backup", metavar="FILE")
+    p.add_argument("backup", metavar="FILE", type=file_arg)
     p.set_defaults(func=cmd_verify_backup)
 
 

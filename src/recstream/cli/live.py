@@ -4,25 +4,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
-import signal
+import select
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL, Flusher
 from recstream.aio.run import run
 from recstream.aio.writer import INCOMPLETE_SUFFIX, RecordingWriter
 from recstream.cli import EXIT_PARTIAL, UsageError, eprint
 from recstream.cli._keystore_access import add_keystore_options, decryption_keys
-from recstream.cli._recording import recording_from_args
+from recstream.cli._recording import (
+    add_metadata_options,
+    add_recipient_options,
+    recording_from_args,
+)
+from recstream.cli._signals import STOP_SIGNALS, StopRequest, stop_request
+from recstream.cli._util import STDIO, file_arg, naming_output
 from recstream.durable import atomic_output, write_all
 from recstream.envelope import Recipient
 from recstream.format import Metadata
 from recstream.reader import FileSource, recover
 
 READ_SIZE = 64 * 1024
+# How often the stdin reader looks at the stop request while the input is quiet.
+STOP_POLL_SECONDS = 0.05
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -35,15 +46,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "it is completed, fsynced and renamed to OUT. After a crash, "
         f"'recstream recover' reads OUT{INCOMPLETE_SUFFIX}.",
     )
-    p.add_argument(
-        "--cert",
-        action="append",
-        metavar="CERT.pem",
-        help="recipient certificate; repeat for more recipients (with the keystore: escrow)",
-    )
-    p.add_argument(
-        "--ca-file", metavar="CA.pem", help="validate the recipients against this CA bundle"
-    )
+    add_recipient_options(p)
     add_keystore_options(
         p,
         password_help="file whose first line is the keystore password (else "  # noqa: S106
@@ -58,14 +61,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "it is written and fdatasync'ed (default: %(default)s)",
     )
     p.add_argument("--media-type", metavar="TYPE", help="MIME type (default: audio/basic)")
-    p.add_argument("--media-kind", choices=["voice", "screen"], help="default: from the type")
-    p.add_argument("--recording-id", help="recording ID (default: a new UUID)")
+    add_metadata_options(p)
     p.add_argument(
-        "--tenant",
-        help="tenant (default with --cert: default); without --cert, the recipient is this "
-        "tenant's active certificate in the keystore",
+        "output",
+        metavar="OUT",
+        type=file_arg,
+        help="the recording (a file: it is written as it arrives, then renamed)",
     )
-    p.add_argument("output", metavar="OUT")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser(
@@ -82,17 +84,20 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="KEY.pem",
         help="private key (repeatable); without --key, the keystore is used",
     )
-    p.add_argument("--keystore", metavar="PATH", help="take keys from this keystore")
+    p.add_argument("--keystore", metavar="PATH", type=file_arg, help="take keys from this keystore")
     p.add_argument(
         "--password-file", metavar="F", help="password of the --key files, or of the keystore"
     )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    p.add_argument("input", metavar="IN")
-    p.add_argument("output", metavar="OUT")
+    p.add_argument("input", metavar="IN", type=file_arg, help="the interrupted recording (a file)")
+    p.add_argument("output", metavar="OUT", help="the plaintext, or '-' for stdout")
     p.set_defaults(func=cmd_recover)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    # main() has caught SIGINT/SIGTERM since start-up (recstream.cli._signals): from
+    # here on a stop request finishes the recording with what has arrived.
+    stop = stop_request()
     if not args.flush_interval > 0:
         msg = "--flush-interval must be a positive number of seconds"
         raise UsageError(msg)
@@ -104,48 +109,86 @@ def cmd_record(args: argparse.Namespace) -> int:
     if not out.resolve().parent.is_dir():
         msg = f"output directory does not exist: {out.parent}"
         raise UsageError(msg)
-    metadata, recipients = recording_from_args(args, "-", "audio/basic")
-    writer = run(_record(out, recipients, metadata, args.flush_interval))
+    eprint(
+        f"recstream: recording into {out}{INCOMPLETE_SUFFIX} until end of input, Ctrl-C or SIGTERM"
+    )
+    metadata, recipients = recording_from_args(args, STDIO, "audio/basic")
+    with naming_output(str(out)):
+        writer = run(_record(out, recipients, metadata, args.flush_interval, stop))
     stats = writer.statistics()
+    how = " (stopped by a signal)" if stop.is_set() else ""
     eprint(
         f"recstream: recorded {stats.bytes_in} bytes into {out} ({stats.segments} segments), "
-        f"recording {metadata.recording_id}, complete"
+        f"recording {metadata.recording_id}, complete{how}"
     )
     return 0
 
 
 async def _record(
-    out: Path, recipients: list[Recipient], metadata: Metadata, interval: float
+    out: Path, recipients: list[Recipient], metadata: Metadata, interval: float, stop: StopRequest
 ) -> RecordingWriter:
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # Signalled: finish the recording with what has arrived.
-        loop.add_signal_handler(sig, chunks.put_nowait, None)
-    async with Flusher(interval) as flusher:
-        writer = await RecordingWriter.open(out, recipients, metadata, flusher)
-        # A daemon thread: a read blocked on a quiet pipe must not keep the process alive.
-        threading.Thread(target=_pump_stdin, args=(loop, chunks), daemon=True).start()
-        while (chunk := await chunks.get()) is not None:
-            await writer.write(chunk)
-        await writer.close()
+    for sig in STOP_SIGNALS:
+        # The loop's own handlers (uvloop's wakeup fd): still only a latch, never a
+        # queue item, so a full queue cannot drop a stop request.
+        loop.add_signal_handler(sig, stop.set, sig)
+    try:
+        async with Flusher(interval) as flusher:
+            writer = await RecordingWriter.open(out, recipients, metadata, flusher)
+            # A daemon thread: a read blocked on a quiet pipe must not keep the process alive.
+            threading.Thread(
+                target=_pump_stdin, args=(loop, chunks, stop, sys.stdin.buffer), daemon=True
+            ).start()
+            while (chunk := await chunks.get()) is not None:
+                await writer.write(chunk)
+            await writer.close()
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
     return writer
 
 
-def _pump_stdin(loop: asyncio.AbstractEventLoop, chunks: asyncio.Queue[bytes | None]) -> None:
-    fd = sys.stdin.buffer.fileno()
-    while True:
-        try:
-            chunk = os.read(fd, READ_SIZE)
-        except OSError:
-            chunk = b""
-        fut = asyncio.run_coroutine_threadsafe(chunks.put(chunk or None), loop)
+def _pump_stdin(
+    loop: asyncio.AbstractEventLoop,
+    chunks: asyncio.Queue[bytes | None],
+    stop: StopRequest,
+    stdin: IO[bytes],
+) -> None:
+    """Read stdin into ``chunks`` until end of input or a stop request, then put None.
+
+    After a stop request, what is already in the pipe is read too (the caller
+    sent it before asking to stop), without waiting for more.
+    """
+    fd = stdin.fileno()
+    for chunk in _stdin_chunks(fd, stop):
+        fut = asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop)
         try:
             fut.result()
         except RuntimeError:  # the loop is gone
             return
+    with contextlib.suppress(RuntimeError):  # the loop is gone
+        asyncio.run_coroutine_threadsafe(chunks.put(None), loop)
+
+
+def _stdin_chunks(fd: int, stop: StopRequest) -> Iterator[bytes]:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while True:
+        stopping = stop.is_set()
+        if not poller.poll(0 if stopping else STOP_POLL_SECONDS * 1000):
+            if stopping:
+                return  # nothing more is waiting: finish with what arrived
+            continue
+        try:
+            chunk = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return
         if not chunk:
             return
+        yield chunk
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -153,11 +196,19 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if not src.is_file():
         msg = f"input file not found: {src}"
         raise UsageError(msg)
-    if out.exists() and not args.force:
-        msg = f"output exists: {out} (use --force to overwrite)"
-        raise UsageError(msg)
+    if args.output != STDIO:
+        if out.exists() and not args.force:
+            msg = f"output exists: {out} (use --force to overwrite)"
+            raise UsageError(msg)
+        if not out.resolve().parent.is_dir():
+            msg = f"output directory does not exist: {out.parent}"
+            raise UsageError(msg)
     keys = decryption_keys(args)
-    with open(src, "rb", buffering=0) as fh, atomic_output(out, replace=args.force) as dst:
+    with (
+        open(src, "rb", buffering=0) as fh,
+        naming_output(args.output),
+        _output(args.output, args.force) as dst,
+    ):
         result = recover(FileSource(fh.fileno()), keys, lambda b: write_all(dst, b))
     if result.complete:
         eprint(
@@ -171,3 +222,14 @@ def cmd_recover(args: argparse.Namespace) -> int:
         "the end did not form an authentic segment and were dropped"
     )
     return EXIT_PARTIAL
+
+
+@contextmanager
+def _output(path: str, force: bool) -> Iterator[IO[bytes]]:
+    """stdout for '-' (only authenticated segments reach it), else an atomic file."""
+    if path == STDIO:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with atomic_output(path, replace=force) as fh:  # exclusive without --force
+        yield fh

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from recstream.cli import UsageError, eprint
-from recstream.cli._keystore_access import load_identities, load_recipients
+from recstream.cli._keystore_access import add_keystore_options, load_identities, open_keystore
+from recstream.cli._recording import (
+    DEFAULT_TENANT,
+    distinct_recipients,
+    load_recipients,
+    tenant_arg,
+)
+from recstream.cli._util import file_arg, naming_output
+from recstream.envelope import KeyRing, Recipient
+from recstream.format import MediaKind
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -16,29 +26,48 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="join a call recording and its screen recording into one WebM",
         description="Mux a call recording (audio) and a screen recording (video) into one "
         "WebM (VP8/VP9 video copied, Opus audio) that browsers play. Both encrypted: they "
-        "are decrypted in memory (never to disk) and the output is encrypted for --cert. "
-        "Neither encrypted: a plain WebM. One encrypted and one not: refused, nothing "
-        "written. The audio is placed on the timeline by the recordings' start times.",
+        "are decrypted in memory (never to disk) with --key files or the keystore, and the "
+        "output is encrypted for --cert, else for the tenant's active screen certificate in "
+        "the keystore. Neither encrypted: a plain WebM, or with --cert an encrypted one. One "
+        "encrypted and one not: refused, nothing written. The audio is placed on the "
+        "timeline by the recordings' start times (encrypt --created sets one).",
     )
-    p.add_argument("--voice", required=True, metavar="CALL", help="the call recording")
-    p.add_argument("--screen", required=True, metavar="SCREEN", help="the screen recording")
+    p.add_argument(
+        "--voice", required=True, metavar="CALL", type=file_arg, help="the call recording"
+    )
+    p.add_argument(
+        "--screen", required=True, metavar="SCREEN", type=file_arg, help="the screen recording"
+    )
     p.add_argument(
         "--key",
         action="append",
         default=[],
         metavar="KEY.pem",
-        help="private key to read encrypted inputs (repeatable)",
+        help="private key to read encrypted inputs (repeatable); else the keystore",
     )
-    p.add_argument("--password-file", metavar="F", help="password of the --key files")
+    add_keystore_options(p)
     p.add_argument(
         "--cert",
         action="append",
         default=[],
         metavar="CERT.pem",
-        help="certificate to encrypt the output for (needed for encrypted inputs)",
+        help="certificate to encrypt the output for (repeatable, 1 to 16 in all); for "
+        "encrypted inputs without --cert, the tenant's active screen certificate in the keystore",
+    )
+    p.add_argument(
+        "--allow-invalid-cert",
+        action="store_true",
+        help="encrypt even for an expired, not yet valid or CA certificate (a warning)",
+    )
+    p.add_argument(
+        "--tenant",
+        type=tenant_arg,
+        metavar="T",
+        help=f"tenant of an encrypted output made from unencrypted inputs (default: "
+        f"{DEFAULT_TENANT}); encrypted inputs keep their own",
     )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    p.add_argument("output", metavar="OUT")
+    p.add_argument("output", metavar="OUT", type=file_arg, help="the WebM (a file)")
     p.set_defaults(func=cmd_mux)
 
 
@@ -51,15 +80,50 @@ def cmd_mux(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         msg = f"output exists: {out} (use --force to overwrite)"
         raise UsageError(msg)
-    from recstream.mux import mux_files  # PyAV: loaded only for this command
+    if not out.resolve().parent.is_dir():
+        msg = f"output directory does not exist: {out.parent}"
+        raise UsageError(msg)
+    if args.key and args.keystore is not None:
+        msg = "give --key files or --keystore, not both"
+        raise UsageError(msg)
+    from recstream.mux import is_envelope, mux_files  # PyAV: loaded only for this command
 
-    keys = load_identities(args.key, args.password_file) if args.key else None
-    recipients = load_recipients(args.cert, None) if args.cert else []
-    result = mux_files(args.voice, args.screen, out, keys=keys, recipients=recipients)
+    encrypted = is_envelope(Path(args.voice)) or is_envelope(Path(args.screen))
+    recipients: Sequence[Recipient] | Callable[[str], Sequence[Recipient]] = []
+    if args.cert:
+        recipients = distinct_recipients(load_recipients(args.cert, None, args.allow_invalid_cert))
+    keys: KeyRing | None = None
+    if args.key:
+        keys = load_identities(args.key, args.password_file)
+    elif encrypted:
+        ks, path = open_keystore(args.keystore, args.password_file)
+        keys = ks
+        if not recipients:
+
+            def recipients(tenant: str) -> Sequence[Recipient]:
+                from recstream.keystore.resolve import active_recipient
+                from recstream.pki.dates import utcnow
+
+                recipient, warnings = active_recipient(
+                    ks, tenant, MediaKind.SCREEN, now=utcnow(), ca_bundle=None
+                )
+                for w in warnings:
+                    eprint(f"recstream: warning: {tenant}/screen certificate in {path}: {w}")
+                return [recipient]
+
+    with naming_output(args.output):
+        result = mux_files(
+            args.voice,
+            args.screen,
+            out,
+            keys=keys,
+            recipients=recipients,
+            tenant=args.tenant or DEFAULT_TENANT,
+        )
     state = (
         f"encrypted for {', '.join(result.cert_ids)}"
         if result.encrypted
-        else "not encrypted (neither input was)"
+        else "not encrypted (neither input was, and no --cert)"
     )
     eprint(
         f"recstream: muxed {args.voice} + {args.screen} -> {out}: {result.bytes_written} "

@@ -1,7 +1,7 @@
-"""``recstream pki ...``: certificate provisioning (issue 4).
+"""``recstream pki ...``: certificate provisioning.
 
 ``ca``, ``csr``, ``sign``, ``bundle``, ``verify`` and ``show``: the openssl steps of
-the vendor document, with the DN and the CA file checked and better messages.  This
+certificate provisioning, with the DN and the CA file checked and better messages.  This
 module only parses options, reads and writes files and prints; the work is in
 :mod:`recstream.pki`.  Private keys are written owner-only and encrypted unless
 ``--no-encrypt``; passwords come only from files; outputs are never overwritten
@@ -14,14 +14,16 @@ import argparse
 import json
 import os
 import stat
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from recstream.cli import UsageError, eprint
-from recstream.cli._util import read_input_file, read_password_file
+from recstream.cli import EXIT_CODES_HELP, UsageError, eprint
+from recstream.cli._util import STDIO, alias, file_arg, read_input_file, read_password_file
 from recstream.errors import CertificateRequestError, KeyLoadError, SubjectFieldsError
 from recstream.pki.bundle import build_bundle
 from recstream.pki.ca import (
@@ -63,11 +65,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     pki = sub.add_parser(
         "pki",
         help="provision recording certificates: CAs, CSRs, signing, CA files, checks",
-        description="Provision recording certificates as the vendor document describes: "
-        "a CA, a request (CSR) with the full DN, signing, the media server's CA file, "
-        "and validation before a certificate is used.",
-        epilog="Exit codes: 0 ok, 2 usage (including DN fields given on the command "
-        "line), 4 certificate or key problem, 5 I/O.",
+        description="Provision recording certificates: a CA, a request (CSR) with the "
+        "full DN, signing, the media server's CA file, and validation before a "
+        "certificate is used.",
+        epilog="Exit codes: " + EXIT_CODES_HELP,
     )
     cmds = pki.add_subparsers(dest="pki_command", metavar="SUBCOMMAND")
     cmds.required = True
@@ -104,10 +105,17 @@ def _add_key_options(p: argparse.ArgumentParser, what: str) -> None:
         help=f"RSA key size: {', '.join(map(str, KEY_SIZES))} (default {DEFAULT_KEY_SIZE})",
     )
     enc = p.add_mutually_exclusive_group()
-    enc.add_argument(
+    # --out-key-password-file protects --out-key; everywhere else --password-file
+    # unlocks something, so here it stays only as the old spelling.
+    alias(
+        enc.add_argument(
+            "--out-key-password-file",
+            "--password-file",
+            dest="password_file",
+            metavar="FILE",
+            help=f"encrypt the {what} (--out-key) with the password on this file's first line",
+        ),
         "--password-file",
-        metavar="FILE",
-        help=f"encrypt the {what} with the password on this file's first line",
     )
     enc.add_argument(
         "--no-encrypt", action="store_true", help=f"write the {what} unencrypted (not advised)"
@@ -123,11 +131,11 @@ def _new_key_password(args: argparse.Namespace, what: str) -> bytes | None:
         return None
     if args.password_file is None:
         msg = (
-            f"the {what} must be protected: give --password-file FILE (its first line "
+            f"the {what} must be protected: give --out-key-password-file FILE (its first line "
             "is the password), or --no-encrypt to write it unencrypted"
         )
         raise UsageError(msg)
-    return _password(args.password_file, "--password-file")
+    return _password(args.password_file, "--out-key-password-file")
 
 
 def _password(path: str | None, option: str) -> bytes | None:
@@ -143,6 +151,7 @@ def _password(path: str | None, option: str) -> bytes | None:
 
 
 def _check_outputs(force: bool, *paths: str) -> None:
+    paths = tuple(p for p in paths if p != STDIO)
     if len({Path(p).resolve() for p in paths}) != len(paths):
         msg = f"output files must differ: {', '.join(paths)}"
         raise UsageError(msg)
@@ -206,6 +215,8 @@ def _key_note(password: bytes | None) -> str:
 def _register_ca(cmds: argparse._SubParsersAction[Any]) -> None:
     p = cmds.add_parser(
         "ca",
+        usage="recstream pki ca --cn NAME --out-cert FILE --out-key FILE\n"
+        "                    (--out-key-password-file FILE | --no-encrypt) [options]",
         help="create a root CA, or an intermediate CA signed by another CA",
         description="Create a self-signed root CA certificate and its key; with "
         "--issuer-cert and --issuer-key, an intermediate CA signed by that CA.",
@@ -220,8 +231,12 @@ def _register_ca(cmds: argparse._SubParsersAction[Any]) -> None:
         help=f"validity in days (default {DEFAULT_CA_DAYS} for a root; for an "
         f"intermediate {DEFAULT_INTERMEDIATE_DAYS}, or what its issuer has left if less)",
     )
-    p.add_argument("--out-cert", required=True, metavar="FILE", help="CA certificate (PEM)")
-    p.add_argument("--out-key", required=True, metavar="FILE", help="CA private key (PEM)")
+    p.add_argument(
+        "--out-cert", required=True, metavar="FILE", type=file_arg, help="CA certificate (PEM)"
+    )
+    p.add_argument(
+        "--out-key", required=True, metavar="FILE", type=file_arg, help="CA private key (PEM)"
+    )
     _add_key_options(p, "CA key")
     p.add_argument("--issuer-cert", metavar="FILE", help="sign with this CA (intermediate)")
     p.add_argument("--issuer-key", metavar="FILE", help="the issuing CA's private key")
@@ -277,20 +292,29 @@ def _cmd_ca(args: argparse.Namespace) -> int:
 def _register_csr(cmds: argparse._SubParsersAction[Any]) -> None:
     p = cmds.add_parser(
         "csr",
+        usage="recstream pki csr --cn NAME --org NAME --ou NAME --locality CITY --state NAME\n"
+        "                     --country CC --out-key FILE --out-csr FILE\n"
+        "                     (--out-key-password-file FILE | --no-encrypt) [options]",
         help="create a recording key and a certificate signing request (all DN fields)",
         description="Create a recording private key and a certificate signing request, "
         "like 'openssl req -newkey rsa:N -keyout private_key.pem -out cert.req'. Every "
-        "DN field is required, as the vendor document says.",
+        "DN field is required: recording certificates carry the full distinguished name.",
     )
-    p.add_argument("--cn", metavar="NAME", help="common name: the recording solution's name")
-    p.add_argument("--org", metavar="NAME", help="exact legal organization name, unabbreviated")
-    p.add_argument("--ou", metavar="NAME", help="organizational unit: section of the org")
-    p.add_argument("--locality", metavar="CITY", help="city where the org is legally located")
-    p.add_argument("--state", metavar="NAME", help="state or province, in full (California)")
-    p.add_argument("--country", metavar="CC", help="two-letter ISO 3166 country code (US)")
+    p.add_argument(
+        "--cn", metavar="NAME", help="common name: the recording solution's name (required)"
+    )
+    # Required, and checked together (every missing field is named at once), not by
+    # argparse one at a time; the usage line shows them as required.
+    p.add_argument("--org", metavar="NAME", help="exact legal organization name (required)")
+    p.add_argument("--ou", metavar="NAME", help="organizational unit (required)")
+    p.add_argument("--locality", metavar="CITY", help="city of the org's seat (required)")
+    p.add_argument("--state", metavar="NAME", help="state or province, in full (required)")
+    p.add_argument("--country", metavar="CC", help="ISO 3166 two-letter code, e.g. US (required)")
     _add_key_options(p, "private key")
-    p.add_argument("--out-key", required=True, metavar="FILE", help="e.g. private_key.pem")
-    p.add_argument("--out-csr", required=True, metavar="FILE", help="e.g. cert.req")
+    p.add_argument(
+        "--out-key", required=True, metavar="FILE", type=file_arg, help="e.g. private_key.pem"
+    )
+    p.add_argument("--out-csr", required=True, metavar="FILE", type=file_arg, help="e.g. cert.req")
     _add_force(p)
     p.set_defaults(func=_cmd_csr)
 
@@ -334,7 +358,9 @@ def _register_sign(cmds: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--ca-password-file", metavar="FILE", help="password of the CA's key")
     p.add_argument("--csr", required=True, metavar="FILE", help="the request, e.g. cert.req")
     p.add_argument("--days", required=True, type=_days, help="validity in days")
-    p.add_argument("--out", required=True, metavar="FILE", help="the certificate (PEM)")
+    p.add_argument(
+        "--out", required=True, metavar="FILE", help="the certificate (PEM), or '-' for stdout"
+    )
     _add_force(p)
     p.set_defaults(func=_cmd_sign)
 
@@ -344,13 +370,34 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     csr = load_csr(read_input_file(args.csr, "request"))
     ca = _load_ca(args.ca_cert, args.ca_key, args.ca_password_file, "--ca-password-file")
     cert = sign_recording_certificate(csr, ca, days=args.days, now=utcnow())
-    _write(args.out, _pem(cert), force=args.force)
-    print(f"wrote recording certificate {args.out}")
-    print(f"  subject         {name_str(cert.subject)}")
-    print(f"  issuer          {name_str(cert.issuer)}")
-    print(f"  certificate ID  {certificate_id(cert)}")
-    print(f"  valid until     {fmt_time(cert.not_valid_after_utc)}")
+    report = _write_public(args.out, _pem(cert), force=args.force)
+    report(
+        f"wrote recording certificate {args.out}"
+        if args.out != STDIO
+        else "wrote the recording certificate to stdout"
+    )
+    report(f"  subject         {name_str(cert.subject)}")
+    report(f"  issuer          {name_str(cert.issuer)}")
+    report(f"  certificate ID  {certificate_id(cert)}")
+    report(f"  valid until     {fmt_time(cert.not_valid_after_utc)}")
     return 0
+
+
+def _write_public(path: str, data: bytes, *, force: bool) -> Callable[[str], None]:
+    """Write a public output (a certificate, a CA file), or print it for '-'.
+
+    Returns where the summary goes: stdout, or stderr when stdout is the output.
+    """
+    if path == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return eprint
+    _write(path, data, force=force)
+    return print
+
+
+def _shown(path: str) -> str:
+    return "stdout" if path == STDIO else path
 
 
 # --- pki bundle ----------------------------------------------------------------
@@ -364,7 +411,9 @@ def _register_bundle(cmds: argparse._SubParsersAction[Any]) -> None:
         "line endings, no duplicates, intermediates first and the root last, each "
         "link's signature checked. Inputs may come in any order.",
     )
-    p.add_argument("--out", required=True, metavar="FILE", help="the CA file, e.g. ca.pem")
+    p.add_argument(
+        "--out", required=True, metavar="FILE", help="the CA file, e.g. ca.pem, or '-' for stdout"
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="certificate files (PEM or DER)")
     _add_force(p)
     p.set_defaults(func=_cmd_bundle)
@@ -376,12 +425,14 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     bundle = build_bundle(inputs, now=utcnow())
     for warning in bundle.warnings:
         eprint(f"recstream: warning: {warning}")
-    _write(args.out, bundle.to_pem(), force=args.force)
-    print(f"wrote {args.out} with {len(bundle.certificates)} certificate(s), in this order:")
+    report = _write_public(args.out, bundle.to_pem(), force=args.force)
+    report(
+        f"wrote {_shown(args.out)} with {len(bundle.certificates)} certificate(s), in this order:"
+    )
     last = len(bundle.certificates) - 1
     for i, cert in enumerate(bundle.certificates):
         role = "root" if i == last else "intermediate"
-        print(f"  {i + 1}. {name_str(cert.subject)} ({role})")
+        report(f"  {i + 1}. {name_str(cert.subject)} ({role})")
     return 0
 
 
@@ -398,7 +449,9 @@ def _register_verify(cmds: argparse._SubParsersAction[Any]) -> None:
         "encipherment.",
     )
     p.add_argument("--ca-file", required=True, metavar="FILE", help="the CA file (bundle)")
-    p.add_argument("cert", metavar="CERT", help="the recording certificate (PEM or DER)")
+    p.add_argument(
+        "cert", metavar="CERT", help="the recording certificate (PEM or DER), or '-' for stdin"
+    )
     p.set_defaults(func=_cmd_verify)
 
 
@@ -428,7 +481,7 @@ def _register_show(cmds: argparse._SubParsersAction[Any]) -> None:
         "a bundle each certificate in order.",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the file to describe, or '-' for stdin")
     p.set_defaults(func=_cmd_show)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from recstream.cli import EXIT_BATCH_FAILURES, UsageError, eprint
 from recstream.cli._keystore_access import add_keystore_options, open_keystore
-from recstream.cli._util import read_input_file
+from recstream.cli._util import file_arg, read_input_file
 from recstream.envelope import Recipient
 from recstream.errors import CertificateError, KeyPolicyError, RecstreamError
 from recstream.format import MediaKind
@@ -73,7 +73,7 @@ def _reg_rewrap(sub: argparse._SubParsersAction[Any]) -> None:
         "(among the keystore's certificates and the files' recipients); repeatable",
     )
     p.add_argument("--ca-file", metavar="CA.pem", help="validate the new certificate against it")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", type=file_arg)
     p.set_defaults(func=cmd_rewrap)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from recstream.cli import EXIT_OK, UsageError, eprint
 from recstream.cli._serving import _config, _store, serve_config_file
-from recstream.cli._util import read_password_file
+from recstream.cli._util import file_arg, read_password_file
 from recstream.service import passwords
 from recstream.service.errors import ConflictError, NotFoundError
 from recstream.service.store import Role, User, validate_tenant, validate_user_name
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "section, forward decryption to the RCS the node's location resolves to. Stops "
         "on SIGINT/SIGTERM. Users live in the settings database: add them with 'add-user'.",
     )
-    p.add_argument("--config", metavar="RCS.toml", help="the configuration file")
+    p.add_argument("--config", metavar="RCS.toml", type=file_arg, help="the configuration file")
     p.set_defaults(func=cmd_serve)
     actions = p.add_subparsers(dest="serve_action", metavar="ACTION", parser_class=type(p))
 
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
     # SUPPRESS: a --config given before the action is not overwritten by a default.
-    p.add_argument("--config", metavar="RCS.toml", default=argparse.SUPPRESS)
+    p.add_argument("--config", metavar="RCS.toml", type=file_arg, default=argparse.SUPPRESS)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -62,7 +62,7 @@ def _tenant_findings(
                 None,
                 f"tenant {tenant} encrypts voice recordings but has no screen recording "
                 f"certificate; provision one: recstream keystore import --tenant {tenant} "
-                "--kind screen --cert C.pem --key K.pem",
+                "--media-kind screen --cert C.pem --key K.pem",
             )
         )
     for kind in (MediaKind.VOICE, MediaKind.SCREEN):
@@ -78,7 +78,7 @@ def _tenant_findings(
                     None,
                     f"tenant {tenant} has {kind_name(kind)} certificates but none is active; "
                     f"import a valid one or run: recstream keystore rotate --tenant {tenant} "
-                    f"--kind {kind_name(kind)} --cert-id ID",
+                    f"--media-kind {kind_name(kind)} --cert-id ID",
                 )
             )
             continue

@@ -66,19 +66,19 @@ def active_recipient(
                 f"tenant {tenant} has voice encryption but no screen recording certificate, so "
                 "its screen recordings cannot be encrypted (and could not be muxed with its "
                 "encrypted calls); provision one: recstream keystore import --tenant "
-                f"{tenant} --kind screen --cert SCREEN.pem --key SCREEN.key.pem"
+                f"{tenant} --media-kind screen --cert SCREEN.pem --key SCREEN.key.pem"
             )
             raise ScreenCertificateMissingError(msg, tenant, name)
         if ks.entries_for(tenant, kind):
             msg = (
                 f"tenant {tenant} has {name} certificates in the keystore but none is active; "
                 f"import a valid one or run: recstream keystore rotate --tenant {tenant} "
-                f"--kind {name} --cert-id ID"
+                f"--media-kind {name} --cert-id ID"
             )
         else:
             msg = (
                 f"tenant {tenant} has no {name} recording certificate in the keystore; import "
-                f"one: recstream keystore import --tenant {tenant} --kind {name} "
+                f"one: recstream keystore import --tenant {tenant} --media-kind {name} "
                 "--cert C.pem --key K.pem"
             )
         raise NoActiveCertificateError(msg, tenant, name)
@@ -87,7 +87,7 @@ def active_recipient(
         msg = (
             f"the active {entry.label()} expired on {fmt_time(entry.not_after)}; refusing to "
             f"encrypt under it: import its successor and run 'recstream keystore rotate "
-            f"--tenant {tenant} --kind {name} --cert-id NEW_ID'"
+            f"--tenant {tenant} --media-kind {name} --cert-id NEW_ID'"
         )
         raise CertificateExpiredError(msg, entry.not_after)
     if entry.not_yet_valid(now):

@@ -98,3 +98,19 @@ def key_usage_names(ku: x509.KeyUsage) -> list[str]:
     if ku.key_agreement and ku.decipher_only:
         names.append("decipherOnly")
     return names
+
+
+def parse_failure(exc: BaseException) -> str:
+    """Plain words for why pyca could not parse PEM or DER, without its internals.
+
+    pyca's messages carry Rust debug output (``ParseError { kind: InvalidLength }``,
+    ``InvalidData(Invalid padding)``) and a FAQ link; a user needs the fact.
+    """
+    text = str(exc)
+    if "Unable to load PEM" in text or ("PEM" in text and "Invalid" in text):
+        return "the PEM block's base64 is damaged (truncated, edited, or not PEM)"
+    if "asn1" in text.lower() or "ParseError" in text or "DER" in text:
+        return "its encoded structure is malformed: truncated, damaged, or another kind of object"
+    if "unsupported" in text.lower():
+        return "it uses an algorithm or version this build does not support"
+    return "it is malformed"

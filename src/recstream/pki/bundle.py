@@ -25,6 +25,7 @@ from recstream.pki._util import (
     is_ca,
     is_issued_by,
     is_self_signed,
+    parse_failure,
     quoted,
     utcnow,
     weak_signature,
@@ -225,7 +226,10 @@ def _load_block(body: bytes, source: str, index: int) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(pem)
     except ValueError as exc:
-        msg = f"{source}: certificate block {index} is damaged and cannot be read ({exc})"
+        msg = (
+            f"{source}: certificate block {index} is damaged and cannot be read "
+            f"({parse_failure(exc)})"
+        )
         raise BundleError(msg) from exc
 
 

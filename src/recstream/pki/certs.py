@@ -58,8 +58,10 @@ def check_recording_key(key: object, what: str = "certificate") -> rsa.RSAPublic
     """
     if not isinstance(key, rsa.RSAPublicKey):
         kind = type(key).__name__.removeprefix("_").replace("PublicKey", "")
+        kind = kind or "non-RSA"
+        article = "an" if kind[:1] in "AEIOUX" else "a"  # an EC, an Ed25519, a DSA
         msg = (
-            f"the {what} has a {kind or 'non-RSA'} key; recording certificates must be RSA "
+            f"the {what} has {article} {kind} key; recording certificates must be RSA "
             f"of {MIN_RSA_BITS} bits or more"
         )
         raise KeyPolicyError(msg)
@@ -85,7 +87,9 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
         try:
             certs = x509.load_pem_x509_certificates(data.replace(b"\r\n", b"\n"))
         except ValueError as exc:
-            msg = f"not a readable PEM certificate: {exc}"
+            from recstream.pki._util import parse_failure
+
+            msg = f"not a readable PEM certificate: {parse_failure(exc)}"
             raise CertificateError(msg) from exc
         return certs
     try:

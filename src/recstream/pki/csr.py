@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream import _crypto
 from recstream.errors import CertificateRequestError
+from recstream.pki._util import parse_failure
 from recstream.pki.certs import check_recording_key
 from recstream.pki.dn import SubjectFields
 
@@ -109,7 +110,9 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         else:
             csr = x509.load_der_x509_csr(data)
     except ValueError as exc:
-        msg = f"not a readable certificate signing request (PEM or DER PKCS#10): {exc}"
+        msg = (
+            f"not a readable certificate signing request (PEM or DER PKCS#10): {parse_failure(exc)}"
+        )
         raise CertificateRequestError(msg) from exc
     valid = _crypto.csr_signature_valid(csr)
     if valid is None:

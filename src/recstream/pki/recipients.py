@@ -82,8 +82,13 @@ class IdentitySet:
         self._ids = tuple(identities)
 
     def private_key_for(self, stanza: RecipientStanza) -> rsa.RSAPrivateKey | None:
+        # FORMAT.md §4: the certificate named by cert_id decides, else the key named
+        # by key_id; never the order the identities were given in.
         for ident in self._ids:
-            if ident.key_id == stanza.key_id or ident.cert_id == stanza.cert_id:
+            if ident.cert_id == stanza.cert_id:
+                return ident.private_key
+        for ident in self._ids:
+            if ident.key_id == stanza.key_id:
                 return ident.private_key
         return None
 
