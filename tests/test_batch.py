@@ -112,8 +112,11 @@ def key_args(keys: Path) -> list[str]:
     ]
 
 
-def test_audit_finds_exactly_the_orphans(archive: dict, capsys: pytest.CaptureFixture[str],  # type: ignore[type-arg]
-                                         cluster: list[str]) -> None:
+def test_audit_finds_exactly_the_orphans(
+    archive: dict,
+    capsys: pytest.CaptureFixture[str],  # type: ignore[type-arg]
+    cluster: list[str],
+) -> None:
     code = main(
         [
             "batch",
@@ -173,11 +176,15 @@ def test_rewrap_moves_to_new_certificate_bodies_unchanged(
         assert dec.update(new) + dec.finalize() == archive["plain"][rel]
 
 
-def test_decrypt_outputs_match_originals(archive: dict, tmp_path: Path,  # type: ignore[type-arg]
-                                         cluster: list[str]) -> None:
+def test_decrypt_outputs_match_originals(
+    archive: dict,
+    tmp_path: Path,  # type: ignore[type-arg]
+    cluster: list[str],
+) -> None:
     out = tmp_path / "plain"
-    code = main(["batch", "decrypt", str(archive["src"]), str(out), *key_args(archive["keys"]),
-                 *cluster])
+    code = main(
+        ["batch", "decrypt", str(archive["src"]), str(out), *key_args(archive["keys"]), *cluster]
+    )
     assert code == 7
     for rel, data in archive["plain"].items():
         target = out / rel.replace("voice.rsv", "voice.au")
@@ -266,9 +273,12 @@ def test_refusals(archive: dict, tmp_path: Path, capsys: pytest.CaptureFixture[s
     )
 
 
-def test_non_envelopes_are_reported_or_ignored(archive: dict, tmp_path: Path,  # type: ignore[type-arg]
-                                              capsys: pytest.CaptureFixture[str],
-                                              cluster: list[str]) -> None:
+def test_non_envelopes_are_reported_or_ignored(
+    archive: dict,
+    tmp_path: Path,  # type: ignore[type-arg]
+    capsys: pytest.CaptureFixture[str],
+    cluster: list[str],
+) -> None:
     src = tmp_path / "mixed"
     src.mkdir()
     good = next(p for p, w in archive["owner"].items() if w == "A")
@@ -283,8 +293,11 @@ def test_non_envelopes_are_reported_or_ignored(archive: dict, tmp_path: Path,  #
     assert "not a recstream envelope" in doc["failures"][0]["reason"]
 
 
-def test_in_place_rewrap_is_durable(archive: dict, tmp_path: Path,  # type: ignore[type-arg]
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_place_rewrap_is_durable(
+    archive: dict,
+    tmp_path: Path,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The replacement is fsynced before the rename and the directory after it."""
     import shutil
 
@@ -303,9 +316,14 @@ def test_in_place_rewrap_is_durable(archive: dict, tmp_path: Path,  # type: igno
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
     keys = archive["keys"]
     spec = KeySource(key_files=(str(keys / "cert-A.key.pem"),))
-    outcome = jobs.rewrap_task(str(src), rel, None, spec,
-                               AddCertificates(((keys / "cert-D.cert.pem").read_bytes(),)),
-                               frozenset())
+    outcome = jobs.rewrap_task(
+        str(src),
+        rel,
+        None,
+        spec,
+        AddCertificates(((keys / "cert-D.cert.pem").read_bytes(),)),
+        frozenset(),
+    )
     assert outcome.status == "done", outcome.detail
     assert len(synced) >= 2  # the new file, then its directory
     assert (src / rel).stat().st_mode == mode  # owner and mode kept, as rewrap always did

@@ -26,8 +26,11 @@ def _read(path: Path) -> tuple[dict[str, str], bytes]:
 
 
 def _splits(body: bytes) -> list[list[bytes]]:
-    return [[body], [body[i : i + 1] for i in range(len(body))],
-            [body[i : i + 7] for i in range(0, len(body), 7)]]
+    return [
+        [body],
+        [body[i : i + 1] for i in range(len(body))],
+        [body[i : i + 7] for i in range(0, len(body), 7)],
+    ]
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
@@ -87,8 +90,11 @@ def _encode_call(payloads: list[bytes], lost: set[int]) -> tuple[bytes, bytes]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.binary(min_size=160, max_size=160), min_size=1, max_size=8),
-       st.sets(st.integers(0, 7)), st.lists(st.integers(1, 50), min_size=1))
+@given(
+    st.lists(st.binary(min_size=160, max_size=160), min_size=1, max_size=8),
+    st.sets(st.integers(0, 7)),
+    st.lists(st.integers(1, 50), min_size=1),
+)
 def test_round_trip_any_split(payloads: list[bytes], lost: set[int], steps: list[int]) -> None:
     body, expect = _encode_call(payloads, {i for i in lost if i < len(payloads)})
     chunks, i, k = [], 0, 0
@@ -170,9 +176,13 @@ def test_encoder_rejects_contract_breaks_and_poisons() -> None:
 
 def test_encoder_output_is_what_the_decoder_reads() -> None:
     enc = T.TracksEncoder()
-    parts = [enc.start("siprec", 5, {"participants": [{"aor": ["sip:a@b"]}]}),
-             enc.declare(T.TrackDecl(3, "PCMA", 8000, 7, 8, "lbl", "p9", {"x": 1})),
-             enc.media(3, 0, b"\x01\x02"), enc.event(3, 0, 16, 5, 400), enc.end()]
+    parts = [
+        enc.start("siprec", 5, {"participants": [{"aor": ["sip:a@b"]}]}),
+        enc.declare(T.TrackDecl(3, "PCMA", 8000, 7, 8, "lbl", "p9", {"x": 1})),
+        enc.media(3, 0, b"\x01\x02"),
+        enc.event(3, 0, 16, 5, 400),
+        enc.end(),
+    ]
     got = T.extract(parts)
     decl = got.tracks[3].decl
     assert (decl.payload_type, decl.label, decl.participant, decl.info["x"]) == (8, "lbl", "p9", 1)
@@ -184,8 +194,12 @@ def test_encoder_output_is_what_the_decoder_reads() -> None:
 
 def test_close_record_round_trip() -> None:
     enc = T.TracksEncoder()
-    parts = [enc.start("media-stream", 1), enc.declare(T.TrackDecl(1, "PCMU", 8000, 1)),
-             enc.media(1, 0, b"\x01"), enc.close("idle_timeout", complete=False)]
+    parts = [
+        enc.start("media-stream", 1),
+        enc.declare(T.TrackDecl(1, "PCMU", 8000, 1)),
+        enc.media(1, 0, b"\x01"),
+        enc.close("idle_timeout", complete=False),
+    ]
     got = T.extract(parts)  # no END: incomplete, with the reason
     assert not got.complete and got.close == T.Close("idle_timeout", False)
     assert got.summary()["close"] == {"reason": "idle_timeout", "complete": False}

@@ -574,7 +574,7 @@ class TracksDecoder:
     def _short(self, avail: int, what: str) -> _NeedData | None:
         if not self._eof:
             return NEED_DATA
-        if not self._preamble and avail < PREAMBLE_SIZE and self._buf[: avail] != MAGIC[:avail]:
+        if not self._preamble and avail < PREAMBLE_SIZE and self._buf[:avail] != MAGIC[:avail]:
             raise self._fail("not a recstream track container (bad magic)")
         # A cut-short container (recovered recording): incomplete, not an error.
         return None
@@ -623,8 +623,9 @@ class TracksDecoder:
                 raise self._fail("STATS count does not match its length")
             values = [_U64.unpack_from(body, 3 + 8 * i)[0] for i in range(n)]
             problem = self._lines.stat(track)
-            record = Stats(track, dict(zip(STAT_NAMES, values, strict=False)),
-                           tuple(values[len(STAT_NAMES) :]))
+            record = Stats(
+                track, dict(zip(STAT_NAMES, values, strict=False)), tuple(values[len(STAT_NAMES) :])
+            )
         elif kind == RecordType.END:
             self._ended, problem, record = True, None, End()
         elif kind in (RecordType.SESSION, RecordType.TRACK):
@@ -717,7 +718,8 @@ class Extraction:
             "complete": self.complete,
             "records": self.records,
             "close": {"reason": self.close.reason, "complete": self.close.complete}
-            if self.close else None,
+            if self.close
+            else None,
             "updates": [dict(u) for u in self.updates],
             "session": dict(self.session.info) if self.session else None,
             "tracks": [
@@ -726,10 +728,20 @@ class Extraction:
                     "bytes": len(t.audio),
                     "packets": t.packets,
                     "sha256": t.sha256(),
-                    "gaps": [{"position": g.position, "samples": g.samples,
-                              "packets": g.packets} for g in t.gaps],
-                    "events": [{"position": e.position, "digit": e.digit, "event": e.event,
-                                "volume": e.volume, "duration": e.duration} for e in t.events],
+                    "gaps": [
+                        {"position": g.position, "samples": g.samples, "packets": g.packets}
+                        for g in t.gaps
+                    ],
+                    "events": [
+                        {
+                            "position": e.position,
+                            "digit": e.digit,
+                            "event": e.event,
+                            "volume": e.volume,
+                            "duration": e.duration,
+                        }
+                        for e in t.events
+                    ],
                     "stats": dict(t.stats.counts) if t.stats else None,
                 }
                 for _, t in sorted(self.tracks.items())

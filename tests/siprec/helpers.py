@@ -77,7 +77,10 @@ class Srs:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "recstream", "srs", "--config", str(config)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
             cwd=config.parent,
         )
         srs = cls(proc, config.parent)
@@ -158,26 +161,61 @@ def free_udp_port() -> int:
     raise AssertionError("no free UDP port")
 
 
-def run_sipp(scenario: str, srs: Srs, workdir: Path, *, transport: str = "u1",
-             pause_ms: int = 2500, extra: list[str] | None = None,
-             calls: int = 1) -> subprocess.CompletedProcess[str]:
+def run_sipp(
+    scenario: str,
+    srs: Srs,
+    workdir: Path,
+    *,
+    transport: str = "u1",
+    pause_ms: int = 2500,
+    extra: list[str] | None = None,
+    calls: int = 1,
+) -> subprocess.CompletedProcess[str]:
     host, port = srs.sip
-    cmd = ["sipp", f"{host}:{port}", "-sf", str(HERE / scenario), "-m", str(calls),
-           "-l", str(calls), "-t", transport, "-i", "127.0.0.1", "-p", "0",
-           "-mi", "127.0.0.1", "-mp", str(free_udp_port()), "-d", str(pause_ms), "-nostdin",
-           "-timeout", "45s", "-timeout_error", "-trace_err",
-           "-error_file", str(workdir / "sipp_errors.log"), *(extra or [])]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True,
-                          timeout=HANG_GUARD, check=False)
+    cmd = [
+        "sipp",
+        f"{host}:{port}",
+        "-sf",
+        str(HERE / scenario),
+        "-m",
+        str(calls),
+        "-l",
+        str(calls),
+        "-t",
+        transport,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        str(free_udp_port()),
+        "-d",
+        str(pause_ms),
+        "-nostdin",
+        "-timeout",
+        "45s",
+        "-timeout_error",
+        "-trace_err",
+        "-error_file",
+        str(workdir / "sipp_errors.log"),
+        *(extra or []),
+    ]
+    return subprocess.run(
+        cmd, cwd=workdir, capture_output=True, text=True, timeout=HANG_GUARD, check=False
+    )
 
 
 _RTP = struct.Struct(">BBHII")
 
 
-def rtp_packet(seq: int, ts: int, ssrc: int, payload: bytes, pt: int = 8,
-               marker: bool = False) -> bytes:
-    return _RTP.pack(0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF,
-                     ssrc) + payload
+def rtp_packet(
+    seq: int, ts: int, ssrc: int, payload: bytes, pt: int = 8, marker: bool = False
+) -> bytes:
+    return (
+        _RTP.pack(0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+    )
 
 
 class Sender:
@@ -208,7 +246,7 @@ METADATA = (
     '<recording xmlns="urn:ietf:params:xml:ns:recording:1"><datamode>complete</datamode>'
     '<session session_id="c2Vzc2lvbi1yYXc="><sipSessionID>raw-1</sipSessionID></session>'
     '<participant participant_id="cA=="><nameID aor="sip:carol@example.org"><name>Carol</name>'
-    '</nameID></participant>'
+    "</nameID></participant>"
     '<stream stream_id="c1" session_id="c2Vzc2lvbi1yYXc="><label>1</label></stream>'
     '<participantstreamassoc participant_id="cA=="><send>c1</send></participantstreamassoc>'
     "</recording>\r\n"
@@ -225,16 +263,27 @@ def sdp_offer(streams: list[tuple[str, int]], srtp: dict[str, bytes] | None = No
         lines.append(f"m=audio {port} RTP/{'SAVP' if key else 'AVP'} 0 101")
         lines += ["a=rtpmap:0 PCMU/8000", "a=rtpmap:101 telephone-event/8000"]
         if key:
-            lines.append("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
-                         + base64.b64encode(key).decode())
+            lines.append(
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + base64.b64encode(key).decode()
+            )
         lines += [f"a=label:{label}", "a=sendonly"]
     return "\r\n".join(lines) + "\r\n"
 
 
-def request(method: str, srs: tuple[str, int], local: tuple[str, int], call_id: str, *,
-            branch: str, cseq: int = 1, to_tag: str = "", body: str = "",
-            content_type: str = "", headers: tuple[str, ...] = (),
-            transport: str = "UDP") -> bytes:
+def request(
+    method: str,
+    srs: tuple[str, int],
+    local: tuple[str, int],
+    call_id: str,
+    *,
+    branch: str,
+    cseq: int = 1,
+    to_tag: str = "",
+    body: str = "",
+    content_type: str = "",
+    headers: tuple[str, ...] = (),
+    transport: str = "UDP",
+) -> bytes:
     host, port = srs
     lines = [
         f"{method} sip:srs@{host}:{port} SIP/2.0",
@@ -255,9 +304,12 @@ def request(method: str, srs: tuple[str, int], local: tuple[str, int], call_id: 
 
 
 def siprec_body(streams: list[tuple[str, int]], srtp: dict[str, bytes] | None = None) -> str:
-    return ("--b1\r\nContent-Type: application/sdp\r\n\r\n" + sdp_offer(streams, srtp)
-            + "--b1\r\nContent-Type: application/rs-metadata+xml\r\n"
-            "Content-Disposition: recording-session\r\n\r\n" + METADATA + "--b1--\r\n")
+    return (
+        "--b1\r\nContent-Type: application/sdp\r\n\r\n"
+        + sdp_offer(streams, srtp)
+        + "--b1\r\nContent-Type: application/rs-metadata+xml\r\n"
+        "Content-Disposition: recording-session\r\n\r\n" + METADATA + "--b1--\r\n"
+    )
 
 
 SIPREC_TYPE = "multipart/mixed;boundary=b1"

@@ -16,8 +16,24 @@ from recstream.cli import main
 @pytest.mark.skipif(shutil.which("sipp") is None, reason="needs sipp")
 def test_tiny_srs_bench(tmp_path: Path) -> None:
     out = tmp_path / "srs.json"
-    assert main(["bench", "srs", "--calls", "2", "--hold", "1", "--json", str(out),
-                 "--dir", str(tmp_path), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "srs",
+                "--calls",
+                "2",
+                "--hold",
+                "1",
+                "--json",
+                str(out),
+                "--dir",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     row = report["tables"][0]["rows"][0]
     assert row["calls"] == 2 and row["answered"] == 2 and row["completed"] == 2

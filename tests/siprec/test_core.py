@@ -46,29 +46,47 @@ OFFER = (
 def test_sdp_offer_is_read() -> None:
     s = sdp.parse(OFFER)
     a, b, v = s.media
-    assert (a.label, a.codec(), a.telephone_event(), a.direction) == ("7", (8, "PCMA", 8000),
-                                                                      101, "sendonly")
+    assert (a.label, a.codec(), a.telephone_event(), a.direction) == (
+        "7",
+        (8, "PCMA", 8000),
+        101,
+        "sendonly",
+    )
     assert b.crypto[0].tag == 2 and b.crypto[0].key == b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcd"
     assert v.media == "video" and v.codec() is None
 
 
 def test_sdp_answer_mirrors_the_offer() -> None:
-    ans = sdp.answer("127.0.0.1", 5, 0, [
-        sdp.AnswerStream(20000, "RTP/AVP", 8, "PCMA", 101, "7"),
-        sdp.AnswerStream(0, "RTP/AVP", 96, media="video"),
-    ]).decode()
+    ans = sdp.answer(
+        "127.0.0.1",
+        5,
+        0,
+        [
+            sdp.AnswerStream(20000, "RTP/AVP", 8, "PCMA", 101, "7"),
+            sdp.AnswerStream(0, "RTP/AVP", 96, media="video"),
+        ],
+    ).decode()
     assert "m=audio 20000 RTP/AVP 8 101\r\n" in ans and "a=recvonly" in ans
     assert "m=video 0 RTP/AVP 96" in ans and "a=label:7" in ans
     again = sdp.parse(ans.encode())
     assert [m.port for m in again.media] == [20000, 0]
 
 
-@pytest.mark.parametrize("bad", [
-    b"v=1\r\no=x\r\n", b"o=x\r\n", b"v=0\r\no=x\r\nbogus line\r\n", b"v=0\r\nm=audio 1 RTP\r\n",
-    b"v=0\r\no=x\r\nm=audio 70000 RTP/AVP 0\r\n", b"v=0\r\no=x\r\nc=IN IP4 bad host\r\n",
-    b"v=0\r\no=x\r\n" + b"a=x\r\n" * 600, b"\xff\xfe", b"v=0\r\no=x\r\nm=audio 1 RTP/AVP 0\r\n"
-    b"a=rtpmap:200 X/8000\r\n", b"v=0\r\no=x\r\n" + b"m=audio 1 RTP/AVP 0\r\n" * 17,
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"v=1\r\no=x\r\n",
+        b"o=x\r\n",
+        b"v=0\r\no=x\r\nbogus line\r\n",
+        b"v=0\r\nm=audio 1 RTP\r\n",
+        b"v=0\r\no=x\r\nm=audio 70000 RTP/AVP 0\r\n",
+        b"v=0\r\no=x\r\nc=IN IP4 bad host\r\n",
+        b"v=0\r\no=x\r\n" + b"a=x\r\n" * 600,
+        b"\xff\xfe",
+        b"v=0\r\no=x\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:200 X/8000\r\n",
+        b"v=0\r\no=x\r\n" + b"m=audio 1 RTP/AVP 0\r\n" * 17,
+    ],
+)
 def test_sdp_malformed_is_refused(bad: bytes) -> None:
     with pytest.raises(sdp.SdpError):
         sdp.parse(bad)
@@ -95,11 +113,16 @@ def test_multipart_body_and_metadata() -> None:
     assert md.sender_of("1") == "cA==" and md.sender_of("9") is None
 
 
-@pytest.mark.parametrize("doc", [
-    b"<!DOCTYPE r [<!ENTITY a 'x'>]><recording xmlns='urn:ietf:params:xml:ns:recording:1'/>",
-    b"<recording xmlns='urn:other'/>", b"<recording", b"x" * 70000,
-    b'<!DOCTYPE r SYSTEM "file:///etc/passwd"><r/>',
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b"<!DOCTYPE r [<!ENTITY a 'x'>]><recording xmlns='urn:ietf:params:xml:ns:recording:1'/>",
+        b"<recording xmlns='urn:other'/>",
+        b"<recording",
+        b"x" * 70000,
+        b'<!DOCTYPE r SYSTEM "file:///etc/passwd"><r/>',
+    ],
+)
 def test_hostile_metadata_is_refused(doc: bytes) -> None:
     with pytest.raises(MetadataError):
         parse_metadata(doc)
@@ -107,16 +130,23 @@ def test_hostile_metadata_is_refused(doc: bytes) -> None:
 
 def test_metadata_extension_and_limits() -> None:
     many = "".join(f'<participant participant_id="p{i}"/>' for i in range(500))
-    doc = (f'<recording xmlns="urn:ietf:params:xml:ns:recording:1">{many}'
-           '<t xmlns="urn:x:cc">globex</t></recording>').encode()
+    doc = (
+        f'<recording xmlns="urn:ietf:params:xml:ns:recording:1">{many}'
+        '<t xmlns="urn:x:cc">globex</t></recording>'
+    ).encode()
     with pytest.raises(MetadataError):
         parse_metadata(doc)  # more elements than any recording has
-    doc = (b'<recording xmlns="urn:ietf:params:xml:ns:recording:1">'
-           b'<t xmlns="urn:x:cc">globex</t></recording>')
+    doc = (
+        b'<recording xmlns="urn:ietf:params:xml:ns:recording:1">'
+        b'<t xmlns="urn:x:cc">globex</t></recording>'
+    )
     assert parse_metadata(doc).extensions == {"{urn:x:cc}t": "globex"}
     with pytest.raises(MetadataError):
-        split_body("multipart/mixed;boundary=z", b"--z\r\nContent-Type: application/sdp\r\n\r\n"
-                   b"v=0\r\n--z\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n--z--\r\n")
+        split_body(
+            "multipart/mixed;boundary=z",
+            b"--z\r\nContent-Type: application/sdp\r\n\r\n"
+            b"v=0\r\n--z\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n--z--\r\n",
+        )
     with pytest.raises(MetadataError):
         split_body("text/plain", b"hi")
     assert METADATA
@@ -129,9 +159,16 @@ OPTIONS = request("OPTIONS", ("127.0.0.1", 5060), ("127.0.0.1", 5070), "c1", bra
 
 
 def test_stream_framer_any_split() -> None:
-    invite = request("INVITE", ("127.0.0.1", 5060), ("127.0.0.1", 5070), "c2",
-                     branch="z9hG4bK2", body=siprec_body([("1", 4000)]),
-                     content_type=SIPREC_TYPE, headers=SIPREC_HEADERS)
+    invite = request(
+        "INVITE",
+        ("127.0.0.1", 5060),
+        ("127.0.0.1", 5070),
+        "c2",
+        branch="z9hG4bK2",
+        body=siprec_body([("1", 4000)]),
+        content_type=SIPREC_TYPE,
+        headers=SIPREC_HEADERS,
+    )
     stream = b"\r\n\r\n" + OPTIONS + invite + OPTIONS
     for step in (1, 7, 100, len(stream)):
         framer, out = StreamFramer(), []
@@ -170,10 +207,15 @@ def test_sip_garbage_raises_only_parse_errors(data: bytes, cut: int) -> None:
 # --- one RTP stream -----------------------------------------------------------------
 
 
-def pkt(seq: int, ts: int, payload: bytes, *, ssrc: int = 7, pt: int = 0,
-        marker: bool = False) -> bytes:
-    return struct.pack(">BBHII", 0x80, pt | (0x80 if marker else 0), seq & 0xFFFF,
-                       ts & 0xFFFFFFFF, ssrc) + payload
+def pkt(
+    seq: int, ts: int, payload: bytes, *, ssrc: int = 7, pt: int = 0, marker: bool = False
+) -> bytes:
+    return (
+        struct.pack(
+            ">BBHII", 0x80, pt | (0x80 if marker else 0), seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc
+        )
+        + payload
+    )
 
 
 A = ("127.0.0.1", 4000)
@@ -211,8 +253,14 @@ def test_rtp_reorder_loss_late_duplicate_foreign() -> None:
     assert bytes(got.audio) == b"".join(f[:4]) + b"\xff" * 160 + f[5] + b"\xff" * 160 + f[7]
     assert got.stats is not None
     c = got.stats.counts
-    assert (c["received"], c["lost"], c["late"], c["duplicate"], c["reordered"], c["foreign"]) \
-        == (6, 2, 1, 1, 1, 1)
+    assert (c["received"], c["lost"], c["late"], c["duplicate"], c["reordered"], c["foreign"]) == (
+        6,
+        2,
+        1,
+        1,
+        1,
+        1,
+    )
     assert [g.packets for g in got.gaps] == [1, 1]
 
 
@@ -241,12 +289,12 @@ def test_rtp_dtmf_is_an_event_not_audio() -> None:
     enc, rx, out = receiver()
     out.append(rx.receive(pkt(0, 0, b"\x01" * 160), A, 0.0))
     for seq, (dur, end) in enumerate(((160, 0), (320, 0), (400, 0x80), (400, 0x80)), start=1):
-        out.append(rx.receive(pkt(seq, 160, struct.pack(">BBH", 11, end | 7, dur), pt=101),
-                              A, seq * 0.02))
+        out.append(
+            rx.receive(pkt(seq, 160, struct.pack(">BBH", 11, end | 7, dur), pt=101), A, seq * 0.02)
+        )
     out.append(rx.receive(pkt(5, 560, b"\x02" * 160), A, 0.1))
     got = extract(finish(enc, rx, out)).tracks[1]
-    assert [(e.digit, e.duration, e.volume, e.position) for e in got.events] == [
-        ("#", 400, 7, 160)]
+    assert [(e.digit, e.duration, e.volume, e.position) for e in got.events] == [("#", 400, 7, 160)]
     assert bytes(got.audio) == b"\x01" * 160 + b"\xff" * 400 + b"\x02" * 160
 
 
@@ -309,12 +357,20 @@ def ua(tmp_path: Path, **sip: object) -> UserAgent:
     doc = {
         "sip": {"listen": "127.0.0.1:5060", **sip},
         "rtp": {"host": "127.0.0.1", "ports": "30000-30999"},
-        "recordings": {"root": "r"}, "keystore": {"path": "k", "password_file": "p"},
-        "tenants": {"default": "acme", "rule": [{"request_uri_user": "globex-rec",
-                                                 "tenant": "globex"}]},
+        "recordings": {"root": "r"},
+        "keystore": {"path": "k", "password_file": "p"},
+        "tenants": {
+            "default": "acme",
+            "rule": [{"request_uri_user": "globex-rec", "tenant": "globex"}],
+        },
     }
-    return UserAgent(parse_config(doc, tmp_path / "srs.toml"), ("127.0.0.1", 5060), Ports(),
-                     random=os.urandom, wall_clock=lambda: 1.0)
+    return UserAgent(
+        parse_config(doc, tmp_path / "srs.toml"),
+        ("127.0.0.1", 5060),
+        Ports(),
+        random=os.urandom,
+        wall_clock=lambda: 1.0,
+    )
 
 
 UDP = Dest("udp", ("127.0.0.1", 5070))
@@ -327,9 +383,16 @@ def feed(agent: UserAgent, data: bytes, now: float = 0.0) -> list[object]:
 
 
 def invite(call_id: str = "c1", branch: str = "z9hG4bKi", user: str = "srs") -> bytes:
-    return request("INVITE", ("127.0.0.1", 5060), UDP.addr, call_id, branch=branch,
-                   body=siprec_body([("1", 4000), ("2", 4002)]), content_type=SIPREC_TYPE,
-                   headers=SIPREC_HEADERS).replace(b"sip:srs@", f"sip:{user}@".encode(), 1)
+    return request(
+        "INVITE",
+        ("127.0.0.1", 5060),
+        UDP.addr,
+        call_id,
+        branch=branch,
+        body=siprec_body([("1", 4000), ("2", 4002)]),
+        content_type=SIPREC_TYPE,
+        headers=SIPREC_HEADERS,
+    ).replace(b"sip:srs@", f"sip:{user}@".encode(), 1)
 
 
 def sent(actions: list[object]) -> list[bytes]:
@@ -350,16 +413,18 @@ def test_ua_invite_retransmissions_and_ack(tmp_path: Path) -> None:
     agent = ua(tmp_path)
     call, ok = answered(agent)
     assert feed(agent, invite(), 0.1) and sent(feed(agent, invite(), 0.1)) == [
-        b"SIP/2.0 200 OK"]  # a retransmitted INVITE gets the 200 again
+        b"SIP/2.0 200 OK"
+    ]  # a retransmitted INVITE gets the 200 again
     assert sent(agent.tick(0.6)) == [b"SIP/2.0 200 OK"]  # T1
     assert sent(agent.tick(0.9)) == []
     assert sent(agent.tick(1.7)) == [b"SIP/2.0 200 OK"]  # 2*T1
     tag = ok.split(b";tag=")[2].split(b"\r\n")[0].decode()
-    feed(agent, request("ACK", ("127.0.0.1", 5060), UDP.addr, "c1", branch="z9hG4bKa",
-                        to_tag=tag))
+    feed(agent, request("ACK", ("127.0.0.1", 5060), UDP.addr, "c1", branch="z9hG4bKa", to_tag=tag))
     assert sent(agent.tick(10.0)) == []
-    bye = feed(agent, request("BYE", ("127.0.0.1", 5060), UDP.addr, "c1", branch="z9hG4bKb",
-                              cseq=2, to_tag=tag))
+    bye = feed(
+        agent,
+        request("BYE", ("127.0.0.1", 5060), UDP.addr, "c1", branch="z9hG4bKb", cseq=2, to_tag=tag),
+    )
     assert sent(bye) == [b"SIP/2.0 200 OK"]
     assert any(isinstance(a, EndCall) and a.reason == "bye" for a in bye)
     media = b"".join(a.data for a in bye if isinstance(a, CallMedia))
@@ -409,16 +474,17 @@ def test_ua_limits_and_policies(tmp_path: Path) -> None:
     assert sent(busy) == [b"SIP/2.0 503 Service Unavailable (recorder full)"]
     assert b"Retry-After: 5" in busy[0].data  # type: ignore[attr-defined]
     agent2 = ua(tmp_path)
-    start = next(a for a in feed(agent2, invite(user="globex-rec"))
-                 if isinstance(a, StartCall))
+    start = next(a for a in feed(agent2, invite(user="globex-rec")) if isinstance(a, StartCall))
     assert start.call.tenant == "globex"
     agent2.drain(0.0)
     assert sent(feed(agent2, invite("c3", "z9hG4bK3"))) == [
-        b"SIP/2.0 503 Service Unavailable (shutting down)"]
+        b"SIP/2.0 503 Service Unavailable (shutting down)"
+    ]
     failed = ua(tmp_path)
     start = next(a for a in feed(failed, invite()) if isinstance(a, StartCall))
     assert sent(failed.started(start.call, False, 0.0)) == [
-        b"SIP/2.0 500 Server Internal Error (cannot record)"]
+        b"SIP/2.0 500 Server Internal Error (cannot record)"
+    ]
     del call
 
 
@@ -426,11 +492,20 @@ def test_ua_reinvite_keeps_ports_and_adds_tracks(tmp_path: Path) -> None:
     agent = ua(tmp_path)
     call, ok = answered(agent)
     tag = ok.split(b";tag=")[2].split(b"\r\n")[0].decode()
-    feed(agent, request("ACK", ("127.0.0.1", 5060), UDP.addr, "c1", branch="z9hG4bKa",
-                        to_tag=tag))
+    feed(agent, request("ACK", ("127.0.0.1", 5060), UDP.addr, "c1", branch="z9hG4bKa", to_tag=tag))
     body = siprec_body([("1", 4000), ("3", 4006)])
-    re = request("INVITE", ("127.0.0.1", 5060), UDP.addr, "c1", branch="z9hG4bKre", cseq=2,
-                 to_tag=tag, body=body, content_type=SIPREC_TYPE, headers=SIPREC_HEADERS)
+    re = request(
+        "INVITE",
+        ("127.0.0.1", 5060),
+        UDP.addr,
+        "c1",
+        branch="z9hG4bKre",
+        cseq=2,
+        to_tag=tag,
+        body=body,
+        content_type=SIPREC_TYPE,
+        headers=SIPREC_HEADERS,
+    )
     out = feed(agent, re)
     change = next(a for a in out if isinstance(a, MediaChanged))
     assert [s.label for s in change.opened] == ["3"] and len(change.closed) == 1
@@ -438,8 +513,17 @@ def test_ua_reinvite_keeps_ports_and_adds_tracks(tmp_path: Path) -> None:
     assert sent(out) == [b"SIP/2.0 200 OK"]
     media = b"".join(a.data for a in out if isinstance(a, CallMedia))
     assert media[:1] == b"\x81" and b"sip:carol@example.org" in media  # UPDATE, recorded
-    stray = request("INVITE", ("127.0.0.1", 5060), UDP.addr, "zz", branch="z9hG4bKzz", cseq=2,
-                    to_tag="nope", body=body, content_type=SIPREC_TYPE)
+    stray = request(
+        "INVITE",
+        ("127.0.0.1", 5060),
+        UDP.addr,
+        "zz",
+        branch="z9hG4bKzz",
+        cseq=2,
+        to_tag="nope",
+        body=body,
+        content_type=SIPREC_TYPE,
+    )
     assert sent(feed(agent, stray)) == [b"SIP/2.0 481 Call/Transaction Does Not Exist"]
 
 
@@ -457,7 +541,7 @@ def test_config_example_and_errors(tmp_path: Path) -> None:
         'listen = "localhost:5060"': "IP:PORT",
         'ports = "20000"': "LOW-HIGH",
         'default = "a b"': "tenant name",
-        '[sip]\nmax_calls = 0': None,
+        "[sip]\nmax_calls = 0": None,
     }
     for text, words in bad.items():
         key = text.split(" = ")[0].split("\n")[-1]
@@ -475,8 +559,11 @@ def test_config_example_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
     # Every problem at once, the shared sections' included.
-    (tmp_path / "bad.toml").write_text(EXAMPLE.replace("5060", "x").replace(
-        'root = "recordings"', 'root = "nowhere"').replace("[tenants]", "[tenant]"))
+    (tmp_path / "bad.toml").write_text(
+        EXAMPLE.replace("5060", "x")
+        .replace('root = "recordings"', 'root = "nowhere"')
+        .replace("[tenants]", "[tenant]")
+    )
     with pytest.raises(ConfigError) as all_of_them:
         load_config(tmp_path / "bad.toml")
     text = str(all_of_them.value)
@@ -529,8 +616,9 @@ def test_ua_retransmitted_bye_gets_the_same_200(tmp_path: Path) -> None:
     agent = ua(tmp_path)
     _, ok = answered(agent)
     tag = ok.split(b";tag=")[2].split(b"\r\n")[0].decode()
-    bye = request("BYE", ("127.0.0.1", 5060), UDP.addr, "c1", branch="z9hG4bKbye", cseq=2,
-                  to_tag=tag)
+    bye = request(
+        "BYE", ("127.0.0.1", 5060), UDP.addr, "c1", branch="z9hG4bKbye", cseq=2, to_tag=tag
+    )
     first = [a.data for a in feed(agent, bye) if isinstance(a, Send)]
     again = [a.data for a in feed(agent, bye) if isinstance(a, Send)]
     assert first == again and first[0].startswith(b"SIP/2.0 200 OK")
@@ -540,9 +628,16 @@ def test_ua_siprec_invite_without_metadata_is_recorded(tmp_path: Path) -> None:
     from tests.siprec.helpers import sdp_offer
 
     agent = ua(tmp_path)
-    plain = request("INVITE", ("127.0.0.1", 5060), UDP.addr, "c7", branch="z9hG4bK7",
-                    body=sdp_offer([("1", 4000)]), content_type="application/sdp",
-                    headers=SIPREC_HEADERS)
+    plain = request(
+        "INVITE",
+        ("127.0.0.1", 5060),
+        UDP.addr,
+        "c7",
+        branch="z9hG4bK7",
+        body=sdp_offer([("1", 4000)]),
+        content_type="application/sdp",
+        headers=SIPREC_HEADERS,
+    )
     start = next(a for a in feed(agent, plain) if isinstance(a, StartCall))
     out = agent.started(start.call, True, 0.0)
     assert sent(out) == [b"SIP/2.0 200 OK"]

@@ -60,26 +60,46 @@ def _id() -> str:
     return uuid.uuid4().hex
 
 
-def _invite(client: SipClient, call_id: str, streams: list[tuple[str, int]],
-            srtp: dict[str, bytes] | None = None, branch: str = "") -> bytes:
-    return request("INVITE", client.srs, client.local, call_id,
-                   branch=branch or f"z9hG4bK{_id()}", body=siprec_body(streams, srtp),
-                   content_type=SIPREC_TYPE, headers=SIPREC_HEADERS)
+def _invite(
+    client: SipClient,
+    call_id: str,
+    streams: list[tuple[str, int]],
+    srtp: dict[str, bytes] | None = None,
+    branch: str = "",
+) -> bytes:
+    return request(
+        "INVITE",
+        client.srs,
+        client.local,
+        call_id,
+        branch=branch or f"z9hG4bK{_id()}",
+        body=siprec_body(streams, srtp),
+        content_type=SIPREC_TYPE,
+        headers=SIPREC_HEADERS,
+    )
 
 
-def _call(client: SipClient, call_id: str, streams: list[tuple[str, int]],
-          srtp: dict[str, bytes] | None = None) -> tuple[str, list[int]]:
+def _call(
+    client: SipClient,
+    call_id: str,
+    streams: list[tuple[str, int]],
+    srtp: dict[str, bytes] | None = None,
+) -> tuple[str, list[int]]:
     client.send(_invite(client, call_id, streams, srtp))
     ok = client.expect(200, "INVITE")
     tag = to_tag(ok)
-    client.send(request("ACK", client.srs, client.local, call_id, branch=f"z9hG4bK{_id()}",
-                        to_tag=tag))
+    client.send(
+        request("ACK", client.srs, client.local, call_id, branch=f"z9hG4bK{_id()}", to_tag=tag)
+    )
     return tag, answer_ports(ok)
 
 
 def _bye(client: SipClient, call_id: str, tag: str) -> None:
-    client.send(request("BYE", client.srs, client.local, call_id, branch=f"z9hG4bK{_id()}",
-                        cseq=2, to_tag=tag))
+    client.send(
+        request(
+            "BYE", client.srs, client.local, call_id, branch=f"z9hG4bK{_id()}", cseq=2, to_tag=tag
+        )
+    )
     client.expect(200, "BYE")
 
 
@@ -92,8 +112,9 @@ def test_cancel_before_answer(srs: Srs) -> None:
     client.send(cancel)  # in the same burst: read before the recording has opened
     client.expect(200, "CANCEL")
     terminated = client.expect(487, "INVITE")
-    client.send(request("ACK", client.srs, client.local, call_id, branch=branch,
-                        to_tag=to_tag(terminated)))
+    client.send(
+        request("ACK", client.srs, client.local, call_id, branch=branch, to_tag=to_tag(terminated))
+    )
     # A CANCEL of nothing: 481.
     client.send(request("CANCEL", client.srs, client.local, _id(), branch="z9hG4bKnone"))
     client.expect(481, "CANCEL")
@@ -109,10 +130,13 @@ def test_srtp_call_and_bad_packets(srs: Srs) -> None:
     assert start["srtp"] is True
     audio = {label: payloads(20, seed=10 + i) for i, label in enumerate(("1", "2"))}
     for (label, key), port in zip(keys.items(), ports, strict=True):
-        tx = pylibsrtp.Session(pylibsrtp.Policy(
-            key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
-        wire = [tx.protect(rtp_packet(i, i * 160, 0xABC0 + int(label), p, pt=0))
-                for i, p in enumerate(audio[label])]
+        tx = pylibsrtp.Session(
+            pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        )
+        wire = [
+            tx.protect(rtp_packet(i, i * 160, 0xABC0 + int(label), p, pt=0))
+            for i, p in enumerate(audio[label])
+        ]
         sender = Sender()
         sender.send(port, wire[:3])
         forged = bytearray(wire[3])
@@ -141,31 +165,78 @@ def test_refusals_are_answered(srs: Srs) -> None:
     client = SipClient(srs)
     local, dst = client.local, client.srs
     # Not a recording session (no Require: siprec, no +sip.src): RFC 7866 §6.1.1.
-    plain = request("INVITE", dst, local, _id(), branch="z9hG4bKa1",
-                    body=siprec_body([("1", 40000)]), content_type=SIPREC_TYPE)
+    plain = request(
+        "INVITE",
+        dst,
+        local,
+        _id(),
+        branch="z9hG4bKa1",
+        body=siprec_body([("1", 40000)]),
+        content_type=SIPREC_TYPE,
+    )
     client.send(plain.replace(b";+sip.src", b""))
     client.expect(403, "INVITE")
     # An option tag we do not support: 420 with Unsupported.
-    client.send(request("INVITE", dst, local, _id(), branch="z9hG4bKa2",
-                        body=siprec_body([("1", 40000)]), content_type=SIPREC_TYPE,
-                        headers=("Require: siprec, 100rel",)))
+    client.send(
+        request(
+            "INVITE",
+            dst,
+            local,
+            _id(),
+            branch="z9hG4bKa2",
+            body=siprec_body([("1", 40000)]),
+            content_type=SIPREC_TYPE,
+            headers=("Require: siprec, 100rel",),
+        )
+    )
     assert b"Unsupported: 100rel" in client.expect(420, "INVITE")
     # No stream we can record (only video): 488.
     body = siprec_body([("1", 40000)]).replace("m=audio", "m=video")
-    client.send(request("INVITE", dst, local, _id(), branch="z9hG4bKa3", body=body,
-                        content_type=SIPREC_TYPE, headers=SIPREC_HEADERS))
+    client.send(
+        request(
+            "INVITE",
+            dst,
+            local,
+            _id(),
+            branch="z9hG4bKa3",
+            body=body,
+            content_type=SIPREC_TYPE,
+            headers=SIPREC_HEADERS,
+        )
+    )
     client.expect(488, "INVITE")
     # Malformed SDP: 400.
     body = siprec_body([("1", 40000)]).replace("c=IN IP4 127.0.0.1", "c=garbage")
-    client.send(request("INVITE", dst, local, _id(), branch="z9hG4bKa4", body=body,
-                        content_type=SIPREC_TYPE, headers=SIPREC_HEADERS))
+    client.send(
+        request(
+            "INVITE",
+            dst,
+            local,
+            _id(),
+            branch="z9hG4bKa4",
+            body=body,
+            content_type=SIPREC_TYPE,
+            headers=SIPREC_HEADERS,
+        )
+    )
     client.expect(400, "INVITE")
     # rs-metadata with a DTD (an entity bomb's carrier): 400, never expanded.
     body = siprec_body([("1", 40000)]).replace(
         '<?xml version="1.0" encoding="UTF-8"?>',
-        '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">]>')
-    client.send(request("INVITE", dst, local, _id(), branch="z9hG4bKa5", body=body,
-                        content_type=SIPREC_TYPE, headers=SIPREC_HEADERS))
+        '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">]>',
+    )
+    client.send(
+        request(
+            "INVITE",
+            dst,
+            local,
+            _id(),
+            branch="z9hG4bKa5",
+            body=body,
+            content_type=SIPREC_TYPE,
+            headers=SIPREC_HEADERS,
+        )
+    )
     client.expect(400, "INVITE")
     # Unknown method: 501; BYE outside any dialog: 481; OPTIONS: 200.
     client.send(request("SUBSCRIBE", dst, local, _id(), branch="z9hG4bKa6"))
@@ -187,23 +258,35 @@ def test_malformed_messages_never_stop_the_server(srs: Srs) -> None:
         b"NOT SIP AT ALL\r\n\r\n",
         b"INVITE sip:srs@127.0.0.1 SIP/2.0\r\nVia: bogus\r\nContent-Length: 99999\r\n\r\n",
         request("OPTIONS", client.srs, client.local, "c1", branch="z9hG4bKm1").replace(
-            b"CSeq: 1 OPTIONS", b"CSeq: one OPTIONS"),
-        request("INVITE", client.srs, client.local, "c2", branch="z9hG4bKm2",
-                body="x" * 70000, content_type=SIPREC_TYPE),
+            b"CSeq: 1 OPTIONS", b"CSeq: one OPTIONS"
+        ),
+        request(
+            "INVITE",
+            client.srs,
+            client.local,
+            "c2",
+            branch="z9hG4bKm2",
+            body="x" * 70000,
+            content_type=SIPREC_TYPE,
+        ),
     ]
     for data in garbage:
         client.send(data[:65000])
     # A request whose mandatory headers are there but one is broken gets a 400.
-    client.send(request("OPTIONS", client.srs, client.local, "c3", branch="z9hG4bKm3")
-                .replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 INVITE"))
+    client.send(
+        request("OPTIONS", client.srs, client.local, "c3", branch="z9hG4bKm3").replace(
+            b"CSeq: 1 OPTIONS", b"CSeq: 1 INVITE"
+        )
+    )
     client.expect(400)
     # TCP: garbage without Content-Length closes that connection, nothing else.
     with socket.create_connection(srs.sip, timeout=30) as tcp:
         tcp.sendall(b"INVITE sip:x SIP/2.0\r\nVia: x\r\n\r\n")
         assert tcp.recv(100) == b""
     with socket.create_connection(srs.sip, timeout=30) as tcp:
-        options = request("OPTIONS", client.srs, tcp.getsockname(), "c4",
-                          branch="z9hG4bKm4", transport="TCP")
+        options = request(
+            "OPTIONS", client.srs, tcp.getsockname(), "c4", branch="z9hG4bKm4", transport="TCP"
+        )
         for i in range(len(options)):  # one byte at a time: framing survives any split
             tcp.sendall(options[i : i + 1])
         assert tcp.recv(4096).startswith(b"SIP/2.0 200 OK")
@@ -216,8 +299,10 @@ def test_malformed_messages_never_stop_the_server(srs: Srs) -> None:
 @needs_sipp
 def test_reinvite_hold_remove_and_add_streams(srs: Srs, tmp_path: Path) -> None:
     box: dict[str, Any] = {}
-    t = threading.Thread(target=lambda: box.update(r=run_sipp(
-        "uac_reinvite.xml", srs, tmp_path, pause_ms=1200)), daemon=True)
+    t = threading.Thread(
+        target=lambda: box.update(r=run_sipp("uac_reinvite.xml", srs, tmp_path, pause_ms=1200)),
+        daemon=True,
+    )
     t.start()
     start = srs.wait_for("call_start")
     ports = {r["label"]: r["port"] for r in start["rtp"]}
@@ -308,8 +393,9 @@ def test_sigkill_then_recover_keeps_flushed_segments(tmp_path: Path) -> None:
     srs.wait_for("call_start")
     audio = payloads(700, 50)  # 700 MEDIA records of 175 bytes: 7 whole segments and more
     sender = Sender()
-    sender.send(ports[0], [rtp_packet(i, i * 160, 5, p, pt=0) for i, p in enumerate(audio)],
-                pace=0.0005)
+    sender.send(
+        ports[0], [rtp_packet(i, i * 160, 5, p, pt=0) for i, p in enumerate(audio)], pace=0.0005
+    )
     partial = next((tmp_path / "recordings").rglob("*.incomplete"))
     with open(partial, "rb", buffering=0) as fh:
         header = read_header_at(FileSource(fh.fileno()))
@@ -338,13 +424,39 @@ def test_sigkill_then_recover_keeps_flushed_segments(tmp_path: Path) -> None:
     assert track == b"".join(audio)[: len(track)]
     out = tmp_path / "out"
     out.mkdir()
-    assert main(["tracks", "--recover", "--keystore", str(tmp_path / "keystore.rsk"),
-                 "--password-file", str(tmp_path / "keystore.pass"), "--out-dir", str(out),
-                 str(partial)]) == EXIT_PARTIAL
+    assert (
+        main(
+            [
+                "tracks",
+                "--recover",
+                "--keystore",
+                str(tmp_path / "keystore.rsk"),
+                "--password-file",
+                str(tmp_path / "keystore.pass"),
+                "--out-dir",
+                str(out),
+                str(partial),
+            ]
+        )
+        == EXIT_PARTIAL
+    )
     assert (out / "track-1.raw").read_bytes() == track
-    assert main(["tracks", "--keystore", str(tmp_path / "keystore.rsk"), "--password-file",
-                 str(tmp_path / "keystore.pass"), "--out-dir", str(out), "--force",
-                 str(partial)]) == 3  # without --recover an interrupted recording is refused
+    assert (
+        main(
+            [
+                "tracks",
+                "--keystore",
+                str(tmp_path / "keystore.rsk"),
+                "--password-file",
+                str(tmp_path / "keystore.pass"),
+                "--out-dir",
+                str(out),
+                "--force",
+                str(partial),
+            ]
+        )
+        == 3
+    )  # without --recover an interrupted recording is refused
 
 
 def test_several_processes_share_the_sip_port(tmp_path: Path) -> None:
@@ -370,4 +482,3 @@ def test_several_processes_share_the_sip_port(tmp_path: Path) -> None:
     for rid, audio in recorded:
         path = next(p for p in srs.recordings() if p.parent.name == rid)
         assert bytes(decrypt_tracks(path, tmp_path).tracks[1].audio) == audio
-

@@ -67,8 +67,7 @@ def _stream2() -> tuple[list[bytes], bytes, list[bytes]]:
         by_seq[seq] = rtp_packet(seq, 8000 + i * 160, ssrc, p, pt=8)
     for k, (dur, end) in enumerate(((160, False), (320, False), (480, True))):
         body = struct.pack(">BBH", 5, (0x80 if end else 0) | 10, dur)
-        by_seq[1020 + k] = rtp_packet(1020 + k, 8000 + 20 * 160, ssrc, body, pt=101,
-                                      marker=k == 0)
+        by_seq[1020 + k] = rtp_packet(1020 + k, 8000 + 20 * 160, ssrc, body, pt=101, marker=k == 0)
     order = sorted(by_seq)
     order.remove(1010)  # lost (and sent much later: late)
     i11, i12 = order.index(1011), order.index(1012)
@@ -83,15 +82,17 @@ def _inject(port: int) -> None:
     """RTP from another source onto the stream: dropped and counted (RTP injection)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
-        s.sendto(rtp_packet(1013, 8000 + 13 * 160, 0x5EC0_0002, b"\x00" * 160, pt=8),
-                 ("127.0.0.1", port))
+        s.sendto(
+            rtp_packet(1013, 8000 + 13 * 160, 0x5EC0_0002, b"\x00" * 160, pt=8), ("127.0.0.1", port)
+        )
 
 
 def _record_call(srs: Srs, workdir: Path, transport: str) -> tuple[dict[str, Any], bytes]:
     audio1 = b"".join(payloads(25, seed=1))
     (workdir / "stream1.ul").write_bytes(audio1)
-    t, box = _in_background(run_sipp, "uac_siprec.xml", srs, workdir, transport=transport,
-                            pause_ms=1500)
+    t, box = _in_background(
+        run_sipp, "uac_siprec.xml", srs, workdir, transport=transport, pause_ms=1500
+    )
     start = srs.wait_for("call_start")
     port2 = _port(start, "2")
     wire, expected2, late = _stream2()
@@ -130,14 +131,23 @@ def test_udp_call_two_streams_byte_exact(shared: Srs, tmp_path: Path) -> None:
     assert got.complete and got.close is not None and got.close.reason == "bye"
     t1, t2 = got.tracks[1], got.tracks[2]
     assert (t1.decl.label, t1.decl.codec, t2.decl.label, t2.decl.codec) == (
-        "1", "PCMU", "2", "PCMA")
+        "1",
+        "PCMU",
+        "2",
+        "PCMA",
+    )
     assert bytes(t1.audio) == audio1
     assert bytes(t2.audio) == call["audio2"]
     assert [(e.digit, e.duration, e.position) for e in t2.events] == [("5", 480, 20 * 160)]
     assert t2.stats is not None
     stats = t2.stats.counts
-    assert (stats["lost"], stats["late"], stats["duplicate"], stats["reordered"],
-            stats["foreign"]) == (1, 1, 1, 1, 1)
+    assert (
+        stats["lost"],
+        stats["late"],
+        stats["duplicate"],
+        stats["reordered"],
+        stats["foreign"],
+    ) == (1, 1, 1, 1, 1)
     assert stats["received"] == 27  # 24 audio + 3 DTMF packets
     info = got.session.info if got.session else {}
     assert info["session_id"] == "hVpd7YQgRW2nD22h7q60JQ=="
@@ -151,8 +161,9 @@ def test_udp_call_two_streams_byte_exact(shared: Srs, tmp_path: Path) -> None:
         assert word not in side
 
 
-def test_tcp_call_and_the_cli_reads_it(shared: Srs, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_tcp_call_and_the_cli_reads_it(
+    shared: Srs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     call, audio1 = _record_call(shared, tmp_path, "t1")
     assert call["start"]["transport"] == "tcp"
     path = _recording(shared, call["start"]["recording_id"])
@@ -163,8 +174,21 @@ def test_tcp_call_and_the_cli_reads_it(shared: Srs, tmp_path: Path,
     _check_no_personal_data(header)
     out = tmp_path / "tracks"
     out.mkdir()
-    assert main(["tracks", "--keystore", str(ks), "--password-file", str(pw),
-                 "--out-dir", str(out), str(path)]) == 0
+    assert (
+        main(
+            [
+                "tracks",
+                "--keystore",
+                str(ks),
+                "--password-file",
+                str(pw),
+                "--out-dir",
+                str(out),
+                str(path),
+            ]
+        )
+        == 0
+    )
     assert (out / "track-1.raw").read_bytes() == audio1
     assert (out / "track-2.raw").read_bytes() == call["audio2"]
     assert (out / "track-1.wav").read_bytes()[:4] == b"RIFF"
@@ -172,8 +196,10 @@ def test_tcp_call_and_the_cli_reads_it(shared: Srs, tmp_path: Path,
     assert summary["tracks"][1]["stats"]["lost"] == 1
     assert (out / "summary.json").stat().st_mode & 0o077 == 0  # plaintext: owner-only
     plain = tmp_path / "call.tracks"
-    assert main(["decrypt", "--keystore", str(ks), "--password-file", str(pw),
-                 str(path), str(plain)]) == 0
+    assert (
+        main(["decrypt", "--keystore", str(ks), "--password-file", str(pw), str(path), str(plain)])
+        == 0
+    )
     assert plain.read_bytes()[:8] == b"RSTRACKS"
 
 
@@ -188,8 +214,12 @@ def test_metrics(shared: Srs) -> None:
     url = f"http://{shared.ready['metrics']}/metrics"
     with urllib.request.urlopen(url, timeout=30) as resp:
         text = resp.read().decode()
-    for name in ("recstream_srs_calls_total", "recstream_srs_active_calls",
-                 "recstream_srs_rtp_packets_total", "recstream_srs_bytes_encrypted_total"):
+    for name in (
+        "recstream_srs_calls_total",
+        "recstream_srs_active_calls",
+        "recstream_srs_rtp_packets_total",
+        "recstream_srs_bytes_encrypted_total",
+    ):
         assert name in text
     assert 'outcome="answered"' in text
     for word in PERSONAL:

@@ -481,17 +481,37 @@ processes' CPU and the chunk-to-disk p99 (as its parts and their sum).
 
 
 def _srs_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--calls", type=list_type(positive_int), default=(50, 100, 200, 400, 700, 1000),
-                   metavar="LIST", help="the ramp: concurrent calls per step "
-                   "(default: 50,100,200,400,700,1000)")
-    p.add_argument("--hold", type=float, default=10.0, metavar="SECONDS",
-                   help="how long SIPp holds each call (default: %(default)s)")
-    p.add_argument("--rate", type=positive_int, default=100, metavar="CPS",
-                   help="SIPp's call rate, calls per second (default: %(default)s)")
-    p.add_argument("--processes", type=positive_int, default=1, metavar="N",
-                   help="SRS processes behind one SIP port (SO_REUSEPORT; default: 1)")
-    p.add_argument("--keep-going", action="store_true",
-                   help="run the larger steps even after one was not held")
+    p.add_argument(
+        "--calls",
+        type=list_type(positive_int),
+        default=(50, 100, 200, 400, 700, 1000),
+        metavar="LIST",
+        help="the ramp: concurrent calls per step (default: 50,100,200,400,700,1000)",
+    )
+    p.add_argument(
+        "--hold",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long SIPp holds each call (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rate",
+        type=positive_int,
+        default=100,
+        metavar="CPS",
+        help="SIPp's call rate, calls per second (default: %(default)s)",
+    )
+    p.add_argument(
+        "--processes",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="SRS processes behind one SIP port (SO_REUSEPORT; default: 1)",
+    )
+    p.add_argument(
+        "--keep-going", action="store_true", help="run the larger steps even after one was not held"
+    )
 
 
 _SRS = """\

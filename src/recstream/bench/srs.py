@@ -151,8 +151,13 @@ class StepResult:
 
     @property
     def held(self) -> bool:
-        return (self.sipp_ok and self.completed == self.calls and self.lost == 0
-                and self.late == 0 and self.kernel_drops == 0)
+        return (
+            self.sipp_ok
+            and self.completed == self.calls
+            and self.lost == 0
+            and self.late == 0
+            and self.kernel_drops == 0
+        )
 
 
 def udp_rcvbuf_errors() -> int:
@@ -201,7 +206,9 @@ class SrsProcess:
     def __init__(self, config: Path) -> None:
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "recstream", "srs", "--config", str(config)],
-            stdout=subprocess.PIPE, text=True, cwd=config.parent,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=config.parent,
         )
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.ready: list[dict[str, Any]] = []
@@ -291,9 +298,10 @@ def _metrics(srs: SrsProcess) -> dict[str, float]:
     if not url:
         return {}
     out: dict[str, float] = {}
-    with contextlib.suppress(OSError), urllib.request.urlopen(
-        f"http://{url}/metrics", timeout=10
-    ) as resp:
+    with (
+        contextlib.suppress(OSError),
+        urllib.request.urlopen(f"http://{url}/metrics", timeout=10) as resp,
+    ):
         for line in resp.read().decode().splitlines():
             if line and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
@@ -305,9 +313,12 @@ def _p99(before: dict[str, float], after: dict[str, float]) -> float:
     """p99 (a bucket's upper bound) of the latency histogram's samples between two scrapes."""
     prefix = 'recstream_srs_segment_to_disk_seconds_bucket{le="'
     rows = sorted(
-        (float("inf") if k[len(prefix):-2] == "+Inf" else float(k[len(prefix):-2]),
-         v - before.get(k, 0.0))
-        for k, v in after.items() if k.startswith(prefix)
+        (
+            float("inf") if k[len(prefix) : -2] == "+Inf" else float(k[len(prefix) : -2]),
+            v - before.get(k, 0.0),
+        )
+        for k, v in after.items()
+        if k.startswith(prefix)
     )
     total = rows[-1][1] if rows else 0.0
     for bound, count in rows:
@@ -316,8 +327,9 @@ def _p99(before: dict[str, float], after: dict[str, float]) -> float:
     return 0.0
 
 
-def _launch_sipp(n: int, ns: argparse.Namespace, srs: SrsProcess,
-                 work: Path) -> tuple[list[subprocess.Popen[bytes]], list[IO[str]]]:
+def _launch_sipp(
+    n: int, ns: argparse.Namespace, srs: SrsProcess, work: Path
+) -> tuple[list[subprocess.Popen[bytes]], list[IO[str]]]:
     host, port = srs.sip.rsplit(":", 1)
     # SO_REUSEPORT spreads SIP by source address and port: one SIPp would reach one
     # process, so several processes get two SIPp instances each (its own -p port).
@@ -329,21 +341,48 @@ def _launch_sipp(n: int, ns: argparse.Namespace, srs: SrsProcess,
         mp = 30000 + (os.getpid() % 500) * 40 + i * 4
         log = (work / f"sipp-{n}-{i}.err").open("w")
         logs.append(log)
-        sipps.append(subprocess.Popen(  # noqa: S603
-            [shutil.which("sipp") or "sipp", f"{host}:{port}", "-sf", str(work / "bench.xml"),
-             "-l", str(share), "-m", str(share), "-r", str(max(1, ns.rate // count)),
-             "-d", str(int(ns.hold * 1000)), "-i", "127.0.0.1", "-p", "0",
-             "-mi", "127.0.0.1", "-mp", str(mp), "-nostdin",
-             "-max_socket", str(4 * share + 100),
-             "-timeout", f"{int(ns.hold + n / ns.rate + 120)}s", "-timeout_error"],
-            cwd=work, stdout=subprocess.DEVNULL, stderr=log,
-        ))
+        sipps.append(
+            subprocess.Popen(  # noqa: S603
+                [
+                    shutil.which("sipp") or "sipp",
+                    f"{host}:{port}",
+                    "-sf",
+                    str(work / "bench.xml"),
+                    "-l",
+                    str(share),
+                    "-m",
+                    str(share),
+                    "-r",
+                    str(max(1, ns.rate // count)),
+                    "-d",
+                    str(int(ns.hold * 1000)),
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    "0",
+                    "-mi",
+                    "127.0.0.1",
+                    "-mp",
+                    str(mp),
+                    "-nostdin",
+                    "-max_socket",
+                    str(4 * share + 100),
+                    "-timeout",
+                    f"{int(ns.hold + n / ns.rate + 120)}s",
+                    "-timeout_error",
+                ],
+                cwd=work,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        )
 
     return sipps, logs
 
 
-def _step(n: int, ns: argparse.Namespace, srs: SrsProcess, work: Path,
-          progress: Progress) -> StepResult:
+def _step(
+    n: int, ns: argparse.Namespace, srs: SrsProcess, work: Path, progress: Progress
+) -> StepResult:
     r = StepResult(n)
     streams = SecondStreams()
     sender = threading.Thread(target=streams.run, daemon=True)
@@ -366,8 +405,9 @@ def _step(n: int, ns: argparse.Namespace, srs: SrsProcess, work: Path,
             continue
         if doc["event"] == "call_start":
             r.answered += 1
-            streams.add(doc["recording_id"], next(x["port"] for x in doc["rtp"]
-                                                  if x["label"] == "2"))
+            streams.add(
+                doc["recording_id"], next(x["port"] for x in doc["rtp"] if x["label"] == "2")
+            )
             if r.answered % max(1, n // 4) == 0:
                 progress(f"{n} calls: {r.answered} answered")
         elif doc["event"] == "call_end":
@@ -384,8 +424,9 @@ def _step(n: int, ns: argparse.Namespace, srs: SrsProcess, work: Path,
     for i, p in enumerate(sipps):
         if p.returncode:
             tail = (work / f"sipp-{n}-{i}.err").read_text(errors="replace")
-            first = next((ln for ln in tail.splitlines() if "Aborting" in ln or "rror" in ln),
-                         tail[-200:])
+            first = next(
+                (ln for ln in tail.splitlines() if "Aborting" in ln or "rror" in ln), tail[-200:]
+            )
             r.notes.append(f"sipp #{i} exit {p.returncode}: {first.strip()[:240]}")
     r.completed = sum(1 for d in ended if d.get("complete") and d.get("reason") == "bye")
     reasons: dict[str, int] = {}
@@ -415,17 +456,29 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # SIPp and the SRS inherit it
-    report = Report("srs", describe_machine(), {
-        "calls": ",".join(map(str, ns.calls)), "hold_s": ns.hold, "rate_cps": ns.rate,
-        "processes": ns.processes, "sipp_instances": 1 if ns.processes == 1 else 2 * ns.processes,
-        "cpu_flags": cpu_flags(),
-    })
+    report = Report(
+        "srs",
+        describe_machine(),
+        {
+            "calls": ",".join(map(str, ns.calls)),
+            "hold_s": ns.hold,
+            "rate_cps": ns.rate,
+            "processes": ns.processes,
+            "sipp_instances": 1 if ns.processes == 1 else 2 * ns.processes,
+            "cpu_flags": cpu_flags(),
+        },
+    )
     table = report.table(
         "SIPREC calls held (two G.711 streams each: SIPp + the bench's sender)",
-        Column("calls", "calls"), Column("pps", "RTP pkt/s"), Column("answered", "answered"),
-        Column("completed", "completed"), Column("cpu", "SRS CPU %"),
-        Column("lost", "lost+late"), Column("drops", "kernel drops"),
-        Column("p99", "pkt-to-disk p99 ms (bound)"), Column("held", "held"),
+        Column("calls", "calls"),
+        Column("pps", "RTP pkt/s"),
+        Column("answered", "answered"),
+        Column("completed", "completed"),
+        Column("cpu", "SRS CPU %"),
+        Column("lost", "lost+late"),
+        Column("drops", "kernel drops"),
+        Column("p99", "pkt-to-disk p99 ms (bound)"),
+        Column("held", "held"),
     )
     results = []
     with work_directory(ns.dir, need_bytes=max(ns.calls) * 40_000 * int(ns.hold + 1)) as work:
@@ -434,8 +487,7 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
         (work / "ks.pass").write_bytes(password + b"\n")
         create(work / "ks.rsk", password, kdf=KdfParams(memory_kib=8, iterations=1, lanes=1))
         with update(work / "ks.rsk", password) as ks:
-            ks.add("bench", MediaKind.VOICE, ident.cert, ident.key,
-                   now=dt.datetime.now(dt.UTC))
+            ks.add("bench", MediaKind.VOICE, ident.cert, ident.key, now=dt.datetime.now(dt.UTC))
         (work / "recordings").mkdir()
         (work / "bench.ul").write_bytes(bytes(range(0x20, 0x20 + 160)) * 50)
         (work / "bench.xml").write_text(SCENARIO)
@@ -455,10 +507,17 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
                 progress(f"step: {n} calls held {ns.hold:.0f} s")
                 r = _step(n, ns, srs, work, progress)
                 results.append(r)
-                table.add(calls=n, pps=n * 2 * PACKETS_PER_SECOND, answered=r.answered,
-                          completed=r.completed, cpu=r.cpu_percent, lost=r.lost + r.late,
-                          drops=r.kernel_drops, p99=r.fill_ms + r.flush_p99_ms,
-                          held="yes" if r.held else "NO")
+                table.add(
+                    calls=n,
+                    pps=n * 2 * PACKETS_PER_SECOND,
+                    answered=r.answered,
+                    completed=r.completed,
+                    cpu=r.cpu_percent,
+                    lost=r.lost + r.late,
+                    drops=r.kernel_drops,
+                    p99=r.fill_ms + r.flush_p99_ms,
+                    held="yes" if r.held else "NO",
+                )
                 for note in r.notes:
                     report.notes.append(f"{n} calls: {note}")
                 # Recordings stay until the end: a call still closing must not lose its
@@ -468,11 +527,15 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
         finally:
             srs.stop()
     best = max((r.calls for r in results if r.held), default=0)
-    report.notes.append(f"most calls held with nothing lost: {best} "
-                        f"({best * 2 * PACKETS_PER_SECOND} RTP packets/s) "
-                        f"with {ns.processes} SRS process(es); CPU flags: {cpu_flags()}")
-    report.notes.append("pkt-to-disk p99 is a bound: a 16 KiB segment's fill time at 2 x 50 "
-                        "x 175 B/s plus the step's segment-to-disk p99 (the SRS's histogram "
-                        "bucket bound: 0.05/0.1/0.25/0.5/1/1.5/2/3/5/10/20/60 s)")
+    report.notes.append(
+        f"most calls held with nothing lost: {best} "
+        f"({best * 2 * PACKETS_PER_SECOND} RTP packets/s) "
+        f"with {ns.processes} SRS process(es); CPU flags: {cpu_flags()}"
+    )
+    report.notes.append(
+        "pkt-to-disk p99 is a bound: a 16 KiB segment's fill time at 2 x 50 "
+        "x 175 B/s plus the step's segment-to-disk p99 (the SRS's histogram "
+        "bucket bound: 0.05/0.1/0.25/0.5/1/1.5/2/3/5/10/20/60 s)"
+    )
     report.notes.append("SIPp, the second-stream sender and the SRS share this machine's cores")
     return report

@@ -179,5 +179,3 @@ def _expand(inputs: list[str]) -> list[Path]:
 
 def _ids(ids: tuple[str, ...]) -> str:
     return ", ".join(i[:16] for i in ids)
-
-

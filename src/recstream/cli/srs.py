@@ -38,8 +38,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         epilog="Config: see the README section 'SIPREC recording server'.",
     )
     p.add_argument("--config", required=True, metavar="SRS.toml", help="server configuration")
-    p.add_argument("--check", action="store_true",
-                   help="check the config and the keystore, then exit (0 if both are usable)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the config and the keystore, then exit (0 if both are usable)",
+    )
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--listen-port", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_srs)
@@ -83,9 +86,13 @@ async def _serve(args: argparse.Namespace, config: Any) -> int:
     span = ((high - low) // 2 + 1) // n * 2
     lo = low + args.worker * span
     worker = args.worker
-    server = SrsServer(config, hook, on_status=lambda d: _emit({**d, "worker": worker}),
-                       reuse_port=n > 1,
-                       port_range=(lo, min(high, lo + span - 2)))
+    server = SrsServer(
+        config,
+        hook,
+        on_status=lambda d: _emit({**d, "worker": worker}),
+        reuse_port=n > 1,
+        port_range=(lo, min(high, lo + span - 2)),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -93,8 +100,16 @@ async def _serve(args: argparse.Namespace, config: Any) -> int:
     host, port = await server.start()
     metrics = await _metrics(server, config) if args.worker == 0 else None
     children = _spawn_workers(args, n, port) if args.worker == 0 and n > 1 else []
-    _emit({"event": "ready", "sip": f"{host}:{port}", "worker": args.worker, "pid": os.getpid(),
-           "processes": n, "metrics": metrics})
+    _emit(
+        {
+            "event": "ready",
+            "sip": f"{host}:{port}",
+            "worker": args.worker,
+            "pid": os.getpid(),
+            "processes": n,
+            "metrics": metrics,
+        }
+    )
     await stop.wait()
     for child in children:
         child.send_signal(signal.SIGTERM)
@@ -113,8 +128,16 @@ def _replace(config: Any, **changes: Any) -> Any:
 
 def _spawn_workers(args: argparse.Namespace, n: int, port: int) -> list[subprocess.Popen[bytes]]:
     """Processes 1..n-1 of an SO_REUSEPORT group on the SIP port worker 0 bound."""
-    cmd = [sys.executable, "-m", "recstream", "srs", "--config", str(Path(args.config)),
-           "--listen-port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "recstream",
+        "srs",
+        "--config",
+        str(Path(args.config)),
+        "--listen-port",
+        str(port),
+    ]
     return [subprocess.Popen([*cmd, "--worker", str(i)]) for i in range(1, n)]  # noqa: S603
 
 

@@ -40,8 +40,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--key", action="append", metavar="KEY.pem", help="private key (repeatable)")
     p.add_argument("--keystore", metavar="PATH", help="take keys from this keystore")
     p.add_argument("--password-file", metavar="F", help="password of the keys or keystore")
-    p.add_argument("--recover", action="store_true",
-                   help="read an interrupted recording's authenticated prefix")
+    p.add_argument(
+        "--recover",
+        action="store_true",
+        help="read an interrupted recording's authenticated prefix",
+    )
     p.add_argument("--plain", action="store_true", help="FILE is decrypted plaintext")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="where to write the tracks")
     p.add_argument("--force", action="store_true", help="overwrite files in DIR")
@@ -75,9 +78,26 @@ def wav(track: TrackAudio) -> bytes:
     rate = track.decl.clock_rate
     pad = len(track.audio) % 2
     # fmt chunk with cbSize=0 (18 bytes) and a fact chunk: required for non-PCM formats.
-    head = struct.pack("<4sI4s4sIHHIIHHH4sII4sI", b"RIFF", 50 + len(track.audio) + pad, b"WAVE",
-                       b"fmt ", 18, fmt, 1, rate, rate, 1, 8, 0,
-                       b"fact", 4, len(track.audio), b"data", len(track.audio))
+    head = struct.pack(
+        "<4sI4s4sIHHIIHHH4sII4sI",
+        b"RIFF",
+        50 + len(track.audio) + pad,
+        b"WAVE",
+        b"fmt ",
+        18,
+        fmt,
+        1,
+        rate,
+        rate,
+        1,
+        8,
+        0,
+        b"fact",
+        4,
+        len(track.audio),
+        b"data",
+        len(track.audio),
+    )
     return head + bytes(track.audio) + b"\x00" * pad
 
 
@@ -98,8 +118,10 @@ def cmd_tracks(args: argparse.Namespace) -> int:
         with atomic_output(out / name, replace=args.force) as fh:
             write_all(fh, data)
     complete = result.complete and enveloped_complete
-    eprint(f"recstream: {len(result.tracks)} track(s) from {args.file} into {out}"
-           + ("" if complete else "; the recording is INCOMPLETE (interrupted)"))
+    eprint(
+        f"recstream: {len(result.tracks)} track(s) from {args.file} into {out}"
+        + ("" if complete else "; the recording is INCOMPLETE (interrupted)")
+    )
     return 0 if complete else EXIT_PARTIAL
 
 

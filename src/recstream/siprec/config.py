@@ -45,8 +45,9 @@ default = "acme"
 
 _TENANT = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9\-]{1,64}")
-_RULE_KEYS: Final = frozenset({"tenant", "request_uri_user", "header", "metadata_extension",
-                               "value"})
+_RULE_KEYS: Final = frozenset(
+    {"tenant", "request_uri_user", "header", "metadata_extension", "value"}
+)
 # (default, low, high) of each number, with its unit in the name.
 _NUMBERS: Final = {
     ("sip", "max_calls"): (1000, 1, 100_000),
@@ -129,8 +130,9 @@ def parse_config(doc: Mapping[str, Any], source: Path) -> SrsConfig:
     numbers = {key: _number(r, key) for key in _NUMBERS}
     default = r.get("tenants", "default")
     if default is not None and not _TENANT.fullmatch(default):
-        r.problem(f"[tenants] default must be a tenant name (letters, digits, . _ -), "
-                  f"got {default!r}")
+        r.problem(
+            f"[tenants] default must be a tenant name (letters, digits, . _ -), got {default!r}"
+        )
     rules = _rules(r)
     if default is None and not rules and "tenants" in r.data:
         r.problem("[tenants] needs a default or at least one [[tenants.rule]]")
@@ -216,8 +218,7 @@ def _rules(r: ConfigReader) -> tuple[TenantRule, ...]:
             r.problem(f"{where}: unknown keys {sorted(set(rule) - _RULE_KEYS)}")
         kinds = [k for k in ("request_uri_user", "header", "metadata_extension") if k in rule]
         if len(kinds) != 1:
-            r.problem(f"{where} needs exactly one of request_uri_user, header, "
-                      "metadata_extension")
+            r.problem(f"{where} needs exactly one of request_uri_user, header, metadata_extension")
             continue
         if kinds[0] != "request_uri_user" and "value" not in rule:
             r.problem(f"{where}: {kinds[0]} needs a value")
@@ -227,7 +228,13 @@ def _rules(r: ConfigReader) -> tuple[TenantRule, ...]:
         if not _TENANT.fullmatch(tenant):
             r.problem(f"{where}: tenant must be a tenant name, got {tenant!r}")
             continue
-        rules.append(TenantRule(tenant, rule.get("request_uri_user"), rule.get("header"),
-                                rule.get("metadata_extension"), rule.get("value")))
+        rules.append(
+            TenantRule(
+                tenant,
+                rule.get("request_uri_user"),
+                rule.get("header"),
+                rule.get("metadata_extension"),
+                rule.get("value"),
+            )
+        )
     return tuple(rules)
-

@@ -82,12 +82,19 @@ class RecordingMetadata:
             "session_ids": list(self.session_ids),
             "sip_session_ids": list(self.sip_session_ids),
             "participants": [
-                {"id": p.participant_id, "name": p.name, "aor": list(p.aors),
-                 "send": list(p.send), "recv": list(p.recv)}
+                {
+                    "id": p.participant_id,
+                    "name": p.name,
+                    "aor": list(p.aors),
+                    "send": list(p.send),
+                    "recv": list(p.recv),
+                }
                 for p in self.participants
             ],
-            "streams": [{"id": s.stream_id, "session_id": s.session_id, "label": s.label}
-                        for s in self.streams],
+            "streams": [
+                {"id": s.stream_id, "session_id": s.session_id, "label": s.label}
+                for s in self.streams
+            ],
         }
 
 
@@ -181,8 +188,9 @@ def parse_metadata(data: bytes) -> RecordingMetadata:
         recvs += [t for s in el.findall(_q("recv")) if (t := _text(s))]
         participants.append(Participant(pid, name, tuple(aors), tuple(sends), tuple(recvs)))
     streams = [
-        Stream(el.get("stream_id", "")[:MAX_TEXT], el.get("session_id"),
-               _text(el.find(_q("label"))))
+        Stream(
+            el.get("stream_id", "")[:MAX_TEXT], el.get("session_id"), _text(el.find(_q("label")))
+        )
         for el in root.findall(_q("stream"))[:MAX_ITEMS]
     ]
     sessions = root.findall(_q("session"))[:MAX_ITEMS]

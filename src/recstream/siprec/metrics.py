@@ -25,8 +25,17 @@ if TYPE_CHECKING:
 
 __all__ = ["SrsCollector", "exposition"]
 
-PACKET_COUNTERS = ("received", "lost", "late", "duplicate", "reordered", "foreign",
-                   "ssrc_changes", "undecryptable", "malformed")
+PACKET_COUNTERS = (
+    "received",
+    "lost",
+    "late",
+    "duplicate",
+    "reordered",
+    "foreign",
+    "ssrc_changes",
+    "undecryptable",
+    "malformed",
+)
 
 
 class SrsCollector(Collector):
@@ -38,20 +47,27 @@ class SrsCollector(Collector):
     ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         s = self.server
         ua = s.ua
-        calls = CounterMetricFamily("recstream_srs_calls", "SIPREC calls by outcome",
-                                    labels=["outcome"])
+        calls = CounterMetricFamily(
+            "recstream_srs_calls", "SIPREC calls by outcome", labels=["outcome"]
+        )
         for outcome, n in sorted((ua.counts if ua else {}).items()):
             calls.add_metric([outcome], n)
         yield calls
-        yield GaugeMetricFamily("recstream_srs_active_calls", "calls being recorded",
-                                value=ua.active_count() if ua else 0)
+        yield GaugeMetricFamily(
+            "recstream_srs_active_calls",
+            "calls being recorded",
+            value=ua.active_count() if ua else 0,
+        )
         active_streams = sum(len(live.call.streams) for live in s.live.values())
-        yield GaugeMetricFamily("recstream_srs_active_streams", "RTP streams being recorded",
-                                value=active_streams)
-        yield CounterMetricFamily("recstream_srs_streams", "RTP streams recorded",
-                                  value=s.totals.streams)
-        packets = CounterMetricFamily("recstream_srs_rtp_packets",
-                                      "RTP packets by what became of them", labels=["outcome"])
+        yield GaugeMetricFamily(
+            "recstream_srs_active_streams", "RTP streams being recorded", value=active_streams
+        )
+        yield CounterMetricFamily(
+            "recstream_srs_streams", "RTP streams recorded", value=s.totals.streams
+        )
+        packets = CounterMetricFamily(
+            "recstream_srs_rtp_packets", "RTP packets by what became of them", labels=["outcome"]
+        )
         totals = dict.fromkeys(PACKET_COUNTERS, 0)
         for live in s.live.values():
             for row in live.call.stream_stats():
@@ -60,16 +76,22 @@ class SrsCollector(Collector):
         for k in PACKET_COUNTERS:
             packets.add_metric([k], totals[k] + s.totals.packets.get(k, 0))
         yield packets
-        yield CounterMetricFamily("recstream_srs_bytes_encrypted",
-                                  "track container bytes handed to encryption",
-                                  value=s.totals.bytes_encrypted)
+        yield CounterMetricFamily(
+            "recstream_srs_bytes_encrypted",
+            "track container bytes handed to encryption",
+            value=s.totals.bytes_encrypted,
+        )
         yield _latency_histogram(list(s.hook.flusher.latencies))
-        yield CounterMetricFamily("recstream_srs_malformed_sip",
-                                  "SIP messages refused as malformed",
-                                  value=s.totals.malformed_sip)
-        yield CounterMetricFamily("recstream_srs_recording_failures",
-                                  "recordings that failed mid-call",
-                                  value=s.totals.recording_failures)
+        yield CounterMetricFamily(
+            "recstream_srs_malformed_sip",
+            "SIP messages refused as malformed",
+            value=s.totals.malformed_sip,
+        )
+        yield CounterMetricFamily(
+            "recstream_srs_recording_failures",
+            "recordings that failed mid-call",
+            value=s.totals.recording_failures,
+        )
 
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0)
@@ -87,7 +109,9 @@ def _latency_histogram(samples: list[float]) -> HistogramMetricFamily:
     return HistogramMetricFamily(
         "recstream_srs_segment_to_disk_seconds",
         "a sealed 16 KiB segment until written and synced (the flusher's recent samples)",
-        buckets=buckets, sum_value=sum(samples))
+        buckets=buckets,
+        sum_value=sum(samples),
+    )
 
 
 def exposition(server: SrsServer) -> tuple[CollectorRegistry, bytes]:

@@ -87,9 +87,7 @@ def read_offer(request: Request) -> Offer:
     return Offer(offer, metadata)
 
 
-def resolve_tenant(
-    config: SrsConfig, request: Request, metadata: RecordingMetadata | None
-) -> str:
+def resolve_tenant(config: SrsConfig, request: Request, metadata: RecordingMetadata | None) -> str:
     """The first ``[[tenants.rule]]`` that matches, else ``tenants.default``.
 
     Raises:
@@ -145,12 +143,20 @@ def plan_streams(offer: sdp.SessionDescription) -> list[StreamPlan]:
             plans.append(StreamPlan(i, label, False, m))
             continue
         direction = m.direction or offer.direction or "sendrecv"
-        plans.append(StreamPlan(
-            i, label, True, m, codec[0], codec[1], m.telephone_event(),
-            m.crypto[0].key if srtp else None,
-            # RFC 3264 §6.1: the answer's direction mirrors the offer's; we never send.
-            "recvonly" if direction in ("sendonly", "sendrecv") else "inactive",
-        ))
+        plans.append(
+            StreamPlan(
+                i,
+                label,
+                True,
+                m,
+                codec[0],
+                codec[1],
+                m.telephone_event(),
+                m.crypto[0].key if srtp else None,
+                # RFC 3264 §6.1: the answer's direction mirrors the offer's; we never send.
+                "recvonly" if direction in ("sendonly", "sendrecv") else "inactive",
+            )
+        )
     return plans
 
 
@@ -166,18 +172,27 @@ def answer_sdp(  # noqa: PLR0917 - the SDP's fields, in order
     streams = []
     for p in plans:
         if not p.accepted or p.label not in ports:
-            streams.append(sdp.AnswerStream(0, p.media.proto, _first_pt(p.media),
-                                            media=p.media.media))
+            streams.append(
+                sdp.AnswerStream(0, p.media.proto, _first_pt(p.media), media=p.media.media)
+            )
             continue
         crypto = None
         if p.srtp_key is not None:
             tag = p.media.crypto[0].tag
             # RFC 4568 §7.1.2: the answer carries the answerer's own key (we send nothing).
             crypto = sdp.Crypto(tag, sdp.SRTP_SUITE, random(sdp.SRTP_KEY_BYTES))
-        streams.append(sdp.AnswerStream(
-            ports[p.label], p.media.proto, p.payload_type, p.codec, p.telephone_event,
-            p.media.label, p.direction, crypto,
-        ))
+        streams.append(
+            sdp.AnswerStream(
+                ports[p.label],
+                p.media.proto,
+                p.payload_type,
+                p.codec,
+                p.telephone_event,
+                p.media.label,
+                p.direction,
+                crypto,
+            )
+        )
     return sdp.answer(host, session_id, version, streams)
 
 

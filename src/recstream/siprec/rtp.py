@@ -165,8 +165,7 @@ class StreamReceiver:
     def receive(self, data: bytes, addr: tuple[str, int], now: float) -> bytes:
         """Take one datagram; return the records it releases (maybe b"")."""
         if (self.source is not None and addr != self.source) or (
-            self.source is None and self.latch_hosts is not None
-            and addr[0] not in self.latch_hosts
+            self.source is None and self.latch_hosts is not None and addr[0] not in self.latch_hosts
         ):
             self.counters.foreign += 1
             return b""
@@ -209,8 +208,10 @@ class StreamReceiver:
             return None
         delta = (ts - self._base_ts) & 0xFFFFFFFF
         pos = self._base_pos + delta
-        if delta >= 0x80000000 or pos < self._end or (
-            pos > (now - self._start + SLACK) * self.clock_rate
+        if (
+            delta >= 0x80000000
+            or pos < self._end
+            or (pos > (now - self._start + SLACK) * self.clock_rate)
         ):
             return None
         payload = data[12:]
@@ -230,10 +231,16 @@ class StreamReceiver:
         self.declared = True
         origin = round(now * 1000)
         return self.encoder.declare(
-            TrackDecl(self.track, self.codec, self.clock_rate, origin, self.payload_type,
-                      self.label, self.participant,
-                      {"telephone_event": self.telephone_event,
-                       "srtp": self.unprotect is not None})
+            TrackDecl(
+                self.track,
+                self.codec,
+                self.clock_rate,
+                origin,
+                self.payload_type,
+                self.label,
+                self.participant,
+                {"telephone_event": self.telephone_event, "srtp": self.unprotect is not None},
+            )
         )
 
     def _accept(self, p: RtpPacket, now: float) -> bytes:

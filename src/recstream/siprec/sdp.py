@@ -196,8 +196,16 @@ def _media(block: list[tuple[str, str]]) -> MediaDescription:
             if parsed is not None:
                 crypto.append(parsed)
     return MediaDescription(
-        m[1], int(m[2]), m[4], tuple(m[5].split()), conn, label, direction, rtpmap,
-        tuple(crypto), bad_crypto,
+        m[1],
+        int(m[2]),
+        m[4],
+        tuple(m[5].split()),
+        conn,
+        label,
+        direction,
+        rtpmap,
+        tuple(crypto),
+        bad_crypto,
     )
 
 

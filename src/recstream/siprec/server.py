@@ -278,8 +278,9 @@ class SrsServer:
             try:
                 self._run(self.ua.tick(loop.time()))
             except Exception as exc:  # a bug: reported, and the server keeps recording
-                self._status({"event": "internal_error", "time": _now_iso(),
-                              "error": type(exc).__name__})
+                self._status(
+                    {"event": "internal_error", "time": _now_iso(), "error": type(exc).__name__}
+                )
 
     async def aclose(self) -> None:
         """SIGTERM: refuse new calls, BYE and finalise every call, close everything."""
@@ -360,8 +361,14 @@ class SrsServer:
     def _run(self, actions: list[Action]) -> None:
         if self.ua is not None and self.ua.rejected:
             for status, phrase in self.ua.rejected:  # no personal data: status and reason
-                self._status({"event": "call_rejected", "time": _now_iso(), "status": status,
-                              "reason": phrase})
+                self._status(
+                    {
+                        "event": "call_rejected",
+                        "time": _now_iso(),
+                        "status": status,
+                        "reason": phrase,
+                    }
+                )
             self.ua.rejected.clear()
         for action in actions:
             if isinstance(action, Send):
@@ -398,7 +405,9 @@ class SrsServer:
     async def _open_recording(self, live: _Live) -> bool:
         call = live.call
         await self.hook.start(
-            call.recording_id, tenant=call.tenant, kinds=[MediaKind.VOICE],
+            call.recording_id,
+            tenant=call.tenant,
+            kinds=[MediaKind.VOICE],
             media_types={MediaKind.VOICE: MEDIA_TYPE},
             created_ms={MediaKind.VOICE: call.started_ms},
         )
@@ -408,14 +417,19 @@ class SrsServer:
         self._run(self.ua.started(call, ok, asyncio.get_running_loop().time()))
         if ok and call.state != "ended":
             self.totals.streams += len(call.streams)
-            self._status({
-                "event": "call_start", "time": _now_iso(), "recording_id": call.recording_id,
-                "tenant": call.tenant, "transport": call.dest.transport,
-                "streams": len(call.streams),
-                "rtp": _rtp(call),
-                "srtp": any(s.plan.srtp_key is not None for s in call.streams.values()),
-                "metadata": call.metadata is not None,
-            })
+            self._status(
+                {
+                    "event": "call_start",
+                    "time": _now_iso(),
+                    "recording_id": call.recording_id,
+                    "tenant": call.tenant,
+                    "transport": call.dest.transport,
+                    "streams": len(call.streams),
+                    "rtp": _rtp(call),
+                    "srtp": any(s.plan.srtp_key is not None for s in call.streams.values()),
+                    "metadata": call.metadata is not None,
+                }
+            )
             live.announced = True
         return ok
 
@@ -429,8 +443,9 @@ class SrsServer:
             self.totals.recording_failures += 1
             # Never take media we cannot encrypt: the SRC is told the recording stopped.
             assert self.ua is not None
-            self._run(self.ua.hang_up(live.call, "recording_failed",
-                                      asyncio.get_running_loop().time()))
+            self._run(
+                self.ua.hang_up(live.call, "recording_failed", asyncio.get_running_loop().time())
+            )
             return
         live.bytes_in += len(data)
         self.totals.bytes_encrypted += len(data)
@@ -448,9 +463,15 @@ class SrsServer:
             self._spawn(self._open_rtp(live, stream))
         call = action.call
         if live.announced and call.state != "ended":  # a re-INVITE changed the streams
-            self._status({"event": "call_update", "time": _now_iso(),
-                          "recording_id": call.recording_id, "streams": len(call.streams),
-                          "rtp": _rtp(call)})
+            self._status(
+                {
+                    "event": "call_update",
+                    "time": _now_iso(),
+                    "recording_id": call.recording_id,
+                    "streams": len(call.streams),
+                    "rtp": _rtp(call),
+                }
+            )
 
     async def _open_rtp(self, live: _Live, stream: Stream) -> None:
         sock = self.ports.take(stream.port)
@@ -490,25 +511,37 @@ class SrsServer:
                     self.totals.packets[k] = self.totals.packets.get(k, 0) + v
         self.totals.ended[reason] = self.totals.ended.get(reason, 0) + 1
         if live.recording:
-            self._status({
-                "event": "call_end", "time": _now_iso(), "recording_id": call.recording_id,
-                "tenant": call.tenant, "reason": reason,
-                "duration_s": round(asyncio.get_running_loop().time() - call.created, 3),
-                "complete": MediaKind.VOICE in done and not live.failed,
-                "bytes": live.bytes_in,
-                "streams": call.stream_stats(),
-            })
+            self._status(
+                {
+                    "event": "call_end",
+                    "time": _now_iso(),
+                    "recording_id": call.recording_id,
+                    "tenant": call.tenant,
+                    "reason": reason,
+                    "duration_s": round(asyncio.get_running_loop().time() - call.created, 3),
+                    "complete": MediaKind.VOICE in done and not live.failed,
+                    "bytes": live.bytes_in,
+                    "streams": call.stream_stats(),
+                }
+            )
 
     def recording_error(self, call_id: str, kind: MediaKind, exc: BaseException) -> None:
         """The hook's ``on_error``: a status line with the error's type only."""
-        self._status({"event": "recording_error", "time": _now_iso(), "recording_id": call_id,
-                      "error": type(exc).__name__})
+        self._status(
+            {
+                "event": "recording_error",
+                "time": _now_iso(),
+                "recording_id": call_id,
+                "error": type(exc).__name__,
+            }
+        )
 
 
 def _rtp(call: Call) -> list[dict[str, Any]]:
     """Each stream's label, RTP port and codec (no personal data: the SRS's own ports)."""
-    return [{"label": s.label, "port": s.port, "codec": s.plan.codec}
-            for s in call.streams.values()]
+    return [
+        {"label": s.label, "port": s.port, "codec": s.plan.codec} for s in call.streams.values()
+    ]
 
 
 def _now_iso() -> str:

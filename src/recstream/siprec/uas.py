@@ -224,16 +224,28 @@ class UserAgent:
         """The answer to a request that failed to parse but can still be answered."""
         return [self._reply(request, dest, 400, "Bad Request")]
 
-    def _reply(self, req: Request, dest: Dest, code: int, phrase: str, *,
-               tag: str | None = None, extra: dict[str, str] | None = None) -> Send:
-        return Send(make_response(req, code, phrase, to_tag=tag or _tag(self.random),
-                                  extra=extra), dest)
+    def _reply(
+        self,
+        req: Request,
+        dest: Dest,
+        code: int,
+        phrase: str,
+        *,
+        tag: str | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> Send:
+        return Send(
+            make_response(req, code, phrase, to_tag=tag or _tag(self.random), extra=extra), dest
+        )
 
     def _options(self, parsed: Parsed, dest: Dest, now: float) -> list[Action]:
         req = parsed.message
         assert isinstance(req, Request)
-        extra = {"Allow": ALLOW, "Accept": "application/sdp, multipart/mixed",
-                 "Supported": "siprec"}
+        extra = {
+            "Allow": ALLOW,
+            "Accept": "application/sdp, multipart/mixed",
+            "Supported": "siprec",
+        }
         return [self._reply(req, dest, 200, "OK", extra=extra)]
 
     def _find(self, parsed: Parsed) -> Call | None:
@@ -315,11 +327,18 @@ class UserAgent:
         head = call.encoder.start("siprec", call.started_ms, info)
         opened = self._apply_plans(call, call.plans)
         if not call.streams:
-            return [CallMedia(call, head), *self._fail_call(call, 503, "Service Unavailable "
-                                                             "(no RTP ports)", now)]
-        answer = O.answer_sdp(self.config.rtp_host, call.session_id, call.sdp_version,
-                              call.plans, {k: s.port for k, s in call.streams.items()},
-                              self.random)
+            return [
+                CallMedia(call, head),
+                *self._fail_call(call, 503, "Service Unavailable (no RTP ports)", now),
+            ]
+        answer = O.answer_sdp(
+            self.config.rtp_host,
+            call.session_id,
+            call.sdp_version,
+            call.plans,
+            {k: s.port for k, s in call.streams.items()},
+            self.random,
+        )
         call.state = "answered"
         self._count("answered")
         out: list[Action] = [CallMedia(call, head), MediaChanged(call, tuple(opened), ())]
@@ -337,13 +356,27 @@ class UserAgent:
             "metadata": md.to_json() if md else None,
         }
 
-    def _final(self, call: Call, req: Request, code: int, phrase: str, now: float,  # noqa: PLR0917
-               body: bytes = b"") -> list[Action]:
+    def _final(  # noqa: PLR0917
+        self,
+        call: Call,
+        req: Request,
+        code: int,
+        phrase: str,
+        now: float,
+        body: bytes = b"",
+    ) -> list[Action]:
         extra = {"Contact": f"<sip:srs@{_hostport(self.local)}>", "Allow": ALLOW}
         if code == 200:
             extra["Require"] = "siprec"
-        data = make_response(req, code, phrase, to_tag=call.local_tag, body=body,
-                             content_type="application/sdp" if body else None, extra=extra)
+        data = make_response(
+            req,
+            code,
+            phrase,
+            to_tag=call.local_tag,
+            body=body,
+            content_type="application/sdp" if body else None,
+            extra=extra,
+        )
         call.last_response = data
         if call.dest.transport == "udp":
             call.retransmit = _Retransmit(data, call.dest, now + T1, T1, now + TRANSACTION_TIMEOUT)
@@ -361,7 +394,8 @@ class UserAgent:
                 continue
             old = call.streams.get(p.label)
             if old is not None and (old.plan.payload_type, old.plan.srtp_key) == (
-                p.payload_type, p.srtp_key
+                p.payload_type,
+                p.srtp_key,
             ):
                 old.plan = p
                 continue
@@ -372,12 +406,18 @@ class UserAgent:
                 continue
             participant = call.metadata.sender_of(p.label) if call.metadata else None
             receiver = StreamReceiver(
-                call.encoder, call.next_track, p.payload_type or 0, p.codec,
-                p.telephone_event, p.label, participant,
+                call.encoder,
+                call.next_track,
+                p.payload_type or 0,
+                p.codec,
+                p.telephone_event,
+                p.label,
+                participant,
                 SrtpReceiver(p.srtp_key) if p.srtp_key else None,
                 window=self.config.reorder_window,
-                latch_hosts=frozenset(h for h in (p.media.connection, call.offer_host,
-                                                  call.dest.addr[0]) if h),
+                latch_hosts=frozenset(
+                    h for h in (p.media.connection, call.offer_host, call.dest.addr[0]) if h
+                ),
             )
             call.next_track += 1
             stream = call.streams[p.label] = Stream(p.label, port, receiver, p)
@@ -386,8 +426,9 @@ class UserAgent:
 
     def _close_stream(self, call: Call, stream: Stream, *, release: bool = True) -> bytes:
         data = stream.receiver.close()
-        call.closed_stats.append({"track": stream.receiver.track,
-                                  **stream.receiver.counters.as_stats()})
+        call.closed_stats.append(
+            {"track": stream.receiver.track, **stream.receiver.counters.as_stats()}
+        )
         del call.streams[stream.label]
         if release:
             self.ports.release(stream.port)
@@ -400,20 +441,28 @@ class UserAgent:
         if call is None or call.state == "ended":
             return [self._reply(req, dest, 481, "Call/Transaction Does Not Exist")]
         if call.retransmit is not None:  # RFC 3261 §14.2: one INVITE at a time
-            return [self._reply(req, dest, 500, "Server Internal Error", tag=call.local_tag,
-                                extra={"Retry-After": "1"})]
+            return [
+                self._reply(
+                    req,
+                    dest,
+                    500,
+                    "Server Internal Error",
+                    tag=call.local_tag,
+                    extra={"Retry-After": "1"},
+                )
+            ]
         try:
             offer = O.read_offer(req)
         except O.Refusal as r:
-            return [self._reply(req, dest, r.status, r.phrase, tag=call.local_tag,
-                                extra=r.headers)]
+            return [self._reply(req, dest, r.status, r.phrase, tag=call.local_tag, extra=r.headers)]
         plans = O.plan_streams(offer.sdp)
         call.offer_host = offer.sdp.connection
         media = b""
         if offer.metadata is not None:  # recorded, never only kept in memory
             call.metadata = offer.metadata
-            media += call.encoder.update({"metadata": offer.metadata.to_json(),
-                                          "at_ms": round(self.wall_clock() * 1000)})
+            media += call.encoder.update(
+                {"metadata": offer.metadata.to_json(), "at_ms": round(self.wall_clock() * 1000)}
+            )
         wanted = {p.label for p in plans if p.accepted}
         closed = []
         for label in list(call.streams):
@@ -428,8 +477,14 @@ class UserAgent:
         call.dest = dest
         self._by_branch[(call.call_id, call.invite_branch)] = call
         call.branches.append(call.invite_branch)
-        answer = O.answer_sdp(self.config.rtp_host, call.session_id, call.sdp_version, plans,
-                              {k: s.port for k, s in call.streams.items()}, self.random)
+        answer = O.answer_sdp(
+            self.config.rtp_host,
+            call.session_id,
+            call.sdp_version,
+            plans,
+            {k: s.port for k, s in call.streams.items()},
+            self.random,
+        )
         call.state = "answered"
         out: list[Action] = []
         if media:
@@ -445,8 +500,14 @@ class UserAgent:
             (parsed.call_id, parsed.via[0].parameters.get("branch") or "")
         )
         if call is None:  # the ACK of a non-2xx from a client that changed the branch
-            call = next((c for (cid, _), c in self._by_branch.items()
-                         if cid == parsed.call_id and c.state == "ended"), None)
+            call = next(
+                (
+                    c
+                    for (cid, _), c in self._by_branch.items()
+                    if cid == parsed.call_id and c.state == "ended"
+                ),
+                None,
+            )
         if call is not None and parsed.cseq.sequence == call.invite.cseq.sequence:
             call.retransmit = None
             if call.state == "answered":
@@ -547,7 +608,8 @@ class UserAgent:
             f"Via: SIP/2.0/{transport} {host};branch=z9hG4bK{self.random(8).hex()};rport",
             "Max-Forwards: 70",
             f"From: {inv.headers['To']};tag={call.local_tag}"
-            if ";tag=" not in inv.headers["To"] else f"From: {inv.headers['To']}",
+            if ";tag=" not in inv.headers["To"]
+            else f"From: {inv.headers['To']}",
             f"To: {inv.headers['From']}",
             f"Call-ID: {call.call_id}",
             f"CSeq: {call.local_cseq} BYE",
@@ -575,17 +637,21 @@ class UserAgent:
             out += self._timers(call, now)
             if call.state == "ended":
                 continue
-            if call.state == "starting" and not call.last_response and (
-                now - call.created >= TRYING_AFTER
+            if (
+                call.state == "starting"
+                and not call.last_response
+                and (now - call.created >= TRYING_AFTER)
             ):
                 call.last_response = make_response(call.invite, 100, "Trying")
                 out.append(Send(call.last_response, call.dest))
-            media = b"".join(s.receiver.tick(now) for s in call.streams.values()
-                             if s.receiver._held)
+            media = b"".join(
+                s.receiver.tick(now) for s in call.streams.values() if s.receiver._held
+            )
             if media:
                 out.append(CallMedia(call, media))
-            last = max([call.last_media] + [s.receiver._last_arrival
-                                             for s in call.streams.values()])
+            last = max(
+                [call.last_media] + [s.receiver._last_arrival for s in call.streams.values()]
+            )
             if call.state != "starting" and now - last > self.config.rtp_timeout:
                 out += self.hang_up(call, "rtp_timeout", now)
         return out
