@@ -128,6 +128,20 @@ def test_inspect_prints_any_created_ms(capsys: pytest.CaptureFixture[str]) -> No
         path.unlink()
 
 
+def _has_output_open(pid: int, directory: Path) -> bool:
+    if list(directory.glob(".out.*.partial")):
+        return True
+    fds = Path(f"/proc/{pid}/fd")
+    prefix = str(directory.resolve()) + "/"
+    for fd in fds.iterdir() if fds.is_dir() else ():
+        try:
+            if os.readlink(fd).startswith(prefix):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def test_ctrl_c_exits_130_quietly_and_leaves_nothing(files: dict[str, Path]) -> None:
     d = files["dir"]
     proc = subprocess.Popen(
@@ -135,9 +149,10 @@ def test_ctrl_c_exits_130_quietly_and_leaves_nothing(files: dict[str, Path]) -> 
          str(d / "out")],
         stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=d,
     )  # fmt: skip
-    # Readiness: the temporary output beside OUT exists once decryption is running.
+    # Readiness: the temporary output beside OUT is open once decryption is running
+    # (a named .partial, or an unnamed O_TMPFILE inode in that directory).
     deadline = time.monotonic() + 120
-    while not list(d.glob(".out.*.partial")):
+    while not _has_output_open(proc.pid, d):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)

@@ -205,3 +205,17 @@ def test_close_record_round_trip() -> None:
     assert got.summary()["close"] == {"reason": "idle_timeout", "complete": False}
     with pytest.raises(ValueError):
         enc.close("again")
+
+
+def test_cli_makes_a_missing_out_dir_and_refuses_a_file_as_one(tmp_path: Path) -> None:
+    from recstream.cli import main
+
+    _, body = _read(VECTORS / "two_tracks_gap_event.trk")
+    plain = tmp_path / "call.trk"
+    plain.write_bytes(body)
+    out = tmp_path / "new" / "dir"
+    assert main(["tracks", "--plain", "--out-dir", str(out), str(plain)]) == 0
+    assert (out / "summary.json").is_file() and (out / "track-1.raw").is_file()
+    not_dir = tmp_path / "file"
+    not_dir.write_bytes(b"")
+    assert main(["tracks", "--plain", "--out-dir", str(not_dir), str(plain)]) == 2

@@ -103,10 +103,11 @@ def wav(track: TrackAudio) -> bytes:
 
 def cmd_tracks(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
-    if not out.is_dir():
+    if out.exists() and not out.is_dir():
         msg = f"--out-dir is not a directory: {out}"
         raise UsageError(msg)
     plaintext, enveloped_complete = _plaintext(args)
+    out.mkdir(parents=True, exist_ok=True)  # an --out-dir is made, as decrypt's and batch's
     result = extract(plaintext)
     files = _outputs(result)
     if not args.force:
