@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import stat
 import threading
 from collections.abc import Callable
 from typing import IO, Protocol, TypeVar
@@ -23,7 +24,7 @@ from typing import IO, Protocol, TypeVar
 from recstream.durable import write_all
 from recstream.format import SEGMENT_WIRE_SIZE, Buffer
 
-__all__ = ["BLOCK_SIZE", "DEFAULT_JOBS", "Codec", "pump", "write_all"]
+__all__ = ["BLOCK_SIZE", "DEFAULT_JOBS", "Codec", "pump", "size_of", "write_all"]
 
 # 1 MiB blocks: large enough that per-call overhead vanishes against AES-GCM at
 # ~10 GB/s and page-cache copies at ~3 GB/s, small enough that three of them in
@@ -171,3 +172,15 @@ def pump(
     caller's to discard (see :func:`recstream.durable.atomic_output`).
     """
     return _Pump(src, dst, block_size, depth).run(codec)
+
+
+def size_of(fh: IO[bytes]) -> int | None:
+    """The size of a regular file, or None (a pipe, a terminal, no descriptor).
+
+    Callers pick the bulk path by it (:func:`recstream.parallel.pool_for`).
+    """
+    try:
+        st = os.fstat(fh.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None

@@ -21,8 +21,9 @@ from recstream.envelope import (
     EnvelopeDecryptor,
     EnvelopeEncryptor,
 )
-from recstream.files import DEFAULT_JOBS, pump
+from recstream.files import DEFAULT_JOBS, pump, size_of
 from recstream.format import BodyLayout, Header
+from recstream.parallel import pool_for
 from recstream.reader import FileSource, StreamPrefix, read_header_at
 
 
@@ -132,8 +133,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 def cmd_encrypt(args: argparse.Namespace) -> int:
     _check_paths(args.input, args.output, args.force)
     metadata, recipients = recording_from_args(args, args.input)
-    enc = EnvelopeEncryptor(recipients, metadata)
     with _open_in(args.input) as raw, _open_out(args.output, args.force) as dst:
+        enc = EnvelopeEncryptor(recipients, metadata, pool=pool_for(size_of(raw)))
         src = _Counted(raw, snapshot=args.snapshot)
         written = pump(src, dst, enc)  # type: ignore[arg-type]
         src.check_unchanged(args.input)
@@ -224,8 +225,8 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     args.input, args.output = args.paths
     _check_paths(args.input, args.output, args.force)
     keys = decryption_keys(args)
-    dec = EnvelopeDecryptor(keys)
     with _open_in(args.input) as src, _open_out(args.output, args.force) as dst:
+        dec = EnvelopeDecryptor(keys, pool=pool_for(size_of(src)))
         written = pump(src, dst, dec)
     header = dec.header
     assert header is not None

@@ -34,6 +34,7 @@ from recstream.errors import (
     TruncatedStreamError,
 )
 from recstream.format import MAX_HEADER_BYTES, BodyLayout, Header, parse_header
+from recstream.parallel import pool_for
 from recstream.reader import FileSource, SegmentReader
 from recstream.service.auth import Principal
 from recstream.service.context import CONTEXT, ServiceContext, TracingKeyRing
@@ -176,7 +177,7 @@ async def _decrypt(
         expected = layout.plaintext_length
     assert ctx.keyring is not None
     keys = TracingKeyRing(ctx.keyring)
-    dec = EnvelopeDecryptor(keys)
+    dec = EnvelopeDecryptor(keys, pool=pool_for(declared))  # large bodies: every core
     # The first update unwraps the data key (RSA): off the event loop.
     out = await asyncio.to_thread(dec.update, bytes(head))
     audit.fields["cert_id"] = keys.cert_id
