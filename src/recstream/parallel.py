@@ -25,7 +25,7 @@ import itertools
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from recstream import _crypto
@@ -48,6 +48,7 @@ from recstream.stream import StreamDecryptor, _Machine, _Op
 
 __all__ = [
     "MIN_PARALLEL_BYTES",
+    "THREADS_ENV",
     "ParallelStreamDecryptor",
     "ParallelStreamEncryptor",
     "SegmentPool",
@@ -64,6 +65,11 @@ MIN_PARALLEL_BYTES: Final = 1 << 20
 # More threads than this buy nothing: two runs already keep AES ahead of the
 # page-cache copies on this machine, and each thread is another stack.
 MAX_THREADS: Final = 4
+# Segments a thread takes at a time (128 KiB): small enough that two threads
+# share a 1 MiB block evenly, large enough that taking one is ~1% of its work.
+RUN_SEGMENTS: Final = 8
+# Environment variable that sets the bulk path's threads (1: the single-thread path).
+THREADS_ENV: Final = "RECSTREAM_BULK_THREADS"
 
 _Run = Callable[[int, memoryview, memoryview], int]
 
@@ -113,30 +119,38 @@ class SegmentPool:
     def _split(
         self, run: _Run, first: int, views: tuple[memoryview, memoryview], sizes: tuple[int, int]
     ) -> int:
+        """Share the block's runs between the caller and the pool's threads.
+
+        Runs are handed out from one counter (``next`` on an ``itertools.count``
+        is atomic under the GIL), so a thread that gets no core on a loaded
+        machine just finds nothing left, and the caller does the work itself:
+        never worse than one thread by more than the per-segment overhead.
+        """
         (data, out), (inp, outp) = views, sizes
         count = len(data) // inp
         if self._executor is None or count < max(2, self.min_segments):
             return run(first, data, out)
-        parts = min(self.threads, count)
-        bounds = [count * k // parts for k in range(parts + 1)]
-        futures: list[Future[int]] = [
-            self._executor.submit(run, first + a, data[a * inp : b * inp], out[a * outp : b * outp])
-            for a, b in itertools.pairwise(bounds[1:])
-        ]
-        errors: list[SegmentAuthError] = []
-        total = 0
-        try:
-            total += run(first, data[: bounds[1] * inp], out[: bounds[1] * outp])
-        except SegmentAuthError as exc:
-            errors.append(exc)
+        step = max(1, min(RUN_SEGMENTS, count // self.threads))
+        runs = -(-count // step)
+        ticket = itertools.count()
+        failures: list[SegmentAuthError] = []
+
+        def take() -> int:
+            done = 0
+            while (k := next(ticket)) < runs:
+                a, b = k * step, min(count, k * step + step)
+                try:
+                    done += run(first + a, data[a * inp : b * inp], out[a * outp : b * outp])
+                except SegmentAuthError as exc:
+                    failures.append(exc)
+            return done
+
+        futures = [self._executor.submit(take) for _ in range(self.threads - 1)]
+        total = take()
         # Every run writes into ``out``: wait for all of them, even after a failure.
-        for fut in futures:
-            try:
-                total += fut.result()
-            except SegmentAuthError as exc:
-                errors.append(exc)
-        if errors:
-            raise min(errors, key=lambda e: e.index)
+        total += sum(f.result() for f in futures)
+        if failures:
+            raise min(failures, key=lambda e: e.index)
         return total
 
     def shutdown(self) -> None:
@@ -152,17 +166,25 @@ def default_pool() -> SegmentPool:
     """The process's shared pool: one thread per core (at most :data:`MAX_THREADS`)."""
     with _default_lock:
         if not _default:
-            _default.append(SegmentPool(min(MAX_THREADS, _cpus())))
+            _default.append(SegmentPool(_threads_wanted()))
         return _default[0]
+
+
+def _threads_wanted() -> int:
+    """``$RECSTREAM_BULK_THREADS`` (an operator's cap on a shared machine), else the cores."""
+    raw = os.environ.get(THREADS_ENV, "")
+    if raw.strip().isdigit() and int(raw) >= 1:
+        return min(MAX_THREADS, int(raw))
+    return min(MAX_THREADS, _cpus())
 
 
 def pool_for(size: int | None) -> SegmentPool | None:
     """The pool for an input of ``size`` bytes (None: unknown, a pipe), or None.
 
     None means the single-thread Cobblestone path is the faster one: a small
-    input, or a machine with one core.
+    input, one core, or ``RECSTREAM_BULK_THREADS=1``.
     """
-    if _cpus() < 2 or (size is not None and size < MIN_PARALLEL_BYTES):
+    if _threads_wanted() < 2 or (size is not None and size < MIN_PARALLEL_BYTES):
         return None
     return default_pool()
 
