@@ -303,13 +303,28 @@ def test_bulk(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     subjects = rows(report)
     assert list(subjects) == [
         "cat",
+        "cat > null",
         "cli encrypt",
         "cli decrypt",
+        "cli encrypt > null",
+        "cli decrypt > null",
+        "cli encrypt, 1 thread",
+        "cli decrypt, 1 thread",
+        "cli encrypt > null, 1 thread",
+        "cli decrypt > null, 1 thread",
         "library encrypt",
         "library decrypt",
+        "library encrypt, 1 thread",
+        "library decrypt, 1 thread",
         "AES-GCM encrypt_into",
         "AES-GCM decrypt_into",
     ]
+    # issue 20: the multi-core path against the single-thread one in the same run,
+    # and CPU per byte for every subject that is a process or runs in this one
+    assert subjects["cli decrypt > null"]["to_one_thread"]["median"] > 0
+    assert subjects["library encrypt"]["to_one_thread"]["median"] > 0
+    assert subjects["cli encrypt, 1 thread"]["to_one_thread"] is None
+    assert subjects["library decrypt"]["cpu_ns_b"]["median"] > 0
     for name, row in subjects.items():
         assert row["mb_s"]["n"] == 2 and row["mb_s"]["median"] > 0, name
         if name != "cat":
