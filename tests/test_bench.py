@@ -397,6 +397,24 @@ def test_peers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         assert "AES-256-GCM" in rows(report, 1)["openssl"]["method"]
 
 
+def test_peers_to_null_with_the_single_thread_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 20: timed outputs to /dev/null, recstream on one thread in the same run."""
+    report = run_mode(
+        capsys,
+        tmp_path,
+        "peers --size 2M --repeat 1 --warmup 0 --rsa-bits 2048 --only openssl --null",
+    )
+    assert report["parameters"]["output"] == "/dev/null"
+    ran = rows(report)
+    one = ran["recstream 1 thread"]
+    assert math.isfinite(one["encrypt_speedup"]["median"])
+    assert math.isfinite(one["decrypt_speedup"]["median"])
+    assert ran["recstream"]["decrypt_cpu"]["median"] > 0
+    assert Path("/dev/null").is_char_device()  # never unlinked or replaced
+
+
 def test_rcs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     report = run_mode(capsys, tmp_path, "rcs --sizes 1M,2M --streams 2 --concurrency 2 --repeat 2")
     subjects = rows(report)
