@@ -101,3 +101,35 @@ def test_sync_writes_are_o_dsync_in_one_syscall(
     assert bool(flags[0] & os.O_DSYNC) is sync
     assert datasyncs == []  # O_DSYNC when syncing, nothing at all when not
     assert decrypt(tmp_path / "c-voice.rsv", alice) == bytes(3 * SEGMENT_SIZE)
+
+
+def test_any_chunking_and_buffer_type_records_the_same_bytes(tmp_path: Path, alice: Party) -> None:
+    """Chunks below, at and across segment boundaries, larger than several segments,
+    and buffers of other types (bytearray, memoryview, 2-byte items) all land as bytes."""
+    import array
+    import random
+
+    rng = random.Random(7)
+    pcm = array.array("h", range(-3000, 3000))  # 12,000 bytes as 6,000 items
+    chunks: list[object] = [b"", b"a" * 160, bytes(SEGMENT_SIZE - 160), b"b" * 160, b"c"]
+    chunks += [bytearray(rng.randbytes(rng.randrange(1, 40_000))) for _ in range(40)]
+    chunks += [memoryview(rng.randbytes(3 * SEGMENT_SIZE + 5)), memoryview(pcm), pcm]
+    chunks += [rng.randbytes(160) for _ in range(500)] + [bytes(SEGMENT_SIZE)]
+    expected = b"".join(bytes(memoryview(c).cast("B")) for c in chunks)  # type: ignore[arg-type]
+    meta = new_metadata(recording_id="r", tenant="acme", media_kind=MediaKind.VOICE,
+                        media_type="audio/basic")
+
+    async def main() -> None:
+        async with Flusher(0.05) as flusher:
+            w = await RecordingWriter.open(tmp_path / "x.rsv", [alice.recipient], meta,
+                                           flusher, max_buffered=1 << 30)
+            for c in chunks:
+                w.write_nowait(c)  # type: ignore[arg-type]
+            assert w.bytes_in == len(expected)
+            assert w.statistics().segments == len(expected) // SEGMENT_SIZE
+            with pytest.raises(TypeError):
+                w.write_nowait("text")  # type: ignore[arg-type]
+            await w.close()
+
+    asyncio.run(main())
+    assert decrypt(tmp_path / "x.rsv", alice) == expected

@@ -75,12 +75,16 @@ class RecordingWriter:
         self._enc = encryptor
         self._flusher = flusher
         self._max_buffered = max_buffered
-        self._plain = bytearray()  # a partial segment: one copy of each chunk, no objects
+        # The partial segment: a fixed buffer each chunk is copied into once (no
+        # per-chunk objects, no regrowth), and a view of it that is never resized.
+        self._plain = bytearray(SEGMENT_SIZE)
+        self._view = memoryview(self._plain)
+        self._fill = 0
         self._cipher = bytearray()
         # The one flag write_nowait() reads per chunk: open, not failed, and room in
         # the buffer.  Kept up to date where any of the three changes (issue 20).
         self._accepting = True
-        self._sealed_in = 0  # plaintext bytes already sealed (bytes_in without _plain)
+        self._sealed_in = 0  # plaintext bytes already sealed (bytes_in without _fill)
         self._times: list[float] = []
         self._room = asyncio.Event()
         self._room.set()
@@ -129,13 +133,37 @@ class RecordingWriter:
             StreamStateError: the recording is closed.
         """
         # The per-frame path (a media server calls it for every RTP packet): one
-        # flag, one append, one length check; everything else once per segment.
+        # flag, one copy into the segment buffer; everything else once per segment.
         if not self._accepting:
             self._refuse()
-        plain = self._plain
-        plain += chunk
-        if len(plain) >= SEGMENT_SIZE:
-            self._seal_full_segments()
+        start = self._fill
+        end = start + len(chunk)
+        if end < SEGMENT_SIZE:
+            try:
+                self._view[start:end] = chunk
+            except (TypeError, ValueError):  # a buffer of wider items: as bytes
+                self._take(memoryview(chunk).cast("B"))
+                return
+            self._fill = end
+        else:
+            self._take(memoryview(chunk).cast("B"))
+
+    def _take(self, data: memoryview) -> None:
+        """The slow path: fill the segment, seal every whole one, keep the rest."""
+        pos, n = 0, len(data)
+        while pos < n:
+            if self._fill == 0 and n - pos >= SEGMENT_SIZE:  # whole segments, no copy
+                whole = (n - pos) // SEGMENT_SIZE * SEGMENT_SIZE
+                self._seal(data[pos : pos + whole])
+                pos += whole
+                continue
+            take = min(SEGMENT_SIZE - self._fill, n - pos)
+            self._view[self._fill : self._fill + take] = data[pos : pos + take]
+            self._fill += take
+            pos += take
+            if self._fill == SEGMENT_SIZE:
+                self._seal(self._view)
+                self._fill = 0
 
     def _refuse(self) -> NoReturn:
         self._check_open()
@@ -151,7 +179,7 @@ class RecordingWriter:
     @property
     def bytes_in(self) -> int:
         """Media bytes taken so far."""
-        return self._sealed_in + len(self._plain)
+        return self._sealed_in + self._fill
     async def write(self, chunk: Buffer) -> None:
         """Take a chunk of media, waiting while the recording's buffer is full."""
         self._check_open()
@@ -162,15 +190,15 @@ class RecordingWriter:
             self._check_open()
         self.write_nowait(chunk)
 
-    def _seal_full_segments(self) -> None:
-        whole = len(self._plain) // SEGMENT_SIZE * SEGMENT_SIZE
+    def _seal(self, plain: memoryview) -> None:
+        """Encrypt whole segments at once and queue them for the flusher."""
+        whole = len(plain)
         start = len(self._cipher)
         out_size = self._enc.output_size(whole)
         self._cipher.extend(bytes(out_size))
-        with memoryview(self._plain) as plain, memoryview(self._cipher) as cipher:
-            n = self._enc.update_into(plain[:whole], cipher[start:])
+        with memoryview(self._cipher) as cipher:
+            n = self._enc.update_into(plain, cipher[start:])
         del self._cipher[start + n :]
-        del self._plain[:whole]
         self._sealed_in += whole
         if len(self._cipher) >= self._max_buffered:
             self._accepting = False
@@ -225,9 +253,9 @@ class RecordingWriter:
         self._closed = True
         self._accepting = False
         if self._error is None:
-            tail = self._enc.update(bytes(self._plain)) + self._enc.finalize()
-            self._sealed_in += len(self._plain)
-            self._plain.clear()
+            tail = self._enc.update(self._view[: self._fill]) + self._enc.finalize()
+            self._sealed_in += self._fill
+            self._fill = 0
             self._cipher += tail
             self._flusher.request(self, len(tail))
             await self._wait_written()
@@ -293,7 +321,7 @@ class RecordingWriter:
             bytes_in=self.bytes_in,
             segments=self._enc.segments,
             bytes_written=self.bytes_written,
-            buffered=len(self._cipher) + len(self._plain),
+            buffered=len(self._cipher) + self._fill,
             closed=self._closed,
             failed=self.failed,
         )
