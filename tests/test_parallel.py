@@ -20,7 +20,7 @@ from cryptography.cobblestone import Cobblestone256Encryptor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recstream import _crypto, errors
+from recstream import _crypto, errors, parallel
 from recstream.envelope import EnvelopeDecryptor, EnvelopeEncryptor, open_file_key
 from recstream.format import (
     BODY_PREFIX_BYTES,
@@ -69,7 +69,9 @@ def cobblestone(data: bytes, pieces: list[bytes]) -> tuple[list[bytes], bytes]:
     return outs, enc.finalize()
 
 
-def parallel(salt: bytes, pieces: list[bytes], pool: SegmentPool) -> tuple[list[bytes], bytes]:
+def sealed_by_pool(
+    salt: bytes, pieces: list[bytes], pool: SegmentPool
+) -> tuple[list[bytes], bytes]:
     enc = ParallelStreamEncryptor(KEY, CONTEXT, pool, salt=salt)
     outs = [enc.update(p) for p in pieces]
     return outs, enc.finalize()
@@ -78,7 +80,7 @@ def parallel(salt: bytes, pieces: list[bytes], pool: SegmentPool) -> tuple[list[
 def check_identical(data: bytes, pieces: list[bytes], pool: SegmentPool) -> bytes:
     want_outs, want_tail = cobblestone(data, pieces)
     body = b"".join(want_outs) + want_tail
-    got_outs, got_tail = parallel(body[:SALT_BYTES], pieces, pool)
+    got_outs, got_tail = sealed_by_pool(body[:SALT_BYTES], pieces, pool)
     # Call by call, not only in total: output_size and buffering agree too.
     assert [len(o) for o in got_outs] == [len(o) for o in want_outs]
     assert b"".join(got_outs) + got_tail == body
@@ -209,11 +211,27 @@ def test_misuse_refused() -> None:
     pool.shutdown()
 
 
-def test_pool_for_keeps_small_inputs_single_threaded() -> None:
-    assert pool_for(1000) is None
+def test_pool_for_chooses_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RECSTREAM_BULK_THREADS", raising=False)
+    monkeypatch.setattr(parallel, "_cpus", lambda: 2)
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert pool_for(1000) is None  # small: single-thread Cobblestone
     big = pool_for(1 << 30)
-    assert big is None or big.threads >= 2
+    assert big is not None and big.threads >= 2
     assert pool_for(None) is big  # a pipe: size unknown, assume it is large
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (1.8, 1.0, 1.0))
+    assert pool_for(1 << 30) is None  # the other core is busy: no gain, only hand-offs
+    monkeypatch.setenv("RECSTREAM_BULK_THREADS", "2")
+    assert pool_for(1 << 30) is big  # the operator insists
+    assert pool_for(1000) is None
+    monkeypatch.setenv("RECSTREAM_BULK_THREADS", "1")
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert pool_for(1 << 30) is None
+    monkeypatch.setenv("RECSTREAM_BULK_THREADS", "lots")  # not a number: ignored
+    assert pool_for(1 << 30) is big
+    monkeypatch.setattr(parallel, "_cpus", lambda: 1)
+    monkeypatch.delenv("RECSTREAM_BULK_THREADS")
+    assert pool_for(1 << 30) is None  # one core
 
 
 # --- tests/vectors: every file decrypts as its expect line says; bodies re-seal

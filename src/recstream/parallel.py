@@ -68,6 +68,9 @@ MAX_THREADS: Final = 4
 # Segments a thread takes at a time (128 KiB): small enough that two threads
 # share a 1 MiB block evenly, large enough that taking one is ~1% of its work.
 RUN_SEGMENTS: Final = 8
+# The pool is left aside when the load average leaves less than this many
+# cores idle (on 2 cores: a load above 1.5).
+BUSY_MARGIN: Final = 0.5
 # Environment variable that sets the bulk path's threads (1: the single-thread path).
 THREADS_ENV: Final = "RECSTREAM_BULK_THREADS"
 
@@ -170,21 +173,43 @@ def default_pool() -> SegmentPool:
         return _default[0]
 
 
+def _threads_set() -> int | None:
+    """``$RECSTREAM_BULK_THREADS``, when set to a positive number."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    return min(MAX_THREADS, int(raw)) if raw.isdigit() and int(raw) >= 1 else None
+
+
 def _threads_wanted() -> int:
-    """``$RECSTREAM_BULK_THREADS`` (an operator's cap on a shared machine), else the cores."""
-    raw = os.environ.get(THREADS_ENV, "")
-    if raw.strip().isdigit() and int(raw) >= 1:
-        return min(MAX_THREADS, int(raw))
-    return min(MAX_THREADS, _cpus())
+    return _threads_set() or min(MAX_THREADS, _cpus())
+
+
+def _cores_busy() -> bool:
+    """Whether other work already keeps the other cores busy (1-minute load average).
+
+    Then a second thread gets no core of its own: it only adds GIL hand-offs, which
+    cost ~20% more CPU per byte for no gain in wall time (bench/RESULTS.md, issue 20).
+    """
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - no load average on this platform
+        return False
+    return load > _cpus() - BUSY_MARGIN
 
 
 def pool_for(size: int | None) -> SegmentPool | None:
     """The pool for an input of ``size`` bytes (None: unknown, a pipe), or None.
 
     None means the single-thread Cobblestone path is the faster one: a small
-    input, one core, or ``RECSTREAM_BULK_THREADS=1``.
+    input, one core, cores already busy with other work, or
+    ``RECSTREAM_BULK_THREADS=1``.  ``RECSTREAM_BULK_THREADS=N`` (N > 1) uses
+    the pool whatever the load.
     """
-    if _threads_wanted() < 2 or (size is not None and size < MIN_PARALLEL_BYTES):
+    if size is not None and size < MIN_PARALLEL_BYTES:
+        return None
+    forced = _threads_set()
+    if forced is None and (_cpus() < 2 or _cores_busy()):
+        return None
+    if forced == 1:
         return None
     return default_pool()
 

@@ -52,7 +52,7 @@ from recstream.bench.stats import (
 from recstream.envelope import EnvelopeDecryptor, EnvelopeEncryptor, new_metadata
 from recstream.files import pump
 from recstream.format import SEGMENT_SIZE, TAG_BYTES, MediaKind
-from recstream.parallel import THREADS_ENV, pool_for
+from recstream.parallel import MIN_PARALLEL_BYTES, THREADS_ENV, default_pool
 
 __all__ = ["BulkConfig", "Run", "raw_aesgcm", "run_bulk", "run_from_args"]
 
@@ -155,13 +155,13 @@ class _Bench:
                 media_kind=MediaKind.SCREEN,
                 media_type="application/octet-stream",
             ),
-            pool=pool_for(size) if pool else None,
+            pool=default_pool() if pool and size >= MIN_PARALLEL_BYTES else None,
         )
         with open(src or self.src, "rb", buffering=0) as fin, open(out, "wb", buffering=0) as fout:
             pump(fin, fout, enc)
 
     def _library_decrypt(self, out: Path, *, pool: bool = True) -> None:
-        dec = EnvelopeDecryptor(self.keys, pool=pool_for(self.cfg.size) if pool else None)
+        dec = EnvelopeDecryptor(self.keys, pool=default_pool() if pool else None)
         with open(self.ref, "rb", buffering=0) as fin, open(out, "wb", buffering=0) as fout:
             pump(fin, fout, dec)
 
@@ -200,7 +200,10 @@ class _Bench:
         enc = [*cli, "encrypt", "--cert", str(self.ident.cert_path), str(self.src)]
         dec = [*cli, "decrypt", "--key", str(self.ident.key_path), str(self.ref)]
         subjects: dict[str, Callable[[], object]] = {}
-        for label, env in (("", []), (ONE_THREAD, ["env", f"{THREADS_ENV}=1"])):
+        # The multi-core path is forced (pool_for would leave it aside on a loaded
+        # machine), so both paths are measured whatever the load.
+        cores = ["env", f"{THREADS_ENV}={default_pool().threads}"]
+        for label, env in (("", cores), (ONE_THREAD, ["env", f"{THREADS_ENV}=1"])):
             subjects[f"cli encrypt{label}"] = partial(
                 self._process, f"cli encrypt{label}", [*env, *enc], False
             )
@@ -307,7 +310,9 @@ def _tabulate(report: Report, cfg: BulkConfig, results: dict[str, list[object]])
         "MB/s counts plaintext bytes (10^6 bytes/s). 'x cat' and 'x AES-GCM' are ratios of "
         "throughput taken per round (subjects measured back to back), median (min-max).",
         "'x 1 thread' is the subject's throughput over the same subject on the single-thread "
-        f"bulk path ({THREADS_ENV}=1, or no pool in-process), per round. 'CPU ns/B' is user + "
+        f"bulk path ({THREADS_ENV}=1, or no pool in-process), per round; the rows without "
+        f"it force the multi-core path ({THREADS_ENV}=cores), which the CLI itself leaves "
+        "aside when the load average says the other cores are busy. 'CPU ns/B' is user + "
         "system CPU per plaintext byte, all threads: the figure a loaded machine distorts least.",
         "Peak RSS of whole processes comes from GNU time (%M): a child forked from this "
         "Python process would inherit its high-water mark in ru_maxrss.",

@@ -86,10 +86,12 @@ def _output(cmd: list[str]) -> str:
 
 def _recstream(ident: BenchIdentity, *, one_thread: bool = False) -> Peer:
     from recstream import __version__
-    from recstream.parallel import THREADS_ENV
+    from recstream.parallel import THREADS_ENV, default_pool
 
-    # The single-thread bulk path (issue 20's reference), in the same run.
-    env = ["env", f"{THREADS_ENV}=1"] if one_thread else []
+    # The multi-core path forced (the CLI leaves it aside on a loaded machine), and
+    # the single-thread one (issue 20's reference), in the same run.
+    threads = 1 if one_thread else default_pool().threads
+    env = ["env", f"{THREADS_ENV}={threads}"]
     cli = [*env, sys.executable, "-m", "recstream"]
 
     def out(o: Path) -> str:  # /dev/null: recstream's stdout, which run_measured discards
@@ -267,9 +269,7 @@ class _Runs:
     def subjects(self) -> dict[str, Callable[[], ProcResult]]:
         subjects: dict[str, Callable[[], ProcResult]] = {}
         for p in self.peers:
-            subjects[f"{p.name} encrypt"] = partial(
-                self._run, p.encrypt(self.src, self.timed_out)
-            )
+            subjects[f"{p.name} encrypt"] = partial(self._run, p.encrypt(self.src, self.timed_out))
             subjects[f"{p.name} decrypt"] = partial(
                 self._run, p.decrypt(self.sealed[p.name], self.timed_out)
             )
