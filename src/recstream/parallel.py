@@ -25,7 +25,7 @@ import itertools
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Final
 
 from recstream import _crypto
@@ -149,8 +149,11 @@ class SegmentPool:
             return done
 
         futures = [self._executor.submit(take) for _ in range(self.threads - 1)]
-        total = take()
-        # Every run writes into ``out``: wait for all of them, even after a failure.
+        try:
+            total = take()
+        finally:
+            # Every run writes into ``out``: wait for all of them, even after a failure.
+            wait(futures)
         total += sum(f.result() for f in futures)
         if failures:
             raise min(failures, key=lambda e: e.index)
