@@ -70,10 +70,12 @@ class _Pump:
 
     def __init__(self, src: IO[bytes], dst: IO[bytes], block_size: int, depth: int) -> None:
         self.src, self.dst, self.block_size = src, dst, block_size
-        self.free_in: queue.Queue[bytearray] = queue.Queue()
-        self.full_in: queue.Queue[tuple[bytearray, int]] = queue.Queue()
-        self.free_out: queue.Queue[bytearray] = queue.Queue()
-        self.full_out: queue.Queue[tuple[bytearray | bytes, int] | None] = queue.Queue()
+        # SimpleQueue (C, one lock) rather than Queue (Python, a Condition per call):
+        # eight hand-offs a block, and Queue's cost showed as futex storms (issue 20).
+        self.free_in: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self.full_in: queue.SimpleQueue[tuple[bytearray, int]] = queue.SimpleQueue()
+        self.free_out: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self.full_out: queue.SimpleQueue[tuple[bytearray | bytes, int] | None] = queue.SimpleQueue()
         self.depth = depth
         self.stopping = threading.Event()
         self.written = 0
@@ -118,7 +120,7 @@ class _Pump:
             self.free_in.put(buf)
             self.full_out.put((out, m))
 
-    def _get(self, q: queue.Queue[_T]) -> _T:
+    def _get(self, q: queue.SimpleQueue[_T]) -> _T:
         """Wait on ``q``, but re-raise at once if a worker thread died."""
         while True:
             for w in (self.reader, self.writer):
