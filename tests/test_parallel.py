@@ -219,7 +219,7 @@ def test_pool_for_chooses_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
     big = pool_for(1 << 30)
     assert big is not None and big.threads >= 2
     assert pool_for(None) is big  # a pipe: size unknown, assume it is large
-    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (1.8, 1.0, 1.0))
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (1.0, 0.5, 0.5))
     assert pool_for(1 << 30) is None  # the other core is busy: no gain, only hand-offs
     monkeypatch.setenv("RECSTREAM_BULK_THREADS", "2")
     assert pool_for(1 << 30) is big  # the operator insists

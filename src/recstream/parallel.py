@@ -68,9 +68,11 @@ MAX_THREADS: Final = 4
 # Segments a thread takes at a time (128 KiB): small enough that two threads
 # share a 1 MiB block evenly, large enough that taking one is ~1% of its work.
 RUN_SEGMENTS: Final = 8
-# The pool is left aside when the load average leaves less than this many
-# cores idle (on 2 cores: a load above 1.5).
-BUSY_MARGIN: Final = 0.5
+# The pool is left aside unless the load average leaves at least one core idle
+# (on 2 cores: a load under 1.0).  At loads of 1.7-5 on 2 cores the pool ran at
+# 0.7-0.95x the single thread and cost 20-35% more CPU per byte: a thread that
+# shares its core pays a contended GIL hand-off per segment (bench/RESULTS.md).
+BUSY_MARGIN: Final = 1.0
 # Environment variable that sets the bulk path's threads (1: the single-thread path).
 THREADS_ENV: Final = "RECSTREAM_BULK_THREADS"
 
@@ -190,13 +192,13 @@ def _cores_busy() -> bool:
     """Whether other work already keeps the other cores busy (1-minute load average).
 
     Then a second thread gets no core of its own: it only adds GIL hand-offs, which
-    cost ~20% more CPU per byte for no gain in wall time (bench/RESULTS.md, issue 20).
+    cost 20-35% more CPU per byte for no gain in wall time (bench/RESULTS.md, issue 20).
     """
     try:
         load = os.getloadavg()[0]
     except OSError:  # pragma: no cover - no load average on this platform
         return False
-    return load > _cpus() - BUSY_MARGIN
+    return load >= _cpus() - BUSY_MARGIN
 
 
 def pool_for(size: int | None) -> SegmentPool | None:
