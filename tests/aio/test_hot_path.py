@@ -56,13 +56,19 @@ def test_media_answers_every_state(tmp_path: Path, alice: Party) -> None:
 
 
 def test_overflow_clears_once_the_flusher_takes_the_data(tmp_path: Path, alice: Party) -> None:
-    meta = new_metadata(recording_id="r", tenant="acme", media_kind=MediaKind.VOICE,
-                        media_type="audio/basic")
+    meta = new_metadata(
+        recording_id="r", tenant="acme", media_kind=MediaKind.VOICE, media_type="audio/basic"
+    )
 
     async def main() -> None:
         async with Flusher(60.0) as flusher:  # flushes only when asked
-            w = await RecordingWriter.open(tmp_path / "x.rsv", [alice.recipient], meta,
-                                           flusher, max_buffered=2 * SEGMENT_WIRE_SIZE)
+            w = await RecordingWriter.open(
+                tmp_path / "x.rsv",
+                [alice.recipient],
+                meta,
+                flusher,
+                max_buffered=2 * SEGMENT_WIRE_SIZE,
+            )
             w.write_nowait(bytes(2 * SEGMENT_SIZE))
             with pytest.raises(errors.PipelineOverflowError):
                 w.write_nowait(b"more")
@@ -86,8 +92,9 @@ def test_sync_writes_are_o_dsync_in_one_syscall(
     flags: list[int] = []
 
     async def main() -> None:
-        async with RecordingHook(tmp_path, lambda t, k: [alice.recipient], sync=sync,
-                                 flush_interval=0.05) as hook:
+        async with RecordingHook(
+            tmp_path, lambda t, k: [alice.recipient], sync=sync, flush_interval=0.05
+        ) as hook:
             await hook.start("c", tenant="acme")
             writer = hook._calls["c"].writers[MediaKind.VOICE]
             flags.append(fcntl.fcntl(writer.fd, fcntl.F_GETFL))
@@ -116,13 +123,15 @@ def test_any_chunking_and_buffer_type_records_the_same_bytes(tmp_path: Path, ali
     chunks += [memoryview(rng.randbytes(3 * SEGMENT_SIZE + 5)), memoryview(pcm), pcm]
     chunks += [rng.randbytes(160) for _ in range(500)] + [bytes(SEGMENT_SIZE)]
     expected = b"".join(bytes(memoryview(c).cast("B")) for c in chunks)  # type: ignore[arg-type]
-    meta = new_metadata(recording_id="r", tenant="acme", media_kind=MediaKind.VOICE,
-                        media_type="audio/basic")
+    meta = new_metadata(
+        recording_id="r", tenant="acme", media_kind=MediaKind.VOICE, media_type="audio/basic"
+    )
 
     async def main() -> None:
         async with Flusher(0.05) as flusher:
-            w = await RecordingWriter.open(tmp_path / "x.rsv", [alice.recipient], meta,
-                                           flusher, max_buffered=1 << 30)
+            w = await RecordingWriter.open(
+                tmp_path / "x.rsv", [alice.recipient], meta, flusher, max_buffered=1 << 30
+            )
             for c in chunks:
                 w.write_nowait(c)  # type: ignore[arg-type]
             assert w.bytes_in == len(expected)

@@ -180,6 +180,7 @@ class RecordingWriter:
     def bytes_in(self) -> int:
         """Media bytes taken so far."""
         return self._sealed_in + self._fill
+
     async def write(self, chunk: Buffer) -> None:
         """Take a chunk of media, waiting while the recording's buffer is full."""
         self._check_open()
