@@ -304,13 +304,28 @@ def test_bulk(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     subjects = rows(report)
     assert list(subjects) == [
         "cat",
+        "cat > null",
         "cli encrypt",
         "cli decrypt",
+        "cli encrypt > null",
+        "cli decrypt > null",
+        "cli encrypt, 1 thread",
+        "cli decrypt, 1 thread",
+        "cli encrypt > null, 1 thread",
+        "cli decrypt > null, 1 thread",
         "library encrypt",
         "library decrypt",
+        "library encrypt, 1 thread",
+        "library decrypt, 1 thread",
         "AES-GCM encrypt_into",
         "AES-GCM decrypt_into",
     ]
+    # issue 20: the multi-core path against the single-thread one in the same run,
+    # and CPU per byte for every subject that is a process or runs in this one
+    assert subjects["cli decrypt > null"]["to_one_thread"]["median"] > 0
+    assert subjects["library encrypt"]["to_one_thread"]["median"] > 0
+    assert subjects["cli encrypt, 1 thread"]["to_one_thread"] is None
+    assert subjects["library decrypt"]["cpu_ns_b"]["median"] > 0
     for name, row in subjects.items():
         assert row["mb_s"]["n"] == 2 and row["mb_s"]["median"] > 0, name
         if name != "cat":
@@ -383,6 +398,24 @@ def test_peers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
             assert math.isfinite(ran[peer]["decrypt_speedup"]["median"])
     if shutil.which("openssl"):
         assert "AES-256-GCM" in rows(report, 1)["openssl"]["method"]
+
+
+def test_peers_to_null_with_the_single_thread_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 20: timed outputs to /dev/null, recstream on one thread in the same run."""
+    report = run_mode(
+        capsys,
+        tmp_path,
+        "peers --size 2M --repeat 1 --warmup 0 --rsa-bits 2048 --only openssl --null",
+    )
+    assert report["parameters"]["output"] == "/dev/null"
+    ran = rows(report)
+    one = ran["recstream 1 thread"]
+    assert math.isfinite(one["encrypt_speedup"]["median"])
+    assert math.isfinite(one["decrypt_speedup"]["median"])
+    assert ran["recstream"]["decrypt_cpu"]["median"] > 0
+    assert Path("/dev/null").is_char_device()  # never unlinked or replaced
 
 
 def test_rcs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

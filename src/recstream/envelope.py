@@ -32,6 +32,7 @@ from recstream.format import (
     encode_header_body,
     parse_header,
 )
+from recstream.parallel import ParallelStreamDecryptor, ParallelStreamEncryptor, SegmentPool
 from recstream.pki.recipients import Identity, IdentitySet, KeyRing, Recipient
 from recstream.stream import StreamDecryptor, StreamEncryptor
 
@@ -148,6 +149,8 @@ class EnvelopeEncryptor:
 
     The first bytes out of :meth:`update_into` (or :meth:`finalize`, for an
     empty recording) are the header; callers just write everything returned.
+    With a ``pool`` (:func:`recstream.parallel.pool_for`), the body's segments
+    are sealed on several cores; the bytes are the same either way.
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class EnvelopeEncryptor:
         metadata: Metadata,
         *,
         file_key: bytes | None = None,
+        pool: SegmentPool | None = None,
     ) -> None:
         if not recipients:
             msg = "at least one recipient certificate is needed"
@@ -169,7 +173,11 @@ class EnvelopeEncryptor:
         assert isinstance(parsed, Header)
         self.metadata = metadata
         self.cert_ids = parsed.cert_ids
-        self._body = StreamEncryptor(_crypto.body_key(key), parsed.context)
+        self._body: StreamEncryptor | ParallelStreamEncryptor = (
+            StreamEncryptor(_crypto.body_key(key), parsed.context)
+            if pool is None
+            else ParallelStreamEncryptor(_crypto.body_key(key), parsed.context, pool)
+        )
         self._header_pending = True
 
     def output_size(self, n: int) -> int:
@@ -218,11 +226,13 @@ class EnvelopeDecryptor:
     """Push-style decryption of a whole envelope.
 
     Buffers at most :data:`~recstream.format.MAX_HEADER_BYTES` until the header
-    is complete, opens it with ``keys``, then streams the body.
+    is complete, opens it with ``keys``, then streams the body (its segments
+    opened on several cores with a ``pool``: :func:`recstream.parallel.pool_for`).
     """
 
-    def __init__(self, keys: KeyRing) -> None:
+    def __init__(self, keys: KeyRing, *, pool: SegmentPool | None = None) -> None:
         self._keys = keys
+        self._pool = pool
         self._head = bytearray()
         self._need = 0
         self.header: Header | None = None
@@ -270,7 +280,12 @@ class EnvelopeDecryptor:
             return 0
         self.header = parsed
         file_key = open_file_key(parsed, self._keys)
-        self._body = StreamDecryptor(_crypto.body_key(file_key), parsed.context)
+        body_key = _crypto.body_key(file_key)
+        self._body = (
+            StreamDecryptor(body_key, parsed.context)
+            if self._pool is None
+            else ParallelStreamDecryptor(body_key, parsed.context, self._pool)
+        )
         rest = bytes(self._head[parsed.length :]) + bytes(data[take:])
         self._head.clear()
         return self._body.update_into(rest, out) if rest else 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import stat
 import threading
 from collections.abc import Callable
 from typing import IO, Protocol, TypeVar
@@ -23,7 +24,7 @@ from typing import IO, Protocol, TypeVar
 from recstream.durable import write_all
 from recstream.format import SEGMENT_WIRE_SIZE, Buffer
 
-__all__ = ["BLOCK_SIZE", "DEFAULT_JOBS", "Codec", "pump", "write_all"]
+__all__ = ["BLOCK_SIZE", "DEFAULT_JOBS", "Codec", "pump", "size_of", "write_all"]
 
 # 1 MiB blocks: large enough that per-call overhead vanishes against AES-GCM at
 # ~10 GB/s and page-cache copies at ~3 GB/s, small enough that three of them in
@@ -69,10 +70,12 @@ class _Pump:
 
     def __init__(self, src: IO[bytes], dst: IO[bytes], block_size: int, depth: int) -> None:
         self.src, self.dst, self.block_size = src, dst, block_size
-        self.free_in: queue.Queue[bytearray] = queue.Queue()
-        self.full_in: queue.Queue[tuple[bytearray, int]] = queue.Queue()
-        self.free_out: queue.Queue[bytearray] = queue.Queue()
-        self.full_out: queue.Queue[tuple[bytearray | bytes, int] | None] = queue.Queue()
+        # SimpleQueue (C, one lock) rather than Queue (Python, a Condition per call):
+        # eight hand-offs a block, and Queue's cost showed as futex storms (issue 20).
+        self.free_in: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self.full_in: queue.SimpleQueue[tuple[bytearray, int]] = queue.SimpleQueue()
+        self.free_out: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self.full_out: queue.SimpleQueue[tuple[bytearray | bytes, int] | None] = queue.SimpleQueue()
         self.depth = depth
         self.stopping = threading.Event()
         self.written = 0
@@ -117,7 +120,7 @@ class _Pump:
             self.free_in.put(buf)
             self.full_out.put((out, m))
 
-    def _get(self, q: queue.Queue[_T]) -> _T:
+    def _get(self, q: queue.SimpleQueue[_T]) -> _T:
         """Wait on ``q``, but re-raise at once if a worker thread died."""
         while True:
             for w in (self.reader, self.writer):
@@ -171,3 +174,15 @@ def pump(
     caller's to discard (see :func:`recstream.durable.atomic_output`).
     """
     return _Pump(src, dst, block_size, depth).run(codec)
+
+
+def size_of(fh: IO[bytes]) -> int | None:
+    """The size of a regular file, or None (a pipe, a terminal, no descriptor).
+
+    Callers pick the bulk path by it (:func:`recstream.parallel.pool_for`).
+    """
+    try:
+        st = os.fstat(fh.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL, Flusher
 from recstream.aio.writer import RecordingWriter
@@ -73,6 +74,8 @@ class RecordingHook:
         self.flusher = Flusher(flush_interval, sync=sync)
         self._on_error = on_error
         self._calls: dict[str, _Call] = {}
+        # media()'s lookup: kind -> call -> writer, the recordings taking media now.
+        self._live: dict[MediaKind, dict[str, RecordingWriter]] = {k: {} for k in MediaKind}
         self.errors: dict[tuple[str, MediaKind], BaseException] = {}
         self.finished: dict[tuple[str, MediaKind], Path] = {}
 
@@ -123,9 +126,10 @@ class RecordingHook:
                     created_ms=(created_ms or {}).get(kind),
                 )
                 path = await self._path_for(call_id, metadata)
-                call.writers[kind] = await RecordingWriter.open(
-                    path, recipients, metadata, self.flusher
-                )
+                writer = await RecordingWriter.open(path, recipients, metadata, self.flusher)
+                call.writers[kind] = writer
+                if self._calls.get(call_id) is call:  # not stopped while it opened
+                    self._live[kind][call_id] = writer
             except (OSError, RecstreamError, ValueError) as exc:
                 self._report(call_id, kind, exc)
 
@@ -151,11 +155,11 @@ class RecordingHook:
             PipelineOverflowError: this recording's buffer is full.
             PipelineError: this recording failed earlier.
         """
-        writer = self._calls[call_id].writers.get(kind)
-        if writer is None:
-            err = self.errors.get((call_id, kind))
-            msg = f"call {call_id} has no {kind.name.lower()} recording"
-            raise PipelineError(msg) from err
+        # Per frame: one lookup, one call (issue 20); misses take the slow path.
+        try:
+            writer = self._live[kind][call_id]
+        except KeyError:
+            self._no_writer(call_id, kind)
         try:
             writer.write_nowait(chunk)
         except PipelineError as exc:
@@ -163,9 +167,21 @@ class RecordingHook:
                 self._report(call_id, kind, exc)
             raise
 
+    def _no_writer(self, call_id: str, kind: MediaKind) -> NoReturn:
+        call = self._calls[call_id]  # KeyError: no such call
+        writer = call.writers.get(kind)
+        if writer is not None:  # pragma: no cover - _live and writers disagree
+            msg = f"call {call_id}'s {kind.name.lower()} recording is not taking media"
+            raise PipelineError(msg)
+        err = self.errors.get((call_id, kind))
+        msg = f"call {call_id} has no {kind.name.lower()} recording"
+        raise PipelineError(msg) from err
+
     async def stop(self, call_id: str) -> dict[MediaKind, Path]:
         """Finish a call's recordings; return the paths of those that completed."""
         call = self._calls.pop(call_id)
+        for live in self._live.values():
+            live.pop(call_id, None)
         done: dict[MediaKind, Path] = {}
         for kind, writer in call.writers.items():
             try:

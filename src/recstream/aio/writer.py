@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import NoReturn
 
 from recstream import durable
 from recstream.aio.flusher import Flusher
@@ -66,13 +67,24 @@ class RecordingWriter:
         self.path = path
         self.temp_path = path.with_name(path.name + INCOMPLETE_SUFFIX)
         self.fd = fd
+        # Opened O_DSYNC when the flusher syncs: each write is then durable by itself,
+        # one syscall (one GIL round trip on the flusher's thread) instead of two.
+        self.synchronous = flusher.sync
         self.metadata = encryptor.metadata
         self.cert_ids = encryptor.cert_ids
         self._enc = encryptor
         self._flusher = flusher
         self._max_buffered = max_buffered
-        self._plain = bytearray()
+        # The partial segment: a fixed buffer each chunk is copied into once (no
+        # per-chunk objects, no regrowth), and a view of it that is never resized.
+        self._plain = bytearray(SEGMENT_SIZE)
+        self._view = memoryview(self._plain)
+        self._fill = 0
         self._cipher = bytearray()
+        # The one flag write_nowait() reads per chunk: open, not failed, and room in
+        # the buffer.  Kept up to date where any of the three changes (issue 20).
+        self._accepting = True
+        self._sealed_in = 0  # plaintext bytes already sealed (bytes_in without _fill)
         self._times: list[float] = []
         self._room = asyncio.Event()
         self._room.set()
@@ -81,7 +93,6 @@ class RecordingWriter:
         self._settled.set()
         self._error: BaseException | None = None
         self._closed = False
-        self.bytes_in = 0
         self.bytes_written = 0
 
     @classmethod
@@ -107,7 +118,7 @@ class RecordingWriter:
         enc = EnvelopeEncryptor(recipients, metadata)
         header = enc.take_header()
         temp = final.with_name(final.name + INCOMPLETE_SUFFIX)
-        fd = await flusher.run_blocking(_create, temp, header)
+        fd = await flusher.run_blocking(_create, temp, header, flusher.sync)
         assert isinstance(fd, int)
         return cls(final, fd, enc, flusher, max_buffered)
 
@@ -121,15 +132,54 @@ class RecordingWriter:
             PipelineError: the recording already failed (its cause is ``__cause__``).
             StreamStateError: the recording is closed.
         """
+        # The per-frame path (a media server calls it for every RTP packet): one
+        # flag, one copy into the segment buffer; everything else once per segment.
+        if not self._accepting:
+            self._refuse()
+        start = self._fill
+        end = start + len(chunk)
+        if end < SEGMENT_SIZE:
+            try:
+                self._view[start:end] = chunk
+            except (TypeError, ValueError):  # a buffer of wider items: as bytes
+                self._take(memoryview(chunk).cast("B"))
+                return
+            self._fill = end
+        else:
+            self._take(memoryview(chunk).cast("B"))
+
+    def _take(self, data: memoryview) -> None:
+        """The slow path: fill the segment, seal every whole one, keep the rest."""
+        pos, n = 0, len(data)
+        while pos < n:
+            if self._fill == 0 and n - pos >= SEGMENT_SIZE:  # whole segments, no copy
+                whole = (n - pos) // SEGMENT_SIZE * SEGMENT_SIZE
+                self._seal(data[pos : pos + whole])
+                pos += whole
+                continue
+            take = min(SEGMENT_SIZE - self._fill, n - pos)
+            self._view[self._fill : self._fill + take] = data[pos : pos + take]
+            self._fill += take
+            pos += take
+            if self._fill == SEGMENT_SIZE:
+                self._seal(self._view)
+                self._fill = 0
+
+    def _refuse(self) -> NoReturn:
         self._check_open()
-        if len(self._cipher) >= self._max_buffered:
-            raise PipelineOverflowError(
-                len(self._cipher) // SEGMENT_WIRE_SIZE, self._max_buffered // SEGMENT_WIRE_SIZE
-            )
-        self._plain += chunk
-        self.bytes_in += len(chunk)
-        if len(self._plain) >= SEGMENT_SIZE:
-            self._seal_full_segments()
+        raise PipelineOverflowError(
+            len(self._cipher) // SEGMENT_WIRE_SIZE, self._max_buffered // SEGMENT_WIRE_SIZE
+        )
+
+    def _update_accepting(self) -> None:
+        self._accepting = (
+            self._error is None and not self._closed and len(self._cipher) < self._max_buffered
+        )
+
+    @property
+    def bytes_in(self) -> int:
+        """Media bytes taken so far."""
+        return self._sealed_in + self._fill
 
     async def write(self, chunk: Buffer) -> None:
         """Take a chunk of media, waiting while the recording's buffer is full."""
@@ -141,15 +191,18 @@ class RecordingWriter:
             self._check_open()
         self.write_nowait(chunk)
 
-    def _seal_full_segments(self) -> None:
-        whole = len(self._plain) // SEGMENT_SIZE * SEGMENT_SIZE
+    def _seal(self, plain: memoryview) -> None:
+        """Encrypt whole segments at once and queue them for the flusher."""
+        whole = len(plain)
         start = len(self._cipher)
         out_size = self._enc.output_size(whole)
         self._cipher.extend(bytes(out_size))
-        with memoryview(self._plain) as plain, memoryview(self._cipher) as cipher:
-            n = self._enc.update_into(plain[:whole], cipher[start:])
+        with memoryview(self._cipher) as cipher:
+            n = self._enc.update_into(plain, cipher[start:])
         del self._cipher[start + n :]
-        del self._plain[:whole]
+        self._sealed_in += whole
+        if len(self._cipher) >= self._max_buffered:
+            self._accepting = False
         now = time.monotonic()
         self._times.extend([now] * (whole // SEGMENT_SIZE))
         self._flusher.request(self, n)
@@ -159,6 +212,7 @@ class RecordingWriter:
     def take_pending(self) -> tuple[bytearray, list[float]]:
         data, times = self._cipher, self._times
         self._cipher, self._times = bytearray(), []
+        self._update_accepting()
         if data:
             self._in_flight += 1
             self._settled.clear()
@@ -171,6 +225,7 @@ class RecordingWriter:
     def flush_failed(self, exc: OSError) -> None:
         if self._error is None:
             self._error = exc
+        self._accepting = False
         self._landed()
 
     def _landed(self) -> None:
@@ -197,9 +252,11 @@ class RecordingWriter:
             msg = f"recording {self.metadata.recording_id} is closed"
             raise StreamStateError(msg)
         self._closed = True
+        self._accepting = False
         if self._error is None:
-            tail = self._enc.update(bytes(self._plain)) + self._enc.finalize()
-            self._plain.clear()
+            tail = self._enc.update(self._view[: self._fill]) + self._enc.finalize()
+            self._sealed_in += self._fill
+            self._fill = 0
             self._cipher += tail
             self._flusher.request(self, len(tail))
             await self._wait_written()
@@ -218,6 +275,7 @@ class RecordingWriter:
         if self._closed:
             return
         self._closed = True
+        self._accepting = False
         await self._wait_written()
         await self._flusher.run_blocking(os.close, self.fd)
 
@@ -264,14 +322,15 @@ class RecordingWriter:
             bytes_in=self.bytes_in,
             segments=self._enc.segments,
             bytes_written=self.bytes_written,
-            buffered=len(self._cipher) + len(self._plain),
+            buffered=len(self._cipher) + self._fill,
             closed=self._closed,
             failed=self.failed,
         )
 
 
-def _create(temp: Path, header: bytes) -> int:
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+def _create(temp: Path, header: bytes, sync: bool) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | (os.O_DSYNC if sync else 0)
+    fd = os.open(temp, flags, 0o600)
     try:
         durable.lock_file(fd)  # ours alone: created exclusively just now
         durable.write_all(fd, header)

@@ -18,10 +18,13 @@ RSS under 64 MiB whatever the file size.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -49,6 +52,7 @@ from recstream.bench.stats import (
 from recstream.envelope import EnvelopeDecryptor, EnvelopeEncryptor, new_metadata
 from recstream.files import pump
 from recstream.format import SEGMENT_SIZE, TAG_BYTES, MediaKind
+from recstream.parallel import MIN_PARALLEL_BYTES, THREADS_ENV, default_pool
 
 __all__ = ["BulkConfig", "Run", "raw_aesgcm", "run_bulk", "run_from_args"]
 
@@ -56,6 +60,12 @@ CAT_TARGET = 0.75  # issue 2: CLI at 75% of `cat` or better
 RSS_TARGET_MIB = 64  # issue 2: peak RSS under 64 MiB for a 2 GiB file
 FIXED = ", 1 byte"  # suffix of the subjects that measure a CLI process's fixed cost
 _RAW_CHUNK = 16 << 20  # bytes read per untimed read in the raw AES-GCM subject
+ONE_THREAD = ", 1 thread"  # suffix of the subjects on the single-thread bulk path (issue 20)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +84,7 @@ class Run:
     seconds: float
     rss_kib: int | None = None
     rss_method: str | None = None
+    cpu: float | None = None  # user + system seconds, all threads
 
 
 def raw_aesgcm(path: Path, segment: int = SEGMENT_SIZE) -> tuple[float, float]:
@@ -134,7 +145,8 @@ class _Bench:
         self.tiny.write_bytes(b"\x00")
         self._library_encrypt(self.tiny_ref, self.tiny)
 
-    def _library_encrypt(self, out: Path, src: Path | None = None) -> None:
+    def _library_encrypt(self, out: Path, src: Path | None = None, *, pool: bool = True) -> None:
+        size = (src or self.src).stat().st_size
         enc = EnvelopeEncryptor(
             [self.recipient],
             new_metadata(
@@ -143,12 +155,13 @@ class _Bench:
                 media_kind=MediaKind.SCREEN,
                 media_type="application/octet-stream",
             ),
+            pool=default_pool() if pool and size >= MIN_PARALLEL_BYTES else None,
         )
         with open(src or self.src, "rb", buffering=0) as fin, open(out, "wb", buffering=0) as fout:
             pump(fin, fout, enc)
 
-    def _library_decrypt(self, out: Path) -> None:
-        dec = EnvelopeDecryptor(self.keys)
+    def _library_decrypt(self, out: Path, *, pool: bool = True) -> None:
+        dec = EnvelopeDecryptor(self.keys, pool=default_pool() if pool else None)
         with open(self.ref, "rb", buffering=0) as fin, open(out, "wb", buffering=0) as fout:
             pump(fin, fout, dec)
 
@@ -163,9 +176,9 @@ class _Bench:
 
     def _in_process(self, name: str, func: Callable[[Path], None], check: bool) -> Run:
         self.out.unlink(missing_ok=True)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         func(self.out)
-        run = Run(time.perf_counter() - start)
+        run = Run(time.perf_counter() - start, cpu=_cpu_seconds() - cpu)
         self._finish(name, check)
         return run
 
@@ -174,24 +187,41 @@ class _Bench:
         # `cat IN > OUT` writes to its stdout; the recstream commands take OUT last.
         res = run_measured(cmd, stdout=self.out) if stdout else run_measured([*cmd, str(self.out)])
         self._finish(name, check)
-        return Run(res.wall, res.peak_rss_kib, res.rss_method)
+        return Run(res.wall, res.peak_rss_kib, res.rss_method, res.cpu)
+
+    def _to_null(self, cmd: list[str]) -> Run:
+        """``cmd`` writing to its stdout, which is ``/dev/null`` (OUT is ``-``)."""
+        res = run_measured(cmd, stdout=Path(os.devnull))
+        return Run(res.wall, res.peak_rss_kib, res.rss_method, res.cpu)
+
+    def _cli_subjects(self) -> dict[str, Callable[[], object]]:
+        """The CLI on the multi-core bulk path and, in the same run, on one thread."""
+        cli = [sys.executable, "-m", "recstream"]
+        enc = [*cli, "encrypt", "--cert", str(self.ident.cert_path), str(self.src)]
+        dec = [*cli, "decrypt", "--key", str(self.ident.key_path), str(self.ref)]
+        subjects: dict[str, Callable[[], object]] = {}
+        # The multi-core path is forced (pool_for would leave it aside on a loaded
+        # machine), so both paths are measured whatever the load.
+        cores = ["env", f"{THREADS_ENV}={default_pool().threads}"]
+        for label, env in (("", cores), (ONE_THREAD, ["env", f"{THREADS_ENV}=1"])):
+            subjects[f"cli encrypt{label}"] = partial(
+                self._process, f"cli encrypt{label}", [*env, *enc], False
+            )
+            subjects[f"cli decrypt{label}"] = partial(
+                self._process, f"cli decrypt{label}", [*env, *dec], True
+            )
+            subjects[f"cli encrypt > null{label}"] = partial(self._to_null, [*env, *enc, "-"])
+            subjects[f"cli decrypt > null{label}"] = partial(self._to_null, [*env, *dec, "-"])
+        return subjects
 
     def subjects(self) -> dict[str, Callable[[], object]]:
         cli = [sys.executable, "-m", "recstream"]
         subjects: dict[str, Callable[[], object]] = {
             "cat": lambda: self._process("cat", ["cat", str(self.src)], True, stdout=True),
         }
+        subjects["cat > null"] = lambda: self._to_null(["cat", str(self.src)])
         if self.cfg.cli:
-            subjects["cli encrypt"] = lambda: self._process(
-                "cli encrypt",
-                [*cli, "encrypt", "--cert", str(self.ident.cert_path), str(self.src)],
-                False,
-            )
-            subjects["cli decrypt"] = lambda: self._process(
-                "cli decrypt",
-                [*cli, "decrypt", "--key", str(self.ident.key_path), str(self.ref)],
-                True,
-            )
+            subjects.update(self._cli_subjects())
             subjects[f"cli encrypt{FIXED}"] = lambda: self._process(
                 "", [*cli, "encrypt", "--cert", str(self.ident.cert_path), str(self.tiny)], False
             )
@@ -204,6 +234,12 @@ class _Bench:
             )
             subjects["library decrypt"] = lambda: self._in_process(
                 "library decrypt", self._library_decrypt, True
+            )
+            subjects[f"library encrypt{ONE_THREAD}"] = lambda: self._in_process(
+                "library encrypt", partial(self._library_encrypt, pool=False), False
+            )
+            subjects[f"library decrypt{ONE_THREAD}"] = lambda: self._in_process(
+                "library decrypt", partial(self._library_decrypt, pool=False), True
             )
         subjects["aesgcm"] = lambda: raw_aesgcm(self.src)
         return subjects
@@ -247,17 +283,24 @@ def _tabulate(report: Report, cfg: BulkConfig, results: dict[str, list[object]])
         Column("mb_s", "MB/s"),
         Column("seconds", "seconds", 3),
         Column("peak_rss_mib", "peak RSS MiB", 1),
+        Column("cpu_ns_b", "CPU ns/B", 3),
         Column("to_cat", "x cat", 2),
         Column("to_aesgcm", "x AES-GCM", 2),
+        Column("to_one_thread", "x 1 thread", 2),
     )
     for name, secs in seconds.items():
-        rss = [r.rss_kib / 1024 for r in results.get(name, []) if isinstance(r, Run) and r.rss_kib]
+        runs = [r for r in results.get(name, []) if isinstance(r, Run)]
+        rss = [r.rss_kib / 1024 for r in runs if r.rss_kib]
+        cpu = [r.cpu / cfg.size * 1e9 for r in runs if r.cpu is not None]
+        single = seconds.get(name + ONE_THREAD)
         baseline = "AES-GCM decrypt_into" if "decrypt" in name else "AES-GCM encrypt_into"
         table.add(
             subject=name,
             mb_s=rate(cfg.size, secs),
             seconds=summarize(secs),
             peak_rss_mib=summarize(rss) if rss else None,
+            cpu_ns_b=summarize(cpu) if cpu else None,
+            to_one_thread=paired_ratio(single, secs) if single else None,
             to_cat=paired_ratio(seconds["cat"], secs) if name != "cat" else None,
             to_aesgcm=paired_ratio(seconds[baseline], secs) if "AES" not in name else None,
         )
@@ -266,6 +309,11 @@ def _tabulate(report: Report, cfg: BulkConfig, results: dict[str, list[object]])
     report.notes += [
         "MB/s counts plaintext bytes (10^6 bytes/s). 'x cat' and 'x AES-GCM' are ratios of "
         "throughput taken per round (subjects measured back to back), median (min-max).",
+        "'x 1 thread' is the subject's throughput over the same subject on the single-thread "
+        f"bulk path ({THREADS_ENV}=1, or no pool in-process), per round; the rows without "
+        f"it force the multi-core path ({THREADS_ENV}=cores), which the CLI itself leaves "
+        "aside when the load average says the other cores are busy. 'CPU ns/B' is user + "
+        "system CPU per plaintext byte, all threads: the figure a loaded machine distorts least.",
         "Peak RSS of whole processes comes from GNU time (%M): a child forked from this "
         "Python process would inherit its high-water mark in ru_maxrss.",
         "AES-GCM rows time only the AEAD calls over the same bytes, one thread, "

@@ -343,6 +343,11 @@ def _peers_arguments(p: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help=f"peers to run (default: {','.join(PEER_NAMES)})",
     )
+    p.add_argument(
+        "--null",
+        action="store_true",
+        help="write the timed outputs to /dev/null instead of tmpfs",
+    )
 
 
 _PEERS = """\

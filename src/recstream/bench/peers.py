@@ -20,6 +20,7 @@ A peer that is not installed is skipped with a note.  Install them with
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,7 @@ class PeersConfig:
     rsa_bits: int = 3072
     only: tuple[str, ...] = PEER_NAMES
     directory: Path | None = None
+    null: bool = False  # timed outputs go to /dev/null (issue 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +84,26 @@ def _output(cmd: list[str]) -> str:
     return lines[0] if lines else "?"
 
 
-def _recstream(ident: BenchIdentity) -> Peer:
+def _recstream(ident: BenchIdentity, *, one_thread: bool = False) -> Peer:
     from recstream import __version__
+    from recstream.parallel import THREADS_ENV, default_pool
 
-    cli = [sys.executable, "-m", "recstream"]
+    # The multi-core path forced (the CLI leaves it aside on a loaded machine), and
+    # the single-thread one (issue 20's reference), in the same run.
+    threads = 1 if one_thread else default_pool().threads
+    env = ["env", f"{THREADS_ENV}={threads}"]
+    cli = [*env, sys.executable, "-m", "recstream"]
+
+    def out(o: Path) -> str:  # /dev/null: recstream's stdout, which run_measured discards
+        return "-" if str(o) == os.devnull else str(o)
+
     return Peer(
-        "recstream",
-        "Cobblestone-256 (AES-256-GCM, 16 KiB segments), RSA-OAEP-SHA-256",
+        "recstream 1 thread" if one_thread else "recstream",
+        "Cobblestone-256 (AES-256-GCM, 16 KiB segments), RSA-OAEP-SHA-256"
+        + (f", {THREADS_ENV}=1" if one_thread else ", segments on every core"),
         __version__,
-        lambda i, o: [*cli, "encrypt", "--cert", str(ident.cert_path), str(i), str(o)],
-        lambda i, o: [*cli, "decrypt", "--key", str(ident.key_path), str(i), str(o)],
+        lambda i, o: [*cli, "encrypt", "--cert", str(ident.cert_path), str(i), out(o)],
+        lambda i, o: [*cli, "decrypt", "--key", str(ident.key_path), str(i), out(o)],
     )
 
 
@@ -216,7 +228,7 @@ def find_peers(cfg: PeersConfig, ident: BenchIdentity, work: Path) -> tuple[list
         "aws": lambda: _aws(ident),
         "tink": lambda: _tink(work),
     }
-    peers, skipped = [_recstream(ident)], []
+    peers, skipped = [_recstream(ident), _recstream(ident, one_thread=True)], []
     for name in cfg.only:
         found = makers[name]()
         if isinstance(found, Peer):
@@ -229,9 +241,10 @@ def find_peers(cfg: PeersConfig, ident: BenchIdentity, work: Path) -> tuple[list
 class _Runs:
     """Reference ciphertexts per peer, checked once, and the timed subjects."""
 
-    def __init__(self, peers: list[Peer], src: Path, work: Path) -> None:
+    def __init__(self, peers: list[Peer], src: Path, work: Path, *, null: bool = False) -> None:
         self.src, self.work, self.peers = src, work, peers
         self.out = work / "output"
+        self.timed_out = Path(os.devnull) if null else self.out
         self.sealed = {p.name: work / f"sealed.{p.name}" for p in peers}
 
     def prepare(self, progress: Progress) -> None:
@@ -246,17 +259,19 @@ class _Runs:
             self.out.unlink()
 
     def _run(self, argv: list[str]) -> ProcResult:
-        self.out.unlink(missing_ok=True)
+        if self.timed_out == self.out:
+            self.out.unlink(missing_ok=True)
         res = run_measured(argv)
-        self.out.unlink(missing_ok=True)
+        if self.timed_out == self.out:
+            self.out.unlink(missing_ok=True)
         return res
 
     def subjects(self) -> dict[str, Callable[[], ProcResult]]:
         subjects: dict[str, Callable[[], ProcResult]] = {}
         for p in self.peers:
-            subjects[f"{p.name} encrypt"] = partial(self._run, p.encrypt(self.src, self.out))
+            subjects[f"{p.name} encrypt"] = partial(self._run, p.encrypt(self.src, self.timed_out))
             subjects[f"{p.name} decrypt"] = partial(
-                self._run, p.decrypt(self.sealed[p.name], self.out)
+                self._run, p.decrypt(self.sealed[p.name], self.timed_out)
             )
         return subjects
 
@@ -271,6 +286,7 @@ def run_peers(cfg: PeersConfig, progress: Progress = lambda _: None) -> Report:
             "repeat": cfg.repeat,
             "warmup": cfg.warmup,
             "rsa_bits": cfg.rsa_bits,
+            "output": "/dev/null" if cfg.null else "tmpfs",
         },
     )
     need = int(cfg.size * (len(cfg.only) + 3.5)) + (64 << 20)
@@ -282,7 +298,7 @@ def run_peers(cfg: PeersConfig, progress: Progress = lambda _: None) -> Report:
         src = work / "input.bin"
         progress(f"writing {format_size(cfg.size)} of random input")
         write_random_file(src, cfg.size)
-        runs = _Runs(peers, src, work)
+        runs = _Runs(peers, src, work, null=cfg.null)
         runs.prepare(progress)
         results = interleave(runs.subjects(), cfg.repeat, warmup=cfg.warmup, progress=progress)
     _tabulate(report, cfg, peers, results)
@@ -294,12 +310,15 @@ def _tabulate(
     report: Report, cfg: PeersConfig, peers: list[Peer], results: dict[str, list[ProcResult]]
 ) -> None:
     table = report.table(
-        f"peers: {format_size(cfg.size)} on tmpfs, RSA-{cfg.rsa_bits}, whole processes",
+        f"peers: {format_size(cfg.size)} on tmpfs"
+        f"{' to /dev/null' if cfg.null else ''}, RSA-{cfg.rsa_bits}, whole processes",
         Column("peer", "peer"),
         Column("encrypt_mb_s", "encrypt MB/s"),
         Column("decrypt_mb_s", "decrypt MB/s"),
         Column("encrypt_rss_mib", "enc RSS MiB"),
         Column("decrypt_rss_mib", "dec RSS MiB"),
+        Column("encrypt_cpu", "enc CPU ns/B", 3),
+        Column("decrypt_cpu", "dec CPU ns/B", 3),
         Column("encrypt_speedup", "recstream x enc", 2),
         Column("decrypt_speedup", "recstream x dec", 2),
     )
@@ -311,6 +330,8 @@ def _tabulate(
             rss = [r.peak_rss_kib / 1024 for r in results[key] if r.peak_rss_kib]
             row[f"{op}_mb_s"] = rate(cfg.size, secs[key])
             row[f"{op}_rss_mib"] = summarize(rss) if rss else None
+            cpu = [r.cpu / cfg.size * 1e9 for r in results[key] if r.cpu is not None]
+            row[f"{op}_cpu"] = summarize(cpu) if cpu else None
             if p.name != "recstream":
                 row[f"{op}_speedup"] = paired_ratio(secs[key], secs[f"recstream {op}"])
         table.add(**row)  # type: ignore[arg-type]
@@ -344,5 +365,6 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
         rsa_bits=ns.rsa_bits,
         only=tuple(ns.only),
         directory=ns.dir,
+        null=ns.null,
     )
     return run_peers(cfg, progress)

@@ -32,6 +32,7 @@ class ProcResult:
     wall: float  # seconds, fork to exit
     peak_rss_kib: int | None
     rss_method: str  # "GNU time", "VmHWM polling" or "none"
+    cpu: float | None = None  # user + system seconds (GNU time only)
 
 
 def _has_gnu_time() -> bool:
@@ -57,7 +58,7 @@ def run_measured(
         tempfile.TemporaryFile() as errors,
     ):
         gnu = _has_gnu_time()
-        argv = [str(GNU_TIME), "-f", "%M", "-o", rss_file.name, *cmd] if gnu else list(cmd)
+        argv = [str(GNU_TIME), "-f", "%U %S %M", "-o", rss_file.name, *cmd] if gnu else list(cmd)
         fin = open(stdin, "rb") if stdin else None  # noqa: SIM115 - closed below
         fout = open(stdout, "wb") if stdout else None  # noqa: SIM115
         try:
@@ -85,8 +86,10 @@ def run_measured(
         if not gnu:
             return ProcResult(wall, peak, "VmHWM polling" if peak is not None else "none")
         lines = Path(rss_file.name).read_text().strip().splitlines()
-        kib = int(lines[-1]) if lines and lines[-1].isdigit() else None
-        return ProcResult(wall, kib, "GNU time")
+        fields = lines[-1].split() if lines else []
+        if len(fields) != 3 or not fields[2].isdigit():
+            return ProcResult(wall, None, "GNU time")
+        return ProcResult(wall, int(fields[2]), "GNU time", float(fields[0]) + float(fields[1]))
 
 
 def _poll_hwm(proc: subprocess.Popen[bytes]) -> int | None:

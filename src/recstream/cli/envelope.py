@@ -36,8 +36,9 @@ from recstream.errors import (
     FinalSegmentAuthError,
     TruncatedStreamError,
 )
-from recstream.files import BLOCK_SIZE, DEFAULT_JOBS, Codec, pump
+from recstream.files import BLOCK_SIZE, DEFAULT_JOBS, Codec, pump, size_of
 from recstream.format import BodyLayout
+from recstream.parallel import pool_for
 
 if TYPE_CHECKING:
     from recstream.format import Header
@@ -169,12 +170,12 @@ REGISTRARS = {
 def cmd_encrypt(args: argparse.Namespace) -> int:
     _check_paths(args.input, args.output, args.force)
     metadata, recipients = recording_from_args(args, args.input)
-    enc = EnvelopeEncryptor(recipients, metadata)
     with (
         _open_in(args.input) as raw,
         naming_output(args.output),
         _open_out(args.output, args.force) as dst,
     ):
+        enc = EnvelopeEncryptor(recipients, metadata, pool=pool_for(size_of(raw)))
         src = _Counted(raw, snapshot=args.snapshot)
         written = transform(src, dst, enc)  # type: ignore[arg-type]
         src.check_unchanged(args.input)
@@ -287,13 +288,13 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     args.input, args.output = args.paths
     _check_paths(args.input, args.output, args.force)
     keys = decryption_keys(args)
-    dec = EnvelopeDecryptor(keys)
     try:
         with (
             _open_in(args.input) as src,
             naming_output(args.output),
             _open_out(args.output, args.force) as dst,
         ):
+            dec = EnvelopeDecryptor(keys, pool=pool_for(size_of(src)))
             written = transform(src, dst, dec)
     except (TruncatedStreamError, FinalSegmentAuthError):
         suggest_recover(args.input)

@@ -21,6 +21,7 @@ from recstream.errors import RecstreamError, TruncatedStreamError
 from recstream.format import Header
 from recstream.ops.outcome import BUSY, DONE, FAILED, SKIPPED, Outcome, failure_reason
 from recstream.ops.tree import Opened, Tree, is_incomplete
+from recstream.parallel import pool_for
 
 __all__ = ["ENVELOPE_SUFFIX", "Existing", "decrypt_one", "output_name"]
 
@@ -113,7 +114,9 @@ class _Decryption:
 
     def __init__(self, opened: Opened, keys: KeyRing) -> None:
         self._src = opened.file
-        self._dec = EnvelopeDecryptor(keys)
+        # A large recording's segments are opened on every core (recstream.parallel);
+        # a small one stays on the single-thread path, which is faster there.
+        self._dec = EnvelopeDecryptor(keys, pool=pool_for(opened.size))
         # Reads of up to 1 MiB, never more than the file: the buffers are the
         # thread's own and reused from file to file. Allocating them per file cost
         # more than decrypting a small recording (zeroing, and page faults on fresh

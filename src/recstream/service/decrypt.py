@@ -28,6 +28,7 @@ from aiohttp import web
 from recstream.envelope import EnvelopeDecryptor
 from recstream.errors import RecstreamError, TruncatedStreamError
 from recstream.format import MAX_HEADER_BYTES, BodyLayout, Header, parse_header
+from recstream.parallel import pool_for
 from recstream.reader import FileSource, SegmentReader
 from recstream.service.archive import missing_message
 from recstream.service.auth import Principal
@@ -159,7 +160,7 @@ async def _decrypt(
         expected = layout.plaintext_length
     assert ctx.keyring is not None
     keys = TracingKeyRing(ctx.keyring)
-    dec = EnvelopeDecryptor(keys)
+    dec = EnvelopeDecryptor(keys, pool=pool_for(declared))  # large bodies: every core
     # The first update unwraps the data key (RSA): off the event loop.
     out = await asyncio.to_thread(dec.update, bytes(head))
     audit.fields["cert_id"] = keys.cert_id

@@ -1,0 +1,366 @@
+"""Cobblestone-256 on every core: segments sealed and opened on a small thread pool.
+
+``Cobblestone256Encryptor/Decryptor.update_into`` hold the GIL for the whole
+call, so the bulk path used one core for AES while the other only copied.  The
+body's segments are independent (docs/FORMAT.md §6.1: segment *i* is AES-GCM
+under ``base_nonce XOR i``), and pyca's ``AESGCM.encrypt_into/decrypt_into``
+release the GIL for inputs of 2 KiB and more, so a block of whole segments is
+cut into one run per thread, each run sealed or opened at its own indices,
+each into its own slice of the output.  The output is byte for byte what
+Cobblestone writes (tests/test_parallel.py proves it against Cobblestone, the
+vectors and Wycheproof): the salt and commitment first, the segments in order,
+the final short segment last.
+
+:class:`ParallelStreamEncryptor` and :class:`ParallelStreamDecryptor` are
+drop-in twins of :class:`~recstream.stream.StreamEncryptor` and
+:class:`~recstream.stream.StreamDecryptor` (same states, errors and sizes).
+The single-thread Cobblestone path stays where it is faster: :func:`pool_for`
+gives no pool for small inputs or a single core, and the live writer never
+uses one (a live recording seals one segment at a time).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Final
+
+from recstream import _crypto
+from recstream.errors import (
+    FinalSegmentAuthError,
+    LimitExceededError,
+    SegmentAuthError,
+    TruncatedStreamError,
+)
+from recstream.format import (
+    BODY_PREFIX_BYTES,
+    MAX_SEGMENTS,
+    SALT_BYTES,
+    SEGMENT_SIZE,
+    SEGMENT_WIRE_SIZE,
+    TAG_BYTES,
+    Buffer,
+)
+from recstream.stream import StreamDecryptor, _Machine, _Op
+
+__all__ = [
+    "MIN_PARALLEL_BYTES",
+    "THREADS_ENV",
+    "ParallelStreamDecryptor",
+    "ParallelStreamEncryptor",
+    "SegmentPool",
+    "default_pool",
+    "pool_for",
+]
+
+# Below this many segments in one call, handing a run to another thread costs
+# more than it saves (a handoff is ~20-50 us; a segment ~3-6 us of AES here).
+MIN_PARALLEL_SEGMENTS: Final = 8
+# Inputs smaller than this stay on the single-thread Cobblestone path: the
+# pump's blocks are 1 MiB, so a smaller file is one call with nothing to share.
+MIN_PARALLEL_BYTES: Final = 1 << 20
+# More threads than this buy nothing: two runs already keep AES ahead of the
+# page-cache copies on this machine, and each thread is another stack.
+MAX_THREADS: Final = 4
+# Segments a thread takes at a time (128 KiB): small enough that two threads
+# share a 1 MiB block evenly, large enough that taking one is ~1% of its work.
+RUN_SEGMENTS: Final = 8
+# The pool is left aside unless the load average leaves at least one core idle
+# (on 2 cores: a load under 1.0).  At loads of 1.7-5 on 2 cores the pool ran at
+# 0.7-0.95x the single thread and cost 20-35% more CPU per byte: a thread that
+# shares its core pays a contended GIL hand-off per segment (bench/RESULTS.md).
+BUSY_MARGIN: Final = 1.0
+# Environment variable that sets the bulk path's threads (1: the single-thread path).
+THREADS_ENV: Final = "RECSTREAM_BULK_THREADS"
+
+_Run = Callable[[int, memoryview, memoryview], int]
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class SegmentPool:
+    """Runs of whole segments on ``threads`` threads (the caller's included).
+
+    One pool may serve many streams at once (``decrypt --out-dir``'s jobs, the
+    RCS's requests): each call waits only for its own runs.
+    """
+
+    def __init__(self, threads: int, *, min_segments: int = MIN_PARALLEL_SEGMENTS) -> None:
+        if threads < 1 or min_segments < 1:
+            msg = "a segment pool needs at least one thread and a run of at least one segment"
+            raise ValueError(msg)
+        self.threads = threads
+        self.min_segments = min_segments
+        self._executor = (
+            ThreadPoolExecutor(threads - 1, thread_name_prefix="recstream-aes")
+            if threads > 1
+            else None
+        )
+
+    def seal(
+        self, cipher: _crypto.SegmentCipher, first: int, data: memoryview, out: memoryview
+    ) -> int:
+        """Encrypt whole plaintext segments starting at index ``first`` into ``out``."""
+        return self._split(cipher.seal_run, first, (data, out), (SEGMENT_SIZE, SEGMENT_WIRE_SIZE))
+
+    def open(
+        self, cipher: _crypto.SegmentCipher, first: int, data: memoryview, out: memoryview
+    ) -> int:
+        """Decrypt whole wire segments starting at index ``first`` into ``out``.
+
+        Raises:
+            SegmentAuthError: the lowest-numbered segment that failed.
+        """
+        return self._split(cipher.open_run, first, (data, out), (SEGMENT_WIRE_SIZE, SEGMENT_SIZE))
+
+    def _split(
+        self, run: _Run, first: int, views: tuple[memoryview, memoryview], sizes: tuple[int, int]
+    ) -> int:
+        """Share the block's runs between the caller and the pool's threads.
+
+        Runs are handed out from one counter (``next`` on an ``itertools.count``
+        is atomic under the GIL), so a thread that gets no core on a loaded
+        machine just finds nothing left, and the caller does the work itself:
+        never worse than one thread by more than the per-segment overhead.
+        """
+        (data, out), (inp, outp) = views, sizes
+        count = len(data) // inp
+        if self._executor is None or count < max(2, self.min_segments):
+            return run(first, data, out)
+        step = max(1, min(RUN_SEGMENTS, count // self.threads))
+        runs = -(-count // step)
+        ticket = itertools.count()
+        failures: list[SegmentAuthError] = []
+
+        def take() -> int:
+            done = 0
+            while (k := next(ticket)) < runs:
+                a, b = k * step, min(count, k * step + step)
+                try:
+                    done += run(first + a, data[a * inp : b * inp], out[a * outp : b * outp])
+                except SegmentAuthError as exc:
+                    failures.append(exc)
+            return done
+
+        futures = [self._executor.submit(take) for _ in range(self.threads - 1)]
+        try:
+            total = take()
+        finally:
+            # Every run writes into ``out``: wait for all of them, even after a failure.
+            wait(futures)
+        total += sum(f.result() for f in futures)
+        if failures:
+            raise min(failures, key=lambda e: e.index)
+        return total
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+
+_default: list[SegmentPool] = []  # the shared pool, made on first use
+_default_lock = threading.Lock()
+
+
+def default_pool() -> SegmentPool:
+    """The process's shared pool: one thread per core (at most :data:`MAX_THREADS`)."""
+    with _default_lock:
+        if not _default:
+            _default.append(SegmentPool(_threads_wanted()))
+        return _default[0]
+
+
+def _threads_set() -> int | None:
+    """``$RECSTREAM_BULK_THREADS``, when set to a positive number."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    return min(MAX_THREADS, int(raw)) if raw.isdigit() and int(raw) >= 1 else None
+
+
+def _threads_wanted() -> int:
+    return _threads_set() or min(MAX_THREADS, _cpus())
+
+
+def _cores_busy() -> bool:
+    """Whether other work already keeps the other cores busy (1-minute load average).
+
+    Then a second thread gets no core of its own: it only adds GIL hand-offs, which
+    cost 20-35% more CPU per byte for no gain in wall time (bench/RESULTS.md, issue 20).
+    """
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - no load average on this platform
+        return False
+    return load >= _cpus() - BUSY_MARGIN
+
+
+def pool_for(size: int | None) -> SegmentPool | None:
+    """The pool for an input of ``size`` bytes (None: unknown, a pipe), or None.
+
+    None means the single-thread Cobblestone path is the faster one: a small
+    input, one core, cores already busy with other work, or
+    ``RECSTREAM_BULK_THREADS=1``.  ``RECSTREAM_BULK_THREADS=N`` (N > 1) uses
+    the pool whatever the load.
+    """
+    if size is not None and size < MIN_PARALLEL_BYTES:
+        return None
+    forced = _threads_set()
+    if forced is None and (_cpus() < 2 or _cores_busy()):
+        return None
+    if forced == 1:
+        return None
+    return default_pool()
+
+
+class ParallelStreamEncryptor(_Machine):
+    """:class:`~recstream.stream.StreamEncryptor`, its whole segments sealed on a pool.
+
+    ``salt`` is the randomness seam (like Fernet's ``_encrypt_from_parts``):
+    given, the output is deterministic, which is how the tests compare it with
+    Cobblestone's.  Never pass one outside tests: a salt must be fresh.
+    """
+
+    __slots__ = ("_cipher", "_plain", "_pool", "_prefix", "_segments", "_started")
+
+    def __init__(
+        self, input_key: Buffer, context: Buffer, pool: SegmentPool, *, salt: bytes | None = None
+    ) -> None:
+        super().__init__()
+        salt = _crypto.new_salt() if salt is None else salt
+        if len(salt) != SALT_BYTES:
+            msg = f"salt must be {SALT_BYTES} bytes"
+            raise ValueError(msg)
+        if len(input_key) != 32:
+            msg = "Cobblestone-256 needs a 32-byte input key"
+            raise ValueError(msg)
+        keys = _crypto.derive_body_keys(input_key, salt, context)
+        self._cipher = _crypto.SegmentCipher.from_raw(keys.aead_key, keys.base_nonce)
+        self._prefix = salt + keys.commitment
+        self._pool = pool
+        self._plain = bytearray()  # a partial segment, never a whole one
+        self._segments = 0
+        self._started = False
+
+    def output_size(self, n: int) -> int:
+        """Exactly how many bytes :meth:`update_into` returns for ``n`` more input bytes."""
+        prefix = 0 if self._started else BODY_PREFIX_BYTES
+        return prefix + (len(self._plain) + n) // SEGMENT_SIZE * SEGMENT_WIRE_SIZE
+
+    def update_into(self, data: Buffer, out: Buffer) -> int:
+        """Encrypt ``data``; write the completed segments to ``out``; return bytes written.
+
+        Raises:
+            StreamStateError: after finalize or a failure.
+            ValueError: ``out`` too small, or the format's segment limit (poisons).
+        """
+        self._enter(_Op.UPDATE)
+        if self._segments + (len(self._plain) + len(data)) // SEGMENT_SIZE >= MAX_SEGMENTS:
+            self._fail()
+            msg = f"a recording may hold at most {MAX_SEGMENTS} segments (docs/FORMAT.md §5)"
+            raise ValueError(msg)
+        try:
+            if len(out) < self.output_size(len(data)):
+                msg = "output buffer too small"
+                raise ValueError(msg)
+            written = self._update(memoryview(data).cast("B"), memoryview(out).cast("B"))
+        except BaseException:
+            self._fail()
+            raise
+        self._leave(_Op.UPDATE)
+        return written
+
+    def _update(self, data: memoryview, out: memoryview) -> int:
+        pos = written = 0
+        if not self._started:
+            out[:BODY_PREFIX_BYTES] = self._prefix
+            written = BODY_PREFIX_BYTES
+            self._started = True
+        if self._plain:
+            pos = min(SEGMENT_SIZE - len(self._plain), len(data))
+            self._plain += data[:pos]
+            if len(self._plain) < SEGMENT_SIZE:
+                return written
+            with memoryview(self._plain) as whole:
+                written += self._cipher.seal_run(self._segments, whole, out[written:])
+            self._segments += 1
+            self._plain.clear()
+        aligned = (len(data) - pos) // SEGMENT_SIZE * SEGMENT_SIZE
+        if aligned:
+            written += self._pool.seal(
+                self._cipher, self._segments, data[pos : pos + aligned], out[written:]
+            )
+            self._segments += aligned // SEGMENT_SIZE
+            pos += aligned
+        self._plain += data[pos:]
+        return written
+
+    def update(self, data: Buffer) -> bytes:
+        """Like :meth:`update_into`, returning a new ``bytes``."""
+        out = bytearray(self.output_size(len(data)))
+        return bytes(out[: self.update_into(data, out)])
+
+    def finalize(self) -> bytes:
+        """Seal the final (short) segment; the prefix too if nothing came out yet."""
+        self._enter(_Op.FINALIZE)
+        head = b"" if self._started else self._prefix
+        out = bytearray(len(self._plain) + TAG_BYTES)
+        self._cipher.seal_into(self._segments, self._plain, out)
+        self._started = True
+        self._plain.clear()
+        self._segments += 1
+        self._leave(_Op.FINALIZE)
+        return head + bytes(out)
+
+    @property
+    def segments(self) -> int:
+        """Segments emitted so far (the final one counts after finalize)."""
+        return self._segments
+
+
+class ParallelStreamDecryptor(StreamDecryptor):
+    """:class:`~recstream.stream.StreamDecryptor`, its whole segments opened on a pool.
+
+    The buffering (prefix, one partial segment) is the parent's; only feeding
+    whole segments and the final one differ.  The commitment is checked as soon
+    as the prefix is complete, before any segment is opened (C2SP).
+    """
+
+    __slots__ = ("_pool", "_segcipher")
+
+    def __init__(self, input_key: Buffer, context: Buffer, pool: SegmentPool) -> None:
+        super().__init__(input_key, context)
+        self._pool = pool
+        self._segcipher: _crypto.SegmentCipher | None = None
+
+    def _feed(self, chunk: memoryview, out: memoryview) -> int:
+        if self._segcipher is None:  # the prefix: salt and commitment
+            self._segcipher = _crypto.SegmentCipher(self._key, chunk, self._context)
+            self._consumed += len(chunk)
+            return 0
+        nseg = len(chunk) // SEGMENT_WIRE_SIZE
+        if self.segments + nseg >= MAX_SEGMENTS:
+            raise LimitExceededError("segments", self.segments + nseg, MAX_SEGMENTS - 1, 0)
+        written = self._pool.open(self._segcipher, self.segments, chunk, out)
+        self._consumed += len(chunk)
+        self.segments += nseg
+        return written
+
+    def _finalize(self) -> bytes:
+        if self._segcipher is None:
+            raise TruncatedStreamError(0, "the body is shorter than its 56-byte prefix")
+        if len(self._carry) < TAG_BYTES:
+            raise TruncatedStreamError(self.segments)
+        out = bytearray(len(self._carry) - TAG_BYTES)
+        try:
+            self._segcipher.open_into(self.segments, self._carry, out)
+        except SegmentAuthError:
+            raise FinalSegmentAuthError(self.segments) from None
+        self.segments += 1
+        return bytes(out)
