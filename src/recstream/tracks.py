@@ -57,8 +57,11 @@ MAX_TRACK_BYTES: Final = 64 * 1024
 MAX_PAYLOAD_BYTES: Final = 65_535  # one RTP payload at most
 MAX_ANCILLARY_BYTES: Final = 1 << 20
 MAX_TRACKS: Final = 1024  # TRACKS.md §7
-MAX_FILL_SECONDS: Final = 3600  # one silence fill at most: an hour of the track's clock
+MAX_FILL_SECONDS: Final = 3600  # one silence fill at most: an hour (TRACKS.md §7)
+MAX_TRACK_SECONDS: Final = 24 * 3600  # a G.711 track's whole extracted audio (TRACKS.md §7)
+MAX_TOTAL_SECONDS: Final = 4 * MAX_TRACK_SECONDS  # summed over a container's tracks (§7)
 MAX_CLOCK_RATE: Final = 1_000_000
+G711_CLOCK_RATE: Final = 8000  # RFC 3551 §4.5.14: PCMU and PCMA are 8-bit samples at 8 kHz
 
 # Codecs with one byte per sample and a byte that means silence (G.711, TRACKS.md §6).
 SILENCE: Final[Mapping[str, int]] = {"PCMU": 0xFF, "PCMA": 0xD5}
@@ -338,6 +341,9 @@ def _decl_from(doc: dict[str, Any]) -> TrackDecl:
     if not _is_int(rate, 1, MAX_CLOCK_RATE) or not _is_int(origin, 0, 2**63):
         msg = "TRACK needs integer 'clock_rate' (1-1000000) and 'origin_ms'"
         raise ValueError(msg)
+    if codec in SILENCE and rate != G711_CLOCK_RATE:
+        msg = f"TRACK 'clock_rate' must be {G711_CLOCK_RATE} for {codec} (G.711)"
+        raise ValueError(msg)
     if pt is not None and not _is_int(pt, 0, 127):
         msg = "TRACK 'payload_type' must be 0-127 or null"
         raise ValueError(msg)
@@ -539,37 +545,38 @@ class TracksDecoder:
         """The next whole record, :data:`NEED_DATA`, or ``None`` at end of input."""
         if self._error is not None:
             raise self._error
-        avail = len(self._buf) - self._pos
-        if not self._preamble:
-            if avail < PREAMBLE_SIZE:
-                return self._short(avail, "the preamble")
-            if self._buf[self._pos : self._pos + len(MAGIC)] != MAGIC:
-                raise self._fail("not a recstream track container (bad magic)")
-            version = self._buf[self._pos + len(MAGIC)]
-            if version != VERSION:
-                msg = f"unsupported track container version {version}"
-                raise self._fail(msg)
-            self._preamble = True
-            self._pos += PREAMBLE_SIZE
-            avail -= PREAMBLE_SIZE
-        if avail == 0 and self._eof:
-            return None
-        if self._ended and avail:
-            raise self._fail("data after the END record")
-        if avail < _RECORD.size:
-            return self._short(avail, "a record header")
-        kind, length = _RECORD.unpack_from(self._buf, self._pos)
-        self._check_length(kind, length)
-        if avail < _RECORD.size + length:
-            return self._short(avail, "a record")
-        start = self._pos + _RECORD.size
-        body = bytes(self._buf[start : start + length])
-        record = self._parse(kind, body)
-        self._pos = start + length
-        if record is None:  # ancillary: skipped
-            return self.next_record()
-        self.records += 1
-        return record
+        # A loop, not recursion: skipped ancillary records are attacker-chosen in number.
+        while True:
+            avail = len(self._buf) - self._pos
+            if not self._preamble:
+                if avail < PREAMBLE_SIZE:
+                    return self._short(avail, "the preamble")
+                if self._buf[self._pos : self._pos + len(MAGIC)] != MAGIC:
+                    raise self._fail("not a recstream track container (bad magic)")
+                version = self._buf[self._pos + len(MAGIC)]
+                if version != VERSION:
+                    msg = f"unsupported track container version {version}"
+                    raise self._fail(msg)
+                self._preamble = True
+                self._pos += PREAMBLE_SIZE
+                avail -= PREAMBLE_SIZE
+            if avail == 0 and self._eof:
+                return None
+            if self._ended and avail:
+                raise self._fail("data after the END record")
+            if avail < _RECORD.size:
+                return self._short(avail, "a record header")
+            kind, length = _RECORD.unpack_from(self._buf, self._pos)
+            self._check_length(kind, length)
+            if avail < _RECORD.size + length:
+                return self._short(avail, "a record")
+            start = self._pos + _RECORD.size
+            body = bytes(self._buf[start : start + length])
+            record = self._parse(kind, body)
+            self._pos = start + length
+            if record is not None:  # None: an ancillary record, skipped
+                self.records += 1
+                return record
 
     def _short(self, avail: int, what: str) -> _NeedData | None:
         if not self._eof:
@@ -749,23 +756,52 @@ class Extraction:
         }
 
 
-def _fill(track: TrackAudio, upto: int, offset: int) -> None:
-    silence = SILENCE.get(track.decl.codec)
-    if silence is None:
-        return
-    n = upto - track._end
-    if n > MAX_FILL_SECONDS * track.decl.clock_rate:
-        msg = f"track {track.decl.track} asks for {n} samples of silence (over an hour)"
-        raise TracksFormatError(msg, offset)
-    track.audio += bytes([silence]) * n
+class _Budget:
+    """The extraction limits (TRACKS.md §7), checked before any byte is written."""
+
+    def __init__(self, track_samples: int, total_samples: int) -> None:
+        self.track_samples = track_samples
+        self.total_left = total_samples
+
+    def grow(self, track: TrackAudio, upto: int, payload: bytes, offset: int) -> None:
+        """Silence-fill ``track`` up to position ``upto``, then append ``payload``."""
+        silence = SILENCE.get(track.decl.codec)
+        if silence is None:  # no fill: the audio is the payloads, as long as the input
+            track.audio += payload
+            return
+        n = upto - track._end
+        number = track.decl.track
+        if n > MAX_FILL_SECONDS * G711_CLOCK_RATE:
+            msg = f"track {number} asks for {n} samples of silence (over an hour)"
+            raise TracksFormatError(msg, offset)
+        grown = n + len(payload)
+        if len(track.audio) + grown > self.track_samples:
+            msg = f"track {number} is longer than {self.track_samples} samples"
+            raise TracksFormatError(msg, offset)
+        if grown > self.total_left:
+            msg = "the tracks together are longer than the extraction limit"
+            raise TracksFormatError(msg, offset)
+        self.total_left -= grown
+        track.audio += bytes([silence]) * n
+        track.audio += payload
 
 
-def extract(chunks: bytes | Sequence[bytes]) -> Extraction:
+def extract(
+    chunks: bytes | Sequence[bytes],
+    *,
+    max_track_seconds: int = MAX_TRACK_SECONDS,
+    max_total_seconds: int = MAX_TOTAL_SECONDS,
+) -> Extraction:
     """Decode a whole container and rebuild each track (TRACKS.md §6).
 
+    ``max_track_seconds`` bounds each G.711 track's extracted audio and
+    ``max_total_seconds`` their sum (TRACKS.md §7): the silence fill makes a few
+    bytes of container into many of audio, so the bound is on the output.
+
     Raises:
-        TracksFormatError: the container is malformed.
+        TracksFormatError: the container is malformed or over a limit.
     """
+    budget = _Budget(max_track_seconds * G711_CLOCK_RATE, max_total_seconds * G711_CLOCK_RATE)
     dec = TracksDecoder()
     for chunk in [chunks] if isinstance(chunks, bytes | bytearray) else chunks:
         if chunk:
@@ -782,14 +818,13 @@ def extract(chunks: bytes | Sequence[bytes]) -> Extraction:
             tracks[rec.track] = TrackAudio(rec)
         elif isinstance(rec, Media):
             t = tracks[rec.track]
-            _fill(t, rec.position, dec.records)
-            t.audio += rec.payload
+            budget.grow(t, rec.position, rec.payload, dec.records)
             t.packets += 1
             t._end = rec.position + (len(rec.payload) if t.decl.codec in SILENCE else 1)
         elif isinstance(rec, Gap):
             t = tracks[rec.track]
             t.gaps.append(rec)
-            _fill(t, rec.position + rec.samples, dec.records)
+            budget.grow(t, rec.position + rec.samples, b"", dec.records)
             t._end = rec.position + rec.samples
         elif isinstance(rec, Event):
             tracks[rec.track].events.append(rec)

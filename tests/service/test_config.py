@@ -184,3 +184,7 @@ def test_parse_listen() -> None:
     for bad in (":80", "host:", "[::1:80", "a:b"):
         with pytest.raises(ValueError):
             parse_listen(bad)
+    # Only ASCII digits, and few: not int()'s own message for "²" or 5,000 digits.
+    for bad in ("h:\u00b2", "h:\uff18\uff10", "h:" + "9" * 5000, "h:000080"):
+        with pytest.raises(ValueError, match="must be host:port"):
+            parse_listen(bad)

@@ -76,7 +76,14 @@ def test_pages_cover_each_users_tenants_once_newest_first(start_rcs: Any, many: 
 
 
 @pytest.mark.parametrize(
-    "query", ["?limit=0", "?limit=1001", "?limit=x", "?limit=-1", "?after=%%%", "?after=bm9wZQ"]
+    "query",
+    [
+        *("?limit=0", "?limit=1001", "?limit=x", "?limit=-1", "?after=%%%", "?after=bm9wZQ"),
+        "?limit=%C2%B2",  # a superscript two: str.isdigit() says yes, int() says no
+        "?limit=%EF%BC%95",  # a fullwidth five: int() would take it
+        "?limit=" + "9" * 5000,  # over int()'s 4,300-digit limit
+        "?limit=0000000005",  # ten digits: over the length bound, whatever the value
+    ],
 )
 def test_bad_page_parameters_are_400(rcs: ServerThread, query: str) -> None:
     r = request(rcs.url, "GET", "/rcs/recordings" + query)

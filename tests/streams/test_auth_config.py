@@ -104,6 +104,7 @@ def test_config_lists_every_problem(tmp_path: Path) -> None:
 listen = "0.0.0.0:8765"
 max_stream = 5
 idle_timeout = -1
+max_call_seconds = 90000
 path = "streams"
 public_url = "https://rec.example.com/x"
 [recordings]
@@ -126,6 +127,7 @@ secret_file = "missing.secret"
         "is not a loopback address and there is no TLS",
         "unknown key [server] max_stream (did you mean 'max_streams'?)",
         "[server] idle_timeout must be positive",
+        "[server] max_call_seconds must be at most 86400 (24 hours)",
         "[server] path must look like /streams",
         "[server] public_url must be ws[s]://host[:port]",
         "[recordings] root:",

@@ -250,6 +250,7 @@ def test_gaps_duplicates_and_late_chunks_are_counted(env: Env, server: Server) -
         c.media("inbound", 100, f[2]),  # 60 ms lost: 3 packets
         c.media("inbound", 40, f[3]),  # late: its place was given up
         c.media("inbound", 121, f[4]),  # 1 ms early/late is rounding, not a gap
+        c.media("inbound", 3 * 3600 * 1000, f[5]),  # hours ahead of the call: dropped
         c.dtmf("5"),
         c.stop(),
     ]
@@ -261,6 +262,7 @@ def test_gaps_duplicates_and_late_chunks_are_counted(env: Env, server: Server) -
     counts = {k: t.stats.counts[k] for k in ("received", "lost", "late", "duplicate")}
     assert counts == {"received": 4, "lost": 3, "late": 1, "duplicate": 1}
     assert entry["tracks"]["inbound"] == counts and entry["gap_ms"] == {"inbound": 60}
+    assert entry["ahead_dropped"] == {"inbound": 1}
     assert [(e.digit, e.position) for e in t.events] == [("5", len(t.audio))]
 
 

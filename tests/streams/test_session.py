@@ -11,7 +11,7 @@ from recstream import tracks
 from recstream.errors import StreamProtocolError, StreamStateError
 from recstream.streams.protocol import parse_message
 from recstream.streams.session import State, StreamSession
-from recstream.streams.timeline import TrackTimeline
+from recstream.streams.timeline import SLACK_SECONDS, TrackTimeline
 from tests.streams.wsclient import Call
 
 F = bytes(range(160))
@@ -47,13 +47,24 @@ def test_timeline_rules() -> None:
         line.place(8, 60_000, F)
 
 
+class FakeClock:
+    """Monotonic seconds that a test moves on (the session's clock seam)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_hours_long_gap_is_split_for_the_decoder() -> None:
     c = Call(tracks=("inbound",))
-    s = StreamSession(max_call_seconds=4 * 3600)
-    data = feed(
+    clock = FakeClock()
+    s = StreamSession(max_call_seconds=4 * 3600, clock=clock)
+    data = feed(s, c.start(), c.media("inbound", 0, F))
+    clock.now += 2 * 3600 + 1  # the call really went on for two hours
+    data += feed(
         s,
-        c.start(),
-        c.media("inbound", 0, F),
         c.media("inbound", 2 * 3600 * 1000 + 500, F),  # two hours and a bit later
         c.stop(),
     )
@@ -146,3 +157,38 @@ def test_open_needs_start() -> None:
     with pytest.raises(StreamStateError):
         s.open(tenant="acme", now_ms=0)
     assert s.finish("x") == b"" and s.state is State.FINISHED
+
+
+def test_a_chunk_ahead_of_the_wall_clock_is_dropped_and_counted() -> None:
+    # One message timestamped near the call length limit, right after start: without
+    # the horizon it asked for hours of silence (115 MB at 4 h) from a call of seconds.
+    c = Call(tracks=("inbound",))
+    clock = FakeClock()
+    s = StreamSession(max_call_seconds=4 * 3600, clock=clock)
+    data = feed(s, c.start(), c.media("inbound", 0, F))
+    assert s.receive(parse_message(c.media("inbound", 4 * 3600 * 1000 - 1000, F))) == b""
+    assert s.statistics().ahead == {"inbound": 1}
+    # Within the slack of the time since start: placed (a real burst, a late start).
+    clock.now += 5
+    edge_ms = int((5 + SLACK_SECONDS) * 1000)
+    data += s.receive(parse_message(c.media("inbound", edge_ms, F)))
+    late = c.media("inbound", edge_ms + 1000, F)  # 1 s past the horizon
+    assert s.receive(parse_message(late)) == b""
+    assert s.statistics().ahead == {"inbound": 2}
+    data += s.receive(parse_message(c.stop()))
+    ex = tracks.extract(data)
+    t = ex.tracks[1]
+    assert ex.complete and len(t.audio) == edge_ms * 8 + 160
+    assert t.audio[:160] == F and t.audio[-160:] == F
+    assert t.stats is not None and t.stats.counts["received"] == 2
+
+
+def test_timeline_horizon() -> None:
+    line = TrackTimeline(max_samples=8000 * 60)
+    assert line.place(1, 0, F, horizon=0).payload == F  # at the end: no silence, placed
+    assert line.place(2, 20, F, horizon=100).position == 160  # at the end (160) too
+    assert line.place(3, 60, F, horizon=400).payload == b""  # 480 > 400: ahead
+    assert (line.ahead, line.last_chunk, line.end) == (1, 2, 320)  # nothing else moved
+    p = line.place(3, 60, F, horizon=480)  # the same chunk, in time: a 160-sample gap
+    assert (p.gaps, p.position) == (((320, 160, 1),), 480)
+    assert line.counts == {"received": 3, "lost": 1, "late": 0, "duplicate": 0}

@@ -183,7 +183,8 @@ def parse_listen(text: str) -> tuple[str, int]:
         ValueError: not host:port.
     """
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    digits = port.isascii() and port.isdigit() and len(port) <= 5  # not "²", not 5,000 digits
+    if not sep or not host or not digits or not 0 <= int(port) <= 65535:
         msg = f"listen {text!r} must be host:port, such as '127.0.0.1:8443' or '[::1]:8443'"
         raise ValueError(msg)
     if host.startswith("["):

@@ -256,7 +256,10 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
 def _page_limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_PAGE
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    # ASCII digits only (str.isdigit() takes "²", which int() refuses) and few of them
+    # (int() refuses over 4,300 digits): anything else is the client's error, a 400.
+    digits = text.isascii() and text.isdigit() and len(text) <= 9
+    if not digits or not 1 <= int(text) <= MAX_PAGE:
         msg = f"limit must be an integer from 1 to {MAX_PAGE}"
         raise RequestError(msg)
     return int(text)

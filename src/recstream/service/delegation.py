@@ -117,14 +117,23 @@ def verify(
     encoded, sep, tag = value.partition(".")
     try:
         payload, mac = _unb64(encoded), _unb64(tag)
-        body = json.loads(payload)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError):
         raise DelegationError("malformed assertion") from None
-    if not sep or not isinstance(body, dict) or body.get("v") != 1:
-        raise DelegationError("malformed assertion")
-    key = keys.get(str(body.get("proxy")))
-    if key is None or not hmac.compare_digest(_mac(key, payload), mac):
+    # The MAC first: nothing an unauthenticated client wrote reaches the JSON parser.
+    # Every configured key is tried (a handful), without stopping at the first match.
+    signer = None
+    for name, key in keys.items():
+        if hmac.compare_digest(_mac(key, payload), mac) and signer is None:
+            signer = name
+    if not sep or signer is None:
         raise DelegationError("unknown proxy or bad MAC")
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # Only a proxy holding a key gets here; still an error, never a traceback.
+        raise DelegationError("malformed assertion") from None
+    if not isinstance(body, dict) or body.get("v") != 1 or body.get("proxy") != signer:
+        raise DelegationError("malformed assertion, or signed by another proxy")
     try:
         claims = Claims(
             str(body["proxy"]),
@@ -135,7 +144,7 @@ def verify(
             float(body["exp"]),
             str(body["nonce"]),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError):
         raise DelegationError("malformed assertion") from None
     if not now - MAX_SKEW_SECONDS < claims.exp <= now + ASSERTION_SECONDS + MAX_SKEW_SECONDS:
         raise DelegationError("expired or not yet valid")

@@ -40,6 +40,7 @@ from recstream.frontdoor.config import (
 )
 from recstream.streams.auth import TenantCredentials
 from recstream.streams.protocol import MAX_MESSAGE_BYTES
+from recstream.tracks import MAX_TRACK_SECONDS
 
 __all__ = ["ServerConfig", "StreamsConfig", "load_config"]
 
@@ -155,6 +156,10 @@ def _server(r: ConfigReader) -> ServerConfig | None:
     param = r.get("server", "tenant_parameter") or "tenant"
     if processes > MAX_PROCESSES:
         r.problem(f"[server] processes must be at most {MAX_PROCESSES}")
+    max_call = r.positive("server", "max_call_seconds", DEFAULT_MAX_CALL_SECONDS)
+    if max_call > MAX_TRACK_SECONDS:
+        # Past it no decoder would extract the recording (docs/TRACKS.md §7).
+        r.problem(f"[server] max_call_seconds must be at most {MAX_TRACK_SECONDS} (24 hours)")
     if host_port is None:
         return None
     return ServerConfig(
@@ -167,7 +172,7 @@ def _server(r: ConfigReader) -> ServerConfig | None:
         max_message_bytes=limits["max_message_bytes"],
         max_streams=limits["max_streams"],
         idle_timeout=r.positive("server", "idle_timeout", DEFAULT_IDLE_TIMEOUT),
-        max_call_seconds=r.positive("server", "max_call_seconds", DEFAULT_MAX_CALL_SECONDS),
+        max_call_seconds=max_call,
         tenant_parameter=param,
         processes=min(processes, MAX_PROCESSES),
     )

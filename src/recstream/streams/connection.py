@@ -250,6 +250,7 @@ class StreamConnection:
             "file": str(self.path) if self.path else None,
             "tracks": stats.tracks,
             "gap_ms": stats.gap_ms,
+            "ahead_dropped": stats.ahead,
             "dtmf": stats.dtmf,
             "marks": stats.marks,
             "ignored_messages": stats.ignored,

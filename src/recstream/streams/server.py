@@ -93,8 +93,11 @@ class StreamsServer:
         self.refused += 1
         path_tenant = request.match_info.get("tenant")
         known = any(t.tenant == path_tenant for t in self.tenants)
-        self.audit.write(
+        # Anyone can cause a refusal at will: rate-limited per client address and for the
+        # whole process, as the RCS does (what is dropped is counted in audit_suppressed).
+        self.audit.write_limited(
             "stream_refused",
+            f"client:{request.remote}",
             remote=request.remote,
             status=status,
             reason=reason,

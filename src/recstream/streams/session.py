@@ -25,7 +25,8 @@ Transitions are a table: any message the state does not allow raises
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -43,7 +44,7 @@ from recstream.streams.protocol import (
     Track,
     Unknown,
 )
-from recstream.streams.timeline import SAMPLES_PER_MS, TrackTimeline
+from recstream.streams.timeline import SAMPLES_PER_MS, SLACK_SECONDS, TrackTimeline
 
 __all__ = ["SOURCE", "TRACK_NUMBERS", "SessionStatistics", "State", "StreamSession"]
 
@@ -77,6 +78,7 @@ class SessionStatistics:
     state: str
     tracks: Mapping[str, Mapping[str, int]]
     gap_ms: Mapping[str, int]
+    ahead: Mapping[str, int]  # chunks dropped: timestamped past the time since start + slack
     dtmf: int
     marks: int
     ignored: int
@@ -87,11 +89,17 @@ class StreamSession:
 
     Args:
         max_call_seconds: the longest timeline a track may have.
+        clock: monotonic seconds (a seam for tests): a chunk timestamped more than
+            SLACK_SECONDS past the time since ``start`` arrived is dropped and counted.
     """
 
-    def __init__(self, *, max_call_seconds: float) -> None:
+    def __init__(
+        self, *, max_call_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.state = State.NEW
         self.start: Start | None = None
+        self._clock = clock
+        self._started_at = 0.0
         self._max_samples = int(max_call_seconds * 8000)
         self._connected: Connected | None = None
         self._enc = tracks.TracksEncoder()
@@ -130,6 +138,7 @@ class StreamSession:
             self.state = State.CONNECTED
             return b""
         if isinstance(message, Start):
+            self._started_at = self._clock()
             self.start = message
             self.state = State.RECORDING
             return b""
@@ -196,7 +205,9 @@ class StreamSession:
 
     def _media(self, media: Media) -> bytes:
         line = self._line(media.track, "media")
-        placed = line.place(media.chunk, media.timestamp_ms, media.payload)
+        elapsed = self._clock() - self._started_at
+        horizon = int((elapsed + SLACK_SECONDS) * 1000) * SAMPLES_PER_MS
+        placed = line.place(media.chunk, media.timestamp_ms, media.payload, horizon)
         number = TRACK_NUMBERS[media.track]
         out = [self._enc.gap(number, pos, n, packets) for pos, n, packets in placed.gaps]
         if placed.payload:
@@ -242,6 +253,7 @@ class StreamSession:
             state=self.state.value,
             tracks={t.value: dict(line.counts) for t, line in self._lines.items()},
             gap_ms={t.value: line.gap_samples // SAMPLES_PER_MS for t, line in self._lines.items()},
+            ahead={t.value: line.ahead for t, line in self._lines.items()},
             dtmf=self._dtmf,
             marks=self._marks,
             ignored=self._ignored,

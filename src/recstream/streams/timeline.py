@@ -15,6 +15,13 @@ the chunk; the counter finds duplicates.  The rules, per track:
 * further behind, the part already covered is **late**: trimmed (or the whole
   chunk dropped) and counted, because a timeline never goes back.
 
+* a chunk placed past the **horizon** (the time since the stream's ``start``
+  arrived plus :data:`SLACK_SECONDS`) is **ahead** of the wall clock: dropped
+  and counted, never placed, so no sender can make the recording hold more
+  silence than the call lasted (plus the slack).  A real sender's timestamps
+  count from the same start and cannot outrun the clock by more than its
+  ``start`` message was delayed.
+
 Gaps longer than an hour are written as several GAP records: TRACKS.md §7 lets
 a decoder refuse one silence fill over an hour.
 """
@@ -26,13 +33,17 @@ from typing import Final, NamedTuple
 
 from recstream.errors import StreamProtocolError
 
-__all__ = ["DEFAULT_TOLERANCE_SAMPLES", "Placement", "TrackTimeline"]
+__all__ = ["DEFAULT_TOLERANCE_SAMPLES", "SLACK_SECONDS", "Placement", "TrackTimeline"]
 
 SAMPLES_PER_MS: Final = 8  # 8000 Hz G.711: one byte is one sample
 # Half a millisecond either way would do for exact senders; 5 ms absorbs the
 # rounding and small clock wobble of real platforms without hiding a lost 20 ms chunk.
 DEFAULT_TOLERANCE_SAMPLES: Final = 40
 MAX_GAP_RECORD_SAMPLES: Final = 3600 * 8000  # TRACKS.md §7: one fill at most an hour
+# How far a chunk may lie ahead of the time since ``start`` arrived.  Real senders pace
+# in real time and lag rather than lead; 10 s absorbs a delayed ``start`` and a burst
+# of buffered audio, and bounds the silence one message can add to 80 KB a track.
+SLACK_SECONDS: Final = 10.0
 
 
 class Placement(NamedTuple):
@@ -64,9 +75,12 @@ class TrackTimeline:
         default_factory=lambda: dict.fromkeys(("received", "lost", "late", "duplicate"), 0)
     )
     gap_samples: int = 0
+    ahead: int = 0  # chunks dropped past the horizon (not a STATS counter: TRACKS.md §4.3)
 
-    def place(self, chunk: int, timestamp_ms: int, payload: bytes) -> Placement:
-        """Place one chunk.
+    def place(
+        self, chunk: int, timestamp_ms: int, payload: bytes, horizon: int | None = None
+    ) -> Placement:
+        """Place one chunk; ``horizon``: the furthest position it may start at now.
 
         Raises:
             StreamProtocolError: the chunk would end past ``max_samples``.
@@ -74,7 +88,6 @@ class TrackTimeline:
         if chunk <= self.last_chunk:
             self.counts["duplicate"] += 1
             return Placement((), self.end, b"")
-        self.last_chunk = chunk
         position = timestamp_ms * SAMPLES_PER_MS
         if position + len(payload) > self.max_samples:
             msg = (
@@ -82,6 +95,10 @@ class TrackTimeline:
                 f"{self.max_samples // (SAMPLES_PER_MS * 1000)} s"
             )
             raise StreamProtocolError(msg)
+        if horizon is not None and position > max(horizon, self.end):
+            self.ahead += 1  # ahead of the wall clock: dropped, nothing placed
+            return Placement((), self.end, b"")
+        self.last_chunk = chunk
         gaps: tuple[tuple[int, int, int], ...] = ()
         if position - self.end > self.tolerance:
             gaps = self._gap(position)

@@ -275,6 +275,12 @@ def main() -> None:
         PRE + session() + track(1) + media(1, 8000 * 3600 + 1, P1) + END,
         "a position jump that would fill more than an hour of silence",
     )
+    write(
+        "g711_clock_not_8000",
+        fail,
+        PRE + session() + track(1, clock_rate=1_000_000) + gap(1, 0, 1000, 1) + END,
+        "PCMU at a clock other than 8000 Hz (G.711 is 8 kHz)",
+    )
 
 
 if __name__ == "__main__":
