@@ -111,6 +111,17 @@ def test_seventeen_recipients_is_a_usage_error_and_the_limit_is_documented(
         assert "1 to 16" in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.parametrize("created", ["\u00b2", "9" * 5000, "2026-11-27T10:15:00"])
+def test_a_bad_created_time_is_a_usage_error(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str], created: str
+) -> None:
+    out = files["dir"] / "c.rsv"
+    code, _, err = run(
+        capsys, "encrypt", "--cert", files["cert"], "--created", created, files["in"], out
+    )
+    assert code == 2 and "Traceback" not in err and not out.exists()
+
+
 def test_inspect_prints_any_created_ms(capsys: pytest.CaptureFixture[str]) -> None:
     vectors = Path(__file__).parent / "vectors"
     code, out, err = run(capsys, "inspect", vectors / "success_created_ms_max.rsv.body")

@@ -229,6 +229,9 @@ def test_pool_for_chooses_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pool_for(1 << 30) is None
     monkeypatch.setenv("RECSTREAM_BULK_THREADS", "lots")  # not a number: ignored
     assert pool_for(1 << 30) is big
+    for odd in ("\u00b2", "9" * 5000):  # a digit int() refuses; more digits than int() reads
+        monkeypatch.setenv("RECSTREAM_BULK_THREADS", odd)
+        assert pool_for(1 << 30) is big
     monkeypatch.setattr(parallel, "_cpus", lambda: 1)
     monkeypatch.delenv("RECSTREAM_BULK_THREADS")
     assert pool_for(1 << 30) is None  # one core

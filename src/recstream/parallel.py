@@ -181,7 +181,11 @@ def default_pool() -> SegmentPool:
 def _threads_set() -> int | None:
     """``$RECSTREAM_BULK_THREADS``, when set to a positive number."""
     raw = os.environ.get(THREADS_ENV, "").strip()
-    return min(MAX_THREADS, int(raw)) if raw.isdigit() and int(raw) >= 1 else None
+    return (
+        min(MAX_THREADS, int(raw))
+        if raw.isascii() and raw.isdigit() and len(raw) < 4 and int(raw) >= 1
+        else None
+    )
 
 
 def _threads_wanted() -> int:

@@ -82,7 +82,7 @@ def tenant_arg(text: str) -> str:
 
 def created_ms_arg(text: str) -> int:
     """``--created``: ISO 8601 with an offset, or whole milliseconds since the epoch."""
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         value = int(text)
     else:
         try:
