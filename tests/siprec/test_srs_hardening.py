@@ -80,9 +80,12 @@ def _tcp(srs: Srs, source: str = "127.0.0.1") -> socket.socket:
     return s
 
 
+_PENDING: dict[int, bytes] = {}  # bytes read past the last message, per socket
+
+
 def _read_responses(s: socket.socket, n: int) -> list[bytes]:
-    """``n`` SIP responses (bodies skipped by Content-Length) from a TCP stream."""
-    buf, out = b"", []
+    """``n`` SIP messages' heads (bodies skipped by Content-Length) from a TCP stream."""
+    buf, out = _PENDING.pop(id(s), b""), []
     while len(out) < n:
         while b"\r\n\r\n" not in buf:
             chunk = s.recv(65535)
@@ -97,7 +100,26 @@ def _read_responses(s: socket.socket, n: int) -> list[bytes]:
             buf += s.recv(65535)
         buf = buf[length:]
         out.append(head)
+    _PENDING[id(s)] = buf
     return out
+
+
+def _options_ok(s: socket.socket, srs: Srs) -> bool:
+    """True if the connection is served (OPTIONS 200), False if the server closed it."""
+    try:
+        s.sendall(
+            request(
+                "OPTIONS",
+                srs.sip,
+                s.getsockname(),
+                _id(),
+                branch=f"z9hG4bK{_id()}",
+                transport="TCP",
+            )
+        )
+        return _read_responses(s, 1)[0].startswith(b"SIP/2.0 200 ")
+    except (AssertionError, ConnectionResetError, BrokenPipeError):  # not a timeout: a hang
+        return False
 
 
 def _closed_by_server(s: socket.socket) -> bool:
@@ -133,18 +155,7 @@ def _server(tmp_path: Path, sip: str = "", rtp: str = "") -> Iterator[Srs]:
 def test_tcp_connections_are_capped_per_address_and_refusals_logged(tmp_path: Path) -> None:
     with _server(tmp_path, sip="max_connections_per_address = 3") as srs:
         held = [_tcp(srs) for _ in range(3)]
-        for i, s in enumerate(held):  # each is admitted: it is answered
-            s.sendall(
-                request(
-                    "OPTIONS",
-                    srs.sip,
-                    s.getsockname(),
-                    f"o{i}",
-                    branch=f"z9hG4bKo{i}",
-                    transport="TCP",
-                )
-            )
-            assert _read_responses(s, 1)[0].startswith(b"SIP/2.0 200 ")
+        assert all(_options_ok(s, srs) for s in held)  # each is admitted: it is answered
         extra = _tcp(srs)
         assert _closed_by_server(extra)
         log = _wait_stderr(srs, "refusing connections from 127.0.0.1")
@@ -154,57 +165,25 @@ def test_tcp_connections_are_capped_per_address_and_refusals_logged(tmp_path: Pa
         client.send(_invite(client.local, srs, _id(), "z9hG4bKudp"))
         assert _status(_final(client)) == 200
         held.pop().close()
-        again = _tcp(srs)
-        while True:  # the release is seen when the server reads the close: retry on refusal
-            again.sendall(
-                request(
-                    "OPTIONS",
-                    srs.sip,
-                    again.getsockname(),
-                    "o9",
-                    branch="z9hG4bKo9",
-                    transport="TCP",
-                )
-            )
-            try:
-                if _read_responses(again, 1)[0].startswith(b"SIP/2.0 200 "):
-                    break
-            except (AssertionError, ConnectionResetError):
-                again.close()
-                again = _tcp(srs)
+        while True:  # the release is seen once the server reads the close: retry till then
+            again = _tcp(srs)
+            if _options_ok(again, srs):
+                break
+            again.close()
         for s in [*held, extra, again]:
             s.close()
 
 
 def test_descriptor_reserve_keeps_recordings_possible(tmp_path: Path) -> None:
     """The review's repro, smaller: a 160-descriptor limit and 150 idle connections."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (160, hard))  # the SRS inherits it
+    srs = Srs.start(
+        write_config(tmp_path, sip="max_connections_per_address = 1000\nconnection_reserve = 64")
+    )
     try:
-        srs = Srs.start(
-            write_config(
-                tmp_path, sip="max_connections_per_address = 1000\nconnection_reserve = 64"
-            )
-        )
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    try:
-        socks, admitted = [], 0
-        for i in range(150):
-            s = _tcp(srs)
-            socks.append(s)
-            s.sendall(
-                request(
-                    "OPTIONS",
-                    srs.sip,
-                    s.getsockname(),
-                    f"d{i}",
-                    branch=f"z9hG4bKd{i}",
-                    transport="TCP",
-                )
-            )
-            with contextlib.suppress(AssertionError, ConnectionResetError):  # refused: closed
-                admitted += _read_responses(s, 1)[0].startswith(b"SIP/2.0 200 ")
+        _, hard = resource.prlimit(srs.proc.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(srs.proc.pid, resource.RLIMIT_NOFILE, (160, hard))  # the SRS only
+        socks = [_tcp(srs) for _ in range(150)]
+        admitted = sum(_options_ok(s, srs) for s in socks)
         assert 0 < admitted < 150
         _wait_stderr(srs, "descriptor reserve reached")
         client = SipClient(srs)

@@ -39,13 +39,14 @@ class ConnectionLimiter:
     Args:
         per_address: connections one address may hold.
         reserve: descriptors kept free of connections.
-        limit: the descriptor limit (the soft ``RLIMIT_NOFILE`` when not given).
+        limit: the descriptor limit (when not given, the soft ``RLIMIT_NOFILE``, read
+            at each admission so that a limit changed with ``prlimit`` takes effect).
     """
 
     def __init__(self, per_address: int, reserve: int, limit: int | None = None) -> None:
         self.per_address = per_address
         self.reserve = reserve
-        self.limit = descriptor_limit() if limit is None else limit
+        self._limit = limit
         self._open: dict[str, int] = {}
         self.count = 0
         self.refused: dict[str, int] = {"per_address": 0, "descriptors": 0}
@@ -56,7 +57,7 @@ class ConnectionLimiter:
         mine = self._open.get(address, 0)
         if mine >= self.per_address:
             reason = "per_address"
-        elif self.count + in_use + self.reserve >= self.limit:
+        elif self.count + in_use + self.reserve >= (self._limit or descriptor_limit()):
             reason = "descriptors"
         else:
             self._open[address] = mine + 1
