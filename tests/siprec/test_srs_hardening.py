@@ -176,13 +176,11 @@ def test_tcp_connections_are_capped_per_address_and_refusals_logged(tmp_path: Pa
 
 def test_descriptor_reserve_keeps_recordings_possible(tmp_path: Path) -> None:
     """The review's repro, smaller: a 160-descriptor limit and 150 idle connections."""
-    srs = Srs.start(
-        write_config(tmp_path, sip="max_connections_per_address = 1000\nconnection_reserve = 64")
-    )
+    srs = Srs.start(write_config(tmp_path))  # the defaults: 32 per address, reserve 64
     try:
         _, hard = resource.prlimit(srs.proc.pid, resource.RLIMIT_NOFILE)
         resource.prlimit(srs.proc.pid, resource.RLIMIT_NOFILE, (160, hard))  # the SRS only
-        socks = [_tcp(srs) for _ in range(150)]
+        socks = [_tcp(srs, f"127.0.0.{1 + i % 5}") for i in range(150)]  # 30 per address
         admitted = sum(_options_ok(s, srs) for s in socks)
         assert 0 < admitted < 150
         _wait_stderr(srs, "descriptor reserve reached")

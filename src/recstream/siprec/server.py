@@ -118,9 +118,12 @@ class _RtpProtocol(asyncio.DatagramProtocol):
                 self._server.totals.rtp_refused += 1
                 return  # outside [sip] allow: never latched onto, never recorded
             self._allowed = addr[0]
-        out = self._receive(data, addr[:2], self._time())
-        if out:
-            self._server._media(self._live, out)
+        try:
+            out = self._receive(data, addr[:2], self._time())
+            if out:
+                self._server._media(self._live, out)
+        except Exception as exc:  # a bug: an exception here would close the stream's socket
+            self._server._internal_error(exc, None, None)
 
     def error_received(self, exc: Exception) -> None:  # ICMP errors: nothing to do
         pass
@@ -204,6 +207,10 @@ class _SipTcp(asyncio.Protocol):
             messages = self.framer.feed(data)
         except SipParseError as exc:  # the stream cannot be resynchronised
             self.server._malformed(exc, self.dest)
+            self.transport.close()
+            return
+        except Exception as exc:  # a bug in framing: counted and logged, and no resync either
+            self.server._internal_error(exc, None, self.dest)
             self.transport.close()
             return
         if messages:
@@ -402,19 +409,20 @@ class SrsServer:
             request = parsed.message if hasattr(parsed.message, "method") else None
             self._internal_error(exc, request, dest)
 
-    def _internal_error(self, exc: Exception, request: Any, dest: Dest) -> None:
+    def _internal_error(self, exc: Exception, request: Any, dest: Dest | None) -> None:
         """Count and log (the type only: no personal data) a bug; answer 500 if possible."""
         self.totals.internal_errors += 1
+        what = getattr(request, "method", None) or ("RTP packet" if dest is None else "message")
         now = asyncio.get_running_loop().time()
         if now - self._error_logged >= 60.0:  # at most one line a minute
             self._error_logged = now
             log.error(
-                "SIP: internal error handling a %s (%s); %d so far",
-                getattr(request, "method", "message"),
+                "SRS: internal error handling a %s (%s); %d so far",
+                what,
                 type(exc).__name__,
                 self.totals.internal_errors,
             )
-        if request is not None and request.method != "ACK" and self.ua is not None:
+        if request is not None and dest is not None and request.method != "ACK" and self.ua:
             with contextlib.suppress(Exception):
                 self._send(self.ua.error_response(request, dest))
 
