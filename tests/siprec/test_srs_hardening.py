@@ -11,6 +11,7 @@ import logging
 import resource
 import socket
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from recstream.frontdoor.config import parse_listen
 from recstream.siprec import offer, sdp
 from recstream.siprec.config import load_config
 from recstream.siprec.metadata import MetadataError, parse_metadata
+from recstream.siprec.metrics import exposition
 from recstream.siprec.server import PortPool, SrsServer
 from tests.siprec.helpers import (
     HANG_GUARD,
@@ -302,6 +304,8 @@ def test_an_unexpected_exception_is_answered_500_counted_and_survived(
             assert data.startswith(b"SIP/2.0 500 ")
             udp.close()
             assert server.totals.internal_errors == 2
+            text = exposition(server)[1].decode()
+            assert "recstream_srs_internal_errors_total 2.0" in text
             writer.close()
         finally:
             await server.aclose()
@@ -373,6 +377,11 @@ def test_sip_from_outside_allow_is_refused(tmp_path: Path) -> None:
         t.close()
         insider.close()
         assert srs.wait_for("call_rejected", status=403)
+        with urllib.request.urlopen(
+            f"http://{srs.ready['metrics']}/metrics", timeout=HANG_GUARD
+        ) as resp:
+            text = resp.read().decode()
+        assert 'recstream_srs_refused_total{what="sip_source"} 2.0' in text  # UDP + TCP
 
 
 def test_rtp_from_outside_allow_is_dropped(tmp_path: Path) -> None:
