@@ -122,7 +122,7 @@ class _RtpProtocol(asyncio.DatagramProtocol):
             out = self._receive(data, addr[:2], self._time())
             if out:
                 self._server._media(self._live, out)
-        except Exception as exc:  # a bug: an exception here would close the stream's socket
+        except Exception as exc:  # a bug: counted, one log line a minute, no traceback per packet
             self._server._internal_error(exc, None, None)
 
     def error_received(self, exc: Exception) -> None:  # ICMP errors: nothing to do
