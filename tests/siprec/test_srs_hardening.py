@@ -302,10 +302,30 @@ def test_an_unexpected_exception_is_answered_500_counted_and_survived(
             )
             data = await asyncio.wait_for(loop.sock_recv(udp, 65535), HANG_GUARD)
             assert data.startswith(b"SIP/2.0 500 ")
-            udp.close()
             assert server.totals.internal_errors == 2
             text = exposition(server)[1].decode()
             assert "recstream_srs_internal_errors_total 2.0" in text
+            # The RTP path: a failing packet is counted, the next one is recorded.
+            udp.sendto(_invite(udp.getsockname(), _At(host, port), "rtp-call", "zK4"), (host, port))
+            ok = b""
+            while not ok.startswith(b"SIP/2.0 200 "):
+                ok = await asyncio.wait_for(loop.sock_recv(udp, 65535), HANG_GUARD)
+            rtp_port = int(ok.split(b"m=audio ", 1)[1].split(b" ", 1)[0])
+            media = server._media
+
+            def broken(live: object, out: bytes) -> None:
+                raise RuntimeError("simulated bug")
+
+            server._media = broken  # type: ignore[assignment,method-assign]
+            audio = payloads(2, seed=5)
+            udp.sendto(rtp_packet(0, 0, 9, audio[0], pt=0), (host, rtp_port))
+            while server.totals.internal_errors < 3:
+                await asyncio.sleep(0.01)
+            server._media = media  # type: ignore[method-assign]
+            udp.sendto(rtp_packet(1, 160, 9, audio[1], pt=0), (host, rtp_port))
+            while not any(live.bytes_in for live in server.live.values()):
+                await asyncio.sleep(0.01)
+            udp.close()
             writer.close()
         finally:
             await server.aclose()
@@ -315,6 +335,13 @@ def test_an_unexpected_exception_is_answered_500_counted_and_survived(
     lines = [r.getMessage() for r in caplog.records if "internal error" in r.getMessage()]
     assert len(lines) == 1 and "RuntimeError" in lines[0]  # one line a minute, no message text
     assert "simulated bug" not in caplog.text
+
+
+class _At:
+    """What :func:`_invite` needs of an :class:`Srs`: its SIP address."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sip = (host, port)
 
 
 # --- M2: a reused Call-ID ------------------------------------------------------------
