@@ -115,7 +115,8 @@ def parse_listen(text: str) -> tuple[str, int]:
         ValueError: not host:port.
     """
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    digits = 0 < len(port) <= 5 and port.isascii() and port.isdigit()  # not "\u00b2"
+    if not sep or not host or not digits or not 0 <= int(port) <= 65535:
         msg = f"listen {text!r} must be host:port, such as '127.0.0.1:8765' or '[::1]:8765'"
         raise ValueError(msg)
     if host.startswith("[") != host.endswith("]"):

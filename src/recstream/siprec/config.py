@@ -53,14 +53,33 @@ _NUMBERS: Final = {
     ("sip", "max_calls"): (1000, 1, 100_000),
     ("sip", "rtp_timeout"): (30.0, 1, 86_400),  # seconds
     ("sip", "processes"): (1, 1, 64),
+    ("sip", "tcp_idle_timeout"): (30.0, 1, 3600),  # seconds
+    ("sip", "max_connections_per_address"): (32, 1, 100_000),
+    ("sip", "connection_reserve"): (64, 0, 100_000),  # descriptors
     ("rtp", "reorder_window_ms"): (80, 60, 2000),  # the issue's floor: 60 ms
 }
 _SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
-    "sip": {"listen": (str,), "max_calls": (int,), "rtp_timeout": NUMBER, "processes": (int,)},
+    "sip": {
+        "listen": (str,),
+        "max_calls": (int,),
+        "rtp_timeout": NUMBER,
+        "processes": (int,),
+        "allow": (list,),
+        "tcp_idle_timeout": NUMBER,
+        "max_connections_per_address": (int,),
+        "connection_reserve": (int,),
+    },
     "rtp": {"host": (str,), "ports": (str,), "reorder_window_ms": (int,)},
     "metrics": {"listen": (str,)},
     "tenants": {"default": (str,), "rule": (list,)},
 }
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: Final[tuple[IPNetwork, ...]] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +109,21 @@ class SrsConfig:
     processes: int = 1
     metrics_host: str | None = None
     metrics_port: int = 0
+    # Sources that may send SIP and RTP; the default admits loopback only.
+    allow: tuple[IPNetwork, ...] = LOOPBACK
+    tcp_idle_timeout: float = 30.0
+    max_connections_per_address: int = 32
+    connection_reserve: int = 64
+
+    def allows(self, host: str) -> bool:
+        """True if ``host`` (an IP address string) is inside ``[sip] allow``."""
+        try:
+            ip = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.allow)
 
     @property
     def root(self) -> Path:
@@ -134,6 +168,7 @@ def parse_config(doc: Mapping[str, Any], source: Path) -> SrsConfig:
             f"[tenants] default must be a tenant name (letters, digits, . _ -), got {default!r}"
         )
     rules = _rules(r)
+    allow = _allow(r, listen)
     if default is None and not rules and "tenants" in r.data:
         r.problem("[tenants] needs a default or at least one [[tenants.rule]]")
     recordings = r.recordings(archive=False)
@@ -155,6 +190,10 @@ def parse_config(doc: Mapping[str, Any], source: Path) -> SrsConfig:
         processes=int(numbers["sip", "processes"]),
         metrics_host=metrics[0] if metrics else None,
         metrics_port=metrics[1] if metrics else 0,
+        allow=allow,
+        tcp_idle_timeout=float(numbers["sip", "tcp_idle_timeout"]),
+        max_connections_per_address=int(numbers["sip", "max_connections_per_address"]),
+        connection_reserve=int(numbers["sip", "connection_reserve"]),
     )
 
 
@@ -179,6 +218,30 @@ def _address(r: ConfigReader, section: str, key: str, *, required: bool) -> tupl
         r.problem(f"[{section}] {key} must be IP:PORT (an IP address, not a name), got {text!r}")
         return None
     return host, port
+
+
+def _allow(r: ConfigReader, listen: tuple[str, int] | None) -> tuple[IPNetwork, ...]:
+    """``[sip] allow``: loopback by default; required when SIP listens off loopback."""
+    raw = r.get("sip", "allow")
+    if raw is None:
+        if listen is not None and not ipaddress.ip_address(listen[0]).is_loopback:
+            r.problem(
+                "[sip] allow is required when listen is not a loopback address: list the "
+                'networks of the SBCs that may record, such as allow = ["192.0.2.0/24"]'
+            )
+        return LOOPBACK
+    nets: list[IPNetwork] = []
+    for item in raw:
+        if not isinstance(item, str):
+            r.problem(f"[sip] allow must be a list of CIDR strings, got {item!r}")
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=True))
+        except ValueError:
+            r.problem(f"[sip] allow: {item!r} is not a network such as '192.0.2.0/24'")
+    if not raw:
+        r.problem("[sip] allow is empty: no SBC could record")
+    return tuple(nets)
 
 
 def _ports(r: ConfigReader) -> tuple[int, int]:

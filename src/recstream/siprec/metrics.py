@@ -92,6 +92,29 @@ class SrsCollector(Collector):
             "recordings that failed mid-call",
             value=s.totals.recording_failures,
         )
+        yield CounterMetricFamily(
+            "recstream_srs_internal_errors",
+            "SIP messages whose handling failed unexpectedly (answered 500 if possible)",
+            value=s.totals.internal_errors,
+        )
+        refused = CounterMetricFamily(
+            "recstream_srs_refused",
+            "SIP messages, RTP datagrams and TCP connections refused",
+            labels=["what"],
+        )
+        refused.add_metric(["sip_source"], s.totals.sip_refused)
+        refused.add_metric(["rtp_source"], s.totals.rtp_refused)
+        for reason, n in sorted(s.limiter.refused.items()):
+            refused.add_metric([f"tcp_{reason}"], n)
+        yield refused
+        yield CounterMetricFamily(
+            "recstream_srs_tcp_idle_closed",
+            "SIP/TCP connections closed after tcp_idle_timeout without a message or call",
+            value=s.totals.idle_closed,
+        )
+        yield GaugeMetricFamily(
+            "recstream_srs_tcp_connections", "open SIP/TCP connections", value=s.limiter.count
+        )
 
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0)

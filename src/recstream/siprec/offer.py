@@ -197,4 +197,5 @@ def answer_sdp(  # noqa: PLR0917 - the SDP's fields, in order
 
 
 def _first_pt(m: sdp.MediaDescription) -> int:
-    return int(m.formats[0]) if m.formats and m.formats[0].isdigit() else 0
+    pt = sdp.payload_type(m.formats[0]) if m.formats else -1
+    return pt if pt >= 0 else 0

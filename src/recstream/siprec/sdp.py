@@ -26,6 +26,7 @@ __all__ = [
     "SessionDescription",
     "answer",
     "parse",
+    "payload_type",
 ]
 
 MAX_SDP_BYTES = 16 * 1024
@@ -40,9 +41,9 @@ TELEPHONE_EVENT = "TELEPHONE-EVENT"
 
 # RFC 8866 §9: type = %x61-7A; the value is any byte string without CR/LF/NUL.
 _LINE = re.compile(r"([a-z])=([^\x00\r\n]*)")
-_MEDIA = re.compile(r"(\w+) (\d{1,5})(?:/(\d{1,3}))? ([\w/]+)((?: [\w]+)+)")
+_MEDIA = re.compile(r"(\w+) (\d{1,5})(?:/(\d{1,3}))? ([\w/]+)((?: [\w]+)+)", re.ASCII)
 _CONN = re.compile(r"IN (IP4|IP6) ([0-9A-Za-z.:\-]+)(?:/\d+)*")
-_RTPMAP = re.compile(r"(\d{1,3}) ([\w\-.]+)/(\d{1,7})(?:/\d+)?")
+_RTPMAP = re.compile(r"(\d{1,3}) ([\w\-.]+)/(\d{1,7})(?:/\d+)?", re.ASCII)
 # RFC 4568 §9.1: tag 1*9DIGIT, crypto-suite, key-params (inline:<base64>[|lifetime][|MKI]).
 _CRYPTO = re.compile(r"(\d{1,9}) (\w+) inline:([A-Za-z0-9+/=]+)((?:\|[^|\s]+){0,2})(?: .*)?")
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -51,6 +52,18 @@ _TOKEN = re.compile(r"[\x21-\x7e]{1,64}")
 
 class SdpError(ValueError):
     """The SDP is malformed or outside what the recorder accepts."""
+
+
+def payload_type(fmt: str) -> int:
+    """An m= line's format as an RTP payload type (0-127), or -1 if it is not one.
+
+    ASCII digits only, at most three: ``str.isdigit`` also accepts digits such as
+    ``"\u00b2"`` that ``int`` refuses, and sets no bound on the length.
+    """
+    if not (0 < len(fmt) <= 3 and fmt.isascii() and fmt.isdigit()):
+        return -1
+    pt = int(fmt)
+    return pt if pt <= 127 else -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +91,7 @@ class MediaDescription:
     def codec(self) -> tuple[int, str, int] | None:
         """The first offered payload type the recorder keeps: (pt, name, rate)."""
         for fmt in self.formats:
-            pt = int(fmt) if fmt.isdigit() else -1
+            pt = payload_type(fmt)
             name, rate = self.rtpmap.get(pt) or STATIC_PT.get(pt) or ("", 0)
             if name in SUPPORTED_CODECS and rate == 8000:
                 return pt, name, rate
@@ -86,7 +99,7 @@ class MediaDescription:
 
     def telephone_event(self) -> int | None:
         for fmt in self.formats:
-            pt = int(fmt) if fmt.isdigit() else -1
+            pt = payload_type(fmt)
             if self.rtpmap.get(pt, ("", 0))[0] == TELEPHONE_EVENT:
                 return pt
         return None

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from typing import Any, cast
 from recstream.aio import RecordingHook
 from recstream.errors import PipelineError
 from recstream.format import MediaKind
+from recstream.siprec.admission import ConnectionLimiter
 from recstream.siprec.config import SrsConfig
 from recstream.siprec.sipwire import SipParseError, StreamFramer, parse_datagram, parse_message
 from recstream.siprec.uas import (
@@ -46,22 +49,31 @@ __all__ = ["PortPool", "SrsServer", "Status"]
 Status = Callable[[dict[str, Any]], None]
 RTP_RECV_BUFFER = 1 << 20  # per RTP socket: absorbs a scheduling hiccup at 50 packets/s
 MAX_DRAIN = 4096  # datagrams read from one stream's socket when its call ends
+RANDOM_TRIES = 16  # random picks of an RTP port before scanning from a random start
+
+log = logging.getLogger("recstream.siprec")
 
 
 class PortPool:
-    """Even RTP ports in ``[low, high]``, each bound to a UDP socket when handed out."""
+    """Even RTP ports in ``[low, high]``, each bound to a UDP socket when handed out.
+
+    A port is picked at random (not the next in sequence), so nobody can predict
+    the port of the next call and send RTP there before its SRC does.
+    """
 
     def __init__(self, host: str, low: int, high: int) -> None:
         self.host = host
         self.low, self.high = low, high
-        self._next = low
         self.sockets: dict[int, socket.socket] = {}
 
-    def allocate(self) -> int | None:
+    def _candidates(self) -> list[int]:
         span = (self.high - self.low) // 2 + 1
-        for _ in range(span):
-            port = self._next
-            self._next = port + 2 if port + 2 <= self.high else self.low
+        picks = [self.low + 2 * secrets.randbelow(span) for _ in range(RANDOM_TRIES)]
+        start = secrets.randbelow(span)  # then every port once, from a random start
+        return picks + [self.low + 2 * ((start + i) % span) for i in range(span)]
+
+    def allocate(self) -> int | None:
+        for port in self._candidates():
             if port in self.sockets:
                 continue
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -88,21 +100,30 @@ class PortPool:
 
 
 class _RtpProtocol(asyncio.DatagramProtocol):
-    __slots__ = ("_live", "_receive", "_server", "_time", "transport")
+    __slots__ = ("_allowed", "_live", "_receive", "_server", "_time", "transport")
 
     def __init__(self, server: SrsServer, call: _Live, stream: Stream) -> None:
         self._receive = stream.receiver.receive
         self._time = asyncio.get_running_loop().time
         self._server, self._live = server, call
+        self._allowed = ""  # the last source found in [sip] allow (the hot path's check)
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        out = self._receive(data, addr[:2], self._time())
-        if out:
-            self._server._media(self._live, out)
+        if addr[0] != self._allowed:
+            if not self._server.config.allows(addr[0]):
+                self._server.totals.rtp_refused += 1
+                return  # outside [sip] allow: never latched onto, never recorded
+            self._allowed = addr[0]
+        try:
+            out = self._receive(data, addr[:2], self._time())
+            if out:
+                self._server._media(self._live, out)
+        except Exception as exc:  # a bug: counted, one log line a minute, no traceback per packet
+            self._server._internal_error(exc, None, None)
 
     def error_received(self, exc: Exception) -> None:  # ICMP errors: nothing to do
         pass
@@ -117,11 +138,17 @@ class _SipUdp(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.server.config.allows(addr[0]):
+            self.server.totals.sip_refused += 1
+            return  # UDP from outside [sip] allow: dropped unanswered (no reflection)
         dest = Dest("udp", addr[:2])
         try:
             parsed = parse_datagram(data)
         except SipParseError as exc:
             self.server._malformed(exc, dest)
+            return
+        except Exception as exc:  # a bug: counted and logged; the server goes on
+            self.server._internal_error(exc, None, dest)
             return
         if parsed is not None:
             self.server._handle(parsed, dest)
@@ -131,18 +158,50 @@ class _SipUdp(asyncio.DatagramProtocol):
 
 
 class _SipTcp(asyncio.Protocol):
+    """One SIP/TCP connection: admitted by the limiter, closed when idle.
+
+    A connection that has carried no complete message for ``[sip] tcp_idle_timeout``
+    seconds and carries no call is closed (an SRC reconnects for its next call).
+    """
+
     def __init__(self, server: SrsServer) -> None:
         self.server = server
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.dest: Dest | None = None
+        self.address: str | None = None  # set once admitted
+        self.last_message = 0.0
+        self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        loop = asyncio.get_running_loop()
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        if not self.server._admit(address):
+            transport.close()
+            return
+        self.address = address
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.dest = Dest("tcp", transport.get_extra_info("peername")[:2], self.transport)
+        self.dest = Dest("tcp", peer[:2], self.transport)
         self.server._connections.add(self.transport)
+        self.last_message = loop.time()
+        self._idle = loop.call_at(self.last_message + self.server.config.tcp_idle_timeout,
+                                  self._check_idle)  # fmt: skip
+
+    def _check_idle(self) -> None:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        timeout = self.server.config.tcp_idle_timeout
+        due = self.last_message + timeout
+        if loop.time() >= due and not self.server._carries_call(self.transport):
+            self.server.totals.idle_closed += 1
+            self.transport.close()
+            return
+        self._idle = loop.call_at(max(due, loop.time() + timeout / 4), self._check_idle)
 
     def data_received(self, data: bytes) -> None:
+        if self.address is None:
+            return  # refused and closing: nothing it sends is read
         assert self.dest is not None and self.transport is not None
         try:
             messages = self.framer.feed(data)
@@ -150,15 +209,29 @@ class _SipTcp(asyncio.Protocol):
             self.server._malformed(exc, self.dest)
             self.transport.close()
             return
+        except Exception as exc:  # a bug in framing: counted and logged, and no resync either
+            self.server._internal_error(exc, None, self.dest)
+            self.transport.close()
+            return
+        if messages:
+            self.last_message = asyncio.get_running_loop().time()
         for raw in messages:
             try:
                 parsed = parse_message(raw)
             except SipParseError as exc:
                 self.server._malformed(exc, self.dest)
                 continue
+            except Exception as exc:  # a bug: counted, logged; the connection goes on
+                self.server._internal_error(exc, None, self.dest)
+                continue
             self.server._handle(parsed, self.dest)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        if self.address is not None:
+            self.server._release(self.address)
+            self.address = None
         if self.transport is not None:
             self.server._connections.discard(self.transport)
 
@@ -185,6 +258,10 @@ class Totals:
     bytes_encrypted: int = 0
     malformed_sip: int = 0
     recording_failures: int = 0
+    internal_errors: int = 0  # messages whose handling raised an unexpected exception
+    sip_refused: int = 0  # SIP messages from outside [sip] allow
+    rtp_refused: int = 0  # RTP datagrams from outside [sip] allow
+    idle_closed: int = 0  # TCP connections closed by tcp_idle_timeout
     ended: dict[str, int] = field(default_factory=dict)
     packets: dict[str, int] = field(default_factory=dict)  # of calls that ended
 
@@ -219,6 +296,10 @@ class SrsServer:
         self.live: dict[str, _Live] = {}  # recording ID -> call
         self.totals = Totals()
         self._connections: set[asyncio.Transport] = set()
+        self.limiter = ConnectionLimiter(
+            config.max_connections_per_address, config.connection_reserve
+        )
+        self._error_logged = -60.0  # loop time of the last internal-error log line
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -308,8 +389,51 @@ class SrsServer:
 
     # --- SIP in --------------------------------------------------------------
 
+    def _admit(self, address: str) -> bool:
+        """May a TCP connection from ``address`` be held (see :mod:`.admission`)?"""
+        in_use = len(self.ports.sockets) + sum(len(v.transports) for v in self.live.values())
+        return self.limiter.admit(address, in_use, asyncio.get_running_loop().time())
+
+    def _release(self, address: str) -> None:
+        self.limiter.release(address)
+
+    def _carries_call(self, conn: asyncio.Transport) -> bool:
+        if self.ua is None:
+            return False
+        return any(c.dest.conn is conn for c in self.ua.calls.values())
+
     def _handle(self, parsed: Any, dest: Dest) -> None:
+        try:
+            self._handle_checked(parsed, dest)
+        except Exception as exc:  # the last resort: one message fails, nothing else does
+            request = parsed.message if hasattr(parsed.message, "method") else None
+            self._internal_error(exc, request, dest)
+
+    def _internal_error(self, exc: Exception, request: Any, dest: Dest | None) -> None:
+        """Count and log (the type only: no personal data) a bug; answer 500 if possible."""
+        self.totals.internal_errors += 1
+        what = getattr(request, "method", None) or ("RTP packet" if dest is None else "message")
+        now = asyncio.get_running_loop().time()
+        if now - self._error_logged >= 60.0:  # at most one line a minute
+            self._error_logged = now
+            log.error(
+                "SRS: internal error handling a %s (%s); %d so far",
+                what,
+                type(exc).__name__,
+                self.totals.internal_errors,
+            )
+        if request is not None and dest is not None and request.method != "ACK" and self.ua:
+            with contextlib.suppress(Exception):
+                self._send(self.ua.error_response(request, dest))
+
+    def _handle_checked(self, parsed: Any, dest: Dest) -> None:
         assert self.ua is not None
+        if dest.transport == "tcp" and not self.config.allows(dest.addr[0]):
+            self.totals.sip_refused += 1  # UDP ones never get here
+            request = parsed.message if hasattr(parsed.message, "method") else None
+            if request is not None and request.method != "ACK":
+                self._run(self.ua.forbidden(request, dest))
+            return
         if getattr(parsed.message, "method", None) == "BYE":
             self._drain_before_bye(parsed)
         try:

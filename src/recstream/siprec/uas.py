@@ -224,6 +224,16 @@ class UserAgent:
         """The answer to a request that failed to parse but can still be answered."""
         return [self._reply(request, dest, 400, "Bad Request")]
 
+    def forbidden(self, request: Request, dest: Dest) -> list[Action]:
+        """The answer to a request from a source outside ``[sip] allow``."""
+        self.rejected.append((403, "source not allowed"))
+        self._count("rejected_403")
+        return [self._reply(request, dest, 403, "Forbidden")]
+
+    def error_response(self, request: Request, dest: Dest) -> Send:
+        """The answer to a request whose handling failed unexpectedly (a bug)."""
+        return self._reply(request, dest, 500, "Server Internal Error")
+
     def _reply(
         self,
         req: Request,
@@ -266,6 +276,14 @@ class UserAgent:
             return [Send(known.last_response, dest)] if known.last_response else []
         if req.to_address.parameters.get("tag"):
             return self._reinvite(parsed, dest, now)
+        live = self._find(parsed)
+        if live is not None:
+            # An initial INVITE (no To-tag) whose dialog is live, on a new branch: a merged
+            # request (RFC 3261 §8.2.2.2). It must not replace the call it collides with
+            # (that would orphan the recording and its ports outside max_calls).
+            self.rejected.append((482, "dialog already exists"))
+            self._count("rejected_482")
+            return [self._reply(req, dest, 482, "Loop Detected")]
         try:
             return self._new_call(parsed, dest, now)
         except O.Refusal as r:
