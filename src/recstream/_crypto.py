@@ -201,6 +201,14 @@ class SegmentCipher:
         return self._aead.encrypt_into(self.nonce(index), plaintext, None, memoryview(out)[:n])
 
 
+def new_segment_sealer(input_key: Buffer, context: Buffer) -> tuple[bytes, SegmentCipher]:
+    """A fresh body prefix (random salt, commitment) and the cipher for it, for writers that
+    seal segments out of order (the seekable muxer). Each index must be sealed only once."""
+    salt = os.urandom(SALT_BYTES)
+    keys = derive_body_keys(input_key, salt, context)
+    return salt + keys.commitment, SegmentCipher.from_raw(keys.aead_key, keys.base_nonce)
+
+
 # --- keystore primitives (docs/KEYSTORE.md §3) ------------------------------
 # Appended for the keystore; the envelope code above does not use them.
 
