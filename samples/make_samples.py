@@ -1,4 +1,4 @@
-"""Make the sample recordings in this directory (run: python samples/make_samples.py).
+"""Make the sample recordings in src/recstream/samples/ (run: python samples/make_samples.py).
 
 * ``call.wav``: 15 s of synthetic two-party "speech" (voiced vowels with formants,
   pitch contours and pauses), 8 kHz 16-bit PCM mono, as a contact-centre call
@@ -20,6 +20,8 @@ import av
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+# The samples ship inside the package (package data), so `recstream demo` works from a wheel.
+OUT = HERE.parent / "src" / "recstream" / "samples"
 RATE = 8000
 CALL_SECONDS = 15.0
 SCREEN_SECONDS = 12.0
@@ -107,10 +109,10 @@ def write_screen(path: Path) -> None:
 
 
 def main() -> None:
-    """Write the samples here, or into the directory given as the first argument."""
+    """Write the samples into the package, or into the directory given as the first argument."""
     import sys
 
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
     out.mkdir(parents=True, exist_ok=True)
     write_call(out / "call.wav")
     write_screen(out / "screen.webm")

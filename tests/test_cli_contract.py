@@ -28,7 +28,7 @@ from recstream.format import MAX_RECIPIENTS, parse_header
 from tests.conftest import Party
 from tests.pki_helpers import rsa_key
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "recstream" / "samples"
 PLAIN = b"a short call\n" * 1000
 
 

@@ -20,7 +20,7 @@ from recstream.format import MAGIC, MediaKind
 from recstream.mux import MixedEncryptionError, MuxError, mux_files
 from tests.conftest import Party
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "recstream" / "samples"
 CALL, SCREEN = SAMPLES / "call.wav", SAMPLES / "screen.webm"
 T0 = 1_750_000_000_000
 SCREEN_DELAY_MS = 2500

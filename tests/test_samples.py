@@ -1,4 +1,5 @@
-"""samples/ holds exactly what samples/make_samples.py makes, and each file is under 1 MB."""
+"""src/recstream/samples/ (package data) holds exactly what samples/make_samples.py makes,
+and each file is under 1 MB."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from pathlib import Path
 
 import av
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "src" / "recstream" / "samples"
 
 
 def test_the_script_makes_the_committed_samples(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, str(SAMPLES / "make_samples.py"), str(tmp_path)],
+        [sys.executable, str(ROOT / "samples" / "make_samples.py"), str(tmp_path)],
         check=True,
         capture_output=True,
         timeout=120,

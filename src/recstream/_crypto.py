@@ -245,6 +245,14 @@ def new_salt() -> bytes:
     return os.urandom(SALT_BYTES)
 
 
+def new_segment_sealer(input_key: Buffer, context: Buffer) -> tuple[bytes, SegmentCipher]:
+    """A fresh body prefix (random salt, commitment) and the cipher for it, for writers that
+    seal segments out of order (the seekable muxer). Each index must be sealed only once."""
+    salt = os.urandom(SALT_BYTES)
+    keys = derive_body_keys(input_key, salt, context)
+    return salt + keys.commitment, SegmentCipher.from_raw(keys.aead_key, keys.base_nonce)
+
+
 # --- keystore primitives (docs/KEYSTORE.md §3) ------------------------------
 # Appended for the keystore; the envelope code above does not use them.
 

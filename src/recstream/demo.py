@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from cryptography import x509
@@ -64,9 +65,10 @@ class Provisioned:
         return load(self.keystore, self.password)
 
 
-def sample_path(name: str) -> Path:
-    """The bundled sample recordings (samples/ in a source checkout)."""
-    return Path(__file__).resolve().parents[2] / "samples" / name
+def sample_bytes(name: str) -> bytes:
+    """A bundled sample recording: package data (``recstream/samples/``), so the demo
+    runs the same from a source checkout, an editable install or an installed wheel."""
+    return resources.files("recstream").joinpath("samples", name).read_bytes()
 
 
 def provision(workdir: Path) -> Provisioned:
@@ -109,8 +111,8 @@ def write_secret(path: Path, data: bytes) -> None:
 
 async def record(archive: Path, resolve: KeystoreResolver) -> dict[MediaKind, Path]:
     """Feed the samples through the live hook as fast as it takes them."""
-    call = sample_path("call.wav").read_bytes()
-    screen = sample_path("screen.webm").read_bytes()
+    call = sample_bytes("call.wav")
+    screen = sample_bytes("screen.webm")
     start = int(time.time() * 1000)
     async with RecordingHook(
         archive, resolve, flush_interval=0.25, contact_center=CONTACT_CENTER

@@ -24,6 +24,7 @@ from recstream.format import (
     FILE_KEY_BYTES,
     MAX_HEADER_BYTES,
     SEGMENT_SIZE,
+    SEGMENT_WIRE_SIZE,
     Buffer,
     Header,
     MediaKind,
@@ -42,6 +43,7 @@ __all__ = [
     "Identity",
     "IdentitySet",
     "KeyRing",
+    "RandomAccessEncryptor",
     "Recipient",
     "amend_header",
     "build_header",
@@ -220,6 +222,59 @@ class EnvelopeEncryptor:
     @property
     def segments(self) -> int:
         return self._body.segments
+
+
+class RandomAccessEncryptor:
+    """An envelope whose body segments are sealed in any order, each exactly once.
+
+    For writers that must go back and change what they wrote (a muxer writing an
+    index into space it reserved at the front): they keep the plaintext of the
+    segments they may still change, and seal those last, into their place at
+    :meth:`offset`.  The file is :attr:`head` (header and body prefix), then
+    segment *i* at ``offset(i)``: full segments of ``SEGMENT_SIZE`` bytes and a
+    final one shorter than that (possibly empty), as FORMAT.md §6 lays out; so the
+    result reads exactly like what :class:`EnvelopeEncryptor` writes.
+    Re-sealing an index would reuse its nonce, so :meth:`seal` refuses it for the
+    final segment and the caller guarantees it for the rest.
+    """
+
+    def __init__(self, recipients: Sequence[Recipient], metadata: Metadata) -> None:
+        if not recipients:
+            msg = "at least one recipient certificate is needed"
+            raise ValueError(msg)
+        key = _crypto.new_file_key()
+        header = build_header(metadata, recipients, key)
+        parsed = parse_header(header)
+        assert isinstance(parsed, Header)
+        self.metadata = metadata
+        self.cert_ids = parsed.cert_ids
+        prefix, self._cipher = _crypto.new_segment_sealer(_crypto.body_key(key), parsed.context)
+        self.head = header + prefix
+        self._final: int | None = None
+
+    def offset(self, index: int) -> int:
+        """Where segment ``index`` starts in the file."""
+        return len(self.head) + index * SEGMENT_WIRE_SIZE
+
+    def seal(self, index: int, plaintext: Buffer) -> bytes:
+        """Segment ``index``: full-size, or shorter for the final segment (sealed once).
+
+        Raises:
+            StreamStateError: a second final segment, or a segment after the final one.
+            ValueError: a segment over ``SEGMENT_SIZE`` bytes.
+        """
+        n = len(plaintext)
+        if n > SEGMENT_SIZE:
+            msg = f"a segment holds at most {SEGMENT_SIZE} bytes, not {n}"
+            raise ValueError(msg)
+        if self._final is not None and index >= self._final:
+            msg = f"segment {index} is at or after the final segment {self._final}"
+            raise StreamStateError(msg)
+        if n < SEGMENT_SIZE:
+            self._final = index
+        out = bytearray(n + SEGMENT_WIRE_SIZE - SEGMENT_SIZE)
+        self._cipher.seal_into(index, plaintext, out)
+        return bytes(out)
 
 
 class EnvelopeDecryptor:

@@ -2,10 +2,13 @@
 
 The rule (vendor document, "For Call Recordings"): both inputs encrypted, or
 neither.  Encrypted inputs are read through :class:`~recstream.reader.DecryptingFile`
-(random access, nothing decrypted touches the disk) and the output is written
-through an :class:`~recstream.envelope.EnvelopeEncryptor` as it is produced,
-in a container mode that never seeks back (live WebM), so memory stays bounded
-by the media library's buffers, not by the recording's length.
+(random access, nothing decrypted touches the disk).  The output is a seekable
+WebM, with its duration and a seek index (Cues) that the muxer writes into space
+reserved at the front when it ends; an encrypted output goes through a
+:class:`_SealingSink` that keeps only those first segments as changeable plaintext
+in memory and seals everything after them as it comes, placing each segment
+where it belongs (segments are independent), so memory stays bounded by the
+header and the media library's buffers, not by the recording's length.
 
 Media work is PyAV (FFmpeg): the video stream is copied without re-encoding;
 the call audio is decoded, resampled to 48 kHz and encoded as Opus, so the
@@ -28,15 +31,21 @@ from typing import IO, Any
 import av
 
 from recstream.durable import atomic_output, write_all
-from recstream.envelope import EnvelopeEncryptor, KeyRing, Recipient, new_metadata
+from recstream.envelope import KeyRing, RandomAccessEncryptor, Recipient, new_metadata
 from recstream.errors import MixedEncryptionError, MuxError
-from recstream.format import MAGIC, MediaKind
+from recstream.format import MAGIC, SEGMENT_SIZE, Buffer, MediaKind
 from recstream.reader import DecryptingFile, FileSource, SegmentReader
 
 __all__ = ["MixedEncryptionError", "MuxError", "MuxInput", "MuxResult", "mux_files"]
 
 AUDIO_RATE = 48_000  # Opus's native rate
 OPUS_BITRATE = 32_000  # speech
+# Room at the front for the Cues: a video cue point is ~25 bytes, so 256 KiB indexes
+# ~10,000 keyframes (over 5 hours at a keyframe every 2 s). Should a recording need more,
+# FFmpeg writes the Cues after the last cluster instead, still seekable for players.
+INDEX_RESERVE = 256 * 1024
+# The plaintext kept changeable until the end: the WebM header and the reserved index.
+HEAD_SEGMENTS = (INDEX_RESERVE + 64 * 1024) // SEGMENT_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,35 +121,89 @@ def check_pair(voice: MuxInput, screen: MuxInput) -> None:
             raise MuxError(msg)
 
 
-class _EncryptingSink(io.RawIOBase):
-    """A write-only, non-seekable file that encrypts into ``dst`` as it goes."""
+class _SealingSink(io.RawIOBase):
+    """A seekable file for the media library that encrypts what it is given.
 
-    def __init__(self, dst: IO[bytes], encryptor: EnvelopeEncryptor | None) -> None:
+    The WebM muxer writes its header, then reserved space for the seek index
+    (Cues), then clusters in order; at the end it goes back to write the duration,
+    the Cues and the sizes into the first bytes.  So the first ``head_segments``
+    segments stay here as plaintext in memory, open to changes, and everything
+    after them is sealed a segment at a time (one segment of slack behind the write
+    position) and written at its place; at :meth:`finish` the rest, then the head,
+    are sealed into their places (segments are independent, FORMAT.md §6).
+    Memory: the head plus two segments, whatever the recording's length; the disk
+    only ever sees ciphertext (and holes, until the head is written).
+    """
+
+    def __init__(self, dst: IO[bytes], sealer: RandomAccessEncryptor, head_segments: int) -> None:
         super().__init__()
         self._dst = dst
-        self._enc = encryptor
-        self._out = bytearray()
-        self.written = 0
+        self._enc = sealer
+        self._head_cap = head_segments * SEGMENT_SIZE
+        self._head = bytearray()  # plaintext [0, _head_cap), changeable until finish
+        self._tail = bytearray()  # plaintext from segment _next on, not yet sealed
+        self._next = head_segments
+        self._pos = 0
+        self.written = 0  # plaintext size
+        write_all(dst, sealer.head)  # header and body prefix: fixed from the start
 
     def writable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.written}[whence]
+        if not 0 <= base + offset <= self.written:
+            msg = f"the muxer sought to {base + offset}, outside the {self.written} bytes written"
+            raise MuxError(msg)
+        self._pos = base + offset
+        return self._pos
+
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        if self._enc is None:
-            write_all(self._dst, view)
-        else:
-            need = self._enc.output_size(len(view))
-            if len(self._out) < need:
-                self._out = bytearray(need)
-            n = self._enc.update_into(view, self._out)
-            write_all(self._dst, memoryview(self._out)[:n])
-        self.written += len(view)
-        return len(view)
+        n, pos = len(view), self._pos
+        if pos < self._head_cap:
+            take = min(n, self._head_cap - pos)
+            self._head[pos : pos + take] = view[:take]
+            view, pos = view[take:], pos + take
+        if view:
+            at = pos - self._next * SEGMENT_SIZE
+            if at < 0:
+                msg = (
+                    f"the muxer went back to byte {pos}, which is already encrypted; "
+                    "nothing was written"
+                )
+                raise MuxError(msg)
+            self._tail[at : at + len(view)] = view
+            while len(self._tail) >= 2 * SEGMENT_SIZE:
+                self._emit(self._next, self._tail[:SEGMENT_SIZE])
+                del self._tail[:SEGMENT_SIZE]
+                self._next += 1
+        self._pos += n
+        self.written = max(self.written, self._pos)
+        return n
+
+    def _emit(self, index: int, plaintext: Buffer) -> None:
+        self._dst.seek(self._enc.offset(index))
+        write_all(self._dst, self._enc.seal(index, plaintext))
 
     def finish(self) -> None:
-        if self._enc is not None:
-            write_all(self._dst, self._enc.finalize())
+        """Seal the tail, the head into its reserved place, and the final segment."""
+        pieces = [(0, self._head)]
+        if self.written > self._head_cap:
+            pieces.append((self._next, self._tail))
+        for base, buf in pieces:
+            for i in range(len(buf) // SEGMENT_SIZE):
+                self._emit(base + i, buf[i * SEGMENT_SIZE : (i + 1) * SEGMENT_SIZE])
+        base, last = pieces[-1]
+        full = len(last) // SEGMENT_SIZE
+        self._emit(base + full, last[full * SEGMENT_SIZE :])
+        self._dst.seek(0, io.SEEK_END)
 
 
 def _video_packets(container: Any, shift_s: float) -> Iterator[tuple[float, Any]]:
@@ -189,7 +252,7 @@ def _interleave(*sources: Iterator[tuple[float, Any]]) -> Iterator[Any]:
 
 
 def mux_streams(voice: MuxInput, screen: MuxInput, sink: IO[bytes]) -> tuple[float, float]:
-    """Mux the opened inputs into ``sink`` (written sequentially); return the offsets."""
+    """Mux the opened inputs into the seekable ``sink``; return the offsets."""
     starts = (voice.start_ms, screen.start_ms)
     if None in starts:
         audio_off = video_off = 0.0
@@ -207,7 +270,10 @@ def mux_streams(voice: MuxInput, screen: MuxInput, sink: IO[bytes]) -> tuple[flo
     if not in_a.streams.audio or not in_v.streams.video:
         msg = "the call recording needs an audio stream and the screen recording a video stream"
         raise MuxError(msg)
-    with in_a, in_v, av.open(sink, "w", format="webm", options={"live": "1"}) as out:
+    # A seekable output, so the muxer writes the duration and the Cues (seek index) into
+    # the header's reserved space at the end: players show the length and seek by range.
+    options = {"reserve_index_space": str(INDEX_RESERVE)}
+    with in_a, in_v, av.open(sink, "w", format="webm", options=options) as out:
         vstream = out.add_stream_from_template(in_v.streams.video[0])
         astream = out.add_stream("libopus", rate=AUDIO_RATE, layout="mono")
         astream.bit_rate = OPUS_BITRATE
@@ -255,7 +321,7 @@ def mux_files(
             if not recipients:
                 msg = "the output of an encrypted pair must be encrypted: give its certificate(s)"
                 raise MuxError(msg)
-            encryptor = EnvelopeEncryptor(
+            encryptor = RandomAccessEncryptor(
                 recipients,
                 new_metadata(
                     recording_id=voice.recording_id or recording_id or _uuid4(),
@@ -267,16 +333,21 @@ def mux_files(
                 ),
             )
         with atomic_output(out_path) as dst:
-            sink = _EncryptingSink(dst, encryptor)
-            audio_off, video_off = mux_streams(voice, screen, sink)  # type: ignore[arg-type]
-            sink.finish()
+            if encryptor is None:
+                audio_off, video_off = mux_streams(voice, screen, dst)
+                written = dst.seek(0, io.SEEK_END)
+            else:
+                sink = _SealingSink(dst, encryptor, HEAD_SEGMENTS)
+                audio_off, video_off = mux_streams(voice, screen, sink)  # type: ignore[arg-type]
+                sink.finish()
+                written = sink.written
         return MuxResult(
             Path(out_path),
             encryptor is not None,
             encryptor.cert_ids if encryptor else (),
             audio_off,
             video_off,
-            sink.written,
+            written,
         )
     finally:
         for side in (voice, screen):

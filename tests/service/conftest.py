@@ -40,7 +40,7 @@ from recstream.service.store import Role, SettingsStore, User
 from tests.conftest import Party
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "samples"
+SAMPLES = REPO / "src" / "recstream" / "samples"
 # Cheap Argon2id for test users (the parameters are stored in each hash).
 TEST_HASH = HashParams(memory_kib=1024, iterations=1, lanes=1)
 PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-22", "olga": "olga-pw-333", "mo": "mo-pw-4444"}
