@@ -17,18 +17,17 @@ environment, never written in the config itself, so the config can be shown.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
-import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from recstream import tomlconfig
 from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL
 from recstream.errors import ConfigError
+from recstream.tomlconfig import Schema, load_toml
 
 __all__ = [
     "AuditConfig",
@@ -41,7 +40,6 @@ __all__ = [
     "read_secret",
 ]
 
-Schema = Mapping[str, Mapping[str, tuple[type, ...]]]
 NUMBER: Final = (int, float)
 
 COMMON_SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
@@ -56,14 +54,6 @@ COMMON_SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
 }
 MAX_FLUSH_INTERVAL: Final = 60.0  # a sealed segment waiting longer is a crash's loss
 _IDENTIFIER: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_KIND_NAMES: Final = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    list: "a list",
-    dict: "a table",
-    bool: "true or false",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,26 +76,6 @@ class KeystoreConfig:
 @dataclass(frozen=True, slots=True)
 class AuditConfig:
     log: Path
-
-
-def load_toml(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """Read a TOML file.
-
-    Raises:
-        ConfigError: missing, unreadable or not TOML.
-    """
-    source = Path(path).resolve()
-    try:
-        return source, tomllib.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        msg = f"config file not found: {source}"
-        raise ConfigError(msg) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        msg = f"cannot read config file {source}: {exc}"
-        raise ConfigError(msg) from None
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"{source} is not valid TOML: {exc}"
-        raise ConfigError(msg) from None
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -153,83 +123,11 @@ def read_secret(path: Path, what: str) -> bytes:
     return line
 
 
-class ConfigReader:
-    """Typed access to a loaded TOML document that collects every problem."""
+class ConfigReader(tomlconfig.ConfigReader):
+    """A front door's config: its own ``schema`` plus the common sections above."""
 
     def __init__(self, source: Path, data: dict[str, Any], schema: Schema) -> None:
-        self.source = source
-        self.base = source.parent
-        self.data = data
-        self.schema = {**COMMON_SCHEMA, **schema}
-        self.problems: list[str] = []
-
-    def problem(self, text: str) -> None:
-        self.problems.append(text)
-
-    def check_shape(self, *, tables: frozenset[str] = frozenset()) -> None:
-        """Unknown sections and keys, and wrong types.  ``tables``: sections of sub-tables."""
-        for section, body in self.data.items():
-            if section in tables:
-                continue
-            if section not in self.schema:
-                self.problem(f"unknown section [{section}]{_hint(section, self.schema)}")
-            elif not isinstance(body, dict):
-                self.problem(f"[{section}] must be a table")
-            else:
-                self.check_keys(section, body, self.schema[section])
-
-    def check_keys(
-        self, name: str, body: dict[str, Any], keys: Mapping[str, tuple[type, ...]]
-    ) -> None:
-        for key, value in body.items():
-            kinds = keys.get(key)
-            if kinds is None:
-                self.problem(f"unknown key [{name}] {key}{_hint(key, keys)}")
-            elif isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
-                want = " or ".join(_KIND_NAMES[k] for k in kinds)
-                self.problem(f"[{name}] {key} must be {want}")
-
-    def table(self, section: str) -> dict[str, Any]:
-        body = self.data.get(section)
-        return body if isinstance(body, dict) else {}
-
-    def get(self, section: str, key: str, body: dict[str, Any] | None = None) -> Any:
-        value = (self.table(section) if body is None else body).get(key)
-        kinds = self.schema.get(section.split(".", maxsplit=1)[0], {}).get(key, ())
-        if value is None or isinstance(value, bool) != (bool in kinds):
-            return None
-        return value if isinstance(value, kinds) else None
-
-    def require(self, section: str, key: str) -> Any:
-        value = self.get(section, key)
-        if value is None and key not in self.table(section):
-            self.problem(f"[{section}] {key} is required")
-        return value
-
-    def path(
-        self, section: str, key: str, *, must: str | None = None, body: Any = None
-    ) -> Path | None:
-        """A path key resolved against the config's directory; ``must``: file, dir or parent."""
-        text = self.get(section, key, body)
-        if text is None:
-            return None
-        p = (self.base / text).resolve() if text else self.base
-        if must == "file" and not p.is_file():
-            self.problem(f"[{section}] {key}: {p} is not a file")
-        elif must == "dir" and not p.is_dir():
-            self.problem(f"[{section}] {key}: {p} is not a directory")
-        elif must == "parent" and not p.parent.is_dir():
-            self.problem(f"[{section}] {key}: directory {p.parent} does not exist")
-        return p
-
-    def positive(self, section: str, key: str, default: float) -> float:
-        value = self.get(section, key)
-        if value is None:
-            return default
-        if not value > 0:
-            self.problem(f"[{section}] {key} must be positive")
-            return default
-        return float(value)
+        super().__init__(source, data, {**COMMON_SCHEMA, **schema})
 
     def recordings(self, *, archive: bool = True) -> RecordingsConfig | None:
         """``[recordings]``; ``archive``: ``contact_center`` is required (the archive layout)."""
@@ -263,13 +161,6 @@ class ConfigReader:
             self.require("audit", "log")
         return AuditConfig(log) if log is not None else None
 
-    def raise_problems(self, what: str) -> None:
-        """Raise ConfigError listing every problem, if there is any."""
-        if self.problems:
-            lines = "\n".join(f"  - {p}" for p in self.problems)
-            msg = f"{self.source}: {what} will not start until this is fixed:\n{lines}"
-            raise ConfigError(msg)
-
 
 def keystore_password(cfg: KeystoreConfig) -> bytes:
     """The keystore password from ``password_file`` (first line) or ``$password_env``.
@@ -284,8 +175,3 @@ def keystore_password(cfg: KeystoreConfig) -> bytes:
         msg = f"[keystore] password_env: the environment variable {cfg.password_env} is not set"
         raise ConfigError(msg)
     return value.encode("utf-8")
-
-
-def _hint(word: str, choices: Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

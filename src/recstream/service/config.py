@@ -8,13 +8,11 @@ config file's directory.  The keys are documented in README ("serve").
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from recstream.service.delegation import MIN_KEY_BYTES
 from recstream.service.errors import RequestError, ServiceConfigError
@@ -24,6 +22,7 @@ from recstream.service.locations import (
     validate_contact_center,
     validate_location,
 )
+from recstream.tomlconfig import ConfigReader, load_toml
 
 __all__ = [
     "AuthConfig",
@@ -89,15 +88,6 @@ _SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
         "identity": (str,),
         "identity_key_file": (str,),
     },
-}
-
-
-_KIND_NAMES: Final = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    list: "a list",
-    dict: "a table",
 }
 
 
@@ -195,79 +185,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _Reader:
-    """Collects every problem, so one run of the server names them all."""
-
-    def __init__(self, source: Path, data: dict[str, Any]) -> None:
-        self.source = source
-        self.base = source.parent
-        self.data = data
-        self.problems: list[str] = []
-
-    def problem(self, text: str) -> None:
-        self.problems.append(text)
-
-    def check_shape(self) -> None:
-        for section, body in self.data.items():
-            if section not in _SCHEMA:
-                self.problem(f"unknown section [{section}]{_hint(section, _SCHEMA)}")
-                continue
-            if not isinstance(body, dict):
-                self.problem(f"[{section}] must be a table")
-                continue
-            for key, value in body.items():
-                kinds = _SCHEMA[section].get(key)
-                if kinds is None:
-                    self.problem(f"unknown key [{section}] {key}{_hint(key, _SCHEMA[section])}")
-                elif isinstance(value, bool) or not isinstance(value, kinds):
-                    want = " or ".join(_KIND_NAMES[k] for k in kinds)
-                    self.problem(f"[{section}] {key} must be {want}")
-
-    def get(self, section: str, key: str) -> Any:
-        body = self.data.get(section)
-        if not isinstance(body, dict):
-            return None
-        value = body.get(key)
-        kinds = _SCHEMA.get(section, {}).get(key, ())
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            return None
-        return value
-
-    def require(self, section: str, key: str) -> Any:
-        value = self.get(section, key)
-        if value is None and key not in self.data.get(section, {}):
-            self.problem(f"[{section}] {key} is required")
-        return value
-
-    def path(self, section: str, key: str, *, must: str | None = None) -> Path | None:
-        """A path key, resolved against the config's directory; ``must`` is file/dir/parent."""
-        text = self.get(section, key)
-        if text is None:
-            return None
-        p = (self.base / text).resolve() if text else self.base
-        if must == "file" and not p.is_file():
-            self.problem(f"[{section}] {key}: {p} is not a file")
-        elif must == "dir" and not p.is_dir():
-            self.problem(f"[{section}] {key}: {p} is not a directory")
-        elif must == "parent" and not p.parent.is_dir():
-            self.problem(f"[{section}] {key}: directory {p.parent} does not exist")
-        return p
-
-    def positive(self, section: str, key: str, default: float) -> float:
-        value = self.get(section, key)
-        if value is None:
-            return default
-        if not value > 0:
-            self.problem(f"[{section}] {key} must be positive")
-            return default
-        return float(value)
-
-
-def _hint(word: str, choices: dict[str, Any]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def load_config(path: str | Path) -> ServiceConfig:
     """Read and check a configuration file.
 
@@ -275,19 +192,8 @@ def load_config(path: str | Path) -> ServiceConfig:
         ServiceConfigError: the file is missing or not TOML, or it has problems; the
             message lists them all, each naming its section and key.
     """
-    source = Path(path).resolve()
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        msg = f"config file not found: {source}"
-        raise ServiceConfigError(msg) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        msg = f"cannot read config file {source}: {exc}"
-        raise ServiceConfigError(msg) from None
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"{source} is not valid TOML: {exc}"
-        raise ServiceConfigError(msg) from None
-    r = _Reader(source, data)
+    source, data = load_toml(path, error=ServiceConfigError)
+    r = ConfigReader(source, data, _SCHEMA)
     r.check_shape()
     server = _server(r)
     proxy = _proxy(r)
@@ -310,7 +216,7 @@ def load_config(path: str | Path) -> ServiceConfig:
     return ServiceConfig(source, server, audit, db, keystore, root, auth, proxy, rescan)
 
 
-def _server(r: _Reader) -> ServerConfig | None:
+def _server(r: ConfigReader) -> ServerConfig | None:
     listen = r.require("server", "listen")
     if listen is None:
         return None
@@ -367,7 +273,7 @@ def _server(r: _Reader) -> ServerConfig | None:
     )
 
 
-def _proxy(r: _Reader) -> ProxyConfig | None:
+def _proxy(r: ConfigReader) -> ProxyConfig | None:
     if "proxy" not in r.data:
         return None
     node = r.require("proxy", "node_path")
@@ -398,7 +304,7 @@ def _proxy(r: _Reader) -> ProxyConfig | None:
 _IDENTITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-def _upstreams(r: _Reader) -> tuple[str, ...]:
+def _upstreams(r: ConfigReader) -> tuple[str, ...]:
     """``[proxy] upstreams``: RCS URIs, https (verified), or http to a loopback address."""
     items = r.require("proxy", "upstreams")
     if items is None:
@@ -414,7 +320,7 @@ def _upstreams(r: _Reader) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _read_key(r: _Reader, where: str, path: Path) -> bytes | None:
+def _read_key(r: ConfigReader, where: str, path: Path) -> bytes | None:
     try:
         line = path.read_bytes().split(b"\n", 1)[0].strip()
     except OSError as exc:
@@ -429,7 +335,7 @@ def _read_key(r: _Reader, where: str, path: Path) -> bytes | None:
     return line
 
 
-def _proxy_keys(r: _Reader) -> dict[str, bytes]:
+def _proxy_keys(r: ConfigReader) -> dict[str, bytes]:
     """``[auth] proxies = { NAME = "KEY_FILE", ... }``: proxies this RCS accepts."""
     table = r.get("auth", "proxies")
     out: dict[str, bytes] = {}
@@ -444,7 +350,7 @@ def _proxy_keys(r: _Reader) -> dict[str, bytes]:
     return out
 
 
-def _backend(r: _Reader, proxy: bool) -> tuple[KeystoreConfig | None, Path | None]:
+def _backend(r: ConfigReader, proxy: bool) -> tuple[KeystoreConfig | None, Path | None]:
     if proxy:
         for section in ("keystore", "recordings"):
             if section in r.data:

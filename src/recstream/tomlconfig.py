@@ -1,0 +1,147 @@
+"""TOML configuration files for every server (the RCS, the SIPREC server, media streams).
+
+:class:`ConfigReader` checks a loaded document against a schema (section -> key ->
+accepted types) and collects every problem instead of stopping at the first, so a
+wrong file is refused with all of them named.  Relative paths are relative to the
+file.  Each server adds its own sections and cross-field checks on top.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from recstream.errors import ConfigError
+
+__all__ = ["ConfigReader", "Schema", "load_toml"]
+
+Schema = Mapping[str, Mapping[str, tuple[type, ...]]]
+
+_KIND_NAMES: Final = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    dict: "a table",
+    bool: "true or false",
+}
+
+
+def load_toml(
+    path: str | Path, *, error: type[ConfigError] = ConfigError
+) -> tuple[Path, dict[str, Any]]:
+    """Read a TOML file.
+
+    Raises:
+        ConfigError (or ``error``): missing, unreadable or not TOML.
+    """
+    source = Path(path).resolve()
+    try:
+        return source, tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        msg = f"config file not found: {source}"
+        raise error(msg) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"cannot read config file {source}: {exc}"
+        raise error(msg) from None
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{source} is not valid TOML: {exc}"
+        raise error(msg) from None
+
+
+class ConfigReader:
+    """Typed access to a loaded TOML document that collects every problem.
+
+    A value of the wrong type reads as absent (and ``check_shape`` names it); a
+    boolean is accepted only where the schema lists ``bool``.
+    """
+
+    def __init__(self, source: Path, data: dict[str, Any], schema: Schema) -> None:
+        self.source = source
+        self.base = source.parent
+        self.data = data
+        self.schema = schema
+        self.problems: list[str] = []
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+    def check_shape(self, *, tables: frozenset[str] = frozenset()) -> None:
+        """Unknown sections and keys, and wrong types.  ``tables``: sections of sub-tables."""
+        for section, body in self.data.items():
+            if section in tables:
+                continue
+            if section not in self.schema:
+                self.problem(f"unknown section [{section}]{_hint(section, self.schema)}")
+            elif not isinstance(body, dict):
+                self.problem(f"[{section}] must be a table")
+            else:
+                self.check_keys(section, body, self.schema[section])
+
+    def check_keys(
+        self, name: str, body: dict[str, Any], keys: Mapping[str, tuple[type, ...]]
+    ) -> None:
+        for key, value in body.items():
+            kinds = keys.get(key)
+            if kinds is None:
+                self.problem(f"unknown key [{name}] {key}{_hint(key, keys)}")
+            elif isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
+                want = " or ".join(_KIND_NAMES[k] for k in kinds)
+                self.problem(f"[{name}] {key} must be {want}")
+
+    def table(self, section: str) -> dict[str, Any]:
+        body = self.data.get(section)
+        return body if isinstance(body, dict) else {}
+
+    def get(self, section: str, key: str, body: dict[str, Any] | None = None) -> Any:
+        value = (self.table(section) if body is None else body).get(key)
+        kinds = self.schema.get(section.split(".", maxsplit=1)[0], {}).get(key, ())
+        if value is None or isinstance(value, bool) != (bool in kinds):
+            return None
+        return value if isinstance(value, kinds) else None
+
+    def require(self, section: str, key: str) -> Any:
+        value = self.get(section, key)
+        if value is None and key not in self.table(section):
+            self.problem(f"[{section}] {key} is required")
+        return value
+
+    def path(
+        self, section: str, key: str, *, must: str | None = None, body: Any = None
+    ) -> Path | None:
+        """A path key resolved against the config's directory; ``must``: file, dir or parent."""
+        text = self.get(section, key, body)
+        if text is None:
+            return None
+        p = (self.base / text).resolve() if text else self.base
+        if must == "file" and not p.is_file():
+            self.problem(f"[{section}] {key}: {p} is not a file")
+        elif must == "dir" and not p.is_dir():
+            self.problem(f"[{section}] {key}: {p} is not a directory")
+        elif must == "parent" and not p.parent.is_dir():
+            self.problem(f"[{section}] {key}: directory {p.parent} does not exist")
+        return p
+
+    def positive(self, section: str, key: str, default: float) -> float:
+        value = self.get(section, key)
+        if value is None:
+            return default
+        if not value > 0:
+            self.problem(f"[{section}] {key} must be positive")
+            return default
+        return float(value)
+
+    def raise_problems(self, what: str) -> None:
+        """Raise ConfigError listing every problem, if there is any."""
+        if self.problems:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            msg = f"{self.source}: {what} will not start until this is fixed:\n{lines}"
+            raise ConfigError(msg)
+
+
+def _hint(word: str, choices: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
