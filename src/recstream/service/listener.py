@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import resource
 import time
 from collections.abc import Callable
 from typing import Any, Final, cast
@@ -33,6 +32,8 @@ from typing import Any, Final, cast
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+
+from recstream.admission import ConnectionLimiter, Throttle, descriptor_limit
 
 __all__ = ["ConnectionLimiter", "GuardedHandler", "descriptor_budget"]
 
@@ -53,75 +54,18 @@ _BUSY: Final = (
 
 def descriptor_budget(reserve: int) -> int:
     """Connections the server may hold: the soft descriptor limit less ``reserve``."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        soft = 1 << 20
-    return max(1, soft - reserve)
-
-
-class ConnectionLimiter:
-    """Open connections, per address and in total (pure bookkeeping; time is an argument).
-
-    Args:
-        on_refuse: called with (address, reason, open connections of that address).
-        exempt: addresses with no per-address cap (``trusted_proxies``: a proxy
-            carries many clients' connections); they still count in the total.
-    """
-
-    def __init__(
-        self,
-        per_address: int,
-        total: int,
-        on_refuse: Callable[[str, str, int], None] = lambda *_: None,
-        exempt: Callable[[str], bool] = lambda _: False,
-    ) -> None:
-        self.per_address = per_address
-        self.total = total
-        self._exempt = exempt
-        self._open: dict[str, int] = {}
-        self._count = 0
-        self._on_refuse = on_refuse
-        self.refused = 0
-
-    def admit(self, address: str) -> bool:
-        mine = self._open.get(address, 0)
-        if mine >= self.per_address and not self._exempt(address):
-            reason = "per_address"
-        elif self._count >= self.total:
-            reason = "total"
-        else:
-            self._open[address] = mine + 1
-            self._count += 1
-            return True
-        self.refused += 1
-        self._on_refuse(address, reason, mine)
-        return False
-
-    def release(self, address: str) -> None:
-        left = self._open.get(address, 0) - 1
-        if left > 0:
-            self._open[address] = left
-        else:
-            self._open.pop(address, None)
-        self._count = max(0, self._count - 1)
-
-    def statistics(self) -> dict[str, int]:
-        return {"open": self._count, "addresses": len(self._open), "refused": self.refused}
+    return max(1, descriptor_limit() - reserve)
 
 
 class RefusalLog:
-    """Logs refusals at most once per :data:`WARN_EVERY_SECONDS` per address."""
+    """Logs refusals at most once per :data:`WARN_EVERY_SECONDS` per address; audits each."""
 
     def __init__(self, audit: Callable[[str, str, int], None]) -> None:
-        self._last: dict[str, float] = {}
+        self._warn = Throttle(WARN_EVERY_SECONDS)
         self._audit = audit
 
     def __call__(self, address: str, reason: str, open_now: int) -> None:
-        now = time.monotonic()
-        if now - self._last.get(address, -WARN_EVERY_SECONDS) >= WARN_EVERY_SECONDS:
-            if len(self._last) > 10_000:
-                self._last.clear()
-            self._last[address] = now
+        if self._warn(address, time.monotonic()):
             log.warning(
                 "refusing connections from %s (%s limit; %d open from it)",
                 address,

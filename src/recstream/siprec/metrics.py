@@ -105,7 +105,8 @@ class SrsCollector(Collector):
         refused.add_metric(["sip_source"], s.totals.sip_refused)
         refused.add_metric(["rtp_source"], s.totals.rtp_refused)
         for reason, n in sorted(s.limiter.refused.items()):
-            refused.add_metric([f"tcp_{reason}"], n)
+            # "total" is the descriptor reserve here: the label says which
+            refused.add_metric([f"tcp_{'descriptors' if reason == 'total' else reason}"], n)
         yield refused
         yield CounterMetricFamily(
             "recstream_srs_tcp_idle_closed",

@@ -26,7 +26,7 @@ from typing import Any, cast
 from recstream.aio import RecordingHook
 from recstream.errors import PipelineError
 from recstream.format import MediaKind
-from recstream.siprec.admission import ConnectionLimiter
+from recstream.siprec.admission import sip_tcp_limiter
 from recstream.siprec.config import SrsConfig
 from recstream.siprec.sipwire import SipParseError, StreamFramer, parse_datagram, parse_message
 from recstream.siprec.uas import (
@@ -296,8 +296,11 @@ class SrsServer:
         self.live: dict[str, _Live] = {}  # recording ID -> call
         self.totals = Totals()
         self._connections: set[asyncio.Transport] = set()
-        self.limiter = ConnectionLimiter(
-            config.max_connections_per_address, config.connection_reserve
+        self.limiter = sip_tcp_limiter(
+            config.max_connections_per_address,
+            config.connection_reserve,
+            in_use=self._descriptors_in_use,
+            now=lambda: asyncio.get_running_loop().time(),
         )
         self._error_logged = -60.0  # loop time of the last internal-error log line
         self._udp: asyncio.DatagramTransport | None = None
@@ -389,10 +392,13 @@ class SrsServer:
 
     # --- SIP in --------------------------------------------------------------
 
+    def _descriptors_in_use(self) -> int:
+        """Descriptors the calls hold (RTP sockets and their transports)."""
+        return len(self.ports.sockets) + sum(len(v.transports) for v in self.live.values())
+
     def _admit(self, address: str) -> bool:
         """May a TCP connection from ``address`` be held (see :mod:`.admission`)?"""
-        in_use = len(self.ports.sockets) + sum(len(v.transports) for v in self.live.values())
-        return self.limiter.admit(address, in_use, asyncio.get_running_loop().time())
+        return self.limiter.admit(address)
 
     def _release(self, address: str) -> None:
         self.limiter.release(address)

@@ -1,0 +1,109 @@
+"""Admission of connections: a cap per client address and a total the descriptors allow.
+
+Each connection holds a file descriptor.  Without a cap, a few hundred idle
+connections from one client used up the descriptor limit, and every other request
+(and the server's own file opens: recordings, the keystore, the audit log) failed
+with nothing logged.  The RCS (``service/listener.py``, HTTP) and the SIPREC server
+(``siprec/server.py``, SIP over TCP) admit a connection only while
+
+* its address holds fewer than ``per_address`` connections (addresses ``exempt``
+  from it, such as trusted proxies, still count in the total), and
+* fewer than ``total()`` connections are open: the descriptor limit less a reserve
+  (and, for the SRS, less the descriptors its calls hold at that moment).
+
+Pure bookkeeping, stdlib only: the callers do the sockets and the logging.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable
+from typing import Final
+
+__all__ = ["ConnectionLimiter", "Throttle", "descriptor_limit"]
+
+MAX_REMEMBERED: Final = 10_000  # keys a Throttle remembers before it forgets them all
+
+
+def descriptor_limit() -> int:
+    """The soft ``RLIMIT_NOFILE``, read now (``prlimit`` may change it); large if unlimited."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+class ConnectionLimiter:
+    """Open connections, per address and in total.
+
+    Args:
+        per_address: connections one address may hold.
+        total: the most connections that may be open, or a callable giving it now
+            (called at each admission).
+        on_refuse: called with (address, reason, that address's open connections);
+            ``reason`` is ``"per_address"`` or ``"total"``.
+        exempt: addresses with no per-address cap; they still count in the total.
+    """
+
+    def __init__(
+        self,
+        per_address: int,
+        total: int | Callable[[], int],
+        on_refuse: Callable[[str, str, int], None] = lambda *_: None,
+        exempt: Callable[[str], bool] = lambda _: False,
+    ) -> None:
+        self.per_address = per_address
+        self._total = total if callable(total) else (lambda: total)
+        self._exempt = exempt
+        self._on_refuse = on_refuse
+        self._open: dict[str, int] = {}
+        self.count = 0
+        self.refused: dict[str, int] = {"per_address": 0, "total": 0}
+
+    @property
+    def total(self) -> int:
+        """The most connections that may be open now."""
+        return self._total()
+
+    def admit(self, address: str) -> bool:
+        mine = self._open.get(address, 0)
+        if mine >= self.per_address and not self._exempt(address):
+            reason = "per_address"
+        elif self.count >= self._total():
+            reason = "total"
+        else:
+            self._open[address] = mine + 1
+            self.count += 1
+            return True
+        self.refused[reason] += 1
+        self._on_refuse(address, reason, mine)
+        return False
+
+    def release(self, address: str) -> None:
+        left = self._open.get(address, 0) - 1
+        if left > 0:
+            self._open[address] = left
+        else:
+            self._open.pop(address, None)
+        self.count = max(0, self.count - 1)
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "open": self.count,
+            "addresses": len(self._open),
+            "refused": sum(self.refused.values()),
+        }
+
+
+class Throttle:
+    """True at most once per ``interval`` per key (for warnings a flood would repeat)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def __call__(self, key: str, now: float) -> bool:
+        if now - self._last.get(key, -self.interval) < self.interval:
+            return False
+        if len(self._last) >= MAX_REMEMBERED:
+            self._last.clear()
+        self._last[key] = now
+        return True
