@@ -9,6 +9,7 @@ file.  Each server adds its own sections and cross-field checks on top.
 from __future__ import annotations
 
 import difflib
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Final
 
 from recstream.errors import ConfigError
 
-__all__ = ["ConfigReader", "Schema", "load_toml"]
+__all__ = ["ConfigReader", "Schema", "load_toml", "server_tls_context"]
 
 Schema = Mapping[str, Mapping[str, tuple[type, ...]]]
 
@@ -50,6 +51,26 @@ def load_toml(
     except tomllib.TOMLDecodeError as exc:
         msg = f"{source} is not valid TOML: {exc}"
         raise error(msg) from None
+
+
+def server_tls_context(
+    cert: Path | None, key: Path | None, *, error: type[ConfigError] = ConfigError
+) -> ssl.SSLContext | None:
+    """A server's TLS context (TLS 1.2+) from ``[server] tls_cert``/``tls_key``, or None.
+
+    Raises:
+        ConfigError (or ``error``): the certificate or key cannot be loaded.
+    """
+    if cert is None or key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        msg = f"[server] tls_cert/tls_key cannot be used: {exc}"
+        raise error(msg) from None
+    return ctx
 
 
 class ConfigReader:

@@ -44,6 +44,7 @@ from recstream.service.listener import (
 from recstream.service.metrics import CONTENT_TYPE, Metrics
 from recstream.service.ratelimit import FailureLimiter
 from recstream.service.store import SettingsStore
+from recstream.tomlconfig import server_tls_context
 
 __all__ = ["RunningServer", "build_app", "start_server", "tls_context"]
 
@@ -165,16 +166,7 @@ def tls_context(config: ServiceConfig) -> ssl.SSLContext | None:
         ServiceConfigError: the certificate or key cannot be loaded.
     """
     server = config.server
-    if server.tls_cert is None or server.tls_key is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(server.tls_cert, server.tls_key)
-    except (ssl.SSLError, OSError) as exc:
-        msg = f"[server] tls_cert/tls_key cannot be used: {exc}"
-        raise ServiceConfigError(msg) from None
-    return ctx
+    return server_tls_context(server.tls_cert, server.tls_key, error=ServiceConfigError)
 
 
 @dataclass(slots=True)

@@ -20,22 +20,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from recstream.tracks import STAT_NAMES
+
 if TYPE_CHECKING:
     from recstream.siprec.server import SrsServer
 
 __all__ = ["SrsCollector", "exposition"]
 
-PACKET_COUNTERS = (
-    "received",
-    "lost",
-    "late",
-    "duplicate",
-    "reordered",
-    "foreign",
-    "ssrc_changes",
-    "undecryptable",
-    "malformed",
-)
+# The per-stream counters are the container's STATS names (docs/TRACKS.md).
+PACKET_COUNTERS = STAT_NAMES
 
 
 class SrsCollector(Collector):

@@ -35,6 +35,7 @@ from recstream.service.audit import AuditLog
 from recstream.streams.auth import AuthRefused, Credentials, TenantCredentials, authenticate
 from recstream.streams.config import ServerConfig
 from recstream.streams.connection import StreamConnection
+from recstream.tomlconfig import server_tls_context
 
 __all__ = ["RunningStreams", "StreamsServer", "start_streams_server"]
 
@@ -216,16 +217,7 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     Raises:
         ConfigError: the certificate or key cannot be loaded.
     """
-    if config.tls_cert is None or config.tls_key is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(config.tls_cert, config.tls_key)
-    except (ssl.SSLError, OSError) as exc:
-        msg = f"[server] tls_cert/tls_key cannot be used: {exc}"
-        raise ConfigError(msg) from None
-    return ctx
+    return server_tls_context(config.tls_cert, config.tls_key)
 
 
 @dataclass(slots=True)
