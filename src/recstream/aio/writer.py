@@ -31,7 +31,7 @@ from typing import NoReturn
 
 from recstream import durable
 from recstream.aio.flusher import Flusher
-from recstream.envelope import EnvelopeEncryptor, Recipient
+from recstream.envelope import EnvelopeEncryptor, Recipient, Signer
 from recstream.errors import PipelineError, PipelineOverflowError, StreamStateError
 from recstream.format import SEGMENT_SIZE, SEGMENT_WIRE_SIZE, Buffer, Metadata
 
@@ -104,8 +104,13 @@ class RecordingWriter:
         flusher: Flusher,
         *,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        signer: Signer | None = None,
     ) -> RecordingWriter:
         """Create ``<path>.incomplete`` and write the header.
+
+        With a ``signer`` the recording is signed (FORMAT.md §10): :meth:`close`
+        writes the signature trailer after the final segment; an interrupted
+        recording has none (its recovered prefix is unsigned, §10.4).
 
         Raises:
             FileExistsError: the final or the temporary file already exists.
@@ -115,7 +120,7 @@ class RecordingWriter:
         if final.exists():
             msg = "recording already exists"
             raise FileExistsError(17, msg, str(final))
-        enc = EnvelopeEncryptor(recipients, metadata)
+        enc = EnvelopeEncryptor(recipients, metadata, signer=signer)
         header = enc.take_header()
         temp = final.with_name(final.name + INCOMPLETE_SUFFIX)
         fd = await flusher.run_blocking(_create, temp, header, flusher.sync)
