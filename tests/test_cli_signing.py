@@ -197,7 +197,8 @@ def test_openssl_made_signing_certificate_is_accepted(
     )
     (d / "ext").write_text("keyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n")
     ossl("x509", "-req", "-in", d / "osig.csr", "-CA", d / "oca.pem", "-CAkey", d / "oca.key",
-         "-CAcreateserial", "-days", "10", "-extfile", d / "ext", "-out", d / "osig.pem")  # fmt: skip
+         "-CAcreateserial", "-days", "10", "-extfile", d / "ext",
+         "-out", d / "osig.pem")  # fmt: skip
     env = d / "o.rsv"
     assert run("encrypt", "--cert", f["cert"], "--tenant", "acme", "--sign-key", d / "osig.key",
                "--sign-cert", d / "osig.pem", f["in"], env) == 0  # fmt: skip
