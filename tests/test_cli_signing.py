@@ -208,3 +208,33 @@ def test_openssl_made_signing_certificate_is_accepted(
     assert doc["signer"] == "CN=openssl signer" and doc["algorithm"] == "ed25519"
     # openssl checks the signer chain the same way
     ossl("verify", "-purpose", "any", "-CAfile", d / "oca.pem", d / "osig.pem")
+
+
+def test_batch_audit_counts_unsigned_and_badly_signed(
+    f: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = f["dir"] / "archive"
+    d.mkdir()
+    assert encrypt(f, d / "good.rsv") == 0
+    assert encrypt(f, d / "stranger.rsv", "xk", "xc") == 0
+    assert run("encrypt", "--cert", f["cert"], "--tenant", "acme", f["in"], d / "plain.rsv") == 0
+    data = bytearray((d / "good.rsv").read_bytes())
+    data[-TRAILER_BYTES - 3] ^= 1
+    (d / "altered.rsv").write_bytes(data)
+    (d / "cut.rsv").write_bytes(data[:-TRAILER_BYTES])
+    keys = ("--key", f["key"], "--cert", f["cert"], "--state-dir", f["dir"] / "st")
+    capsys.readouterr()
+    assert run("batch", "audit", d, *keys, "--json") == 0  # signatures only counted
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["signatures"] == {"signed": 3, "unsigned": 1, "invalid": 1}
+    code = run("batch", "audit", d, *keys, "--ca-file", f["ca"], "--json")
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 7
+    assert doc["signatures"] == {"valid": 1, "unsigned": 1, "invalid": 2, "refused_signer": 1}
+    bad = {o["path"] for o in doc["badly_signed"]}
+    assert bad == {"altered.rsv", "cut.rsv", "stranger.rsv"}
+    fresh = ("--key", f["key"], "--cert", f["cert"], "--state-dir", f["dir"] / "st2")
+    assert run("batch", "audit", d, *fresh, "--ca-file", f["ca"]) == 7
+    out = capsys.readouterr().out
+    assert "signatures: 2 invalid, 1 refused signer, 1 unsigned, 1 valid" in out
+    assert "BADLY_SIGNED" in out
