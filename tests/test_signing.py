@@ -329,3 +329,48 @@ def test_muxed_output_is_signed(
     with pytest.raises(MuxError, match="only an encrypted recording can be signed"):
         mux_files(CALL, SCREEN, tmp_path / "plain.webm", signer=signer)
     assert not (tmp_path / "plain.webm").exists()
+
+
+@pytest.mark.parametrize(
+    ("purposes", "accepted"),
+    [
+        (None, True),
+        (["1.3.6.1.5.5.7.3.36"], True),  # id-kp-documentSigning (RFC 9336)
+        (["2.5.29.37.0"], True),  # anyExtendedKeyUsage
+        (["1.3.6.1.5.5.7.3.1"], False),  # serverAuth only: a TLS certificate
+    ],
+)
+def test_extended_key_usage_of_signers(
+    alice: Party, metadata: Metadata, ca: Ca, purposes: list[str] | None, accepted: bool
+) -> None:
+    from datetime import UTC, datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+    from tests.signing_helpers import SIGNING_USAGE
+
+    key = p256()
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "eku")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(SIGNING_USAGE, critical=True)
+    )
+    if purposes is not None:
+        eku = x509.ExtendedKeyUsage([ObjectIdentifier(p) for p in purposes])
+        builder = builder.add_extension(eku, critical=False)
+    cert = builder.sign(ca.key, hashes.SHA256())
+    if not accepted:
+        with pytest.raises(errors.CertificatePurposeError, match="extended key usage") as caught:
+            Signer.from_objects(key, cert)
+        assert caught.value.check == "extended-key-usage"
+        return
+    env = seal(alice, metadata, b"eku", Signer.from_objects(key, cert))
+    assert report(env, ca).status is SignatureStatus.VALID
