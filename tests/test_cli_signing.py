@@ -272,3 +272,26 @@ def test_record_stopped_by_sigterm_is_signed(f: dict[str, Path]) -> None:
     dec = EnvelopeDecryptor(ring)
     got = dec.update(out.read_bytes()) + dec.finalize()
     assert len(got) >= 2 * 16384 and data.startswith(got)
+
+
+def test_require_signature_refuses_a_file_changed_while_decrypted(
+    f: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verified, then written to (in place) while being decrypted: OUT is not kept."""
+    import recstream.cli.envelope as cli_envelope
+
+    env, out = f["dir"] / "c.rsv", f["dir"] / "c.wav"
+    assert encrypt(f, env) == 0
+    real = cli_envelope.transform
+
+    def transform_then_write(src, dst, codec):  # type: ignore[no-untyped-def]
+        n = real(src, dst, codec)
+        with env.open("r+b") as fh:  # another writer, in place: same bytes, new ctime
+            fh.write(env.read_bytes()[:1])
+        return n
+
+    monkeypatch.setattr(cli_envelope, "transform", transform_then_write)
+    code = run("decrypt", "--key", f["key"], "--require-signature", "--ca-file", f["ca"], env, out)
+    assert code == 3
+    assert not out.exists()
+    assert "changed while it was decrypted" in capsys.readouterr().err

@@ -296,15 +296,26 @@ class _Verification:
         runs = None if pool is None else pool.digest
         digester = _crypto.SegmentDigester(keep=self.keep, runs=runs)
         pos, end = self.header.length, self.header.length + layout.body_length
-        while pos < end:
-            first = BODY_PREFIX_BYTES if pos == self.header.length else 0
-            chunk = self.source.read_at(pos, min(_READ_BYTES + first, end - pos))
-            if not chunk:
-                break
-            digester.update(chunk)
-            pos += len(chunk)
+        digester.update(self.source.read_at(pos, min(BODY_PREFIX_BYTES, end - pos)))
+        pos += BODY_PREFIX_BYTES
+        # One buffer, reused: fresh pages per read cost more than the reads (a VM).
+        buf = bytearray(_READ_BYTES)
+        with memoryview(buf) as view:
+            while pos < end:
+                n = self._read_into(pos, view[: min(_READ_BYTES, end - pos)])
+                if not n:
+                    break
+                digester.update(view[:n])
+                pos += n
         digester.finish()
         return digester
+
+    def _read_into(self, offset: int, view: memoryview) -> int:
+        if isinstance(self.source, FileSource):
+            return os.preadv(self.source.fd, [view], offset)
+        data = self.source.read_at(offset, len(view))
+        view[: len(data)] = data
+        return len(data)
 
     def _check_signer(
         self, cert: x509.Certificate, signed_ms: int, digester: _crypto.SegmentDigester
