@@ -295,3 +295,30 @@ def test_require_signature_refuses_a_file_changed_while_decrypted(
     assert code == 3
     assert not out.exists()
     assert "changed while it was decrypted" in capsys.readouterr().err
+
+
+def test_batch_rewrap_keeps_signatures_valid(
+    f: dict[str, Path], bob: Party, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, dst = f["dir"] / "src", f["dir"] / "dst"
+    src.mkdir()
+    assert encrypt(f, src / "a.rsv") == 0
+    assert encrypt(f, src / "b.rsv", "ek", "ec") == 0
+    bob_cert, bob_key = bob.write(f["dir"])
+    code = run("batch", "rewrap", src, dst, "--key", f["key"], "--cert", f["cert"],
+               "--to-cert", bob_cert, "--drop", _cert_id(f["cert"]),
+               "--state-dir", f["dir"] / "st")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    for name in ("a.rsv", "b.rsv"):
+        assert (dst / name).read_bytes() != (src / name).read_bytes()  # new recipients
+    assert run("verify", "--ca-file", f["ca"], dst) == 0
+    out = f["dir"] / "bob.wav"
+    assert run("decrypt", "--key", bob_key, "--require-signature", "--ca-file", f["ca"],
+               dst / "a.rsv", out) == 0  # fmt: skip
+    assert out.read_bytes() == PLAIN
+
+
+def _cert_id(path: Path) -> str:
+    from recstream.pki.certs import certificate_id, load_certificate
+
+    return certificate_id(load_certificate(path.read_bytes()))
