@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from recstream import _crypto
 from recstream.errors import (
@@ -62,6 +63,15 @@ __all__ = [
 ]
 
 _READ_BYTES: Final = 64 * SEGMENT_WIRE_SIZE  # ≈1 MiB of whole segments per read
+# What pyca raises for a malformed certificate, often only when a field is first used.
+_MALFORMED: Final = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
 
 class SignatureStatus(StrEnum):
@@ -245,12 +255,15 @@ class _Verification:
 
     def run(self) -> SignatureReport:
         try:
+            # pyca parses lazily: touch what is used now, so a malformed field is
+            # reported here and never escapes later as a ValueError.
             cert = x509.load_der_x509_certificate(self.block.certificate)
-        except ValueError:
-            reason = "the signer certificate is not readable DER"
+            subject, key = name_str(cert.subject), cert.public_key()
+            cert_id = certificate_id(cert)
+        except _MALFORMED:
+            reason = "the signer certificate is malformed (not readable DER, subject or key)"
             return self.report(SignatureStatus.INVALID, reason)
-        self.facts["signer_subject"] = name_str(cert.subject)
-        self.facts["cert_id"] = certificate_id(cert)
+        self.facts["signer_subject"], self.facts["cert_id"] = subject, cert_id
         size = self.source.size
         if size - self.header.length < BODY_PREFIX_BYTES + TRAILER_BYTES:
             return self.report(SignatureStatus.INVALID, "the file ends before its body and trailer")
@@ -270,7 +283,6 @@ class _Verification:
         message = signed_message(
             self.header.context, digester.prefix, digester.segments, root, trailer.signed_ms
         )
-        key = cert.public_key()
         if not _crypto.verify_message(key, self.block.algorithm, message, trailer.signature):
             return self.report(SignatureStatus.INVALID, self._why_invalid(cert, root, trailer))
         if not hmac.compare_digest(root, trailer.segments_root):
@@ -332,6 +344,9 @@ class _Verification:
             raise
         except CertificateError as exc:
             reason = f"signer refused at the signing time {_iso(signed_ms)}: {exc}"
+            return self.report(SignatureStatus.REFUSED_SIGNER, reason, chain_valid_at_signing=False)
+        except _MALFORMED as exc:  # an extension pyca cannot parse (lazily, here)
+            reason = f"signer refused: its certificate has an unreadable extension ({exc})"
             return self.report(SignatureStatus.REFUSED_SIGNER, reason, chain_valid_at_signing=False)
         valid_now, note = _now_validity(cert, self.at)
         verified = None
