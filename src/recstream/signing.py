@@ -26,7 +26,6 @@ from enum import StrEnum
 from typing import Any, Final
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 
 from recstream import _crypto
 from recstream.errors import (
@@ -63,15 +62,6 @@ __all__ = [
 ]
 
 _READ_BYTES: Final = 64 * SEGMENT_WIRE_SIZE  # ≈1 MiB of whole segments per read
-# What pyca raises for a malformed certificate, often only when a field is first used.
-_MALFORMED: Final = (
-    ValueError,
-    TypeError,
-    UnsupportedAlgorithm,
-    x509.InvalidVersion,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-)
 
 
 class SignatureStatus(StrEnum):
@@ -254,16 +244,13 @@ class _Verification:
         return SignatureReport(status, reason, **self.facts, **self.meta, **more)
 
     def run(self) -> SignatureReport:
-        try:
-            # pyca parses lazily: touch what is used now, so a malformed field is
-            # reported here and never escapes later as a ValueError.
-            cert = x509.load_der_x509_certificate(self.block.certificate)
-            subject, key = name_str(cert.subject), cert.public_key()
-            cert_id = certificate_id(cert)
-        except _MALFORMED:
-            reason = "the signer certificate is malformed (not readable DER, subject or key)"
+        cert = _crypto.load_signer_certificate(self.block.certificate)
+        if cert is None:
+            reason = "the signer certificate is malformed (not readable DER, a field or the key)"
             return self.report(SignatureStatus.INVALID, reason)
-        self.facts["signer_subject"], self.facts["cert_id"] = subject, cert_id
+        key = cert.public_key()
+        self.facts["signer_subject"] = name_str(cert.subject)
+        self.facts["cert_id"] = certificate_id(cert)
         size = self.source.size
         if size - self.header.length < BODY_PREFIX_BYTES + TRAILER_BYTES:
             return self.report(SignatureStatus.INVALID, "the file ends before its body and trailer")
@@ -345,7 +332,7 @@ class _Verification:
         except CertificateError as exc:
             reason = f"signer refused at the signing time {_iso(signed_ms)}: {exc}"
             return self.report(SignatureStatus.REFUSED_SIGNER, reason, chain_valid_at_signing=False)
-        except _MALFORMED as exc:  # an extension pyca cannot parse (lazily, here)
+        except (ValueError, TypeError) as exc:  # an extension value pyca cannot interpret
             reason = f"signer refused: its certificate has an unreadable extension ({exc})"
             return self.report(SignatureStatus.REFUSED_SIGNER, reason, chain_valid_at_signing=False)
         valid_now, note = _now_validity(cert, self.at)
