@@ -322,3 +322,55 @@ def _cert_id(path: Path) -> str:
     from recstream.pki.certs import certificate_id, load_certificate
 
     return certificate_id(load_certificate(path.read_bytes()))
+
+
+@needs_openssl
+@pytest.mark.parametrize("kind", ["p256", "ed25519"])
+def test_openssl_verifies_a_recstream_signature(f: dict[str, Path], kind: str) -> None:
+    """The signed message rebuilt from FORMAT.md §10 with hashlib and struct (not
+    recstream), and the signature checked by the openssl CLI with the header's
+    certificate: the format is plain ECDSA (raw r || s) or Ed25519 over documented bytes."""
+    import hashlib
+    import struct
+
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    env = f["dir"] / f"{kind}.rsv"
+    assert encrypt(f, env, *(("sk", "sc") if kind == "p256" else ("ek", "ec"))) == 0
+    data = env.read_bytes()
+    m = struct.unpack_from(">H", data, 10)[0]
+    cert_len = struct.unpack_from(">H", data, 12 + m + 1)[0]
+    ctx_end = 12 + m + 3 + cert_len
+    cert_der = data[12 + m + 3 : ctx_end]
+    pos = ctx_end + 1
+    for _ in range(data[ctx_end]):  # recipient stanzas: type, cert_id, key_id, length, key
+        pos += 67 + struct.unpack_from(">H", data, pos + 65)[0]
+    body = data[pos + 32 : -112]
+    signed_ms, root, sig, magic = struct.unpack(">Q32s64s8s", data[-112:])
+    assert magic == b"\x89RSTSIG\n"
+    digests = b"".join(
+        hashlib.sha256(body[56 + i : 56 + i + 16400]).digest()
+        for i in range(0, len(body) - 56, 16400)
+    )
+    assert hashlib.sha256(b"recstream/v2 segments\x00" + digests).digest() == root
+    message = (b"recstream/v2 signature\x00" + struct.pack(">H", ctx_end) + data[:ctx_end]
+               + body[:56] + struct.pack(">Q", len(digests) // 32) + root
+               + struct.pack(">Q", signed_ms))  # fmt: skip
+    d = f["dir"]
+    (d / "cert.der").write_bytes(cert_der)
+    (d / "msg").write_bytes(message)
+    subprocess.run(["openssl", "x509", "-inform", "DER", "-in", d / "cert.der", "-pubkey",
+                    "-noout", "-out", d / "pub.pem"], check=True, timeout=60)  # fmt: skip
+    if kind == "p256":
+        r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+        (d / "sig").write_bytes(encode_dss_signature(r, s))
+        cmd = ["openssl", "dgst", "-sha256", "-verify", d / "pub.pem", "-signature", d / "sig",
+               d / "msg"]  # fmt: skip
+    else:
+        (d / "sig").write_bytes(sig)
+        cmd = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", d / "pub.pem", "-rawin",
+               "-in", d / "msg", "-sigfile", d / "sig"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (d / "msg").write_bytes(message[:-1] + bytes([message[-1] ^ 1]))  # another signing time
+    assert subprocess.run(cmd, capture_output=True, timeout=60, check=False).returncode != 0
