@@ -43,6 +43,7 @@ from recstream.format import (
     TRAILER_BYTES,
     BodyLayout,
     Header,
+    Trailer,
     parse_trailer,
     signed_message,
 )
@@ -222,7 +223,7 @@ def require_valid(report: SignatureReport) -> None:
 
 
 class _Verification:
-    """One run of §10.3's checks; each step returns a report or None to go on."""
+    """One run of §10.3's checks, in order: the first that fails makes the report."""
 
     def __init__(
         self,
@@ -278,7 +279,7 @@ class _Verification:
             return self.report(SignatureStatus.INVALID, reason)
         return self._check_signer(cert, trailer.signed_ms, digester)
 
-    def _why_invalid(self, cert: x509.Certificate, root: bytes, trailer: Any) -> str:
+    def _why_invalid(self, cert: x509.Certificate, root: bytes, trailer: Trailer) -> str:
         if _crypto.signature_algorithm_of(cert.public_key()) is not self.block.algorithm:
             return "the signer certificate's key does not match the header's signature algorithm"
         if not hmac.compare_digest(root, trailer.segments_root):
