@@ -43,7 +43,7 @@ from recstream.service.http import (
 from recstream.service.index import DEFAULT_PAGE, MAX_PAGE, page_body
 from recstream.service.ranges import parse_range
 
-__all__ = ["add_routes"]
+__all__ = ["add_routes", "play_recording"]
 
 READ_CHUNK: Final = 256 * 1024  # request body read size: 16 segments
 PLAY_CHUNK: Final = 16 * 16 * 1024  # plaintext per read_at on playback: 16 segments
@@ -268,7 +268,14 @@ def _page_limit(text: str | None) -> int:
 async def handle_playback(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     who = await ctx.authenticate(request)
-    name = request.match_info["name"]
+    return await play_recording(request, ctx, who, request.match_info["name"])
+
+
+async def play_recording(
+    request: web.Request, ctx: ServiceContext, who: Principal, name: str
+) -> web.StreamResponse:
+    """Play archive recording ``name`` to ``who`` (Range, tenant check, audit): the
+    common end of ``GET /rcs/recordings/{name}`` and of a playback ticket."""
     audit = _Audit(ctx, "playback", {**ctx.audit_base(request, who), "file": name})
     assert ctx.archive is not None and ctx.keyring is not None
     archive, keyring = ctx.archive, ctx.keyring

@@ -41,6 +41,7 @@ from recstream.format import BodyLayout
 from recstream.reader import FileSource, read_header_at
 from recstream.service.archive import SUFFIX, Archive, check_name
 from recstream.service.errors import NotFoundError, RequestError
+from recstream.service.mediatime import duration_ms
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Entry", "HeaderIndex", "Page", "page_body"]
 
@@ -82,8 +83,14 @@ class Entry:
             "media_type": self.media_type,
             "created_ms": self.created_ms,
             "size": self.size,
+            "duration_ms": self.duration_ms,
             "cert_ids": list(self.cert_ids),
         }
+
+    @property
+    def duration_ms(self) -> int | None:
+        """From the media type and size only (:mod:`recstream.service.mediatime`)."""
+        return duration_ms(self.media_type, self.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +133,7 @@ class HeaderIndex:
         self._by_tenant: dict[str, list[_Key]] = {}
         self._dirs: dict[str, _Dir] = {}
         self._last_full = 0.0
+        self.version = 0  # bumped whenever an entry is added, changed or dropped
         self.ready = threading.Event()
         self._closed = threading.Event()
 
@@ -149,6 +157,12 @@ class HeaderIndex:
             entries = [self._entries[k[1]] for k in keys[:limit]]
         more = len(keys) > limit
         return Page(entries, encode_cursor(keys[limit - 1]) if more and limit else None)
+
+    def tenant_entries(self, tenant: str) -> tuple[int, list[Entry]]:
+        """(:attr:`version`, ``tenant``'s entries newest first): one consistent snapshot."""
+        with self._lock:
+            keys = self._by_tenant.get(tenant, [])
+            return self.version, [self._entries[k[1]] for k in keys]
 
     def get(self, name: str) -> Entry | None:
         with self._lock:
@@ -196,6 +210,8 @@ class HeaderIndex:
                     self._drop(entry.name)
                     self._add(entry)
             self._dirs = seen_dirs
+            if gone or unreadable or fresh:
+                self.version += 1
         self.ready.set()
         return len(changed)
 

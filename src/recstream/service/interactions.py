@@ -1,0 +1,329 @@
+"""Recordings grouped by interaction: ``GET /rcs/interactions``, over the header index.
+
+An **interaction** is one call as a supervisor thinks of it: every recording of
+one tenant with one recording ID.  The recording hook gives a call's voice and
+screen recordings the call's ID (told apart by media kind) and the muxer gives
+its output the voice's ID, so the call, its screen recording and the muxed file
+are one entry.  An interaction starts at its earliest recording's ``created_ms``
+and ends at the latest known end (a recording's start plus its duration, where
+:mod:`recstream.service.mediatime` can tell).
+
+**Isolation** is the listing's: only the groups of the caller's tenants are
+read (:meth:`HeaderIndex.tenant_entries`), and asking for a tenant that is not
+the caller's is refused (403) without looking.  **Cost**: each tenant's
+interactions are grouped and sorted once per index version (the index bumps it
+on any change) and kept; a page then bisects to the cursor, filters lazily and
+stops after ``limit + 1`` matches, so only a page is built and sent.
+
+Parameters (anything else is a 400, so a typo is not silently ignored):
+``q`` (case-insensitive substring of the recording ID, prefixes included),
+``tenant``, ``from`` / ``to`` (``YYYY-MM-DD``, a UTC day, ``to`` inclusive; or
+an ISO 8601 date-time with its offset, ``to`` exclusive; on the start time),
+``kind`` (``voice`` or ``screen``: interactions with such a recording),
+``limit`` (1-:data:`MAX_LIMIT`, default :data:`DEFAULT_LIMIT`) and ``cursor``
+(the ``next`` of the previous page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import bisect
+import datetime as dt
+import heapq
+import itertools
+import json
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+
+from recstream.service.context import CONTEXT
+from recstream.service.errors import PermissionDeniedError, RequestError
+from recstream.service.index import Entry, HeaderIndex
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "Interaction",
+    "InteractionPage",
+    "InteractionQuery",
+    "InteractionView",
+    "add_routes",
+    "group",
+    "page_body",
+    "parse_query",
+]
+
+DEFAULT_LIMIT: Final = 25
+MAX_LIMIT: Final = 200
+MAX_Q_CHARS: Final = 256
+MAX_CURSOR_CHARS: Final = 2048
+KINDS: Final = frozenset({"voice", "screen"})
+PARAMETERS: Final = frozenset({"q", "tenant", "from", "to", "kind", "cursor", "limit"})
+
+_Key = tuple[int, str, str]  # (-start_ms, tenant, recording_id): newest first
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """The recordings of one tenant with one recording ID, oldest first."""
+
+    tenant: str
+    recording_id: str
+    recordings: tuple[Entry, ...]
+    folded: str  # recording_id.casefold(), for search
+
+    @property
+    def start_ms(self) -> int:
+        return self.recordings[0].created_ms
+
+    @property
+    def key(self) -> _Key:
+        return (-self.start_ms, self.tenant, self.recording_id)
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(e.media_kind for e in self.recordings)
+
+    @property
+    def end_ms(self) -> int | None:
+        ends = [e.created_ms + d for e in self.recordings if (d := e.duration_ms) is not None]
+        return max(ends) if ends else None
+
+    def to_json(self) -> bytes:
+        end = self.end_ms
+        head = {
+            "tenant": self.tenant,
+            "recording_id": self.recording_id,
+            "start_ms": self.start_ms,
+            "end_ms": end,
+            "duration_ms": None if end is None else end - self.start_ms,
+            "kinds": sorted(self.kinds),
+            "size": sum(e.size or 0 for e in self.recordings),
+        }
+        # Each recording exactly as GET /rcs/recordings gives it (the index's bytes).
+        items = b",".join(e.json or json.dumps(e.to_json()).encode() for e in self.recordings)
+        text = json.dumps(head, ensure_ascii=False, separators=(",", ":"))
+        return text[:-1].encode() + b',"recordings":[' + items + b"]}"
+
+
+def group(entries: Iterable[Entry]) -> list[Interaction]:
+    """Group one tenant's entries by recording ID; newest interaction first."""
+    by_id: dict[str, list[Entry]] = {}
+    for e in entries:
+        by_id.setdefault(e.recording_id, []).append(e)
+    out = []
+    for rid, members in by_id.items():
+        members.sort(key=lambda e: (e.created_ms, e.media_kind, e.name))
+        out.append(Interaction(members[0].tenant, rid, tuple(members), rid.casefold()))
+    out.sort(key=lambda i: i.key)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionQuery:
+    """A checked query: which tenants, which interactions, where to start."""
+
+    tenant: str | None = None
+    q: str = ""
+    from_ms: int | None = None
+    to_ms: int | None = None
+    kind: str | None = None
+    limit: int = DEFAULT_LIMIT
+    after: _Key | None = None
+
+    def matches(self, i: Interaction) -> bool:
+        if self.q and self.q not in i.folded:
+            return False
+        if self.from_ms is not None and i.start_ms < self.from_ms:
+            return False
+        if self.to_ms is not None and i.start_ms >= self.to_ms:
+            return False
+        return self.kind is None or self.kind in i.kinds
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionPage:
+    interactions: list[Interaction]
+    next: str | None
+    tenants: list[str]  # the caller's tenants, for the page's tenant filter
+
+
+class InteractionView:
+    """Interactions per tenant, regrouped when the index changes.  Thread-safe."""
+
+    def __init__(self, index: HeaderIndex) -> None:
+        self.index = index
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[int, list[Interaction], list[_Key]]] = {}
+
+    def _tenant(self, tenant: str) -> tuple[list[Interaction], list[_Key]]:
+        version, entries = self.index.tenant_entries(tenant)
+        with self._lock:
+            hit = self._cache.get(tenant)
+            if hit is not None and hit[0] == version:
+                return hit[1], hit[2]
+        grouped = group(entries)
+        keys = [i.key for i in grouped]
+        with self._lock:
+            self._cache[tenant] = (version, grouped, keys)
+        return grouped, keys
+
+    def page(self, tenants: frozenset[str], query: InteractionQuery) -> InteractionPage:
+        """One page of the interactions of ``tenants`` (the caller's) matching ``query``.
+
+        Raises:
+            PermissionDeniedError: ``query.tenant`` is not one of ``tenants``.
+        """
+        if query.tenant is not None and query.tenant not in tenants:
+            msg = f"you may not see recordings of tenant {query.tenant!r}"
+            raise PermissionDeniedError(msg)
+        wanted = sorted(tenants if query.tenant is None else {query.tenant})
+        streams: list[Iterator[Interaction]] = []
+        for tenant in wanted:
+            grouped, keys = self._tenant(tenant)
+            start = bisect.bisect_right(keys, query.after) if query.after is not None else 0
+            streams.append(i for i in itertools.islice(grouped, start, None) if query.matches(i))
+        found = list(itertools.islice(heapq.merge(*streams, key=lambda i: i.key), query.limit + 1))
+        more = len(found) > query.limit
+        page = found[: query.limit]
+        return InteractionPage(page, encode_cursor(page[-1].key) if more else None, sorted(tenants))
+
+
+def page_body(page: InteractionPage) -> bytes:
+    """``{"interactions": [...], "next": CURSOR or null, "tenants": [...]}``."""
+    items = b",".join(i.to_json() for i in page.interactions)
+    tail = json.dumps({"next": page.next, "tenants": page.tenants}, separators=(",", ":"))
+    return b'{"interactions":[' + items + b"]," + tail[1:].encode() + b"\n"
+
+
+def encode_cursor(key: _Key) -> str:
+    raw = json.dumps([-key[0], key[1], key[2]], ensure_ascii=False, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> _Key:
+    """Raises RequestError: not a cursor this endpoint made."""
+    try:
+        if len(text) > MAX_CURSOR_CHARS:
+            raise ValueError
+        raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode())
+        start, tenant, rid = raw
+        if type(start) is not int or not isinstance(tenant, str) or not isinstance(rid, str):
+            raise ValueError
+        return (-start, tenant, rid)
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        msg = "'cursor' must be the 'next' value of a previous page"
+        raise RequestError(msg) from None
+
+
+def parse_query(params: Mapping[str, str], keys: Iterable[str]) -> InteractionQuery:
+    """Check the request's query parameters (``keys``: every name sent, repeats included).
+
+    Raises:
+        RequestError: an unknown or repeated parameter, or a bad value (HTTP 400).
+    """
+    names = list(keys)
+    unknown = sorted(set(names) - PARAMETERS)
+    if unknown:
+        msg = f"unknown parameter(s) {', '.join(map(repr, unknown))}; known: {sorted(PARAMETERS)}"
+        raise RequestError(msg)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        msg = f"parameter(s) given more than once: {', '.join(map(repr, repeated))}"
+        raise RequestError(msg)
+    q = params.get("q", "").strip()
+    if len(q) > MAX_Q_CHARS or not q.isprintable():
+        msg = f"'q' must be printable text of at most {MAX_Q_CHARS} characters"
+        raise RequestError(msg)
+    kind = params.get("kind") or None
+    if kind is not None and kind not in KINDS:
+        msg = f"'kind' must be one of {sorted(KINDS)}, not {kind[:40]!r}"
+        raise RequestError(msg)
+    from_ms = _time_ms("from", params.get("from"), end=False)
+    to_ms = _time_ms("to", params.get("to"), end=True)
+    if from_ms is not None and to_ms is not None and from_ms >= to_ms:
+        msg = "'from' must be before 'to'"
+        raise RequestError(msg)
+    cursor = params.get("cursor") or None
+    return InteractionQuery(
+        tenant=params.get("tenant") or None,
+        q=q.casefold(),
+        from_ms=from_ms,
+        to_ms=to_ms,
+        kind=kind,
+        limit=_limit(params.get("limit")),
+        after=decode_cursor(cursor) if cursor else None,
+    )
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_LIMIT
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or not (
+        1 <= int(text) <= MAX_LIMIT
+    ):
+        msg = f"'limit' must be an integer from 1 to {MAX_LIMIT}"
+        raise RequestError(msg)
+    return int(text)
+
+
+def _time_ms(name: str, text: str | None, *, end: bool) -> int | None:
+    """Milliseconds since the epoch; a bare date is a UTC day (``to``: the day after)."""
+    if not text:
+        return None
+    msg = (
+        f"'{name}' must be a date (YYYY-MM-DD) or an ISO 8601 date-time with its offset"
+        f" (2026-11-28T09:00:00+01:00), not {text[:40]!r}"
+    )
+    if len(text) > 40 or not text.isascii():
+        raise RequestError(msg)
+    try:
+        if len(text) == 10:
+            day = dt.date.fromisoformat(text)
+            when = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(days=int(end))
+        else:
+            when = dt.datetime.fromisoformat(text)
+            if when.tzinfo is None:  # whose local time? the caller's zone must be explicit
+                raise ValueError
+    except (ValueError, OverflowError):
+        raise RequestError(msg) from None
+    return int(when.timestamp() * 1000)
+
+
+VIEW = web.AppKey("recstream_interactions", InteractionView)
+
+
+def add_routes(app: web.Application) -> None:
+    """``GET /rcs/interactions`` (an RCS with an archive)."""
+    index = app[CONTEXT].index
+    if index is not None:
+        app[VIEW] = InteractionView(index)
+    app.router.add_get("/rcs/interactions", handle_interactions)
+
+
+async def handle_interactions(request: web.Request) -> web.StreamResponse:
+    """One page of the caller's interactions (see the module docstring)."""
+    ctx = request.app[CONTEXT]
+    who = await ctx.authenticate(request)
+    query = parse_query(request.query, [k for k, _ in request.query.items()])
+    view = request.app[VIEW]
+    await ctx.index_ready.wait()
+    page = await asyncio.to_thread(view.page, who.user.tenants, query)
+    ctx.audit.write_limited(
+        "list_interactions",
+        f"user:{who.name}",
+        **ctx.audit_base(request, who),
+        count=len(page.interactions),
+        cursor=query.after is not None,
+    )
+    return web.Response(
+        body=page_body(page),
+        content_type="application/json",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
