@@ -18,10 +18,10 @@ import pytest
 
 from recstream.envelope import EnvelopeEncryptor, new_metadata
 from recstream.format import MediaKind
+from recstream.service.errors import RequestError
 from recstream.service.index import Entry
 from recstream.service.interactions import MAX_LIMIT, group, parse_query
 from recstream.service.mediatime import duration_ms
-from recstream.service.errors import RequestError
 from tests.service.conftest import (
     Keys,
     ServerThread,
@@ -61,8 +61,9 @@ def many(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path:
         # 8,000 bytes of mu-law a second: a call of (i % 60) + 1 seconds
         _write(root, f"{d}/{rid}-voice.rsv", keys.acme, b"\xff" * 8000 * (i % 60 + 1),
                media_kind=voice, media_type="audio/basic", **common)  # fmt: skip
+        later = {**common, "created_ms": t + 400}
         _write(root, f"{d}/{rid}-screen.rsv", keys.acme, b"s" * 100,
-               media_kind=screen, media_type="video/webm", **{**common, "created_ms": t + 400})  # fmt: skip
+               media_kind=screen, media_type="video/webm", **later)  # fmt: skip
         if i % 10 == 0:
             _write(root, f"{d}/{rid}-mux.rsv", keys.acme, b"m" * 100,
                    media_kind=screen, media_type="video/webm", **common)  # fmt: skip
@@ -88,8 +89,7 @@ def server(
 
 def get(st: ServerThread, query: str = "", user: str = "alice", **params: Any) -> Any:
     qs = urllib.parse.urlencode(params) if params else query
-    r = request(st.url, "GET", "/rcs/interactions" + (f"?{qs}" if qs else ""), user=user)
-    return r
+    return request(st.url, "GET", "/rcs/interactions" + (f"?{qs}" if qs else ""), user=user)
 
 
 def ok(st: ServerThread, user: str = "alice", **params: Any) -> dict[str, Any]:
@@ -274,7 +274,8 @@ def test_a_cursor_from_another_endpoint_is_refused(server: ServerThread) -> None
 def test_unauthenticated_is_401(server: ServerThread) -> None:
     r = request(server.url, "GET", "/rcs/interactions", user=None)
     assert r.status == 401
-    r = request(server.url, "GET", "/rcs/interactions", headers={"Authorization": basic("alice", "x")})
+    wrong = {"Authorization": basic("alice", "x")}
+    r = request(server.url, "GET", "/rcs/interactions", headers=wrong)
     assert r.status == 401
 
 

@@ -1,0 +1,160 @@
+"""Playback tickets: a media element plays (and seeks) with a bearer token kept in memory.
+
+Against a real RCS on loopback: a ticket plays its one recording with Range, and
+nothing else; a forged, altered, expired or signed-out ticket is a 403 without a
+Basic challenge; tickets never reach the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from recstream.service.errors import TicketError
+from recstream.service.tickets import Ticket, TicketSigner
+from tests.service.conftest import Archive, ServerThread, request
+
+
+def token(st: ServerThread, user: str = "alice") -> str:
+    r = request(st.url, "POST", "/rcs/tokens", user=user)
+    assert r.status == 201, r.body
+    t: str = r.json()["access_token"]
+    return t
+
+
+def bearer(t: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {t}", **extra}
+
+
+def issue(st: ServerThread, t: str, body: Any) -> Any:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return request(
+        st.url,
+        "POST",
+        "/rcs/playback-tickets",
+        raw,
+        bearer(t, **{"Content-Type": "application/json"}),
+    )
+
+
+def ticket_url(st: ServerThread, t: str, name: str) -> str:
+    r = issue(st, t, {"id": name})
+    assert r.status == 201, r.body
+    assert r.headers["Cache-Control"] == "no-store"
+    body = r.json()
+    assert 0 < body["expires_in"] <= 600
+    url: str = body["url"]
+    assert url.startswith("/rcs/play/")
+    return url
+
+
+def test_a_ticket_plays_its_recording_with_range(rcs: ServerThread, archive: Archive) -> None:
+    t = token(rcs)
+    url = ticket_url(rcs, t, "acme/call-1.rsv")
+    whole = request(rcs.url, "GET", url, user=None)
+    assert whole.status == 200 and whole.body == archive.plain["acme/call-1.rsv"]
+    assert whole.headers["Cache-Control"] == "no-store"
+    part = request(rcs.url, "GET", url, headers={"Range": "bytes=1000-1999"}, user=None)
+    assert part.status == 206 and part.body == archive.plain["acme/call-1.rsv"][1000:2000]
+    assert part.headers["Content-Range"].endswith(f"/{len(archive.plain['acme/call-1.rsv'])}")
+    audit = rcs.audit()
+    plays = [a for a in audit if a["event"] == "playback" and a.get("auth") == "ticket"]
+    assert plays and all(a["user"] == "alice" and a["file"] == "acme/call-1.rsv" for a in plays)
+    assert any(a["event"] == "ticket_issued" and a["file"] == "acme/call-1.rsv" for a in audit)
+    assert url.rpartition("/")[2] not in rcs.config.audit_log.read_text()
+
+
+def test_tickets_are_for_bearer_tokens_and_listed_recordings(rcs: ServerThread) -> None:
+    r = request(
+        rcs.url,
+        "POST",
+        "/rcs/playback-tickets",
+        b'{"id": "acme/call-1.rsv"}',
+        {"Content-Type": "application/json"},
+    )
+    assert r.status == 403  # Basic: play /rcs/recordings/... directly
+    r = request(rcs.url, "POST", "/rcs/playback-tickets", b"{}", user=None)
+    assert r.status == 401
+    t = token(rcs)
+    assert issue(rcs, t, {"id": "globex/call-9.rsv"}).status == 404  # another tenant's
+    assert issue(rcs, t, {"id": "acme/nothing.rsv"}).status == 404
+    assert issue(rcs, t, {"id": "../etc/passwd"}).status == 404
+    for bad in ({}, {"id": 5}, {"id": "acme/call-1.rsv", "x": 1}, ["acme/call-1.rsv"]):
+        r = issue(rcs, t, bad)
+        assert r.status == 400, bad
+    assert issue(rcs, t, b"not json").status == 400
+
+
+def refused(st: ServerThread, url: str) -> None:
+    r = request(st.url, "GET", url, user=None)
+    assert r.status == 403, r.body
+    assert r.json()["error"] == "invalid_ticket"
+    assert "WWW-Authenticate" not in r.headers  # a media request must not prompt for a password
+
+
+def test_forged_altered_and_foreign_tickets_are_refused(rcs: ServerThread) -> None:
+    t = token(rcs)
+    url = ticket_url(rcs, t, "acme/call-1.rsv")
+    claims, _, mac = url.removeprefix("/rcs/play/").partition(".")
+    refused(rcs, f"/rcs/play/{claims}.{mac[:-2]}AA")
+    refused(rcs, f"/rcs/play/{claims[:-3]}xyz.{mac}")
+    refused(rcs, "/rcs/play/garbage")
+    refused(rcs, "/rcs/play/" + "A" * 5000 + ".B")
+    # a ticket from another server (another secret) for the same user
+    other = TicketSigner().issue(Ticket("acme/call-1.rsv", "alice", "x", b"y" * 32, 1e12))
+    refused(rcs, "/rcs/play/" + other)
+    refusals = [a for a in rcs.audit() if a["event"] == "refused" and a["reason"] == "TicketError"]
+    assert refusals and all(a["path"] == "/rcs/play/…" for a in refusals)
+    assert claims not in rcs.config.audit_log.read_text()
+
+
+def test_signing_out_ends_the_tickets(rcs: ServerThread) -> None:
+    t = token(rcs)
+    url = ticket_url(rcs, t, "acme/call-1-screen.rsv")
+    assert request(rcs.url, "GET", url, headers={"Range": "bytes=0-9"}, user=None).status == 206
+    r = request(rcs.url, "DELETE", "/rcs/tokens", headers=bearer(t), user=None)
+    assert r.status == 204
+    refused(rcs, url)
+
+
+def test_a_password_change_ends_the_tickets(start_rcs: Any) -> None:
+    from recstream.service.passwords import hash_password
+    from recstream.service.store import Role, SettingsStore, User
+    from tests.service.conftest import TEST_HASH
+
+    st = start_rcs()
+    t = token(st)
+    url = ticket_url(st, t, "acme/call-1.rsv")
+    store = SettingsStore.open(st.config.settings_db)
+    try:
+        user = User("alice", Role.PLAYER, frozenset({"acme"}))
+        store.put_user(user, hash_password(b"alice-pw-1", TEST_HASH), replace=True)
+    finally:
+        store.close()
+    refused(st, url)
+
+
+def test_the_signer_checks_mac_and_expiry() -> None:
+    now = [100.0]
+    signer = TicketSigner(b"k" * 32, clock=lambda: now[0])
+    text = signer.issue(Ticket("a/b.rsv", "alice", "v1", b"d" * 32, signer.expiry(600)))
+    got = signer.verify(text)
+    assert (got.name, got.user, got.credential, got.token_digest) == (
+        "a/b.rsv",
+        "alice",
+        "v1",
+        b"d" * 32,
+    )
+    now[0] = 699.0
+    signer.verify(text)
+    now[0] = 700.0
+    with pytest.raises(TicketError, match="expired"):
+        signer.verify(text)
+    with pytest.raises(TicketError, match="not issued"):
+        TicketSigner(b"j" * 32, clock=lambda: 0.0).verify(text)
+    with pytest.raises(TicketError, match="malformed"):
+        signer.verify("no-dot")
+    with pytest.raises(TicketError, match="malformed"):
+        signer.verify("!!!.###")
