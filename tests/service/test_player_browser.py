@@ -301,6 +301,9 @@ def test_open_play_seek_and_sign_out(browser: Any, server: ServerThread, tmp_pat
     assert page.evaluate("document.getElementById('audio').duration") == pytest.approx(15, abs=0.1)
     _in_step(page)
     assert page.get_attribute("#play", "aria-label") == "Pause"
+    # the WAV's length is not in the listing: the page shows it once the audio has it
+    row = page.locator('#interactions tr[data-id="acme/call-1"] td[data-label="Duration"]')
+    assert row.inner_text() == "0:15"
     keep(tmp_path, page, "playing-1280x720.png")
     # click the timeline at 60 %: the call jumps to ~9 s, the screen to ~7 s
     box = page.locator("#wave").bounding_box()
@@ -362,7 +365,8 @@ def test_too_many_failed_sign_ins_say_when_to_retry(
     )
     s.sign_in("alice", "wrong-2")  # over the limit: 429 with Retry-After
     page.wait_for_function(
-        "() => /Try again in \\d+ seconds/.test(document.getElementById('sign-in-error').textContent)",
+        "() => /Try again in \\d+ seconds/"
+        ".test(document.getElementById('sign-in-error').textContent)",
         timeout=20_000,
     )
     assert not page.is_visible("#browse")
@@ -408,6 +412,42 @@ def test_messages_after_sign_in(browser: Any, server: ServerThread) -> None:
     page.click("#f-search")
     page.wait_for_selector("#sign-in-form", state="visible")
     assert "sign in again" in page.inner_text("#sign-in-error")
+    s.errors.clear()
+    s.context.close()
+
+
+def test_a_refused_ticket_is_renewed_and_playback_resumes(
+    browser: Any, server: ServerThread
+) -> None:
+    s = Session(browser, server)
+    page = s.page
+    s.signed_in("alice")
+    refused: list[str] = []
+
+    def once(route: Any) -> None:
+        # the first media element's request is answered as an expired ticket would be
+        if not refused and route.request.resource_type == "media":
+            refused.append(route.request.url)
+            route.fulfill(
+                status=403,
+                content_type="application/json",
+                body='{"error":"invalid_ticket","message":"the playback ticket has expired"}',
+            )
+        else:
+            route.continue_()
+
+    page.route("**/rcs/play/**", once)
+    page.click('#interactions tr[data-id="acme/ivr-011"] button.open')
+    page.wait_for_selector("#player:not([hidden])")
+    page.wait_for_function("() => !document.getElementById('play').disabled", timeout=20_000)
+    page.wait_for_function("() => document.getElementById('audio').readyState >= 1", timeout=20_000)
+    assert refused
+    # raw mu-law plays (served as WAV) and has a waveform; its length came from the header
+    assert page.evaluate("document.getElementById('audio').duration") == pytest.approx(8, abs=0.1)
+    page.wait_for_function("() => window.recstreamPlayer.peaks !== null", timeout=20_000)
+    tickets = [u for u in s.urls if "/rcs/play/" in u]
+    assert len(set(tickets)) >= 2  # a new ticket after the refusal
+    page.unroute("**/rcs/play/**")
     s.errors.clear()
     s.context.close()
 

@@ -8,6 +8,7 @@ Basic challenge; tickets never reach the audit log.
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 import pytest
@@ -64,6 +65,33 @@ def test_a_ticket_plays_its_recording_with_range(rcs: ServerThread, archive: Arc
     assert plays and all(a["user"] == "alice" and a["file"] == "acme/call-1.rsv" for a in plays)
     assert any(a["event"] == "ticket_issued" and a["file"] == "acme/call-1.rsv" for a in audit)
     assert url.rpartition("/")[2] not in rcs.config.audit_log.read_text()
+
+
+def test_raw_g711_plays_as_wav_with_range(rcs: ServerThread, archive: Archive) -> None:
+    plain = archive.plain["acme/big.rsv"]  # audio/basic: raw mu-law, which no browser plays
+    url = ticket_url(rcs, token(rcs), "acme/big.rsv")
+    whole = request(rcs.url, "GET", url, user=None)
+    assert whole.status == 200 and whole.headers["Content-Type"] == "audio/wav"
+    head, body = whole.body[:58], whole.body[58:]
+    assert body == plain
+    assert head[:4] == b"RIFF" and head[8:16] == b"WAVEfmt "
+    assert struct.unpack("<I", head[4:8])[0] == len(whole.body) - 8
+    tag, channels, rate, per_second, align, bits = struct.unpack("<HHIIHH", head[20:36])
+    assert (tag, channels, rate, per_second, align, bits) == (7, 1, 8000, 8000, 1, 8)
+    assert head[50:54] == b"data" and struct.unpack("<I", head[54:58])[0] == len(plain)
+    across = request(rcs.url, "GET", url, headers={"Range": "bytes=50-69"}, user=None)
+    assert across.status == 206 and across.body == head[50:] + plain[:12]
+    assert across.headers["Content-Range"] == f"bytes 50-69/{len(plain) + 58}"
+    later = request(rcs.url, "GET", url, headers={"Range": "bytes=1000-"}, user=None)
+    assert later.body == plain[942:]
+    tail = request(rcs.url, "GET", url, headers={"Range": "bytes=-10"}, user=None)
+    assert tail.body == plain[-10:]
+    # the recording URL itself still serves the recording's own bytes and type
+    direct = request(rcs.url, "GET", "/rcs/recordings/acme/big.rsv", headers={"Range": "bytes=0-9"})
+    assert direct.body == plain[:10] and direct.headers["Content-Type"] == "audio/basic"
+    # a WAV recording is not wrapped again
+    wav = request(rcs.url, "GET", ticket_url(rcs, token(rcs), "acme/call-1.rsv"), user=None)
+    assert wav.body == archive.plain["acme/call-1.rsv"]
 
 
 def test_tickets_are_for_bearer_tokens_and_listed_recordings(rcs: ServerThread) -> None:

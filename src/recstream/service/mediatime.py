@@ -17,16 +17,12 @@ from __future__ import annotations
 
 from typing import Final
 
+from recstream.service.wavwrap import FORMAT_TAGS, RATE
+
 __all__ = ["BYTES_PER_SECOND", "duration_ms"]
 
-# Plaintext bytes per second of media, by lower-case MIME type.
-BYTES_PER_SECOND: Final[dict[str, int]] = {
-    "audio/basic": 8000,
-    "audio/pcmu": 8000,
-    "audio/pcma": 8000,
-    "audio/x-mulaw": 8000,
-    "audio/x-alaw": 8000,
-}
+# Plaintext bytes per second of media, by lower-case MIME type: G.711, one byte a sample.
+BYTES_PER_SECOND: Final[dict[str, int]] = dict.fromkeys(FORMAT_TAGS, RATE)
 
 
 def duration_ms(media_type: str, plaintext_bytes: int | None) -> int | None:

@@ -184,4 +184,5 @@ async def handle_play(request: web.Request) -> web.StreamResponse:
     who = await ctx.auth.ticket_holder(
         ticket.user, ticket.credential, ticket.token_digest, ctx.client(request)
     )
-    return await play_recording(request, ctx, who, ticket.name)
+    # for the browser's media elements: raw G.711 comes as WAV (service/wavwrap.py)
+    return await play_recording(request, ctx, who, ticket.name, as_wav=True)

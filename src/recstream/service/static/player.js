@@ -233,6 +233,7 @@
 
   // --- the list ----------------------------------------------------------------------
   const view = { cursors: [null], page: 0, next: null, items: [] };
+  const durations = new Map(); // interaction -> its Duration cell, for what the header lacks
 
   function localDay(value, after) {
     // <input type=date> gives YYYY-MM-DD in the user's zone: send that local midnight
@@ -301,7 +302,7 @@
 
   function mediaSummary(it) {
     const frag = document.createDocumentFragment();
-    for (const k of it.kinds) {
+    for (const k of ['voice', 'screen'].filter((x) => it.kinds.includes(x))) {
       const b = document.createElement('span');
       b.className = 'badge kind-' + k;
       b.textContent = KIND[k] || k;
@@ -316,6 +317,7 @@
 
   function render() {
     el.body.textContent = '';
+    durations.clear();
     for (const it of view.items) {
       const row = document.createElement('tr');
       row.dataset.id = it.tenant + '/' + it.recording_id;
@@ -324,7 +326,8 @@
       id.className = 'rid';
       cell(row, 'Tenant', it.tenant);
       cell(row, 'Media', mediaSummary(it));
-      cell(row, 'Duration', durationText(it.duration_ms));
+      const dur = cell(row, 'Duration', durationText(it.duration_ms));
+      durations.set(it, dur);
       cell(row, 'Size', humanSize(it.size));
       cell(row, 'Signature', signatureBadge(worstSignature(it.recordings)) || '');
       const open = document.createElement('button');
@@ -408,6 +411,11 @@
     return t.url;
   }
 
+  function factsText(rec) {
+    return ' · ' + rec.media_type + ' · started ' + localTime(rec.created_ms) + ' · ' +
+      durationText(rec.duration_ms) + ' · ' + humanSize(rec.size);
+  }
+
   function memberItem(rec, it) {
     const li = document.createElement('li');
     li.dataset.id = rec.id;
@@ -416,8 +424,7 @@
     li.appendChild(name);
     const facts = document.createElement('span');
     facts.className = 'facts';
-    facts.textContent = ' · ' + rec.media_type + ' · started ' + localTime(rec.created_ms) + ' · ' +
-      durationText(rec.duration_ms) + ' · ' + humanSize(rec.size);
+    facts.textContent = factsText(rec);
     li.appendChild(facts);
     const badge = signatureBadge(rec.signature);
     if (badge) { li.appendChild(document.createTextNode(' ')); li.appendChild(badge); }
@@ -552,7 +559,11 @@
   function sync() { follow(false); draw(); }
 
   for (const m of [el.audio, el.video]) {
-    m.addEventListener('loadedmetadata', function () { if (m === p.master) { draw(); } });
+    m.addEventListener('loadedmetadata', function () {
+      if (m !== p.master) { return; }
+      draw();
+      learnDuration(p.sources.get(m), m.duration);
+    });
     m.addEventListener('timeupdate', function () { if (m === p.master) { draw(); } });
     m.addEventListener('play', function () { if (m === p.master) { follow(true); label(); } });
     m.addEventListener('pause', function () { if (m === p.master) { follow(false); label(); } });
@@ -579,6 +590,18 @@
       m.currentTime = at;
       if (playing && m === p.master) { m.play().catch(function () {}); }
     }, { once: true });
+  }
+
+  // A container's length is inside the encrypted body (not in the listing): once the
+  // media element has read it, show it in the list and the recording's line too.
+  function learnDuration(rec, seconds) {
+    if (!rec || !isFinite(seconds) || rec.duration_ms !== null) { return; }
+    rec.duration_ms = Math.round(seconds * 1000);
+    const it = p.interaction;
+    const td = it && durations.get(it);
+    if (td && it.duration_ms === null) { td.textContent = clockText(seconds); }
+    const li = el.members.querySelector('li[data-id="' + CSS.escape(rec.id) + '"] .facts');
+    if (li) { li.textContent = factsText(rec); }
   }
 
   function label() {
