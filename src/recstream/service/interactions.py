@@ -151,27 +151,32 @@ class InteractionPage:
     interactions: list[Interaction]
     next: str | None
     tenants: list[str]  # the caller's tenants, for the page's tenant filter
+    bodies: list[bytes]  # each interaction's JSON
 
 
 class InteractionView:
-    """Interactions per tenant, regrouped when the index changes.  Thread-safe."""
+    """Interactions per tenant, regrouped when the index changes.  Thread-safe.
+
+    An interaction's JSON is made the first time a page shows it and kept until
+    the index changes: paging back and forth serialises nothing twice.
+    """
 
     def __init__(self, index: HeaderIndex) -> None:
         self.index = index
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[int, list[Interaction], list[_Key]]] = {}
+        self._cache: dict[str, _Grouped] = {}
 
-    def _tenant(self, tenant: str) -> tuple[list[Interaction], list[_Key]]:
+    def _tenant(self, tenant: str) -> _Grouped:
         version, entries = self.index.tenant_entries(tenant)
         with self._lock:
             hit = self._cache.get(tenant)
-            if hit is not None and hit[0] == version:
-                return hit[1], hit[2]
+            if hit is not None and hit.version == version:
+                return hit
         grouped = group(entries)
-        keys = [i.key for i in grouped]
+        fresh = _Grouped(version, grouped, [i.key for i in grouped], {})
         with self._lock:
-            self._cache[tenant] = (version, grouped, keys)
-        return grouped, keys
+            self._cache[tenant] = fresh
+        return fresh
 
     def page(self, tenants: frozenset[str], query: InteractionQuery) -> InteractionPage:
         """One page of the interactions of ``tenants`` (the caller's) matching ``query``.
@@ -183,20 +188,44 @@ class InteractionView:
             msg = f"you may not see recordings of tenant {query.tenant!r}"
             raise PermissionDeniedError(msg)
         wanted = sorted(tenants if query.tenant is None else {query.tenant})
-        streams: list[Iterator[Interaction]] = []
+        streams: list[Iterator[tuple[Interaction, _Grouped]]] = []
         for tenant in wanted:
-            grouped, keys = self._tenant(tenant)
-            start = bisect.bisect_right(keys, query.after) if query.after is not None else 0
-            streams.append(i for i in itertools.islice(grouped, start, None) if query.matches(i))
-        found = list(itertools.islice(heapq.merge(*streams, key=lambda i: i.key), query.limit + 1))
+            g = self._tenant(tenant)
+            start = bisect.bisect_right(g.keys, query.after) if query.after is not None else 0
+            streams.append(
+                (i, g) for i in itertools.islice(g.interactions, start, None) if query.matches(i)
+            )
+        found = list(
+            itertools.islice(heapq.merge(*streams, key=lambda p: p[0].key), query.limit + 1)
+        )
         more = len(found) > query.limit
         page = found[: query.limit]
-        return InteractionPage(page, encode_cursor(page[-1].key) if more else None, sorted(tenants))
+        bodies = [g.json.get(i.recording_id) or g.remember(i) for i, g in page]
+        return InteractionPage(
+            [i for i, _ in page],
+            encode_cursor(page[-1][0].key) if more else None,
+            sorted(tenants),
+            bodies,
+        )
+
+
+@dataclass(slots=True)
+class _Grouped:
+    """One tenant's interactions at one index version, and the JSON made of them so far."""
+
+    version: int
+    interactions: list[Interaction]
+    keys: list[_Key]
+    json: dict[str, bytes]  # recording ID -> Interaction.to_json()
+
+    def remember(self, i: Interaction) -> bytes:
+        body = self.json[i.recording_id] = i.to_json()  # a race only makes it twice
+        return body
 
 
 def page_body(page: InteractionPage) -> bytes:
     """``{"interactions": [...], "next": CURSOR or null, "tenants": [...]}``."""
-    items = b",".join(i.to_json() for i in page.interactions)
+    items = b",".join(page.bodies)
     tail = json.dumps({"next": page.next, "tenants": page.tenants}, separators=(",", ":"))
     return b'{"interactions":[' + items + b"]," + tail[1:].encode() + b"\n"
 
