@@ -15,7 +15,7 @@ import pytest
 
 from recstream.service.errors import TicketError
 from recstream.service.tickets import Ticket, TicketSigner
-from tests.service.conftest import Archive, ServerThread, request
+from tests.service.conftest import Archive, ServerThread, request, wait_for_audit
 
 
 def token(st: ServerThread, user: str = "alice") -> str:
@@ -186,3 +186,48 @@ def test_the_signer_checks_mac_and_expiry() -> None:
         signer.verify("no-dot")
     with pytest.raises(TicketError, match="malformed"):
         signer.verify("!!!.###")
+
+
+# --- through a decryption proxy ---------------------------------------------------------
+
+
+def test_the_page_works_through_a_decryption_proxy(
+    start_rcs: Any, start_proxy: Any, archive: Archive
+) -> None:
+    """Interactions are forwarded (checked at the proxy first); the proxy issues its own
+    tickets and plays them at the RCS as the ticket's user (a delegation, as=wav)."""
+    rcs = start_rcs()
+    proxy = start_proxy("/US/AK", "0a1b2c", {"/": rcs.url + "/rcs"})
+    t = token(proxy)
+    r = request(
+        proxy.url, "GET", "/rcs/interactions?q=call-1&limit=5", headers=bearer(t), user=None
+    )
+    assert r.status == 200, r.body
+    (one,) = r.json()["interactions"]
+    assert {x["id"] for x in one["recordings"]} == {"acme/call-1.rsv", "acme/call-1-screen.rsv"}
+    bad = request(proxy.url, "GET", "/rcs/interactions?limit=0", headers=bearer(t), user=None)
+    assert bad.status == 400
+    assert not [a for a in proxy.audit() if a["event"] == "forward" and "limit=0" in str(a)]
+    url = ticket_url(proxy, t, "acme/big.rsv")
+    part = request(proxy.url, "GET", url, headers={"Range": "bytes=50-69"}, user=None)
+    assert part.status == 206 and part.headers["Content-Type"] == "audio/wav"
+    assert part.body[8:] == archive.plain["acme/big.rsv"][:12]
+    play = wait_for_audit(rcs, lambda a: a["event"] == "playback")
+    assert (play["user"], play["auth"], play["file"]) == ("alice", "proxy", "acme/big.rsv")
+    fwd = wait_for_audit(proxy, lambda a: a["event"] == "forward" and "/play/" in a["path"])
+    assert fwd["path"] == "/rcs/play/…" and url.rpartition("/")[2] not in str(proxy.audit())
+    # another tenant's recording: the proxy issues the ticket, the RCS refuses to play it
+    other = ticket_url(proxy, t, "globex/call-9.rsv")
+    assert request(proxy.url, "GET", other, user=None).status == 404
+    # signing out at the proxy ends its tickets
+    assert request(proxy.url, "DELETE", "/rcs/tokens", headers=bearer(t), user=None).status == 204
+    refused(proxy, url)
+
+
+def test_as_wav_on_the_recording_url(rcs: ServerThread, archive: Archive) -> None:
+    r = request(
+        rcs.url, "GET", "/rcs/recordings/acme/big.rsv?as=wav", headers={"Range": "bytes=58-67"}
+    )
+    assert r.status == 206 and r.body == archive.plain["acme/big.rsv"][:10]
+    assert r.headers["Content-Type"] == "audio/wav"
+    assert request(rcs.url, "GET", "/rcs/recordings/acme/big.rsv?as=mp3").status == 400

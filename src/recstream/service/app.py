@@ -101,6 +101,7 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
         tickets.add_routes(app)
     else:
         proxy.add_routes(app)
+        tickets.add_routes(app)  # its own tickets, played through its forwarder
     app.on_response_prepare.append(add_security_headers)
     if ctx.index is not None:
         app.cleanup_ctx.append(_indexer)

@@ -267,9 +267,14 @@ def _page_limit(text: str | None) -> int:
 
 
 async def handle_playback(request: web.Request) -> web.StreamResponse:
+    """``GET /rcs/recordings/{name}[?as=wav]`` (``as=wav``: raw G.711 as WAV, for browsers)."""
     ctx = request.app[CONTEXT]
     who = await ctx.authenticate(request)
-    return await play_recording(request, ctx, who, request.match_info["name"])
+    shape = request.query.get("as")
+    if shape not in (None, "wav"):
+        msg = "'as' must be 'wav' (raw G.711 served as WAV) or absent"
+        raise RequestError(msg)
+    return await play_recording(request, ctx, who, request.match_info["name"], as_wav=bool(shape))
 
 
 async def play_recording(
