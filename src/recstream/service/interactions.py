@@ -34,6 +34,7 @@ import datetime as dt
 import heapq
 import itertools
 import json
+import operator
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -75,19 +76,29 @@ class Interaction:
     tenant: str
     recording_id: str
     recordings: tuple[Entry, ...]
+    # Worked out once, when grouped: every page compares and filters on them.
     folded: str  # recording_id.casefold(), for search
+    start_ms: int
+    key: _Key
+    kinds: frozenset[str]
 
-    @property
-    def start_ms(self) -> int:
-        return self.recordings[0].created_ms
-
-    @property
-    def key(self) -> _Key:
-        return (-self.start_ms, self.tenant, self.recording_id)
-
-    @property
-    def kinds(self) -> frozenset[str]:
-        return frozenset(e.media_kind for e in self.recordings)
+    @classmethod
+    def of(cls, members: list[Entry]) -> Interaction:
+        """The interaction of ``members`` (one tenant, one recording ID, any order)."""
+        if len(members) > 1:
+            members.sort(key=lambda e: (e.created_ms, e.media_kind, e.name))
+        first = members[0]
+        rid, start = first.recording_id, first.created_ms
+        kinds = frozenset(e.media_kind for e in members)
+        return cls(
+            first.tenant,
+            rid,
+            tuple(members),
+            rid.casefold(),
+            start,
+            (-start, first.tenant, rid),
+            kinds,
+        )
 
     @property
     def end_ms(self) -> int | None:
@@ -116,12 +127,12 @@ def group(entries: Iterable[Entry]) -> list[Interaction]:
     by_id: dict[str, list[Entry]] = {}
     for e in entries:
         by_id.setdefault(e.recording_id, []).append(e)
-    out = []
-    for rid, members in by_id.items():
-        members.sort(key=lambda e: (e.created_ms, e.media_kind, e.name))
-        out.append(Interaction(members[0].tenant, rid, tuple(members), rid.casefold()))
-    out.sort(key=lambda i: i.key)
+    out = [Interaction.of(members) for members in by_id.values()]
+    out.sort(key=_key_of)
     return out
+
+
+_key_of = operator.attrgetter("key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +178,11 @@ class InteractionView:
         self._cache: dict[str, _Grouped] = {}
 
     def _tenant(self, tenant: str) -> _Grouped:
-        version, entries = self.index.tenant_entries(tenant)
-        with self._lock:
+        with self._lock:  # unchanged index: no copy of its entries, no regrouping
             hit = self._cache.get(tenant)
-            if hit is not None and hit.version == version:
+            if hit is not None and hit.version == self.index.version:
                 return hit
+        version, entries = self.index.tenant_entries(tenant)
         grouped = group(entries)
         fresh = _Grouped(version, grouped, [i.key for i in grouped], {})
         with self._lock:
@@ -188,16 +199,17 @@ class InteractionView:
             msg = f"you may not see recordings of tenant {query.tenant!r}"
             raise PermissionDeniedError(msg)
         wanted = sorted(tenants if query.tenant is None else {query.tenant})
-        streams: list[Iterator[tuple[Interaction, _Grouped]]] = []
+        streams: list[Iterator[tuple[_Key, Interaction, _Grouped]]] = []
         for tenant in wanted:
             g = self._tenant(tenant)
             start = bisect.bisect_right(g.keys, query.after) if query.after is not None else 0
             streams.append(
-                (i, g) for i in itertools.islice(g.interactions, start, None) if query.matches(i)
+                (i.key, i, g)
+                for i in itertools.islice(g.interactions, start, None)
+                if query.matches(i)
             )
-        found = list(
-            itertools.islice(heapq.merge(*streams, key=lambda p: p[0].key), query.limit + 1)
-        )
+        merged = heapq.merge(*streams, key=operator.itemgetter(0))
+        found = [(i, g) for _, i, g in itertools.islice(merged, query.limit + 1)]
         more = len(found) > query.limit
         page = found[: query.limit]
         bodies = [g.json.get(i.recording_id) or g.remember(i) for i, g in page]
