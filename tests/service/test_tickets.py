@@ -231,3 +231,14 @@ def test_as_wav_on_the_recording_url(rcs: ServerThread, archive: Archive) -> Non
     assert r.status == 206 and r.body == archive.plain["acme/big.rsv"][:10]
     assert r.headers["Content-Type"] == "audio/wav"
     assert request(rcs.url, "GET", "/rcs/recordings/acme/big.rsv?as=mp3").status == 400
+
+
+def test_wav_prefix_for_each_g711_type() -> None:
+    from recstream.service.wavwrap import wav_prefix
+
+    assert struct.unpack("<H", (wav_prefix("audio/x-alaw", 10) or b"")[20:22]) == (6,)
+    assert struct.unpack("<H", (wav_prefix("Audio/PCMU", 10) or b"")[20:22]) == (7,)
+    assert wav_prefix("video/webm", 10) is None and wav_prefix("audio/wav", 10) is None
+    huge = wav_prefix("audio/basic", 1 << 33) or b""  # past RIFF's 32 bits: sizes saturate
+    assert struct.unpack("<I", huge[54:58])[0] == 0xFFFFFFFF - 58
+    assert struct.unpack("<I", huge[4:8])[0] == 0xFFFFFFFF - 8
