@@ -127,11 +127,17 @@ class Session:
         self.urls: list[str] = []
         self.tokens: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("console", self._console)
         self.page.on("request", self._request)
         self.rcs = rcs
         resp = self.page.goto(rcs.url + "/")
         assert resp.status == 200
         self.csp = resp.headers["content-security-policy"]
+
+    def _console(self, msg: Any) -> None:
+        # the CSP allows nothing the page does not need: a violation is a bug
+        if "Content Security Policy" in msg.text:
+            self.errors.append(msg.text)
 
     def _request(self, req: Any) -> None:
         self.urls.append(req.url)
@@ -301,6 +307,7 @@ def test_open_play_seek_and_sign_out(browser: Any, server: ServerThread, tmp_pat
     assert page.evaluate("document.getElementById('audio').duration") == pytest.approx(15, abs=0.1)
     _in_step(page)
     assert page.get_attribute("#play", "aria-label") == "Pause"
+    assert page.evaluate("document.getElementById('video').muted")  # the call is the sound
     # the WAV's length is not in the listing: the page shows it once the audio has it
     row = page.locator('#interactions tr[data-id="acme/call-1"] td[data-label="Duration"]')
     assert row.inner_text() == "0:15"

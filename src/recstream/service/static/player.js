@@ -470,6 +470,8 @@
     for (const m of [el.audio, el.video]) { m.pause(); m.hidden = true; m.playbackRate = 1; }
     p.master = main.media_kind === 'voice' ? el.audio : el.video;
     p.slave = follower ? el.video : null;
+    // Beside the call, the video is muted: a muxed file carries the call's audio too.
+    el.video.muted = Boolean(follower);
     p.offset = follower ? (follower.created_ms - main.created_ms) / 1000 : 0;
     p.sources.clear();
     p.sources.set(p.master, main);
