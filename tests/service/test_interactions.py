@@ -314,3 +314,97 @@ def test_duration_from_the_media_type() -> None:
     assert duration_ms("Audio/X-MULAW", 4) == 0
     assert duration_ms("audio/wav", 16_000) is None
     assert duration_ms("audio/basic", None) is None
+
+
+# --- incremental regrouping ---------------------------------------------------------
+
+
+def _all_pages(view: Any, tenants: frozenset[str]) -> list[tuple[str, str, bytes]]:
+    from recstream.service.interactions import InteractionQuery, decode_cursor
+
+    out: list[tuple[str, str, bytes]] = []
+    after = None
+    while True:
+        page = view.page(tenants, InteractionQuery(limit=7, after=after))
+        out += [(i.tenant, i.recording_id, b) for i, b in zip(page.interactions, page.bodies)]
+        if page.next is None:
+            return out
+        after = decode_cursor(page.next)
+
+
+def test_incremental_regrouping_matches_a_full_regroup(tmp_path: Path, keys: Keys) -> None:
+    """Files added (new interactions and new members of old ones), removed, and rewritten
+    under another recording ID: after each refresh the view that applied the changes one
+    interaction at a time pages exactly as a view grouped from scratch."""
+    import random
+
+    from recstream.service.archive import Archive as ArchiveDir
+    from recstream.service.index import HeaderIndex
+    from recstream.service.interactions import InteractionView
+
+    root = tmp_path / "archive"
+    party = {"acme": keys.acme, "globex": keys.globex}
+    rng = random.Random(17)
+    live: list[str] = []
+
+    def add(tenant: str, rid: str, kind: MediaKind, n: int) -> None:
+        name = f"{tenant}/f{n:05}.rsv"
+        mtype = "audio/basic" if kind is MediaKind.VOICE else "video/webm"
+        _write(root, name, party[tenant], b"\xff" * rng.randrange(1, 9000), recording_id=rid,
+               tenant=tenant, media_kind=kind, media_type=mtype,
+               created_ms=1_795_000_000_000 + rng.randrange(0, 10**8))  # fmt: skip
+        live.append(name)
+
+    n = 0
+    for i in range(60):
+        for tenant in ("acme", "globex"):
+            add(tenant, f"r-{i}", MediaKind.VOICE, n := n + 1)
+            if i % 3:
+                add(tenant, f"r-{i}", MediaKind.SCREEN, n := n + 1)
+    index = HeaderIndex(ArchiveDir(root))
+    index.refresh(full=True)
+    view = InteractionView(index)
+    both = frozenset({"acme", "globex"})
+    assert _all_pages(view, both) == _all_pages(InteractionView(index), both)
+    for _step in range(6):
+        before = index.version
+        for _ in range(4):  # new members of old interactions, and new interactions
+            tenant = rng.choice(["acme", "globex"])
+            add(tenant, f"r-{rng.randrange(80)}", rng.choice(list(MediaKind)), n := n + 1)
+        for _ in range(3):
+            gone = live.pop(rng.randrange(len(live)))
+            (root / gone).unlink()
+        victim = rng.choice(live)  # rewritten in place: another recording ID now
+        tenant = victim.split("/")[0]
+        _write(root, victim, party[tenant], b"\xff" * 10, recording_id=f"moved-{_step}",
+               tenant=tenant, media_kind=MediaKind.VOICE, media_type="audio/basic",
+               created_ms=1_795_000_000_000)  # fmt: skip
+        index.refresh(full=True)
+        assert index.interaction_delta("acme", before)[1] is not None  # itemised, not regrouped
+        a, b = _all_pages(view, both), _all_pages(InteractionView(index), both)
+        assert a == b
+        for tenant, rid, body in a:  # both tenants use the same IDs: no mix-up
+            doc = json.loads(body)
+            assert (doc["tenant"], doc["recording_id"]) == (tenant, rid)
+            assert all(r["id"].startswith(tenant + "/") for r in doc["recordings"])
+        assert _all_pages(view, frozenset({"globex"})) == _all_pages(
+            InteractionView(index), frozenset({"globex"})
+        )
+    # a change log that no longer reaches back means a full regroup, with the same result
+    assert index.interaction_delta("acme", -5)[1] is None
+
+
+def test_two_tenants_with_the_same_recording_id_stay_apart(
+    tmp_path: Path, keys: Keys, start_rcs: Any
+) -> None:
+    root = tmp_path / "same"
+    for tenant, party in (("acme", keys.acme), ("globex", keys.globex)):
+        _write(root, f"{tenant}/same.rsv", party, b"\xff" * 800, recording_id="same-1",
+               tenant=tenant, media_kind=MediaKind.VOICE, media_type="audio/basic")  # fmt: skip
+    st = start_rcs(root=root)
+    for _ in range(2):  # the second answer comes from the cached JSON
+        body = ok(st, user="mo", q="same")
+        got = {(i["tenant"], r["id"]) for i in body["interactions"] for r in i["recordings"]}
+        assert got == {("acme", "acme/same.rsv"), ("globex", "globex/same.rsv")}
+    alice = ok(st, user="alice", q="same")["interactions"]
+    assert [r["id"] for i in alice for r in i["recordings"]] == ["acme/same.rsv"]
