@@ -11,9 +11,11 @@ and ends at the latest known end (a recording's start plus its duration, where
 **Isolation** is the listing's: only the groups of the caller's tenants are
 read (:meth:`HeaderIndex.tenant_entries`), and asking for a tenant that is not
 the caller's is refused (403) without looking.  **Cost**: each tenant's
-interactions are grouped and sorted once per index version (the index bumps it
-on any change) and kept; a page then bisects to the cursor, filters lazily and
-stops after ``limit + 1`` matches, so only a page is built and sent.
+interactions are grouped and sorted once, then kept up to date: when the index
+has changed, the interactions it touched (:meth:`HeaderIndex.interaction_delta`)
+are rebuilt and moved in the sorted list, and only when its change log does not
+reach back is the tenant regrouped.  A page bisects to the cursor, filters
+lazily and stops after ``limit + 1`` matches, so only a page is built and sent.
 
 Parameters (anything else is a 400, so a typo is not silently ignored):
 ``q`` (case-insensitive substring of the recording ID, prefixes included),
