@@ -486,6 +486,8 @@ def test_signature_status_and_signer_are_shown_when_the_listing_has_them(
     assert first.inner_text() == "Signature valid by CN=QA Signer,O=acme"
     second = page.locator("#interactions tbody tr").nth(1).locator(".sig")
     assert "INVALID" in second.inner_text()
+    third = page.locator("#interactions tbody tr").nth(2).locator(".sig")
+    assert third.inner_text() == "Unsigned"  # no signer to name
     page.click('#interactions tr[data-id="acme/call-1"] button.open')
     page.wait_for_selector("#player:not([hidden])")
     assert page.locator("#members .sig-valid").count() == 2

@@ -213,7 +213,7 @@
     const span = document.createElement('span');
     span.className = 'badge sig sig-' + sig.status;
     span.textContent = SIGNATURE[sig.status];
-    if (typeof sig.signer === 'string' && sig.signer) {
+    if (sig.status !== 'unsigned' && typeof sig.signer === 'string' && sig.signer) {
       const who = document.createElement('span');
       who.className = 'signer';
       who.textContent = ' by ' + sig.signer;
