@@ -24,7 +24,7 @@ import pytest
 
 from recstream.envelope import EnvelopeEncryptor, new_metadata
 from recstream.format import MediaKind
-from tests.service.conftest import SAMPLES, Keys, ServerThread, request
+from tests.service.conftest import SAMPLES, Keys, ServerThread, request, wait_for_audit
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -540,4 +540,24 @@ def test_keyboard_only_and_a_phone_screen(
         ".filter(e => !e.labels || e.labels.length === 0).map(e => e.id)"
     )
     assert unlabelled == []
+    s.close()
+
+
+def test_the_page_through_a_decryption_proxy(
+    browser: Any, start_rcs: Any, start_proxy: Any, player_archive: Path
+) -> None:
+    """Signed in at the proxy: its interactions and its own tickets, played at the RCS."""
+    rcs: ServerThread = start_rcs(root=player_archive)
+    proxy: ServerThread = start_proxy("/US/AK", "0a1b2c", {"/": rcs.url + "/rcs"})
+    s = Session(browser, proxy)
+    page = s.page
+    s.signed_in("alice")
+    assert len(s.rows()) == 1 + IVR_CALLS
+    page.click('#interactions tr[data-id="acme/ivr-000"] button.open')
+    page.wait_for_function("() => !document.getElementById('play').disabled", timeout=20_000)
+    page.keyboard.press("Space")
+    _playing(page, 0.5)  # raw mu-law, as WAV from the RCS through the proxy
+    page.wait_for_function("() => window.recstreamPlayer.peaks !== null", timeout=20_000)
+    play = wait_for_audit(rcs, lambda a: a["event"] == "playback")  # written as it ends
+    assert (play["user"], play["auth"], play["file"]) == ("alice", "proxy", "acme/ivr/ivr-000.rsv")
     s.close()

@@ -500,7 +500,10 @@
     clearInterval(p.timer);
     p.timer = setInterval(sync, 250);
     if (main.media_kind === 'voice') { waveform(main, gen); } else {
-      el.waveNote.textContent = 'No waveform: this interaction has no call recording.';
+      const hasCall = p.interaction && p.interaction.recordings.some((r) => r.media_kind === 'voice');
+      el.waveNote.textContent = hasCall
+        ? 'No waveform: the screen recording plays alone (the waveform is of the call).'
+        : 'No waveform: this interaction has no call recording.';
     }
   }
 
