@@ -319,9 +319,7 @@ class Authenticator:
         """Seconds a bearer token has left (0: dead)."""
         return self.tokens.live(self.tokens.digest(token), self._clock())
 
-    async def ticket_holder(
-        self, name: str, credential: str, token_digest: bytes, client: str
-    ) -> Principal:
+    async def ticket_holder(self, name: str, credential: str, token_digest: bytes) -> Principal:
         """The user a playback ticket was issued to, if it still stands: the bearer
         token it was issued under is live and the user's credential version unchanged
         (a sign-out, a password change or a removal ends the user's tickets too).

@@ -59,7 +59,6 @@ __all__ = ["PLAY_PREFIX", "TICKET_SECONDS", "Ticket", "TicketSigner", "add_route
 TICKET_SECONDS: Final = 600  # long enough to start and seek; the page renews it
 MAX_TICKET_CHARS: Final = 4096
 PLAY_PREFIX: Final = "/rcs/play/"
-_MAC_BYTES: Final = 32
 
 
 def _b64(data: bytes) -> str:
@@ -147,7 +146,7 @@ async def handle_issue(request: web.Request) -> web.StreamResponse:
     ``201 {"url": "/rcs/play/TICKET", "expires_in": SECONDS}``.
 
     Raises (as HTTP errors): 401 without a live token; 403 for Basic (use the
-    recording URL directly) ; 400 for a bad body; 404 for a recording that is
+    recording URL directly); 400 for a bad body; 404 for a recording that is
     not listed for the caller (missing or another tenant's, alike).
     """
     ctx = request.app[CONTEXT]
@@ -182,9 +181,7 @@ async def handle_play(request: web.Request) -> web.StreamResponse:
     """``GET /rcs/play/TICKET``: the ticket's recording, with Range, as a direct playback."""
     ctx = request.app[CONTEXT]
     ticket = request.app[SIGNER].verify(request.match_info["ticket"])
-    who = await ctx.auth.ticket_holder(
-        ticket.user, ticket.credential, ticket.token_digest, ctx.client(request)
-    )
+    who = await ctx.auth.ticket_holder(ticket.user, ticket.credential, ticket.token_digest)
     if ctx.config.proxy is not None:  # forwarded as the ticket's user, as=wav passed on
         return await request.app[FORWARDER].forward(request, who=who, play=(ticket.name, "wav"))
     # for the browser's media elements: raw G.711 comes as WAV (service/wavwrap.py)
