@@ -45,7 +45,7 @@ from typing import Final
 from aiohttp import web
 
 from recstream.service.context import CONTEXT
-from recstream.service.errors import PermissionDeniedError, RequestError
+from recstream.service.errors import NotFoundError, PermissionDeniedError, RequestError
 from recstream.service.index import Entry, HeaderIndex
 
 __all__ = [
@@ -205,7 +205,7 @@ class InteractionView:
             PermissionDeniedError: ``query.tenant`` is not one of ``tenants``.
         """
         if query.tenant is not None and query.tenant not in tenants:
-            msg = f"you may not see recordings of tenant {query.tenant!r}"
+            msg = f"you may not see recordings of tenant {query.tenant[:100]!r}"
             raise PermissionDeniedError(msg)
         wanted = sorted(tenants if query.tenant is None else {query.tenant})
         streams = []
@@ -395,7 +395,10 @@ async def handle_interactions(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     who = await ctx.authenticate(request)
     query = parse_query(request.query, [k for k, _ in request.query.items()])
-    view = request.app[VIEW]
+    view = request.app.get(VIEW)
+    if view is None:
+        msg = "this server has no recordings archive ([recordings] root)"
+        raise NotFoundError(msg)
     await ctx.index_ready.wait()
     page = await asyncio.to_thread(view.page, who.user.tenants, query)
     ctx.audit.write_limited(

@@ -161,6 +161,9 @@ async def handle_issue(request: web.Request) -> web.StreamResponse:
         msg = 'the body must be {"id": "<the recording\'s id from the listing>"}'
         raise RequestError(msg)
     check_name(name)
+    if ctx.index is None and ctx.config.proxy is None:
+        msg = "this server has no recordings archive ([recordings] root)"
+        raise NotFoundError(msg)
     if ctx.index is not None:  # an RCS; a proxy has no index: its RCS checks on playback
         entry = ctx.index.get(name)
         if entry is None or not who.user.may_decrypt(entry.tenant):
