@@ -4,8 +4,10 @@ Thin adapters over the core (:mod:`recstream.envelope`, :mod:`recstream.reader`)
 aiohttp on uvloop, one error-to-status table (:mod:`recstream.service.http`).
 Modules: ``config`` (TOML), ``store`` (SQLite users and locations), ``passwords``
 (Argon2id), ``auth`` and ``ratelimit``, ``archive`` (the recordings directory),
-``index`` (the header index behind listings), ``decrypt`` and ``ranges``
-(decryption and playback), ``ops`` and ``locations`` (the settings API),
+``index`` (the header index behind listings), ``interactions`` (listings
+grouped by call), ``decrypt`` and ``ranges`` (decryption and playback),
+``tickets`` (playback URLs for media elements), ``wavwrap`` and ``mediatime``
+(raw G.711 as WAV, durations from headers), ``ops`` and ``locations`` (the settings API),
 ``proxy`` (forwarding) and ``delegation`` (what a proxy sends instead of
 passwords), ``player`` (``GET /``), ``audit``, ``metrics``, ``keys`` (the
 keystore seam), ``errors`` (the service's errors), ``listener`` (connection

@@ -20,7 +20,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from recstream.envelope import KeyRing
-from recstream.service import decrypt, ops, player, proxy, tokens
+from recstream.service import decrypt, interactions, ops, player, proxy, tickets, tokens
 from recstream.service.archive import Archive
 from recstream.service.audit import AuditLog
 from recstream.service.auth import Authenticator, TokenStore
@@ -97,8 +97,11 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
     tokens.add_routes(app)  # a proxy issues its own: it authenticates its users itself
     if config.proxy is None:
         decrypt.add_routes(app)
+        interactions.add_routes(app)
+        tickets.add_routes(app)
     else:
         proxy.add_routes(app)
+        tickets.add_routes(app)  # its own tickets, played through its forwarder
     app.on_response_prepare.append(add_security_headers)
     if ctx.index is not None:
         app.cleanup_ctx.append(_indexer)

@@ -49,7 +49,12 @@ from dataclasses import dataclass
 from typing import Final, NoReturn
 
 from recstream.service import delegation, passwords
-from recstream.service.errors import AuthenticationError, InvalidTokenError, RateLimitedError
+from recstream.service.errors import (
+    AuthenticationError,
+    InvalidTokenError,
+    RateLimitedError,
+    TicketError,
+)
 from recstream.service.metrics import Metrics
 from recstream.service.ratelimit import FailureLimiter
 from recstream.service.store import SettingsStore, User
@@ -73,7 +78,8 @@ class Principal:
     """An authenticated caller: the user and how they proved it.
 
     Attributes:
-        method: ``basic``, ``bearer``, or ``proxy`` (a delegation).
+        method: ``basic``, ``bearer``, ``proxy`` (a delegation), or ``ticket`` (a
+            playback ticket, :mod:`recstream.service.tickets`).
         via: the decryption proxy that vouched for the user (``proxy`` only).
     """
 
@@ -131,6 +137,18 @@ class TokenStore:
             del self._grants[digest]
             return None
         return grant.user, grant.credential
+
+    @staticmethod
+    def digest(token: str) -> bytes:
+        """The SHA-256 a token is kept under (what a playback ticket names it by)."""
+        return hashlib.sha256(token.encode("utf-8", "replace")).digest()
+
+    def live(self, digest: bytes, now: float) -> float:
+        """Seconds the token of ``digest`` has left, 0 if it is unknown, expired or revoked."""
+        grant = self._grants.get(digest)
+        if grant is None or not hmac.compare_digest(grant.digest, digest):
+            return 0.0
+        return max(0.0, grant.expires - now)
 
     def revoke(self, token: str) -> bool:
         digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
@@ -296,6 +314,29 @@ class Authenticator:
             self._refuse_if_limited(client, None)
             self._fail("bad_token", client, name)
         return Principal(found[0], "bearer")
+
+    def token_left(self, token: str) -> float:
+        """Seconds a bearer token has left (0: dead)."""
+        return self.tokens.live(self.tokens.digest(token), self._clock())
+
+    async def ticket_holder(self, name: str, credential: str, token_digest: bytes) -> Principal:
+        """The user a playback ticket was issued to, if it still stands: the bearer
+        token it was issued under is live and the user's credential version unchanged
+        (a sign-out, a password change or a removal ends the user's tickets too).
+
+        Raises:
+            TicketError: it no longer stands (HTTP 403).
+        """
+        if self.tokens.live(token_digest, self._clock()) <= 0:
+            self._metrics.auth_failures.inc(reason="bad_ticket")
+            msg = "the playback ticket's sign-in has ended (signed out or expired)"
+            raise TicketError(msg)
+        found = await self._lookup(name)
+        if found is None or not hmac.compare_digest(found[0].credential, credential):
+            self._metrics.auth_failures.inc(reason="bad_ticket")
+            msg = "the playback ticket's user has changed or been removed"
+            raise TicketError(msg)
+        return Principal(found[0], "ticket")
 
     async def _delegated(self, value: str, client: str, target: tuple[str, str, str]) -> Principal:
         # Like a token: checked before any limit, and only a bad one counts.

@@ -108,10 +108,15 @@ class ServiceContext:
             f"client:{record['client']}",
             **record,
             method=request.method,
-            path=request.path,
+            path=_loggable_path(request.path),
             status=status,
             reason=reason,
         )
+
+
+def _loggable_path(path: str) -> str:
+    """A request path fit for a log: a playback ticket (a credential) is not written."""
+    return "/rcs/play/…" if path.startswith("/rcs/play/") else path
 
 
 CONTEXT = web.AppKey("recstream_context", ServiceContext)

@@ -42,8 +42,9 @@ from recstream.service.http import (
 )
 from recstream.service.index import DEFAULT_PAGE, MAX_PAGE, page_body
 from recstream.service.ranges import parse_range
+from recstream.service.wavwrap import WAV_TYPE, wav_prefix
 
-__all__ = ["add_routes"]
+__all__ = ["add_routes", "play_recording"]
 
 READ_CHUNK: Final = 256 * 1024  # request body read size: 16 segments
 PLAY_CHUNK: Final = 16 * 16 * 1024  # plaintext per read_at on playback: 16 segments
@@ -266,9 +267,25 @@ def _page_limit(text: str | None) -> int:
 
 
 async def handle_playback(request: web.Request) -> web.StreamResponse:
+    """``GET /rcs/recordings/{name}[?as=wav]`` (``as=wav``: raw G.711 as WAV, for browsers)."""
     ctx = request.app[CONTEXT]
     who = await ctx.authenticate(request)
-    name = request.match_info["name"]
+    shape = request.query.get("as")
+    if shape not in (None, "wav"):
+        msg = "'as' must be 'wav' (raw G.711 served as WAV) or absent"
+        raise RequestError(msg)
+    return await play_recording(request, ctx, who, request.match_info["name"], as_wav=bool(shape))
+
+
+async def play_recording(
+    request: web.Request, ctx: ServiceContext, who: Principal, name: str, *, as_wav: bool = False
+) -> web.StreamResponse:
+    """Play archive recording ``name`` to ``who`` (Range, tenant check, audit): the
+    common end of ``GET /rcs/recordings/{name}`` and of a playback ticket.
+
+    Args:
+        as_wav: serve raw G.711 as WAV (:mod:`recstream.service.wavwrap`), for browsers.
+    """
     audit = _Audit(ctx, "playback", {**ctx.audit_base(request, who), "file": name})
     assert ctx.archive is not None and ctx.keyring is not None
     archive, keyring = ctx.archive, ctx.keyring
@@ -286,7 +303,7 @@ async def handle_playback(request: web.Request) -> web.StreamResponse:
                 audit.header(reader.header, who, hidden=name)
             audit.fields["cert_id"] = keys.cert_id
             keys.check_tenant(reader.header.metadata.tenant)
-            resp = await _play(request, ctx, reader, audit)
+            resp = await _play(request, ctx, reader, audit, as_wav=as_wav)
         finally:
             os.close(fd)
     except (RecstreamError, TimeoutError, ConnectionError) as exc:
@@ -298,21 +315,30 @@ async def handle_playback(request: web.Request) -> web.StreamResponse:
 
 
 async def _play(
-    request: web.Request, ctx: ServiceContext, reader: SegmentReader, audit: _Audit
+    request: web.Request,
+    ctx: ServiceContext,
+    reader: SegmentReader,
+    audit: _Audit,
+    *,
+    as_wav: bool = False,
 ) -> web.StreamResponse:
-    etag = f'"{reader.header.mac.hex()[:32]}"'
-    rng = parse_range(request.headers.get("Range"), reader.size)
+    media_type = reader.header.metadata.media_type
+    prefix = wav_prefix(media_type, reader.size) if as_wav else None
+    lead = len(prefix) if prefix is not None else 0  # bytes served before the plaintext
+    etag = f'"{reader.header.mac.hex()[:32]}{"-wav" if lead else ""}"'
+    size = lead + reader.size
+    rng = parse_range(request.headers.get("Range"), size)
     if_range = request.headers.get("If-Range")
     if rng is not None and if_range is not None and if_range != etag:
         rng = None  # the client holds another version: send it all (RFC 9110 §13.1.5)
-    start, end = (rng.start, rng.end) if rng is not None else (0, reader.size)
+    start, end = (rng.start, rng.end) if rng is not None else (0, size)
     resp = web.StreamResponse(
         status=206 if rng is not None else 200,
         headers={
             "Accept-Ranges": "bytes",
             "ETag": etag,
             "Cache-Control": "no-store",
-            "Content-Type": safe_media_type(reader.header.metadata.media_type),
+            "Content-Type": WAV_TYPE if lead else safe_media_type(media_type),
             **DECRYPTED_HEADERS,
         },
     )
@@ -324,8 +350,13 @@ async def _play(
     await resp.prepare(request)
     timeout = ctx.config.server.write_timeout
     pos = start
+    if prefix is not None and pos < lead and request.method != "HEAD":
+        head = prefix[pos:end]
+        await write_with_timeout(resp, head, timeout)
+        pos += len(head)
     while pos < end and request.method != "HEAD":
-        data = await asyncio.to_thread(reader.read_at, pos, min(PLAY_CHUNK, end - pos))
+        n = min(PLAY_CHUNK, end - pos)
+        data = await asyncio.to_thread(reader.read_at, pos - lead, n)
         await write_with_timeout(resp, data, timeout)
         pos += len(data)
         audit.sent += len(data)

@@ -27,6 +27,7 @@ __all__ = [
     "ServiceConfigError",
     "ServiceError",
     "TenantMismatchError",
+    "TicketError",
     "UnsupportedMediaTypeError",
     "UpstreamError",
 ]
@@ -117,6 +118,12 @@ class RateLimitedError(ServiceError):
 
 class PermissionDeniedError(ServiceError):
     """An authenticated user asked for something their role or tenants do not allow."""
+
+
+class TicketError(PermissionDeniedError):
+    """A playback ticket that is malformed, forged, expired, for another recording, or
+    whose sign-in has ended.  A 403, not a 401: a media element that met a 401's
+    Basic challenge would make the browser ask for a password."""
 
 
 class ForbiddenOriginError(PermissionDeniedError):

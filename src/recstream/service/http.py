@@ -50,6 +50,7 @@ HTTP_STATUS: Final[dict[type[BaseException], tuple[int, str]]] = {
     se.AuthenticationError: (401, "unauthorized"),
     se.RateLimitedError: (429, "too_many_failed_attempts"),
     se.ForbiddenOriginError: (403, "forbidden_origin"),
+    se.TicketError: (403, "invalid_ticket"),
     se.PermissionDeniedError: (403, "forbidden"),
     se.NotFoundError: (404, "not_found"),
     se.ConflictError: (409, "conflict"),
@@ -158,7 +159,8 @@ def error_middleware(metrics: Metrics, on_error: RefusalHook | None = None) -> A
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:
-            log.exception("internal error on %s %s", request.method, request.path)
+            path = "/rcs/play/…" if request.path.startswith("/rcs/play/") else request.path
+            log.exception("internal error on %s %s", request.method, path)  # never a ticket
             resp = error_response(exc)
         metrics.responses.inc(code=f"{resp.status // 100}xx")
         return resp

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import collections
 import dataclasses
 import heapq
 import itertools
@@ -41,6 +42,7 @@ from recstream.format import BodyLayout
 from recstream.reader import FileSource, read_header_at
 from recstream.service.archive import SUFFIX, Archive, check_name
 from recstream.service.errors import NotFoundError, RequestError
+from recstream.service.mediatime import duration_ms
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Entry", "HeaderIndex", "Page", "page_body"]
 
@@ -49,6 +51,8 @@ MAX_PAGE: Final = 1000
 FULL_RESCAN_SECONDS: Final = 600.0
 MAX_CURSOR_CHARS: Final = 2048
 REBUILD_THRESHOLD: Final = 256  # more changed files than this: re-sort instead of inserting
+CHANGE_LOG_VERSIONS: Final = 64  # versions whose changes interactions can apply one by one
+MAX_LOGGED_CHANGES: Final = 2048  # a bigger change: regrouping beats itemising
 
 _Key = tuple[int, str]  # (-created_ms, name): newest first, then by name
 _Stamp = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
@@ -82,8 +86,14 @@ class Entry:
             "media_type": self.media_type,
             "created_ms": self.created_ms,
             "size": self.size,
+            "duration_ms": self.duration_ms,
             "cert_ids": list(self.cert_ids),
         }
+
+    @property
+    def duration_ms(self) -> int | None:
+        """From the media type and size only (:mod:`recstream.service.mediatime`)."""
+        return duration_ms(self.media_type, self.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +136,12 @@ class HeaderIndex:
         self._by_tenant: dict[str, list[_Key]] = {}
         self._dirs: dict[str, _Dir] = {}
         self._last_full = 0.0
+        self.version = 0  # bumped whenever an entry is added, changed or dropped
+        # (tenant, recording ID) -> names: the interactions (service/interactions.py)
+        self._by_rid: dict[tuple[str, str], set[str]] = {}
+        # (version, the (tenant, recording ID)s it touched, or None: too many to say)
+        self._log: collections.deque[tuple[int, frozenset[tuple[str, str]] | None]]
+        self._log = collections.deque(maxlen=CHANGE_LOG_VERSIONS)
         self.ready = threading.Event()
         self._closed = threading.Event()
 
@@ -149,6 +165,41 @@ class HeaderIndex:
             entries = [self._entries[k[1]] for k in keys[:limit]]
         more = len(keys) > limit
         return Page(entries, encode_cursor(keys[limit - 1]) if more and limit else None)
+
+    def tenant_entries(self, tenant: str) -> tuple[int, list[Entry]]:
+        """(:attr:`version`, ``tenant``'s entries newest first): one consistent snapshot."""
+        with self._lock:
+            keys = self._by_tenant.get(tenant, [])
+            return self.version, [self._entries[k[1]] for k in keys]
+
+    def interaction_delta(
+        self, tenant: str, since: int
+    ) -> tuple[int, dict[str, list[Entry]] | None]:
+        """What changed in ``tenant``'s interactions after version ``since``.
+
+        Returns:
+            (:attr:`version`, recording ID -> its entries now, empty if it is gone),
+            or (version, None) when the change log does not reach back that far or a
+            change was too large to itemise: regroup from :meth:`tenant_entries`.
+        """
+        with self._lock:
+            touched: set[str] = set()
+            covered = since == self.version
+            for version, changes in self._log:
+                if version <= since:
+                    covered = covered or version == since
+                    continue
+                covered = covered or version == since + 1
+                if changes is None:
+                    return self.version, None
+                touched.update(rid for t, rid in changes if t == tenant)
+            if not covered:
+                return self.version, None
+            delta = {
+                rid: [self._entries[n] for n in self._by_rid.get((tenant, rid), ())]
+                for rid in touched
+            }
+            return self.version, delta
 
     def get(self, name: str) -> Entry | None:
         with self._lock:
@@ -185,6 +236,11 @@ class HeaderIndex:
         read = {e.name for e in fresh}
         unreadable = [n for n in changed if n not in read]
         with self._lock:
+            touched = {(e.tenant, e.recording_id) for e in fresh}
+            for name in itertools.chain(gone, unreadable, read):
+                old = self._entries.get(name)
+                if old is not None:
+                    touched.add((old.tenant, old.recording_id))
             for name in itertools.chain(gone, unreadable):
                 self._drop(name)
             if len(fresh) > REBUILD_THRESHOLD:  # one sort beats many insertions
@@ -196,6 +252,10 @@ class HeaderIndex:
                     self._drop(entry.name)
                     self._add(entry)
             self._dirs = seen_dirs
+            if touched:
+                self.version += 1
+                big = len(touched) > MAX_LOGGED_CHANGES
+                self._log.append((self.version, None if big else frozenset(touched)))
         self.ready.set()
         return len(changed)
 
@@ -270,20 +330,30 @@ class HeaderIndex:
 
     def _rebuild(self) -> None:
         groups: dict[str, list[_Key]] = {}
+        by_rid: dict[tuple[str, str], set[str]] = {}
         for entry in self._entries.values():
             groups.setdefault(entry.tenant, []).append(entry.key)
+            by_rid.setdefault((entry.tenant, entry.recording_id), set()).add(entry.name)
         for keys in groups.values():
             keys.sort()
         self._by_tenant = groups
+        self._by_rid = by_rid
 
     def _add(self, entry: Entry) -> None:
         self._entries[entry.name] = entry
         bisect.insort(self._by_tenant.setdefault(entry.tenant, []), entry.key)
+        self._by_rid.setdefault((entry.tenant, entry.recording_id), set()).add(entry.name)
 
     def _drop(self, name: str) -> None:
         old = self._entries.pop(name, None)
         if old is None:
             return
+        rid = (old.tenant, old.recording_id)
+        names = self._by_rid.get(rid)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self._by_rid[rid]
         keys = self._by_tenant[old.tenant]
         i = bisect.bisect_left(keys, old.key)
         if i < len(keys) and keys[i] == old.key:

@@ -1,124 +1,41 @@
-"""The player page: ``GET /`` lists the caller's recordings and plays them in the browser.
+"""The player page: ``GET /`` is what a quality supervisor uses to find and play calls.
 
-The page, its script and its style are static and hold no data; the list
-comes from ``GET /rcs/recordings`` and the media from ``GET
-/rcs/recordings/{name}`` (Range requests: the browser's own ``<audio>`` and
-``<video>`` elements seek by asking for the bytes they need, and the server
-decrypts only those segments).  The browser authenticates with HTTP Basic (it
-asks once and resends the credentials with every request, media included).
-Names from headers reach the page only as ``textContent``, never as HTML, and
-the Content-Security-Policy allows scripts and media from this origin only.
+The page (``static/player.html``), its script and its style are static and hold
+no data; they are package files, served from memory with a CSP that allows
+nothing from another origin (the page works offline).  What the page does:
+
+* **Sign-in** with a user name and password, exchanged once for a bearer token
+  (``POST /rcs/tokens``) that stays in the script's memory only (no cookie, no
+  web storage, so no CSRF surface and nothing left behind); sign-out revokes it
+  (``DELETE /rcs/tokens``).  401 goes back to the form; 403, 429 (with its
+  ``Retry-After``) and network errors get their own messages and a Retry.
+* **Interactions** from ``GET /rcs/interactions``
+  (:mod:`recstream.service.interactions`): search by recording ID, filter by
+  tenant, date range and media, paged on the server.  Local times with the
+  zone, human sizes, durations, and the recordings' signature status when the
+  listing carries one.
+* **Playback** through playback tickets (:mod:`recstream.service.tickets`): the
+  call and its screen recording on one timeline (the call's clock; the video
+  follows it, shifted by the difference of their start times, jumping when
+  more than 0.3 s off and easing its playback rate when 0.04-0.3 s off), a
+  click-to-seek waveform decoded in the browser from the decrypted call audio,
+  and keys: Space, ←/→ (±5 s).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Final
 
 from aiohttp import web
 
-__all__ = ["add_routes"]
+__all__ = ["PAGE", "SCRIPT", "STYLE", "add_routes"]
 
-PAGE: Final = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>recstream player</title>
-<link rel="stylesheet" href="/player.css">
-<script src="/player.js" defer></script>
-</head>
-<body>
-<header><h1>Recordings</h1><p id="status" role="status">Loading…</p></header>
-<main>
-<table id="recordings" hidden>
-<thead><tr><th>Created</th><th>Tenant</th><th>Recording</th><th>Kind</th><th>Type</th>
-<th>Size</th><th></th></tr></thead>
-<tbody></tbody>
-</table>
-<section id="player" hidden>
-<h2 id="now-playing"></h2>
-<audio id="audio" controls preload="metadata" hidden></audio>
-<video id="video" controls preload="metadata" hidden></video>
-</section>
-</main>
-</body>
-</html>
-"""
-
-SCRIPT: Final = r"""'use strict';
-(function () {
-  const statusEl = document.getElementById('status');
-  const table = document.getElementById('recordings');
-  const body = table.querySelector('tbody');
-  const audio = document.getElementById('audio');
-  const video = document.getElementById('video');
-
-  function mediaUrl(id) {
-    return '/rcs/recordings/' + id.split('/').map(encodeURIComponent).join('/');
-  }
-
-  function cell(row, text) {
-    const td = document.createElement('td');
-    td.textContent = text;
-    row.appendChild(td);
-    return td;
-  }
-
-  function play(rec) {
-    const el = rec.media_kind === 'screen' ? video : audio;
-    const other = el === audio ? video : audio;
-    other.pause();
-    other.removeAttribute('src');
-    other.hidden = true;
-    el.hidden = false;
-    el.src = mediaUrl(rec.id);
-    document.getElementById('now-playing').textContent = rec.recording_id + ' (' + rec.tenant + ')';
-    document.getElementById('player').hidden = false;
-    window.recstreamPlayer.current = el;
-    el.play().catch(function (err) { statusEl.textContent = 'Playback failed: ' + err.message; });
-  }
-
-  function show(recordings) {
-    body.textContent = '';
-    for (const rec of recordings) {
-      const row = document.createElement('tr');
-      row.dataset.id = rec.id;
-      cell(row, new Date(rec.created_ms).toISOString().replace('T', ' ').slice(0, 19));
-      cell(row, rec.tenant);
-      cell(row, rec.recording_id);
-      cell(row, rec.media_kind);
-      cell(row, rec.media_type);
-      cell(row, rec.size === null ? 'incomplete' : String(rec.size));
-      const button = document.createElement('button');
-      button.type = 'button';
-      button.className = 'play';
-      button.textContent = 'Play';
-      button.addEventListener('click', function () { play(rec); });
-      cell(row, '').appendChild(button);
-      body.appendChild(row);
-    }
-    table.hidden = recordings.length === 0;
-    statusEl.textContent = recordings.length === 0
-      ? 'No recordings of your tenants.' : recordings.length + ' recording(s).';
-  }
-
-  window.recstreamPlayer = { current: null, play: play };
-  fetch('/rcs/recordings', { credentials: 'same-origin', cache: 'no-store' })
-    .then(function (r) {
-      if (!r.ok) { throw new Error('the server answered ' + r.status); }
-      return r.json();
-    })
-    .then(function (data) { show(data.recordings); })
-    .catch(function (err) { statusEl.textContent = 'Cannot list recordings: ' + err.message; });
-})();
-"""
-
-STYLE: Final = """body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
-table { border-collapse: collapse; margin-bottom: 1.5rem; }
-th, td { padding: .3rem .7rem; border-bottom: 1px solid #ddd; text-align: left; }
-video { max-width: 100%; }
-"""
+_STATIC: Final = resources.files("recstream.service").joinpath("static")
+PAGE: Final = _STATIC.joinpath("player.html").read_text("utf-8")
+SCRIPT: Final = _STATIC.joinpath("player.js").read_text("utf-8")
+STYLE: Final = _STATIC.joinpath("player.css").read_text("utf-8")
 
 
 def add_routes(app: web.Application) -> None:
@@ -128,9 +45,11 @@ def add_routes(app: web.Application) -> None:
 
 
 def _static(text: str, content_type: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    body = text.encode("utf-8")
+
     async def handler(request: web.Request) -> web.StreamResponse:
         return web.Response(
-            text=text,
+            body=body,
             content_type=content_type,
             charset="utf-8",
             headers={"Cache-Control": "no-cache"},

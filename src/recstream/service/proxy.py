@@ -12,9 +12,13 @@
   the RCS gets a delegation (:mod:`recstream.service.delegation`) naming the
   proxy and the user, for that one request at that one RCS, and applies its
   own record of the user (tenants).
-* **What**: only ``/rcs/decrypt``, the listing and ``/rcs/recordings/{name}``,
-  the name checked and re-encoded segment by segment (no ``..``, no encoded
-  ``/``); only the listing's ``limit`` and ``after`` are passed on.
+* **What**: only ``/rcs/decrypt``, the listing, ``/rcs/interactions`` and
+  ``/rcs/recordings/{name}``, the name checked and re-encoded segment by
+  segment (no ``..``, no encoded ``/``); only the listing's ``limit`` and
+  ``after``, the interactions' own parameters (checked here first) and a
+  recording's ``as`` are passed on.  The proxy issues its own playback tickets
+  (:mod:`recstream.service.tickets`) and forwards their playback as the
+  ticket's user.
 
 Bodies stream in both directions with bounded buffers.  An RCS that cannot be
 reached, or no entry for the node, is a 502 saying which; an RCS that aborts a
@@ -42,6 +46,7 @@ from recstream.service.config import ProxyConfig
 from recstream.service.context import CONTEXT, ServiceContext
 from recstream.service.errors import NotFoundError, UpstreamError
 from recstream.service.http import BodyReader, abort_response, write_with_timeout
+from recstream.service.interactions import PARAMETERS, parse_query
 from recstream.service.locations import Resolution, resolve, validate_location
 
 __all__ = ["Forwarder", "add_routes"]
@@ -49,6 +54,11 @@ __all__ = ["Forwarder", "add_routes"]
 # Never Authorization: the caller's credentials stay here (see the module docstring).
 REQUEST_HEADERS: Final = ("Range", "If-Range", "Content-Type", "Accept")
 LISTING_PARAMETERS: Final = ("limit", "after")
+PASSED_PARAMETERS: Final[dict[str, frozenset[str]]] = {  # by route: what reaches the RCS
+    "/rcs/recordings": frozenset(LISTING_PARAMETERS),
+    "/rcs/interactions": PARAMETERS,
+}
+RECORDING_PARAMETERS: Final = frozenset({"as"})
 RESPONSE_HEADERS: Final = (
     "Content-Type",
     "Content-Range",
@@ -64,6 +74,7 @@ CHUNK: Final = 256 * 1024
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/rcs/decrypt", handle_forward)
     app.router.add_get("/rcs/recordings", handle_forward)
+    app.router.add_get("/rcs/interactions", handle_interactions)
     app.router.add_get("/rcs/recordings/{name:.+}", handle_forward)
     app.cleanup_ctx.append(_session)
 
@@ -80,6 +91,13 @@ async def _session(app: web.Application) -> AsyncIterator[None]:
 async def handle_forward(request: web.Request) -> web.StreamResponse:
     fwd: Forwarder = request.app[FORWARDER]
     return await fwd.forward(request)
+
+
+async def handle_interactions(request: web.Request) -> web.StreamResponse:
+    """Forward ``GET /rcs/interactions`` once its parameters pass the RCS's own checks."""
+    who = await request.app[CONTEXT].authenticate(request)
+    parse_query(request.query, [k for k, _ in request.query.items()])  # a 400 here, not there
+    return await request.app[FORWARDER].forward(request, who=who)
 
 
 class Forwarder:
@@ -122,20 +140,35 @@ class Forwarder:
             raise UpstreamError(msg)
         return found
 
-    def target(self, request: web.Request, found: Resolution) -> URL:
-        """The upstream URL: a known route, its name re-encoded segment by segment."""
+    def target(
+        self, request: web.Request, found: Resolution, play: tuple[str, str] | None = None
+    ) -> URL:
+        """The upstream URL: a known route, its name re-encoded segment by segment.
+
+        Args:
+            play: (recording name, ``as``) of a ticket's playback, instead of the
+                request's own path and query.
+        """
         suffix = request.path[len("/rcs") :]
-        if "name" in request.match_info:
-            name = request.match_info["name"]
+        query = [(k, v) for k, v in request.query.items() if k in self._passed(request)]
+        if play is not None or "name" in request.match_info:
+            name = play[0] if play is not None else request.match_info["name"]
             raw = request.raw_path.lower()
-            if "%2f" in raw or "%5c" in raw:  # an encoded '/' or '\\': as a missing file
-                raise NotFoundError(missing_message(name))
+            if play is None and ("%2f" in raw or "%5c" in raw):  # an encoded '/' or '\\'
+                raise NotFoundError(missing_message(name))  # as a missing file
             segments = check_name(name)
             suffix = "/recordings/" + "/".join(quote(seg, safe="") for seg in segments)
+            if play is not None:
+                query = [("as", play[1])]
         text = found.value + suffix
-        query = [(k, v) for k, v in request.query.items() if k in LISTING_PARAMETERS]
         url = URL(text, encoded=True)
         return url.with_query(query) if query else url
+
+    @staticmethod
+    def _passed(request: web.Request) -> frozenset[str]:
+        if "name" in request.match_info:
+            return RECORDING_PARAMETERS
+        return PASSED_PARAMETERS.get(request.path, frozenset())
 
     def _delegation(self, who: Principal, method: str, target: URL) -> tuple[str, str]:
         """(Host, Authorization) for ``target``: the RCS sees this proxy vouching for ``who``."""
@@ -152,26 +185,35 @@ class Forwarder:
         )
         return aud, delegation.sign(self.cfg.identity_key, claims)
 
-    async def forward(self, request: web.Request) -> web.StreamResponse:
+    async def forward(
+        self,
+        request: web.Request,
+        *,
+        who: Principal | None = None,
+        play: tuple[str, str] | None = None,
+    ) -> web.StreamResponse:
+        """Forward ``request`` (or a ticket's ``play``, see :meth:`target`) for ``who``
+        (default: whoever the request authenticates as)."""
         started = time.perf_counter()
-        who = await self.ctx.authenticate(request)
+        if who is None:
+            who = await self.ctx.authenticate(request)
         found = await self.route(request)
         try:
-            target = self.target(request, found)
+            target = self.target(request, found, play)
         except NotFoundError:
             self.ctx.audit.write_limited(
                 "forward",
                 f"client:{self.ctx.client(request)}",
                 **self.ctx.audit_base(request, who),
                 method=request.method,
-                path=request.raw_path,
+                path=request.raw_path if play is None else "/rcs/play/…",
                 result="bad_name",
             )
             raise
         record = {
             **self.ctx.audit_base(request, who),
             "method": request.method,
-            "path": request.path,
+            "path": request.path if play is None else "/rcs/play/…",  # never the ticket
             "node": found.node_path,
             "location": found.location,
             "target": found.value,
