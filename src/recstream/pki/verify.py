@@ -165,8 +165,13 @@ def _verify_path(
     chain: list[x509.Certificate],
     cas: list[x509.Certificate],
     now: datetime,
+    ee_policy: ExtensionPolicy | None = None,
 ) -> None:
-    """The authoritative RFC 5280 path validation, over what the CA file holds."""
+    """The authoritative RFC 5280 path validation, over what the CA file holds.
+
+    ``ee_policy`` checks the end certificate's extensions (default: a recording
+    certificate's; :mod:`recstream.pki.signing` passes the signing profile's).
+    """
     roots = [c for c in cas if is_self_signed(c)]
     intermediates = [c for c in cas if not is_self_signed(c)]
     verifier = (
@@ -174,7 +179,7 @@ def _verify_path(
         .store(Store(roots))
         .time(now)
         .max_chain_depth(MAX_CHAIN_LENGTH)
-        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_RECORDING_POLICY)
+        .extension_policies(ca_policy=_CA_POLICY, ee_policy=ee_policy or _RECORDING_POLICY)
         .build_client_verifier()
     )
     try:

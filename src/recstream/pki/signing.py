@@ -1,0 +1,385 @@
+"""The signing profile: a recording node's signing key and certificate (issue 16).
+
+A recording certificate is public by design, so anyone can encrypt for it; a
+*signing* certificate says which recorder made a recording.  The profile:
+
+* **Keys**: ECDSA P-256 (the default: small, fast, accepted everywhere) or Ed25519.
+  RSA is refused: an RSA key is what a recording certificate has, and keeping the
+  two key types apart keeps the two roles apart (a node cannot be handed its
+  recording key to sign with).  Other curves are refused because the envelope's
+  signature trailer names only these two algorithms (docs/FORMAT.md).
+* **Key usage** digitalSignature, critical, and nothing else: never keyEncipherment
+  (the key signs, it wraps nothing) nor keyCertSign.  nonRepudiation
+  (contentCommitment) is left out: its legal meaning varies by jurisdiction, and
+  verifiers here do not need it.
+* **Extended key usage** id-kp-documentSigning (RFC 9336, 1.3.6.1.5.5.7.3.36),
+  non-critical.  There is no EKU for "signs recordings"; documentSigning is the
+  standard one for signing content (not TLS, not code), and with it a CA that also
+  issues TLS certificates cannot have a recorder's key taken for a TLS client.
+  Verification accepts a certificate without EKU (RFC 5280 §4.2.1.12: no
+  restriction), or with documentSigning or anyExtendedKeyUsage among its purposes;
+  one whose EKU lists only other purposes (serverAuth, codeSigning...) is refused.
+* Not a CA (basicConstraints CA:FALSE, critical), key identifiers, random serial,
+  SHA-256 signature by the issuing CA: as recording certificates (:mod:`.ca`).
+
+The subject needs only a common name (the node's name); O, OU and C are optional.
+The recording-certificate profile (:mod:`.csr`, :mod:`.ca`) is unchanged.
+``now`` is always an argument.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+from cryptography.x509.verification import Criticality, ExtensionPolicy, Policy
+
+from recstream.errors import (
+    CertificateExpiredError,
+    CertificateNotYetValidError,
+    CertificatePurposeError,
+    KeyLoadError,
+    KeyPolicyError,
+)
+from recstream.pki._util import (
+    basic_constraints,
+    fmt_time,
+    key_kind,
+    key_usage,
+    key_usage_names,
+    quoted,
+)
+from recstream.pki.bundle import extract_certificates
+from recstream.pki.ca import (
+    CertificateAuthority,
+    _authority_key_id,
+    _base_builder,
+    _check_issuer_covers,
+    _end,
+    _start,
+)
+from recstream.pki.csr import load_csr
+from recstream.pki.verify import Validation, _verify_path, _walk
+
+__all__ = [
+    "DEFAULT_SIGNING_KEY_TYPE",
+    "DOCUMENT_SIGNING",
+    "SIGNING_KEY_TYPES",
+    "SIGNING_KEY_USAGE",
+    "SigningPrivateKey",
+    "SigningPublicKey",
+    "build_signing_csr",
+    "check_signing_certificate",
+    "check_signing_key",
+    "check_signing_usage",
+    "describe_key_type",
+    "generate_signing_key",
+    "load_signing_key",
+    "sign_signing_certificate",
+    "signing_key_pem",
+    "signing_key_type",
+    "validate_signing_certificate",
+]
+
+SigningPrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+SigningPublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+SIGNING_KEY_TYPES: Final = ("p256", "ed25519")
+DEFAULT_SIGNING_KEY_TYPE: Final = "p256"
+
+# RFC 9336 §3: id-kp-documentSigning
+DOCUMENT_SIGNING: Final = ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+_ACCEPTED_EKUS: Final = frozenset({DOCUMENT_SIGNING, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
+
+SIGNING_KEY_USAGE: Final = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+SIGNING_EKU: Final = x509.ExtendedKeyUsage([DOCUMENT_SIGNING])
+
+
+def generate_signing_key(key_type: str = DEFAULT_SIGNING_KEY_TYPE) -> SigningPrivateKey:
+    """A new signing key: ``"p256"`` (ECDSA P-256) or ``"ed25519"``.
+
+    Raises:
+        ValueError: another ``key_type``.
+    """
+    if key_type == "p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    msg = f"signing key type must be one of {', '.join(SIGNING_KEY_TYPES)}, not {key_type!r}"
+    raise ValueError(msg)
+
+
+def signing_key_type(key: SigningPublicKey | SigningPrivateKey) -> str:
+    """``"p256"`` or ``"ed25519"`` for a key that passed :func:`check_signing_key`."""
+    return (
+        "ed25519"
+        if isinstance(key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey)
+        else "p256"
+    )
+
+
+def check_signing_key(key: object, what: str = "certificate") -> SigningPublicKey:
+    """Return ``key`` (a public key) if the signing profile allows it.
+
+    Raises:
+        KeyPolicyError: RSA, another curve, or another algorithm.
+    """
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    kind, size = key_kind(key)
+    shown = f"{kind} {size}-bit" if size and kind == "RSA" else kind
+    hint = (
+        "; RSA keys are for recording certificates (keyEncipherment), a signing identity "
+        "needs its own ECDSA P-256 or Ed25519 key"
+        if kind == "RSA"
+        else ""
+    )
+    msg = f"the {what} has an {shown} key; signing certificates use ECDSA P-256 or Ed25519{hint}"
+    raise KeyPolicyError(msg)
+
+
+def load_signing_key(data: bytes, password: bytes | None = None) -> SigningPrivateKey:
+    """Load a PEM or DER private key, encrypted or not, under the signing profile.
+
+    Raises:
+        KeyLoadError: unreadable, or the password is missing or wrong.
+        KeyPolicyError: not an ECDSA P-256 or Ed25519 key.
+    """
+    loader = (
+        serialization.load_pem_private_key
+        if b"-----BEGIN" in data
+        else serialization.load_der_private_key
+    )
+    try:
+        key = loader(data, password=password)
+    except TypeError as exc:
+        if password is None:
+            msg = "the signing key is encrypted; give its password"
+        else:
+            msg = "a password was given but the signing key is not encrypted"
+        raise KeyLoadError(msg) from exc
+    except ValueError as exc:
+        if password is not None and b"ENCRYPTED" in data:
+            msg = "could not decrypt the signing key: wrong password"
+        else:
+            msg = "not a readable private key (expected PEM or DER, PKCS#8 or SEC1)"
+        raise KeyLoadError(msg) from exc
+    check_signing_key(key.public_key(), "private key")
+    assert isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey)
+    return key
+
+
+def build_signing_csr(key: SigningPrivateKey, subject: x509.Name) -> x509.CertificateSigningRequest:
+    """A CSR for a signing certificate: key usage digitalSignature, EKU documentSigning.
+
+    Raises:
+        KeyPolicyError: ``key`` is not ECDSA P-256 or Ed25519.
+    """
+    check_signing_key(key.public_key(), "private key")
+    builder = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(subject)
+        .add_extension(SIGNING_KEY_USAGE, critical=True)
+        .add_extension(SIGNING_EKU, critical=False)
+    )
+    return builder.sign(key, _hash_for(key))
+
+
+def sign_signing_certificate(
+    csr: x509.CertificateSigningRequest | bytes,
+    issuer: CertificateAuthority,
+    *,
+    days: int,
+    now: datetime | None = None,
+) -> x509.Certificate:
+    """Issue a signing certificate for a CSR (see the module doc for the profile).
+
+    The subject is copied from the request; it must hold a common name.  Requested
+    extensions are not copied: the profile's are written.
+
+    Raises:
+        CertificateRequestError: unreadable CSR or bad self-signature.
+        KeyPolicyError: the CSR's key is not ECDSA P-256 or Ed25519.
+        CertificatePurposeError: the subject has no common name (``check="subject"``).
+        CertificateExpiredError, CertificateNotYetValidError: the issuer is not valid now.
+        CertificateError: the certificate would outlive its issuer.
+        ValueError: ``days`` is out of range.
+    """
+    if isinstance(csr, bytes):
+        csr = load_csr(csr)
+    public_key = check_signing_key(csr.public_key(), "certificate request")
+    if not csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME):
+        msg = "the request's subject has no common name (CN); name the recording node in it"
+        raise CertificatePurposeError(msg, "subject")
+    start = _start(now)
+    end = _end(start, days)
+    _check_issuer_covers(issuer, start, end, days)
+    builder = (
+        _base_builder(public_key, csr.subject, issuer.subject, start, end)  # type: ignore[arg-type]
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(SIGNING_KEY_USAGE, critical=True)
+        .add_extension(SIGNING_EKU, critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_authority_key_id(issuer), critical=False)
+    )
+    return builder.sign(issuer.key, hashes.SHA256())
+
+
+def check_signing_certificate(cert: x509.Certificate) -> SigningPublicKey:
+    """The signing profile's checks on the certificate itself (not validity, not chain).
+
+    Returns its public key.
+
+    Raises:
+        CertificatePurposeError: not X.509 v3 (``"version"``), a CA certificate
+            (``"ca"``), key usage without digitalSignature or with keyCertSign
+            (``"key-usage"``), an extended key usage without documentSigning or
+            anyExtendedKeyUsage (``"extended-key-usage"``).
+        KeyPolicyError: not an ECDSA P-256 or Ed25519 key.
+    """
+    if cert.version is not x509.Version.v3:
+        msg = f"the certificate is X.509 {cert.version.name}; signing certificates must be v3"
+        raise CertificatePurposeError(msg, "version")
+    public_key = check_signing_key(cert.public_key())
+    bc = basic_constraints(cert)
+    if bc is not None and bc.ca:
+        msg = (
+            f"{quoted(cert.subject)} is a CA certificate (basicConstraints CA:TRUE); a CA "
+            "signs certificates, not recordings: issue the node its own signing certificate"
+        )
+        raise CertificatePurposeError(msg, "ca")
+    check_signing_usage(cert)
+    return public_key
+
+
+def check_signing_usage(cert: x509.Certificate) -> None:
+    """Key usage and extended key usage of a signing certificate (see module doc).
+
+    Raises:
+        CertificatePurposeError: as for :func:`check_signing_certificate`.
+    """
+    ku = key_usage(cert)
+    if ku is not None and (not ku.digital_signature or ku.key_cert_sign):
+        allowed = ", ".join(key_usage_names(ku)) or "nothing"
+        why = "keyCertSign is a CA's" if ku.key_cert_sign else "not digitalSignature"
+        msg = (
+            f"the certificate's key usage allows {allowed} ({why}), so its key may not "
+            "sign recordings; a signing certificate needs digitalSignature"
+        )
+        raise CertificatePurposeError(msg, "key-usage")
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not _ACCEPTED_EKUS & set(eku):
+        listed = ", ".join(getattr(oid, "_name", None) or oid.dotted_string for oid in eku)
+        msg = (
+            f"the certificate's extended key usage is limited to {listed}; a signing "
+            "certificate needs documentSigning (1.3.6.1.5.5.7.3.36), anyExtendedKeyUsage, "
+            "or no extended key usage"
+        )
+        raise CertificatePurposeError(msg, "extended-key-usage")
+
+
+def _hash_for(key: SigningPrivateKey) -> hashes.SHA256 | None:
+    # Ed25519 signs the message itself (RFC 8032 PureEdDSA): no separate hash
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def signing_key_pem(key: SigningPrivateKey, password: bytes | None) -> bytes:
+    """PKCS#8 PEM of a signing key, encrypted (PBES2) when ``password`` is given.
+
+    Raises:
+        ValueError: ``password`` is empty.
+    """
+    if password is None:
+        encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
+    elif not password:
+        msg = "an empty password would leave the key unprotected; pass None to mean that"
+        raise ValueError(msg)
+    else:
+        encryption = serialization.BestAvailableEncryption(password)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def describe_key_type(key: SigningPublicKey | SigningPrivateKey) -> str:
+    """``"ECDSA P-256"`` or ``"Ed25519"``."""
+    return "Ed25519" if signing_key_type(key) == "ed25519" else "ECDSA P-256"
+
+
+def validate_signing_certificate(
+    cert: x509.Certificate, ca_bundle_pem: bytes, *, at: datetime
+) -> Validation:
+    """Validate a signing certificate against a CA file as of ``at`` (the signing time).
+
+    A recording signed while its signer's certificate was valid stays valid after the
+    certificate expires: pass the signing time as ``at``, not the current time.
+
+    Raises:
+        CertificatePurposeError, KeyPolicyError: as :func:`check_signing_certificate`.
+        CertificateExpiredError, CertificateNotYetValidError: it, or a CA of its chain,
+            was outside its validity period at ``at``.
+        BundleError: the CA file holds no readable certificate.
+        ChainVerificationError: no valid chain to a root in the CA file.
+    """
+    check_signing_certificate(cert)
+    _check_validity_at(cert, at)
+    cas, dropped = extract_certificates(ca_bundle_pem, "the CA file")
+    chain = _walk(cert, cas, at)
+    _verify_path(cert, chain, cas, at, ee_policy=_SIGNING_POLICY)
+    return Validation(tuple(chain), tuple(dropped))
+
+
+def _check_validity_at(cert: x509.Certificate, at: datetime) -> None:
+    if at > cert.not_valid_after_utc:
+        msg = (
+            f"the signing certificate {quoted(cert.subject)} expired on "
+            f"{fmt_time(cert.not_valid_after_utc)}, before the signing time {fmt_time(at)}"
+        )
+        raise CertificateExpiredError(msg, cert.not_valid_after_utc)
+    if at < cert.not_valid_before_utc:
+        msg = (
+            f"the signing certificate {quoted(cert.subject)} was not valid until "
+            f"{fmt_time(cert.not_valid_before_utc)}, after the signing time {fmt_time(at)}"
+        )
+        raise CertificateNotYetValidError(msg, cert.not_valid_before_utc)
+
+
+def _ee_not_ca(_policy: Policy, _cert: x509.Certificate, bc: x509.BasicConstraints | None) -> None:
+    if bc is not None and bc.ca:
+        msg = "a CA certificate is not a signing certificate"
+        raise ValueError(msg)
+
+
+def _ee_may_sign(_policy: Policy, cert: x509.Certificate, _ku: x509.KeyUsage | None) -> None:
+    try:
+        check_signing_usage(cert)
+    except CertificatePurposeError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+# The path validation's end-entity policy for signing certificates: the same rules
+# as check_signing_usage, enforced again inside the RFC 5280 validation.
+_SIGNING_POLICY = (
+    ExtensionPolicy.permit_all()
+    .may_be_present(x509.BasicConstraints, Criticality.AGNOSTIC, _ee_not_ca)
+    .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ee_may_sign)
+)
