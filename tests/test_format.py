@@ -85,7 +85,7 @@ def test_serialize_parse_identity_two_recipients() -> None:
     ("mutate", "exc", "where"),
     [
         (lambda b: b"\x88" + b[1:], errors.NotAnEnvelopeError, 0),
-        (lambda b: b[:8] + b"\x00\x02" + b[10:], errors.UnsupportedVersionError, 8),
+        (lambda b: b[:8] + b"\x00\x03" + b[10:], errors.UnsupportedVersionError, 8),
         (lambda b: b[:8] + b"\x00\x63" + b[10:], errors.UnsupportedVersionError, 8),
         (lambda b: b[:10] + b"\x04\x01" + b[12:], errors.LimitExceededError, 10),
         (lambda b: b[:10] + b"\x00\x05" + b[12:], errors.EnvelopeFormatError, 10),

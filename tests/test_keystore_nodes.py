@@ -106,7 +106,7 @@ def test_refusals(ks_path: Path) -> None:
     other_cert, _ = signing_cert("other")
     rec = recording_cert("rec")
     with update(ks_path, PASSWORD) as ks:
-        with pytest.raises(KeyPolicyError, match="RSA keys are for recording"):
+        with pytest.raises(KeyPolicyError, match="signers use ECDSA P-256 or Ed25519"):
             ks.nodes.add("n1", rec.cert, rec.key, now=NOW)  # type: ignore[arg-type]
         with pytest.raises(CertificateKeyMismatchError, match="does not belong"):
             ks.nodes.add("n1", other_cert, key, now=NOW)
@@ -321,7 +321,7 @@ def test_cli_add_list_show_remove(
     ("argv", "code", "expect"),
     [
         (["add", "bad name!"], 2, "node name 'bad name!' must be"),
-        (["add", "n1", "--cert", "{rec_cert}", "--key", "{rec_key}"], 4, "RSA keys are for"),
+        (["add", "n1", "--cert", "{rec_cert}", "--key", "{rec_key}"], 4, "P-256 or Ed25519"),
         (["add", "n1", "--cert", "{cert}", "--key", "{key}"], 2, "--key-password-file"),
         (["show", "nobody"], 2, "node nobody has no signing identity"),
         (["remove", "n1"], 2, "--cert-id"),

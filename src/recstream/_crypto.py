@@ -8,6 +8,7 @@ random access.  pyca exceptions are caught here and only here, and turned into
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from typing import Final
@@ -15,21 +16,35 @@ from typing import Final
 from cryptography import x509
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import hmac as pyca_hmac
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
-from recstream.errors import CommitmentError, KeyUnwrapError, SegmentAuthError
+from recstream.errors import (
+    CommitmentError,
+    KeyLoadError,
+    KeyPolicyError,
+    KeyUnwrapError,
+    SegmentAuthError,
+)
 from recstream.format import (
     BODY_PREFIX_BYTES,
     COMMITMENT_BYTES,
     FILE_KEY_BYTES,
     SALT_BYTES,
     SEGMENT_SIZE,
+    SEGMENT_WIRE_SIZE,
+    SEGMENTS_DOMAIN,
+    SIGNATURE_BYTES,
     TAG_BYTES,
     Buffer,
+    SignatureAlgorithm,
 )
 
 __all__ = [
@@ -37,17 +52,26 @@ __all__ = [
     "BodyKeys",
     "Cobblestone256Encryptor",
     "SegmentCipher",
+    "SegmentDigester",
+    "SigningPrivateKey",
     "TagMismatch",
+    "certificate_der",
     "csr_signature_valid",
     "derive_body_keys",
     "header_mac",
     "is_directly_issued_by",
+    "load_signing_key",
     "new_file_key",
     "new_salt",
     "oaep_decrypt",
+    "public_key_matches",
+    "segment_digest",
+    "sign_message",
+    "signature_algorithm_of",
     "signature_hash",
     "unwrap_file_key",
     "verify_header_mac",
+    "verify_message",
     "wrap_file_key",
 ]
 
@@ -347,3 +371,172 @@ def csr_signature_valid(csr: x509.CertificateSigningRequest) -> bool | None:
         return csr.is_signature_valid
     except UnsupportedAlgorithm:
         return None
+
+
+# --- signatures (docs/FORMAT.md §10) ----------------------------------------
+# ECDSA P-256/SHA-256 with raw r || s, and Ed25519; SHA-256 segment digests.
+
+SigningPrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+def signature_algorithm_of(key: object) -> SignatureAlgorithm | None:
+    """The §3.1 algorithm for a (public or private) key, or None if it cannot sign recordings."""
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return SignatureAlgorithm.ECDSA_P256_SHA256 if key.curve.name == "secp256r1" else None
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+        return SignatureAlgorithm.ED25519
+    return None
+
+
+def load_signing_key(data: bytes, password: bytes | None) -> SigningPrivateKey:
+    """Load a PEM or DER (PKCS#8 or SEC 1) ECDSA P-256 or Ed25519 private key.
+
+    Raises:
+        KeyLoadError: unreadable, encrypted without a password, or a wrong password.
+        KeyPolicyError: another key type (RSA, another curve).
+    """
+    loader = (
+        serialization.load_pem_private_key
+        if b"-----BEGIN" in data
+        else serialization.load_der_private_key
+    )
+    try:
+        key = loader(data, password=password)
+    except TypeError as exc:
+        if password is None:
+            msg = "the signing key is encrypted; give its password (--sign-key-password-file)"
+        else:
+            msg = "a password was given but the signing key is not encrypted"
+        raise KeyLoadError(msg) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        if password is not None and b"ENCRYPTED" in data:
+            msg = "could not decrypt the signing key: wrong password"
+        else:
+            msg = "not a readable private key (expected PEM or DER, PKCS#8 or SEC 1)"
+        raise KeyLoadError(msg) from exc
+    if signature_algorithm_of(key) is None or not isinstance(
+        key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    ):
+        kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "")
+        msg = f"a signing key must be ECDSA P-256 or Ed25519, not {kind}"
+        raise KeyPolicyError(msg)
+    return key
+
+
+def public_key_matches(private_key: SigningPrivateKey, public_key: object) -> bool:
+    """True when ``public_key`` (a certificate's) is ``private_key``'s."""
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    mine = private_key.public_key().public_bytes(serialization.Encoding.DER, fmt)
+    if not isinstance(public_key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        return False
+    return hmac.compare_digest(mine, public_key.public_bytes(serialization.Encoding.DER, fmt))
+
+
+def sign_message(key: SigningPrivateKey, message: bytes) -> bytes:
+    """A 64-byte signature: ECDSA P-256/SHA-256 as raw r || s, or Ed25519 (§10)."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(message)
+    r, s = decode_dss_signature(key.sign(message, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def verify_message(
+    public_key: object, algorithm: SignatureAlgorithm, message: bytes, signature: bytes
+) -> bool:
+    """Whether ``signature`` over ``message`` verifies (False for a key of the wrong type).
+
+    ECDSA: r and s must each be in 1..n-1 (the raw encoding has one form; pyca
+    rejects out-of-range values); no detail is given on failure.
+    """
+    if len(signature) != SIGNATURE_BYTES or signature_algorithm_of(public_key) is not algorithm:
+        return False
+    try:
+        if isinstance(public_key, ed25519.Ed25519PublicKey):
+            public_key.verify(signature, message)
+            return True
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)
+        r = int.from_bytes(signature[:32], "big")
+        s = int.from_bytes(signature[32:], "big")
+        if not (0 < r < _P256_ORDER and 0 < s < _P256_ORDER):
+            return False
+        public_key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+_P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def segment_digest(wire: Buffer) -> bytes:
+    """§10.1 ``d_i``: SHA-256 of one wire segment (ciphertext and tag)."""
+    return hashlib.sha256(wire).digest()
+
+
+class SegmentDigester:
+    """§10.1 ``segments_root`` over body bytes fed in order, in O(1) memory.
+
+    Feed the body (prefix first) with :meth:`update`, in any chunking; the
+    prefix is kept, each full wire segment is digested as it completes, and at
+    most one partial segment is held.  :meth:`finish` digests the rest as the
+    final segment.  With ``keep=True`` the per-segment digests are kept too
+    (32 bytes per 16 KiB segment), for a verifier that checks Range reads later.
+    """
+
+    __slots__ = ("_carry", "_keep", "_prefix", "_root", "digests", "segments")
+
+    def __init__(self, *, keep: bool = False) -> None:
+        self._prefix = bytearray()
+        self._carry = bytearray()
+        self._root = hashlib.sha256(SEGMENTS_DOMAIN)
+        self._keep = keep
+        self.digests = bytearray()
+        self.segments = 0
+
+    @property
+    def prefix(self) -> bytes:
+        return bytes(self._prefix)
+
+    def update(self, data: Buffer) -> None:
+        view = memoryview(data).cast("B")
+        pos = 0
+        if len(self._prefix) < BODY_PREFIX_BYTES:
+            pos = min(BODY_PREFIX_BYTES - len(self._prefix), len(view))
+            self._prefix += view[:pos]
+        if self._carry:
+            take = min(SEGMENT_WIRE_SIZE - len(self._carry), len(view) - pos)
+            self._carry += view[pos : pos + take]
+            pos += take
+            if len(self._carry) < SEGMENT_WIRE_SIZE:
+                return
+            self._add(hashlib.sha256(self._carry).digest())
+            self._carry.clear()
+        while len(view) - pos >= SEGMENT_WIRE_SIZE:
+            self._add(hashlib.sha256(view[pos : pos + SEGMENT_WIRE_SIZE]).digest())
+            pos += SEGMENT_WIRE_SIZE
+        self._carry += view[pos:]
+
+    def add_digest(self, digest: bytes) -> None:
+        """Add the next segment's digest directly (writers that digest segments themselves)."""
+        self._add(digest)
+
+    def _add(self, digest: bytes) -> None:
+        self._root.update(digest)
+        if self._keep:
+            self.digests += digest
+        self.segments += 1
+
+    def finish(self) -> bytes:
+        """Digest the held partial segment as the final one; return ``segments_root``."""
+        self._add(hashlib.sha256(self._carry).digest())
+        self._carry.clear()
+        return self._root.digest()
+
+    def root(self) -> bytes:
+        """``segments_root`` of the digests added so far (writers that add every digest)."""
+        return self._root.digest()
+
+
+def certificate_der(cert: x509.Certificate) -> bytes:
+    """A certificate's DER encoding."""
+    return cert.public_bytes(serialization.Encoding.DER)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from recstream import _crypto
 from recstream.errors import (
     EmptyInputError,
+    EnvelopeFormatError,
     HeaderAuthError,
     KeyUnwrapError,
     NoMatchingKeyError,
@@ -25,16 +26,21 @@ from recstream.format import (
     MAX_HEADER_BYTES,
     SEGMENT_SIZE,
     SEGMENT_WIRE_SIZE,
+    TRAILER_BYTES,
     Buffer,
     Header,
     MediaKind,
     Metadata,
     NeedData,
+    SignerBlock,
+    Trailer,
     encode_header_body,
     parse_header,
+    parse_trailer,
 )
 from recstream.parallel import ParallelStreamDecryptor, ParallelStreamEncryptor, SegmentPool
 from recstream.pki.recipients import Identity, IdentitySet, KeyRing, Recipient
+from recstream.signer import BodySignature, Signer
 from recstream.stream import StreamDecryptor, StreamEncryptor
 
 __all__ = [
@@ -45,6 +51,7 @@ __all__ = [
     "KeyRing",
     "RandomAccessEncryptor",
     "Recipient",
+    "Signer",
     "amend_header",
     "build_header",
     "new_metadata",
@@ -66,10 +73,18 @@ def new_metadata(
     return Metadata(recording_id, tenant, media_kind, media_type, created)
 
 
-def build_header(metadata: Metadata, recipients: Sequence[Recipient], file_key: Buffer) -> bytes:
-    """Serialize and MAC a header wrapping ``file_key`` for every recipient."""
+def build_header(
+    metadata: Metadata,
+    recipients: Sequence[Recipient],
+    file_key: Buffer,
+    signer: SignerBlock | None = None,
+) -> bytes:
+    """Serialize and MAC a header wrapping ``file_key`` for every recipient.
+
+    With a ``signer`` block the header is version 2 (FORMAT.md §3.1).
+    """
     stanzas = tuple(r.stanza(file_key) for r in recipients)
-    body = encode_header_body(metadata, stanzas)
+    body = encode_header_body(metadata, stanzas, signer)
     return body + _crypto.header_mac(file_key, body)
 
 
@@ -104,9 +119,10 @@ def open_file_key(header: Header, keys: KeyRing) -> bytes:
 def rewrap_header(header: Header, file_key: Buffer, recipients: Sequence[Recipient]) -> bytes:
     """A new header for the same recording and body, wrapped for ``recipients``.
 
-    The immutable part (and so the body's context) is unchanged (FORMAT.md §7).
+    The immutable part (and so the body's context, and a signature) is unchanged
+    (FORMAT.md §7, §10).
     """
-    new = build_header(header.metadata, recipients, file_key)
+    new = build_header(header.metadata, recipients, file_key, header.signer)
     parsed = parse_header(new)
     assert isinstance(parsed, Header)
     assert parsed.context == header.context, "re-wrap must keep the immutable header part"
@@ -138,7 +154,7 @@ def amend_header(
     kept = [s for s in header.recipients if s.cert_id_hex not in dropping]
     present = {s.cert_id for s in kept}
     kept += [r.stanza(file_key) for r in add if r.cert_id not in present]
-    body = encode_header_body(header.metadata, tuple(kept))
+    body = encode_header_body(header.metadata, tuple(kept), header.signer)
     new = body + _crypto.header_mac(file_key, body)
     parsed = parse_header(new)
     assert isinstance(parsed, Header)
@@ -153,6 +169,11 @@ class EnvelopeEncryptor:
     empty recording) are the header; callers just write everything returned.
     With a ``pool`` (:func:`recstream.parallel.pool_for`), the body's segments
     are sealed on several cores; the bytes are the same either way.
+
+    With a ``signer`` (:class:`recstream.signing.Signer`) the envelope is signed
+    (FORMAT.md §10): a version-2 header naming the signer, and :meth:`finalize`
+    returns the final segment followed by the 112-byte signature trailer.  The
+    extra state is one running hash: memory does not grow with the recording.
     """
 
     def __init__(
@@ -162,6 +183,7 @@ class EnvelopeEncryptor:
         *,
         file_key: bytes | None = None,
         pool: SegmentPool | None = None,
+        signer: Signer | None = None,
     ) -> None:
         if not recipients:
             msg = "at least one recipient certificate is needed"
@@ -170,11 +192,15 @@ class EnvelopeEncryptor:
         if len(key) != FILE_KEY_BYTES:
             msg = "file key must be 32 bytes"
             raise ValueError(msg)
-        self.header = build_header(metadata, recipients, key)
+        self.header = build_header(
+            metadata, recipients, key, None if signer is None else signer.block()
+        )
         parsed = parse_header(self.header)
         assert isinstance(parsed, Header)
         self.metadata = metadata
         self.cert_ids = parsed.cert_ids
+        self.signer = signer
+        self._signature = None if signer is None else BodySignature(signer, parsed.context)
         self._body: StreamEncryptor | ParallelStreamEncryptor = (
             StreamEncryptor(_crypto.body_key(key), parsed.context)
             if pool is None
@@ -189,16 +215,28 @@ class EnvelopeEncryptor:
     def update_into(self, data: Buffer, out: Buffer) -> int:
         view = memoryview(out)
         pos = self._take_header(view)
-        return pos + self._body.update_into(data, view[pos:])
+        n = self._body.update_into(data, view[pos:])
+        if self._signature is not None and n:
+            self._signature.update(view[pos : pos + n])
+        return pos + n
 
     def update(self, data: Buffer) -> bytes:
         out = bytearray(self.output_size(len(data)))
         return bytes(out[: self.update_into(data, out)])
 
-    def finalize(self) -> bytes:
+    def finalize(self, *, signed_ms: int | None = None) -> bytes:
+        """The rest of the envelope: the final segment, then the signature trailer if signing.
+
+        Args:
+            signed_ms: the signing time to state (now by default); ignored unsigned.
+        """
         head = self.header if self._header_pending else b""
         self._header_pending = False
-        return head + self._body.finalize()
+        tail = self._body.finalize()
+        if self._signature is None:
+            return head + tail
+        self._signature.update(tail)
+        return head + tail + self._signature.trailer(signed_ms=signed_ms)
 
     def take_header(self) -> bytes:
         """Return the header now, for writers that put it on disk before any media.
@@ -236,21 +274,38 @@ class RandomAccessEncryptor:
     result reads exactly like what :class:`EnvelopeEncryptor` writes.
     Re-sealing an index would reuse its nonce, so :meth:`seal` refuses it for the
     final segment and the caller guarantees it for the rest.
+
+    With a ``signer``, :meth:`trailer` returns the signature trailer once every
+    segment up to the final one was sealed; it goes at :meth:`trailer_offset`.
+    Segment digests sealed ahead of a gap wait for it (32 bytes per segment).
     """
 
-    def __init__(self, recipients: Sequence[Recipient], metadata: Metadata) -> None:
+    def __init__(
+        self,
+        recipients: Sequence[Recipient],
+        metadata: Metadata,
+        *,
+        signer: Signer | None = None,
+    ) -> None:
         if not recipients:
             msg = "at least one recipient certificate is needed"
             raise ValueError(msg)
         key = _crypto.new_file_key()
-        header = build_header(metadata, recipients, key)
+        header = build_header(
+            metadata, recipients, key, None if signer is None else signer.block()
+        )
         parsed = parse_header(header)
         assert isinstance(parsed, Header)
         self.metadata = metadata
         self.cert_ids = parsed.cert_ids
+        self.signer = signer
         prefix, self._cipher = _crypto.new_segment_sealer(_crypto.body_key(key), parsed.context)
         self.head = header + prefix
         self._final: int | None = None
+        self._final_wire = 0
+        self._signature = None if signer is None else BodySignature(signer, parsed.context)
+        if self._signature is not None:
+            self._signature.set_prefix(prefix)
 
     def offset(self, index: int) -> int:
         """Where segment ``index`` starts in the file."""
@@ -272,9 +327,34 @@ class RandomAccessEncryptor:
             raise StreamStateError(msg)
         if n < SEGMENT_SIZE:
             self._final = index
+            self._final_wire = n + SEGMENT_WIRE_SIZE - SEGMENT_SIZE
         out = bytearray(n + SEGMENT_WIRE_SIZE - SEGMENT_SIZE)
         self._cipher.seal_into(index, plaintext, out)
+        if self._signature is not None:
+            self._signature.add_segment(index, out, final=n < SEGMENT_SIZE)
         return bytes(out)
+
+    def trailer_offset(self) -> int:
+        """Where the signature trailer goes: right after the final segment.
+
+        Raises:
+            StreamStateError: the final segment was not sealed yet.
+        """
+        if self._final is None:
+            msg = "the final segment was not sealed yet"
+            raise StreamStateError(msg)
+        return self.offset(self._final) + self._final_wire
+
+    def trailer(self, *, signed_ms: int | None = None) -> bytes:
+        """The signature trailer (FORMAT.md §10), once every segment was sealed.
+
+        Raises:
+            StreamStateError: not signing, segments missing, or called twice.
+        """
+        if self._signature is None:
+            msg = "this envelope is not signed"
+            raise StreamStateError(msg)
+        return self._signature.trailer(signed_ms=signed_ms)
 
 
 class EnvelopeDecryptor:
@@ -294,11 +374,13 @@ class EnvelopeDecryptor:
         self.cert_id: str | None = None
         self._body: StreamDecryptor | None = None
         self._failed = False
+        self._hold: bytearray | None = None  # signed: the last TRAILER_BYTES seen
+        self.trailer: Trailer | None = None
 
     def output_size(self, n: int) -> int:
         if self._body is None:
             return n + SEGMENT_SIZE
-        return self._body.output_size(n)
+        return self._body.output_size(n + (TRAILER_BYTES if self._hold is not None else 0))
 
     def update_into(self, data: Buffer, out: Buffer) -> int:
         """Feed envelope bytes; return authenticated plaintext bytes written to ``out``.
@@ -312,11 +394,30 @@ class EnvelopeDecryptor:
             raise StreamStateError(msg)
         try:
             if self._body is not None:
-                return self._body.update_into(data, out)
+                return self._feed_body(memoryview(data), memoryview(out))
             return self._update_header(memoryview(data), out)
         except BaseException:
             self._failed = True
             raise
+
+    def _feed_body(self, data: memoryview, out: memoryview) -> int:
+        """Feed the body, holding back the last TRAILER_BYTES of a signed envelope."""
+        assert self._body is not None
+        hold = self._hold
+        if hold is None:
+            return self._body.update_into(data, out)
+        if len(data) >= TRAILER_BYTES:
+            written = self._body.update_into(hold, out) if hold else 0
+            written += self._body.update_into(data[:-TRAILER_BYTES], out[written:])
+            hold[:] = data[-TRAILER_BYTES:]
+            return written
+        hold += data
+        excess = len(hold) - TRAILER_BYTES
+        if excess <= 0:
+            return 0
+        written = self._body.update_into(hold[:excess], out)
+        del hold[:excess]
+        return written
 
     def update(self, data: Buffer) -> bytes:
         out = bytearray(self.output_size(len(data)))
@@ -334,6 +435,8 @@ class EnvelopeDecryptor:
             self._need = parsed.at_least
             return 0
         self.header = parsed
+        if parsed.signed:
+            self._hold = bytearray()
         file_key = open_file_key(parsed, self._keys)
         body_key = _crypto.body_key(file_key)
         self._body = (
@@ -343,7 +446,7 @@ class EnvelopeDecryptor:
         )
         rest = bytes(self._head[parsed.length :]) + bytes(data[take:])
         self._head.clear()
-        return self._body.update_into(rest, out) if rest else 0
+        return self._feed_body(memoryview(rest), memoryview(out)) if rest else 0
 
     def finalize(self) -> bytes:
         """Authenticate the end of the recording and return the last plaintext.
@@ -361,6 +464,8 @@ class EnvelopeDecryptor:
                 raise EmptyInputError
             raise TruncatedStreamError(0, "the file ends inside the envelope header")
         try:
+            if self._hold is not None:
+                self.trailer = _take_trailer(self._hold, self._body.segments)
             return self._body.finalize()
         except BaseException:
             self._failed = True
@@ -369,3 +474,14 @@ class EnvelopeDecryptor:
     @property
     def segments(self) -> int:
         return 0 if self._body is None else self._body.segments
+
+
+def _take_trailer(hold: bytearray, segments: int) -> Trailer:
+    """The held-back trailer of a signed envelope, or why the file has none."""
+    if len(hold) < TRAILER_BYTES:
+        raise TruncatedStreamError(segments, "the signed recording ends without its trailer")
+    try:
+        return parse_trailer(hold)
+    except EnvelopeFormatError:
+        detail = "the signed recording does not end with its signature trailer"
+        raise TruncatedStreamError(segments, detail) from None

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 __all__ = [
+    "BadSignatureError",
     "BundleError",
     "CertificateError",
     "CertificateExpiredError",
@@ -55,14 +56,18 @@ __all__ = [
     "PipelineError",
     "PipelineOverflowError",
     "RecstreamError",
+    "RefusedSignerError",
     "ScreenCertificateMissingError",
     "SegmentAuthError",
+    "SignatureError",
+    "SignedSegmentMismatchError",
     "StreamProtocolError",
     "StreamStateError",
     "SubjectFieldsError",
     "TracksFormatError",
     "TrailingDataError",
     "TruncatedStreamError",
+    "UnsignedRecordingError",
     "UnsupportedVersionError",
 ]
 
@@ -471,3 +476,54 @@ class StreamProtocolError(RecstreamError):
     def __init__(self, message: str, close_code: int = 1008) -> None:
         super().__init__(message)
         self.close_code = close_code
+
+
+# --- signatures (docs/FORMAT.md §10) -----------------------------------------
+
+
+class SignatureError(IntegrityError):
+    """A recording's signature is missing, invalid, or made by a refused signer.
+
+    Raised where a signature is *required* (``decrypt --require-signature``, a Range
+    read checked against a verified body); ``recstream.signing.verify_file`` reports
+    instead of raising.
+
+    Attributes:
+        status: ``"unsigned"``, ``"invalid"`` or ``"refused_signer"``.
+    """
+
+    status = "invalid"
+
+
+class UnsignedRecordingError(SignatureError):
+    """A signature was required and the recording has none (format version 1)."""
+
+    status = "unsigned"
+
+
+class BadSignatureError(SignatureError):
+    """The signature does not verify, or the body or header changed after signing."""
+
+    status = "invalid"
+
+
+class SignedSegmentMismatchError(BadSignatureError):
+    """A segment read differs from the one the verified signature covers.
+
+    Attributes:
+        index: zero-based segment number.
+    """
+
+    def __init__(self, index: int) -> None:
+        super().__init__(
+            f"segment {index} differs from the signed recording: the file changed after "
+            "its signature was verified, or was tampered with"
+        )
+        self.index = index
+
+
+class RefusedSignerError(SignatureError):
+    """The signer's certificate is not trusted to sign recordings (no chain to the CA
+    file, no digitalSignature key usage, or not valid at the signing time)."""
+
+    status = "refused_signer"

@@ -34,9 +34,14 @@ __all__ = [
     "MAX_RECIPIENTS",
     "MAX_SEGMENTS",
     "SALT_BYTES",
+    "SEGMENTS_DOMAIN",
     "SEGMENT_SIZE",
     "SEGMENT_WIRE_SIZE",
+    "SIGNATURE_BYTES",
+    "SIGNED_VERSION",
     "TAG_BYTES",
+    "TRAILER_BYTES",
+    "TRAILER_MAGIC",
     "VERSION",
     "BodyLayout",
     "Buffer",
@@ -46,15 +51,21 @@ __all__ = [
     "NeedData",
     "RecipientStanza",
     "RecipientType",
+    "SignatureAlgorithm",
+    "SignerBlock",
+    "Trailer",
     "encode_header_body",
     "parse_header",
+    "parse_trailer",
+    "signed_message",
 ]
 
 Buffer = bytes | bytearray | memoryview
 
 MAGIC: Final = b"\x89RSTRM\r\n"  # §2
-VERSION: Final = 1
-SUPPORTED_VERSIONS: Final = (1,)
+VERSION: Final = 1  # what an unsigned recording is written as (§9)
+SIGNED_VERSION: Final = 2  # a signed recording: signer block in the header, trailer after the body
+SUPPORTED_VERSIONS: Final = (1, 2)
 FIXED_BYTES: Final = 12  # magic, version, metadata_length
 MAC_BYTES: Final = 32  # HMAC-SHA-256, §6
 FILE_KEY_BYTES: Final = 32
@@ -67,9 +78,14 @@ MAX_RECIPIENTS: Final = 16
 MIN_WRAPPED_BYTES: Final = 256  # RSA-2048
 MAX_WRAPPED_BYTES: Final = 1024  # RSA-8192
 STANZA_FIXED_BYTES: Final = 1 + ID_BYTES + ID_BYTES + 2
+# §3.1 (version 2) signer block: algorithm, certificate length, certificate DER.
+SIGNER_FIXED_BYTES: Final = 3
+MAX_SIGNER_CERT_BYTES: Final = 4096
 MAX_HEADER_BYTES: Final = (
     FIXED_BYTES
     + MAX_METADATA_BYTES
+    + SIGNER_FIXED_BYTES
+    + MAX_SIGNER_CERT_BYTES
     + 1
     + MAX_RECIPIENTS * (STANZA_FIXED_BYTES + MAX_WRAPPED_BYTES)
     + MAC_BYTES
@@ -84,7 +100,19 @@ COMMITMENT_BYTES: Final = 32
 BODY_PREFIX_BYTES: Final = SALT_BYTES + COMMITMENT_BYTES
 MAX_SEGMENTS: Final = 2**32
 
+# §10 signature trailer (version 2): signed_ms, segments_root, signature, trailer magic.
+SIGNATURE_BYTES: Final = 64  # ECDSA P-256 raw r || s, or Ed25519
+ROOT_BYTES: Final = 32
+TRAILER_MAGIC: Final = b"\x89RSTSIG\n"
+TRAILER_BYTES: Final = 8 + ROOT_BYTES + SIGNATURE_BYTES + len(TRAILER_MAGIC)
+SIGNATURE_DOMAIN: Final = b"recstream/v2 signature\x00"
+SEGMENTS_DOMAIN: Final = b"recstream/v2 segments\x00"
+
 _FIXED = struct.Struct(">8sHH")
+_SIGNER_FIXED = struct.Struct(">BH")
+_TRAILER = struct.Struct(f">Q{ROOT_BYTES}s{SIGNATURE_BYTES}s8s")
+_U16 = struct.Struct(">H")
+_U64 = struct.Struct(">Q")
 _META_FIXED = struct.Struct(">IQB")
 _STANZA_FIXED = struct.Struct(">B32s32sH")
 _MIME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
@@ -102,6 +130,109 @@ class RecipientType(IntEnum):
     """§4 recipient stanza type."""
 
     RSA_OAEP_SHA256 = 1  # RSA-OAEP, SHA-256, MGF1-SHA-256, empty label
+
+
+class SignatureAlgorithm(IntEnum):
+    """§3.1 signer block algorithm; both give 64-byte signatures (§10)."""
+
+    ECDSA_P256_SHA256 = 1  # ECDSA over P-256 with SHA-256, signature raw r || s (32 + 32)
+    ED25519 = 2  # RFC 8032 Ed25519 (pure), over the signed message itself
+
+
+@dataclass(frozen=True, slots=True)
+class SignerBlock:
+    """§3.1: who signs a version-2 recording (part of the immutable header).
+
+    Attributes:
+        algorithm: the signature algorithm the trailer uses.
+        certificate: the signer's X.509 certificate, DER (not parsed here).
+    """
+
+    algorithm: SignatureAlgorithm
+    certificate: bytes
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.certificate) <= MAX_SIGNER_CERT_BYTES:
+            msg = f"the signer certificate must be 1 to {MAX_SIGNER_CERT_BYTES} bytes of DER"
+            raise ValueError(msg)
+        object.__setattr__(self, "algorithm", SignatureAlgorithm(self.algorithm))
+
+    def encode(self) -> bytes:
+        return _SIGNER_FIXED.pack(self.algorithm, len(self.certificate)) + self.certificate
+
+
+@dataclass(frozen=True, slots=True)
+class Trailer:
+    """§10: the signature trailer after a version-2 body (exactly TRAILER_BYTES).
+
+    Attributes:
+        signed_ms: signing time, ms since the epoch (UTC), as the signer's clock said.
+        segments_root: §10.1 digest over the per-segment digests of the body.
+        signature: 64 bytes (raw r || s for ECDSA P-256, or Ed25519).
+    """
+
+    signed_ms: int
+    segments_root: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.segments_root) != ROOT_BYTES or len(self.signature) != SIGNATURE_BYTES:
+            msg = f"a trailer holds a {ROOT_BYTES}-byte root and a {SIGNATURE_BYTES}-byte signature"
+            raise ValueError(msg)
+        if not 0 <= self.signed_ms < 2**64:
+            msg = "signed_ms must fit in 64 bits"
+            raise ValueError(msg)
+
+    def encode(self) -> bytes:
+        return _TRAILER.pack(self.signed_ms, self.segments_root, self.signature, TRAILER_MAGIC)
+
+
+def parse_trailer(data: Buffer) -> Trailer:
+    """Parse the last :data:`TRAILER_BYTES` of a version-2 envelope (§10).
+
+    Raises:
+        EnvelopeFormatError: wrong length, or no trailer magic at the end (an
+            interrupted recording, or a truncated or extended file).
+    """
+    if len(data) != TRAILER_BYTES:
+        msg = f"a signature trailer is {TRAILER_BYTES} bytes, not {len(data)}"
+        raise EnvelopeFormatError(msg, 0)
+    signed_ms, root, signature, magic = _TRAILER.unpack(bytes(data))
+    if magic != TRAILER_MAGIC:
+        msg = (
+            "the header announces a signature but the file does not end with a signature "
+            "trailer (the recording was interrupted, or the file was truncated or extended)"
+        )
+        raise EnvelopeFormatError(msg, 0)
+    return Trailer(signed_ms, root, signature)
+
+
+def signed_message(
+    context: Buffer, body_prefix: Buffer, segment_count: int, segments_root: bytes, signed_ms: int
+) -> bytes:
+    """§10.2: the exact bytes the signer signs (and a verifier checks).
+
+    Args:
+        context: the header's immutable part (signer block included).
+        body_prefix: the body's first 56 bytes (Cobblestone salt and commitment).
+        segment_count: segments in the body, the final one included.
+        segments_root: §10.1.
+        signed_ms: the trailer's signing time.
+    """
+    if len(body_prefix) != BODY_PREFIX_BYTES:
+        msg = f"body prefix must be {BODY_PREFIX_BYTES} bytes"
+        raise ValueError(msg)
+    return b"".join(
+        (
+            SIGNATURE_DOMAIN,
+            _U16.pack(len(context)),
+            bytes(context),
+            bytes(body_prefix),
+            _U64.pack(segment_count),
+            segments_root,
+            _U64.pack(signed_ms),
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +315,7 @@ class Header:
     recipients: tuple[RecipientStanza, ...]
     mac: bytes
     raw: bytes
+    signer: SignerBlock | None = None  # version 2 only (§3.1)
 
     @property
     def length(self) -> int:
@@ -191,8 +323,25 @@ class Header:
 
     @property
     def context(self) -> bytes:
-        """The immutable part (§3): the body's Cobblestone context."""
-        return self.raw[: FIXED_BYTES + _FIXED.unpack_from(self.raw)[2]]
+        """The immutable part (§3, §3.1): the body's Cobblestone context."""
+        end = FIXED_BYTES + _FIXED.unpack_from(self.raw)[2]
+        if self.signer is not None:
+            end += SIGNER_FIXED_BYTES + len(self.signer.certificate)
+        return self.raw[:end]
+
+    @property
+    def signed(self) -> bool:
+        """True for a version-2 header: a signature trailer follows the body (§10)."""
+        return self.signer is not None
+
+    @property
+    def trailer_bytes(self) -> int:
+        """Bytes after the body: :data:`TRAILER_BYTES` when signed, else 0."""
+        return TRAILER_BYTES if self.signer is not None else 0
+
+    def body_length(self, file_size: int) -> int:
+        """The body's length in a file of ``file_size`` bytes (§10: the trailer is not body)."""
+        return max(0, file_size - self.length - self.trailer_bytes)
 
     @property
     def authenticated_bytes(self) -> bytes:
@@ -204,8 +353,15 @@ class Header:
         return tuple(r.cert_id_hex for r in self.recipients)
 
 
-def encode_header_body(metadata: Metadata, recipients: tuple[RecipientStanza, ...]) -> bytes:
+def encode_header_body(
+    metadata: Metadata,
+    recipients: tuple[RecipientStanza, ...],
+    signer: SignerBlock | None = None,
+) -> bytes:
     """Serialize everything before ``header_mac``; the caller appends the MAC.
+
+    With a ``signer`` the header is version 2 (§3.1, a trailer must follow the
+    body); without, version 1, byte for byte what earlier releases wrote.
 
     Raises:
         ValueError: no recipients, too many, or a duplicate cert_id.
@@ -217,7 +373,11 @@ def encode_header_body(metadata: Metadata, recipients: tuple[RecipientStanza, ..
         msg = "the same certificate is named twice among the recipients"
         raise ValueError(msg)
     meta = metadata.encode()
-    parts = [_FIXED.pack(MAGIC, VERSION, len(meta)), meta, bytes([len(recipients)])]
+    version = VERSION if signer is None else SIGNED_VERSION
+    parts = [_FIXED.pack(MAGIC, version, len(meta)), meta]
+    if signer is not None:
+        parts.append(signer.encode())
+    parts.append(bytes([len(recipients)]))
     parts.extend(r.encode() for r in recipients)
     return b"".join(parts)
 
@@ -234,7 +394,7 @@ def parse_header(data: Buffer) -> Header | NeedData:
 
     Raises:
         NotAnEnvelopeError, UnsupportedVersionError, LimitExceededError,
-        EnvelopeFormatError: the bytes are not a valid version-1 header.
+        EnvelopeFormatError: the bytes are not a valid version-1 or version-2 header.
     """
     view = memoryview(data)
     n = len(view)
@@ -260,6 +420,11 @@ def parse_header(data: Buffer) -> Header | NeedData:
     if n < pos:
         return NeedData(pos)
     metadata = _parse_metadata(view[FIXED_BYTES:pos])
+    signer: SignerBlock | None = None
+    if version == SIGNED_VERSION:
+        signer, pos = _parse_signer(view, pos)
+        if signer is None:
+            return NeedData(pos)
     if n < pos + 1:
         return NeedData(pos + 1)
     count = view[pos]
@@ -283,7 +448,27 @@ def parse_header(data: Buffer) -> Header | NeedData:
         recipients=tuple(stanzas),
         mac=bytes(view[pos:end]),
         raw=bytes(view[:end]),
+        signer=signer,
     )
+
+
+def _parse_signer(view: memoryview, pos: int) -> tuple[SignerBlock | None, int]:
+    """Parse the §3.1 signer block at ``pos``; ``(None, needed)`` when more bytes are needed."""
+    if len(view) < pos + SIGNER_FIXED_BYTES:
+        return None, pos + SIGNER_FIXED_BYTES
+    alg, cert_len = _SIGNER_FIXED.unpack_from(view, pos)
+    if alg not in SignatureAlgorithm._value2member_map_:
+        msg = f"unknown signature algorithm {alg} (1 = ECDSA P-256, 2 = Ed25519)"
+        raise EnvelopeFormatError(msg, pos)
+    if cert_len > MAX_SIGNER_CERT_BYTES:
+        raise LimitExceededError("signer_cert_length", cert_len, MAX_SIGNER_CERT_BYTES, pos + 1)
+    if cert_len == 0:
+        raise EnvelopeFormatError("the signer block holds no certificate", pos + 1)
+    end = pos + SIGNER_FIXED_BYTES + cert_len
+    if len(view) < end:
+        return None, end
+    cert = bytes(view[pos + SIGNER_FIXED_BYTES : end])
+    return SignerBlock(SignatureAlgorithm(alg), cert), end
 
 
 def _parse_stanza(

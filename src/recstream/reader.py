@@ -18,19 +18,27 @@ from typing import IO, Protocol
 
 from recstream import _crypto
 from recstream.envelope import KeyRing, open_file_key
-from recstream.errors import EmptyInputError, SegmentAuthError, TruncatedStreamError
+from recstream.errors import (
+    EmptyInputError,
+    SegmentAuthError,
+    SignedSegmentMismatchError,
+    TruncatedStreamError,
+)
 from recstream.format import (
     BODY_PREFIX_BYTES,
     MAX_HEADER_BYTES,
     SEGMENT_SIZE,
     SEGMENT_WIRE_SIZE,
     TAG_BYTES,
+    TRAILER_BYTES,
+    TRAILER_MAGIC,
     BodyLayout,
     Buffer,
     Header,
     NeedData,
     parse_header,
 )
+from recstream.signer import VerifiedBody
 
 __all__ = [
     "BytesSource",
@@ -121,31 +129,45 @@ def read_header_at(source: Source) -> Header:
 class SegmentReader:
     """Authenticated random access to an envelope's plaintext.
 
+    A signed recording's body ends before its trailer (FORMAT.md §10).  Given a
+    ``verified`` body (:func:`recstream.signing.verify_file` with
+    ``keep_digests=True``, cached by the caller), every segment read is also
+    checked against the digest the signature covers, so a Range read proves the
+    bytes it serves are the signed ones without re-reading the file.
+
     Attributes:
         header: the parsed, authenticated header.
         size: plaintext length, authenticated by the final segment.
         segments: number of segments, the final one included.
+        verified: the signed digests reads are checked against, or None.
     """
 
-    def __init__(self, source: Source, keys: KeyRing) -> None:
+    def __init__(
+        self, source: Source, keys: KeyRing, *, verified: VerifiedBody | None = None
+    ) -> None:
         """Open ``source``; authenticate header, commitment and final segment.
 
         Raises:
             EnvelopeFormatError, KeyAccessError, HeaderAuthError, IntegrityError,
-            TruncatedStreamError (no final segment), SegmentAuthError.
+            TruncatedStreamError (no final segment), SegmentAuthError,
+            SignedSegmentMismatchError (``verified`` is for another file or version).
         """
         self._source = source
         self.header = read_header_at(source)
         file_key = open_file_key(self.header, keys)
         self._base = self.header.length
-        layout = BodyLayout(source.size - self._base)
+        layout = BodyLayout(self.header.body_length(source.size))
         if not layout.complete:
             raise TruncatedStreamError(layout.full_segments)
+        self.verified = verified
+        if verified is not None and (verified.segments != layout.segments):
+            raise SignedSegmentMismatchError(min(verified.segments, layout.segments))
         prefix = source.read_at(self._base, BODY_PREFIX_BYTES)
         self._cipher = _crypto.SegmentCipher(
             _crypto.body_key(file_key), prefix, self.header.context
         )
         self.segments = layout.segments
+        self._final_wire = layout.tail  # the final segment's wire length
         self._scratch = bytearray(SEGMENT_SIZE)
         self._cache_index = -1
         self._cache = b""
@@ -169,6 +191,10 @@ class SegmentReader:
         )
         if (index < self.segments - 1 and len(wire) != SEGMENT_WIRE_SIZE) or len(wire) < TAG_BYTES:
             raise TruncatedStreamError(index, "the file changed size while being read")
+        if index == self.segments - 1 and self.header.signed:
+            wire = wire[: self._final_wire]
+        if self.verified is not None:
+            self.verified.check_segment(index, wire)
         n = self._cipher.open_into(index, wire, self._scratch)
         self._cache_index, self._cache = index, bytes(self._scratch[:n])
         return self._cache
@@ -204,6 +230,10 @@ class SegmentReader:
             short = first + k < self.segments - 1 and len(piece) != SEGMENT_WIRE_SIZE
             if short or len(piece) < TAG_BYTES:
                 raise TruncatedStreamError(first + k, "the file changed size while being read")
+            if first + k == self.segments - 1:
+                piece = piece[: self._final_wire]  # a signed file's trailer follows
+            if self.verified is not None:
+                self.verified.check_segment(first + k, piece)
             filled += self._cipher.open_into(first + k, piece, view[filled:])
         start = offset - first * SEGMENT_SIZE
         return bytes(view[start : start + end - offset])
@@ -251,12 +281,16 @@ class Recovery:
         plaintext_bytes: bytes written out.
         complete: the recording had its final segment (nothing was lost).
         lost_bytes: envelope bytes after the recovered prefix (the torn tail).
+        signed: the recording was signed and complete, trailer included (the
+            signature was not checked: ``recstream verify`` does that).  An
+            interrupted signed recording's recovered prefix is unsigned: False.
     """
 
     segments: int
     plaintext_bytes: int
     complete: bool
     lost_bytes: int
+    signed: bool = False
 
 
 def recover(source: Source, keys: KeyRing, write: Callable[[bytes], object]) -> Recovery:
@@ -267,6 +301,12 @@ def recover(source: Source, keys: KeyRing, write: Callable[[bytes], object]) -> 
     it that fails (a torn write) — is where the recording stopped.  A segment
     that fails while more bytes follow it is tampering, and is refused.
 
+    A signed recording (FORMAT.md §10.4) that ends with its trailer is complete;
+    one that does not was interrupted, and its body is everything after the
+    header.  What is released is never covered by a signature: a recovered
+    prefix is unsigned (``Recovery.signed`` is False unless the whole recording,
+    trailer included, was there, and even then recover does not verify it).
+
     Raises:
         EnvelopeFormatError, KeyAccessError, HeaderAuthError: as for decryption.
         IntegrityError: the body's commitment fails, or a segment inside the
@@ -275,8 +315,14 @@ def recover(source: Source, keys: KeyRing, write: Callable[[bytes], object]) -> 
     header = read_header_at(source)
     file_key = open_file_key(header, keys)
     base = header.length
-    layout = BodyLayout(source.size - base)
-    if source.size - base < BODY_PREFIX_BYTES:
+    end = source.size
+    magic_at = end - len(TRAILER_MAGIC)
+    if header.signed and end - base >= TRAILER_BYTES and (
+        source.read_at(magic_at, len(TRAILER_MAGIC)) == TRAILER_MAGIC
+    ):
+        end -= TRAILER_BYTES
+    layout = BodyLayout(end - base)
+    if end - base < BODY_PREFIX_BYTES:
         return Recovery(0, 0, complete=False, lost_bytes=source.size - base)
     prefix = source.read_at(base, BODY_PREFIX_BYTES)
     cipher = _crypto.SegmentCipher(_crypto.body_key(file_key), prefix, header.context)
@@ -285,8 +331,8 @@ def recover(source: Source, keys: KeyRing, write: Callable[[bytes], object]) -> 
     count = layout.segments if layout.complete else layout.full_segments
     for index in range(count):
         offset = base + BodyLayout.segment_offset(index)
-        wire = source.read_at(offset, SEGMENT_WIRE_SIZE)
-        last_region = offset + len(wire) >= source.size
+        wire = source.read_at(offset, min(SEGMENT_WIRE_SIZE, end - offset))
+        last_region = offset + len(wire) >= end
         try:
             n = cipher.open_into(index, wire, out)
         except SegmentAuthError:
@@ -296,4 +342,6 @@ def recover(source: Source, keys: KeyRing, write: Callable[[bytes], object]) -> 
         write(bytes(out[:n]))
         total += n
     consumed = base + BodyLayout.segment_offset(count) if not layout.complete else source.size
-    return Recovery(count, total, complete=layout.complete, lost_bytes=source.size - consumed)
+    lost = source.size - consumed
+    signed = header.signed and layout.complete and end != source.size
+    return Recovery(count, total, complete=layout.complete, lost_bytes=lost, signed=signed)

@@ -641,7 +641,7 @@ def header_parts(keys: Keys) -> Iterator[Vector]:
     cases: list[tuple[str, str, Mapping[str, Any]]] = [
         ("header_magic_high_bit_stripped", "magic 89 sent as 09", {"magic": b"\x09" + MAGIC[1:]}),
         ("header_version_0", "version 0", {"version": 0}),
-        ("header_version_2", "version 2, otherwise a version 1 header", {"version": 2}),
+        ("header_version_3", "version 3, otherwise a version 1 header", {"version": 3}),
         ("header_version_99", "version 99, otherwise a version 1 header", {"version": 99}),
         ("header_metadata_length_16", "metadata_length 16 (minimum 17)", {"metadata_length": 16}),
         (
@@ -755,7 +755,7 @@ def header_refused_before_eof(keys: Keys) -> Iterator[Vector]:
     over = encode_stanza(alice.cert_id, alice.key_id, bytes(1025))
     for name, env, cut in [
         ("magic_wrong", replace(base, magic=b"\x09" + MAGIC[1:]), 8),
-        ("version_2", replace(base, version=2), 12),
+        ("version_3", replace(base, version=3), 12),
         ("metadata_length_1025", replace(base, metadata_suffix=bytes(1025 - m)), 12),
         ("zero_recipients", replace(base, stanzas=()), 12 + m + 1),
         (

@@ -250,7 +250,7 @@ class Nodes:
         if cached is not None:
             return cached
         der = self._open(identity)
-        key = load_signing_key(der)
+        key = load_signing_key(der, None)
         self._keys[identity.cert_id] = key
         return key
 

@@ -14,16 +14,18 @@ A recording certificate is public by design, so anyone can encrypt for it; a
   verifiers here do not need it.
 * **Extended key usage** id-kp-documentSigning (RFC 9336, 1.3.6.1.5.5.7.3.36),
   non-critical.  There is no EKU for "signs recordings"; documentSigning is the
-  standard one for signing content (not TLS, not code), and with it a CA that also
-  issues TLS certificates cannot have a recorder's key taken for a TLS client.
-  Verification accepts a certificate without EKU (RFC 5280 §4.2.1.12: no
-  restriction), or with documentSigning or anyExtendedKeyUsage among its purposes;
-  one whose EKU lists only other purposes (serverAuth, codeSigning...) is refused.
+  standard one for signing content (not TLS, not code), so a verifier that checks
+  TLS purposes will not take a recorder's certificate for a TLS client.  Our
+  verification (:mod:`recstream.pki.signers`) does not require it: certificates
+  made with openssl without an EKU are accepted (RFC 5280 §4.2.1.12).
 * Not a CA (basicConstraints CA:FALSE, critical), key identifiers, random serial,
   SHA-256 signature by the issuing CA: as recording certificates (:mod:`.ca`).
 
 The subject needs only a common name (the node's name); O, OU and C are optional.
-The recording-certificate profile (:mod:`.csr`, :mod:`.ca`) is unchanged.
+The recording-certificate profile (:mod:`.csr`, :mod:`.ca`) is unchanged.  This
+module *issues*; :mod:`recstream.pki.signers` decides whether a certificate may
+sign (one set of rules for the keystore, the recorders and ``verify``), and
+:func:`recstream._crypto.load_signing_key` reads key files (both re-exported here).
 ``now`` is always an argument.
 """
 
@@ -35,25 +37,11 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
-from cryptography.x509.verification import Criticality, ExtensionPolicy, Policy
+from cryptography.x509.oid import ObjectIdentifier
 
-from recstream.errors import (
-    CertificateExpiredError,
-    CertificateNotYetValidError,
-    CertificatePurposeError,
-    KeyLoadError,
-    KeyPolicyError,
-)
-from recstream.pki._util import (
-    basic_constraints,
-    fmt_time,
-    key_kind,
-    key_usage,
-    key_usage_names,
-    quoted,
-)
-from recstream.pki.bundle import extract_certificates
+from recstream._crypto import load_signing_key
+from recstream.errors import CertificatePurposeError, KeyPolicyError
+from recstream.pki._util import key_kind
 from recstream.pki.ca import (
     CertificateAuthority,
     _authority_key_id,
@@ -63,7 +51,8 @@ from recstream.pki.ca import (
     _start,
 )
 from recstream.pki.csr import load_csr
-from recstream.pki.verify import Validation, _verify_path, _walk
+from recstream.pki.signers import check_signing_certificate as check_signer
+from recstream.pki.signers import validate_signing_certificate
 
 __all__ = [
     "DEFAULT_SIGNING_KEY_TYPE",
@@ -75,7 +64,6 @@ __all__ = [
     "build_signing_csr",
     "check_signing_certificate",
     "check_signing_key",
-    "check_signing_usage",
     "describe_key_type",
     "generate_signing_key",
     "load_signing_key",
@@ -93,7 +81,6 @@ DEFAULT_SIGNING_KEY_TYPE: Final = "p256"
 
 # RFC 9336 §3: id-kp-documentSigning
 DOCUMENT_SIGNING: Final = ObjectIdentifier("1.3.6.1.5.5.7.3.36")
-_ACCEPTED_EKUS: Final = frozenset({DOCUMENT_SIGNING, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
 
 SIGNING_KEY_USAGE: Final = x509.KeyUsage(
     digital_signature=True,
@@ -154,37 +141,6 @@ def check_signing_key(key: object, what: str = "certificate") -> SigningPublicKe
     raise KeyPolicyError(msg)
 
 
-def load_signing_key(data: bytes, password: bytes | None = None) -> SigningPrivateKey:
-    """Load a PEM or DER private key, encrypted or not, under the signing profile.
-
-    Raises:
-        KeyLoadError: unreadable, or the password is missing or wrong.
-        KeyPolicyError: not an ECDSA P-256 or Ed25519 key.
-    """
-    loader = (
-        serialization.load_pem_private_key
-        if b"-----BEGIN" in data
-        else serialization.load_der_private_key
-    )
-    try:
-        key = loader(data, password=password)
-    except TypeError as exc:
-        if password is None:
-            msg = "the signing key is encrypted; give its password"
-        else:
-            msg = "a password was given but the signing key is not encrypted"
-        raise KeyLoadError(msg) from exc
-    except ValueError as exc:
-        if password is not None and b"ENCRYPTED" in data:
-            msg = "could not decrypt the signing key: wrong password"
-        else:
-            msg = "not a readable private key (expected PEM or DER, PKCS#8 or SEC1)"
-        raise KeyLoadError(msg) from exc
-    check_signing_key(key.public_key(), "private key")
-    assert isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey)
-    return key
-
-
 def build_signing_csr(key: SigningPrivateKey, subject: x509.Name) -> x509.CertificateSigningRequest:
     """A CSR for a signing certificate: key usage digitalSignature, EKU documentSigning.
 
@@ -242,59 +198,20 @@ def sign_signing_certificate(
 
 
 def check_signing_certificate(cert: x509.Certificate) -> SigningPublicKey:
-    """The signing profile's checks on the certificate itself (not validity, not chain).
+    """The signer checks on the certificate itself, with no clock and no CA file.
+
+    What the keystore applies to a node identity it stores, including retired
+    ones whose certificates have expired: :func:`recstream.pki.signers.
+    check_signing_certificate` (X.509 v3, ECDSA P-256 or Ed25519, not a CA, key
+    usage with digitalSignature) as of the certificate's first valid moment.
 
     Returns its public key.
 
     Raises:
-        CertificatePurposeError: not X.509 v3 (``"version"``), a CA certificate
-            (``"ca"``), key usage without digitalSignature or with keyCertSign
-            (``"key-usage"``), an extended key usage without documentSigning or
-            anyExtendedKeyUsage (``"extended-key-usage"``).
-        KeyPolicyError: not an ECDSA P-256 or Ed25519 key.
+        CertificatePurposeError, KeyPolicyError: as that function.
     """
-    if cert.version is not x509.Version.v3:
-        msg = f"the certificate is X.509 {cert.version.name}; signing certificates must be v3"
-        raise CertificatePurposeError(msg, "version")
-    public_key = check_signing_key(cert.public_key())
-    bc = basic_constraints(cert)
-    if bc is not None and bc.ca:
-        msg = (
-            f"{quoted(cert.subject)} is a CA certificate (basicConstraints CA:TRUE); a CA "
-            "signs certificates, not recordings: issue the node its own signing certificate"
-        )
-        raise CertificatePurposeError(msg, "ca")
-    check_signing_usage(cert)
-    return public_key
-
-
-def check_signing_usage(cert: x509.Certificate) -> None:
-    """Key usage and extended key usage of a signing certificate (see module doc).
-
-    Raises:
-        CertificatePurposeError: as for :func:`check_signing_certificate`.
-    """
-    ku = key_usage(cert)
-    if ku is not None and (not ku.digital_signature or ku.key_cert_sign):
-        allowed = ", ".join(key_usage_names(ku)) or "nothing"
-        why = "keyCertSign is a CA's" if ku.key_cert_sign else "not digitalSignature"
-        msg = (
-            f"the certificate's key usage allows {allowed} ({why}), so its key may not "
-            "sign recordings; a signing certificate needs digitalSignature"
-        )
-        raise CertificatePurposeError(msg, "key-usage")
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return
-    if not _ACCEPTED_EKUS & set(eku):
-        listed = ", ".join(getattr(oid, "_name", None) or oid.dotted_string for oid in eku)
-        msg = (
-            f"the certificate's extended key usage is limited to {listed}; a signing "
-            "certificate needs documentSigning (1.3.6.1.5.5.7.3.36), anyExtendedKeyUsage, "
-            "or no extended key usage"
-        )
-        raise CertificatePurposeError(msg, "extended-key-usage")
+    check_signer(cert, at=cert.not_valid_before_utc)
+    return check_signing_key(cert.public_key())
 
 
 def _hash_for(key: SigningPrivateKey) -> hashes.SHA256 | None:
@@ -323,63 +240,3 @@ def signing_key_pem(key: SigningPrivateKey, password: bytes | None) -> bytes:
 def describe_key_type(key: SigningPublicKey | SigningPrivateKey) -> str:
     """``"ECDSA P-256"`` or ``"Ed25519"``."""
     return "Ed25519" if signing_key_type(key) == "ed25519" else "ECDSA P-256"
-
-
-def validate_signing_certificate(
-    cert: x509.Certificate, ca_bundle_pem: bytes, *, at: datetime
-) -> Validation:
-    """Validate a signing certificate against a CA file as of ``at`` (the signing time).
-
-    A recording signed while its signer's certificate was valid stays valid after the
-    certificate expires: pass the signing time as ``at``, not the current time.
-
-    Raises:
-        CertificatePurposeError, KeyPolicyError: as :func:`check_signing_certificate`.
-        CertificateExpiredError, CertificateNotYetValidError: it, or a CA of its chain,
-            was outside its validity period at ``at``.
-        BundleError: the CA file holds no readable certificate.
-        ChainVerificationError: no valid chain to a root in the CA file.
-    """
-    check_signing_certificate(cert)
-    _check_validity_at(cert, at)
-    cas, dropped = extract_certificates(ca_bundle_pem, "the CA file")
-    chain = _walk(cert, cas, at)
-    _verify_path(cert, chain, cas, at, ee_policy=_SIGNING_POLICY)
-    return Validation(tuple(chain), tuple(dropped))
-
-
-def _check_validity_at(cert: x509.Certificate, at: datetime) -> None:
-    if at > cert.not_valid_after_utc:
-        msg = (
-            f"the signing certificate {quoted(cert.subject)} expired on "
-            f"{fmt_time(cert.not_valid_after_utc)}, before the signing time {fmt_time(at)}"
-        )
-        raise CertificateExpiredError(msg, cert.not_valid_after_utc)
-    if at < cert.not_valid_before_utc:
-        msg = (
-            f"the signing certificate {quoted(cert.subject)} was not valid until "
-            f"{fmt_time(cert.not_valid_before_utc)}, after the signing time {fmt_time(at)}"
-        )
-        raise CertificateNotYetValidError(msg, cert.not_valid_before_utc)
-
-
-def _ee_not_ca(_policy: Policy, _cert: x509.Certificate, bc: x509.BasicConstraints | None) -> None:
-    if bc is not None and bc.ca:
-        msg = "a CA certificate is not a signing certificate"
-        raise ValueError(msg)
-
-
-def _ee_may_sign(_policy: Policy, cert: x509.Certificate, _ku: x509.KeyUsage | None) -> None:
-    try:
-        check_signing_usage(cert)
-    except CertificatePurposeError as exc:
-        raise ValueError(str(exc)) from exc
-
-
-# The path validation's end-entity policy for signing certificates: the same rules
-# as check_signing_usage, enforced again inside the RFC 5280 validation.
-_SIGNING_POLICY = (
-    ExtensionPolicy.permit_all()
-    .may_be_present(x509.BasicConstraints, Criticality.AGNOSTIC, _ee_not_ca)
-    .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ee_may_sign)
-)

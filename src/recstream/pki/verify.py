@@ -169,8 +169,8 @@ def _verify_path(
 ) -> None:
     """The authoritative RFC 5280 path validation, over what the CA file holds.
 
-    ``ee_policy`` checks the end certificate's extensions (default: a recording
-    certificate's; :mod:`recstream.pki.signing` passes the signing profile's).
+    ``ee_policy`` replaces the recording-certificate policy for the end entity
+    (:mod:`recstream.pki.signers` passes the signing-certificate one).
     """
     roots = [c for c in cas if is_self_signed(c)]
     intermediates = [c for c in cas if not is_self_signed(c)]

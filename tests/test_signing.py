@@ -1,0 +1,282 @@
+"""Signed recordings (FORMAT.md §10): sign with every writer, verify without a key,
+random access checked against the signature, rewrap keeps it, tampering detected."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from recstream import errors
+from recstream.envelope import (
+    EnvelopeDecryptor,
+    EnvelopeEncryptor,
+    RandomAccessEncryptor,
+    amend_header,
+    open_file_key,
+    rewrap_header,
+)
+from recstream.format import (
+    SEGMENT_SIZE,
+    SEGMENT_WIRE_SIZE,
+    SIGNED_VERSION,
+    TRAILER_BYTES,
+    Header,
+    Metadata,
+    parse_header,
+)
+from recstream.reader import BytesSource, SegmentReader, recover
+from recstream.signing import SignatureStatus, Signer, require_valid, verify_file, verify_source
+from tests.conftest import Party
+from tests.signing_helpers import NOW, RECORDING_USAGE, Ca, ed, p256, write_identity
+
+SIZES = [0, 1, SEGMENT_SIZE - 1, SEGMENT_SIZE, SEGMENT_SIZE + 1, 3 * SEGMENT_SIZE + 100]
+
+
+@pytest.fixture(scope="module")
+def ca() -> Ca:
+    return Ca.make()
+
+
+@pytest.fixture(scope="module")
+def signer(ca: Ca) -> Signer:
+    key = p256()
+    return Signer.from_objects(key, ca.issue("recorder-01", key))
+
+
+@pytest.fixture(scope="module")
+def ed_signer(ca: Ca) -> Signer:
+    key = ed()
+    return Signer.from_objects(key, ca.issue("recorder-ed", key))
+
+
+def seal(
+    alice: Party, metadata: Metadata, data: bytes, signer: Signer | None, step: int = 0
+) -> bytes:
+    enc = EnvelopeEncryptor([alice.recipient], metadata, signer=signer)
+    if not step:
+        return enc.update(data) + enc.finalize()
+    out = b"".join(enc.update(data[i : i + step]) for i in range(0, len(data), step))
+    return out + enc.finalize()
+
+
+def decrypt(alice: Party, env: bytes, step: int = 0) -> bytes:
+    dec = EnvelopeDecryptor(alice.keys)
+    if not step:
+        return dec.update(env) + dec.finalize()
+    out = b"".join(dec.update(env[i : i + step]) for i in range(0, len(env), step))
+    return out + dec.finalize()
+
+
+def report(env: bytes, ca: Ca, **kw: object):  # type: ignore[no-untyped-def]
+    return verify_source(BytesSource(env), ca.pem, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_signed_round_trip_and_verify(
+    alice: Party, metadata: Metadata, signer: Signer, ca: Ca, size: int
+) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    env = seal(alice, metadata, data, signer)
+    header = parse_header(env)
+    assert isinstance(header, Header) and header.version == SIGNED_VERSION and header.signed
+    assert decrypt(alice, env) == data
+    assert decrypt(alice, env, step=7919) == data
+    rep = report(env, ca)
+    assert rep.status is SignatureStatus.VALID, rep.reason
+    assert rep.cert_id == signer.cert_id and rep.algorithm == "ecdsa-p256-sha256"
+    assert rep.chain_valid_at_signing and rep.valid_now
+    reader = SegmentReader(BytesSource(env), alice.keys)
+    assert reader.size == size and reader.read_at(0, size) == data
+
+
+def test_ed25519_and_chunked_writes(
+    alice: Party, metadata: Metadata, ed_signer: Signer, ca: Ca
+) -> None:
+    data = bytes(5 * SEGMENT_SIZE + 3)
+    env = seal(alice, metadata, data, ed_signer, step=SEGMENT_SIZE - 1)
+    assert env == env
+    rep = report(env, ca)
+    assert rep.status is SignatureStatus.VALID and rep.algorithm == "ed25519"
+    assert decrypt(alice, env, step=1000) == data
+
+
+def test_unsigned_stays_version_1_and_reports_unsigned(
+    alice: Party, metadata: Metadata, ca: Ca
+) -> None:
+    env = seal(alice, metadata, b"hello", None)
+    header = parse_header(env)
+    assert isinstance(header, Header) and header.version == 1 and not header.signed
+    rep = report(env, ca)
+    assert rep.status is SignatureStatus.UNSIGNED
+    with pytest.raises(errors.UnsignedRecordingError):
+        require_valid(rep)
+
+
+def test_every_body_byte_and_trailer_byte_is_covered(
+    alice: Party, metadata: Metadata, signer: Signer, ca: Ca
+) -> None:
+    env = seal(alice, metadata, bytes(2 * SEGMENT_SIZE + 10), signer)
+    header = parse_header(env)
+    assert isinstance(header, Header)
+    body_start = header.length
+    # a byte in each body segment, the prefix, the final tag, and each trailer field
+    spots = [body_start + 3, body_start + 56 + 5, body_start + 56 + SEGMENT_WIRE_SIZE + 9,
+             len(env) - TRAILER_BYTES - 1, len(env) - TRAILER_BYTES + 2,
+             len(env) - TRAILER_BYTES + 20, len(env) - TRAILER_BYTES + 60]  # fmt: skip
+    for at in spots:
+        bad = bytearray(env)
+        bad[at] ^= 1
+        rep = report(bytes(bad), ca)
+        assert rep.status is SignatureStatus.INVALID, at
+        assert rep.reason
+    with pytest.raises(errors.BadSignatureError):
+        require_valid(report(env[:-1], ca))
+
+
+def test_header_metadata_change_invalidates(
+    alice: Party, metadata: Metadata, signer: Signer, ca: Ca
+) -> None:
+    env = seal(alice, metadata, b"x" * 100, signer)
+    bad = env.replace(b"rec-0001", b"rec-0002")
+    assert report(bad, ca).status is SignatureStatus.INVALID
+
+
+def test_rewrap_and_amend_keep_signature(
+    alice: Party, bob: Party, metadata: Metadata, signer: Signer, ca: Ca
+) -> None:
+    env = seal(alice, metadata, bytes(SEGMENT_SIZE * 2), signer)
+    header = parse_header(env)
+    assert isinstance(header, Header)
+    key = open_file_key(header, alice.keys)
+    for new_head in (
+        rewrap_header(header, key, [bob.recipient]),
+        amend_header(header, key, add=[bob.recipient]),
+    ):
+        rewrapped = new_head + env[header.length :]
+        assert report(rewrapped, ca).status is SignatureStatus.VALID
+        assert decrypt(bob, rewrapped) == bytes(SEGMENT_SIZE * 2)
+
+
+def test_refused_signers(alice: Party, metadata: Metadata, ca: Ca) -> None:
+    other_ca = Ca.make("Someone Else's CA")
+    key = p256()
+    stranger = Signer.from_objects(key, other_ca.issue("stranger", key))
+    rep = report(seal(alice, metadata, b"abc", stranger), ca)
+    assert rep.status is SignatureStatus.REFUSED_SIGNER
+    assert "Someone Else" in rep.reason and rep.chain_valid_at_signing is False
+    with pytest.raises(errors.RefusedSignerError):
+        require_valid(rep)
+
+
+def test_signer_construction_checks(ca: Ca, tmp_path: Path) -> None:
+    key = p256()
+    with pytest.raises(errors.CertificatePurposeError, match="digitalSignature"):
+        Signer.from_objects(key, ca.issue("enc-only", key, usage=RECORDING_USAGE))
+    with pytest.raises(errors.CertificateKeyMismatchError):
+        Signer.from_objects(p256(), ca.issue("other", key))
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with pytest.raises(errors.KeyPolicyError):
+        Signer.from_objects(rsa_key, ca.issue("rsa", rsa_key))  # type: ignore[arg-type]
+    old = ca.issue(
+        "old", key, not_before=NOW - timedelta(days=30), not_after=NOW - timedelta(days=1)
+    )
+    with pytest.raises(errors.CertificateExpiredError):
+        Signer.from_objects(key, old)
+    key_path, cert_path = write_identity(tmp_path, "node", key, ca.issue("node", key), b"pw")
+    with pytest.raises(errors.KeyLoadError, match="encrypted"):
+        Signer.from_files(key_path, cert_path)
+    with pytest.raises(errors.KeyLoadError, match="wrong password"):
+        Signer.from_files(key_path, cert_path, b"nope")
+    assert Signer.from_files(key_path, cert_path, b"pw").subject == "CN=node"
+    assert "PRIVATE" not in repr(Signer.from_files(key_path, cert_path, b"pw"))
+
+
+def test_expired_now_but_valid_at_signing(alice: Party, metadata: Metadata, ca: Ca) -> None:
+    key = p256()
+    then = NOW - timedelta(days=20)
+    cert = ca.issue(
+        "retired", key, not_before=NOW - timedelta(days=30), not_after=NOW - timedelta(days=10)
+    )
+    old = Signer.from_objects(key, cert, at=then)
+    enc = EnvelopeEncryptor([alice.recipient], metadata, signer=old)
+    env = enc.update(b"evidence") + enc.finalize(signed_ms=int(then.timestamp() * 1000))
+    rep = report(env, ca)
+    assert rep.status is SignatureStatus.VALID and rep.valid_now is False and "expired" in rep.note
+    # signed "now" with the expired certificate: refused
+    enc = EnvelopeEncryptor([alice.recipient], metadata, signer=old)
+    env = enc.update(b"evidence") + enc.finalize()
+    rep = report(env, ca)
+    assert rep.status is SignatureStatus.REFUSED_SIGNER and "expired" in rep.reason
+
+
+def test_verified_body_checks_range_reads(
+    alice: Party, metadata: Metadata, signer: Signer, ca: Ca, tmp_path: Path
+) -> None:
+    data = bytes(range(256)) * (4 * SEGMENT_SIZE // 256) + b"tail"
+    env = seal(alice, metadata, data, signer)
+    path = tmp_path / "r.rsv"
+    path.write_bytes(env)
+    rep = verify_file(path, ca.pem, keep_digests=True)
+    assert rep.status is SignatureStatus.VALID and rep.verified is not None
+    assert rep.verified.file_identity is not None and rep.verified.segments == 5
+    reader = SegmentReader(BytesSource(env), alice.keys, verified=rep.verified)
+    assert (
+        reader.read_at(SEGMENT_SIZE - 3, SEGMENT_SIZE + 10)
+        == data[SEGMENT_SIZE - 3 : 2 * SEGMENT_SIZE + 7]
+    )
+    assert reader.read_at(len(data) - 4, 100) == b"tail"
+    # another signed recording (same shape) under the same verified digests: refused
+    other = seal(alice, metadata, data, signer)
+    with pytest.raises(errors.SignedSegmentMismatchError):
+        SegmentReader(BytesSource(other), alice.keys, verified=rep.verified)
+    # the file altered after verification (one segment swapped in from the other file)
+    header = parse_header(env)
+    assert isinstance(header, Header)
+    at = header.length + 56 + 2 * SEGMENT_WIRE_SIZE
+    mixed = env[:at] + other[at : at + SEGMENT_WIRE_SIZE] + env[at + SEGMENT_WIRE_SIZE :]
+    reader = SegmentReader(BytesSource(mixed), alice.keys, verified=rep.verified)
+    assert reader.read_at(0, 100) == data[:100]
+    with pytest.raises(errors.SignedSegmentMismatchError) as caught:
+        reader.read_at(2 * SEGMENT_SIZE, 10)
+    assert caught.value.index == 2
+
+
+def test_random_access_encryptor_signs(
+    alice: Party, metadata: Metadata, signer: Signer, ca: Ca
+) -> None:
+    enc = RandomAccessEncryptor([alice.recipient], metadata, signer=signer)
+    out = io.BytesIO()
+    out.write(enc.head)
+    chunks = [bytes([i]) * SEGMENT_SIZE for i in range(4)] + [b"end"]
+    for index in (3, 1, 2, 4, 0):  # out of order, like the muxer's reserved head
+        out.seek(enc.offset(index))
+        out.write(enc.seal(index, chunks[index]))
+    out.seek(enc.trailer_offset())
+    out.write(enc.trailer())
+    env = out.getvalue()
+    assert report(env, ca).status is SignatureStatus.VALID
+    assert decrypt(alice, env) == b"".join(chunks)
+    with pytest.raises(errors.StreamStateError):
+        enc.trailer()
+
+
+def test_interrupted_signed_recording(
+    alice: Party, metadata: Metadata, signer: Signer, ca: Ca
+) -> None:
+    data = bytes(3 * SEGMENT_SIZE + 5)
+    env = seal(alice, metadata, data, signer)
+    cut = env[: -TRAILER_BYTES - 5 - 16]  # the final segment and trailer never written
+    rep = report(cut, ca)
+    assert rep.status is SignatureStatus.INVALID and "trailer" in rep.reason
+    with pytest.raises(errors.TruncatedStreamError):
+        decrypt(alice, cut)
+    got: list[bytes] = []
+    rec = recover(BytesSource(cut), alice.keys, got.append)
+    assert not rec.complete and not rec.signed and b"".join(got) == data[: 3 * SEGMENT_SIZE]
+    got.clear()
+    whole = recover(BytesSource(env), alice.keys, got.append)
+    assert whole.complete and whole.signed and b"".join(got) == data
