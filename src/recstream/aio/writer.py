@@ -34,6 +34,7 @@ from recstream.aio.flusher import Flusher
 from recstream.envelope import EnvelopeEncryptor, Recipient
 from recstream.errors import PipelineError, PipelineOverflowError, StreamStateError
 from recstream.format import SEGMENT_SIZE, SEGMENT_WIRE_SIZE, Buffer, Metadata
+from recstream.signer import Signer
 
 __all__ = ["INCOMPLETE_SUFFIX", "RecordingWriter", "WriterStatistics"]
 
@@ -104,8 +105,13 @@ class RecordingWriter:
         flusher: Flusher,
         *,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        signer: Signer | None = None,
     ) -> RecordingWriter:
         """Create ``<path>.incomplete`` and write the header.
+
+        With a ``signer`` the recording is signed (FORMAT.md §10): the header names
+        the signer and :meth:`close` writes the signature trailer after the final
+        segment (what ``recover`` makes of a crashed one is FORMAT.md §10's rule).
 
         Raises:
             FileExistsError: the final or the temporary file already exists.
@@ -115,7 +121,7 @@ class RecordingWriter:
         if final.exists():
             msg = "recording already exists"
             raise FileExistsError(17, msg, str(final))
-        enc = EnvelopeEncryptor(recipients, metadata)
+        enc = EnvelopeEncryptor(recipients, metadata, signer=signer)
         header = enc.take_header()
         temp = final.with_name(final.name + INCOMPLETE_SUFFIX)
         fd = await flusher.run_blocking(_create, temp, header, flusher.sync)
