@@ -31,7 +31,7 @@ from typing import IO, Any
 import av
 
 from recstream.durable import atomic_output, write_all
-from recstream.envelope import KeyRing, RandomAccessEncryptor, Recipient, new_metadata
+from recstream.envelope import KeyRing, RandomAccessEncryptor, Recipient, Signer, new_metadata
 from recstream.errors import MixedEncryptionError, MuxError
 from recstream.format import MAGIC, SEGMENT_SIZE, Buffer, MediaKind
 from recstream.reader import DecryptingFile, FileSource, SegmentReader
@@ -203,6 +203,9 @@ class _SealingSink(io.RawIOBase):
         base, last = pieces[-1]
         full = len(last) // SEGMENT_SIZE
         self._emit(base + full, last[full * SEGMENT_SIZE :])
+        if self._enc.signer is not None:  # FORMAT.md §10: the trailer after the final segment
+            self._dst.seek(self._enc.trailer_offset())
+            write_all(self._dst, self._enc.trailer())
         self._dst.seek(0, io.SEEK_END)
 
 
@@ -294,6 +297,7 @@ def mux_files(
     recipients: Sequence[Recipient] | Callable[[str], Sequence[Recipient]] = (),
     tenant: str = "default",
     recording_id: str | None = None,
+    signer: Signer | None = None,
 ) -> MuxResult:
     """Mux a call and a screen recording into ``out_path`` (WebM, encrypted if they were).
 
@@ -303,7 +307,9 @@ def mux_files(
     encrypted output too (for ``tenant`` and ``recording_id``, a new UUID if None):
     whoever names a certificate never gets plaintext by surprise.
     Nothing is written unless the pair is valid; on any failure the output
-    does not exist.
+    does not exist.  With a ``signer`` an encrypted output is signed (FORMAT.md §10);
+    the segment digests sealed ahead of the reserved head wait in memory until it
+    is sealed (32 bytes per 16 KiB segment).
 
     Raises:
         MixedEncryptionError, MuxError, and the decryption errors of the inputs.
@@ -331,7 +337,11 @@ def mux_files(
                     # the output's timeline starts at the earlier recording's start
                     created_ms=min(voice.start_ms or 0, screen.start_ms or 0) or None,
                 ),
+                signer=signer,
             )
+        if signer is not None and encryptor is None:
+            msg = "only an encrypted recording can be signed: give the output's certificate(s)"
+            raise MuxError(msg)
         with atomic_output(out_path) as dst:
             if encryptor is None:
                 audio_off, video_off = mux_streams(voice, screen, dst)

@@ -98,11 +98,18 @@ class StreamPrefix:
 
     def drain(self) -> int:
         """Read to the end; return (and set as ``size``) the stream's total length."""
+        return self.drain_keeping(0)[0]
+
+    def drain_keeping(self, keep: int) -> tuple[int, bytes]:
+        """Read to the end; return the total length and the stream's last ``keep`` bytes."""
         total = len(self._buf)
+        last = bytes(self._buf[-keep:]) if keep else b""
         while chunk := self._src.read(1 << 20):
             total += len(chunk)
+            if keep:
+                last = (last + chunk)[-keep:]
         self.size = total
-        return total
+        return total, last
 
 
 def read_header_at(source: Source) -> Header:
@@ -284,6 +291,7 @@ class Recovery:
         signed: the recording was signed and complete, trailer included (the
             signature was not checked: ``recstream verify`` does that).  An
             interrupted signed recording's recovered prefix is unsigned: False.
+        signed_header: the header announced a signature (format version 2).
     """
 
     segments: int
@@ -291,6 +299,7 @@ class Recovery:
     complete: bool
     lost_bytes: int
     signed: bool = False
+    signed_header: bool = False
 
 
 def recover(source: Source, keys: KeyRing, write: Callable[[bytes], object]) -> Recovery:
@@ -323,7 +332,7 @@ def recover(source: Source, keys: KeyRing, write: Callable[[bytes], object]) -> 
         end -= TRAILER_BYTES
     layout = BodyLayout(end - base)
     if end - base < BODY_PREFIX_BYTES:
-        return Recovery(0, 0, complete=False, lost_bytes=source.size - base)
+        return Recovery(0, 0, False, source.size - base, signed_header=header.signed)
     prefix = source.read_at(base, BODY_PREFIX_BYTES)
     cipher = _crypto.SegmentCipher(_crypto.body_key(file_key), prefix, header.context)
     out = bytearray(SEGMENT_SIZE)
@@ -337,11 +346,12 @@ def recover(source: Source, keys: KeyRing, write: Callable[[bytes], object]) -> 
             n = cipher.open_into(index, wire, out)
         except SegmentAuthError:
             if last_region:  # torn tail: the recording stopped here
-                return Recovery(index, total, complete=False, lost_bytes=source.size - offset)
+                lost = source.size - offset
+                return Recovery(index, total, False, lost, signed_header=header.signed)
             raise
         write(bytes(out[:n]))
         total += n
     consumed = base + BodyLayout.segment_offset(count) if not layout.complete else source.size
     lost = source.size - consumed
     signed = header.signed and layout.complete and end != source.size
-    return Recovery(count, total, complete=layout.complete, lost_bytes=lost, signed=signed)
+    return Recovery(count, total, layout.complete, lost, signed, signed_header=header.signed)

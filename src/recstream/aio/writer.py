@@ -31,10 +31,9 @@ from typing import NoReturn
 
 from recstream import durable
 from recstream.aio.flusher import Flusher
-from recstream.envelope import EnvelopeEncryptor, Recipient
+from recstream.envelope import EnvelopeEncryptor, Recipient, Signer
 from recstream.errors import PipelineError, PipelineOverflowError, StreamStateError
 from recstream.format import SEGMENT_SIZE, SEGMENT_WIRE_SIZE, Buffer, Metadata
-from recstream.signer import Signer
 
 __all__ = ["INCOMPLETE_SUFFIX", "RecordingWriter", "WriterStatistics"]
 
@@ -109,9 +108,9 @@ class RecordingWriter:
     ) -> RecordingWriter:
         """Create ``<path>.incomplete`` and write the header.
 
-        With a ``signer`` the recording is signed (FORMAT.md §10): the header names
-        the signer and :meth:`close` writes the signature trailer after the final
-        segment (what ``recover`` makes of a crashed one is FORMAT.md §10's rule).
+        With a ``signer`` the recording is signed (FORMAT.md §10): :meth:`close`
+        writes the signature trailer after the final segment; an interrupted
+        recording has none (its recovered prefix is unsigned, §10.4).
 
         Raises:
             FileExistsError: the final or the temporary file already exists.

@@ -51,11 +51,14 @@ def rewrap_task(  # noqa: PLR0917 - positional: Dask's client.map passes them so
     return rewrap_one(_tree(src), rel, target, keyring, add, drop=drop)
 
 
-def audit_task(src: str, rel: str, keys: KeySource, unwrap: bool, now_ts: float) -> Outcome:
-    """Audit ``src/rel`` against the keys (``now_ts``: the job's clock, for expiry)."""
+def audit_task(  # noqa: PLR0917 - positional: Dask's client.map passes them so
+    src: str, rel: str, keys: KeySource, unwrap: bool, ca_pem: bytes | None, now_ts: float
+) -> Outcome:
+    """Audit ``src/rel`` against the keys (``now_ts``: the job's clock, for expiry), and
+    its signature against ``ca_pem`` when given."""
     try:
         opened = keys.open()
     except (RecstreamError, OSError) as exc:
         return Outcome(rel, FAILED, failure_reason(exc))
     now = dt.datetime.fromtimestamp(now_ts, tz=dt.UTC)
-    return audit_one(_tree(src), rel, opened, unwrap=unwrap, now=now)
+    return audit_one(_tree(src), rel, opened, unwrap=unwrap, now=now, ca_pem=ca_pem)

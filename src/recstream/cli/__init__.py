@@ -11,9 +11,11 @@ looked up along the exception's MRO, for every command.  Exit codes (README
 1     internal error (a bug: please report it)
 2     usage error: bad arguments or options, a missing input file, a missing
       output directory, an output that exists (without ``--force``)
-3     integrity failure: the envelope is malformed, tampered with or truncated
+3     integrity failure: the envelope is malformed, tampered with or truncated;
+      a bad signature, or an unsigned recording where one is required
 4     key or certificate problem: no matching key, wrong password, a refused
-      certificate (expired, not yet valid, a CA, refused by ``--ca-file``)
+      certificate (expired, not yet valid, a CA, refused by ``--ca-file``); a
+      recording signed by a refused signer
 5     I/O error: a file that exists cannot be read or written (permissions,
       disk full)
 6     partial result: an incomplete recording was recovered (``recover``)
@@ -55,6 +57,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     e.MuxError: EXIT_USAGE,  # the two inputs given do not belong together
     e.EnvelopeFormatError: EXIT_INTEGRITY,
     e.TracksFormatError: EXIT_INTEGRITY,
+    e.RefusedSignerError: EXIT_KEY,  # a certificate problem, though a SignatureError
     e.IntegrityError: EXIT_INTEGRITY,
     e.KeyAccessError: EXIT_KEY,
     e.CertificateError: EXIT_KEY,
@@ -70,7 +73,8 @@ EXIT_CODES_HELP = (
     "0 ok, 1 internal error (a bug), 2 usage (bad arguments, missing input file, missing "
     "output directory, output exists), 3 integrity (tampered/truncated/malformed), 4 key or "
     "certificate (no key, wrong password, refused certificate), 5 I/O (unreadable, "
-    "unwritable, disk full), 6 partial recovery, 7 some batch items failed, 130 interrupted."
+    "unwritable, disk full), 6 partial recovery, 7 some batch items failed (verify: mixed "
+    "results), 130 interrupted. verify: 3 a bad signature, 4 a refused signer."
 )
 
 
@@ -152,6 +156,7 @@ COMMAND_MODULES: dict[str, str] = {
     "demo": "demo",
     "srs": "srs",
     "tracks": "tracks",
+    "verify": "verify",
 }
 
 

@@ -73,6 +73,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                 help="also prove each key really unwraps its file key (RSA work)",
             )
             j.add_argument("--json", action="store_true", help="print the report as JSON")
+            j.add_argument(
+                "--ca-file",
+                metavar="CA.pem",
+                type=file_arg,
+                help="also verify every recording's signature against the CA of the "
+                "recorders' signing certificates (reads whole files); without it, signed "
+                "and unsigned recordings are only counted",
+            )
         j.add_argument("--keystore", metavar="KS", type=file_arg, help="keystore file")
         j.add_argument(
             "--key",
@@ -177,7 +185,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         extra = (args.dst, spec, AddCertificates(pems), drop)
         root = args.dst or args.src
     else:
-        task, extra, root = jobs.audit_task, (spec, args.unwrap, time.time()), args.src
+        ca_pem = read_input_file(args.ca_file, "CA file") if args.ca_file else None
+        task, extra, root = jobs.audit_task, (spec, args.unwrap, ca_pem, time.time()), args.src
     report = run_job(
         args.job,
         task,
@@ -218,12 +227,17 @@ def _print_audit(report: Any, as_json: bool) -> int:
         if o.status != "busy":
             per_tenant[o.info.get("tenant", "?")] += 1
     problems = [o for o in outcomes if o.status != "ok"]
+    signatures: Counter[str] = Counter(
+        o.info["signature"] for o in outcomes if "signature" in o.info
+    )
     doc = report.to_dict() | {
         "orphans": [o.to_dict() for o in outcomes if o.status == "orphan"],
         "expired_only": [o.to_dict() for o in outcomes if o.status == "expired"],
         "expiring": [o.to_dict() for o in outcomes if o.status == "expiring"],
         "per_certificate": dict(per_cert),
         "per_tenant": dict(per_tenant),
+        "signatures": dict(signatures),
+        "badly_signed": [o.to_dict() for o in outcomes if o.status == "badly_signed"],
     }
     if as_json:
         print(json.dumps(doc, indent=2))
@@ -237,6 +251,10 @@ def _print_audit(report: Any, as_json: bool) -> int:
             f"{c.get('failed', 0)} unreadable, {c.get('busy', 0)} busy (being written; "
             "left alone)"
         )
+        if signatures:
+            shown = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(signatures.items()))
+            hint = " (not verified: give --ca-file)" if "signed" in signatures else ""
+            print(f"signatures: {shown}{hint}")
         for o in problems:
             print(f"  {o.status.upper():<9} {o.path}: {o.detail}")
         print("recordings per certificate:")
@@ -245,7 +263,7 @@ def _print_audit(report: Any, as_json: bool) -> int:
         print("recordings per tenant:")
         for tenant, n in per_tenant.most_common():
             print(f"  {tenant:<20} {n}")
-    bad = report.counts.get("orphan", 0) + report.counts.get("failed", 0)
+    bad = sum(report.counts.get(k, 0) for k in ("orphan", "failed", "badly_signed"))
     return EXIT_BATCH_FAILURES if bad else 0
 
 

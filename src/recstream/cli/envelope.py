@@ -21,6 +21,12 @@ from recstream.cli._recording import (
     created_ms_arg,
     recording_from_args,
 )
+from recstream.cli._signing import (
+    add_require_signature_options,
+    add_signing_options,
+    signature_policy,
+    signer_from_args,
+)
 from recstream.cli._util import (
     STDIO,
     claim_stdin,
@@ -84,6 +90,7 @@ def _register_encrypt(sub: argparse._SubParsersAction[Any]) -> None:
         help="when the recording started, which 'mux' uses to line recordings up: ISO 8601 "
         "with a UTC offset (2026-11-27T10:15:00Z) or milliseconds since 1970 (default: now)",
     )
+    add_signing_options(p)
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument(
         "--snapshot",
@@ -135,6 +142,7 @@ def _register_decrypt(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="batch: files decrypted at once (default: %(default)s)",
     )
+    add_require_signature_options(p)
     p.add_argument("--force", action="store_true", help="overwrite outputs that exist")
     p.add_argument(
         "paths",
@@ -169,21 +177,23 @@ REGISTRARS = {
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
     _check_paths(args.input, args.output, args.force)
+    signer = signer_from_args(args)
     metadata, recipients = recording_from_args(args, args.input)
     with (
         _open_in(args.input) as raw,
         naming_output(args.output),
         _open_out(args.output, args.force) as dst,
     ):
-        enc = EnvelopeEncryptor(recipients, metadata, pool=pool_for(size_of(raw)))
+        enc = EnvelopeEncryptor(recipients, metadata, pool=pool_for(size_of(raw)), signer=signer)
         src = _Counted(raw, snapshot=args.snapshot)
         written = transform(src, dst, enc)  # type: ignore[arg-type]
         src.check_unchanged(args.input)
     grew = src.grew_note()
+    signed = "" if signer is None else f", signed by {signer.subject} (cert ID {signer.cert_id})"
     eprint(
         f"recstream: encrypted {args.input} -> {args.output}: {src.count} bytes{grew}, "
         f"recording {metadata.recording_id}, {enc.segments} segment(s), {written} bytes "
-        f"written, for certificate ID(s) {', '.join(enc.cert_ids)}"
+        f"written, for certificate ID(s) {', '.join(enc.cert_ids)}{signed}"
     )
     return 0
 
@@ -275,11 +285,16 @@ def suggest_recover(path: str) -> None:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
+    ca_pem = signature_policy(args)
     if args.out_dir is not None:
         if args.jobs < 1:
             msg = "--jobs must be at least 1"
             raise UsageError(msg)
         from recstream.cli._batch import batch_decrypt
+
+        if ca_pem is not None:
+            msg = "--require-signature works on one file (IN OUT); check a batch with 'verify'"
+            raise UsageError(msg)
 
         return batch_decrypt(args.paths, Path(args.out_dir), args, decryption_keys)
     if len(args.paths) != 2:
@@ -287,6 +302,8 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         raise UsageError(msg)
     args.input, args.output = args.paths
     _check_paths(args.input, args.output, args.force)
+    if ca_pem is not None:
+        _require_signature(args.input, ca_pem)
     keys = decryption_keys(args)
     try:
         with (
@@ -309,26 +326,51 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_signature(path: str, ca_pem: bytes) -> None:
+    """Refuse ``path`` unless its signature is valid, before any plaintext is written.
+
+    The file is read twice (verified, then decrypted), so it must be a file: a
+    stream cannot be verified before its plaintext is released.
+    """
+    if path == STDIO:
+        msg = "--require-signature needs IN to be a file (stdin cannot be verified first)"
+        raise UsageError(msg)
+    from recstream.signing import require_valid, verify_file
+
+    report = verify_file(path, ca_pem)
+    require_valid(report)
+    eprint(
+        f"recstream: {path}: signature valid, signed by {report.signer_subject} "
+        f"(cert ID {report.cert_id}) at {report.signed_at}"
+    )
+
+
 # --- inspect ---------------------------------------------------------------
 
 
-def read_header(path: str) -> tuple[Header, int]:
-    """Read the header of ``path`` (or stdin for '-'); return it and the body length."""
+def read_header(path: str) -> tuple[Header, int, bytes]:
+    """Read the header of ``path`` (or stdin for '-'); return it, the body length and the
+    file's last TRAILER_BYTES (a signed file's trailer, if it is there: FORMAT.md §10.3)."""
+    from recstream.format import TRAILER_BYTES
     from recstream.reader import FileSource, StreamPrefix, read_header_at
 
     if path == STDIO:
         claim_stdin("input")
         prefix = StreamPrefix(sys.stdin.buffer)
         header = read_header_at(prefix)
-        return header, prefix.drain() - header.length
+        size, last = prefix.drain_keeping(TRAILER_BYTES)
+        return header, size - header.length, last
     with open(path, "rb", buffering=0) as fh:
         source = FileSource(fh.fileno())
         header = read_header_at(source)
-        return header, source.size - header.length
+        tail_at = max(header.length, source.size - TRAILER_BYTES)
+        last = source.read_at(tail_at, source.size - tail_at)
+        return header, source.size - header.length, last
 
 
-def describe(header: Header, body_length: int) -> dict[str, Any]:
-    """The ``inspect --json`` document."""
+def describe(header: Header, file_body: int, last: bytes = b"") -> dict[str, Any]:
+    """The ``inspect --json`` document (``file_body``: the bytes after the header)."""
+    signature, body_length = _signature_fields(header, file_body, last)
     layout = BodyLayout(body_length)
     md = header.metadata
     return {
@@ -354,12 +396,45 @@ def describe(header: Header, body_length: int) -> dict[str, Any]:
             }
             for r in header.recipients
         ],
+        "signature": signature,
     }
 
 
+def _signature_fields(header: Header, file_body: int, last: bytes) -> tuple[Any, int]:
+    """``inspect``'s "signature" (None when unsigned) and the body length (FORMAT.md §10.3).
+
+    What the header and trailer *say*, not verified: 'recstream verify' checks it.
+    """
+    if header.signer is None:
+        return None, file_body
+    from recstream.errors import EnvelopeFormatError
+    from recstream.format import TRAILER_BYTES, parse_trailer
+    from recstream.pki.certs import certificate_id, load_certificate, name_str
+    from recstream.signer import ALGORITHM_NAMES
+
+    info: dict[str, Any] = {"algorithm": ALGORITHM_NAMES[header.signer.algorithm]}
+    try:
+        cert = load_certificate(header.signer.certificate)
+        info["signer"], info["cert_id"] = name_str(cert.subject), certificate_id(cert)
+    except Exception:
+        info["signer"] = info["cert_id"] = None
+    try:
+        trailer = parse_trailer(last)
+    except EnvelopeFormatError:
+        info.update(trailer="missing", signed_ms=None, signed_at=None, verified=False)
+        return info, file_body  # interrupted or truncated: no trailer to take off
+    info.update(
+        trailer="present",
+        signed_ms=trailer.signed_ms,
+        signed_at=format_created(trailer.signed_ms),
+        verified=False,
+    )
+    return info, file_body - TRAILER_BYTES
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    header, body = read_header(args.file)
-    info = describe(header, body)
+    header, body, last = read_header(args.file)
+    info = describe(header, body, last)
     if args.json:
         import json
 
@@ -383,6 +458,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  {label:<11} {shown_text(value)}")
     for r in info["recipients"]:
         print(f"  recipient   cert {r['cert_id']}  (RSA-{r['rsa_bits']})")
+    sig = info["signature"]
+    if sig is None:
+        print("  signature   none (unsigned, format version 1)")
+    else:
+        when = sig["signed_at"] or "no trailer: interrupted or truncated"
+        print(f"  signer      {shown_text(sig['signer'])}  ({sig['algorithm']})")
+        print(f"  signer cert {sig['cert_id']}")
+        print(f"  signed      {when}  (not verified: use 'recstream verify --ca-file')")
     return 0
 
 

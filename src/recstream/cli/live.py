@@ -25,9 +25,10 @@ from recstream.cli._recording import (
     recording_from_args,
 )
 from recstream.cli._signals import STOP_SIGNALS, StopRequest, stop_request
+from recstream.cli._signing import add_signing_options, signer_from_args
 from recstream.cli._util import STDIO, file_arg, naming_output
 from recstream.durable import atomic_output, write_all
-from recstream.envelope import Recipient
+from recstream.envelope import Recipient, Signer
 from recstream.format import Metadata
 from recstream.reader import FileSource, recover
 
@@ -62,6 +63,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--media-type", metavar="TYPE", help="MIME type (default: audio/basic)")
     add_metadata_options(p)
+    add_signing_options(p)
     p.add_argument(
         "output",
         metavar="OUT",
@@ -112,9 +114,10 @@ def cmd_record(args: argparse.Namespace) -> int:
     eprint(
         f"recstream: recording into {out}{INCOMPLETE_SUFFIX} until end of input, Ctrl-C or SIGTERM"
     )
+    signer = signer_from_args(args)  # before recording: a bad key fails now, not at the end
     metadata, recipients = recording_from_args(args, STDIO, "audio/basic")
     with naming_output(str(out)):
-        writer = run(_record(out, recipients, metadata, args.flush_interval, stop))
+        writer = run(_record(out, recipients, metadata, args.flush_interval, stop, signer))
     stats = writer.statistics()
     how = " (stopped by a signal)" if stop.is_set() else ""
     eprint(
@@ -124,8 +127,13 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _record(
-    out: Path, recipients: list[Recipient], metadata: Metadata, interval: float, stop: StopRequest
+async def _record(  # noqa: PLR0917 - the command's settings, passed through
+    out: Path,
+    recipients: list[Recipient],
+    metadata: Metadata,
+    interval: float,
+    stop: StopRequest,
+    signer: Signer | None = None,
 ) -> RecordingWriter:
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
@@ -135,7 +143,7 @@ async def _record(
         loop.add_signal_handler(sig, stop.set, sig)
     try:
         async with Flusher(interval) as flusher:
-            writer = await RecordingWriter.open(out, recipients, metadata, flusher)
+            writer = await RecordingWriter.open(out, recipients, metadata, flusher, signer=signer)
             # A daemon thread: a read blocked on a quiet pipe must not keep the process alive.
             threading.Thread(
                 target=_pump_stdin, args=(loop, chunks, stop, sys.stdin.buffer), daemon=True
@@ -221,6 +229,11 @@ def cmd_recover(args: argparse.Namespace) -> int:
         f"segments) into {out}; the recording is INCOMPLETE: {result.lost_bytes} bytes at "
         "the end did not form an authentic segment and were dropped"
     )
+    if result.signed_header:
+        eprint(
+            "recstream: the recording was being signed, but it has no signature trailer: "
+            "the recovered prefix is UNSIGNED (no signature covers it; FORMAT.md §10.4)"
+        )
     return EXIT_PARTIAL
 
 

@@ -1,4 +1,4 @@
-"""Per-recording operations: decrypt one, re-wrap one, audit one.
+"""Per-recording operations: decrypt one, re-wrap one, audit one, verify one.
 
 Each takes a :class:`~recstream.ops.tree.Tree` (a local directory or an fsspec URL)
 and a relative path, applies every safety check, writes through
@@ -18,6 +18,7 @@ from recstream.ops.decrypt import Existing, decrypt_one, output_name
 from recstream.ops.outcome import BUSY, DONE, FAILED, SKIPPED, Outcome
 from recstream.ops.rewrap import AddCertificates, NewRecipients, resolve_cert_ids, rewrap_one
 from recstream.ops.tree import Tree, is_incomplete
+from recstream.ops.verify import verify_one
 
 __all__ = [
     "BUSY",
@@ -35,4 +36,5 @@ __all__ = [
     "output_name",
     "resolve_cert_ids",
     "rewrap_one",
+    "verify_one",
 ]

@@ -163,7 +163,7 @@ def _rewrap(  # noqa: PLR0917
 ) -> Outcome:
     source = _source(opened)
     header = read_header_at(source)
-    layout = BodyLayout(source.size - header.length)
+    layout = BodyLayout(header.body_length(source.size))  # a signed file's trailer is not body
     if not layout.complete:
         raise TruncatedStreamError(
             layout.full_segments,
@@ -243,7 +243,7 @@ def _check_body(source: Source, header: Header, layout: BodyLayout, file_key: by
     prefix = source.read_at(header.length, BODY_PREFIX_BYTES)
     cipher = _crypto.SegmentCipher(_crypto.body_key(file_key), prefix, header.context)
     last = layout.segments - 1
-    wire = source.read_at(header.length + BodyLayout.segment_offset(last), SEGMENT_WIRE_SIZE)
+    wire = source.read_at(header.length + BodyLayout.segment_offset(last), layout.tail)
     cipher.open_into(last, wire, bytearray(SEGMENT_WIRE_SIZE))
 
 

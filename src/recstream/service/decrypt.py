@@ -153,7 +153,7 @@ async def _decrypt(
     audit.header(parsed, who)
     expected: int | None = None
     if declared is not None:
-        layout = BodyLayout(declared - parsed.length)
+        layout = BodyLayout(parsed.body_length(declared))
         if not layout.complete:
             msg = "the request body is shorter than a complete recording"
             raise TruncatedStreamError(layout.full_segments, msg)

@@ -247,7 +247,7 @@ class HeaderIndex:
         try:
             st = os.fstat(fd)
             header = read_header_at(FileSource(fd))
-            layout = BodyLayout(st.st_size - header.length)
+            layout = BodyLayout(header.body_length(st.st_size))
         except (RecstreamError, OSError, ValueError):
             return None
         finally:
