@@ -251,3 +251,35 @@ def test_signer_objects_from_files_refuse_a_recording_key(tmp_path: Path) -> Non
     cert, key = rec.write(tmp_path)
     with pytest.raises(Exception, match="ECDSA P-256 or Ed25519"):
         Signer.from_files(key, cert)
+
+
+# --- record --sign-node (the CLI, a real process reading stdin) ------------------------
+
+
+def test_record_signs_as_a_keystore_node(tmp_path: Path) -> None:
+    ks_path = tmp_path / "ks.rsk"
+    create(ks_path, PASSWORD, kdf=TINY_KDF, now=NOW)
+    rec = recording_cert("record-node")
+    with update(ks_path, PASSWORD) as ks:
+        ks.add("acme", MediaKind.VOICE, rec.cert, rec.key, now=NOW)
+    ident = issue("record-node")
+    add_node(ks_path, "desk-7", ident)
+    (tmp_path / "pw").write_bytes(PASSWORD + b"\n")
+    base = [sys.executable, "-m", "recstream", "record", "--keystore", str(ks_path),
+            "--password-file", str(tmp_path / "pw"), "--tenant", "acme"]  # fmt: skip
+    out = tmp_path / "live.rsv"
+    proc = subprocess.run([*base, "--sign-node", "desk-7", str(out)], input=b"\x05" * 50_000,
+                          capture_output=True, timeout=sh.HANG_GUARD, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert_signed_by(out, ident)
+    for extra, code, expect in (
+        (["--sign-node", "nobody"], 4, b"node nobody has no active signing identity"),
+        (["--sign-node", "desk-7", "--sign-key", "k", "--sign-cert", "c"], 2, b"not both"),
+        (["--sign-node", "bad node"], 2, b"--sign-node: node name"),
+    ):
+        bad = tmp_path / f"bad{code}.rsv"
+        proc = subprocess.run([*base, *extra, str(bad)], input=b"x", capture_output=True,
+                              timeout=sh.HANG_GUARD, check=False)  # fmt: skip
+        assert proc.returncode == code, proc.stderr
+        assert expect in proc.stderr and b"Traceback" not in proc.stderr
+        assert not list(tmp_path.glob(f"bad{code}.rsv*"))
