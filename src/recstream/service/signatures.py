@@ -30,6 +30,7 @@ header *claims*.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -117,6 +118,16 @@ class SignatureCache:
         self._by_name: dict[str, Summary] = {}
         self.verifications = 0  # files hashed (a test and the metrics read it)
 
+    def lookup(self, fd: int, policy: TenantPolicy) -> SignatureReport | None:
+        """The cached report for the open file ``fd`` as it is now, or None (never blocks
+        on a verification: one ``fstat``, so the event loop may call it)."""
+        key = (file_identity(os.fstat(fd)), policy.ca_digest)
+        with self._lock:
+            cached = self._reports.get(key)
+            if cached is not None:
+                self._reports.move_to_end(key)
+            return cached
+
     def check(self, fd: int, name: str, policy: TenantPolicy) -> SignatureReport:
         """The signature of the open file ``fd`` (archive name ``name``) under ``policy``.
 
@@ -129,8 +140,6 @@ class SignatureCache:
         if policy.signer_ca is None:
             msg = "no signer CA: nothing to verify against"
             raise ValueError(msg)
-        import os
-
         st = os.fstat(fd)
         key = (file_identity(st), policy.ca_digest)
         while True:
@@ -212,8 +221,6 @@ def verify_pending(
     Returns:
         How many files were verified.
     """
-    import os
-
     done = 0
     for name, tenant, stamp in names:
         if done >= limit or (stop is not None and stop.is_set()):
