@@ -20,6 +20,7 @@ import pytest
 from recstream.envelope import EnvelopeEncryptor, new_metadata
 from recstream.errors import ConfigError
 from recstream.format import MediaKind
+from recstream.reader import FileSource, SegmentReader
 from recstream.service import load_config
 from recstream.service.context import CONTEXT
 from recstream.signing import Signer
@@ -245,3 +246,50 @@ def test_wildcard_policy_applies_to_other_tenants(tmp_path: Path, signed: Signed
     assert cfg.policy.for_tenant("acme").require_signature
     assert cfg.policy.for_tenant("initech").signer_ca == signed.ca_file.read_bytes()
     assert not cfg.policy.for_tenant("globex").require_signature
+
+
+def test_a_file_changed_in_place_is_refused(
+    server: ServerThread, signed: Signed, keys: Keys
+) -> None:
+    path = signed.root / "acme" / "inplace.rsv"
+    data = signed.plain["good"]
+    path.write_bytes(_seal(keys.acme, data, "acme", "inplace", signed.signer))
+    assert request(server.url, "GET", "/rcs/recordings/acme/inplace.rsv").body == data
+    with path.open("r+b") as fh:  # same inode, same size: only the timestamps change
+        fh.seek(path.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0x04]))
+    reply = request(server.url, "GET", "/rcs/recordings/acme/inplace.rsv")
+    assert reply.status == 422 and reply.json()["error"] == "bad_signature"
+
+
+def test_checked_once_skips_rehashing_and_notices_a_changed_file(
+    tmp_path: Path, signed: Signed, keys: Keys
+) -> None:
+    from recstream.errors import BadSignatureError, SignedSegmentMismatchError
+    from recstream.service.signatures import CheckedOnce, SignatureCache, TenantPolicy
+
+    path = tmp_path / "r.rsv"
+    path.write_bytes(_seal(keys.acme, os.urandom(50_000), "acme", "r", signed.signer))
+    cache = SignatureCache()
+    rule = TenantPolicy(require_signature=True, signer_ca=signed.ca_file.read_bytes())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        report = cache.check(fd, "r.rsv", rule)
+        body = report.verified
+        assert isinstance(body, CheckedOnce)
+        assert cache.lookup(fd, rule) is report and cache.verifications == 1
+        wire = os.pread(fd, 16400, 4096)  # not segment 1's bytes: a mismatch...
+        with pytest.raises(SignedSegmentMismatchError):
+            body.check_segment(1, wire)
+        reader = SegmentReader(FileSource(fd), keys.ring(), verified=body)
+        reader.read_segment(0)  # checked once against its digest...
+        body.check_segment(0, wire)  # ...then not hashed again for this file version
+        body.check_unchanged(fd)
+        os.utime(path, ns=(1, 1))  # ...and any change of the file's identity is noticed
+        with pytest.raises(BadSignatureError, match="changed after its signature was verified"):
+            body.check_unchanged(fd)
+        assert cache.lookup(fd, rule) is None  # the cache key is the identity: a miss now
+    finally:
+        os.close(fd)

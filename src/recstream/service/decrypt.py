@@ -44,6 +44,7 @@ from recstream.service.http import (
 )
 from recstream.service.index import DEFAULT_PAGE, MAX_PAGE, Entry, page_body
 from recstream.service.ranges import parse_range
+from recstream.service.signatures import CheckedOnce
 from recstream.signing import VerifiedBody, require_valid
 
 __all__ = ["add_routes"]
@@ -316,7 +317,7 @@ async def handle_playback(request: web.Request) -> web.StreamResponse:
                     raise TruncatedStreamError(0, msg)
             audit.fields["cert_id"] = keys.cert_id
             keys.check_tenant(reader.header.metadata.tenant)
-            resp = await _play(request, ctx, reader, audit)
+            resp = await _play(request, ctx, reader, audit, fd)
         finally:
             os.close(fd)
     except (RecstreamError, TimeoutError, ConnectionError) as exc:
@@ -355,7 +356,7 @@ async def _signature_policy(
 
 
 async def _play(
-    request: web.Request, ctx: ServiceContext, reader: SegmentReader, audit: _Audit
+    request: web.Request, ctx: ServiceContext, reader: SegmentReader, audit: _Audit, fd: int
 ) -> web.StreamResponse:
     etag = f'"{reader.header.mac.hex()[:32]}"'
     rng = parse_range(request.headers.get("Range"), reader.size)
@@ -383,6 +384,8 @@ async def _play(
     pos = start
     while pos < end and request.method != "HEAD":
         data = await asyncio.to_thread(reader.read_at, pos, min(PLAY_CHUNK, end - pos))
+        if isinstance(reader.verified, CheckedOnce):
+            reader.verified.check_unchanged(fd)  # before sending what was read (issue 16)
         await write_with_timeout(resp, data, timeout)
         pos += len(data)
         audit.sent += len(data)

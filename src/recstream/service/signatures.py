@@ -29,6 +29,7 @@ header *claims*.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -37,12 +38,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from recstream.errors import RecstreamError
+from recstream.errors import BadSignatureError, RecstreamError
+from recstream.format import Buffer
 from recstream.reader import FileSource
-from recstream.signing import SignatureReport, SignatureStatus, file_identity, verify_source
+from recstream.signing import (
+    SignatureReport,
+    SignatureStatus,
+    VerifiedBody,
+    file_identity,
+    verify_source,
+)
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
+    "CheckedOnce",
     "SignatureCache",
     "SignaturePolicy",
     "Summary",
@@ -84,6 +93,49 @@ class SignaturePolicy:
     def checks_any(self) -> bool:
         """True when some tenant has a ``signer_ca``: background verification is worth it."""
         return any(p.signer_ca for p in (*self.tenants.values(), self.default))
+
+
+class CheckedOnce(VerifiedBody):
+    """A cached :class:`VerifiedBody` that hashes each segment at most once per file version.
+
+    The first read of a segment is checked against its signed digest as usual;
+    later reads of it (a player seeking back, overlapping Range requests) skip the
+    hash.  That is sound only while the file is the version that was checked, so
+    the RCS also compares the file's identity (:func:`recstream.signing.file_identity`,
+    whose ctime any write changes) with :attr:`identity` before each chunk it sends
+    (:meth:`check_unchanged`), and aborts the response if it differs.  A write the
+    file's timestamps do not show (a coarse-timestamp filesystem, within one clock
+    tick) to a segment already served would go unseen: the price of the skip,
+    measured in bench/RESULTS.md "Issue 16 (RCS)".
+    """
+
+    __slots__ = ("_checked", "identity")
+    _checked: bytearray
+    identity: Identity
+
+    def __init__(self, base: VerifiedBody, identity: Identity) -> None:
+        super().__init__(
+            base.cert_id,
+            base.signer_subject,
+            base.signed_ms,
+            base.segments,
+            base.digests,
+            identity,
+        )
+        object.__setattr__(self, "identity", identity)
+        object.__setattr__(self, "_checked", bytearray(base.segments))
+
+    def check_segment(self, index: int, wire: Buffer) -> None:
+        if 0 <= index < self.segments and self._checked[index]:
+            return
+        super().check_segment(index, wire)
+        self._checked[index] = 1  # one byte store: concurrent readers at worst hash twice
+
+    def check_unchanged(self, fd: int) -> None:
+        """Raises BadSignatureError if the open file is no longer the verified version."""
+        if file_identity(os.fstat(fd)) != self.identity:
+            msg = "the recording changed after its signature was verified; read it again"
+            raise BadSignatureError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +207,10 @@ class SignatureCache:
             running.wait()
         try:
             report = verify_source(FileSource(fd), policy.signer_ca, keep_digests=True)
+            if report.verified is not None:
+                report = dataclasses.replace(
+                    report, verified=CheckedOnce(report.verified, key[0])
+                )
             stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             self._store(key, report, name, stamp)
             return report
