@@ -238,3 +238,37 @@ def test_batch_audit_counts_unsigned_and_badly_signed(
     out = capsys.readouterr().out
     assert "signatures: 2 invalid, 1 refused signer, 1 unsigned, 1 valid" in out
     assert "BADLY_SIGNED" in out
+
+
+def test_record_stopped_by_sigterm_is_signed(f: dict[str, Path]) -> None:
+    """A real `record` process stopped by SIGTERM mid-stream completes and signs."""
+    import signal
+    import time
+
+    from recstream.envelope import EnvelopeDecryptor
+    from recstream.pki.certs import load_private_key
+    from recstream.pki.recipients import Identity, IdentitySet
+
+    out = f["dir"] / "stopped.rsv"
+    env = {**os.environ, "RECSTREAM_SIGN_KEY_PASSWORD": "sign pw"}
+    cmd = [sys.executable, "-m", "recstream", "record", "--cert", str(f["cert"]), "--tenant",
+           "acme", "--flush-interval", "0.05", "--sign-key", str(f["sk"]), "--sign-cert",
+           str(f["sc"]), str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdin is not None
+    data = os.urandom(3 * 16384)
+    proc.stdin.write(data)
+    proc.stdin.flush()
+    incomplete = out.with_name(out.name + ".incomplete")
+    deadline = time.monotonic() + 120  # a hang guard, not a timing assumption
+    while not (incomplete.exists() and incomplete.stat().st_size > 2 * 16400):
+        assert proc.poll() is None and time.monotonic() < deadline, "record never wrote"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert run("verify", "--ca-file", f["ca"], out) == 0
+    ring = IdentitySet([Identity.from_private_key(load_private_key(f["key"].read_bytes()))])
+    dec = EnvelopeDecryptor(ring)
+    got = dec.update(out.read_bytes()) + dec.finalize()
+    assert len(got) >= 2 * 16384 and data.startswith(got)

@@ -275,7 +275,7 @@ def reseal(vector: VectorFile, plaintext: bytes, pool: SegmentPool) -> None:
     header = parse_header(vector.envelope)
     assert isinstance(header, Header)
     file_key = open_file_key(header, key_set(vector.identity))
-    body = vector.envelope[header.length :]
+    body = vector.envelope[header.length :][: header.body_length(len(vector.envelope))]
     enc = ParallelStreamEncryptor(
         _crypto.body_key(file_key), header.context, pool, salt=body[:SALT_BYTES]
     )

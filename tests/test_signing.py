@@ -280,3 +280,52 @@ def test_interrupted_signed_recording(
     got.clear()
     whole = recover(BytesSource(env), alice.keys, got.append)
     assert whole.complete and whole.signed and b"".join(got) == data
+
+
+def test_pool_digests_equal_serial_ones(
+    alice: Party, metadata: Metadata, signer: Signer, ca: Ca
+) -> None:
+    from recstream import _crypto
+    from recstream.parallel import SegmentPool
+
+    pool = SegmentPool(2, min_segments=2)
+    try:
+        data = bytes(range(256)) * (70 * SEGMENT_SIZE // 256) + b"x" * 5
+        enc = EnvelopeEncryptor([alice.recipient], metadata, signer=signer, pool=pool)
+        env = enc.update(data) + enc.finalize()
+        assert report(env, ca).status is SignatureStatus.VALID
+        assert decrypt(alice, env) == data
+        body = env[parse_header(env).length : -TRAILER_BYTES]  # type: ignore[union-attr]
+        serial, pooled = (
+            _crypto.SegmentDigester(keep=True),
+            _crypto.SegmentDigester(keep=True, runs=pool.digest),
+        )
+        for d in (serial, pooled):
+            for i in range(0, len(body), 100_003):  # odd chunking: partial segments carried
+                d.update(body[i : i + 100_003])
+        assert serial.finish() == pooled.finish() and serial.digests == pooled.digests
+        assert serial.segments == 71
+    finally:
+        pool.shutdown()
+
+
+def test_muxed_output_is_signed(
+    alice: Party, bob: Party, signer: Signer, ca: Ca, tmp_path: Path
+) -> None:
+    pytest.importorskip("av")
+    from recstream.errors import MuxError
+    from recstream.format import MediaKind
+    from recstream.mux import mux_files
+    from tests.test_mux import CALL, SCREEN, T0, seal_file
+
+    voice = seal_file(CALL, tmp_path / "v.rsv", alice, MediaKind.VOICE, T0)
+    screen = seal_file(SCREEN, tmp_path / "s.rsv", alice, MediaKind.SCREEN, T0 + 2500)
+    out = tmp_path / "out.rsv"
+    mux_files(voice, screen, out, keys=alice.keys, recipients=[bob.recipient], signer=signer)
+    rep = verify_file(out, ca.pem)
+    assert rep.status is SignatureStatus.VALID, rep.reason
+    raw = out.read_bytes()
+    assert len(decrypt(bob, raw)) > 0
+    with pytest.raises(MuxError, match="only an encrypted recording can be signed"):
+        mux_files(CALL, SCREEN, tmp_path / "plain.webm", signer=signer)
+    assert not (tmp_path / "plain.webm").exists()

@@ -200,7 +200,11 @@ class EnvelopeEncryptor:
         self.metadata = metadata
         self.cert_ids = parsed.cert_ids
         self.signer = signer
-        self._signature = None if signer is None else BodySignature(signer, parsed.context)
+        self._signature = (
+            None
+            if signer is None
+            else BodySignature(signer, parsed.context, runs=None if pool is None else pool.digest)
+        )
         self._body: StreamEncryptor | ParallelStreamEncryptor = (
             StreamEncryptor(_crypto.body_key(key), parsed.context)
             if pool is None

@@ -183,10 +183,13 @@ class BodySignature:
 
     __slots__ = ("_context", "_digester", "_done", "_final", "_next", "_parked", "_signer")
 
-    def __init__(self, signer: Signer, context: bytes) -> None:
+    def __init__(
+        self, signer: Signer, context: bytes, *, runs: _crypto.DigestRuns | None = None
+    ) -> None:
+        """``runs`` digests whole segments elsewhere (``SegmentPool.digest``), or None."""
         self._signer = signer
         self._context = context
-        self._digester = _crypto.SegmentDigester()
+        self._digester = _crypto.SegmentDigester(runs=runs)
         self._parked: dict[int, bytes] = {}
         self._next = 0
         self._final: int | None = None

@@ -290,7 +290,11 @@ class _Verification:
         )
 
     def _digest_body(self, layout: BodyLayout) -> _crypto.SegmentDigester:
-        digester = _crypto.SegmentDigester(keep=self.keep)
+        from recstream.parallel import pool_for
+
+        pool = pool_for(layout.body_length)  # SHA-256 on every core when they are idle
+        runs = None if pool is None else pool.digest
+        digester = _crypto.SegmentDigester(keep=self.keep, runs=runs)
         pos, end = self.header.length, self.header.length + layout.body_length
         while pos < end:
             first = BODY_PREFIX_BYTES if pos == self.header.length else 0

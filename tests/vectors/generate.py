@@ -36,9 +36,13 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.cobblestone import Cobblestone256Decryptor
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
@@ -359,18 +363,20 @@ class Envelope:
     metadata_suffix: bytes = b""  # bytes after the last metadata field
     metadata_length: int | None = None  # None: the true length
     recipient_count: int | None = None  # None: the true count
+    signer_block: bytes = b""  # version 2 (§3.1): algorithm, cert_length, certificate
 
     def header_without_mac(self) -> bytes:
         meta = self.metadata.encode() + self.metadata_suffix
         m = len(meta) if self.metadata_length is None else self.metadata_length
         r = len(self.stanzas) if self.recipient_count is None else self.recipient_count
         fixed = self.magic + U16.pack(self.version) + U16.pack(m)
-        return fixed + meta + bytes([r]) + b"".join(self.stanzas)
+        return fixed + meta + self.signer_block + bytes([r]) + b"".join(self.stanzas)
 
     def context(self) -> bytes:
-        """The immutable part, bytes [0, 12 + M) (§3)."""
+        """The immutable part, bytes [0, 12 + M) (§3), and the signer block (§3.1)."""
         head = self.header_without_mac()
-        return head[: 12 + U16.unpack_from(head, len(self.magic) + 2)[0]]
+        m = U16.unpack_from(head, len(self.magic) + 2)[0]
+        return head[: 12 + m + len(self.signer_block)]
 
     def header(self) -> bytes:
         head = self.header_without_mac()
@@ -444,6 +450,8 @@ class Vector:
     identity: str = "alice"
     facts: HeaderFacts | None = None  # success vectors only
     shape: str | None = None  # payload failures only: what `inspect` reports (FORMAT.md §6.1)
+    signature: str | None = None  # signed vectors: what `verify` reports (FORMAT.md §10.3)
+    verify_at: int | None = None  # the verification time (ms) where it matters
 
     def encode(self) -> bytes:
         lines = [
@@ -455,6 +463,10 @@ class Vector:
         ]
         if self.shape is not None:
             lines.append(f"shape: {self.shape}")
+        if self.signature is not None:
+            lines.append(f"signature: {self.signature}")
+        if self.verify_at is not None:
+            lines.append(f"verify at: {self.verify_at}")
         return ("\n".join(lines) + "\n\n").encode() + self.envelope
 
 
@@ -986,6 +998,311 @@ def payload_moved_body(keys: Keys) -> Iterator[Vector]:
     yield payload_failure("payload_two_file_keys", forged, real.body().encode(), b"", comment)
 
 
+# --- signatures (FORMAT.md §3.1, §10) ------------------------------------------
+# Throwaway signing identities under keys/, made once by new_signing_keys() (ECDSA
+# certificate signatures are randomized, so certificates are kept, like the RSA
+# ones).  The recordings' own signatures are deterministic: Ed25519, and ECDSA with
+# RFC 6979 nonces, so re-running the generator reproduces every byte.
+
+SIGNATURE_DOMAIN = b"recstream/v2 signature\x00"
+SEGMENTS_DOMAIN = b"recstream/v2 segments\x00"
+TRAILER_MAGIC = b"\x89RSTSIG\n"
+ALG_P256, ALG_ED25519 = 1, 2
+SIGNED_MS = 1767229200000  # 2026-01-01T01:00:00Z
+SIGNING_CA = "signing-ca"
+# name -> (key type, issuer, keyUsage digitalSignature?, not_before, not_after)
+SIGNERS: dict[str, tuple[str, str, bool, datetime, datetime]] = {
+    "signer-p256": ("p256", SIGNING_CA, True, CERT_NOT_BEFORE, datetime(2125, 1, 1, tzinfo=UTC)),
+    "signer-ed25519": ("ed25519", SIGNING_CA, True, CERT_NOT_BEFORE,
+                       datetime(2125, 1, 1, tzinfo=UTC)),
+    "signer-expired": ("p256", SIGNING_CA, True, CERT_NOT_BEFORE, datetime(2026, 6, 1, tzinfo=UTC)),
+    "signer-unknown": ("p256", "other-ca", True, CERT_NOT_BEFORE, datetime(2125, 1, 1, tzinfo=UTC)),
+    "signer-no-digital-signature": ("p256", SIGNING_CA, False, CERT_NOT_BEFORE,
+                                    datetime(2125, 1, 1, tzinfo=UTC)),
+}  # fmt: skip
+SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+def _usage(signing: bool, ca: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=signing, content_commitment=False,
+        key_encipherment=not signing and not ca,
+        data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+        encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+
+
+def _pem_key(key: SigningKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def new_signing_keys() -> None:
+    """Replace the throwaway signing CA and signers (random: not reproducible)."""
+    KEY_DIR.mkdir(exist_ok=True)
+    cas: dict[str, tuple[ec.EllipticCurvePrivateKey, x509.Certificate]] = {}
+    for ca_name in (SIGNING_CA, "other-ca"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{ca_name} (throwaway)")])
+        cert = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(CERT_NOT_BEFORE).not_valid_after(datetime(2125, 1, 1, tzinfo=UTC))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_usage(False, ca=True), critical=True)
+            .sign(key, hashes.SHA256())
+        )  # fmt: skip
+        cas[ca_name] = (key, cert)
+    (KEY_DIR / f"{SIGNING_CA}.cert.pem").write_bytes(
+        cas[SIGNING_CA][1].public_bytes(serialization.Encoding.PEM)
+    )
+    for name, (kind, issuer, signing, nb, na) in SIGNERS.items():
+        key: SigningKey = (
+            ec.generate_private_key(ec.SECP256R1()) if kind == "p256"
+            else ed25519.Ed25519PrivateKey.generate()
+        )  # fmt: skip
+        ca_key, ca_cert = cas[issuer]
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} (throwaway)")])
+        cert = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(nb).not_valid_after(na)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_usage(signing), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )  # fmt: skip
+        (KEY_DIR / f"{name}.key.pem").write_bytes(_pem_key(key))
+        (KEY_DIR / f"{name}.cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+@dataclass(frozen=True)
+class SigningIdentity:
+    name: str
+    key: SigningKey
+    cert_der: bytes
+
+    @property
+    def algorithm(self) -> int:
+        return ALG_ED25519 if isinstance(self.key, ed25519.Ed25519PrivateKey) else ALG_P256
+
+    def block(self, algorithm: int | None = None) -> bytes:
+        """The §3.1 signer block."""
+        alg = self.algorithm if algorithm is None else algorithm
+        return bytes([alg]) + U16.pack(len(self.cert_der)) + self.cert_der
+
+    def sign(self, message: bytes) -> bytes:
+        """64 bytes: Ed25519, or ECDSA P-256/SHA-256 (RFC 6979 nonce) as raw r || s."""
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            return self.key.sign(message)
+        der = self.key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+        r, s = decode_dss_signature(der)
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        """Cross-check with cryptography's verifier (the raw form re-encoded as DER)."""
+        pub = x509.load_der_x509_certificate(self.cert_der).public_key()
+        try:
+            if isinstance(pub, ed25519.Ed25519PublicKey):
+                pub.verify(signature, message)
+            else:
+                assert isinstance(pub, ec.EllipticCurvePublicKey)
+                r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+                pub.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            return False
+        return True
+
+
+def load_signer(name: str) -> SigningIdentity:
+    key = serialization.load_pem_private_key((KEY_DIR / f"{name}.key.pem").read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((KEY_DIR / f"{name}.cert.pem").read_bytes())
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise TypeError(f"{name}.key.pem is not a P-256 or Ed25519 key")
+    check(cert.public_key() == key.public_key(), f"{name}'s certificate matches its key")
+    return SigningIdentity(name, key, cert.public_bytes(serialization.Encoding.DER))
+
+
+def segments_root(body: Body) -> bytes:
+    """§10.1: SHA-256 over the per-segment SHA-256 digests."""
+    return sha256(SEGMENTS_DOMAIN + b"".join(sha256(s) for s in body.segments))
+
+
+def signed_message(context: bytes, body: Body, root: bytes, signed_ms: int) -> bytes:
+    """§10.2."""
+    return (
+        SIGNATURE_DOMAIN + U16.pack(len(context)) + context + body.prefix
+        + struct.pack(">Q", len(body.segments)) + root + struct.pack(">Q", signed_ms)
+    )  # fmt: skip
+
+
+def trailer(signature: bytes, root: bytes, signed_ms: int) -> bytes:
+    """§10.3: signed_ms, segments_root, signature, trailer magic (112 bytes)."""
+    return struct.pack(">Q", signed_ms) + root + signature + TRAILER_MAGIC
+
+
+def signed_recording(
+    keys: Keys, label: str, signer: SigningIdentity, size: int = 20000, **parts: Any
+) -> Envelope:
+    env = recording(keys, label, size)
+    return replace(env, version=2, signer_block=signer.block(), **parts)
+
+
+def sign(env: Envelope, signer: SigningIdentity, signed_ms: int = SIGNED_MS) -> bytes:
+    """The trailer a correct signer writes for ``env`` (cross-checked)."""
+    body = env.body()
+    root = segments_root(body)
+    message = signed_message(env.context(), body, root, signed_ms)
+    signature = signer.sign(message)
+    check(signer.verify(message, signature), f"cryptography verifies {signer.name}'s signature")
+    return trailer(signature, root, signed_ms)
+
+
+def signed_vector(
+    name: str, env: Envelope, data: bytes, signature: str, comment: str, *,
+    identity: str = "alice", verify_at: int | None = None,
+) -> Vector:
+    """A signed envelope that decrypts (success), with what `verify` must say."""
+    body = env.body().encode()
+    check(data.startswith(env.header() + body), f"{name}: header and body as built")
+    facts = HeaderFacts.of(env)
+    return Vector(name, "success", data, env.plaintext, env.file_key, comment, identity, facts,
+                  signature=signature, verify_at=verify_at)  # fmt: skip
+
+
+@family
+def signed(keys: Keys) -> Iterator[Vector]:
+    p256, ed = load_signer("signer-p256"), load_signer("signer-ed25519")
+    for name, who, size, comment in [
+        ("signed_p256", p256, 20000, "ECDSA P-256, 2 segments"),
+        ("signed_ed25519", ed, 20000, "Ed25519, 2 segments"),
+        ("signed_empty", p256, 0, "ECDSA P-256, an empty recording (one empty segment)"),
+        ("signed_16384_bytes", ed, SEGMENT, "Ed25519, a full segment then an empty final one"),
+    ]:
+        env = signed_recording(keys, name, who, size)
+        yield signed_vector(name, env, env.encode() + sign(env, who), "valid", comment)
+
+    name = "signed_wrong_key"
+    env = signed_recording(keys, name, p256)
+    impostor = SigningIdentity("impostor", ec.derive_private_key(
+        int.from_bytes(det(f"{name}/key", 31), "big"), ec.SECP256R1()), p256.cert_der)  # fmt: skip
+    body = env.body()
+    root = segments_root(body)
+    bad_sig = impostor.sign(signed_message(env.context(), body, root, SIGNED_MS))
+    check(not p256.verify(signed_message(env.context(), body, root, SIGNED_MS), bad_sig),
+          "the impostor's signature does not verify under the certificate")  # fmt: skip
+    data = env.encode() + trailer(bad_sig, root, SIGNED_MS)
+    yield signed_vector(name, env, data, "invalid",
+                        "signed by another P-256 key than the certificate's")  # fmt: skip
+
+    name = "signed_rewrapped_for_bob"
+    env = signed_recording(keys, name, p256)
+    sig = sign(env, p256)
+    rewrapped = replace(env, stanzas=(stanza_for(keys["bob"], env.file_key, f"{name}/rewrap"),))
+    check(rewrapped.body() == env.body() and rewrapped.context() == env.context(),
+          "re-wrapping keeps the immutable part and the body")  # fmt: skip
+    yield signed_vector(name, rewrapped, rewrapped.encode() + sig, "valid",
+                        "§7: re-wrapped from alice to bob after signing; still valid",
+                        identity="bob")  # fmt: skip
+
+    name = "signed_unknown_signer"
+    who = load_signer("signer-unknown")
+    env = signed_recording(keys, name, who)
+    yield signed_vector(name, env, env.encode() + sign(env, who), "refused_signer",
+                        "signer issued by a CA that is not in the CA file")  # fmt: skip
+
+    name = "signed_signer_without_digital_signature"
+    who = load_signer("signer-no-digital-signature")
+    env = signed_recording(keys, name, who)
+    yield signed_vector(name, env, env.encode() + sign(env, who), "refused_signer",
+                        "signer certificate's keyUsage is keyEncipherment, not digitalSignature")
+
+    name = "signed_expired_signer_valid_at_signing"
+    who = load_signer("signer-expired")
+    env = signed_recording(keys, name, who)
+    later_ms = 1798761600000  # 2027-01-01: the certificate expired on 2026-06-01
+    yield signed_vector(name, env, env.encode() + sign(env, who), "valid",
+                        "signed 2026-01-01 by a certificate that expired 2026-06-01; "
+                        "verified 2027-01-01", verify_at=later_ms)  # fmt: skip
+    name = "signed_expired_signer_signed_after_expiry"
+    env = signed_recording(keys, name, who)
+    yield signed_vector(name, env, env.encode() + sign(env, who, later_ms), "refused_signer",
+                        "signed 2027-01-01 by a certificate that expired 2026-06-01")
+
+    name = "signed_algorithm_mismatch"
+    env = replace(signed_recording(keys, name, p256), signer_block=p256.block(ALG_ED25519))
+    yield signed_vector(name, env, env.encode() + sign(env, p256), "invalid",
+                        "the header says Ed25519 but the certificate's key is P-256")
+
+    name = "signed_trailer_root_altered"
+    env = signed_recording(keys, name, p256)
+    data = flip(env.encode() + sign(env, p256), -TRAILER_BYTES + 8)
+    yield signed_vector(name, env, data, "invalid",
+                        "segments_root in the trailer altered (the signature is over the body)")
+
+
+TRAILER_BYTES = 8 + 32 + 64 + 8
+
+
+def signed_failure(
+    expect: str, name: str, env: Envelope, data: bytes, released: bytes, comment: str,
+    header: Envelope | None = None,
+) -> Vector:
+    """A signed envelope that fails to decrypt; a decoder takes the last 112 bytes as the
+    trailer (§10.3), so Cobblestone sees what lies between header and those bytes."""
+    head = header or env
+    body = data[len(head.header()) : len(data) - TRAILER_BYTES]
+    got = released_by_cobblestone(body_key(env.file_key), head.context(), body)
+    check(got == released, f"{name}: Cobblestone256 releases exactly the expected prefix")
+    return Vector(name, expect, data, released, env.file_key, comment, signature="invalid")
+
+
+@family
+def signed_tampered(keys: Keys) -> Iterator[Vector]:
+    p256 = load_signer("signer-p256")
+    size = SEGMENT + 1000
+    name = "signed_body_byte_altered"
+    env = signed_recording(keys, name, p256, size)
+    data = env.encode() + sign(env, p256)
+    at = len(env.header()) + BODY_PREFIX + WIRE_SEGMENT + 10  # inside the final segment
+    yield signed_failure("payload failure", name, env, flip(data, at), env.plaintext[:SEGMENT],
+                         "a ciphertext byte of the final segment flipped after signing")
+
+    name = "signed_header_field_changed"
+    env = signed_recording(keys, name, p256, size)
+    sig = sign(env, p256)
+    changed = replace(env, metadata=later(env))
+    data = changed.header() + env.body().encode() + sig
+    yield signed_failure("payload failure", name, env, data, b"",
+                         "created_ms + 1, MAC recomputed by a key holder, body and trailer kept",
+                         header=changed)
+
+    name = "signed_signature_truncated"
+    env = signed_recording(keys, name, p256, size)
+    data = (env.encode() + sign(env, p256))[:-1]
+    yield signed_failure("payload failure", name, env, data, env.plaintext[:SEGMENT],
+                         "the last byte of the trailer is missing")
+
+    name = "signed_trailer_missing"
+    env = signed_recording(keys, name, p256, size)
+    yield signed_failure("payload failure", name, env, env.encode(), env.plaintext[:SEGMENT],
+                         "an interrupted signed recording: no trailer after the final segment")
+
+
+@family
+def header_signer_block(keys: Keys) -> Iterator[Vector]:
+    p256 = load_signer("signer-p256")
+    der = p256.cert_der
+    for name, block, comment in [
+        ("header_signer_algorithm_3", bytes([3]) + U16.pack(len(der)) + der, "algorithm 3"),
+        ("header_signer_cert_length_0", bytes([1]) + U16.pack(0), "no certificate"),
+        ("header_signer_cert_length_4097", bytes([1]) + U16.pack(4097) + bytes(4097),
+         "cert_length 4097 (limit 4096)"),
+    ]:  # fmt: skip
+        env = replace(recording(keys, name), version=2, signer_block=block)
+        yield header_failure(name, env, comment)
+
+
 # --- output -------------------------------------------------------------------
 
 
@@ -1004,6 +1321,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.new_keys:
         new_keys()
+    if args.new_keys or not (KEY_DIR / "signing-ca.cert.pem").exists():
+        new_signing_keys()
     wanted = {f"{v.name}.rsv": v.encode() for v in build_all()}
     on_disk = {p.name: p.read_bytes() for p in HERE.glob("*.rsv")}
     stale = sorted(set(on_disk) - set(wanted))
