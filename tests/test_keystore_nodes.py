@@ -373,3 +373,14 @@ def test_concurrent_adds_from_processes_all_land(ks_path: Path, tmp_path: Path) 
         assert p.returncode == 0, err.decode()
     ks = load(ks_path, PASSWORD)
     assert sorted(ks.nodes.names()) == [f"node-{n}" for n in range(4)]
+
+
+def test_check_reports_an_expiring_node_identity(ks_path: Path) -> None:
+    cert, key = signing_cert("soon", end_days=10)
+    with update(ks_path, PASSWORD) as ks:
+        ks.nodes.add("n-soon", cert, key, now=NOW)
+    ks = load(ks_path, PASSWORD)
+    found = [(f.code, f.kind) for f in check_keystore(ks, now=NOW)]
+    assert found == [("node-expiring", "signing")]
+    later = [f.code for f in check_keystore(ks, now=NOW + timedelta(days=11))]
+    assert later == ["node-expired"]

@@ -117,14 +117,16 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
     assert index is not None
 
     async def keep_up() -> None:
+        pending = True  # signed recordings may await their background verification
         while True:
+            changed = 0
             try:
-                await asyncio.to_thread(index.refresh)
+                changed = await asyncio.to_thread(index.refresh)
             except Exception:  # a bad moment on disk must not stop the updates
                 log.exception("refreshing the recordings index failed")
             ctx.index_ready.set()
-            if ctx.config.policy.checks_any:
-                await asyncio.to_thread(_verify_signatures, ctx)
+            if ctx.config.policy.checks_any and (changed or pending):
+                pending = await asyncio.to_thread(_verify_signatures, ctx)
             await asyncio.sleep(ctx.config.rescan_interval)
 
     task = asyncio.create_task(keep_up())
@@ -135,13 +137,16 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def _verify_signatures(ctx: ServiceContext) -> None:
-    """Verify new signed recordings in the background, a few per pass (issue 16)."""
+def _verify_signatures(ctx: ServiceContext) -> bool:
+    """Verify new signed recordings in the background, a few per pass (issue 16).
+
+    Returns whether more may be waiting (this pass used its whole budget).
+    """
     index, archive = ctx.index, ctx.archive
     assert index is not None and archive is not None
     ctx.signatures.retain(index.names())
     try:
-        verify_pending(
+        done = verify_pending(
             index.signed(),
             ctx.signatures,
             ctx.config.policy,
@@ -151,6 +156,8 @@ def _verify_signatures(ctx: ServiceContext) -> None:
         )
     except Exception:  # the playback path verifies anyway; never stop the updates
         log.exception("verifying recordings' signatures failed")
+        return False
+    return done >= SIGNATURES_PER_PASS
 
 
 async def _close(app: web.Application) -> None:

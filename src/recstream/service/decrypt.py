@@ -261,19 +261,22 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
     )
 
 
+_UNSIGNED: Final = b'{"status":"unsigned","signer":null,"cert_id":null}'
+
+
 def _signature_field(ctx: ServiceContext) -> Callable[[Entry], bytes]:
     """Each listed recording's ``"signature"`` (service/signatures.py says what it means)."""
     policy, cache = ctx.config.policy, ctx.signatures
 
     def field_for(entry: Entry) -> bytes:
-        status, signer, cert_id = "unsigned", None, None
-        if entry.signed:
-            status, signer, cert_id = "unchecked", entry.signer, entry.signer_cert_id
-            rule = policy.for_tenant(entry.tenant)
-            if rule.signer_ca is not None:
-                found = cache.summary(entry.name, entry.stamp, rule.ca_digest)
-                if found is not None:
-                    status, signer, cert_id = found.status, found.signer, found.cert_id
+        if not entry.signed:
+            return _UNSIGNED
+        status, signer, cert_id = "unchecked", entry.signer, entry.signer_cert_id
+        rule = policy.for_tenant(entry.tenant)
+        if rule.signer_ca is not None:
+            found = cache.summary(entry.name, entry.stamp, rule.ca_digest)
+            if found is not None:
+                status, signer, cert_id = found.status, found.signer, found.cert_id
         doc = {"status": status, "signer": signer, "cert_id": cert_id}
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
