@@ -237,7 +237,9 @@ async def _measure(args: argparse.Namespace, server: Server, plain: bytes) -> di
 
 def _report(args: argparse.Namespace, machine: dict[str, Any], res: dict[str, Any]) -> None:
     rounds = res["rounds"]
-    ratios = [s["mb_s"] / u["mb_s"] for s, u in zip(rounds["signed"], rounds["unsigned"], strict=True)]
+    ratios = [
+        s["mb_s"] / u["mb_s"] for s, u in zip(rounds["signed"], rounds["unsigned"], strict=True)
+    ]
     cpu_ratios = [
         s["cpu_s_per_gib"] / u["cpu_s_per_gib"]
         for s, u in zip(rounds["signed"], rounds["unsigned"], strict=True)
@@ -271,6 +273,61 @@ def _report(args: argparse.Namespace, machine: dict[str, Any], res: dict[str, An
     }
 
 
+def inprocess(args: argparse.Namespace, plain: bytes) -> dict[str, Any]:
+    """CPU time of ``SegmentReader.read_at`` over the whole file in ``--range`` reads,
+    in this process (no HTTP): unsigned; signed with the plain VerifiedBody (every
+    segment read is hashed again: ``recstream.signing``'s default); signed with the
+    RCS's CheckedOnce (hashed once, by the verification).  Process CPU time drops
+    scheduling noise."""
+    from recstream.envelope import Identity, IdentitySet
+    from recstream.reader import BytesSource, SegmentReader
+    from recstream.service.signatures import CheckedOnce
+    from recstream.signing import verify_source
+
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="rcs-signed-ip-") as tmp:
+        work = Path(tmp)
+        signer = _signer(work)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cert = self_signed_recording_certificate(
+            key, "bench", days=1, now=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        )
+        ring = IdentitySet([Identity.from_private_key(key, cert)])
+        blobs = {}
+        for subject in SUBJECTS:
+            meta = new_metadata(recording_id=subject, tenant="t", media_kind=MediaKind.VOICE,
+                                media_type="audio/basic")  # fmt: skip
+            enc = EnvelopeEncryptor([Recipient.from_certificate(cert)], meta,
+                                    signer=signer if subject == "signed" else None)  # fmt: skip
+            parts = [enc.update(plain[: min(len(plain), args.size - p)])
+                     for p in range(0, args.size, len(plain))]  # fmt: skip
+            blobs[subject] = b"".join(parts) + enc.finalize()
+        report = verify_source(
+            BytesSource(blobs["signed"]), (work / "signers.pem").read_bytes(), keep_digests=True
+        )
+        assert report.verified is not None
+    out: dict[str, list[float]] = {"unsigned": [], "signed_rehash": [], "signed_checked_once": []}
+    for _ in range(args.rounds):
+        readers = {
+            "unsigned": SegmentReader(BytesSource(blobs["unsigned"]), ring),
+            "signed_rehash": SegmentReader(
+                BytesSource(blobs["signed"]), ring, verified=report.verified
+            ),
+            "signed_checked_once": SegmentReader(
+                BytesSource(blobs["signed"]), ring, verified=CheckedOnce(report.verified, (0,))
+            ),
+        }
+        for label, reader in readers.items():
+            t0 = time.process_time()
+            for off in range(0, reader.size, args.range):
+                reader.read_at(off, args.range)
+            out[label].append(args.size / (time.process_time() - t0) / 1e6)
+    for label, mbs in out.items():
+        ratio = statistics.median(m / u for m, u in zip(mbs, out["unsigned"], strict=True))
+        print(f"  in-process read_at {label:<18} {statistics.median(mbs):7.0f} MB/s of CPU"
+              f"   ratio to unsigned {ratio:.3f}")  # fmt: skip
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--size", type=parse_size, default=parse_size("64M"))
@@ -280,6 +337,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--dir", help="work directory (default: a temporary one)")
     p.add_argument("--json", help="write the figures here")
+    p.add_argument(
+        "--inprocess", action="store_true", help="also time SegmentReader.read_at in-process"
+    )
     args = p.parse_args()
     if not 0 < args.range < args.size:
         raise SystemExit("--range must be smaller than --size")
@@ -293,6 +353,8 @@ def main() -> None:
         finally:
             server.stop()
     _report(args, machine, res)
+    if args.inprocess:
+        res["inprocess_mb_s"] = inprocess(args, plain)
     if args.json:
         doc = {"machine": machine, "args": {k: v for k, v in vars(args).items()}, **res}
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")

@@ -96,17 +96,24 @@ class SignaturePolicy:
 
 
 class CheckedOnce(VerifiedBody):
-    """A cached :class:`VerifiedBody` that hashes each segment at most once per file version.
+    """A cached :class:`VerifiedBody` whose segments are hashed once per file version.
 
-    The first read of a segment is checked against its signed digest as usual;
-    later reads of it (a player seeking back, overlapping Range requests) skip the
-    hash.  That is sound only while the file is the version that was checked, so
-    the RCS also compares the file's identity (:func:`recstream.signing.file_identity`,
-    whose ctime any write changes) with :attr:`identity` before each chunk it sends
-    (:meth:`check_unchanged`), and aborts the response if it differs.  A write the
-    file's timestamps do not show (a coarse-timestamp filesystem, within one clock
-    tick) to a segment already served would go unseen: the price of the skip,
-    measured in bench/RESULTS.md "Issue 16 (RCS)".
+    Once is by the verification that produced it: :func:`verify_source` hashed every
+    segment of this file version and the signature covered those digests.  Range
+    reads then do not hash again (SHA-256 of a segment costs two to four times its
+    AES-GCM decryption here: bench/RESULTS.md "Issue 16 (RCS)"); instead the RCS
+    compares the file's identity (:func:`recstream.signing.file_identity`: any write
+    changes ctime, a replacement changes the inode) with :attr:`identity` before
+    each chunk it sends (:meth:`check_unchanged`) and aborts the response if it
+    differs, and every segment is still authenticated by AES-GCM under the file key.
+
+    What is given up: a write that leaves no trace in size, mtime and ctime.  On
+    Linux 6.13+ (multigrain timestamps: ext4, xfs, btrfs, tmpfs) a write after our
+    ``fstat`` always changes ctime; on a coarse-timestamp filesystem a write within
+    one clock tick of the verification could go unseen, and its segments would
+    also have to pass AES-GCM, which only a holder of the recording's file key can
+    forge.  A commitment to the GCM tags (the issue's suggestion) gives no more
+    against that attacker: a file-key holder can forge a segment with the same tag.
     """
 
     __slots__ = ("_checked", "identity")
@@ -123,7 +130,7 @@ class CheckedOnce(VerifiedBody):
             identity,
         )
         object.__setattr__(self, "identity", identity)
-        object.__setattr__(self, "_checked", bytearray(base.segments))
+        object.__setattr__(self, "_checked", bytearray(b"\x01" * base.segments))
 
     def check_segment(self, index: int, wire: Buffer) -> None:
         if 0 <= index < self.segments and self._checked[index]:
