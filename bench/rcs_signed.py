@@ -149,7 +149,7 @@ class Server:
     def __init__(self, config: Path) -> None:
         self.log = config.with_suffix(".stderr")
         with self.log.open("wb") as err:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own CLI and config
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", "recstream", "serve", "--config", str(config)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
             )  # fmt: skip
