@@ -121,7 +121,9 @@ def verifications(st: ServerThread) -> int:
 
 def test_listing_shows_each_recordings_signature(server: ServerThread, signed: Signed) -> None:
     # the background pass verifies acme's signed files; until then they are "unchecked"
-    wait_until(lambda: len(listing(server)) == 6)
+    names = {"acme/good.rsv", "acme/unsigned.rsv", "acme/tampered.rsv", "acme/foreign.rsv",
+             "acme/large.rsv", "globex/gx.rsv"}  # fmt: skip
+    wait_until(lambda: names <= set(listing(server)))
     wait_until(
         lambda: all(
             i["signature"]["status"] != "unchecked"
@@ -293,3 +295,27 @@ def test_checked_once_skips_rehashing_and_notices_a_changed_file(
         assert cache.lookup(fd, rule) is None  # the cache key is the identity: a miss now
     finally:
         os.close(fd)
+
+
+def test_signer_ca_without_requirement_reports_but_serves(
+    start_rcs: Callable[..., ServerThread], signed: Signed, keys: Keys
+) -> None:
+    """globex checks signatures (signer_ca) but does not require them: an untrusted
+    signer is listed invalid and audited, and still played."""
+    ca, key = Ca.make("Stranger CA"), p256()
+    stranger = Signer.from_objects(key, ca.issue("stranger", key))
+    path = signed.root / "globex" / "stranger.rsv"
+    data = os.urandom(30_000)
+    path.write_bytes(_seal(keys.globex, data, "globex", "stranger", stranger))
+    try:
+        st = start_rcs(extra=f'[policy.globex]\nsigner_ca = "{signed.ca_file}"\n',
+                       root=signed.root, recordings_extra="rescan_interval = 0.2")  # fmt: skip
+        reply = request(st.url, "GET", "/rcs/recordings/globex/stranger.rsv", user="bob")
+        assert reply.status == 200 and reply.body == data
+        rec = wait_for_audit(st, lambda r: r.get("file") == "globex/stranger.rsv")
+        assert rec["result"] == "ok" and rec["signature"] == "refused_signer"
+        wait_until(lambda: listing(st, "bob")["globex/gx.rsv"]["signature"]["status"] == "valid")
+        item = listing(st, "bob")["globex/stranger.rsv"]["signature"]
+        assert item == {"status": "invalid", "signer": "CN=stranger", "cert_id": stranger.cert_id}
+    finally:
+        path.unlink()
