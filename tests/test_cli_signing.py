@@ -272,3 +272,105 @@ def test_record_stopped_by_sigterm_is_signed(f: dict[str, Path]) -> None:
     dec = EnvelopeDecryptor(ring)
     got = dec.update(out.read_bytes()) + dec.finalize()
     assert len(got) >= 2 * 16384 and data.startswith(got)
+
+
+def test_require_signature_refuses_a_file_changed_while_decrypted(
+    f: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verified, then written to (in place) while being decrypted: OUT is not kept."""
+    import recstream.cli.envelope as cli_envelope
+
+    env, out = f["dir"] / "c.rsv", f["dir"] / "c.wav"
+    assert encrypt(f, env) == 0
+    real = cli_envelope.transform
+
+    def transform_then_write(src, dst, codec):  # type: ignore[no-untyped-def]
+        n = real(src, dst, codec)
+        with env.open("r+b") as fh:  # another writer, in place: same bytes, new ctime
+            fh.write(env.read_bytes()[:1])
+        return n
+
+    monkeypatch.setattr(cli_envelope, "transform", transform_then_write)
+    code = run("decrypt", "--key", f["key"], "--require-signature", "--ca-file", f["ca"], env, out)
+    assert code == 3
+    assert not out.exists()
+    assert "changed while it was decrypted" in capsys.readouterr().err
+
+
+def test_batch_rewrap_keeps_signatures_valid(
+    f: dict[str, Path], bob: Party, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, dst = f["dir"] / "src", f["dir"] / "dst"
+    src.mkdir()
+    assert encrypt(f, src / "a.rsv") == 0
+    assert encrypt(f, src / "b.rsv", "ek", "ec") == 0
+    bob_cert, bob_key = bob.write(f["dir"])
+    code = run("batch", "rewrap", src, dst, "--key", f["key"], "--cert", f["cert"],
+               "--to-cert", bob_cert, "--drop", _cert_id(f["cert"]),
+               "--state-dir", f["dir"] / "st")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    for name in ("a.rsv", "b.rsv"):
+        assert (dst / name).read_bytes() != (src / name).read_bytes()  # new recipients
+    assert run("verify", "--ca-file", f["ca"], dst) == 0
+    out = f["dir"] / "bob.wav"
+    assert run("decrypt", "--key", bob_key, "--require-signature", "--ca-file", f["ca"],
+               dst / "a.rsv", out) == 0  # fmt: skip
+    assert out.read_bytes() == PLAIN
+
+
+def _cert_id(path: Path) -> str:
+    from recstream.pki.certs import certificate_id, load_certificate
+
+    return certificate_id(load_certificate(path.read_bytes()))
+
+
+@needs_openssl
+@pytest.mark.parametrize("kind", ["p256", "ed25519"])
+def test_openssl_verifies_a_recstream_signature(f: dict[str, Path], kind: str) -> None:
+    """The signed message rebuilt from FORMAT.md §10 with hashlib and struct (not
+    recstream), and the signature checked by the openssl CLI with the header's
+    certificate: the format is plain ECDSA (raw r || s) or Ed25519 over documented bytes."""
+    import hashlib
+    import struct
+
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    env = f["dir"] / f"{kind}.rsv"
+    assert encrypt(f, env, *(("sk", "sc") if kind == "p256" else ("ek", "ec"))) == 0
+    data = env.read_bytes()
+    m = struct.unpack_from(">H", data, 10)[0]
+    cert_len = struct.unpack_from(">H", data, 12 + m + 1)[0]
+    ctx_end = 12 + m + 3 + cert_len
+    cert_der = data[12 + m + 3 : ctx_end]
+    pos = ctx_end + 1
+    for _ in range(data[ctx_end]):  # recipient stanzas: type, cert_id, key_id, length, key
+        pos += 67 + struct.unpack_from(">H", data, pos + 65)[0]
+    body = data[pos + 32 : -112]
+    signed_ms, root, sig, magic = struct.unpack(">Q32s64s8s", data[-112:])
+    assert magic == b"\x89RSTSIG\n"
+    digests = b"".join(
+        hashlib.sha256(body[56 + i : 56 + i + 16400]).digest()
+        for i in range(0, len(body) - 56, 16400)
+    )
+    assert hashlib.sha256(b"recstream/v2 segments\x00" + digests).digest() == root
+    message = (b"recstream/v2 signature\x00" + struct.pack(">H", ctx_end) + data[:ctx_end]
+               + body[:56] + struct.pack(">Q", len(digests) // 32) + root
+               + struct.pack(">Q", signed_ms))  # fmt: skip
+    d = f["dir"]
+    (d / "cert.der").write_bytes(cert_der)
+    (d / "msg").write_bytes(message)
+    subprocess.run(["openssl", "x509", "-inform", "DER", "-in", d / "cert.der", "-pubkey",
+                    "-noout", "-out", d / "pub.pem"], check=True, timeout=60)  # fmt: skip
+    if kind == "p256":
+        r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+        (d / "sig").write_bytes(encode_dss_signature(r, s))
+        cmd = ["openssl", "dgst", "-sha256", "-verify", d / "pub.pem", "-signature", d / "sig",
+               d / "msg"]  # fmt: skip
+    else:
+        (d / "sig").write_bytes(sig)
+        cmd = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", d / "pub.pem", "-rawin",
+               "-in", d / "msg", "-sigfile", d / "sig"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (d / "msg").write_bytes(message[:-1] + bytes([message[-1] ^ 1]))  # another signing time
+    assert subprocess.run(cmd, capture_output=True, timeout=60, check=False).returncode != 0

@@ -329,3 +329,113 @@ def test_muxed_output_is_signed(
     with pytest.raises(MuxError, match="only an encrypted recording can be signed"):
         mux_files(CALL, SCREEN, tmp_path / "plain.webm", signer=signer)
     assert not (tmp_path / "plain.webm").exists()
+
+
+@pytest.mark.parametrize(
+    ("purposes", "accepted"),
+    [
+        (None, True),
+        (["1.3.6.1.5.5.7.3.36"], True),  # id-kp-documentSigning (RFC 9336)
+        (["2.5.29.37.0"], True),  # anyExtendedKeyUsage
+        (["1.3.6.1.5.5.7.3.1"], False),  # serverAuth only: a TLS certificate
+    ],
+)
+def test_extended_key_usage_of_signers(
+    alice: Party, metadata: Metadata, ca: Ca, purposes: list[str] | None, accepted: bool
+) -> None:
+    from datetime import UTC, datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+    from tests.signing_helpers import SIGNING_USAGE
+
+    key = p256()
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "eku")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(SIGNING_USAGE, critical=True)
+    )
+    if purposes is not None:
+        eku = x509.ExtendedKeyUsage([ObjectIdentifier(p) for p in purposes])
+        builder = builder.add_extension(eku, critical=False)
+    cert = builder.sign(ca.key, hashes.SHA256())
+    if not accepted:
+        with pytest.raises(errors.CertificatePurposeError, match="extended key usage") as caught:
+            Signer.from_objects(key, cert)
+        assert caught.value.check == "extended-key-usage"
+        return
+    env = seal(alice, metadata, b"eku", Signer.from_objects(key, cert))
+    assert report(env, ca).status is SignatureStatus.VALID
+
+
+def test_any_bit_flip_outside_the_recipients_invalidates(
+    alice: Party, metadata: Metadata, signer: Signer, ca: Ca
+) -> None:
+    """Every single-bit flip in a signed envelope: never 'valid' unless it falls in the
+    recipient stanzas or the header MAC (not signed, so rewrap works, FORMAT.md §10.2),
+    and never anything but a report or a RecstreamError."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    env = seal(alice, metadata, bytes(range(256)) * 70, signer)
+    header = parse_header(env)
+    assert isinstance(header, Header)
+    unsigned_region = range(len(header.context), header.length)
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(st.integers(0, len(env) * 8 - 1))
+    def flip(bit: int) -> None:
+        bad = bytearray(env)
+        bad[bit // 8] ^= 1 << (bit % 8)
+        try:
+            rep = report(bytes(bad), ca)
+        except errors.RecstreamError:
+            return  # a header that no longer parses
+        if bit // 8 not in unsigned_region:
+            assert rep.status is not SignatureStatus.VALID, bit
+
+    flip()
+
+
+def test_inspect_signed_from_stdin(
+    alice: Party, metadata: Metadata, signer: Signer, tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    env = seal(alice, metadata, b"stdin", signer)
+    done = subprocess.run(
+        [sys.executable, "-m", "recstream", "inspect", "--json", "-"],
+        input=env, capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    info = json.loads(done.stdout)
+    assert info["signature"]["trailer"] == "present" and info["plaintext_length"] == 5
+    assert info["signature"]["cert_id"] == signer.cert_id
+
+
+def test_every_byte_of_the_signer_block_is_checked(
+    alice: Party, metadata: Metadata, signer: Signer, ca: Ca
+) -> None:
+    """A flipped byte anywhere in the signer certificate: a report (never valid) or a
+    header failure, never another exception (pyca parses certificates lazily)."""
+    env = seal(alice, metadata, b"cert bytes", signer)
+    header = parse_header(env)
+    assert isinstance(header, Header) and header.signer is not None
+    start = len(header.context) - len(header.signer.certificate) - 3
+    for at in range(start, len(header.context)):
+        bad = bytearray(env)
+        bad[at] ^= 0x20
+        try:
+            rep = report(bytes(bad), ca)
+        except errors.EnvelopeFormatError:
+            continue
+        assert rep.status is not SignatureStatus.VALID, at

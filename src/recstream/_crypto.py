@@ -62,6 +62,7 @@ __all__ = [
     "digest_run",
     "header_mac",
     "is_directly_issued_by",
+    "load_signer_certificate",
     "load_signing_key",
     "new_file_key",
     "new_salt",
@@ -571,6 +572,28 @@ class SegmentDigester:
 
 def _digest_all(wire: memoryview, out: memoryview) -> int:
     return digest_run(0, wire, out)
+
+
+def load_signer_certificate(der: bytes) -> x509.Certificate | None:
+    """A header's signer certificate, every field verify uses parsed now; None if malformed.
+
+    pyca parses lazily, so a damaged subject, key, version or extension would
+    otherwise surface as an exception wherever it is first used.
+    """
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        _ = (cert.version, cert.subject, cert.issuer, cert.public_key(), list(cert.extensions))
+        _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+    except (
+        ValueError,
+        TypeError,
+        UnsupportedAlgorithm,
+        x509.InvalidVersion,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ):
+        return None
+    return cert
 
 
 def certificate_der(cert: x509.Certificate) -> bytes:

@@ -43,6 +43,7 @@ from recstream.format import (
     TRAILER_BYTES,
     BodyLayout,
     Header,
+    Trailer,
     parse_trailer,
     signed_message,
 )
@@ -222,7 +223,7 @@ def require_valid(report: SignatureReport) -> None:
 
 
 class _Verification:
-    """One run of §10.3's checks; each step returns a report or None to go on."""
+    """One run of §10.3's checks, in order: the first that fails makes the report."""
 
     def __init__(
         self,
@@ -244,11 +245,11 @@ class _Verification:
         return SignatureReport(status, reason, **self.facts, **self.meta, **more)
 
     def run(self) -> SignatureReport:
-        try:
-            cert = x509.load_der_x509_certificate(self.block.certificate)
-        except ValueError:
-            reason = "the signer certificate is not readable DER"
+        cert = _crypto.load_signer_certificate(self.block.certificate)
+        if cert is None:
+            reason = "the signer certificate is malformed (not readable DER, a field or the key)"
             return self.report(SignatureStatus.INVALID, reason)
+        key = cert.public_key()
         self.facts["signer_subject"] = name_str(cert.subject)
         self.facts["cert_id"] = certificate_id(cert)
         size = self.source.size
@@ -270,7 +271,6 @@ class _Verification:
         message = signed_message(
             self.header.context, digester.prefix, digester.segments, root, trailer.signed_ms
         )
-        key = cert.public_key()
         if not _crypto.verify_message(key, self.block.algorithm, message, trailer.signature):
             return self.report(SignatureStatus.INVALID, self._why_invalid(cert, root, trailer))
         if not hmac.compare_digest(root, trailer.segments_root):
@@ -279,7 +279,7 @@ class _Verification:
             return self.report(SignatureStatus.INVALID, reason)
         return self._check_signer(cert, trailer.signed_ms, digester)
 
-    def _why_invalid(self, cert: x509.Certificate, root: bytes, trailer: Any) -> str:
+    def _why_invalid(self, cert: x509.Certificate, root: bytes, trailer: Trailer) -> str:
         if _crypto.signature_algorithm_of(cert.public_key()) is not self.block.algorithm:
             return "the signer certificate's key does not match the header's signature algorithm"
         if not hmac.compare_digest(root, trailer.segments_root):
@@ -296,15 +296,26 @@ class _Verification:
         runs = None if pool is None else pool.digest
         digester = _crypto.SegmentDigester(keep=self.keep, runs=runs)
         pos, end = self.header.length, self.header.length + layout.body_length
-        while pos < end:
-            first = BODY_PREFIX_BYTES if pos == self.header.length else 0
-            chunk = self.source.read_at(pos, min(_READ_BYTES + first, end - pos))
-            if not chunk:
-                break
-            digester.update(chunk)
-            pos += len(chunk)
+        digester.update(self.source.read_at(pos, min(BODY_PREFIX_BYTES, end - pos)))
+        pos += BODY_PREFIX_BYTES
+        # One buffer, reused: fresh pages per read cost more than the reads (a VM).
+        buf = bytearray(_READ_BYTES)
+        with memoryview(buf) as view:
+            while pos < end:
+                n = self._read_into(pos, view[: min(_READ_BYTES, end - pos)])
+                if not n:
+                    break
+                digester.update(view[:n])
+                pos += n
         digester.finish()
         return digester
+
+    def _read_into(self, offset: int, view: memoryview) -> int:
+        if isinstance(self.source, FileSource):
+            return os.preadv(self.source.fd, [view], offset)
+        data = self.source.read_at(offset, len(view))
+        view[: len(data)] = data
+        return len(data)
 
     def _check_signer(
         self, cert: x509.Certificate, signed_ms: int, digester: _crypto.SegmentDigester
@@ -321,6 +332,9 @@ class _Verification:
             raise
         except CertificateError as exc:
             reason = f"signer refused at the signing time {_iso(signed_ms)}: {exc}"
+            return self.report(SignatureStatus.REFUSED_SIGNER, reason, chain_valid_at_signing=False)
+        except (ValueError, TypeError) as exc:  # an extension value pyca cannot interpret
+            reason = f"signer refused: its certificate has an unreadable extension ({exc})"
             return self.report(SignatureStatus.REFUSED_SIGNER, reason, chain_valid_at_signing=False)
         valid_now, note = _now_validity(cert, self.at)
         verified = None

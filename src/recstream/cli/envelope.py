@@ -302,17 +302,19 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         raise UsageError(msg)
     args.input, args.output = args.paths
     _check_paths(args.input, args.output, args.force)
-    if ca_pem is not None:
-        _require_signature(args.input, ca_pem)
-    keys = decryption_keys(args)
+    if ca_pem is not None and args.input == STDIO:
+        msg = "--require-signature needs IN to be a file (stdin cannot be verified first)"
+        raise UsageError(msg)
     try:
-        with (
-            _open_in(args.input) as src,
-            naming_output(args.output),
-            _open_out(args.output, args.force) as dst,
-        ):
-            dec = EnvelopeDecryptor(keys, pool=pool_for(size_of(src)))
-            written = transform(src, dst, dec)
+        with _open_in(args.input) as src:
+            # Verified through the descriptor that is then decrypted, before OUT exists.
+            verified = None if ca_pem is None else _require_signature(src, args.input, ca_pem)
+            keys = decryption_keys(args)
+            with naming_output(args.output), _open_out(args.output, args.force) as dst:
+                dec = EnvelopeDecryptor(keys, pool=pool_for(size_of(src)))
+                written = transform(src, dst, dec)
+                if verified is not None:  # before OUT is committed
+                    _check_unchanged(src, args.input, verified)
     except (TruncatedStreamError, FinalSegmentAuthError):
         suggest_recover(args.input)
         raise
@@ -326,23 +328,41 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require_signature(path: str, ca_pem: bytes) -> None:
-    """Refuse ``path`` unless its signature is valid, before any plaintext is written.
+def _require_signature(src: IO[bytes], path: str, ca_pem: bytes) -> tuple[int, ...]:
+    """Refuse ``src`` unless its signature is valid, before any plaintext is written.
 
     The file is read twice (verified, then decrypted), so it must be a file: a
-    stream cannot be verified before its plaintext is released.
-    """
-    if path == STDIO:
-        msg = "--require-signature needs IN to be a file (stdin cannot be verified first)"
-        raise UsageError(msg)
-    from recstream.signing import require_valid, verify_file
+    stream cannot be verified before its plaintext is released.  Returns the
+    file's identity, which :func:`_check_unchanged` compares once decrypted.
 
-    report = verify_file(path, ca_pem)
+    Raises:
+        UnsignedRecordingError, BadSignatureError, RefusedSignerError.
+    """
+    from recstream.reader import FileSource
+    from recstream.signing import file_identity, require_valid, verify_source
+
+    fd = src.fileno()
+    before = file_identity(os.fstat(fd))
+    report = verify_source(FileSource(fd), ca_pem)
     require_valid(report)
     eprint(
         f"recstream: {path}: signature valid, signed by {report.signer_subject} "
         f"(cert ID {report.cert_id}) at {report.signed_at}"
     )
+    return before
+
+
+def _check_unchanged(src: IO[bytes], path: str, before: tuple[int, ...]) -> None:
+    """Raises BadSignatureError: the file was written to after its signature was verified."""
+    from recstream.errors import BadSignatureError
+    from recstream.signing import file_identity
+
+    if file_identity(os.fstat(src.fileno())) != before:
+        msg = (
+            f"{path} changed while it was decrypted, after its signature was verified; "
+            "what was decrypted is not known to be what was signed, and was not kept"
+        )
+        raise BadSignatureError(msg)
 
 
 # --- inspect ---------------------------------------------------------------

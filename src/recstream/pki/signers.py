@@ -6,10 +6,14 @@ at the time the recording says it was signed, each failing with its own error:
 1. X.509 v3 (:class:`~recstream.errors.CertificatePurposeError`, ``check="version"``);
 2. an ECDSA P-256 or Ed25519 key (:class:`~recstream.errors.KeyPolicyError`);
 3. not a CA certificate (``check="ca"``);
-4. key usage present and allowing digitalSignature (``check="key-usage"``): a
-   recording certificate (keyEncipherment only) is not a signer;
-5. inside its validity period at that time;
-6. a chain to a root in the CA file, through :mod:`recstream.pki.verify`'s walk and
+4. key usage present and allowing digitalSignature, and not keyCertSign
+   (``check="key-usage"``): a recording certificate (keyEncipherment only) is not
+   a signer;
+5. extended key usage, when present, lists id-kp-documentSigning (RFC 9336) or
+   anyExtendedKeyUsage (``check="extended-key-usage"``): a TLS-only certificate
+   from a shared CA does not sign recordings;
+6. inside its validity period at that time;
+7. a chain to a root in the CA file, through :mod:`recstream.pki.verify`'s walk and
    RFC 5280 path validation (the same code as for recording certificates, with the
    signing profile's end-entity policy).
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from cryptography.x509.verification import Criticality, ExtensionPolicy, Policy
 
 from recstream import _crypto
@@ -28,16 +33,24 @@ from recstream.pki.bundle import extract_certificates
 from recstream.pki.usage import _check_validity
 from recstream.pki.verify import Validation, _verify_path, _walk
 
-__all__ = ["check_signing_certificate", "validate_signing_certificate"]
+__all__ = ["DOCUMENT_SIGNING", "check_signing_certificate", "validate_signing_certificate"]
+
+DOCUMENT_SIGNING = ObjectIdentifier("1.3.6.1.5.5.7.3.36")  # id-kp-documentSigning, RFC 9336
 
 
 def check_signing_certificate(cert: x509.Certificate, *, at: datetime) -> None:
-    """Checks 1 to 5 (everything but the chain) at time ``at``.
+    """Checks 1 to 6 (everything but the chain) at time ``at``.
 
     Raises:
         CertificatePurposeError, KeyPolicyError, CertificateExpiredError,
         CertificateNotYetValidError.
     """
+    _check_kind(cert)
+    _check_usage(cert)
+    _check_validity(cert, "the signer certificate", at)
+
+
+def _check_kind(cert: x509.Certificate) -> None:
     if cert.version is not x509.Version.v3:
         msg = f"the signer certificate is X.509 {cert.version.name}; signers must be X.509 v3"
         raise CertificatePurposeError(msg, "version")
@@ -49,15 +62,29 @@ def check_signing_certificate(cert: x509.Certificate, *, at: datetime) -> None:
     if bc is not None and bc.ca:
         msg = f"{quoted(cert.subject)} is a CA certificate, not a recording signer"
         raise CertificatePurposeError(msg, "ca")
+
+
+def _check_usage(cert: x509.Certificate) -> None:
     ku = key_usage(cert)
-    if ku is None or not ku.digital_signature:
+    if ku is None or not ku.digital_signature or ku.key_cert_sign:
         allowed = "no key usage extension" if ku is None else ", ".join(key_usage_names(ku))
         msg = (
-            f"the signer certificate {quoted(cert.subject)} does not allow digitalSignature "
-            f"({allowed}); it is not a signing certificate"
+            f"the signer certificate {quoted(cert.subject)} must allow digitalSignature and not "
+            f"keyCertSign (it has {allowed}); it is not a signing certificate"
         )
         raise CertificatePurposeError(msg, "key-usage")
-    _check_validity(cert, "the signer certificate", at)
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not {DOCUMENT_SIGNING, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE} & set(eku):
+        names = ", ".join(o._name for o in eku) or "nothing"
+        msg = (
+            f"the signer certificate {quoted(cert.subject)} has extended key usage {names}, "
+            "without documentSigning (1.3.6.1.5.5.7.3.36) or anyExtendedKeyUsage: it was "
+            "issued for something else and does not sign recordings"
+        )
+        raise CertificatePurposeError(msg, "extended-key-usage")
 
 
 def validate_signing_certificate(
@@ -89,8 +116,8 @@ def _not_ca(_policy: Policy, _cert: x509.Certificate, bc: x509.BasicConstraints 
 
 
 def _may_sign(_policy: Policy, _cert: x509.Certificate, ku: x509.KeyUsage | None) -> None:
-    if ku is None or not ku.digital_signature:
-        msg = "key usage lacks digitalSignature"
+    if ku is None or not ku.digital_signature or ku.key_cert_sign:
+        msg = "key usage lacks digitalSignature, or allows keyCertSign"
         raise ValueError(msg)
 
 
