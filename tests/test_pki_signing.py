@@ -180,7 +180,7 @@ def signing_leaf(chain: Chain, **kw: object) -> x509.Certificate:
 
 def test_wrong_key_usage_refused(chain: Chain) -> None:
     cert = signing_leaf(chain, ku=key_usage(key_encipherment=True))
-    with pytest.raises(CertificatePurposeError, match="does not allow digitalSignature") as info:
+    with pytest.raises(CertificatePurposeError, match="must allow digitalSignature") as info:
         validate_signing_certificate(cert, chain.ca_file(), at=NOW)
     assert info.value.check == "key-usage"
 
@@ -192,8 +192,12 @@ def test_no_key_usage_refused(chain: Chain) -> None:
         validate_signing_certificate(cert, chain.ca_file(), at=NOW)
 
 
-def test_our_profile_with_any_eku_validates(chain: Chain) -> None:
+def test_tls_only_eku_refused_any_eku_accepted(chain: Chain) -> None:
     ku = key_usage(digital_signature=True)
+    tls = signing_leaf(chain, ku=ku, eku=[ExtendedKeyUsageOID.SERVER_AUTH])
+    with pytest.raises(CertificatePurposeError) as info:
+        validate_signing_certificate(tls, chain.ca_file(), at=NOW)
+    assert info.value.check == "extended-key-usage"
     anyeku = signing_leaf(chain, ku=ku, eku=[ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE])
     assert validate_signing_certificate(anyeku, chain.ca_file(), at=NOW).chain[0] == anyeku
 

@@ -100,7 +100,7 @@ def test_openssl_certificate_with_wrong_key_usage_refused(
     assert run("pki", "verify", "--profile", "signing", "--ca-file", d / "root.pem",
                d / "node-ke.pem") == 4  # fmt: skip
     err = capsys.readouterr().err
-    assert "does not allow digitalSignature (keyEncipherment)" in err and "Traceback" not in err
+    assert "(it has keyEncipherment)" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("key_type", ["p256", "ed25519"])

@@ -16,8 +16,10 @@ A recording certificate is public by design, so anyone can encrypt for it; a
   non-critical.  There is no EKU for "signs recordings"; documentSigning is the
   standard one for signing content (not TLS, not code), so a verifier that checks
   TLS purposes will not take a recorder's certificate for a TLS client.  Our
-  verification (:mod:`recstream.pki.signers`) does not require it: certificates
-  made with openssl without an EKU are accepted (RFC 5280 §4.2.1.12).
+  verification (:mod:`recstream.pki.signers`) accepts a certificate without EKU
+  (RFC 5280 §4.2.1.12: no restriction; openssl's default) or one listing
+  documentSigning or anyExtendedKeyUsage, and refuses one limited to other
+  purposes (a TLS-only certificate from a shared CA).
 * Not a CA (basicConstraints CA:FALSE, critical), key identifiers, random serial,
   SHA-256 signature by the issuing CA: as recording certificates (:mod:`.ca`).
 
@@ -37,7 +39,6 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import ObjectIdentifier
 
 from recstream._crypto import load_signing_key
 from recstream.errors import CertificatePurposeError, KeyPolicyError
@@ -51,8 +52,8 @@ from recstream.pki.ca import (
     _start,
 )
 from recstream.pki.csr import load_csr
+from recstream.pki.signers import DOCUMENT_SIGNING, validate_signing_certificate
 from recstream.pki.signers import check_signing_certificate as check_signer
-from recstream.pki.signers import validate_signing_certificate
 
 __all__ = [
     "DEFAULT_SIGNING_KEY_TYPE",
@@ -79,8 +80,6 @@ SigningPublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 SIGNING_KEY_TYPES: Final = ("p256", "ed25519")
 DEFAULT_SIGNING_KEY_TYPE: Final = "p256"
 
-# RFC 9336 §3: id-kp-documentSigning
-DOCUMENT_SIGNING: Final = ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 
 SIGNING_KEY_USAGE: Final = x509.KeyUsage(
     digital_signature=True,
