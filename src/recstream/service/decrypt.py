@@ -18,7 +18,6 @@ Memory stays bounded: one read chunk and one segment per stream.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Callable
@@ -271,14 +270,12 @@ def _signature_field(ctx: ServiceContext) -> Callable[[Entry], bytes]:
     def field_for(entry: Entry) -> bytes:
         if not entry.signed:
             return _UNSIGNED
-        status, signer, cert_id = "unchecked", entry.signer, entry.signer_cert_id
         rule = policy.for_tenant(entry.tenant)
         if rule.signer_ca is not None:
             found = cache.summary(entry.name, entry.stamp, rule.ca_digest)
             if found is not None:
-                status, signer, cert_id = found.status, found.signer, found.cert_id
-        doc = {"status": status, "signer": signer, "cert_id": cert_id}
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+                return found.json
+        return entry.claim
 
     return field_for
 

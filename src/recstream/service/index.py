@@ -76,6 +76,7 @@ class Entry:
     signed: bool = False
     signer: str | None = None
     signer_cert_id: str | None = None
+    claim: bytes = field(default=b"", compare=False, repr=False)  # "unchecked" JSON, once
 
     @property
     def key(self) -> _Key:
@@ -290,7 +291,8 @@ class HeaderIndex:
         )
         # Serialised here, once, not on every listing: a page is then a join.
         text = json.dumps(entry.to_json(), ensure_ascii=False, separators=(",", ":"))
-        return dataclasses.replace(entry, json=text.encode())
+        claim = signature_json("unchecked", signer[0], signer[1]) if header.signer else b""
+        return dataclasses.replace(entry, json=text.encode(), claim=claim)
 
     def _rebuild(self) -> None:
         groups: dict[str, list[_Key]] = {}
@@ -331,6 +333,12 @@ def _item(entry: Entry, signature: Callable[[Entry], bytes] | None) -> bytes:
     if signature is None:
         return body
     return body[:-1] + b',"signature":' + signature(entry) + b"}"
+
+
+def signature_json(status: str, signer: str | None, cert_id: str | None) -> bytes:
+    """A listing item's ``"signature"`` value (service/signatures.py), serialised."""
+    doc = {"status": status, "signer": signer, "cert_id": cert_id}
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _signer_claim(der: bytes) -> tuple[str | None, str | None]:

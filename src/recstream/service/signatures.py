@@ -41,6 +41,7 @@ from typing import Final
 from recstream.errors import BadSignatureError, RecstreamError
 from recstream.format import Buffer
 from recstream.reader import FileSource
+from recstream.service.index import signature_json
 from recstream.signing import (
     SignatureReport,
     SignatureStatus,
@@ -73,10 +74,11 @@ class TenantPolicy:
 
     require_signature: bool = False
     signer_ca: bytes | None = field(default=None, repr=False)
+    ca_digest: bytes = field(init=False, repr=False, compare=False, default=b"")
 
-    @property
-    def ca_digest(self) -> bytes:
-        return hashlib.sha256(self.signer_ca or b"").digest()
+    def __post_init__(self) -> None:
+        # once: the listing asks for it per item
+        object.__setattr__(self, "ca_digest", hashlib.sha256(self.signer_ca or b"").digest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,7 @@ class Summary:
     status: str
     signer: str | None
     cert_id: str | None
+    json: bytes = b""  # the listing's "signature" value, serialised once
 
 
 def listing_status(report: SignatureReport) -> str:
@@ -234,8 +237,14 @@ class SignatureCache:
         stamp: tuple[int, ...],
     ) -> None:
         size = len(report.verified.digests) if report.verified is not None else 0
+        status = listing_status(report)
         summary = Summary(
-            stamp, key[1], listing_status(report), report.signer_subject, report.cert_id
+            stamp,
+            key[1],
+            status,
+            report.signer_subject,
+            report.cert_id,
+            signature_json(status, report.signer_subject, report.cert_id),
         )
         with self._lock:
             self.verifications += 1
