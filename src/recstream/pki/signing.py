@@ -136,7 +136,11 @@ def check_signing_key(key: object, what: str = "certificate") -> SigningPublicKe
         if kind == "RSA"
         else ""
     )
-    msg = f"the {what} has an {shown} key; signing certificates use ECDSA P-256 or Ed25519{hint}"
+    article = "an" if shown[:1] in "AEIOR" else "a"  # an RSA, an EC, an Ed448, a DSA
+    msg = (
+        f"the {what} has {article} {shown} key; signing certificates use ECDSA P-256 or "
+        f"Ed25519{hint}"
+    )
     raise KeyPolicyError(msg)
 
 
