@@ -384,3 +384,24 @@ def test_check_reports_an_expiring_node_identity(ks_path: Path) -> None:
     assert found == [("node-expiring", "signing")]
     later = [f.code for f in check_keystore(ks, now=NOW + timedelta(days=11))]
     assert later == ["node-expired"]
+
+
+def test_cli_add_validates_against_a_ca_file(
+    ks_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert, key = signing_cert("with-ca")
+    c, k = write_pair(tmp_path, "with-ca", cert, key)
+    issuer = ca_cert("nodes")
+    (tmp_path / "ca.pem").write_bytes(issuer.cert.public_bytes(serialization.Encoding.PEM))
+    stranger = ca_cert("stranger")
+    (tmp_path / "other.pem").write_bytes(stranger.cert.public_bytes(serialization.Encoding.PEM))
+    ks = ["--keystore", ks_path, "--password-file", tmp_path / "kspw"]
+    common = ["--cert", c, "--key", k, "--key-password-file", tmp_path / "keypw"]
+    code, _, err = run_cli(capsys, "keystore", "node", "add", "n1", *ks, *common,
+                           "--ca-file", tmp_path / "other.pem")  # fmt: skip
+    assert code == 4 and "refused by the CA file" in err
+    assert len(load(ks_path, PASSWORD).nodes) == 0
+    code, _, err = run_cli(capsys, "keystore", "node", "add", "n1", *ks, *common,
+                           "--ca-file", tmp_path / "ca.pem")  # fmt: skip
+    assert code == 0, err
+    assert len(load(ks_path, PASSWORD).nodes) == 1

@@ -283,3 +283,29 @@ def test_record_signs_as_a_keystore_node(tmp_path: Path) -> None:
         assert proc.returncode == code, proc.stderr
         assert expect in proc.stderr and b"Traceback" not in proc.stderr
         assert not list(tmp_path.glob(f"bad{code}.rsv*"))
+
+
+def test_srs_refuses_a_signing_key_it_cannot_open(tmp_path: Path) -> None:
+    ident = issue("srs-files")
+    key_file, cert_file = tmp_path / "sign.key", tmp_path / "sign.pem"
+    key_file.write_bytes(
+        ident.key.private_bytes(  # type: ignore[attr-defined]
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"the right password"),
+        )
+    )
+    cert_file.write_bytes(ident.cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "wrong.pass").write_text("not the password\n")
+    cfg = sh.write_config(
+        tmp_path,
+        '[signing]\nkey_file = "sign.key"\ncert_file = "sign.pem"\n'
+        'key_password_file = "wrong.pass"\n',
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "recstream", "srs", "--config", str(cfg), "--check"],
+        capture_output=True, text=True, timeout=sh.HANG_GUARD, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 4, proc.stderr
+    assert "wrong password" in proc.stderr and "Traceback" not in proc.stderr
+    assert "the right password" not in proc.stderr + proc.stdout
