@@ -24,6 +24,7 @@ Benchmarks never gate CI.  The machine line records the CPU flags that matter he
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import NameOID
 
 from recstream.bench.fixtures import make_identity, random_bytes
@@ -144,6 +146,21 @@ def live_recording(recipient: Recipient, data: bytes, signer: Signer | None, n: 
         enc.finalize()
 
 
+def raw_sha256(data: bytes) -> None:
+    """The baseline of what signing adds: SHA-256 of every 16,400-byte wire segment."""
+    view, step = memoryview(data), SEGMENT_SIZE + 16
+    for i in range(0, len(data), step):
+        hashlib.sha256(view[i : i + step]).digest()
+
+
+def raw_aesgcm(data: bytes) -> None:
+    """The baseline of the encryption itself: AESGCM.encrypt_into per 16 KiB segment."""
+    aead, view = AESGCM(bytes(32)), memoryview(data)
+    out = bytearray(SEGMENT_SIZE + 16)
+    for i in range(0, len(data) - SEGMENT_SIZE + 1, SEGMENT_SIZE):
+        aead.encrypt_into(i.to_bytes(12, "big"), view[i : i + SEGMENT_SIZE], None, out)
+
+
 def show(label: str, s: Summary, unit: str = "", fmt: str = "{:.3f}") -> str:
     noisy = "  (noisy: rounds disagree by >20%)" if s.noisy else ""
     lo, mid, hi = fmt.format(s.min), fmt.format(s.median), fmt.format(s.max)
@@ -176,13 +193,20 @@ def main() -> None:
             "unsigned": cpu_timed(lambda: encrypt_once(recipient, data, None)),
             "p256": cpu_timed(lambda: encrypt_once(recipient, data, signers["p256"])),
             "ed25519": cpu_timed(lambda: encrypt_once(recipient, data, signers["ed25519"])),
+            "sha256": cpu_timed(lambda: raw_sha256(data)),
+            "aesgcm": cpu_timed(lambda: raw_aesgcm(data)),
         }, args.repeat, warmup=1)  # fmt: skip
         print("1. encrypt 16 MiB in memory, one thread (CPU time)")
         print(show("unsigned", summarize(runs["unsigned"]).map(lambda s: s * 1e3), " ms"))
         r1 = {k: paired_ratio(runs[k], runs["unsigned"]) for k in ("p256", "ed25519")}
         for k, s in r1.items():
             print(show(f"signed {k} / unsigned", s, "x"))
+        for k, what in (("aesgcm", "raw AESGCM.encrypt_into"), ("sha256", "raw SHA-256")):
+            print(show(f"baseline: {what}, 16 KiB segments",
+                       summarize(runs[k]).map(lambda s: s * 1e3), " ms"))  # fmt: skip
         doc["encrypt_16m_cpu"] = {"unsigned_s": summarize(runs["unsigned"]).to_json(),
+                                  "raw_sha256_s": summarize(runs["sha256"]).to_json(),
+                                  "raw_aesgcm_s": summarize(runs["aesgcm"]).to_json(),
                                   **{f"{k}_ratio": s.to_json() for k, s in r1.items()}}  # fmt: skip
 
         # 2. 16 MiB through the CLI, wall

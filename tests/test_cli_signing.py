@@ -159,6 +159,10 @@ def test_record_signs_and_interrupted_prefix_is_unsigned(
     renamed = f["dir"] / "cut.rsv"
     cut.rename(renamed)
     assert run("verify", "--ca-file", f["ca"], renamed) == 3
+    capsys.readouterr()
+    assert run("inspect", "--json", renamed) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["signature"]["trailer"] == "missing" and info["signature"]["signer"] == "CN=node-1"
 
 
 @needs_openssl

@@ -61,7 +61,13 @@ def _register_verify(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="files verified at once (default: %(default)s)",
     )
-    p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", type=file_arg)
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="FILE_OR_DIR",
+        type=file_arg,
+        help="a recording, or a directory searched for *.rsv files (recursively)",
+    )
     p.set_defaults(func=cmd_verify)
 
 
