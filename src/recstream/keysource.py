@@ -30,15 +30,19 @@ from recstream.pki.recipients import Identity, IdentitySet, KeyRing, Recipient
 
 if TYPE_CHECKING:
     from recstream.format import MediaKind
+    from recstream.keystore.model import Keystore
     from recstream.keystore.resolve import KeystoreResolver
+    from recstream.signer import Signer
 
 __all__ = [
     "ENV_PASSWORD",
     "ENV_PATH",
     "CertInfo",
     "KeySource",
+    "NodeSignerResolver",
     "OpenedKeys",
     "Prompt",
+    "node_signer",
     "read_password",
     "read_password_file",
 ]
@@ -212,6 +216,72 @@ class KeySource:
                 cid, cert.subject.rfc4514_string(), cert.not_valid_after_utc, cid in have
             )
         return OpenedKeys(IdentitySet(identities), certs)
+
+
+def node_signer(ks: Keystore, node: str, *, now: dt.datetime | None = None) -> Signer:
+    """A signer from a recording node's active signing identity in the keystore.
+
+    Raises:
+        KeystoreEntryError: the node has no active identity.
+        KeystoreTamperedError, KeyLoadError: its key does not open.
+        CertificateExpiredError, CertificateNotYetValidError, CertificatePurposeError:
+            its certificate may not sign now.
+    """
+    from recstream.errors import KeystoreEntryError
+    from recstream.signer import Signer
+
+    identity = ks.nodes.active(node)
+    if identity is None:
+        held = ", ".join(ks.nodes.names()) or "none"
+        msg = (
+            f"node {node} has no active signing identity in the keystore (nodes: {held}); "
+            f"add one: recstream keystore node add {node} --cert C.pem --key K.pem"
+        )
+        raise KeystoreEntryError(msg)
+    return Signer.from_objects(ks.nodes.private_key(identity), identity.certificate, at=now)
+
+
+class NodeSignerResolver:
+    """A recording hook's signer: a node's active identity, following keystore changes.
+
+    ``current`` returns the keystore as it is now (a
+    :class:`~recstream.keystore.resolve.KeystoreResolver`'s ``current``, which
+    re-reads the file when it changes).  The signer is rebuilt only when the
+    keystore object or the active identity changes, or its certificate expires.
+    """
+
+    def __init__(
+        self,
+        current: Callable[[], Keystore],
+        node: str,
+        *,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._current = current
+        self.node = node
+        self._clock = clock
+        self._cached: tuple[int, str, Signer] | None = None
+
+    def __call__(self) -> Signer:
+        """The signer for a recording starting now.
+
+        Raises:
+            The errors of :func:`node_signer`.
+        """
+        ks = self._current()
+        now = self._clock()
+        cached = self._cached
+        identity = ks.nodes.active(self.node)
+        if (
+            cached is not None
+            and identity is not None
+            and cached[:2] == (id(ks), identity.cert_id)
+            and now <= identity.certificate.not_valid_after_utc
+        ):
+            return cached[2]
+        signer = node_signer(ks, self.node, now=now)
+        self._cached = (id(ks), signer.cert_id, signer)
+        return signer
 
 
 def _encrypted(data: bytes) -> bool:

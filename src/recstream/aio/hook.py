@@ -10,10 +10,19 @@ full, permission denied) is reported for that call through ``on_error`` and in
 Recipients are resolved per recording by a callable at ``start``: a keystore
 can rotate the active certificate and new recordings pick it up, while
 recordings in progress finish under the certificate they started with.
+
+With a ``signer`` every recording is signed (issue 16, FORMAT.md §10): a
+:class:`~recstream.signer.Signer`, or a callable returning one at each ``start``
+(a keystore node identity: :class:`recstream.keysource.NodeSignerResolver`, so a
+new identity is picked up as certificates are).  If the callable fails (the
+identity was removed, its certificate expired) the call is still recorded,
+unsigned, rather than lost: it is logged, counted in :attr:`RecordingHook.unsigned`,
+and a playback policy that requires signatures will refuse it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +35,14 @@ from recstream.durable import atomic_output, write_all
 from recstream.envelope import Recipient, new_metadata
 from recstream.errors import PipelineError, RecstreamError
 from recstream.format import Buffer, MediaKind, Metadata
+from recstream.signer import Signer
 
-__all__ = ["RecipientResolver", "RecordingHook"]
+__all__ = ["RecipientResolver", "RecordingHook", "SignerResolver"]
+
+_log = logging.getLogger(__name__)
 
 RecipientResolver = Callable[[str, MediaKind], Sequence[Recipient]]
+SignerResolver = Callable[[], Signer]
 ErrorCallback = Callable[[str, MediaKind, BaseException], None]
 
 DEFAULT_MEDIA_TYPES = {MediaKind.VOICE: "audio/basic", MediaKind.SCREEN: "video/webm"}
@@ -54,6 +67,8 @@ class RecordingHook:
         flush_interval: seconds a complete segment may wait in memory.
         sync: fdatasync each batch (survives power loss, not only crashes).
         on_error: called with (call_id, kind, exception) when a recording fails.
+        signer: sign every recording with this signer, or the one this callable
+            returns at each start (see the module doc).
     """
 
     def __init__(
@@ -65,8 +80,11 @@ class RecordingHook:
         sync: bool = True,
         on_error: ErrorCallback | None = None,
         contact_center: str | None = None,
+        signer: Signer | SignerResolver | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self._signer = signer
+        self.unsigned = 0  # recordings made unsigned because the signer failed
         self._layout = (
             ArchiveLayout(str(self.directory), contact_center) if contact_center else None
         )
@@ -126,12 +144,24 @@ class RecordingHook:
                     created_ms=(created_ms or {}).get(kind),
                 )
                 path = await self._path_for(call_id, metadata)
-                writer = await RecordingWriter.open(path, recipients, metadata, self.flusher)
+                writer = await RecordingWriter.open(
+                    path, recipients, metadata, self.flusher, signer=self._signer_now(call_id)
+                )
                 call.writers[kind] = writer
                 if self._calls.get(call_id) is call:  # not stopped while it opened
                     self._live[kind][call_id] = writer
             except (OSError, RecstreamError, ValueError) as exc:
                 self._report(call_id, kind, exc)
+
+    def _signer_now(self, call_id: str) -> Signer | None:
+        if self._signer is None or isinstance(self._signer, Signer):
+            return self._signer
+        try:
+            return self._signer()
+        except (RecstreamError, OSError) as exc:
+            self.unsigned += 1
+            _log.warning("call %s is recorded UNSIGNED: no usable signer: %s", call_id, exc)
+            return None
 
     async def _path_for(self, call_id: str, metadata: Metadata) -> Path:
         if self._layout is None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from recstream.envelope import KeyRing, Recipient
     from recstream.format import MediaKind
     from recstream.keystore.model import Keystore
+    from recstream.signer import Signer
 
 # The keystore package is imported only by a command that opens one: `encrypt
 # --cert` and `decrypt --key` never pay for it (start-up is part of every CLI figure).
@@ -31,6 +32,7 @@ __all__ = [
     "add_keystore_options",
     "decryption_keys",
     "keystore_recipient",
+    "keystore_signer",
     "load_identities",
     "open_keystore",
     "prompt_password",
@@ -124,6 +126,26 @@ def keystore_recipient(
     for w in warnings:
         eprint(f"recstream: warning: {tenant}/{kind.name.lower()} certificate in {path}: {w}")
     return recipient
+
+
+def keystore_signer(path_option: str | None, password_file: str | None, node: str) -> Signer:
+    """A recording node's active signing identity in the keystore, as a signer.
+
+    Raises:
+        UsageError: ``node`` is not a node name.
+        KeystoreEntryError: the node has no active identity; and the keystore's errors.
+        CertificateError: its certificate may not sign now.
+    """
+    from recstream.keysource import node_signer
+    from recstream.keystore.nodes import check_node_name
+
+    try:
+        check_node_name(node)
+    except ValueError as exc:
+        msg = f"--sign-node: {exc}"
+        raise UsageError(msg) from None
+    ks, _ = open_keystore(path_option, password_file)
+    return node_signer(ks, node)
 
 
 def load_identities(paths: Sequence[str], password_file: str | None) -> KeyRing:

@@ -1,11 +1,12 @@
 """``recstream keystore ...``.
 
 ``init``, ``import``, ``list``, ``rotate``, ``export``, ``check``, ``backup``,
-``restore`` and ``verify-backup``.  This module parses options, reads and writes
-files and prints; the work is in :mod:`recstream.keystore`.  Every command takes
-``--keystore PATH`` (else ``$RECSTREAM_KEYSTORE``, else the default) and
-``--password-file F`` (else ``$RECSTREAM_KEYSTORE_PASSWORD``, else a prompt on a
-terminal).  Outputs are never overwritten without ``--force``; a keystore is
+``restore``, ``verify-backup`` and ``node`` (signing identities: cli/_keystore_nodes.py).
+This module parses options, reads and writes files and prints; the work is in
+:mod:`recstream.keystore`.  Every command takes ``--keystore PATH`` (else
+``$RECSTREAM_KEYSTORE``, else the default) and ``--password-file F`` (else
+``$RECSTREAM_KEYSTORE_PASSWORD``, else a prompt on a terminal).  Outputs are never
+overwritten without ``--force``; a keystore is
 never overwritten by ``init`` at all.
 """
 
@@ -30,6 +31,7 @@ from recstream.cli._keystore_access import (
     prompt_password,
     read_keystore_password,
 )
+from recstream.cli._keystore_nodes import register_nodes
 from recstream.cli._util import alias, file_arg, read_input_file, read_password_file
 from recstream.errors import CertificateError
 from recstream.keystore import DEFAULT_KDF, FileKind, store
@@ -60,6 +62,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         add(cmds)
     for add in (_reg_backup, _reg_restore, _reg_verify_backup):
         add(cmds)
+    register_nodes(cmds)
 
 
 def _parser(
@@ -370,11 +373,16 @@ def cmd_backup(args: argparse.Namespace) -> int:
     ks = store.load(path, password)
     backup_mod.write_backup(ks, password, out, source=str(path.resolve()), now=utcnow())
     eprint(
-        f"recstream: backed up {len(ks.entries)} certificate(s) with their keys from {path} "
+        f"recstream: backed up {len(ks.entries)} certificate(s) with their keys"
+        f"{_and_nodes(len(ks.nodes))} from {path} "
         f"to {out} (verified; it opens with the keystore password). Keep it, and the "
         "password, offsite."
     )
     return 0
+
+
+def _and_nodes(count: int) -> str:
+    return f" and {count} node signing identit{'y' if count == 1 else 'ies'}" if count else ""
 
 
 def _reg_restore(cmds: argparse._SubParsersAction[Any]) -> None:
@@ -396,7 +404,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     info = backup_mod.restore(Path(args.backup), path, password, force=args.force)
     eprint(
         f"recstream: restored {info.certificates} certificate(s) of {len(info.tenants)} "
-        f"tenant(s) from {args.backup} (backup of {info.source}, made "
+        f"tenant(s){_and_nodes(info.signing_identities)} from {args.backup} "
+        f"(backup of {info.source}, made "
         f"{fmt_time(info.created)}) into {path}"
     )
     if info.replaced is not None:
@@ -417,7 +426,8 @@ def cmd_verify_backup(args: argparse.Namespace) -> int:
     _, info = backup_mod.read_backup(data, password, f"backup {backup}")
     print(
         f"{backup}: OK: backup of {info.source} made {fmt_time(info.created)}; "
-        f"{info.certificates} certificate(s) of {len(info.tenants)} tenant(s), every "
+        f"{info.certificates} certificate(s) of {len(info.tenants)} tenant(s)"
+        f"{_and_nodes(info.signing_identities)}, every "
         "private key matches its certificate and unwraps for it"
     )
     return 0

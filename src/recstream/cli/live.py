@@ -18,7 +18,11 @@ from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL, Flusher
 from recstream.aio.run import run
 from recstream.aio.writer import INCOMPLETE_SUFFIX, RecordingWriter
 from recstream.cli import EXIT_PARTIAL, UsageError, eprint
-from recstream.cli._keystore_access import add_keystore_options, decryption_keys
+from recstream.cli._keystore_access import (
+    add_keystore_options,
+    decryption_keys,
+    keystore_signer,
+)
 from recstream.cli._recording import (
     add_metadata_options,
     add_recipient_options,
@@ -64,6 +68,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--media-type", metavar="TYPE", help="MIME type (default: audio/basic)")
     add_metadata_options(p)
     add_signing_options(p)
+    p.add_argument(
+        "--sign-node",
+        metavar="NODE",
+        help="sign as this recording node: its active signing identity in the keystore "
+        "(--keystore, --password-file; see 'recstream keystore node'), instead of "
+        "--sign-key/--sign-cert",
+    )
     p.add_argument(
         "output",
         metavar="OUT",
@@ -114,7 +125,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     eprint(
         f"recstream: recording into {out}{INCOMPLETE_SUFFIX} until end of input, Ctrl-C or SIGTERM"
     )
+    if args.sign_node is not None and (args.sign_key or args.sign_cert):
+        msg = "give --sign-node or --sign-key/--sign-cert, not both"
+        raise UsageError(msg)
     signer = signer_from_args(args)  # before recording: a bad key fails now, not at the end
+    if args.sign_node is not None:
+        signer = keystore_signer(args.keystore, args.password_file, args.sign_node)
     metadata, recipients = recording_from_args(args, STDIO, "audio/basic")
     with naming_output(str(out)):
         writer = run(_record(out, recipients, metadata, args.flush_interval, stop, signer))

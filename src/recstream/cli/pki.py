@@ -21,10 +21,16 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream.cli import EXIT_CODES_HELP, UsageError, eprint
 from recstream.cli._util import STDIO, alias, file_arg, read_input_file, read_password_file
-from recstream.errors import CertificateRequestError, KeyLoadError, SubjectFieldsError
+from recstream.errors import (
+    CertificateRequestError,
+    KeyLoadError,
+    KeyPolicyError,
+    SubjectFieldsError,
+)
 from recstream.pki.bundle import build_bundle
 from recstream.pki.ca import (
     MAX_DAYS,
@@ -45,6 +51,16 @@ from recstream.pki.csr import (
 from recstream.pki.dates import fmt_time, utcnow
 from recstream.pki.dn import SubjectFields, ca_subject
 from recstream.pki.show import describe
+from recstream.pki.signing import (
+    DEFAULT_SIGNING_KEY_TYPE,
+    SIGNING_KEY_TYPES,
+    build_signing_csr,
+    describe_key_type,
+    generate_signing_key,
+    sign_signing_certificate,
+    signing_key_pem,
+    validate_signing_certificate,
+)
 from recstream.pki.verify import validate_recording_certificate
 
 DEFAULT_CA_DAYS = 3650
@@ -100,7 +116,6 @@ def _add_key_options(p: argparse.ArgumentParser, what: str) -> None:
         "--key-size",
         type=int,
         choices=KEY_SIZES,
-        default=DEFAULT_KEY_SIZE,
         metavar="BITS",
         help=f"RSA key size: {', '.join(map(str, KEY_SIZES))} (default {DEFAULT_KEY_SIZE})",
     )
@@ -268,7 +283,7 @@ def _cmd_ca(args: argparse.Namespace) -> int:
             args.issuer_cert, args.issuer_key, args.issuer_password_file, "--issuer-password-file"
         )
     now = utcnow()
-    key = generate_private_key(args.key_size)
+    key = generate_private_key(args.key_size or DEFAULT_KEY_SIZE)
     if issuer is None:
         cert = create_root_ca(key, subject, days=args.days or DEFAULT_CA_DAYS, now=now)
     else:
@@ -295,10 +310,19 @@ def _register_csr(cmds: argparse._SubParsersAction[Any]) -> None:
         usage="recstream pki csr --cn NAME --org NAME --ou NAME --locality CITY --state NAME\n"
         "                     --country CC --out-key FILE --out-csr FILE\n"
         "                     (--out-key-password-file FILE | --no-encrypt) [options]",
-        help="create a recording key and a certificate signing request (all DN fields)",
+        help="create a recording (or signing) key and a certificate signing request",
         description="Create a recording private key and a certificate signing request, "
         "like 'openssl req -newkey rsa:N -keyout private_key.pem -out cert.req'. Every "
-        "DN field is required: recording certificates carry the full distinguished name.",
+        "DN field is required: recording certificates carry the full distinguished name. "
+        "With --profile signing: a recording node's signing key (ECDSA P-256, or "
+        "--key-type ed25519) and a request for key usage digitalSignature; only --cn "
+        "(the node's name) is required.",
+    )
+    _add_profile(p)
+    p.add_argument(
+        "--key-type",
+        choices=SIGNING_KEY_TYPES,
+        help=f"signing key type with --profile signing (default {DEFAULT_SIGNING_KEY_TYPE})",
     )
     p.add_argument(
         "--cn", metavar="NAME", help="common name: the recording solution's name (required)"
@@ -320,6 +344,11 @@ def _register_csr(cmds: argparse._SubParsersAction[Any]) -> None:
 
 
 def _cmd_csr(args: argparse.Namespace) -> int:
+    if args.profile == "signing":
+        return _cmd_signing_csr(args)
+    if args.key_type is not None:
+        msg = "--key-type is for --profile signing; recording keys are RSA (see --key-size)"
+        raise UsageError(msg)
     try:
         subject = SubjectFields.parse(
             common_name=args.cn,
@@ -333,13 +362,50 @@ def _cmd_csr(args: argparse.Namespace) -> int:
         raise _dn_usage_error(exc) from exc
     password = _new_key_password(args, "private key")
     _check_outputs(args.force, args.out_key, args.out_csr)
-    key = generate_private_key(args.key_size)
+    key_size = args.key_size or DEFAULT_KEY_SIZE
+    key = generate_private_key(key_size)
     csr = build_csr(key, subject)
     _write(args.out_key, private_key_pem(key, password), force=args.force, private=True)
     _write(args.out_csr, _pem(csr), force=args.force)
-    print(f"wrote private key {args.out_key} ({_key_note(password)}, RSA {args.key_size})")
+    print(f"wrote private key {args.out_key} ({_key_note(password)}, RSA {key_size})")
     print(f"wrote request {args.out_csr} for {name_str(csr.subject)}")
     print("keep the private key safe and backed up: recordings encrypted for it need it")
+    return 0
+
+
+def _add_profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile",
+        choices=("recording", "signing"),
+        default="recording",
+        help="recording: an RSA key that recordings are encrypted for (the default); "
+        "signing: a recording node's key that signs what it records",
+    )
+
+
+def _cmd_signing_csr(args: argparse.Namespace) -> int:
+    if args.key_size is not None:
+        msg = "--key-size is for RSA recording keys; with --profile signing use --key-type"
+        raise UsageError(msg)
+    for option in ("locality", "state"):
+        if getattr(args, option) is not None:
+            msg = f"--{option} is not part of a signing certificate's subject (CN, O, OU, C)"
+            raise UsageError(msg)
+    try:
+        subject = ca_subject(
+            args.cn, organization=args.org, organizational_unit=args.ou, country=args.country
+        )
+    except CertificateRequestError as exc:
+        raise _dn_usage_error(exc) from exc
+    password = _new_key_password(args, "signing key")
+    _check_outputs(args.force, args.out_key, args.out_csr)
+    key = generate_signing_key(args.key_type or DEFAULT_SIGNING_KEY_TYPE)
+    csr = build_signing_csr(key, subject)
+    _write(args.out_key, signing_key_pem(key, password), force=args.force, private=True)
+    _write(args.out_csr, _pem(csr), force=args.force)
+    print(f"wrote signing key {args.out_key} ({_key_note(password)}, {describe_key_type(key)})")
+    print(f"wrote signing request {args.out_csr} for {name_str(csr.subject)}")
+    print("sign it with: recstream pki sign --profile signing --csr " + args.out_csr + " ...")
     return 0
 
 
@@ -349,10 +415,14 @@ def _cmd_csr(args: argparse.Namespace) -> int:
 def _register_sign(cmds: argparse._SubParsersAction[Any]) -> None:
     p = cmds.add_parser(
         "sign",
-        help="issue a recording certificate for a CSR with a CA",
+        help="issue a recording (or signing) certificate for a CSR with a CA",
         description="Issue a recording certificate (not a CA; key usage keyEncipherment; "
-        "key identifiers; random serial) for a CSR whose DN is complete.",
+        "key identifiers; random serial) for a CSR whose DN is complete. With --profile "
+        "signing: a signing certificate for a recording node's ECDSA P-256 or Ed25519 "
+        "key (not a CA; key usage digitalSignature, critical; extended key usage "
+        "documentSigning).",
     )
+    _add_profile(p)
     p.add_argument("--ca-cert", required=True, metavar="FILE", help="the CA's certificate")
     p.add_argument("--ca-key", required=True, metavar="FILE", help="the CA's private key")
     p.add_argument("--ca-password-file", metavar="FILE", help="password of the CA's key")
@@ -369,13 +439,19 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     _check_outputs(args.force, args.out)
     csr = load_csr(read_input_file(args.csr, "request"))
     ca = _load_ca(args.ca_cert, args.ca_key, args.ca_password_file, "--ca-password-file")
-    cert = sign_recording_certificate(csr, ca, days=args.days, now=utcnow())
+    what = "signing certificate" if args.profile == "signing" else "recording certificate"
+    if args.profile == "signing":
+        cert = sign_signing_certificate(csr, ca, days=args.days, now=utcnow())
+    else:
+        try:
+            cert = sign_recording_certificate(csr, ca, days=args.days, now=utcnow())
+        except KeyPolicyError as exc:
+            if isinstance(csr.public_key(), rsa.RSAPublicKey):
+                raise
+            msg = f"{exc} (for a signing certificate, use --profile signing)"
+            raise KeyPolicyError(msg) from exc
     report = _write_public(args.out, _pem(cert), force=args.force)
-    report(
-        f"wrote recording certificate {args.out}"
-        if args.out != STDIO
-        else "wrote the recording certificate to stdout"
-    )
+    report(f"wrote {what} {args.out}" if args.out != STDIO else f"wrote the {what} to stdout")
     report(f"  subject         {name_str(cert.subject)}")
     report(f"  issuer          {name_str(cert.issuer)}")
     report(f"  certificate ID  {certificate_id(cert)}")
@@ -442,12 +518,14 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 def _register_verify(cmds: argparse._SubParsersAction[Any]) -> None:
     p = cmds.add_parser(
         "verify",
-        help="check a recording certificate against a CA file",
+        help="check a recording (or signing) certificate against a CA file",
         description="Check a recording certificate as the media server will: X.509 v3, "
         "RSA of 2048 bits or more, within its validity period (warning within 30 days "
         "of expiry), a valid chain to a root in the CA file, key usage allowing key "
-        "encipherment.",
+        "encipherment. With --profile signing: a signing certificate (ECDSA P-256 or "
+        "Ed25519, key usage digitalSignature, not a CA), valid now.",
     )
+    _add_profile(p)
     p.add_argument("--ca-file", required=True, metavar="FILE", help="the CA file (bundle)")
     p.add_argument(
         "cert", metavar="CERT", help="the recording certificate (PEM or DER), or '-' for stdin"
@@ -458,10 +536,13 @@ def _register_verify(cmds: argparse._SubParsersAction[Any]) -> None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     cert = load_certificate(read_input_file(args.cert, "certificate"))
     ca_data = read_input_file(args.ca_file, "CA file")
-    result = validate_recording_certificate(cert, ca_data, now=utcnow())
+    if args.profile == "signing":
+        result = validate_signing_certificate(cert, ca_data, at=utcnow())
+    else:
+        result = validate_recording_certificate(cert, ca_data, now=utcnow())
     for warning in result.warnings:
         eprint(f"recstream: warning: {warning}")
-    print(f"OK: {args.cert} is a valid recording certificate")
+    print(f"OK: {args.cert} is a valid {args.profile} certificate")
     print(f"  subject         {name_str(cert.subject)}")
     print(f"  certificate ID  {certificate_id(cert)}")
     print(f"  valid until     {fmt_time(cert.not_valid_after_utc)}")

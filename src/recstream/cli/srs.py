@@ -75,7 +75,9 @@ async def _serve(args: argparse.Namespace, config: Any) -> int:
             server.recording_error(call_id, kind, exc)
 
     # Opens the keystore now: a wrong password or a damaged file stops the start.
-    hook = await open_hook(config.recordings, config.keystore, on_error=on_error)
+    hook = await open_hook(
+        config.recordings, config.keystore, on_error=on_error, signing=config.signing
+    )
     if args.check:
         _emit({"event": "config_ok"})
         return 0

@@ -66,7 +66,7 @@ async def _serve(args: argparse.Namespace, config: Any) -> int:
         port=config.server.port if args.listen_port is None else args.listen_port,
         max_streams=max(1, config.server.max_streams // n),  # each process takes its share
     )
-    hook = await open_hook(config.recordings, config.keystore)
+    hook = await open_hook(config.recordings, config.keystore, signing=config.signing)
     audit = AuditLog(config.audit.log)
     children: list[subprocess.Popen[bytes]] = []
     try:

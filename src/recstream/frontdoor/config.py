@@ -7,7 +7,11 @@ for media streams) and these common ones, read here once for both:
   component), ``flush_interval`` (seconds a sealed segment may wait in memory);
 * ``[keystore]`` ``path``, exactly one of ``password_file`` / ``password_env``,
   optional ``ca_file`` (validate each tenant's active certificate);
-* ``[audit]`` ``log``: one JSON line per accepted or refused connection.
+* ``[audit]`` ``log``: one JSON line per accepted or refused connection;
+* ``[signing]`` (optional; issue 16): sign every recording, either as a keystore
+  node identity (``node = "recorder-01"``, opened with the ``[keystore]``
+  password; see ``recstream keystore node``) or with ``key_file`` and
+  ``cert_file`` (and ``key_password_file`` when the key file is encrypted).
 
 :class:`ConfigReader` collects problems instead of stopping at the first, so a
 wrong file is refused with all of them named; relative paths are relative to
@@ -34,6 +38,7 @@ __all__ = [
     "ConfigReader",
     "KeystoreConfig",
     "RecordingsConfig",
+    "SigningConfig",
     "is_loopback_host",
     "load_toml",
     "parse_listen",
@@ -51,6 +56,12 @@ COMMON_SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
         "ca_file": (str,),
     },
     "audit": {"log": (str,)},
+    "signing": {
+        "node": (str,),
+        "key_file": (str,),
+        "cert_file": (str,),
+        "key_password_file": (str,),
+    },
 }
 MAX_FLUSH_INTERVAL: Final = 60.0  # a sealed segment waiting longer is a crash's loss
 _IDENTIFIER: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -71,6 +82,16 @@ class KeystoreConfig:
     password_file: Path | None = None
     password_env: str | None = None
     ca_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SigningConfig:
+    """``[signing]``: a keystore node identity, or a key file and a certificate file."""
+
+    node: str | None = None
+    key_file: Path | None = None
+    cert_file: Path | None = None
+    key_password_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +175,35 @@ class ConfigReader(tomlconfig.ConfigReader):
             self.problem("[keystore] give exactly one of password_file and password_env")
         ca = self.path("keystore", "ca_file", must="file")
         return KeystoreConfig(path, pw_file, pw_env, ca) if path is not None else None
+
+    def signing(self) -> SigningConfig | None:
+        """``[signing]``, or None when the section is absent (recordings are unsigned)."""
+        if "signing" not in self.data:
+            return None
+        node = self.get("signing", "node")
+        key = self.path("signing", "key_file", must="file")
+        cert = self.path("signing", "cert_file", must="file")
+        password = self.path("signing", "key_password_file", must="file")
+        files = (
+            self.get("signing", "key_file") is not None
+            or self.get("signing", "cert_file") is not None
+        )
+        if (node is not None) == files:
+            self.problem(
+                "[signing] give either node (a keystore node identity) or key_file with "
+                "cert_file, not both"
+                if node is not None
+                else "[signing] give node (a keystore node identity) or key_file and cert_file"
+            )
+        elif files and (self.get("signing", "key_file") is None) != (
+            self.get("signing", "cert_file") is None
+        ):
+            self.problem("[signing] key_file and cert_file go together")
+        if password is not None and not files:
+            self.problem("[signing] key_password_file is for key_file")
+        if node is not None and not _IDENTIFIER.fullmatch(node):
+            self.problem("[signing] node must be 1-64 letters, digits and ._-")
+        return SigningConfig(node, key, cert, password)
 
     def audit(self, *, required: bool = True) -> AuditConfig | None:
         log = self.path("audit", "log", must="parent")

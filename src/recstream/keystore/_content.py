@@ -29,11 +29,21 @@ from recstream.keystore.model import (
     check_tenant,
     parse_kind,
 )
+from recstream.keystore.nodes import MAX_NODES, NodeIdentity, NodeState, check_node_name
 from recstream.pki.certs import certificate_id, check_recording_key, public_key_id
+from recstream.pki.signing import check_signing_certificate
 
 __all__ = ["CONTENT_VERSION", "decode", "encode", "iso_time", "parse_time"]
 
 CONTENT_VERSION: Final = 1
+# Version 2 adds "nodes" (signing identities, issue 16).  A keystore without node
+# identities is still written as version 1, so older recstream keeps reading it;
+# one with them is version 2, which older readers refuse instead of silently
+# dropping the field on their next update.
+NODES_CONTENT_VERSION: Final = 2
+_NODE_FIELDS: Final = frozenset(
+    {"node", "state", "added", "retired", "certificate", "key_nonce", "key"}
+)
 _ENTRY_FIELDS: Final = frozenset(
     {
         "tenant",
@@ -47,7 +57,7 @@ _ENTRY_FIELDS: Final = frozenset(
         "key",
     }
 )
-_TOP_FIELDS: Final = ("content", "version", "created", "entries")
+_TOP_FIELDS: Final = ("content", "version", "created", "entries", "nodes")
 
 
 def encode(ks: Keystore, extra: dict[str, Any] | None = None) -> bytes:
@@ -58,6 +68,9 @@ def encode(ks: Keystore, extra: dict[str, Any] | None = None) -> bytes:
         "created": iso_time(ks.created),
         "entries": [_entry_json(e) for e in ks.entries],
     }
+    if len(ks.nodes):
+        doc["version"] = NODES_CONTENT_VERSION
+        doc["nodes"] = [_node_json(i) for i in ks.nodes.identities]
     if extra:
         doc.update(extra)
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -74,19 +87,22 @@ def decode(data: bytes, unlocked: Unlocked, what: str) -> tuple[Keystore, dict[s
         doc = json.loads(data)
         if not isinstance(doc, dict) or doc.get("content") != "recstream keystore":
             _bad("not keystore content")
-        if doc.get("version") != CONTENT_VERSION:
-            _bad(f"content version {doc.get('version')!r} is not supported")
+        version = doc.get("version")
+        if version not in (CONTENT_VERSION, NODES_CONTENT_VERSION) or isinstance(version, bool):
+            _bad(f"content version {version!r} is not supported")
         created = parse_time(doc.get("created"))
         raw_entries = doc.get("entries")
         if not isinstance(raw_entries, list) or len(raw_entries) > MAX_ENTRIES:
             _bad(f"entries is not a list of at most {MAX_ENTRIES}")
         entries = [_entry_from_json(item) for item in raw_entries]
+        nodes = _nodes_from_json(doc, version)
     except (ValueError, TypeError, KeyError, binascii.Error) as exc:
         msg = f"{what} content is malformed: {exc}"
         raise KeystoreFormatError(msg) from exc
     _check_invariants(entries, what)
+    _check_node_invariants(nodes, what)
     extra = {k: v for k, v in doc.items() if k not in _TOP_FIELDS}
-    return Keystore(unlocked, entries, created=created), extra
+    return Keystore(unlocked, entries, created=created, nodes=nodes), extra
 
 
 def iso_time(when: datetime) -> str:
@@ -155,6 +171,71 @@ def _entry_from_json(item: object) -> Entry:
         key_nonce=nonce,
         key_blob=blob,
     )
+
+
+def _node_json(i: NodeIdentity) -> dict[str, Any]:
+    return {
+        "node": i.node,
+        "state": i.state.value,
+        "added": iso_time(i.added),
+        "retired": iso_time(i.retired) if i.retired else None,
+        "certificate": _b64(i.certificate.public_bytes(serialization.Encoding.DER)),
+        "key_nonce": _b64(i.key_nonce),
+        "key": _b64(i.key_blob),
+    }
+
+
+def _nodes_from_json(doc: dict[str, Any], version: int) -> list[NodeIdentity]:
+    if version == CONTENT_VERSION:
+        if "nodes" in doc:
+            _bad("nodes is not allowed in content version 1")
+        return []
+    raw = doc.get("nodes")
+    if not isinstance(raw, list) or not 0 < len(raw) <= MAX_NODES:
+        msg = f"nodes is not a list of 1 to {MAX_NODES}"
+        raise ValueError(msg)
+    return [_node_from_json(item) for item in raw]
+
+
+def _node_from_json(item: object) -> NodeIdentity:
+    if not isinstance(item, dict) or set(item) != _NODE_FIELDS:
+        msg = f"a node identity has fields {sorted(item) if isinstance(item, dict) else item!r}"
+        raise ValueError(msg)
+    node = item["node"]
+    if not isinstance(node, str):
+        msg = "node is not text"
+        raise ValueError(msg)
+    cert = x509.load_der_x509_certificate(_unb64(item["certificate"]))
+    check_signing_certificate(cert)
+    nonce, blob = _unb64(item["key_nonce"]), _unb64(item["key"])
+    if len(nonce) != NONCE_BYTES or len(blob) < 17:
+        msg = "a signing key field has the wrong size"
+        raise ValueError(msg)
+    return NodeIdentity(
+        node=check_node_name(node),
+        certificate=cert,
+        cert_id=certificate_id(cert),
+        state=NodeState(item["state"]),
+        added=parse_time(item["added"]),
+        retired=None if item["retired"] is None else parse_time(item["retired"]),
+        key_nonce=nonce,
+        key_blob=blob,
+    )
+
+
+def _check_node_invariants(nodes: list[NodeIdentity], what: str) -> None:
+    seen: set[str] = set()
+    active: set[str] = set()
+    for i in nodes:
+        if i.cert_id in seen:
+            msg = f"{what} lists {i.label()} twice"
+            raise KeystoreFormatError(msg)
+        seen.add(i.cert_id)
+        if i.state is NodeState.ACTIVE:
+            if i.node in active:
+                msg = f"{what} has two active signing identities for node {i.node}"
+                raise KeystoreFormatError(msg)
+            active.add(i.node)
 
 
 def _check_invariants(entries: list[Entry], what: str) -> None:

@@ -11,6 +11,7 @@ touches the keystore, and replaces it atomically.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ class BackupInfo:
     certificates: int
     tenants: tuple[str, ...]
     replaced: Path | None = None  # where restore --force kept the keystore it replaced
+    signing_identities: int = 0  # recording nodes' signing identities (keystore/nodes.py)
 
 
 def make_backup(ks: Keystore, password: bytes, *, source: str, now: datetime) -> bytes:
@@ -74,6 +76,7 @@ def read_backup(
     ks, extra = open_bytes(data, password, kind=FileKind.BACKUP, what=what, cached=cached)
     info = _info(extra, ks, what)
     problems = [f"{e.label()}: {p}" for e in ks.entries if (p := ks.key_problem(e)) is not None]
+    problems += [f"{i.label()}: {p}" for i in ks.nodes.identities if (p := ks.nodes.key_problem(i))]
     if problems:
         msg = f"{what} holds unusable keys:\n  " + "\n  ".join(problems)
         raise KeystoreError(msg)
@@ -105,7 +108,7 @@ def restore(
     replaced: Path | None = None
     with locked(keystore):
         ks, info = read_backup(read_file(backup, FileKind.BACKUP), password, f"backup {backup}")
-        restored = Keystore(ks.unlocked, ks.entries, created=ks.created)
+        restored = Keystore(ks.unlocked, ks.entries, created=ks.created, nodes=ks.nodes.identities)
         if keystore.exists():
             if not force:
                 msg = (
@@ -117,7 +120,7 @@ def restore(
             kept = keystore.with_name(f"{keystore.name}.replaced-{stamp}")
             replaced = durable.create_unique(kept, read_file(keystore))
         save(restored, keystore)
-    return BackupInfo(info.created, info.source, info.certificates, info.tenants, replaced)
+    return dataclasses.replace(info, replaced=replaced)
 
 
 def _info(extra: dict[str, Any], ks: Keystore, what: str) -> BackupInfo:
@@ -130,4 +133,10 @@ def _info(extra: dict[str, Any], ks: Keystore, what: str) -> BackupInfo:
     except ValueError as exc:
         msg = f"{what} content is malformed: {exc}"
         raise KeystoreFormatError(msg) from exc
-    return BackupInfo(created, record["source"], len(ks.entries), tuple(ks.tenants()))
+    return BackupInfo(
+        created,
+        record["source"],
+        len(ks.entries),
+        tuple(ks.tenants()),
+        signing_identities=len(ks.nodes),
+    )

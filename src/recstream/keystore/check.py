@@ -11,6 +11,9 @@ active-not-valid    the active certificate is not valid yet
 active-expiring     the active certificate expires within 30 days
 active-refused      the active certificate fails the CA file (``--ca-file``)
 key-mismatch        a private key does not match or unwrap for its certificate
+node-expired        a node's active signing certificate has expired (it cannot sign)
+node-expiring       a node's active signing certificate expires within 30 days
+node-key-mismatch   a node's signing key does not open or match its certificate
 ==================  =========================================================
 """
 
@@ -46,7 +49,32 @@ def check_keystore(ks: Keystore, *, now: datetime, ca_bundle: bytes | None = Non
         problem = ks.key_problem(entry)
         if problem is not None:
             findings.append(_finding("key-mismatch", entry, f"{entry.label()}: {problem}"))
-    return findings
+    return findings + _node_findings(ks, now)
+
+
+def _node_findings(ks: Keystore, now: datetime) -> list[Finding]:
+    """Signing identities (issue 16); ``tenant`` is empty and ``kind`` is ``signing``."""
+    out = []
+    for node in ks.nodes.names():
+        active = ks.nodes.active(node)
+        if active is None:
+            continue
+        not_after = active.certificate.not_valid_after_utc
+        left = (not_after - now).days
+        if now > not_after:
+            code, text = "node-expired", f"expired on {fmt_time(not_after)}; it cannot sign"
+        elif left < EXPIRY_WARNING_DAYS:
+            code, text = "node-expiring", f"expires in {left} days, on {fmt_time(not_after)}"
+        else:
+            continue
+        message = f"the active {active.label()} {text}: add its successor"
+        out.append(Finding(code, "", "signing", active.cert_id, message))
+    for identity in ks.nodes.identities:
+        problem = ks.nodes.key_problem(identity)
+        if problem is not None:
+            message = f"{identity.label()}: {problem}"
+            out.append(Finding("node-key-mismatch", "", "signing", identity.cert_id, message))
+    return out
 
 
 def _tenant_findings(

@@ -38,6 +38,7 @@ from recstream.errors import (
 )
 from recstream.format import MediaKind, Metadata, RecipientStanza
 from recstream.keystore._container import NONCE_BYTES, Unlocked
+from recstream.keystore.nodes import NodeIdentity, Nodes
 from recstream.pki.certs import (
     certificate_id,
     check_recording_key,
@@ -140,11 +141,18 @@ class Keystore:
     """Certificates and encrypted private keys of every tenant (see module doc)."""
 
     def __init__(
-        self, unlocked: Unlocked, entries: Iterable[Entry] = (), *, created: datetime
+        self,
+        unlocked: Unlocked,
+        entries: Iterable[Entry] = (),
+        *,
+        created: datetime,
+        nodes: Iterable[NodeIdentity] = (),
     ) -> None:
         self.unlocked = unlocked
         self.created = created
         self._entries: list[Entry] = list(entries)
+        # the recording nodes' signing identities (issue 16; keystore/nodes.py)
+        self.nodes = Nodes(unlocked, list(nodes))
         self._keys: dict[str, rsa.RSAPrivateKey] = {}
         self._lock = threading.Lock()
 
@@ -379,7 +387,8 @@ class Keystore:
             nonce = os.urandom(NONCE_BYTES)
             blob = _crypto.aead_seal(unlocked.entry_key, nonce, der, _key_aad(e.cert_id))
             entries.append(replace(e, key_nonce=nonce, key_blob=blob))
-        return Keystore(unlocked, entries, created=self.created)
+        nodes = self.nodes.rekeyed(unlocked).identities
+        return Keystore(unlocked, entries, created=self.created, nodes=nodes)
 
     def _seal_key(self, key: rsa.RSAPrivateKey, cert_id: str) -> tuple[bytes, bytes]:
         der = key.private_bytes(

@@ -43,6 +43,7 @@ from recstream.service.listener import (
 )
 from recstream.service.metrics import CONTENT_TYPE, Metrics
 from recstream.service.ratelimit import FailureLimiter
+from recstream.service.signatures import verify_pending
 from recstream.service.store import SettingsStore
 from recstream.tomlconfig import server_tls_context
 
@@ -53,6 +54,9 @@ log = logging.getLogger("recstream.service")
 MAX_LINE_BYTES: Final = 8190  # request line and each header line (nginx's default is 8 KiB)
 MAX_HEADERS: Final = 64
 SHUTDOWN_GRACE: Final = 5.0
+# Signed recordings verified per index pass in the background: each is a read of the
+# whole file, so a large new archive is worked through over several passes.
+SIGNATURES_PER_PASS: Final = 32
 
 
 def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application:
@@ -116,12 +120,16 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
     assert index is not None
 
     async def keep_up() -> None:
+        pending = True  # signed recordings may await their background verification
         while True:
+            changed = 0
             try:
-                await asyncio.to_thread(index.refresh)
+                changed = await asyncio.to_thread(index.refresh)
             except Exception:  # a bad moment on disk must not stop the updates
                 log.exception("refreshing the recordings index failed")
             ctx.index_ready.set()
+            if ctx.config.policy.checks_any and (changed or pending):
+                pending = await asyncio.to_thread(_verify_signatures, ctx)
             await asyncio.sleep(ctx.config.rescan_interval)
 
     task = asyncio.create_task(keep_up())
@@ -130,6 +138,29 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def _verify_signatures(ctx: ServiceContext) -> bool:
+    """Verify new signed recordings in the background, a few per pass (issue 16).
+
+    Returns whether more may be waiting (this pass used its whole budget).
+    """
+    index, archive = ctx.index, ctx.archive
+    assert index is not None and archive is not None
+    ctx.signatures.retain(index.names())
+    try:
+        done = verify_pending(
+            index.signed(),
+            ctx.signatures,
+            ctx.config.policy,
+            archive.open,
+            limit=SIGNATURES_PER_PASS,
+            stop=index.closed,
+        )
+    except Exception:  # the playback path verifies anyway; never stop the updates
+        log.exception("verifying recordings' signatures failed")
+        return False
+    return done >= SIGNATURES_PER_PASS
 
 
 async def _close(app: web.Application) -> None:

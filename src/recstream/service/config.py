@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from recstream.errors import BundleError
+from recstream.keystore.model import check_tenant
+from recstream.pki.bundle import extract_certificates
 from recstream.service.delegation import MIN_KEY_BYTES
 from recstream.service.errors import RequestError, ServiceConfigError
 from recstream.service.locations import (
@@ -22,6 +25,7 @@ from recstream.service.locations import (
     validate_contact_center,
     validate_location,
 )
+from recstream.service.signatures import SignaturePolicy, TenantPolicy
 from recstream.tomlconfig import ConfigReader, load_toml
 
 __all__ = [
@@ -88,6 +92,8 @@ _SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
         "identity": (str,),
         "identity_key_file": (str,),
     },
+    # [policy.TENANT] and [policy."*"] (every other tenant): issue 16's signature policy
+    "policy": {"require_signature": (bool,), "signer_ca": (str,)},
 }
 
 
@@ -164,6 +170,7 @@ class ServiceConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     proxy: ProxyConfig | None = None
     rescan_interval: float = DEFAULT_RESCAN_INTERVAL
+    policy: SignaturePolicy = field(default_factory=SignaturePolicy)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -194,9 +201,10 @@ def load_config(path: str | Path) -> ServiceConfig:
     """
     source, data = load_toml(path, error=ServiceConfigError)
     r = ConfigReader(source, data, _SCHEMA)
-    r.check_shape()
+    r.check_shape(tables=frozenset({"policy"}))
     server = _server(r)
     proxy = _proxy(r)
+    policy = _policy(r, "proxy" in r.data)
     keystore, root = _backend(r, "proxy" in r.data)
     audit = r.path("audit", "log", must="parent")
     r.require("audit", "log")
@@ -213,7 +221,61 @@ def load_config(path: str | Path) -> ServiceConfig:
         msg = f"{source}: the server will not start until this is fixed:\n{lines}"
         raise ServiceConfigError(msg)
     rescan = r.positive("recordings", "rescan_interval", DEFAULT_RESCAN_INTERVAL)
-    return ServiceConfig(source, server, audit, db, keystore, root, auth, proxy, rescan)
+    return ServiceConfig(source, server, audit, db, keystore, root, auth, proxy, rescan, policy)
+
+
+def _policy(r: ConfigReader, proxy: bool) -> SignaturePolicy:
+    """``[policy.TENANT]`` / ``[policy."*"]``: signer CA and whether signatures are required."""
+    table = r.data.get("policy")
+    if table is None:
+        return SignaturePolicy()
+    if proxy:
+        r.problem(
+            "[policy] is not allowed with [proxy]: signatures are checked by the RCS that "
+            "holds the recordings"
+        )
+        return SignaturePolicy()
+    if not isinstance(table, dict) or not table:
+        r.problem('[policy] must hold tables: [policy.TENANT] or [policy."*"] (every tenant)')
+        return SignaturePolicy()
+    rules: dict[str, TenantPolicy] = {}
+    for tenant, body in table.items():
+        section = f"policy.{tenant}" if tenant != "*" else 'policy."*"'
+        if not isinstance(body, dict):
+            r.problem(f"[policy] {tenant!r} must be a table: [{section}] with its keys")
+            continue
+        if tenant != "*":
+            try:
+                check_tenant(tenant)
+            except ValueError as exc:
+                r.problem(f"[{section}] {exc}")
+                continue
+        r.check_keys(section, body, _SCHEMA["policy"])
+        rule = _tenant_policy(r, section, body)
+        if rule is not None:
+            rules[tenant] = rule
+    default = rules.pop("*", TenantPolicy())
+    return SignaturePolicy(rules, default)
+
+
+def _tenant_policy(r: ConfigReader, section: str, body: dict[str, object]) -> TenantPolicy | None:
+    required = r.get("policy", "require_signature", body) or False
+    ca_path = r.path("policy", "signer_ca", must="file", body=body)
+    if required and r.get("policy", "signer_ca", body) is None:
+        r.problem(
+            f"[{section}] require_signature = true needs signer_ca: the CA file of the "
+            "recorders' signing certificates"
+        )
+        return None
+    if ca_path is None or not ca_path.is_file():
+        return TenantPolicy(require_signature=bool(required))
+    try:
+        data = ca_path.read_bytes()
+        extract_certificates(data, f"[{section}] signer_ca {ca_path}")
+    except (OSError, BundleError) as exc:
+        r.problem(f"[{section}] signer_ca: {getattr(exc, 'strerror', None) or exc}")
+        return None
+    return TenantPolicy(require_signature=bool(required), signer_ca=data)
 
 
 def _server(r: ConfigReader) -> ServerConfig | None:

@@ -27,6 +27,7 @@ from recstream.service.errors import (
 from recstream.service.http import client_address
 from recstream.service.index import HeaderIndex
 from recstream.service.metrics import Metrics
+from recstream.service.signatures import SignatureCache
 from recstream.service.store import Role, SettingsStore
 
 __all__ = ["AUDITED", "CONTEXT", "PRINCIPAL", "ServiceContext", "TracingKeyRing"]
@@ -43,6 +44,8 @@ class ServiceContext:
     archive: Archive | None = None
     index: HeaderIndex | None = None  # the archive's headers, for listings
     index_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # issue 16: verified signatures per file version (service/signatures.py)
+    signatures: SignatureCache = field(default_factory=SignatureCache)
 
     def client(self, request: web.Request) -> str:
         return client_address(request, self.config.server.trusted_proxies)

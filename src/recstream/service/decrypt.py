@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -40,9 +41,11 @@ from recstream.service.http import (
     status_for,
     write_with_timeout,
 )
-from recstream.service.index import DEFAULT_PAGE, MAX_PAGE, page_body
+from recstream.service.index import DEFAULT_PAGE, MAX_PAGE, Entry, page_body
 from recstream.service.ranges import parse_range
+from recstream.service.signatures import CheckedOnce
 from recstream.service.wavwrap import WAV_TYPE, wav_prefix
+from recstream.signing import VerifiedBody, require_valid
 
 __all__ = ["add_routes", "play_recording"]
 
@@ -96,7 +99,8 @@ class _Audit:
         m.decrypt_seconds.observe(elapsed, endpoint=self.endpoint)
         record = {**self.fields, **extra, "bytes": self.sent, "result": result}
         record["ms"] = round(elapsed * 1000, 1)
-        if result == "ok" or self.sent or "cert_id" in self.fields:
+        # a signature verdict is written whatever it is: a refused forgery is evidence
+        if result == "ok" or self.sent or "cert_id" in self.fields or "signature" in self.fields:
             self.ctx.audit.write(self.endpoint, **record)  # a decryption: always written
         else:  # refused before any key was used: anyone can cause these at will
             self.ctx.audit.write_limited(self.endpoint, f"client:{record['client']}", **record)
@@ -244,6 +248,7 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
     after = request.query.get("after") or None
     await ctx.index_ready.wait()
     page = ctx.index.page(who.user.tenants, limit, after)
+    signature = _signature_field(ctx)
     ctx.audit.write_limited(
         "list",
         f"user:{who.name}",
@@ -251,7 +256,29 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
         count=len(page.entries),
         after=after is not None,
     )
-    return web.Response(body=page_body(page), content_type="application/json", charset="utf-8")
+    return web.Response(
+        body=page_body(page, signature), content_type="application/json", charset="utf-8"
+    )
+
+
+_UNSIGNED: Final = b'{"status":"unsigned","signer":null,"cert_id":null}'
+
+
+def _signature_field(ctx: ServiceContext) -> Callable[[Entry], bytes]:
+    """Each listed recording's ``"signature"`` (service/signatures.py says what it means)."""
+    policy, cache = ctx.config.policy, ctx.signatures
+
+    def field_for(entry: Entry) -> bytes:
+        if not entry.signed:
+            return _UNSIGNED
+        rule = policy.for_tenant(entry.tenant)
+        if rule.signer_ca is not None:
+            found = cache.summary(entry.name, entry.stamp, rule.ca_digest)
+            if found is not None:
+                return found.json
+        return entry.claim
+
+    return field_for
 
 
 def _page_limit(text: str | None) -> int:
@@ -295,15 +322,19 @@ async def play_recording(
         try:
             header = await asyncio.to_thread(archive.header, fd)
             audit.header(header, who, hidden=name)
+            verified = await _signature_policy(ctx, fd, name, header, audit)
             keys = TracingKeyRing(keyring)
-            reader = await asyncio.to_thread(SegmentReader, FileSource(fd), keys)
+            reader = await asyncio.to_thread(SegmentReader, FileSource(fd), keys, verified=verified)
             # The decisive check: on the header the reader authenticated, not on the
             # (cached, unauthenticated) one above, which may be stale or raced.
             if reader.header.raw != header.raw:
                 audit.header(reader.header, who, hidden=name)
+                if reader.header.metadata.tenant != header.metadata.tenant:
+                    msg = "the recording changed while it was being opened; try again"
+                    raise TruncatedStreamError(0, msg)
             audit.fields["cert_id"] = keys.cert_id
             keys.check_tenant(reader.header.metadata.tenant)
-            resp = await _play(request, ctx, reader, audit, as_wav=as_wav)
+            resp = await _play(request, ctx, reader, audit, fd, as_wav=as_wav)
         finally:
             os.close(fd)
     except (RecstreamError, TimeoutError, ConnectionError) as exc:
@@ -314,11 +345,39 @@ async def play_recording(
     return resp
 
 
+async def _signature_policy(
+    ctx: ServiceContext, fd: int, name: str, header: Header, audit: _Audit
+) -> VerifiedBody | None:
+    """Apply the tenant's ``[policy]`` (issue 16); return what Range reads are checked against.
+
+    With a signer CA the file's signature is verified (once per file version:
+    ``ctx.signatures``) and its status audited; with ``require_signature`` anything
+    but a valid signature is refused here, before any key is used.
+
+    Raises:
+        UnsignedRecordingError, BadSignatureError, RefusedSignerError: refused by policy.
+    """
+    rule = ctx.config.policy.for_tenant(header.metadata.tenant)
+    if rule.signer_ca is None:
+        return None
+    # A verified file is the common case: answered from the cache without a thread hop.
+    report = ctx.signatures.lookup(fd, rule)
+    if report is None:
+        report = await asyncio.to_thread(ctx.signatures.check, fd, name, rule)
+    audit.fields["signature"] = report.status.value
+    if report.cert_id is not None:
+        audit.fields["signer_cert_id"] = report.cert_id
+    if rule.require_signature:
+        require_valid(report)
+    return report.verified
+
+
 async def _play(
     request: web.Request,
     ctx: ServiceContext,
     reader: SegmentReader,
     audit: _Audit,
+    fd: int,
     *,
     as_wav: bool = False,
 ) -> web.StreamResponse:
@@ -357,6 +416,8 @@ async def _play(
     while pos < end and request.method != "HEAD":
         n = min(PLAY_CHUNK, end - pos)
         data = await asyncio.to_thread(reader.read_at, pos - lead, n)
+        if isinstance(reader.verified, CheckedOnce):
+            reader.verified.check_unchanged(fd)  # before sending what was read (issue 16)
         await write_with_timeout(resp, data, timeout)
         pos += len(data)
         audit.sent += len(data)

@@ -60,6 +60,10 @@ HTTP_STATUS: Final[dict[type[BaseException], tuple[int, str]]] = {
     e.NotAnEnvelopeError: (422, "not_an_envelope"),
     e.EnvelopeFormatError: (422, "malformed_envelope"),
     e.TruncatedStreamError: (422, "truncated"),
+    # issue 16: a tenant's [policy] require_signature refused the recording
+    e.UnsignedRecordingError: (403, "signature_required"),
+    e.RefusedSignerError: (403, "signer_refused"),
+    e.BadSignatureError: (422, "bad_signature"),
     e.IntegrityError: (422, "integrity_failure"),
     e.NoMatchingKeyError: (422, "no_matching_key"),
     e.KeyAccessError: (422, "key_failure"),

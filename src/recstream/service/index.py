@@ -26,6 +26,7 @@ import binascii
 import bisect
 import collections
 import dataclasses
+import hashlib
 import heapq
 import itertools
 import json
@@ -33,12 +34,15 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
+from cryptography import x509
+
 from recstream.errors import RecstreamError
 from recstream.format import BodyLayout
+from recstream.pki.certs import name_str
 from recstream.reader import FileSource, read_header_at
 from recstream.service.archive import SUFFIX, Archive, check_name
 from recstream.service.errors import NotFoundError, RequestError
@@ -72,6 +76,11 @@ class Entry:
     cert_ids: tuple[str, ...]
     stamp: _Stamp
     json: bytes = field(default=b"", compare=False, repr=False)  # to_json(), serialised once
+    # The signer the header names (issue 16): a claim until a verification says otherwise.
+    signed: bool = False
+    signer: str | None = None
+    signer_cert_id: str | None = None
+    claim: bytes = field(default=b"", compare=False, repr=False)  # "unchecked" JSON, once
 
     @property
     def key(self) -> _Key:
@@ -144,6 +153,7 @@ class HeaderIndex:
         self._log = collections.deque(maxlen=CHANGE_LOG_VERSIONS)
         self.ready = threading.Event()
         self._closed = threading.Event()
+        self.closed = self._closed  # set when the server stops: background work ends early
 
     def close(self) -> None:
         """Make a refresh in progress (in another thread) stop early: the server is stopping."""
@@ -207,6 +217,17 @@ class HeaderIndex:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def signed(self) -> list[tuple[str, str, _Stamp]]:
+        """(name, tenant, stamp) of every signed recording, newest first."""
+        with self._lock:
+            entries = [e for e in self._entries.values() if e.signed]
+        entries.sort(key=lambda e: e.key)
+        return [(e.name, e.tenant, e.stamp) for e in entries]
+
+    def names(self) -> set[str]:
+        with self._lock:
+            return set(self._entries)
 
     # --- updating --------------------------------------------------------------------
 
@@ -313,6 +334,7 @@ class HeaderIndex:
         finally:
             os.close(fd)
         meta = header.metadata
+        signer = _signer_claim(header.signer.certificate) if header.signer else (None, None)
         entry = Entry(
             name,
             meta.recording_id,
@@ -323,10 +345,14 @@ class HeaderIndex:
             layout.plaintext_length if layout.complete else None,
             header.cert_ids,
             (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+            signed=header.signer is not None,
+            signer=signer[0],
+            signer_cert_id=signer[1],
         )
         # Serialised here, once, not on every listing: a page is then a join.
         text = json.dumps(entry.to_json(), ensure_ascii=False, separators=(",", ":"))
-        return dataclasses.replace(entry, json=text.encode())
+        claim = signature_json("unchecked", signer[0], signer[1]) if header.signer else b""
+        return dataclasses.replace(entry, json=text.encode(), claim=claim)
 
     def _rebuild(self) -> None:
         groups: dict[str, list[_Key]] = {}
@@ -362,7 +388,34 @@ class HeaderIndex:
             del self._by_tenant[old.tenant]
 
 
-def page_body(page: Page) -> bytes:
-    """The JSON answer for ``page``: ``{"recordings": [...], "next": CURSOR or null}``."""
-    items = b",".join(e.json or json.dumps(e.to_json()).encode() for e in page.entries)
+def page_body(page: Page, signature: Callable[[Entry], bytes] | None = None) -> bytes:
+    """The JSON answer for ``page``: ``{"recordings": [...], "next": CURSOR or null}``.
+
+    ``signature`` gives each item's ``"signature"`` value as JSON (it changes as
+    files are verified, so it is not part of the entry's serialised JSON).
+    """
+    items = b",".join(_item(e, signature) for e in page.entries)
     return b'{"recordings":[%s],"next":%s}\n' % (items, json.dumps(page.next).encode())
+
+
+def _item(entry: Entry, signature: Callable[[Entry], bytes] | None) -> bytes:
+    body = entry.json or json.dumps(entry.to_json()).encode()
+    if signature is None:
+        return body
+    return body[:-1] + b',"signature":' + signature(entry) + b"}"
+
+
+def signature_json(status: str, signer: str | None, cert_id: str | None) -> bytes:
+    """A listing item's ``"signature"`` value (service/signatures.py), serialised."""
+    doc = {"status": status, "signer": signer, "cert_id": cert_id}
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _signer_claim(der: bytes) -> tuple[str | None, str | None]:
+    """The subject and certificate ID of a header's signer certificate (unverified)."""
+    cert_id = hashlib.sha256(der).hexdigest()
+    try:
+        subject = name_str(x509.load_der_x509_certificate(der).subject)
+    except ValueError:
+        return None, cert_id
+    return subject, cert_id

@@ -21,6 +21,7 @@ from recstream.frontdoor.config import (
     ConfigReader,
     KeystoreConfig,
     RecordingsConfig,
+    SigningConfig,
     load_toml,
     parse_listen,
 )
@@ -114,6 +115,7 @@ class SrsConfig:
     tcp_idle_timeout: float = 30.0
     max_connections_per_address: int = 32
     connection_reserve: int = 64
+    signing: SigningConfig | None = None  # [signing]: sign every recording (issue 16)
 
     def allows(self, host: str) -> bool:
         """True if ``host`` (an IP address string) is inside ``[sip] allow``."""
@@ -173,6 +175,7 @@ def parse_config(doc: Mapping[str, Any], source: Path) -> SrsConfig:
         r.problem("[tenants] needs a default or at least one [[tenants.rule]]")
     recordings = r.recordings(archive=False)
     keystore = r.keystore()
+    signing = r.signing()
     r.raise_problems("the SIPREC recording server")
     assert listen is not None and recordings is not None and keystore is not None
     return SrsConfig(
@@ -194,6 +197,7 @@ def parse_config(doc: Mapping[str, Any], source: Path) -> SrsConfig:
         tcp_idle_timeout=float(numbers["sip", "tcp_idle_timeout"]),
         max_connections_per_address=int(numbers["sip", "max_connections_per_address"]),
         connection_reserve=int(numbers["sip", "connection_reserve"]),
+        signing=signing,
     )
 
 

@@ -33,6 +33,7 @@ from recstream.frontdoor.config import (
     ConfigReader,
     KeystoreConfig,
     RecordingsConfig,
+    SigningConfig,
     is_loopback_host,
     load_toml,
     parse_listen,
@@ -97,6 +98,7 @@ class StreamsConfig:
     keystore: KeystoreConfig
     audit: AuditConfig
     tenants: tuple[TenantCredentials, ...]
+    signing: SigningConfig | None = None  # [signing]: sign every recording (issue 16)
 
 
 def load_config(path: str | Path) -> StreamsConfig:
@@ -113,9 +115,10 @@ def load_config(path: str | Path) -> StreamsConfig:
     keys = r.keystore()
     audit = r.audit()
     tenants = _tenants(r)
+    signing = r.signing()
     r.raise_problems("the media-streams server")
     assert server and recordings and keys and audit
-    return StreamsConfig(source, server, recordings, keys, audit, tenants)
+    return StreamsConfig(source, server, recordings, keys, audit, tenants, signing)
 
 
 def _server(r: ConfigReader) -> ServerConfig | None:

@@ -1,0 +1,314 @@
+"""The RCS's signature policy and its per-file verification cache (issue 16).
+
+**Policy**, per tenant (``[policy.TENANT]`` in the service config, ``[policy."*"]``
+for every tenant not named): ``signer_ca`` is the CA file of the recorders'
+signing certificates, and ``require_signature = true`` makes playback refuse a
+recording that is unsigned, whose signature is invalid, or whose signer does not
+chain to ``signer_ca`` (403 ``signature_required`` / 403 ``signer_refused`` /
+422 ``bad_signature``, audited like every playback).  Without ``signer_ca``
+nothing is verified and the listing says ``unchecked``.
+
+**Verification is once per file**, not per request: the first playback (or the
+background pass after an index refresh) hashes the whole body
+(:func:`recstream.signing.verify_source` with ``keep_digests=True``) and the
+report, with its :class:`~recstream.signing.VerifiedBody`, is cached under the
+file's identity (:func:`recstream.signing.file_identity`: device, inode, size,
+mtime and ctime in ns) and the CA file's digest.  A changed or replaced file has
+another identity, so it is verified again; a Range read on a verified file checks
+only the segments it reads against the signed digests (``SegmentReader(verified=)``).
+Concurrent first requests for one file wait for one verification.  The cache is
+bounded by the digest bytes it holds (LRU).
+
+**Listing**: each item gains ``"signature": {"status": "valid|invalid|unsigned|
+unchecked", "signer": SUBJECT or null, "cert_id": ID or null}``.  ``unsigned``
+comes from the header (format version 1), ``valid``/``invalid`` from a cached
+verification of the file as it is now (a refused signer is ``invalid``: the
+recording cannot be trusted), ``unchecked`` otherwise, with the signer the
+header *claims*.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from recstream.errors import BadSignatureError, RecstreamError
+from recstream.format import Buffer
+from recstream.reader import FileSource
+from recstream.service.index import signature_json
+from recstream.signing import (
+    SignatureReport,
+    SignatureStatus,
+    VerifiedBody,
+    file_identity,
+    verify_source,
+)
+
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "CheckedOnce",
+    "SignatureCache",
+    "SignaturePolicy",
+    "Summary",
+    "TenantPolicy",
+    "listing_status",
+    "verify_pending",
+]
+
+# Digests kept: 32 bytes per 16 KiB segment, so 64 MiB covers ~32 TiB of recordings.
+DEFAULT_CACHE_BYTES: Final = 64 << 20
+WILDCARD: Final = "*"
+
+Identity = tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPolicy:
+    """One tenant's rule: the signer CA file's bytes, and whether a signature is required."""
+
+    require_signature: bool = False
+    signer_ca: bytes | None = field(default=None, repr=False)
+    ca_digest: bytes = field(init=False, repr=False, compare=False, default=b"")
+
+    def __post_init__(self) -> None:
+        # once: the listing asks for it per item
+        object.__setattr__(self, "ca_digest", hashlib.sha256(self.signer_ca or b"").digest())
+
+
+@dataclass(frozen=True, slots=True)
+class SignaturePolicy:
+    """Every tenant's rule; ``default`` (``[policy."*"]``) for tenants not named."""
+
+    tenants: dict[str, TenantPolicy] = field(default_factory=dict)
+    default: TenantPolicy = field(default_factory=TenantPolicy)
+
+    def for_tenant(self, tenant: str) -> TenantPolicy:
+        return self.tenants.get(tenant, self.default)
+
+    @property
+    def checks_any(self) -> bool:
+        """True when some tenant has a ``signer_ca``: background verification is worth it."""
+        return any(p.signer_ca for p in (*self.tenants.values(), self.default))
+
+
+class CheckedOnce(VerifiedBody):
+    """A cached :class:`VerifiedBody` whose segments are hashed once per file version.
+
+    Once is by the verification that produced it: :func:`verify_source` hashed every
+    segment of this file version and the signature covered those digests.  Range
+    reads then do not hash again (SHA-256 of a segment costs two to four times its
+    AES-GCM decryption here: bench/RESULTS.md "Issue 16 (RCS)"); instead the RCS
+    compares the file's identity (:func:`recstream.signing.file_identity`: any write
+    changes ctime, a replacement changes the inode) with :attr:`identity` before
+    each chunk it sends (:meth:`check_unchanged`) and aborts the response if it
+    differs, and every segment is still authenticated by AES-GCM under the file key.
+
+    What is given up: a write that leaves no trace in size, mtime and ctime.  On
+    Linux 6.13+ (multigrain timestamps: ext4, xfs, btrfs, tmpfs) a write after our
+    ``fstat`` always changes ctime; on a coarse-timestamp filesystem a write within
+    one clock tick of the verification could go unseen, and its segments would
+    also have to pass AES-GCM, which only a holder of the recording's file key can
+    forge.  A commitment to the GCM tags (the issue's suggestion) gives no more
+    against that attacker: a file-key holder can forge a segment with the same tag.
+    """
+
+    __slots__ = ("_checked", "identity")
+    _checked: bytearray
+    identity: Identity
+
+    def __init__(self, base: VerifiedBody, identity: Identity) -> None:
+        super().__init__(
+            base.cert_id,
+            base.signer_subject,
+            base.signed_ms,
+            base.segments,
+            base.digests,
+            identity,
+        )
+        object.__setattr__(self, "identity", identity)
+        object.__setattr__(self, "_checked", bytearray(b"\x01" * base.segments))
+
+    def check_segment(self, index: int, wire: Buffer) -> None:
+        if 0 <= index < self.segments and self._checked[index]:
+            return
+        super().check_segment(index, wire)
+        self._checked[index] = 1  # one byte store: concurrent readers at worst hash twice
+
+    def check_unchanged(self, fd: int) -> None:
+        """Raises BadSignatureError if the open file is no longer the verified version."""
+        if file_identity(os.fstat(fd)) != self.identity:
+            msg = "the recording changed after its signature was verified; read it again"
+            raise BadSignatureError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a listing shows of a verified file (by its index stamp)."""
+
+    stamp: tuple[int, ...]
+    ca_digest: bytes
+    status: str
+    signer: str | None
+    cert_id: str | None
+    json: bytes = b""  # the listing's "signature" value, serialised once
+
+
+def listing_status(report: SignatureReport) -> str:
+    """A report's status in the listing's vocabulary (valid, invalid, unsigned)."""
+    if report.status is SignatureStatus.VALID:
+        return "valid"
+    if report.status is SignatureStatus.UNSIGNED:
+        return "unsigned"
+    return "invalid"  # a bad signature, or a signer this tenant's CA does not vouch for
+
+
+class SignatureCache:
+    """Verified signatures by (file identity, CA digest); thread-safe, bounded, single-flight."""
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._reports: OrderedDict[tuple[Identity, bytes], SignatureReport] = OrderedDict()
+        self._bytes = 0
+        self._running: dict[tuple[Identity, bytes], threading.Event] = {}
+        self._by_name: dict[str, Summary] = {}
+        self.verifications = 0  # files hashed (a test and the metrics read it)
+
+    def lookup(self, fd: int, policy: TenantPolicy) -> SignatureReport | None:
+        """The cached report for the open file ``fd`` as it is now, or None (never blocks
+        on a verification: one ``fstat``, so the event loop may call it)."""
+        key = (file_identity(os.fstat(fd)), policy.ca_digest)
+        with self._lock:
+            cached = self._reports.get(key)
+            if cached is not None:
+                self._reports.move_to_end(key)
+            return cached
+
+    def check(self, fd: int, name: str, policy: TenantPolicy) -> SignatureReport:
+        """The signature of the open file ``fd`` (archive name ``name``) under ``policy``.
+
+        Verifies at most once per file version and CA; blocks (call it in a thread).
+
+        Raises:
+            ValueError: ``policy`` has no signer CA.
+            EnvelopeFormatError, TruncatedStreamError, OSError: as verify_source.
+        """
+        if policy.signer_ca is None:
+            msg = "no signer CA: nothing to verify against"
+            raise ValueError(msg)
+        st = os.fstat(fd)
+        key = (file_identity(st), policy.ca_digest)
+        while True:
+            with self._lock:
+                cached = self._reports.get(key)
+                if cached is not None:
+                    self._reports.move_to_end(key)
+                    return cached
+                running = self._running.get(key)
+                if running is None:
+                    done = self._running[key] = threading.Event()
+                    break
+            running.wait()
+        try:
+            report = verify_source(FileSource(fd), policy.signer_ca, keep_digests=True)
+            if report.verified is not None:
+                report = dataclasses.replace(
+                    report, verified=CheckedOnce(report.verified, key[0])
+                )
+            stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            self._store(key, report, name, stamp)
+            return report
+        finally:
+            with self._lock:
+                del self._running[key]
+            done.set()
+
+    def _store(
+        self,
+        key: tuple[Identity, bytes],
+        report: SignatureReport,
+        name: str,
+        stamp: tuple[int, ...],
+    ) -> None:
+        size = len(report.verified.digests) if report.verified is not None else 0
+        status = listing_status(report)
+        summary = Summary(
+            stamp,
+            key[1],
+            status,
+            report.signer_subject,
+            report.cert_id,
+            signature_json(status, report.signer_subject, report.cert_id),
+        )
+        with self._lock:
+            self.verifications += 1
+            self._by_name[name] = summary
+            if size > self.max_bytes:
+                return  # too big to keep: verified again next time
+            self._reports[key] = report
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._reports:
+                _, old = self._reports.popitem(last=False)
+                self._bytes -= len(old.verified.digests) if old.verified is not None else 0
+
+    def summary(self, name: str, stamp: tuple[int, ...], ca_digest: bytes) -> Summary | None:
+        """The last verdict for ``name`` if it is for this version of the file and this CA."""
+        with self._lock:
+            found = self._by_name.get(name)
+        if found is None or found.stamp != stamp or found.ca_digest != ca_digest:
+            return None
+        return found
+
+    def retain(self, names: set[str]) -> None:
+        """Keep the listing verdicts of these archive names only (the others are gone)."""
+        with self._lock:
+            for name in [n for n in self._by_name if n not in names]:
+                del self._by_name[name]
+
+    def __len__(self) -> int:
+        return len(self._reports)
+
+
+def verify_pending(
+    names: Iterable[tuple[str, str, tuple[int, ...]]],
+    cache: SignatureCache,
+    policy: SignaturePolicy,
+    open_file: Callable[[str], int],
+    *,
+    limit: int,
+    stop: threading.Event | None = None,
+) -> int:
+    """Verify up to ``limit`` signed files not yet verified (the index's background pass).
+
+    Args:
+        names: (archive name, tenant, index stamp) of signed recordings.
+        open_file: opens an archive name (no symbolic links), returning a descriptor.
+
+    Returns:
+        How many files were verified.
+    """
+    done = 0
+    for name, tenant, stamp in names:
+        if done >= limit or (stop is not None and stop.is_set()):
+            break
+        rule = policy.for_tenant(tenant)
+        if rule.signer_ca is None or cache.summary(name, stamp, rule.ca_digest) is not None:
+            continue
+        try:
+            fd = open_file(name)
+        except (RecstreamError, OSError):
+            continue
+        try:
+            cache.check(fd, name, rule)
+            done += 1
+        except (RecstreamError, OSError, ValueError):
+            pass  # a file that cannot be read stays unchecked; playback will say why
+        finally:
+            os.close(fd)
+    return done

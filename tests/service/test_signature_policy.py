@@ -1,0 +1,321 @@
+"""The RCS's per-tenant signature policy (issue 16), on a real server over loopback.
+
+acme requires signatures from its signer CA; globex has no policy.  The archive
+holds, for acme: a signed recording, an unsigned one (format version 1), a signed
+one with one body byte flipped, one signed by a signer of another CA, and a large
+signed one for Range reads.  Keys, CAs and recordings are made here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recstream.envelope import EnvelopeEncryptor, new_metadata
+from recstream.errors import ConfigError
+from recstream.format import MediaKind
+from recstream.reader import FileSource, SegmentReader
+from recstream.service import load_config
+from recstream.service.context import CONTEXT
+from recstream.signing import Signer
+from tests.conftest import Party
+from tests.service.conftest import (
+    LARGE_BYTES,
+    Keys,
+    ServerThread,
+    add_users,
+    rcs_toml,
+    request,
+    wait_for_audit,
+    write_config,
+)
+from tests.signing_helpers import Ca, p256
+
+HANG_GUARD = 60.0  # seconds; only reached when something hangs
+
+
+@dataclass
+class Signed:
+    root: Path
+    ca_file: Path
+    plain: dict[str, bytes]
+    signer: Signer
+
+
+def _seal(party: Party, data: bytes, tenant: str, rid: str, signer: Signer | None) -> bytes:
+    meta = new_metadata(
+        recording_id=rid, tenant=tenant, media_kind=MediaKind.VOICE, media_type="audio/wav"
+    )
+    enc = EnvelopeEncryptor([party.recipient], meta, signer=signer)
+    return enc.update(data) + enc.finalize()
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Signed:
+    root = tmp_path_factory.mktemp("signed-archive")
+    ca, other = Ca.make("Signers CA"), Ca.make("Someone else's CA")
+    key = p256()
+    signer = Signer.from_objects(key, ca.issue("recorder-01", key))
+    okey = p256()
+    outsider = Signer.from_objects(okey, other.issue("rogue-recorder", okey))
+    ca_file = root.parent / "signers-ca.pem"
+    ca_file.write_bytes(ca.pem)
+    plain = {n: os.urandom(60_000) for n in ("good", "unsigned", "tampered", "foreign", "gx")}
+    plain["large"] = os.urandom(LARGE_BYTES)
+    files = {
+        "acme/good.rsv": _seal(keys.acme, plain["good"], "acme", "good", signer),
+        "acme/unsigned.rsv": _seal(keys.acme, plain["unsigned"], "acme", "unsigned", None),
+        "acme/foreign.rsv": _seal(keys.acme, plain["foreign"], "acme", "foreign", outsider),
+        "acme/large.rsv": _seal(keys.acme, plain["large"], "acme", "large", signer),
+        "globex/gx.rsv": _seal(keys.globex, plain["gx"], "globex", "gx", signer),
+    }
+    tampered = bytearray(_seal(keys.acme, plain["tampered"], "acme", "tampered", signer))
+    tampered[len(tampered) // 2] ^= 0x01  # a body byte: the signature no longer covers it
+    files["acme/tampered.rsv"] = bytes(tampered)
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return Signed(root, ca_file, plain, signer)
+
+
+POLICY = """
+[policy.acme]
+require_signature = true
+signer_ca = "{ca}"
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, keys: Keys, signed: Signed) -> Any:
+    d = tmp_path_factory.mktemp("rcs-policy")
+    text = rcs_toml(d, signed.root, POLICY.format(ca=signed.ca_file), "",
+                    "rescan_interval = 0.2")  # fmt: skip
+    cfg = write_config(d, text)
+    add_users(d / "settings.sqlite")
+    st = ServerThread(cfg, keys.ring())
+    yield st
+    st.stop()
+
+
+def listing(st: ServerThread, user: str = "mo") -> dict[str, dict[str, Any]]:
+    body = request(st.url, "GET", "/rcs/recordings?limit=1000", user=user).json()
+    return {item["id"]: item for item in body["recordings"]}
+
+
+def wait_until(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + HANG_GUARD
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def verifications(st: ServerThread) -> int:
+    return int(st.server.runner.app[CONTEXT].signatures.verifications)
+
+
+def test_listing_shows_each_recordings_signature(server: ServerThread, signed: Signed) -> None:
+    # the background pass verifies acme's signed files; until then they are "unchecked"
+    names = {"acme/good.rsv", "acme/unsigned.rsv", "acme/tampered.rsv", "acme/foreign.rsv",
+             "acme/large.rsv", "globex/gx.rsv"}  # fmt: skip
+    wait_until(lambda: names <= set(listing(server)))
+    wait_until(
+        lambda: all(
+            i["signature"]["status"] != "unchecked"
+            for n, i in listing(server).items()
+            if n.startswith("acme/")
+        )
+    )
+    items = listing(server)
+    sig = {n: i["signature"] for n, i in items.items()}
+    cert_id = signed.signer.cert_id
+    assert sig["acme/good.rsv"] == {
+        "status": "valid",
+        "signer": "CN=recorder-01",
+        "cert_id": cert_id,
+    }
+    assert sig["acme/large.rsv"]["status"] == "valid"
+    assert sig["acme/unsigned.rsv"] == {"status": "unsigned", "signer": None, "cert_id": None}
+    assert sig["acme/tampered.rsv"]["status"] == "invalid"
+    assert sig["acme/foreign.rsv"]["status"] == "invalid"
+    assert sig["acme/foreign.rsv"]["signer"] == "CN=rogue-recorder"
+    # globex has no signer CA: its signed recording is what the header claims, unchecked
+    assert sig["globex/gx.rsv"] == {"status": "unchecked", "signer": "CN=recorder-01",
+                                    "cert_id": cert_id}  # fmt: skip
+    # the other fields are unchanged
+    assert set(items["acme/good.rsv"]) == {
+        "id", "recording_id", "tenant", "media_kind", "media_type", "created_ms", "size",
+        "cert_ids", "signature",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "code"),
+    [
+        ("acme/unsigned.rsv", 403, "signature_required"),
+        ("acme/tampered.rsv", 422, "bad_signature"),
+        ("acme/foreign.rsv", 403, "signer_refused"),
+    ],
+)
+def test_policy_refuses_and_audits(server: ServerThread, name: str, status: int, code: str) -> None:
+    reply = request(server.url, "GET", f"/rcs/recordings/{name}")
+    assert reply.status == status, reply.body
+    assert reply.json()["error"] == code
+    assert reply.headers["Content-Type"].startswith("application/json")
+    rec = wait_for_audit(server, lambda r: r.get("file") == name and r.get("result") == code)
+    assert rec["event"] == "playback" and rec["user"] == "alice"
+    assert rec["bytes"] == 0 and "cert_id" not in rec  # refused before any key was used
+    assert rec["signature"] in ("unsigned", "invalid", "refused_signer")
+
+
+def test_valid_signed_recording_is_served(server: ServerThread, signed: Signed) -> None:
+    reply = request(server.url, "GET", "/rcs/recordings/acme/good.rsv")
+    assert reply.status == 200 and reply.body == signed.plain["good"]
+    rec = wait_for_audit(server, lambda r: r.get("file") == "acme/good.rsv" and r["result"] == "ok")
+    assert rec["signature"] == "valid" and rec["signer_cert_id"] == signed.signer.cert_id
+
+
+def test_range_reads_on_a_signed_file_verify_once(server: ServerThread, signed: Signed) -> None:
+    plain = signed.plain["large"]
+    path = "/rcs/recordings/acme/large.rsv"
+    request(server.url, "GET", path, headers={"Range": "bytes=0-0"})  # verified (or cached) now
+    before = verifications(server)
+    size = len(plain)
+    for start, end in ((0, 99), (16384 - 10, 16384 + 10), (size // 2, size // 2 + 70000),
+                       (size - 5, size - 1)):  # fmt: skip
+        reply = request(server.url, "GET", path, headers={"Range": f"bytes={start}-{end}"})
+        assert reply.status == 206, reply.body
+        assert reply.body == plain[start : end + 1]
+    assert verifications(server) == before  # Range reads checked against the cached digests
+
+
+def test_a_changed_file_is_verified_again(server: ServerThread, signed: Signed, keys: Keys) -> None:
+    path = signed.root / "acme" / "swap.rsv"
+    data = signed.plain["good"]
+    good = _seal(keys.acme, data, "acme", "swap", signed.signer)
+    path.write_bytes(good)
+    assert request(server.url, "GET", "/rcs/recordings/acme/swap.rsv").body == data
+    bad = bytearray(good)
+    bad[-200] ^= 0x80  # inside the final segment: another file version, now tampered
+    tmp = path.with_name(".swap.tmp")
+    tmp.write_bytes(bytes(bad))
+    tmp.replace(path)
+    reply = request(server.url, "GET", "/rcs/recordings/acme/swap.rsv")
+    assert reply.status == 422 and reply.json()["error"] == "bad_signature"
+
+
+def test_tenant_without_policy_is_served_unsigned_or_not(
+    server: ServerThread, signed: Signed
+) -> None:
+    reply = request(server.url, "GET", "/rcs/recordings/globex/gx.rsv", user="bob")
+    assert reply.status == 200 and reply.body == signed.plain["gx"]
+
+
+# --- configuration ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "expect"),
+    [
+        ("[policy.acme]\nrequire_signature = true\n", "require_signature = true needs signer_ca"),
+        ('[policy.acme]\nsigner_ca = "{missing}"\n', "is not a file"),
+        ('[policy.acme]\nsigner_ca = "{notcert}"\n', "signer_ca"),
+        (
+            "[policy.acme]\nrequire_signatures = true\n",
+            "unknown key [policy.acme] require_signatures",
+        ),
+        ('[policy.acme]\nrequire_signature = "yes"\n', "require_signature must be"),
+        ("[policy]\nrequire_signature = true\n", "must be a table"),
+    ],
+)
+def test_policy_config_problems(tmp_path: Path, signed: Signed, policy: str, expect: str) -> None:
+    (tmp_path / "notcert.pem").write_text("not a certificate\n")
+    text = policy.format(missing=tmp_path / "missing.pem", notcert=tmp_path / "notcert.pem")
+    cfg = write_config(tmp_path, rcs_toml(tmp_path, signed.root, text))
+    with pytest.raises(ConfigError, match=expect.replace("[", r"\[").replace("]", r"\]")):
+        load_config(cfg)
+
+
+def test_wildcard_policy_applies_to_other_tenants(tmp_path: Path, signed: Signed) -> None:
+    text = (f'[policy."*"]\nrequire_signature = true\nsigner_ca = "{signed.ca_file}"\n'
+            "[policy.globex]\nrequire_signature = false\n")  # fmt: skip
+    cfg = load_config(write_config(tmp_path, rcs_toml(tmp_path, signed.root, text)))
+    assert cfg.policy.for_tenant("acme").require_signature
+    assert cfg.policy.for_tenant("initech").signer_ca == signed.ca_file.read_bytes()
+    assert not cfg.policy.for_tenant("globex").require_signature
+
+
+def test_a_file_changed_in_place_is_refused(
+    server: ServerThread, signed: Signed, keys: Keys
+) -> None:
+    path = signed.root / "acme" / "inplace.rsv"
+    data = signed.plain["good"]
+    path.write_bytes(_seal(keys.acme, data, "acme", "inplace", signed.signer))
+    assert request(server.url, "GET", "/rcs/recordings/acme/inplace.rsv").body == data
+    with path.open("r+b") as fh:  # same inode, same size: only the timestamps change
+        fh.seek(path.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0x04]))
+    reply = request(server.url, "GET", "/rcs/recordings/acme/inplace.rsv")
+    assert reply.status == 422 and reply.json()["error"] == "bad_signature"
+
+
+def test_checked_once_skips_rehashing_and_notices_a_changed_file(
+    tmp_path: Path, signed: Signed, keys: Keys
+) -> None:
+    from recstream.errors import BadSignatureError, SignedSegmentMismatchError
+    from recstream.service.signatures import CheckedOnce, SignatureCache, TenantPolicy
+
+    path = tmp_path / "r.rsv"
+    path.write_bytes(_seal(keys.acme, os.urandom(50_000), "acme", "r", signed.signer))
+    cache = SignatureCache()
+    rule = TenantPolicy(require_signature=True, signer_ca=signed.ca_file.read_bytes())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        report = cache.check(fd, "r.rsv", rule)
+        body = report.verified
+        assert isinstance(body, CheckedOnce)
+        assert cache.lookup(fd, rule) is report and cache.verifications == 1
+        wire = os.pread(fd, 16400, 4096)  # not segment 1's bytes, but the verification
+        body.check_segment(1, wire)  # hashed every segment of this version: no re-hash
+        with pytest.raises(SignedSegmentMismatchError):
+            body.check_segment(body.segments, wire)  # out of range: still refused
+        reader = SegmentReader(FileSource(fd), keys.ring(), verified=body)
+        assert len(reader.read_at(0, 50_000)) == 50_000
+        body.check_unchanged(fd)
+        os.utime(path, ns=(1, 1))  # ...and any change of the file's identity is noticed
+        with pytest.raises(BadSignatureError, match="changed after its signature was verified"):
+            body.check_unchanged(fd)
+        assert cache.lookup(fd, rule) is None  # the cache key is the identity: a miss now
+    finally:
+        os.close(fd)
+
+
+def test_signer_ca_without_requirement_reports_but_serves(
+    start_rcs: Callable[..., ServerThread], signed: Signed, keys: Keys
+) -> None:
+    """globex checks signatures (signer_ca) but does not require them: an untrusted
+    signer is listed invalid and audited, and still played."""
+    ca, key = Ca.make("Stranger CA"), p256()
+    stranger = Signer.from_objects(key, ca.issue("stranger", key))
+    path = signed.root / "globex" / "stranger.rsv"
+    data = os.urandom(30_000)
+    path.write_bytes(_seal(keys.globex, data, "globex", "stranger", stranger))
+    try:
+        st = start_rcs(extra=f'[policy.globex]\nsigner_ca = "{signed.ca_file}"\n',
+                       root=signed.root, recordings_extra="rescan_interval = 0.2")  # fmt: skip
+        reply = request(st.url, "GET", "/rcs/recordings/globex/stranger.rsv", user="bob")
+        assert reply.status == 200 and reply.body == data
+        rec = wait_for_audit(st, lambda r: r.get("file") == "globex/stranger.rsv")
+        assert rec["result"] == "ok" and rec["signature"] == "refused_signer"
+        wait_until(lambda: listing(st, "bob")["globex/gx.rsv"]["signature"]["status"] == "valid")
+        item = listing(st, "bob")["globex/stranger.rsv"]["signature"]
+        assert item == {"status": "invalid", "signer": "CN=stranger", "cert_id": stranger.cert_id}
+    finally:
+        path.unlink()
