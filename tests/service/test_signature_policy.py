@@ -150,7 +150,7 @@ def test_listing_shows_each_recordings_signature(server: ServerThread, signed: S
     # the other fields are unchanged
     assert set(items["acme/good.rsv"]) == {
         "id", "recording_id", "tenant", "media_kind", "media_type", "created_ms", "size",
-        "cert_ids", "signature",
+        "duration_ms", "cert_ids", "signature",
     }  # fmt: skip
 
 
