@@ -122,7 +122,7 @@ class SegmentPool:
         return self._split(cipher.open_run, first, (data, out), (SEGMENT_WIRE_SIZE, SEGMENT_SIZE))
 
     def digest(self, wire: memoryview, out: memoryview) -> int:
-        """SHA-256 digests of whole wire segments into ``out``, 32 bytes each, in order
+        """BLAKE3 digests of whole wire segments into ``out``, 32 bytes each, in order
         (docs/FORMAT.md §10.1: what a signature commits to)."""
         return self._split(_crypto.digest_run, 0, (wire, out), (SEGMENT_WIRE_SIZE, 32))
 

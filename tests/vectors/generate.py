@@ -1,8 +1,9 @@
 """Deterministic test vectors for the recstream envelope format (docs/FORMAT.md).
 
 This is a second implementation of the format, written from FORMAT.md alone: it
-must never import recstream.  It uses ``cryptography`` primitives and the
-standard library only, and replaces the two randomized steps with fixed inputs:
+must never import recstream.  It uses ``cryptography`` primitives, the
+``blake3`` package (§10.1's segment digests) and the standard library only,
+and replaces the two randomized steps with fixed inputs:
 
 * RSA-OAEP (FORMAT.md §4) is EME-OAEP encoding (RFC 8017 §7.1.1, SHA-256,
   MGF1-SHA-256, empty label) with a fixed seed, then raw RSA ``pow(m, e, n)``.
@@ -34,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from blake3 import blake3
 from cryptography import x509
 from cryptography.cobblestone import Cobblestone256Decryptor
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -1123,9 +1125,14 @@ def load_signer(name: str) -> SigningIdentity:
     return SigningIdentity(name, key, cert.public_bytes(serialization.Encoding.DER))
 
 
+def blake3_256(data: bytes) -> bytes:
+    """BLAKE3, plain hashing mode, 32-byte output (FORMAT.md §10.1)."""
+    return blake3(data).digest()
+
+
 def segments_root(body: Body) -> bytes:
-    """§10.1: SHA-256 over the per-segment SHA-256 digests."""
-    return sha256(SEGMENTS_DOMAIN + b"".join(sha256(s) for s in body.segments))
+    """§10.1: BLAKE3 over the per-segment BLAKE3 digests."""
+    return blake3_256(SEGMENTS_DOMAIN + b"".join(blake3_256(s) for s in body.segments))
 
 
 def signed_message(context: bytes, body: Body, root: bytes, signed_ms: int) -> bytes:
