@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from blake3 import blake3
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -147,10 +148,17 @@ def live_recording(recipient: Recipient, data: bytes, signer: Signer | None, n: 
 
 
 def raw_sha256(data: bytes) -> None:
-    """The baseline of what signing adds: SHA-256 of every 16,400-byte wire segment."""
+    """What signing added before (§10.1 in SHA-256): SHA-256 of every 16,400-byte segment."""
     view, step = memoryview(data), SEGMENT_SIZE + 16
     for i in range(0, len(data), step):
         hashlib.sha256(view[i : i + step]).digest()
+
+
+def raw_blake3(data: bytes) -> None:
+    """What signing adds now (FORMAT.md §10.1): BLAKE3 of every 16,400-byte wire segment."""
+    view, step = memoryview(data), SEGMENT_SIZE + 16
+    for i in range(0, len(data), step):
+        blake3(view[i : i + step]).digest()
 
 
 def raw_aesgcm(data: bytes) -> None:
@@ -194,6 +202,7 @@ def main() -> None:
             "p256": cpu_timed(lambda: encrypt_once(recipient, data, signers["p256"])),
             "ed25519": cpu_timed(lambda: encrypt_once(recipient, data, signers["ed25519"])),
             "sha256": cpu_timed(lambda: raw_sha256(data)),
+            "blake3": cpu_timed(lambda: raw_blake3(data)),
             "aesgcm": cpu_timed(lambda: raw_aesgcm(data)),
         }, args.repeat, warmup=1)  # fmt: skip
         print("1. encrypt 16 MiB in memory, one thread (CPU time)")
@@ -201,12 +210,14 @@ def main() -> None:
         r1 = {k: paired_ratio(runs[k], runs["unsigned"]) for k in ("p256", "ed25519")}
         for k, s in r1.items():
             print(show(f"signed {k} / unsigned", s, "x"))
-        for k, what in (("aesgcm", "raw AESGCM.encrypt_into"), ("sha256", "raw SHA-256")):
+        for k, what in (("aesgcm", "raw AESGCM.encrypt_into"), ("sha256", "raw SHA-256"),
+                        ("blake3", "raw BLAKE3")):  # fmt: skip
             print(show(f"baseline: {what}, 16 KiB segments",
                        summarize(runs[k]).map(lambda s: s * 1e3), " ms"))  # fmt: skip
         doc["encrypt_16m_cpu"] = {"unsigned_s": summarize(runs["unsigned"]).to_json(),
                                   "raw_sha256_s": summarize(runs["sha256"]).to_json(),
                                   "raw_aesgcm_s": summarize(runs["aesgcm"]).to_json(),
+                                  "raw_blake3_s": summarize(runs["blake3"]).to_json(),
                                   **{f"{k}_ratio": s.to_json() for k, s in r1.items()}}  # fmt: skip
 
         # 2. 16 MiB through the CLI, wall
@@ -238,8 +249,10 @@ def main() -> None:
         print(show("unsigned, CPU per recording",
                    summarize(runs["unsigned"]).map(lambda s: s / n * 1e3), " ms"))  # fmt: skip
         print(show("signing adds, CPU per recording", extra, " ms"))
-        doc["sixty_second_recording"] = {"added_ms": extra.to_json(),
-                                         "unsigned_s": summarize(runs["unsigned"]).to_json()}
+        doc["sixty_second_recording"] = {
+            "added_ms": extra.to_json(),
+            "unsigned_s": summarize(runs["unsigned"]).to_json(),
+        }
 
         # 4. verify vs cat on a large file
         size = parse_size(args.verify_size)

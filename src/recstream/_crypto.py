@@ -554,6 +554,22 @@ class SegmentDigester:
         """Add the next segment's digest directly (writers that digest segments themselves)."""
         self._add(digest)
 
+    def add_digests(self, digests: Buffer) -> None:
+        """Add the next whole segments' digests (32 bytes each), made elsewhere.
+
+        Raises:
+            ValueError: not whole digests, or fed before the prefix is complete or
+                while a partial segment is held (they would be out of order).
+        """
+        block = memoryview(digests).cast("B")
+        if len(block) % DIGEST_BYTES or self._carry or len(self._prefix) < BODY_PREFIX_BYTES:
+            msg = "segment digests are added whole, after the prefix, between whole segments"
+            raise ValueError(msg)
+        self._root.update(block)
+        if self._keep:
+            self.digests += block
+        self.segments += len(block) // DIGEST_BYTES
+
     def _add(self, digest: bytes) -> None:
         self._root.update(digest)
         if self._keep:

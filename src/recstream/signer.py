@@ -199,6 +199,10 @@ class BodySignature:
         """Feed body bytes in order (prefix first), in any chunking."""
         self._digester.update(body)
 
+    def add_digests(self, digests: Buffer) -> None:
+        """In-order writers that hash on a pool: the next whole segments' digests."""
+        self._digester.add_digests(digests)
+
     def set_prefix(self, prefix: bytes) -> None:
         """Out-of-order writers: the 56-byte body prefix (before any segment)."""
         if len(prefix) != BODY_PREFIX_BYTES or self._digester.prefix:
