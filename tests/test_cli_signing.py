@@ -331,12 +331,12 @@ def _cert_id(path: Path) -> str:
 @needs_openssl
 @pytest.mark.parametrize("kind", ["p256", "ed25519"])
 def test_openssl_verifies_a_recstream_signature(f: dict[str, Path], kind: str) -> None:
-    """The signed message rebuilt from FORMAT.md §10 with hashlib and struct (not
+    """The signed message rebuilt from FORMAT.md §10 with blake3 and struct (not
     recstream), and the signature checked by the openssl CLI with the header's
     certificate: the format is plain ECDSA (raw r || s) or Ed25519 over documented bytes."""
-    import hashlib
     import struct
 
+    from blake3 import blake3
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
     env = f["dir"] / f"{kind}.rsv"
@@ -353,10 +353,9 @@ def test_openssl_verifies_a_recstream_signature(f: dict[str, Path], kind: str) -
     signed_ms, root, sig, magic = struct.unpack(">Q32s64s8s", data[-112:])
     assert magic == b"\x89RSTSIG\n"
     digests = b"".join(
-        hashlib.sha256(body[56 + i : 56 + i + 16400]).digest()
-        for i in range(0, len(body) - 56, 16400)
+        blake3(body[56 + i : 56 + i + 16400]).digest() for i in range(0, len(body) - 56, 16400)
     )
-    assert hashlib.sha256(b"recstream/v2 segments\x00" + digests).digest() == root
+    assert blake3(b"recstream/v2 segments\x00" + digests).digest() == root
     message = (b"recstream/v2 signature\x00" + struct.pack(">H", ctx_end) + data[:ctx_end]
                + body[:56] + struct.pack(">Q", len(digests) // 32) + root
                + struct.pack(">Q", signed_ms))  # fmt: skip

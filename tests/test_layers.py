@@ -3,7 +3,8 @@
 * pyproject's import-linter contracts: the keystore is the key layer, private modules
   stay in their package, CLI command modules are independent, the bench harness and
   the demo use the public API, the core does not know the applications on top;
-* only ``_crypto`` catches pyca exceptions;
+* only ``_crypto`` catches pyca exceptions, and only it imports ``blake3`` (the
+  signature's segment digests, FORMAT.md §10.1);
 * only ``durable`` renames, replaces or links files (user data goes nowhere else).
 """
 
@@ -69,6 +70,25 @@ def test_only_crypto_catches_pyca_exceptions() -> None:
         if (_pyca_exception_names(tree) | pyca) & _caught(tree):
             offenders.append(rel)
     assert offenders == []
+
+
+def _imported_modules(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_only_crypto_imports_blake3() -> None:
+    importers = [
+        rel
+        for rel, tree in _modules()
+        if any(m == "blake3" or m.startswith("blake3.") for m in _imported_modules(tree))
+    ]
+    assert importers == ["_crypto.py"]
 
 
 def test_only_durable_renames_files() -> None:

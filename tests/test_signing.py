@@ -309,6 +309,51 @@ def test_pool_digests_equal_serial_ones(
         pool.shutdown()
 
 
+def test_pool_seals_and_hashes_in_one_pass(
+    alice: Party, metadata: Metadata, signer: Signer, ca: Ca
+) -> None:
+    """A signed writer on a pool: the threads that seal a block hash it (seal_digest);
+    odd chunking takes the caller-thread path for segments completed across calls.
+    The trailer's root is the one a serial digester computes from the file's body."""
+    from recstream import _crypto
+    from recstream.format import parse_trailer
+    from recstream.parallel import SegmentPool
+
+    pool = SegmentPool(2, min_segments=2)
+    try:
+        data = bytes(range(256)) * (40 * SEGMENT_SIZE // 256) + b"tail"
+        enc = EnvelopeEncryptor([alice.recipient], metadata, signer=signer, pool=pool)
+        parts = [enc.update(data[i : i + 5 * SEGMENT_SIZE + 7])
+                 for i in range(0, len(data), 5 * SEGMENT_SIZE + 7)]  # fmt: skip
+        env = b"".join(parts) + enc.finalize()
+        assert report(env, ca).status is SignatureStatus.VALID
+        assert decrypt(alice, env) == data
+        body = env[parse_header(env).length : -TRAILER_BYTES]  # type: ignore[union-attr]
+        serial = _crypto.SegmentDigester()
+        serial.update(body)
+        assert parse_trailer(env[-TRAILER_BYTES:]).segments_root == serial.finish()
+        assert serial.segments == 41
+    finally:
+        pool.shutdown()
+
+
+def test_digests_out_of_order_are_refused() -> None:
+    from recstream import _crypto
+
+    d = _crypto.SegmentDigester()
+    with pytest.raises(ValueError, match="after the prefix"):
+        d.add_digests(bytes(32))  # no prefix yet
+    d.update(bytes(56) + bytes(100))  # prefix, then a partial segment held
+    with pytest.raises(ValueError, match="between whole segments"):
+        d.add_digests(bytes(32))
+    e = _crypto.SegmentDigester()
+    e.update(bytes(56))
+    with pytest.raises(ValueError, match="whole"):
+        e.add_digests(bytes(31))
+    e.add_digests(bytes(64))
+    assert e.segments == 2
+
+
 def test_muxed_output_is_signed(
     alice: Party, bob: Party, signer: Signer, ca: Ca, tmp_path: Path
 ) -> None:

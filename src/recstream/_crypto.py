@@ -1,19 +1,20 @@
-"""The only importer of ``cryptography.hazmat`` and ``cryptography.cobblestone``.
+"""The only importer of ``cryptography.hazmat``, ``cryptography.cobblestone`` and ``blake3``.
 
-Primitives for docs/FORMAT.md §4 and §6: the key schedule, the header MAC,
-RSA-OAEP wrap/unwrap, Cobblestone-256 streaming, and single-segment AES-GCM for
-random access.  pyca exceptions are caught here and only here, and turned into
-:mod:`recstream.errors` types that never say why a tag or an unwrap failed.
+Primitives for docs/FORMAT.md §4, §6 and §10: the key schedule, the header MAC,
+RSA-OAEP wrap/unwrap, Cobblestone-256 streaming, single-segment AES-GCM for
+random access, signatures, and §10.1's BLAKE3 segment digests.  pyca exceptions
+are caught here and only here, and turned into :mod:`recstream.errors` types
+that never say why a tag or an unwrap failed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 from collections.abc import Callable
 from typing import Final
 
+from blake3 import blake3
 from cryptography import x509
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
@@ -472,8 +473,8 @@ _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2F
 
 
 def segment_digest(wire: Buffer) -> bytes:
-    """§10.1 ``d_i``: SHA-256 of one wire segment (ciphertext and tag)."""
-    return hashlib.sha256(wire).digest()
+    """§10.1 ``d_i``: BLAKE3 (32 bytes) of one wire segment (ciphertext and tag)."""
+    return blake3(wire).digest()
 
 
 DIGEST_BYTES: Final = 32
@@ -482,14 +483,14 @@ DIGEST_BYTES: Final = 32
 def digest_run(_first: int, wire: memoryview, out: memoryview) -> int:
     """§10.1 digests of whole wire segments into ``out`` (32 bytes each); bytes written.
 
-    hashlib releases the GIL for each 16,400-byte segment, so runs given to
+    The blake3 binding releases the GIL while it hashes, so runs given to
     different threads (:meth:`recstream.parallel.SegmentPool.digest`) use different cores.
     """
-    sha, step = hashlib.sha256, SEGMENT_WIRE_SIZE
+    step = SEGMENT_WIRE_SIZE
     count = len(wire) // step
     for i in range(count):
         at = i * DIGEST_BYTES
-        out[at : at + DIGEST_BYTES] = sha(wire[i * step : (i + 1) * step]).digest()
+        out[at : at + DIGEST_BYTES] = blake3(wire[i * step : (i + 1) * step]).digest()
     return count * DIGEST_BYTES
 
 
@@ -512,7 +513,7 @@ class SegmentDigester:
     def __init__(self, *, keep: bool = False, runs: DigestRuns | None = None) -> None:
         self._prefix = bytearray()
         self._carry = bytearray()
-        self._root = hashlib.sha256(SEGMENTS_DOMAIN)
+        self._root = blake3(SEGMENTS_DOMAIN)
         self._keep = keep
         self._runs = runs  # digests whole segments elsewhere (a thread pool), or None
         self.digests = bytearray()
@@ -534,7 +535,7 @@ class SegmentDigester:
             pos += take
             if len(self._carry) < SEGMENT_WIRE_SIZE:
                 return
-            self._add(hashlib.sha256(self._carry).digest())
+            self._add(blake3(self._carry).digest())
             self._carry.clear()
         count = (len(view) - pos) // SEGMENT_WIRE_SIZE
         if count:
@@ -553,6 +554,22 @@ class SegmentDigester:
         """Add the next segment's digest directly (writers that digest segments themselves)."""
         self._add(digest)
 
+    def add_digests(self, digests: Buffer) -> None:
+        """Add the next whole segments' digests (32 bytes each), made elsewhere.
+
+        Raises:
+            ValueError: not whole digests, or fed before the prefix is complete or
+                while a partial segment is held (they would be out of order).
+        """
+        block = memoryview(digests).cast("B")
+        if len(block) % DIGEST_BYTES or self._carry or len(self._prefix) < BODY_PREFIX_BYTES:
+            msg = "segment digests are added whole, after the prefix, between whole segments"
+            raise ValueError(msg)
+        self._root.update(block)
+        if self._keep:
+            self.digests += block
+        self.segments += len(block) // DIGEST_BYTES
+
     def _add(self, digest: bytes) -> None:
         self._root.update(digest)
         if self._keep:
@@ -561,7 +578,7 @@ class SegmentDigester:
 
     def finish(self) -> bytes:
         """Digest the held partial segment as the final one; return ``segments_root``."""
-        self._add(hashlib.sha256(self._carry).digest())
+        self._add(blake3(self._carry).digest())
         self._carry.clear()
         return self._root.digest()
 

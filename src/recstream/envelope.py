@@ -210,6 +210,11 @@ class EnvelopeEncryptor:
             if pool is None
             else ParallelStreamEncryptor(_crypto.body_key(key), parsed.context, pool)
         )
+        # On a pool the threads that seal a block also hash it (one hand-off, cache-hot).
+        self._fed_by_body = False
+        if self._signature is not None and isinstance(self._body, ParallelStreamEncryptor):
+            self._body.attach_signature(self._signature)
+            self._fed_by_body = True
         self._header_pending = True
 
     def output_size(self, n: int) -> int:
@@ -220,7 +225,7 @@ class EnvelopeEncryptor:
         view = memoryview(out)
         pos = self._take_header(view)
         n = self._body.update_into(data, view[pos:])
-        if self._signature is not None and n:
+        if self._signature is not None and n and not self._fed_by_body:
             self._signature.update(view[pos : pos + n])
         return pos + n
 
@@ -295,9 +300,7 @@ class RandomAccessEncryptor:
             msg = "at least one recipient certificate is needed"
             raise ValueError(msg)
         key = _crypto.new_file_key()
-        header = build_header(
-            metadata, recipients, key, None if signer is None else signer.block()
-        )
+        header = build_header(metadata, recipients, key, None if signer is None else signer.block())
         parsed = parse_header(header)
         assert isinstance(parsed, Header)
         self.metadata = metadata

@@ -26,7 +26,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Final
+from typing import Final, Protocol
 
 from recstream import _crypto
 from recstream.errors import (
@@ -52,6 +52,7 @@ __all__ = [
     "ParallelStreamDecryptor",
     "ParallelStreamEncryptor",
     "SegmentPool",
+    "SignatureSink",
     "default_pool",
     "pool_for",
 ]
@@ -77,6 +78,14 @@ BUSY_MARGIN: Final = 1.0
 THREADS_ENV: Final = "RECSTREAM_BULK_THREADS"
 
 _Run = Callable[[int, memoryview, memoryview], int]
+
+
+class SignatureSink(Protocol):
+    """What a signed writer's body state takes (:class:`recstream.signer.BodySignature`)."""
+
+    def update(self, body: Buffer) -> None: ...
+
+    def add_digests(self, digests: Buffer) -> None: ...
 
 
 def _cpus() -> int:
@@ -121,8 +130,31 @@ class SegmentPool:
         """
         return self._split(cipher.open_run, first, (data, out), (SEGMENT_WIRE_SIZE, SEGMENT_SIZE))
 
+    def seal_digest(
+        self,
+        cipher: _crypto.SegmentCipher,
+        first: int,
+        data: memoryview,
+        out: memoryview,
+        digests: memoryview,
+    ) -> int:
+        """:meth:`seal`, and each run's §10.1 digests (32 bytes a segment) into ``digests``.
+
+        The thread that seals a run hashes it right away, while its output is still
+        in that core's cache: one hand-off per block for both jobs (signed writers).
+        """
+
+        def run(index: int, plain: memoryview, wire: memoryview) -> int:
+            n = cipher.seal_run(index, plain, wire)
+            at = (index - first) * _crypto.DIGEST_BYTES
+            end = at + n // SEGMENT_WIRE_SIZE * _crypto.DIGEST_BYTES
+            _crypto.digest_run(0, wire[:n], digests[at:end])
+            return n
+
+        return self._split(run, first, (data, out), (SEGMENT_SIZE, SEGMENT_WIRE_SIZE))
+
     def digest(self, wire: memoryview, out: memoryview) -> int:
-        """SHA-256 digests of whole wire segments into ``out``, 32 bytes each, in order
+        """BLAKE3 digests of whole wire segments into ``out``, 32 bytes each, in order
         (docs/FORMAT.md §10.1: what a signature commits to)."""
         return self._split(_crypto.digest_run, 0, (wire, out), (SEGMENT_WIRE_SIZE, 32))
 
@@ -236,7 +268,7 @@ class ParallelStreamEncryptor(_Machine):
     Cobblestone's.  Never pass one outside tests: a salt must be fresh.
     """
 
-    __slots__ = ("_cipher", "_plain", "_pool", "_prefix", "_segments", "_started")
+    __slots__ = ("_cipher", "_plain", "_pool", "_prefix", "_segments", "_sink", "_started")
 
     def __init__(
         self, input_key: Buffer, context: Buffer, pool: SegmentPool, *, salt: bytes | None = None
@@ -256,6 +288,7 @@ class ParallelStreamEncryptor(_Machine):
         self._plain = bytearray()  # a partial segment, never a whole one
         self._segments = 0
         self._started = False
+        self._sink: SignatureSink | None = None
 
     def output_size(self, n: int) -> int:
         """Exactly how many bytes :meth:`update_into` returns for ``n`` more input bytes."""
@@ -285,26 +318,51 @@ class ParallelStreamEncryptor(_Machine):
         self._leave(_Op.UPDATE)
         return written
 
+    def attach_signature(self, sink: SignatureSink) -> None:
+        """Feed a signed recording's state as the body is sealed (FORMAT.md §10.1).
+
+        The prefix and segments sealed on the caller's thread go to ``sink.update``;
+        each block sealed on the pool goes to ``sink.add_digests`` as digests made
+        by the threads that sealed it.  The final segment is the caller's to feed.
+        """
+        if self._started:
+            msg = "attach the signature before any output"
+            raise ValueError(msg)
+        self._sink = sink
+
     def _update(self, data: memoryview, out: memoryview) -> int:
         pos = written = 0
+        sink = self._sink
         if not self._started:
             out[:BODY_PREFIX_BYTES] = self._prefix
             written = BODY_PREFIX_BYTES
             self._started = True
+            if sink is not None:
+                sink.update(out[:BODY_PREFIX_BYTES])
         if self._plain:
             pos = min(SEGMENT_SIZE - len(self._plain), len(data))
             self._plain += data[:pos]
             if len(self._plain) < SEGMENT_SIZE:
                 return written
             with memoryview(self._plain) as whole:
-                written += self._cipher.seal_run(self._segments, whole, out[written:])
+                n = self._cipher.seal_run(self._segments, whole, out[written:])
+            if sink is not None:
+                sink.update(out[written : written + n])
+            written += n
             self._segments += 1
             self._plain.clear()
         aligned = (len(data) - pos) // SEGMENT_SIZE * SEGMENT_SIZE
         if aligned:
-            written += self._pool.seal(
-                self._cipher, self._segments, data[pos : pos + aligned], out[written:]
-            )
+            block = data[pos : pos + aligned]
+            if sink is None:
+                written += self._pool.seal(self._cipher, self._segments, block, out[written:])
+            else:
+                digests = bytearray(aligned // SEGMENT_SIZE * _crypto.DIGEST_BYTES)
+                with memoryview(digests) as into:
+                    written += self._pool.seal_digest(
+                        self._cipher, self._segments, block, out[written:], into
+                    )
+                sink.add_digests(digests)
             self._segments += aligned // SEGMENT_SIZE
             pos += aligned
         self._plain += data[pos:]

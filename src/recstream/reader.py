@@ -326,8 +326,10 @@ def recover(source: Source, keys: KeyRing, write: Callable[[bytes], object]) -> 
     base = header.length
     end = source.size
     magic_at = end - len(TRAILER_MAGIC)
-    if header.signed and end - base >= TRAILER_BYTES and (
-        source.read_at(magic_at, len(TRAILER_MAGIC)) == TRAILER_MAGIC
+    if (
+        header.signed
+        and end - base >= TRAILER_BYTES
+        and (source.read_at(magic_at, len(TRAILER_MAGIC)) == TRAILER_MAGIC)
     ):
         end -= TRAILER_BYTES
     layout = BodyLayout(end - base)

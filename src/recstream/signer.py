@@ -7,7 +7,7 @@ writer) take one as ``signer=`` and write a version-2 envelope: the certificate 
 the header's immutable part, a 112-byte trailer after the body.
 
 :class:`BodySignature` is the per-recording state an encryptor keeps: a running
-SHA-256 over per-segment digests (O(1) memory for in-order writers), finished
+BLAKE3 over per-segment digests (O(1) memory for in-order writers), finished
 into the trailer.  :class:`VerifiedBody` is what a successful verification leaves
 behind for random access: the per-segment digests the signature covers, so a
 Range read checks only the segments it reads (:meth:`VerifiedBody.check_segment`).
@@ -199,6 +199,10 @@ class BodySignature:
         """Feed body bytes in order (prefix first), in any chunking."""
         self._digester.update(body)
 
+    def add_digests(self, digests: Buffer) -> None:
+        """In-order writers that hash on a pool: the next whole segments' digests."""
+        self._digester.add_digests(digests)
+
     def set_prefix(self, prefix: bytes) -> None:
         """Out-of-order writers: the 56-byte body prefix (before any segment)."""
         if len(prefix) != BODY_PREFIX_BYTES or self._digester.prefix:
@@ -252,7 +256,7 @@ class VerifiedBody:
 
     A verifier (:func:`recstream.signing.verify_file` with ``keep_digests=True``)
     hashes the whole body once; afterwards a :class:`~recstream.reader.SegmentReader`
-    given this object hashes each segment it reads and compares (one SHA-256 of
+    given this object hashes each segment it reads and compares (one BLAKE3 of
     16,400 bytes per segment, no re-read of the file).  32 bytes per segment.
 
     Attributes:

@@ -292,7 +292,7 @@ class _Verification:
     def _digest_body(self, layout: BodyLayout) -> _crypto.SegmentDigester:
         from recstream.parallel import pool_for
 
-        pool = pool_for(layout.body_length)  # SHA-256 on every core when they are idle
+        pool = pool_for(layout.body_length)  # BLAKE3 on every core when they are idle
         runs = None if pool is None else pool.digest
         digester = _crypto.SegmentDigester(keep=self.keep, runs=runs)
         pos, end = self.header.length, self.header.length + layout.body_length

@@ -1,8 +1,9 @@
 """Deterministic test vectors for the recstream envelope format (docs/FORMAT.md).
 
 This is a second implementation of the format, written from FORMAT.md alone: it
-must never import recstream.  It uses ``cryptography`` primitives and the
-standard library only, and replaces the two randomized steps with fixed inputs:
+must never import recstream.  It uses ``cryptography`` primitives, the
+``blake3`` package (§10.1's segment digests) and the standard library only,
+and replaces the two randomized steps with fixed inputs:
 
 * RSA-OAEP (FORMAT.md §4) is EME-OAEP encoding (RFC 8017 §7.1.1, SHA-256,
   MGF1-SHA-256, empty label) with a fixed seed, then raw RSA ``pow(m, e, n)``.
@@ -34,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from blake3 import blake3
 from cryptography import x509
 from cryptography.cobblestone import Cobblestone256Decryptor
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -1123,9 +1125,14 @@ def load_signer(name: str) -> SigningIdentity:
     return SigningIdentity(name, key, cert.public_bytes(serialization.Encoding.DER))
 
 
+def blake3_256(data: bytes) -> bytes:
+    """BLAKE3, plain hashing mode, 32-byte output (FORMAT.md §10.1)."""
+    return blake3(data).digest()
+
+
 def segments_root(body: Body) -> bytes:
-    """§10.1: SHA-256 over the per-segment SHA-256 digests."""
-    return sha256(SEGMENTS_DOMAIN + b"".join(sha256(s) for s in body.segments))
+    """§10.1: BLAKE3 over the per-segment BLAKE3 digests."""
+    return blake3_256(SEGMENTS_DOMAIN + b"".join(blake3_256(s) for s in body.segments))
 
 
 def signed_message(context: bytes, body: Body, root: bytes, signed_ms: int) -> bytes:
@@ -1159,8 +1166,14 @@ def sign(env: Envelope, signer: SigningIdentity, signed_ms: int = SIGNED_MS) -> 
 
 
 def signed_vector(
-    name: str, env: Envelope, data: bytes, signature: str, comment: str, *,
-    identity: str = "alice", verify_at: int | None = None,
+    name: str,
+    env: Envelope,
+    data: bytes,
+    signature: str,
+    comment: str,
+    *,
+    identity: str = "alice",
+    verify_at: int | None = None,
 ) -> Vector:
     """A signed envelope that decrypts (success), with what `verify` must say."""
     body = env.body().encode()
@@ -1214,8 +1227,13 @@ def signed(keys: Keys) -> Iterator[Vector]:
     name = "signed_signer_without_digital_signature"
     who = load_signer("signer-no-digital-signature")
     env = signed_recording(keys, name, who)
-    yield signed_vector(name, env, env.encode() + sign(env, who), "refused_signer",
-                        "signer certificate's keyUsage is keyEncipherment, not digitalSignature")
+    yield signed_vector(
+        name,
+        env,
+        env.encode() + sign(env, who),
+        "refused_signer",
+        "signer certificate's keyUsage is keyEncipherment, not digitalSignature",
+    )
 
     name = "signed_expired_signer_valid_at_signing"
     who = load_signer("signer-expired")
@@ -1226,26 +1244,46 @@ def signed(keys: Keys) -> Iterator[Vector]:
                         "verified 2027-01-01", verify_at=later_ms)  # fmt: skip
     name = "signed_expired_signer_signed_after_expiry"
     env = signed_recording(keys, name, who)
-    yield signed_vector(name, env, env.encode() + sign(env, who, later_ms), "refused_signer",
-                        "signed 2027-01-01 by a certificate that expired 2026-06-01")
+    yield signed_vector(
+        name,
+        env,
+        env.encode() + sign(env, who, later_ms),
+        "refused_signer",
+        "signed 2027-01-01 by a certificate that expired 2026-06-01",
+    )
 
     name = "signed_algorithm_mismatch"
     env = replace(signed_recording(keys, name, p256), signer_block=p256.block(ALG_ED25519))
-    yield signed_vector(name, env, env.encode() + sign(env, p256), "invalid",
-                        "the header says Ed25519 but the certificate's key is P-256")
+    yield signed_vector(
+        name,
+        env,
+        env.encode() + sign(env, p256),
+        "invalid",
+        "the header says Ed25519 but the certificate's key is P-256",
+    )
 
     name = "signed_trailer_root_altered"
     env = signed_recording(keys, name, p256)
     data = flip(env.encode() + sign(env, p256), -TRAILER_BYTES + 8)
-    yield signed_vector(name, env, data, "invalid",
-                        "segments_root in the trailer altered (the signature is over the body)")
+    yield signed_vector(
+        name,
+        env,
+        data,
+        "invalid",
+        "segments_root in the trailer altered (the signature is over the body)",
+    )
 
 
 TRAILER_BYTES = 8 + 32 + 64 + 8
 
 
 def signed_failure(
-    expect: str, name: str, env: Envelope, data: bytes, released: bytes, comment: str,
+    expect: str,
+    name: str,
+    env: Envelope,
+    data: bytes,
+    released: bytes,
+    comment: str,
     header: Envelope | None = None,
 ) -> Vector:
     """A signed envelope that fails to decrypt; a decoder takes the last 112 bytes as the
@@ -1265,28 +1303,52 @@ def signed_tampered(keys: Keys) -> Iterator[Vector]:
     env = signed_recording(keys, name, p256, size)
     data = env.encode() + sign(env, p256)
     at = len(env.header()) + BODY_PREFIX + WIRE_SEGMENT + 10  # inside the final segment
-    yield signed_failure("payload failure", name, env, flip(data, at), env.plaintext[:SEGMENT],
-                         "a ciphertext byte of the final segment flipped after signing")
+    yield signed_failure(
+        "payload failure",
+        name,
+        env,
+        flip(data, at),
+        env.plaintext[:SEGMENT],
+        "a ciphertext byte of the final segment flipped after signing",
+    )
 
     name = "signed_header_field_changed"
     env = signed_recording(keys, name, p256, size)
     sig = sign(env, p256)
     changed = replace(env, metadata=later(env))
     data = changed.header() + env.body().encode() + sig
-    yield signed_failure("payload failure", name, env, data, b"",
-                         "created_ms + 1, MAC recomputed by a key holder, body and trailer kept",
-                         header=changed)
+    yield signed_failure(
+        "payload failure",
+        name,
+        env,
+        data,
+        b"",
+        "created_ms + 1, MAC recomputed by a key holder, body and trailer kept",
+        header=changed,
+    )
 
     name = "signed_signature_truncated"
     env = signed_recording(keys, name, p256, size)
     data = (env.encode() + sign(env, p256))[:-1]
-    yield signed_failure("payload failure", name, env, data, env.plaintext[:SEGMENT],
-                         "the last byte of the trailer is missing")
+    yield signed_failure(
+        "payload failure",
+        name,
+        env,
+        data,
+        env.plaintext[:SEGMENT],
+        "the last byte of the trailer is missing",
+    )
 
     name = "signed_trailer_missing"
     env = signed_recording(keys, name, p256, size)
-    yield signed_failure("payload failure", name, env, env.encode(), env.plaintext[:SEGMENT],
-                         "an interrupted signed recording: no trailer after the final segment")
+    yield signed_failure(
+        "payload failure",
+        name,
+        env,
+        env.encode(),
+        env.plaintext[:SEGMENT],
+        "an interrupted signed recording: no trailer after the final segment",
+    )
 
 
 @family

@@ -218,9 +218,7 @@ class SignatureCache:
         try:
             report = verify_source(FileSource(fd), policy.signer_ca, keep_digests=True)
             if report.verified is not None:
-                report = dataclasses.replace(
-                    report, verified=CheckedOnce(report.verified, key[0])
-                )
+                report = dataclasses.replace(report, verified=CheckedOnce(report.verified, key[0]))
             stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             self._store(key, report, name, stamp)
             return report
