@@ -64,6 +64,7 @@ __all__ = [
     "TrailingDataError",
     "TruncatedStreamError",
     "UnsupportedVersionError",
+    "UpgradeRequestError",
 ]
 
 
@@ -471,3 +472,17 @@ class StreamProtocolError(RecstreamError):
     def __init__(self, message: str, close_code: int = 1008) -> None:
         super().__init__(message)
         self.close_code = close_code
+
+
+class UpgradeRequestError(RecstreamError):
+    """A WebSocket upgrade request that is not well-formed HTTP/1.1 or not an upgrade.
+
+    Messages name the rule broken, never a header's value.
+
+    Attributes:
+        status: the HTTP status to answer with (400, 405, 414, 426, 431).
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
