@@ -40,8 +40,7 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import aiohttp
+from urllib.parse import urlsplit
 
 from recstream.aio import DEFAULT_FLUSH_INTERVAL
 from recstream.aio.run import run as run_uvloop
@@ -50,6 +49,7 @@ from recstream.bench.machine import describe_machine
 from recstream.bench.modes import DEFAULT_STREAMS, Progress
 from recstream.bench.report import Column, Report
 from recstream.bench.stats import summarize
+from recstream.streams.frames import unmask as _apply_mask
 
 __all__ = ["DEFAULT_STREAMS", "StreamsConfig", "run_from_args", "run_streams"]
 
@@ -104,20 +104,85 @@ class StepResult:
         return max(0.0, self.late_p99) + self.fill_p99 + self.flush_p99
 
 
+class _Platform(asyncio.Protocol):
+    """One simulated fork's socket: a raw WebSocket client, as cheap per message as it gets.
+
+    The load generator must not be what fails a step, so it skips every library:
+    each tick is one ``write`` of two frames, masked as RFC 6455 §5.3 requires
+    (with one random key per stream instead of per frame -- a loopback load, not a
+    client anyone should copy) by the C unmasking function the server uses too.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.key = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.key = base64.b64encode(os.urandom(16)).decode()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.opened.done():
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head, self.buf = self.buf[:end], self.buf[end + 4 :]
+            if not head.startswith(b"HTTP/1.1 101 "):
+                self.opened.set_exception(BenchError(f"upgrade refused: {head[:40]!r}"))
+                return
+            self.opened.set_result(None)
+        # Server frames (unmasked): only the close frame matters here.
+        while len(self.buf) >= 2 and len(self.buf) >= 2 + (self.buf[1] & 0x7F):
+            opcode, n = self.buf[0] & 0x0F, self.buf[1] & 0x7F
+            body, self.buf = self.buf[2 : 2 + n], self.buf[2 + n :]
+            if opcode == 0x8 and not self.closed.done():
+                code = int.from_bytes(body[:2]) if len(body) >= 2 else 1005
+                assert self.transport is not None
+                self.transport.write(_mask_frame(0x8, body[:2], os.urandom(4)))
+                self.transport.close()
+                self.closed.set_result(code)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(BenchError("connection lost before the upgrade"))
+        if not self.closed.done():
+            self.closed.set_result(1006)
+
+
+def _mask_frame(opcode: int, payload: bytes, key: bytes) -> bytes:
+    n = len(payload)
+    head = (
+        bytes((0x80 | opcode, 0x80 | n))
+        if n < 126
+        else bytes((0x80 | opcode, 0xFE)) + n.to_bytes(2)
+    )
+    return head + key + _apply_mask(payload, key)
+
+
 class _Stream:
     """One simulated fork: its socket and its Twilio counters."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
+    def __init__(self, proto: _Platform) -> None:
+        assert proto.transport is not None
+        self.proto = proto
+        self.write = proto.transport.write
         self.sid = "MZ" + secrets.token_hex(16)
         self.call = "CA" + secrets.token_hex(16)
+        self.mask = os.urandom(4)
         payload = base64.b64encode(FRAME).decode()
         head = '{"event":"media","sequenceNumber":"%d","media":{"track":"'
         tail = '","chunk":"%d","timestamp":"%d","payload":"' + payload + '"},"streamSid":"'
-        self.inbound = head + "inbound" + tail + self.sid + '"}'
-        self.outbound = head + "outbound" + tail + self.sid + '"}'
+        self.inbound = (head + "inbound" + tail + self.sid + '"}').encode()
+        self.outbound = (head + "outbound" + tail + self.sid + '"}').encode()
         self.seq = 1
         self.ts = 0
+
+    def send(self, text: str) -> None:
+        self.write(_mask_frame(0x1, text.encode(), self.mask))
 
     def start(self) -> str:
         return json.dumps(
@@ -136,18 +201,35 @@ class _Stream:
             }
         )
 
-    async def tick(self) -> None:
-        s, ts = self.seq, self.ts
-        await self.ws.send_str(self.outbound % (s + 1, s, ts))
-        await self.ws.send_str(self.inbound % (s + 2, s + 1, ts))
+    def tick(self) -> None:
+        s, ts, key = self.seq, self.ts, self.mask
+        out = self.outbound % (s + 1, s, ts)
+        inb = self.inbound % (s + 2, s + 1, ts)
+        # Both media frames of the tick in one write (126 + 16-bit length: 300-byte messages).
+        self.write(
+            b"\x81\xfe" + len(out).to_bytes(2) + key + _apply_mask(out, key)
+            + b"\x81\xfe" + len(inb).to_bytes(2) + key + _apply_mask(inb, key)
+        )  # fmt: skip
         self.seq, self.ts = s + 2, ts + 20
 
     async def stop(self) -> bool:
         stop = {"event": "stop", "sequenceNumber": str(self.seq + 1), "streamSid": self.sid,
                 "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call}}  # fmt: skip
-        await self.ws.send_str(json.dumps(stop))
-        msg = await self.ws.receive()
-        return msg.type is aiohttp.WSMsgType.CLOSE and self.ws.close_code == 1000
+        self.send(json.dumps(stop))
+        return await self.proto.closed == 1000
+
+
+async def _open(host: str, port: int, target: str) -> _Stream:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(_Platform, host, port)
+    assert proto.transport is not None
+    proto.transport.write(
+        f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {proto.key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await proto.opened
+    return _Stream(proto)
 
 
 def _pct(values: array[float], p: float) -> float:
@@ -169,23 +251,25 @@ async def _ticker(streams: list[_Stream], cfg: StreamsConfig) -> tuple[array[flo
             now = time.monotonic()
         lags.append(max(0.0, now - deadline))
         for stream in phases[j % cfg.slots]:
-            await stream.tick()
+            stream.tick()
         sent += 2 * len(phases[j % cfg.slots])
         j += 1
     return lags, sent
 
 
 async def _step(cfg: StreamsConfig, n: int, url: str, conns: list[Any]) -> StepResult:
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
 
-        async def open_one() -> _Stream:
-            stream = _Stream(await session.ws_connect(url, max_msg_size=1 << 16))
-            await stream.ws.send_str('{"event":"connected","protocol":"Call","version":"1.0.0"}')
-            await stream.ws.send_str(stream.start())
-            return stream
+    async def open_one() -> _Stream:
+        stream = await _open(host, port, target)
+        stream.send('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+        stream.send(stream.start())
+        return stream
 
-        streams: list[_Stream] = []
+    streams: list[_Stream] = []
+    try:
         for i in range(0, n, _OPEN_BATCH):
             streams += await asyncio.gather(*(open_one() for _ in range(min(_OPEN_BATCH, n - i))))
         await asyncio.to_thread(_ask_all, conns, ("reset",))
@@ -195,9 +279,12 @@ async def _step(cfg: StreamsConfig, n: int, url: str, conns: list[Any]) -> StepR
         server = _merge(await asyncio.to_thread(_ask_all, conns, ("stats",)))
         done = 0
         for i in range(0, n, _OPEN_BATCH):
-            done += sum(await asyncio.gather(*(s.stop() for s in streams[i : i + _OPEN_BATCH])))
+            batch = streams[i : i + _OPEN_BATCH]
+            done += sum(await asyncio.wait_for(asyncio.gather(*(s.stop() for s in batch)), 60))
+    finally:
         for s in streams:
-            await s.ws.close()
+            if s.proto.transport is not None:
+                s.proto.transport.close()
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     tail = lags[-max(1, int(1.0 / (FRAME_SECONDS / cfg.slots))) :]
     result = StepResult(

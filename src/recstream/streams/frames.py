@@ -45,6 +45,7 @@ __all__ = [
     "FrameReader",
     "close_frame",
     "encode_frame",
+    "unmask",
     "unmask_reference",
 ]
 
@@ -85,7 +86,7 @@ def _fast_unmask() -> Callable[[bytes, bytes], bytes]:
     return apply_mask
 
 
-_unmask: Final = _fast_unmask()
+unmask: Final = _fast_unmask()  # masking is the same XOR (a client, a test)
 
 
 def _fail(problem: str, code: int = PROTOCOL_ERROR) -> StreamProtocolError:
@@ -175,7 +176,7 @@ class FrameReader:
             end = head + 4 + length
             if end > n:
                 break
-            payload = _unmask(data[head + 4 : end], data[head : head + 4])
+            payload = unmask(data[head + 4 : end], data[head : head + 4])
             pos = end
             opcode = b0 & 0x0F
             if b0 & 0x80 and opcode == OP_TEXT and not self._opcode:  # the common case
