@@ -337,6 +337,7 @@ class StreamConnection:
                 # The reason is ours, never the peer's data; 123 bytes is the frame's limit.
                 self.close_code = code
                 self.transport.write(close_frame(code, reason))
+                self.transport.resume_reading()  # paused if it ended while starting
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self._peer_answered), CLOSE_TIMEOUT)
             self.transport.close()
