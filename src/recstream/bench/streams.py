@@ -69,7 +69,7 @@ class StreamsConfig:
     keep_going: bool = False
     repeat: int = 1
     directory: Path | None = None
-    processes: int = 1
+    processes: tuple[int, ...] = (1,)  # each step runs against each server size
     reference: bool = True
 
 
@@ -355,32 +355,43 @@ def _judge(r: StepResult, cfg: StreamsConfig) -> list[str]:
 
 async def _ramp(
     cfg: StreamsConfig,
-    target: tuple[str, list[Any]],
+    targets: dict[int, tuple[str, list[Any]]],
     bare: tuple[str, list[Any]] | None,
     progress: Progress,
-) -> tuple[dict[int, list[StepResult]], dict[int, list[StepResult]]]:
-    """Each step: the bare reference consumer (if any), then recstream, same load."""
-    results: dict[int, list[StepResult]] = {n: [] for n in cfg.streams}
+) -> tuple[dict[int, dict[int, list[StepResult]]], dict[int, list[StepResult]]]:
+    """Each step: the bare reference consumer (if any), then recstream with each number
+    of server processes, same load; results by process count, then streams."""
+    results: dict[int, dict[int, list[StepResult]]] = {
+        p: {n: [] for n in cfg.streams} for p in targets
+    }
     references: dict[int, list[StepResult]] = {n: [] for n in cfg.streams}
-    limit: int | None = None
+    limit: dict[int, int | None] = dict.fromkeys(targets)
     for rnd in range(cfg.repeat):
         for n in cfg.streams:
-            if limit is not None and n > limit and not cfg.keep_going:
+            wanted = [p for p in targets if cfg.keep_going or n <= (limit[p] or n)]
+            if not wanted:
                 continue
             if bare is not None:
                 progress(f"round {rnd + 1}/{cfg.repeat}: {n} streams to the bare reference")
                 references[n].append(await _step(cfg, n, *bare))
-            progress(f"round {rnd + 1}/{cfg.repeat}: {n} two-track streams for {cfg.duration:g} s")
-            res = await _step(cfg, n, *target)
-            results[n].append(res)
-            verdict = "sustained" if res.sustained else "NOT sustained: " + "; ".join(res.failures)
-            progress(
-                f"  {n} streams: server CPU {res.server_cpu:.0f}%, client CPU "
-                f"{res.client_cpu:.0f}%, late p99 {res.late_p99 * 1e3:.0f} ms, chunk-to-disk "
-                f"p99 <= {res.chunk_to_disk_p99:.2f} s: {verdict}"
-            )
-            if not res.sustained and limit is None:
-                limit = n
+            for p in wanted:
+                progress(
+                    f"round {rnd + 1}/{cfg.repeat}: {n} two-track streams for {cfg.duration:g} s, "
+                    f"{p} server process{'es' if p > 1 else ''}"
+                )
+                res = await _step(cfg, n, *targets[p])
+                results[p][n].append(res)
+                verdict = (
+                    "sustained" if res.sustained else "NOT sustained: " + "; ".join(res.failures)
+                )
+                progress(
+                    f"  {n} streams: server CPU {res.server_cpu:.0f}% "
+                    f"({res.server_us_per_message:.1f} us/msg), client CPU "
+                    f"{res.client_cpu:.0f}%, late p99 {res.late_p99 * 1e3:.0f} ms, chunk-to-disk "
+                    f"p99 <= {res.chunk_to_disk_p99:.2f} s: {verdict}"
+                )
+                if not res.sustained and limit[p] is None:
+                    limit[p] = n
     return results, references
 
 
@@ -397,7 +408,7 @@ def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Repo
             "slots": cfg.slots,
             "max_late_s": cfg.max_late,
             "repeat": cfg.repeat,
-            "processes": cfg.processes,
+            "processes": ",".join(map(str, cfg.processes)),
         },
     )
     report.machine["cpu_flags"] = _cpu_flags()
@@ -406,7 +417,7 @@ def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Repo
     if soft != resource.RLIM_INFINITY and soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
     per_stream = cfg.duration * 16_000 * 1.3 + 8192
-    need = int(max(cfg.streams) * per_stream * cfg.repeat)
+    need = int(max(cfg.streams) * per_stream * cfg.repeat * len(cfg.processes))
     with work_directory(cfg.directory, need_bytes=need) as work:
         report.parameters["directory"] = str(work.parent)
         ident = make_identity(work, 2048)
@@ -426,16 +437,37 @@ def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Repo
             if cfg.reference:
                 conns, url = _start_servers(ctx, {**opts, "bare": True}, 1, procs)
                 bare = (f"{url}?token=x", conns)
-            conns, url = _start_servers(ctx, opts, cfg.processes, procs)
-            target = (f"{url}?token={secret}", conns)
-            results, references = run_uvloop(_ramp(cfg, target, bare, progress))
-            _stop_servers([*target[1], *(bare[1] if bare else [])], procs)
+            targets = {}
+            for p in cfg.processes:  # idle between their steps: they cost nothing then
+                conns, url = _start_servers(ctx, opts, p, procs)
+                targets[p] = (f"{url}?token={secret}", conns)
+            results, references = run_uvloop(_ramp(cfg, targets, bare, progress))
+            every = [c for _, cs in targets.values() for c in cs]
+            _stop_servers([*every, *(bare[1] if bare else [])], procs)
         finally:
             for proc in procs:
                 proc.join(60)
                 if proc.is_alive():
                     proc.terminate()
-    _tabulate(report, cfg, results, references)
+    best = 0
+    for p, by_streams in results.items():
+        most = _tabulate(report, cfg, p, by_streams, references)
+        report.parameters[f"max_sustained_streams_{p}proc"] = most
+        best = max(best, most)
+    report.parameters["max_sustained_streams"] = best
+    report.notes += [
+        f"most two-track streams sustained in real time: {best or 'none of the steps'} "
+        f"(target 2,000; of {max(cfg.streams)} tried)",
+        "each stream is 2 media messages per 20 ms (100 WebSocket messages/s), base64 JSON "
+        "as Twilio sends them; server and load generator share the machine's cores",
+        "client CPU: the load generator (raw sockets, one write of two masked frames per "
+        "stream per 20 ms); it runs on the same 2 cores as the server",
+        "load avg: the machine's 1-minute load at the end of each step (2 cores): above 2, "
+        "other work was taking CPU from both processes, and a step can fail for that alone",
+        "chunk-to-disk p99 <= server late p99 + segment fill p99 + sealed-to-disk p99: the "
+        "fill (16 KiB of two 8 kB/s tracks plus record headers, ~1 s) is the format's share",
+        f"CPU features seen: {report.machine['cpu_flags'] or 'unknown'}",
+    ]
     report.check_noise()
     return report
 
@@ -486,11 +518,13 @@ def _cpu_flags() -> str:
 def _tabulate(
     report: Report,
     cfg: StreamsConfig,
+    processes: int,
     results: dict[int, list[StepResult]],
     references: dict[int, list[StepResult]],
-) -> None:
+) -> int:
+    """One table (and curves) for one server size; return the most streams it sustained."""
     table = report.table(
-        f"two-track media streams over loopback, {cfg.processes} server process(es), "
+        f"two-track media streams over loopback, {processes} server process(es), "
         f"{cfg.duration:g} s per step, flush interval "
         f"{cfg.flush_interval:g} s, sync={'on' if cfg.sync else 'off'}",
         Column("streams", "streams"),
@@ -510,14 +544,17 @@ def _tabulate(
         Column("rss_mib", "server RSS MiB", noise_floor=float("inf")),
         Column("load", "load avg", 1, noise_floor=float("inf")),
     )
-    cpu = report.curve("server CPU (100% = one core)", "concurrent streams", "CPU %")
-    c2d = report.curve("chunk-to-disk p99 (bound)", "concurrent streams", "ms")
-    if any(references.values()):
-        report.notes.append(
-            "reference, same run and load, just before each step: a bare aiohttp WebSocket "
-            "consumer (receive + json.loads, no checks, no recording); 'bare us/msg' is its "
-            "CPU per message and 'x bare' recstream's server CPU per message over it"
-        )
+    cpu = report.curve(
+        f"server CPU, {processes} process(es) (100% = one core)", "concurrent streams", "CPU %"
+    )
+    c2d = report.curve(f"chunk-to-disk p99 (bound), {processes} process(es)", "streams", "ms")
+    note = (
+        "reference, same run and load, just before each step: a bare aiohttp WebSocket "
+        "consumer (receive + json.loads, no checks, no recording); 'bare us/msg' is its "
+        "CPU per message and 'x bare' recstream's server CPU per message over it"
+    )
+    if any(references.values()) and note not in report.notes:
+        report.notes.append(note)
     best = 0
     for n, runs in results.items():
         if not runs:
@@ -541,7 +578,7 @@ def _tabulate(
             x_bare=summarize(
                 [
                     r.server_us_per_message / b.server_us_per_message
-                    for r, b in zip(runs, refs, strict=True)
+                    for r, b in zip(runs, refs, strict=False)
                 ]
             )
             if refs
@@ -558,19 +595,10 @@ def _tabulate(
         c2d.point("chunk-to-disk p99", n, row["c2d_p99_ms"])
         for r in runs:
             if r.failures:
-                report.notes.append(f"{n} streams not sustained: {'; '.join(r.failures)}")
-    report.parameters["max_sustained_streams"] = best
-    report.notes += [
-        f"most two-track streams sustained in real time: {best or 'none of the steps'} "
-        f"(target 2,000; of {max(results)} tried)",
-        "each stream is 2 media messages per 20 ms (100 WebSocket messages/s), base64 JSON "
-        "as Twilio sends them; server and load generator share the machine's cores",
-        "load avg: the machine's 1-minute load at the end of each step (2 cores): above 2, "
-        "other work was taking CPU from both processes, and a step can fail for that alone",
-        "chunk-to-disk p99 <= server late p99 + segment fill p99 + sealed-to-disk p99: the "
-        "fill (16 KiB of two 8 kB/s tracks plus record headers, ~1 s) is the format's share",
-        f"CPU features seen: {report.machine['cpu_flags'] or 'unknown'}",
-    ]
+                report.notes.append(
+                    f"{n} streams, {processes} process(es), not sustained: {'; '.join(r.failures)}"
+                )
+    return best
 
 
 def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
@@ -588,7 +616,7 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
         keep_going=ns.keep_going,
         repeat=ns.repeat,
         directory=ns.dir,
-        processes=ns.processes,
+        processes=tuple(sorted(set(ns.processes))),
         reference=not ns.no_reference,
     )
     return run_streams(cfg, progress)
