@@ -226,7 +226,7 @@ def test_fast_media_path_agrees_with_the_full_parser(
 
 
 def test_fast_path_takes_what_twilio_and_streamdouble_send() -> None:
-    from recstream.streams.protocol import _FAST_MEDIA
+    from recstream.streams.protocol import _FAST_COMPACT, _FAST_MEDIA
 
     c = Call()
     spaced = c.media("inbound", 20, b"\x01" * 160)  # json.dumps: ", " and ": "
@@ -234,3 +234,5 @@ def test_fast_path_takes_what_twilio_and_streamdouble_send() -> None:
     for text in (spaced, compact):
         assert _FAST_MEDIA.fullmatch(text) is not None
         assert parse_message(text) == parse_message(" " + text)
+    # Twilio's compact form also takes the cheaper regex; it is the general one without spaces.
+    assert _FAST_COMPACT.fullmatch(compact) is not None and _FAST_COMPACT.fullmatch(spaced) is None

@@ -190,7 +190,7 @@ def parse_message(text: str | bytes) -> Message:
         msg = f"message of {len(text)} bytes is over the limit of {MAX_MESSAGE_BYTES}"
         raise StreamProtocolError(msg, 1009)
     if isinstance(text, str):
-        fast = _FAST_MEDIA.fullmatch(text)
+        fast = _FAST_COMPACT.fullmatch(text) or _FAST_MEDIA.fullmatch(text)
         if fast is not None:
             media = _fast_media(fast)
             if media is not None:
@@ -236,6 +236,9 @@ _FAST_MEDIA: Final = re.compile(
         )
     )
 )  # fmt: skip
+# Twilio's own serialisation has no spaces: that regex first, without the optional
+# spaces that make the general one ~60% dearer (a miss fails at the first ", ").
+_FAST_COMPACT: Final = re.compile(_FAST_MEDIA.pattern.replace(_SP, ""))
 _FAST_TRACKS: Final = {"inbound": Track.INBOUND, "outbound": Track.OUTBOUND}
 
 
