@@ -243,9 +243,14 @@ async def _ticker(streams: list[_Stream], cfg: StreamsConfig) -> tuple[array[flo
     lags: array[float] = array("d")
     sent = 0
     start = time.monotonic()
+    # A generator that fell this far behind has failed the step: stop there instead of
+    # sending the backlog (on a loaded machine that made one step take minutes).
+    give_up = start + cfg.duration + max(2.0, 4 * cfg.max_late)
     j = 0
     while (deadline := start + j * sub) < start + cfg.duration:
         now = time.monotonic()
+        if now > give_up:
+            break
         if deadline > now:
             await asyncio.sleep(deadline - now)
             now = time.monotonic()
