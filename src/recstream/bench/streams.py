@@ -173,11 +173,17 @@ class _Stream:
         self.sid = "MZ" + secrets.token_hex(16)
         self.call = "CA" + secrets.token_hex(16)
         self.mask = os.urandom(4)
-        payload = base64.b64encode(FRAME).decode()
-        head = '{"event":"media","sequenceNumber":"%d","media":{"track":"'
-        tail = '","chunk":"%d","timestamp":"%d","payload":"' + payload + '"},"streamSid":"'
-        self.inbound = (head + "inbound" + tail + self.sid + '"}').encode()
-        self.outbound = (head + "outbound" + tail + self.sid + '"}').encode()
+        # Each media message is a short prefix that changes (sequence, chunk, timestamp)
+        # and a long tail that does not (payload, stream SID).  The tail is masked once
+        # for each of the four key rotations the prefix's length can leave it at.
+        self.heads = {
+            t: b'{"event":"media","sequenceNumber":"%d","media":{"track":"' + t.encode()
+            + b'","chunk":"%d","timestamp":"%d","payload":"'
+            for t in ("inbound", "outbound")
+        }  # fmt: skip
+        tail = base64.b64encode(FRAME) + b'"},"streamSid":"' + self.sid.encode() + b'"}'
+        self.tail_len = len(tail)
+        self.tails = [_apply_mask(tail, self.mask[r:] + self.mask[:r]) for r in range(4)]
         self.seq = 1
         self.ts = 0
 
@@ -201,15 +207,19 @@ class _Stream:
             }
         )
 
-    def tick(self) -> None:
-        s, ts, key = self.seq, self.ts, self.mask
-        out = self.outbound % (s + 1, s, ts)
-        inb = self.inbound % (s + 2, s + 1, ts)
-        # Both media frames of the tick in one write (126 + 16-bit length: 300-byte messages).
-        self.write(
-            b"\x81\xfe" + len(out).to_bytes(2) + key + _apply_mask(out, key)
-            + b"\x81\xfe" + len(inb).to_bytes(2) + key + _apply_mask(inb, key)
+    def _media(self, track: str, seq: int, chunk: int, ts: int) -> bytes:
+        head = self.heads[track] % (seq, chunk, ts)
+        n = len(head)
+        size = n + self.tail_len  # 300-odd bytes: the 16-bit length form
+        return (
+            b"\x81\xfe" + size.to_bytes(2) + self.mask + _apply_mask(head, self.mask)
+            + self.tails[n % 4]
         )  # fmt: skip
+
+    def tick(self) -> None:
+        s, ts = self.seq, self.ts
+        # Both media frames of the tick in one write.
+        self.write(self._media("outbound", s + 1, s, ts) + self._media("inbound", s + 2, s + 1, ts))
         self.seq, self.ts = s + 2, ts + 20
 
     async def stop(self) -> bool:
