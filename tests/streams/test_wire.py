@@ -10,6 +10,7 @@ goes on; each refusal is a complete HTTP response and one audit line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
 from collections.abc import Iterator
@@ -204,3 +205,34 @@ def test_what_is_not_an_upgrade_is_answered_and_audited(
     else:
         raise AssertionError(f"no refusal audited for {reason!r}")
     assert ACME not in env.audit.read_text()
+
+
+def test_pings_alone_do_not_keep_a_stream_open(env: Env) -> None:
+    c = wc.Call(tracks=("inbound",))
+    data = wc.audio(2, seed=24)
+    with contextlib.ExitStack() as stack:
+        idle = stack.enter_context(
+            contextlib.contextmanager(running)(
+                env.config("idle-wire.toml", idle_timeout=1), env.root / "idle-wire.log"
+            )
+        )
+
+        async def go() -> int:
+            raw, _ = await Raw.open(idle, upgrade_head(f"/streams?token={ACME}"))
+            raw.writer.write(texts(c.start(), *wc.media_messages(c, data)))
+            pinger = asyncio.get_running_loop().create_task(ping_forever(raw))
+            try:
+                return await raw.close_code()  # pongs are read and skipped
+            finally:
+                pinger.cancel()
+
+        assert wc.run(go) == 1001
+    entry, ex = recorded(env, c)
+    assert entry["complete"] is False and "idle" in entry["reason"]
+    assert bytes(ex.tracks[1].audio) == data
+
+
+async def ping_forever(raw: Raw) -> None:
+    while True:  # cancelled by the test once the server closes
+        raw.writer.write(frame(0x9, b"still here"))
+        await asyncio.sleep(0.2)

@@ -132,7 +132,6 @@ class StreamConnection:
     # --- the transport's side ----------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.last_seen = time.monotonic()
         if self._ending:
             self._await_close(data)
             return
@@ -164,6 +163,8 @@ class StreamConnection:
             try:
                 if opcode == OP_TEXT:
                     assert isinstance(payload, str)
+                    # The idle clock counts messages: pings alone do not keep a stream open.
+                    self.last_seen = time.monotonic()
                     message = parse_message(payload)
                     data = session.receive(message)
                     if type(message) is Media:
