@@ -475,12 +475,12 @@ class StreamProtocolError(RecstreamError):
 
 
 class UpgradeRequestError(RecstreamError):
-    """A WebSocket upgrade request that is not well-formed HTTP/1.1 or not an upgrade.
+    """A media-stream connection's opening request is malformed or is not a WebSocket upgrade.
 
     Messages name the rule broken, never a header's value.
 
     Attributes:
-        status: the HTTP status to answer with (400, 405, 414, 426, 431).
+        status: the response status to answer with (400, 405, 414, 426, 431).
     """
 
     def __init__(self, message: str, status: int = 400) -> None:
