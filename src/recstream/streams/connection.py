@@ -6,7 +6,7 @@ aioquic ``protocol.py`` role): bytes from the socket go through the
 :func:`~recstream.streams.protocol.parse_message` and the session, and the
 container bytes to the :class:`~recstream.aio.RecordingHook` -- synchronously,
 in the transport's ``data_received``: no task, future or timer per message.
-Only ``start`` waits (the hook opens the file): reading pauses until it is done.
+Only ``start`` waits (the hook opens the file): messages are held until it is done.
 
 It owns the policy for how a stream ends:
 
@@ -66,6 +66,7 @@ CLOSE_POLICY: Final = 1008
 CLOSE_INTERNAL: Final = 1011  # the recording failed
 CLOSE_TIMEOUT: Final = 10.0  # seconds the peer has to answer our close frame
 MAX_PENDING_WRITE: Final = 64 * 1024  # pongs are dropped past this (a peer that pings, never reads)
+MAX_BACKLOG: Final = 1000  # messages held while the file opens (10 s of a stream); then pause
 _VOICE: Final = MediaKind.VOICE
 _NOT_STOPPED: Final = "closed without a stop message"
 
@@ -121,7 +122,10 @@ class StreamConnection:
         self._starting = False  # the hook is opening the recording: messages wait
         self._start_task: asyncio.Task[None] | None = None
         self._backlog: list[tuple[int, object]] = []
-        self._ending = False
+        self._ending = False  # the end has begun (the recording is closed once start is done)
+        self._halted = False  # a stop, an error or a close frame: no further message counts
+        self._finalising = False  # the recording is being closed: nothing more is recorded
+        self._paused = False  # reading paused: too much arrived while the file was opening
         self._lost = False
         self._write_paused = False
         self._peer_answered = asyncio.get_running_loop().create_future()
@@ -132,12 +136,17 @@ class StreamConnection:
     # --- the transport's side ----------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self._ending:
+        if self._finalising or self._halted:  # nothing more can be recorded
             self._await_close(data)
             return
         events = self.reader.feed(data)
         if self._starting:
+            # Reading goes on while the hook opens the file (as it did under aiohttp), so
+            # what the platform sent before a shutdown is recorded; a flood pauses it.
             self._backlog += events
+            if len(self._backlog) > MAX_BACKLOG and not self._paused:
+                self._paused = True
+                self.transport.pause_reading()
         else:
             self._dispatch(events)
 
@@ -158,7 +167,7 @@ class StreamConnection:
     def _dispatch(self, events: list[tuple[int, object]]) -> None:
         session = self.session
         for i, (opcode, payload) in enumerate(events):
-            if self._ending:
+            if self._halted:
                 return
             try:
                 if opcode == OP_TEXT:
@@ -172,13 +181,12 @@ class StreamConnection:
                     elif type(message) is Start:
                         self._starting = True
                         self._backlog = events[i + 1 :]
-                        self.transport.pause_reading()
                         self._start_task = self._spawn(self._begin_then_resume(message))
                         return
                     elif data:
                         self._write(data)
                     if session.state is State.STOPPED:
-                        self._finish("stopped", CLOSE_NORMAL)
+                        self._halt("stopped", CLOSE_NORMAL)
                         return
                 elif opcode == OP_ERROR:
                     assert isinstance(payload, StreamProtocolError)
@@ -186,11 +194,16 @@ class StreamConnection:
                 else:
                     self._control(opcode, payload)
             except StreamProtocolError as exc:
-                self._finish(str(exc), exc.close_code)
+                self._halt(str(exc), exc.close_code)
             except AuthRefused as exc:
-                self._finish(exc.reason, CLOSE_POLICY)
+                self._halt(exc.reason, CLOSE_POLICY)
             except (PipelineError, RecstreamError, OSError) as exc:
-                self._finish(f"recording failed: {_describe(exc)}", CLOSE_INTERNAL)
+                self._halt(f"recording failed: {_describe(exc)}", CLOSE_INTERNAL)
+
+    def _halt(self, reason: str, code: int) -> None:
+        """This stream's own messages ended it (stop, an error): nothing after is read."""
+        self._halted = True
+        self._finish(reason, code)
 
     def _control(self, opcode: int, payload: object) -> None:
         if opcode == OP_PING:
@@ -200,11 +213,14 @@ class StreamConnection:
                 self.transport.write(encode_frame(OP_PONG, payload))
         elif opcode == OP_CLOSE:
             assert isinstance(payload, tuple)
+            self._halted = True  # nothing may follow a close frame
+            if not self._peer_answered.done():
+                self._peer_answered.set_result(None)
+            if self._ending:  # the server is closing too: its own close frame answers this
+                return
             code = payload[0]
             # Echo the peer's code (RFC 6455 §5.5.1); 1005 means none, answered with 1000.
             self.transport.write(close_frame(CLOSE_NORMAL if code == CLOSE_NO_STATUS else code))
-            if not self._peer_answered.done():
-                self._peer_answered.set_result(None)
             self._finish(_NOT_STOPPED, CLOSE_NORMAL, peer_closed=True)
         elif opcode == OP_BINARY:
             msg = "binary message: media streams send JSON text"
@@ -215,17 +231,18 @@ class StreamConnection:
         try:
             await self._begin(start)
         except StreamProtocolError as exc:
-            self._finish(str(exc), exc.close_code)
+            self._halt(str(exc), exc.close_code)
         except AuthRefused as exc:
-            self._finish(exc.reason, CLOSE_POLICY)
+            self._halt(exc.reason, CLOSE_POLICY)
         except (PipelineError, RecstreamError, OSError) as exc:
-            self._finish(f"recording failed: {_describe(exc)}", CLOSE_INTERNAL)
+            self._halt(f"recording failed: {_describe(exc)}", CLOSE_INTERNAL)
         self._starting = False
         backlog, self._backlog = self._backlog, []
-        if self._ending:
-            return
+        # What arrived while the file was opening is recorded even if the server decided
+        # meanwhile to end the stream (shutdown, idle) or the peer left: _end waits for it.
         self._dispatch(backlog)
-        if not self._starting and not self._ending and not self._lost:
+        if self._paused and not self._starting and not self._lost:
+            self._paused = False
             self.transport.resume_reading()
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
@@ -330,6 +347,7 @@ class StreamConnection:
         try:
             if self._start_task is not None:  # the hook may still be opening the file
                 await asyncio.wait([self._start_task])
+            self._finalising = True  # from here on, nothing more is recorded
             complete, reason = await self._finalise(reason)
             if self._on_finalised is not None:
                 self._on_finalised()  # the server's slot is free: the recording is on disk
@@ -338,7 +356,9 @@ class StreamConnection:
                 # The reason is ours, never the peer's data; 123 bytes is the frame's limit.
                 self.close_code = code
                 self.transport.write(close_frame(code, reason))
-                self.transport.resume_reading()  # paused if it ended while starting
+                if self._paused:  # a flood paused reading: the answer must be read
+                    self._paused = False
+                    self.transport.resume_reading()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self._peer_answered), CLOSE_TIMEOUT)
             self.transport.close()
