@@ -69,6 +69,7 @@ __all__ = [
     "TruncatedStreamError",
     "UnsignedRecordingError",
     "UnsupportedVersionError",
+    "UpgradeRequestError",
 ]
 
 
@@ -527,3 +528,17 @@ class RefusedSignerError(SignatureError):
     file, no digitalSignature key usage, or not valid at the signing time)."""
 
     status = "refused_signer"
+
+
+class UpgradeRequestError(RecstreamError):
+    """A media-stream connection's opening request is malformed or is not a WebSocket upgrade.
+
+    Messages name the rule broken, never a header's value.
+
+    Attributes:
+        status: the response status to answer with (400, 405, 414, 426, 431).
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status

@@ -458,8 +458,9 @@ def _streams_arguments(p: argparse.ArgumentParser) -> None:
         help="p99 lateness of the server's reading still counted as real time (default: 0.25)",
     )  # fmt: skip
     p.add_argument(
-        "--processes", type=positive_int, default=1, metavar="N",
-        help="server processes sharing the port (SO_REUSEPORT; default: 1)",
+        "--processes", type=list_type(positive_int), default=(1,), metavar="LIST",
+        help="server processes sharing the port (SO_REUSEPORT); a list such as 1,2 runs "
+        "each step against each (default: 1)",
     )  # fmt: skip
     p.add_argument(
         "--no-reference", action="store_true",

@@ -1,30 +1,38 @@
 """One accepted WebSocket, pumped into one encrypted recording.
 
 The asyncio side of :class:`~recstream.streams.session.StreamSession` (the
-aioquic ``protocol.py`` role): read a message, parse it, hand it to the
-session, pass the container bytes to the :class:`~recstream.aio.RecordingHook`.
+aioquic ``protocol.py`` role): bytes from the socket go through the
+:class:`~recstream.streams.frames.FrameReader`, each text message through
+:func:`~recstream.streams.protocol.parse_message` and the session, and the
+container bytes to the :class:`~recstream.aio.RecordingHook` -- synchronously,
+in the transport's ``data_received``: no task, future or timer per message.
+Only ``start`` waits (the hook opens the file): messages are held until it is done.
+
 It owns the policy for how a stream ends:
 
 * ``stop`` -- STATS and END written, the recording finalised **complete**;
 * the peer closes or disconnects without ``stop``, the idle timeout passes, a
   message is malformed (bad JSON or base64: close 1007), breaks a rule or a
-  limit (1008, 1009), or the recording fails (1011) -- the recording so far is
-  finalised **incomplete** (STATS, no END), and only this socket is closed.
+  limit (1002 for the WebSocket framing, 1008, 1009), or the recording fails
+  (1011) -- the recording so far is finalised **incomplete** (STATS, no END),
+  and only this socket is closed.
 
-Every end is one audit line (stream and call SIDs, tenant, counters, why);
-custom parameters -- phone numbers -- only ever go into the envelope.
+A close the peer starts is answered at once; one the server starts is sent once
+the recording is finalised, and the socket is closed when the peer answers or
+after :data:`CLOSE_TIMEOUT`.  Every end is one audit line (stream and call SIDs,
+tenant, counters, why); custom parameters -- phone numbers -- only ever go into
+the envelope.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
-
-from aiohttp import WSMsgType, web
 
 from recstream import tracks
 from recstream.aio import RecordingHook
@@ -32,26 +40,44 @@ from recstream.errors import PipelineError, RecstreamError, StreamProtocolError
 from recstream.format import SEGMENT_SIZE, MediaKind
 from recstream.service.audit import AuditLog
 from recstream.streams.auth import AuthRefused, choose_tenant
+from recstream.streams.frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_ERROR,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameReader,
+    close_frame,
+    encode_frame,
+)
 from recstream.streams.protocol import Media, Start, parse_message
 from recstream.streams.session import State, StreamSession
 
-__all__ = ["StreamConnection"]
+__all__ = ["CLOSE_TIMEOUT", "StreamConnection"]
 
 log = logging.getLogger("recstream.streams")
 
 CLOSE_NORMAL: Final = 1000
 CLOSE_GOING_AWAY: Final = 1001  # idle timeout, server shutting down
 CLOSE_UNSUPPORTED: Final = 1003  # a binary message
+CLOSE_NO_STATUS: Final = 1005  # the peer's close frame had no code (never sent, RFC 6455 §7.4.1)
 CLOSE_POLICY: Final = 1008
 CLOSE_INTERNAL: Final = 1011  # the recording failed
+CLOSE_TIMEOUT: Final = 10.0  # seconds the peer has to answer our close frame
+MAX_PENDING_WRITE: Final = 64 * 1024  # pongs are dropped past this (a peer that pings, never reads)
+MAX_BACKLOG: Final = 1000  # messages held while the file opens (10 s of a stream); then pause
 _VOICE: Final = MediaKind.VOICE
+_NOT_STOPPED: Final = "closed without a stop message"
 
 
 class StreamConnection:
-    """Pump one accepted WebSocket into the hook; :meth:`run` returns when it is over.
+    """One upgraded connection's stream: feed it the socket's bytes; :attr:`done` when over.
 
     Args:
+        transport: the connection's transport, after the 101 response was written.
         allowed: the tenants the connection's credentials are good for.
+        max_message: the longest WebSocket message accepted (1009 past it).
         on_finalised: called once the recording is finalised (before the close handshake).
         on_sealed: bench instrumentation, called as each 16 KiB segment of the
             recording is sealed with (seconds since the segment's first chunk
@@ -60,7 +86,7 @@ class StreamConnection:
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
         hook: RecordingHook,
         audit: AuditLog,
         *,
@@ -69,11 +95,12 @@ class StreamConnection:
         idle_timeout: float,
         max_call_seconds: float,
         tenant_parameter: str,
+        max_message: int,
         on_sealed: Callable[[float, float], None] | None = None,
         on_finalised: Callable[[], None] | None = None,
         worker: int = 0,
     ) -> None:
-        self.ws = ws
+        self.transport = transport
         self.hook = hook
         self.audit = audit
         self.allowed = allowed
@@ -81,77 +108,184 @@ class StreamConnection:
         self.idle_timeout = idle_timeout
         self.tenant_parameter = tenant_parameter
         self.session = StreamSession(max_call_seconds=max_call_seconds)
+        self.reader = FrameReader(max_message)
         self.key: str | None = None  # the hook's call ID (the stream SID) once recording
         self.tenant: str | None = None
         self.path: Path | None = None
+        self.close_code: int | None = None  # what the server sent in its close frame
         self._written = 0
         self._segment_started = self._origin = 0.0
         self._on_sealed = on_sealed
         self.worker = worker
         self._on_finalised = on_finalised
         self._going_away: str | None = None  # why the server closed the socket itself
+        self._starting = False  # the hook is opening the recording: messages wait
+        self._start_task: asyncio.Task[None] | None = None
+        self._backlog: list[tuple[int, object]] = []
+        self._ending = False  # the end has begun (the recording is closed once start is done)
+        self._halted = False  # a stop, an error or a close frame: no further message counts
+        self._finalising = False  # the recording is being closed: nothing more is recorded
+        self._paused = False  # reading paused: too much arrived while the file was opening
+        self._lost = False
+        self._write_paused = False
+        self._peer_answered = asyncio.get_running_loop().create_future()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.last_seen = time.monotonic()  # the server's idle watchdog reads this
 
-    async def run(self) -> None:
-        """Read until the stream ends; finalise the recording; close the socket; audit."""
-        reason, code = "stopped", CLOSE_NORMAL
-        try:
-            reason, code = await self._pump()
-        except StreamProtocolError as exc:
-            reason, code = str(exc), exc.close_code
-        except AuthRefused as exc:
-            reason, code = exc.reason, CLOSE_POLICY
-        except (PipelineError, RecstreamError, OSError) as exc:
-            reason, code = f"recording failed: {_describe(exc)}", CLOSE_INTERNAL
-        except asyncio.CancelledError:
-            reason, code = "server shutting down", CLOSE_GOING_AWAY
-            await self._end(reason, code)
-            raise
-        await self._end(reason, code)
+    # --- the transport's side ----------------------------------------------------
 
-    async def _pump(self) -> tuple[str, int]:
-        ws, session = self.ws, self.session
-        while True:
-            # No per-message timeout: a timer per message cost a fifth of the server's
-            # CPU; the server's watchdog closes idle sockets instead (go_away).
-            msg = await ws.receive()
-            self.last_seen = time.monotonic()
-            if msg.type is WSMsgType.TEXT:
-                message = parse_message(msg.data)
-                data = session.receive(message)
-                if isinstance(message, Start):
-                    await self._begin(message)
-                elif isinstance(message, Media):
-                    self._write(data, message.timestamp_ms)
-                elif data:
-                    self._write(data)
-                if session.state is State.STOPPED:
-                    return "stopped", CLOSE_NORMAL
-            elif msg.type is WSMsgType.BINARY:
-                msg_text = "binary message: media streams send JSON text"
-                raise StreamProtocolError(msg_text, CLOSE_UNSUPPORTED)
-            elif msg.type is WSMsgType.ERROR:
-                # aiohttp has closed the socket (1009 for a message over max_msg_size).
-                return f"WebSocket error: {_describe(ws.exception())}", ws.close_code or 1002
-            elif self._going_away is not None:
-                return self._going_away, CLOSE_GOING_AWAY
-            else:  # CLOSE, CLOSING, CLOSED: the peer left
-                return "closed without a stop message", CLOSE_NORMAL
+    def data_received(self, data: bytes) -> None:
+        if self._finalising or self._halted:  # nothing more can be recorded
+            self._await_close(data)
+            return
+        events = self.reader.feed(data)
+        if self._starting:
+            # Reading goes on while the hook opens the file (as it did under aiohttp), so
+            # what the platform sent before a shutdown is recorded; a flood pauses it.
+            self._backlog += events
+            if len(self._backlog) > MAX_BACKLOG and not self._paused:
+                self._paused = True
+                self.transport.pause_reading()
+        else:
+            self._dispatch(events)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._lost = True
+        if not self._peer_answered.done():
+            self._peer_answered.set_result(None)
+        self._finish(_NOT_STOPPED, CLOSE_NORMAL)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+
+    # --- messages ----------------------------------------------------------------
+
+    def _dispatch(self, events: list[tuple[int, object]]) -> None:
+        session = self.session
+        for i, (opcode, payload) in enumerate(events):
+            if self._halted:
+                return
+            try:
+                if opcode == OP_TEXT:
+                    assert isinstance(payload, str)
+                    # The idle clock counts messages: pings alone do not keep a stream open.
+                    self.last_seen = time.monotonic()
+                    message = parse_message(payload)
+                    data = session.receive(message)
+                    if type(message) is Media:
+                        self._write(data, message.timestamp_ms)
+                    elif type(message) is Start:
+                        self._starting = True
+                        self._backlog = events[i + 1 :]
+                        self._start_task = self._spawn(self._begin_then_resume(message))
+                        return
+                    elif data:
+                        self._write(data)
+                    if session.state is State.STOPPED:
+                        self._halt("stopped", CLOSE_NORMAL)
+                        return
+                elif opcode == OP_ERROR:
+                    assert isinstance(payload, StreamProtocolError)
+                    raise payload
+                else:
+                    self._control(opcode, payload)
+            except StreamProtocolError as exc:
+                self._halt(str(exc), exc.close_code)
+            except AuthRefused as exc:
+                self._halt(exc.reason, CLOSE_POLICY)
+            except (PipelineError, RecstreamError, OSError) as exc:
+                self._halt(f"recording failed: {_describe(exc)}", CLOSE_INTERNAL)
+
+    def _halt(self, reason: str, code: int) -> None:
+        """This stream's own messages ended it (stop, an error): nothing after is read."""
+        self._halted = True
+        self._finish(reason, code)
+
+    def _control(self, opcode: int, payload: object) -> None:
+        if opcode == OP_PING:
+            assert isinstance(payload, bytes)
+            pending = self.transport.get_write_buffer_size()
+            if not self._write_paused and pending < MAX_PENDING_WRITE:
+                self.transport.write(encode_frame(OP_PONG, payload))
+        elif opcode == OP_CLOSE:
+            assert isinstance(payload, tuple)
+            self._halted = True  # nothing may follow a close frame
+            if not self._peer_answered.done():
+                self._peer_answered.set_result(None)
+            if self._ending:  # the server is closing too: its own close frame answers this
+                return
+            code = payload[0]
+            # Echo the peer's code (RFC 6455 §5.5.1); 1005 means none, answered with 1000.
+            self.transport.write(close_frame(CLOSE_NORMAL if code == CLOSE_NO_STATUS else code))
+            self._finish(_NOT_STOPPED, CLOSE_NORMAL, peer_closed=True)
+        elif opcode == OP_BINARY:
+            msg = "binary message: media streams send JSON text"
+            raise StreamProtocolError(msg, CLOSE_UNSUPPORTED)
+        # OP_PONG: unsolicited, ignored (RFC 6455 §5.5.3)
+
+    async def _begin_then_resume(self, start: Start) -> None:
+        try:
+            await self._begin(start)
+        except StreamProtocolError as exc:
+            self._halt(str(exc), exc.close_code)
+        except AuthRefused as exc:
+            self._halt(exc.reason, CLOSE_POLICY)
+        except (PipelineError, RecstreamError, OSError) as exc:
+            self._halt(f"recording failed: {_describe(exc)}", CLOSE_INTERNAL)
+        self._starting = False
+        backlog, self._backlog = self._backlog, []
+        # What arrived while the file was opening is recorded even if the server decided
+        # meanwhile to end the stream (shutdown, idle) or the peer left: _end waits for it.
+        self._dispatch(backlog)
+        if self._paused and not self._starting and not self._lost:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- the end -----------------------------------------------------------------
+
+    def _finish(self, reason: str, code: int, *, peer_closed: bool = False) -> None:
+        """End the stream (once): finalise the recording, then close the socket."""
+        if self._ending:
+            return
+        self._ending = True
+        self._spawn(self._end(reason, code, peer_closed))
 
     async def go_away(self, reason: str = "server shutting down") -> None:
-        """Close the socket (1001); :meth:`run` then finalises the recording, incomplete."""
-        self._going_away = reason
-        if not self.ws.closed:
-            await self.ws.close(code=CLOSE_GOING_AWAY, message=reason.encode("ascii", "replace"))
+        """Close the socket (1001) once the recording is finalised, incomplete."""
+        if self._going_away is None and not self._ending:
+            self._going_away = reason
+            self._finish(reason, CLOSE_GOING_AWAY)
+        await asyncio.shield(self.done)
 
     @property
     def going_away(self) -> bool:
-        """The server has closed this socket itself (shutdown or idle)."""
+        """The server is closing this socket itself (shutdown or idle)."""
         return self._going_away is not None
 
     @property
     def idle_reason(self) -> str:
         return f"idle for {self.idle_timeout:g} s"
+
+    def _await_close(self, data: bytes) -> None:
+        """After our close frame: read until the peer's (anything else is dropped)."""
+        if self._peer_answered.done() or self.reader.closed:
+            return
+        try:
+            events = self.reader.feed(data)
+        except RecstreamError:  # the reader failed before: a broken peer, no need to wait
+            events = [(OP_ERROR, None)]
+        if any(op in (OP_CLOSE, OP_ERROR) for op, _ in events):
+            self._peer_answered.set_result(None)
 
     async def _begin(self, start: Start) -> None:
         requested = start.custom_parameters.get(self.tenant_parameter)
@@ -196,45 +330,63 @@ class StreamConnection:
         assert self.key is not None
         if data:
             self.hook.media(self.key, data)
-        if self._on_sealed is not None:
-            now = time.monotonic()
+        if self._on_sealed is not None:  # the bench's instrumentation: a clock read per segment
+            before, self._written = self._written, self._written + len(data)
             if timestamp_ms is not None and self._origin == 0.0:
                 # The first chunk fixes the stream's clock (its timestamps count from it).
+                now = time.monotonic()
                 self._origin = now - timestamp_ms / 1000
                 self._segment_started = now
-            before, self._written = self._written, self._written + len(data)
             if before // SEGMENT_SIZE != self._written // SEGMENT_SIZE:
+                now = time.monotonic()
                 late = 0.0 if timestamp_ms is None else now - self._origin - timestamp_ms / 1000
                 self._on_sealed(now - self._segment_started, late)
                 self._segment_started = now
 
-    async def _end(self, reason: str, code: int) -> None:
-        complete = False
-        if self.key is not None:
-            try:
-                tail = self.session.finish(reason)
-                if tail:
-                    self.hook.media(self.key, tail)
-            except (PipelineError, KeyError) as exc:
-                reason = f"{reason}; recording failed: {_describe(exc)}"
-            try:
-                done = await self.hook.stop(self.key)
-            except KeyError:  # the hook was closed under us (shutdown): it finished the call
-                done = {}
-            self.path = done.get(_VOICE)
-            self.hook.finished.pop((self.key, _VOICE), None)  # a long-running server
-            err = self.hook.errors.pop((self.key, _VOICE), None)
-            if err is not None:
-                reason = f"{reason}; recording failed: {_describe(err)}"
-            complete = self.session.complete and self.path is not None and err is None
-        else:
+    async def _end(self, reason: str, code: int, peer_closed: bool) -> None:
+        try:
+            if self._start_task is not None:  # the hook may still be opening the file
+                await asyncio.wait([self._start_task])
+            self._finalising = True  # from here on, nothing more is recorded
+            complete, reason = await self._finalise(reason)
+            if self._on_finalised is not None:
+                self._on_finalised()  # the server's slot is free: the recording is on disk
+            self._audit_end(reason, complete, code)
+            if not peer_closed and not self._lost:
+                # The reason is ours, never the peer's data; 123 bytes is the frame's limit.
+                self.close_code = code
+                self.transport.write(close_frame(code, reason))
+                if self._paused:  # a flood paused reading: the answer must be read
+                    self._paused = False
+                    self.transport.resume_reading()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._peer_answered), CLOSE_TIMEOUT)
+            self.transport.close()
+        finally:
+            if not self.done.done():
+                self.done.set_result(None)
+
+    async def _finalise(self, reason: str) -> tuple[bool, str]:
+        """Close the recording (incomplete unless it stopped): (complete, the reason said)."""
+        if self.key is None:
             self.session.finish(reason)
-        if self._on_finalised is not None:
-            self._on_finalised()  # the server's slot is free: the recording is on disk
-        self._audit_end(reason, complete, code)
-        if not self.ws.closed:
-            # The reason is ours, never the peer's data; 123 bytes is the close frame's limit.
-            await self.ws.close(code=code, message=reason.encode("ascii", "replace")[:120])
+            return False, reason
+        try:
+            tail = self.session.finish(reason)
+            if tail:
+                self.hook.media(self.key, tail)
+        except (PipelineError, KeyError) as exc:
+            reason = f"{reason}; recording failed: {_describe(exc)}"
+        try:
+            done = await self.hook.stop(self.key)
+        except KeyError:  # the hook was closed under us (shutdown): it finished the call
+            done = {}
+        self.path = done.get(_VOICE)
+        self.hook.finished.pop((self.key, _VOICE), None)  # a long-running server
+        err = self.hook.errors.pop((self.key, _VOICE), None)
+        if err is not None:
+            reason = f"{reason}; recording failed: {_describe(err)}"
+        return self.session.complete and self.path is not None and err is None, reason
 
     def _audit_end(self, reason: str, complete: bool, code: int) -> None:
         start = self.session.start

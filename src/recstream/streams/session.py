@@ -118,6 +118,12 @@ class StreamSession:
             StreamProtocolError: a message out of order, for another stream, or
                 for a track the stream did not announce.  The session is failed.
         """
+        if type(message) is Media and self.state is State.RECORDING:  # 99% of messages
+            try:
+                return self._media(message)
+            except StreamProtocolError:
+                self.state = State.FAILED
+                raise
         allowed = _ALLOWED.get(self.state, set())
         if type(message) not in allowed:
             problem = _order_problem(message, self.state)
@@ -204,15 +210,23 @@ class StreamSession:
         return line
 
     def _media(self, media: Media) -> bytes:
-        line = self._line(media.track, "media")
+        assert self.start is not None
+        if media.stream_sid != self.start.stream_sid:
+            msg = "'media' message for another stream than this socket's"
+            raise StreamProtocolError(msg)
+        line = self._lines.get(media.track) or self._line(media.track, "media")
         elapsed = self._clock() - self._started_at
         horizon = int((elapsed + SLACK_SECONDS) * 1000) * SAMPLES_PER_MS
-        placed = line.place(media.chunk, media.timestamp_ms, media.payload, horizon)
+        gaps, position, payload = line.place(
+            media.chunk, media.timestamp_ms, media.payload, horizon
+        )
         number = TRACK_NUMBERS[media.track]
-        out = [self._enc.gap(number, pos, n, packets) for pos, n, packets in placed.gaps]
-        if placed.payload:
-            out.append(self._enc.media(number, placed.position, placed.payload))
-        return b"".join(out) if len(out) != 1 else out[0]
+        if not gaps:  # the common case: one MEDIA record, or nothing (a duplicate)
+            return self._enc.media(number, position, payload) if payload else b""
+        out = [self._enc.gap(number, pos, n, packets) for pos, n, packets in gaps]
+        if payload:
+            out.append(self._enc.media(number, position, payload))
+        return b"".join(out)
 
     def _event(self, dtmf: Dtmf) -> bytes:
         line = self._line(dtmf.track, "dtmf")
