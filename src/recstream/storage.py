@@ -257,7 +257,7 @@ def _s3_filesystem(url: StoreURL) -> Any:
         raise _missing("s3fs", exc) from exc
     # skip_instance_cache: a fresh client per store, so a rotated credential in the
     # environment is read; no listings cache: "does the final name exist" must be fresh.
-    return s3fs.S3FileSystem(
+    fs = s3fs.S3FileSystem(
         skip_instance_cache=True,
         use_listings_cache=False,
         config_kwargs={
@@ -266,6 +266,10 @@ def _s3_filesystem(url: StoreURL) -> Any:
             "retries": {"max_attempts": 2, "mode": "standard"},
         },
     )
+    # s3fs retries failed calls itself too (5 times by default); the uploader has its
+    # own back-off, so one more try here is enough.
+    fs.retries = 2
+    return fs
 
 
 def _webdav_filesystem(url: StoreURL, env: Mapping[str, str] | None) -> Any:
