@@ -19,11 +19,12 @@ Credentials never come from the URL or a command line, and are never logged:
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import netrc
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -40,9 +41,11 @@ __all__ = [
     "WEBDAV_USERNAME_ENV",
     "Store",
     "StoreURL",
+    "client_errors",
     "is_store_url",
     "open_store",
     "storage_error",
+    "url_to_fs",
     "webdav_credentials",
 ]
 
@@ -243,6 +246,23 @@ def open_store(url: str | StoreURL, env: Mapping[str, str] | None = None) -> Sto
     return Store(parsed, _webdav_filesystem(parsed, env), parsed.path)
 
 
+def url_to_fs(text: str) -> tuple[Any, str]:
+    """(filesystem, root path) for a store URL, a local path, or any other fsspec URL
+    (``memory://``, ``file://``...): the batch jobs' and the RCS's entry point.
+
+    Raises:
+        ValueError: a malformed store URL.
+        StorageError: as :func:`open_store`.
+    """
+    if is_store_url(text):
+        store = open_store(text)
+        return store.fs, store.root
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(text)
+    return fs, str(root).rstrip("/") or "/"
+
+
 def _missing(package: str, exc: ImportError) -> StorageError:
     msg = f"the {package} package is needed for this store: pip install 'recstream[storage]'"
     err = StorageError(msg)
@@ -289,6 +309,24 @@ def _webdav_filesystem(url: StoreURL, env: Mapping[str, str] | None) -> Any:
         trust_env=False,
         follow_redirects=False,
     )
+
+
+# The store clients' own exception packages (their errors are not OSErrors throughout).
+_CLIENT_PACKAGES: Final = frozenset(
+    {"webdav4", "httpx", "httpcore", "botocore", "aiobotocore", "s3fs", "aiohttp"}
+)
+
+
+@contextlib.contextmanager
+def client_errors(url: StoreURL | str, action: str) -> Iterator[None]:
+    """Turn a store client's own exceptions into :class:`StorageError` (see
+    :func:`storage_error`); OSErrors, recstream's errors and anything else pass unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if type(exc).__module__.split(".", 1)[0] not in _CLIENT_PACKAGES:
+            raise
+        raise storage_error(exc, url, action) from exc
 
 
 def storage_error(exc: BaseException, url: StoreURL | str, action: str) -> StorageError:
