@@ -73,8 +73,11 @@ def s3_etag(path: Path, size: int) -> str:
     return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
 
 
-def put_verified(store: Store, local: Path, rel: str) -> PutResult:
+def put_verified(store: Store, local: Path, rel: str, *, direct: bool = True) -> PutResult:
     """Upload ``local`` to ``rel`` below the store's prefix (see the module docstring).
+
+    ``direct``: on S3, put single-request objects straight to the final key (False: go
+    through a temporary and a copy, as multipart objects do).
 
     Raises:
         StoreUnavailableError, StoreRefusedError: from the store.
@@ -86,7 +89,7 @@ def put_verified(store: Store, local: Path, rel: str) -> PutResult:
     final = store.path(rel)
     url = str(store.url.join(rel))
     try:
-        if store.kind == "s3" and single_request(size):
+        if store.kind == "s3" and direct and single_request(size):
             return _put_s3_direct(store, local, final, url)
         etag = s3_etag(local, size) if store.kind == "s3" else None
         if _matches(store, final, size, etag, url):
@@ -100,6 +103,9 @@ def put_verified(store: Store, local: Path, rel: str) -> PutResult:
             with contextlib.suppress(Exception):
                 store.fs.rm_file(temp)
             raise
+        if store.kind != "webdav" or result is PutResult.ALREADY_THERE:
+            with contextlib.suppress(FileNotFoundError):  # a MOVE took it already
+                store.fs.rm_file(temp)
     except StorageError:
         raise
     except FileNotFoundError as exc:
