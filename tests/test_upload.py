@@ -425,6 +425,7 @@ def test_record_archive_store_down_keeps_the_recording(
     assert proc.returncode == 6
     assert b"NOT uploaded" in proc.stderr and b"recstream upload --spool" in proc.stderr
     assert b"Traceback" not in proc.stderr
+    assert store.server.password.encode() not in proc.stderr  # the S3 secret / DAV password
     assert out.exists()
 
 
@@ -450,6 +451,8 @@ def test_bad_archive_url_on_the_command_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and "u:pw" not in proc.stderr
     proc = run_cli("status", "--spool", str(tmp_path / "nope"))
     assert proc.returncode == 2 and "spool directory does not exist" in proc.stderr
+    proc = run_cli("upload", "--spool", str(tmp_path), "--archive", "s3://b/p", "--retry-cap", "0")
+    assert proc.returncode == 2 and "--retry-cap must be a positive" in proc.stderr
 
 
 def test_webdav_credentials_from_env_or_netrc(tmp_path: Path) -> None:
