@@ -20,7 +20,8 @@ recstream reads them: ``AWS_*`` for S3 (with ``AWS_ENDPOINT_URL_S3`` naming the 
 Fixtures (``tests/conftest.py`` imports them): ``s3_server`` and ``webdav_server``
 (session-scoped :class:`StoreServer`), and ``store`` (function-scoped, parametrized over both
 kinds): a :class:`StoreArea` with a fresh prefix, the server's env set through monkeypatch,
-and the gate re-opened at teardown if the test stopped it.
+and the gate re-opened at teardown if the test stopped it; ``s3_store`` / ``webdav_store``
+the same on one kind only.
 """
 
 from __future__ import annotations
@@ -45,7 +46,15 @@ from typing import Any
 
 import pytest
 
-__all__ = ["StoreArea", "StoreServer", "s3_server", "store", "webdav_server"]
+__all__ = [
+    "StoreArea",
+    "StoreServer",
+    "s3_server",
+    "s3_store",
+    "store",
+    "webdav_server",
+    "webdav_store",
+]
 
 BUCKET = "recstream-test"
 WEBDAV_USER = "recorder"
@@ -441,3 +450,19 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
     server: StoreServer = request.getfixturevalue(f"{request.param}_server")
     yield area(server, monkeypatch)
     server.start()  # a test that stopped the store leaves it running for the next
+
+
+@pytest.fixture
+def s3_store(s3_server: StoreServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[StoreArea]:
+    """``store`` on S3 only (for what does not depend on the kind of store)."""
+    yield area(s3_server, monkeypatch)
+    s3_server.start()
+
+
+@pytest.fixture
+def webdav_store(
+    webdav_server: StoreServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StoreArea]:
+    """``store`` on WebDAV only."""
+    yield area(webdav_server, monkeypatch)
+    webdav_server.start()

@@ -20,7 +20,8 @@ def metric(srs: Srs, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def test_srs_uploads_its_spool_and_reports_the_backlog(store: StoreArea, tmp_path: Path) -> None:
+def test_srs_uploads_its_spool_and_reports_the_backlog(s3_store: StoreArea, tmp_path: Path) -> None:
+    store = s3_store
     cfg = write_config(tmp_path)
     cfg.write_text(
         cfg.read_text().replace(
