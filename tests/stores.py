@@ -354,14 +354,17 @@ class StoreServer:
         if self.kind == "s3":
             import s3fs
 
-            return s3fs.S3FileSystem(
+            fs = s3fs.S3FileSystem(
                 key=self.env["AWS_ACCESS_KEY_ID"],
                 secret=self.password,
                 endpoint_url=endpoint,
                 client_kwargs={"region_name": "us-east-1"},
+                config_kwargs={"retries": {"max_attempts": 2}},
                 skip_instance_cache=True,
                 use_listings_cache=False,
             )
+            fs.retries = 2  # a stopped store fails soon (s3fs retries 5 times by default)
+            return fs
         from webdav4.fsspec import WebdavFileSystem
 
         return WebdavFileSystem(f"{endpoint}/", auth=(WEBDAV_USER, self.password))
