@@ -18,15 +18,21 @@ new identity is picked up as certificates are).  If the callable fails (the
 identity was removed, its certificate expired) the call is still recorded,
 unsigned, rather than lost: it is logged, counted in :attr:`RecordingHook.unsigned`,
 and a playback policy that requires signatures will refuse it.
+
+With an ``uploader`` (:class:`recstream.upload.Uploader`), the hook's directory is the
+spool of an archive store: each finished recording is handed to the uploader, and a
+new call is refused (:class:`~recstream.errors.SpoolFullError` through ``on_error``)
+while the spool is full.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL, Flusher
 from recstream.aio.writer import RecordingWriter
@@ -36,6 +42,9 @@ from recstream.envelope import Recipient, new_metadata
 from recstream.errors import PipelineError, RecstreamError
 from recstream.format import Buffer, MediaKind, Metadata
 from recstream.signer import Signer
+
+if TYPE_CHECKING:
+    from recstream.upload import Uploader
 
 __all__ = ["RecipientResolver", "RecordingHook", "SignerResolver"]
 
@@ -69,6 +78,8 @@ class RecordingHook:
         on_error: called with (call_id, kind, exception) when a recording fails.
         signer: sign every recording with this signer, or the one this callable
             returns at each start (see the module doc).
+        uploader: upload finished recordings from ``directory`` (the spool) to an
+            archive store; started and stopped with the hook.
     """
 
     def __init__(
@@ -81,10 +92,12 @@ class RecordingHook:
         on_error: ErrorCallback | None = None,
         contact_center: str | None = None,
         signer: Signer | SignerResolver | None = None,
+        uploader: Uploader | None = None,
     ) -> None:
         self.directory = Path(directory)
         self._signer = signer
         self.unsigned = 0  # recordings made unsigned because the signer failed
+        self.uploader = uploader
         self._layout = (
             ArchiveLayout(str(self.directory), contact_center) if contact_center else None
         )
@@ -99,6 +112,8 @@ class RecordingHook:
 
     async def __aenter__(self) -> RecordingHook:
         self.flusher.start()
+        if self.uploader is not None:
+            self.uploader.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -130,6 +145,13 @@ class RecordingHook:
             raise ValueError(msg)
         call = self._calls[call_id] = _Call(tenant)
         types = {**DEFAULT_MEDIA_TYPES, **(media_types or {})}
+        if self.uploader is not None:
+            try:
+                self.uploader.check_admission()  # a full spool refuses new calls only
+            except RecstreamError as exc:
+                for kind in kinds:
+                    self._report(call_id, kind, exc)
+                return
         for kind in kinds:
             # A call's voice and screen recordings share its recording ID (the
             # interaction), told apart by media kind: the muxer pairs them by it.
@@ -219,6 +241,9 @@ class RecordingHook:
                 await self._file_metadata(writer)
             except (OSError, RecstreamError) as exc:
                 self._report(call_id, kind, exc)
+        if self.uploader is not None and done:
+            size = sum(p.stat().st_size for p in done.values() if p.exists())
+            self.uploader.recording_added(size)
         return done
 
     def _report(self, call_id: str, kind: MediaKind, exc: BaseException) -> None:
@@ -235,6 +260,9 @@ class RecordingHook:
         for call_id in list(self._calls):
             await self.stop(call_id)
         await self.flusher.aclose()
+        if self.uploader is not None:
+            # what is not uploaded yet stays in the spool for the next start
+            await asyncio.to_thread(self.uploader.stop)
 
 
 def _makedirs(path: Path) -> None:

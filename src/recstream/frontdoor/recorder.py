@@ -32,6 +32,7 @@ from recstream.frontdoor.config import (
 from recstream.keysource import NodeSignerResolver
 from recstream.service.audit import AuditLog
 from recstream.signer import Signer
+from recstream.upload import Uploader
 
 __all__ = ["AuditLog", "open_hook"]
 
@@ -53,6 +54,7 @@ async def open_hook(
         KeyLoadError, KeyPolicyError, CertificateError: the signing key or
             certificate cannot sign now.
         OSError: the CA file or a signing file cannot be read.
+        StorageError: ``[recordings] archive``'s store client cannot be set up.
     """
     password = keystore_password(keys)
     ca = keys.ca_file.read_bytes() if keys.ca_file is not None else None
@@ -73,6 +75,14 @@ async def open_hook(
         signer = await asyncio.to_thread(
             Signer.from_files, signing.key_file, signing.cert_file, key_password
         )
+    uploader = None
+    if recordings.archive is not None:
+        uploader = Uploader(
+            recordings.root,
+            recordings.archive,
+            max_spool_bytes=recordings.max_spool_bytes,
+            min_free_bytes=recordings.min_free_bytes,
+        )
     return RecordingHook(
         recordings.root,
         resolve,
@@ -81,4 +91,5 @@ async def open_hook(
         on_error=on_error,
         contact_center=recordings.contact_center,
         signer=signer,
+        uploader=uploader,
     )
