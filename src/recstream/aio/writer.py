@@ -61,6 +61,36 @@ class RecordingWriter:
     closes the file it opened; the :class:`Flusher` is the caller's.
     """
 
+    # Slots, the per-frame fields first: with thousands of recordings every frame
+    # lands on a writer that is cold in the cache, and the fields a frame reads
+    # (:meth:`write_nowait`, :meth:`RecordingHook.media`) then share the object's
+    # first cache line instead of a separate ``__dict__`` (issue 20).
+    __slots__ = (
+        "_accepting",
+        "_fill",
+        "_view",
+        "_plain",
+        "_sealed_in",
+        "_cipher",
+        "_buffered",
+        "_times",
+        "_enc",
+        "_flusher",
+        "_max_buffered",
+        "_room",
+        "_in_flight",
+        "_settled",
+        "_error",
+        "_closed",
+        "path",
+        "temp_path",
+        "fd",
+        "synchronous",
+        "metadata",
+        "cert_ids",
+        "bytes_written",
+    )
+
     def __init__(
         self, path: Path, fd: int, encryptor: EnvelopeEncryptor, flusher: Flusher, max_buffered: int
     ) -> None:
@@ -80,7 +110,10 @@ class RecordingWriter:
         self._plain = bytearray(SEGMENT_SIZE)
         self._view = memoryview(self._plain)
         self._fill = 0
-        self._cipher = bytearray()
+        # Sealed segments waiting for the flusher, one buffer each (written with one
+        # writev per file), and their total size.
+        self._cipher: list[bytearray] = []
+        self._buffered = 0
         # The one flag write_nowait() reads per chunk: open, not failed, and room in
         # the buffer.  Kept up to date where any of the three changes (issue 20).
         self._accepting = True
@@ -168,12 +201,12 @@ class RecordingWriter:
     def _refuse(self) -> NoReturn:
         self._check_open()
         raise PipelineOverflowError(
-            len(self._cipher) // SEGMENT_WIRE_SIZE, self._max_buffered // SEGMENT_WIRE_SIZE
+            self._buffered // SEGMENT_WIRE_SIZE, self._max_buffered // SEGMENT_WIRE_SIZE
         )
 
     def _update_accepting(self) -> None:
         self._accepting = (
-            self._error is None and not self._closed and len(self._cipher) < self._max_buffered
+            self._error is None and not self._closed and self._buffered < self._max_buffered
         )
 
     @property
@@ -184,7 +217,7 @@ class RecordingWriter:
     async def write(self, chunk: Buffer) -> None:
         """Take a chunk of media, waiting while the recording's buffer is full."""
         self._check_open()
-        while len(self._cipher) >= self._max_buffered:
+        while self._buffered >= self._max_buffered:
             self._room.clear()
             self._flusher.request(self, 0, urgent=True)
             await self._room.wait()
@@ -192,26 +225,37 @@ class RecordingWriter:
         self.write_nowait(chunk)
 
     def _seal(self, plain: memoryview) -> None:
-        """Encrypt whole segments at once and queue them for the flusher."""
+        """Encrypt whole segments at once and queue them for the flusher.
+
+        The ciphertext goes into a buffer of its own, sized exactly, which the
+        flusher writes as is (no concatenation, no regrowth of a shared buffer)
+        and, for a whole segment, hands back for reuse once it is on disk.
+        """
         whole = len(plain)
-        start = len(self._cipher)
-        out_size = self._enc.output_size(whole)
-        self._cipher.extend(bytes(out_size))
-        with memoryview(self._cipher) as cipher:
-            n = self._enc.update_into(plain, cipher[start:])
-        del self._cipher[start + n :]
+        size = self._enc.output_size(whole)
+        out = self._flusher.segment_buffer() if size == SEGMENT_WIRE_SIZE else bytearray(size)
+        n = self._enc.update_into(plain, out)
+        if n != len(out):  # pragma: no cover - output_size is exact
+            del out[n:]
+        self._cipher.append(out)
+        self._buffered += n
         self._sealed_in += whole
-        if len(self._cipher) >= self._max_buffered:
+        if self._buffered >= self._max_buffered:
             self._accepting = False
         now = time.monotonic()
-        self._times.extend([now] * (whole // SEGMENT_SIZE))
+        segments = whole // SEGMENT_SIZE
+        if segments == 1:
+            self._times.append(now)
+        else:
+            self._times.extend([now] * segments)
         self._flusher.request(self, n)
 
     # --- flusher side -------------------------------------------------------
 
-    def take_pending(self) -> tuple[bytearray, list[float]]:
+    def take_pending(self) -> tuple[list[bytearray], list[float]]:
         data, times = self._cipher, self._times
-        self._cipher, self._times = bytearray(), []
+        self._cipher, self._times = [], []
+        self._buffered = 0
         self._update_accepting()
         if data:
             self._in_flight += 1
@@ -254,10 +298,11 @@ class RecordingWriter:
         self._closed = True
         self._accepting = False
         if self._error is None:
-            tail = self._enc.update(self._view[: self._fill]) + self._enc.finalize()
+            tail = bytearray(self._enc.update(self._view[: self._fill]) + self._enc.finalize())
             self._sealed_in += self._fill
             self._fill = 0
-            self._cipher += tail
+            self._cipher.append(tail)
+            self._buffered += len(tail)
             self._flusher.request(self, len(tail))
             await self._wait_written()
         if self._error is not None:
@@ -322,7 +367,7 @@ class RecordingWriter:
             bytes_in=self.bytes_in,
             segments=self._enc.segments,
             bytes_written=self.bytes_written,
-            buffered=len(self._cipher) + self._fill,
+            buffered=self._buffered + self._fill,
             closed=self._closed,
             failed=self.failed,
         )
