@@ -165,15 +165,15 @@ class RecordingHook:
         except KeyError:
             self._no_writer(call_id, kind)
         if writer._accepting:
-            start = writer._fill
+            start = writer._at
             end = start + len(chunk)
             if end < SEGMENT_SIZE:
                 try:
-                    writer._view[start:end] = chunk
+                    writer._buf[start:end] = chunk
                 except (TypeError, ValueError):  # wider items: write_nowait casts
                     pass
                 else:
-                    writer._fill = end
+                    writer._at = end
                     return
         try:
             writer.write_nowait(chunk)

@@ -61,34 +61,36 @@ class RecordingWriter:
     closes the file it opened; the :class:`Flusher` is the caller's.
     """
 
-    # Slots, the per-frame fields first: with thousands of recordings every frame
-    # lands on a writer that is cold in the cache, and the fields a frame reads
-    # (:meth:`write_nowait`, :meth:`RecordingHook.media`) then share the object's
-    # first cache line instead of a separate ``__dict__`` (issue 20).
+    # Slots (issue 20): with thousands of recordings every frame lands on a writer
+    # that is cold in the cache, and slots keep its fields in the object itself
+    # instead of a separate ``__dict__``.  CPython lays slots out in sorted order,
+    # so the three a frame reads (:meth:`write_nowait`, :meth:`RecordingHook.media`)
+    # are named to sort first and sit together: ``_accepting``, ``_at`` (bytes in
+    # the partial segment) and ``_buf`` (a view of its buffer).
     __slots__ = (
         "_accepting",
-        "_fill",
-        "_view",
-        "_plain",
-        "_sealed_in",
-        "_cipher",
+        "_at",
+        "_buf",
         "_buffered",
-        "_times",
-        "_enc",
-        "_flusher",
-        "_max_buffered",
-        "_room",
-        "_in_flight",
-        "_settled",
-        "_error",
+        "_cipher",
         "_closed",
-        "path",
-        "temp_path",
-        "fd",
-        "synchronous",
-        "metadata",
-        "cert_ids",
+        "_enc",
+        "_error",
+        "_flusher",
+        "_in_flight",
+        "_max_buffered",
+        "_plain",
+        "_room",
+        "_sealed_in",
+        "_settled",
+        "_times",
         "bytes_written",
+        "cert_ids",
+        "fd",
+        "metadata",
+        "path",
+        "synchronous",
+        "temp_path",
     )
 
     def __init__(
@@ -108,8 +110,8 @@ class RecordingWriter:
         # The partial segment: a fixed buffer each chunk is copied into once (no
         # per-chunk objects, no regrowth), and a view of it that is never resized.
         self._plain = bytearray(SEGMENT_SIZE)
-        self._view = memoryview(self._plain)
-        self._fill = 0
+        self._buf = memoryview(self._plain)
+        self._at = 0
         # Sealed segments waiting for the flusher, one buffer each (written with one
         # writev per file), and their total size.
         self._cipher: list[bytearray] = []
@@ -169,15 +171,15 @@ class RecordingWriter:
         # flag, one copy into the segment buffer; everything else once per segment.
         if not self._accepting:
             self._refuse()
-        start = self._fill
+        start = self._at
         end = start + len(chunk)
         if end < SEGMENT_SIZE:
             try:
-                self._view[start:end] = chunk
+                self._buf[start:end] = chunk
             except (TypeError, ValueError):  # a buffer of wider items: as bytes
                 self._take(memoryview(chunk).cast("B"))
                 return
-            self._fill = end
+            self._at = end
         else:
             self._take(memoryview(chunk).cast("B"))
 
@@ -185,18 +187,18 @@ class RecordingWriter:
         """The slow path: fill the segment, seal every whole one, keep the rest."""
         pos, n = 0, len(data)
         while pos < n:
-            if self._fill == 0 and n - pos >= SEGMENT_SIZE:  # whole segments, no copy
+            if self._at == 0 and n - pos >= SEGMENT_SIZE:  # whole segments, no copy
                 whole = (n - pos) // SEGMENT_SIZE * SEGMENT_SIZE
                 self._seal(data[pos : pos + whole])
                 pos += whole
                 continue
-            take = min(SEGMENT_SIZE - self._fill, n - pos)
-            self._view[self._fill : self._fill + take] = data[pos : pos + take]
-            self._fill += take
+            take = min(SEGMENT_SIZE - self._at, n - pos)
+            self._buf[self._at : self._at + take] = data[pos : pos + take]
+            self._at += take
             pos += take
-            if self._fill == SEGMENT_SIZE:
-                self._seal(self._view)
-                self._fill = 0
+            if self._at == SEGMENT_SIZE:
+                self._seal(self._buf)
+                self._at = 0
 
     def _refuse(self) -> NoReturn:
         self._check_open()
@@ -212,7 +214,7 @@ class RecordingWriter:
     @property
     def bytes_in(self) -> int:
         """Media bytes taken so far."""
-        return self._sealed_in + self._fill
+        return self._sealed_in + self._at
 
     async def write(self, chunk: Buffer) -> None:
         """Take a chunk of media, waiting while the recording's buffer is full."""
@@ -298,9 +300,9 @@ class RecordingWriter:
         self._closed = True
         self._accepting = False
         if self._error is None:
-            tail = bytearray(self._enc.update(self._view[: self._fill]) + self._enc.finalize())
-            self._sealed_in += self._fill
-            self._fill = 0
+            tail = bytearray(self._enc.update(self._buf[: self._at]) + self._enc.finalize())
+            self._sealed_in += self._at
+            self._at = 0
             self._cipher.append(tail)
             self._buffered += len(tail)
             self._flusher.request(self, len(tail))
@@ -367,7 +369,7 @@ class RecordingWriter:
             bytes_in=self.bytes_in,
             segments=self._enc.segments,
             bytes_written=self.bytes_written,
-            buffered=self._buffered + self._fill,
+            buffered=self._buffered + self._at,
             closed=self._closed,
             failed=self.failed,
         )
