@@ -147,8 +147,9 @@ def test_any_chunking_and_buffer_type_records_the_same_bytes(tmp_path: Path, ali
 def test_hook_fast_path_takes_any_buffer_and_refuses_when_full(
     tmp_path: Path, alice: Party
 ) -> None:
-    """media()'s inline copy: wider items go through as bytes, overflow and failure
-    still refuse, and a full recording takes media again once the flusher has run."""
+    """media()'s inline copy: wider items and strided views go through as bytes,
+    overflow still refuses, and a full recording takes media again once the flusher
+    has run."""
     import array
 
     pcm = array.array("h", range(-80, 80))  # 160 items, 320 bytes
@@ -161,9 +162,10 @@ def test_hook_fast_path_takes_any_buffer_and_refuses_when_full(
             await hook.start("c", tenant="acme")
             writer = hook._calls["c"].writers[MediaKind.VOICE]
             writer._max_buffered = SEGMENT_WIRE_SIZE  # one sealed segment fills it
-            for chunk in (b"a" * 160, pcm, memoryview(b"b" * 100), bytearray(b"c" * 7)):
+            strided = memoryview(b"abcdefgh")[::2]  # not contiguous: b"aceg"
+            for chunk in (b"a" * 160, pcm, memoryview(b"b" * 100), bytearray(b"c" * 7), strided):
                 hook.media("c", chunk)
-                sent.append(bytes(memoryview(chunk).cast("B")))
+                sent.append(memoryview(chunk).tobytes())
             with pytest.raises(TypeError):
                 hook.media("c", "text")  # type: ignore[arg-type]
             filler = bytes(SEGMENT_SIZE)

@@ -79,7 +79,6 @@ class RecordingWriter:
         "_flusher",
         "_in_flight",
         "_max_buffered",
-        "_plain",
         "_room",
         "_sealed_in",
         "_settled",
@@ -109,8 +108,9 @@ class RecordingWriter:
         self._max_buffered = max_buffered
         # The partial segment: a fixed buffer each chunk is copied into once (no
         # per-chunk objects, no regrowth), and a view of it that is never resized.
-        self._plain = bytearray(SEGMENT_SIZE)
-        self._buf = memoryview(self._plain)
+        # A memoryview, not the bytearray: slice assignment into a bytearray first
+        # copies any other buffer type into a temporary bytearray (two copies).
+        self._buf = memoryview(bytearray(SEGMENT_SIZE))
         self._at = 0
         # Sealed segments waiting for the flusher, one buffer each (written with one
         # writev per file), and their total size.
@@ -176,12 +176,12 @@ class RecordingWriter:
         if end < SEGMENT_SIZE:
             try:
                 self._buf[start:end] = chunk
-            except (TypeError, ValueError):  # a buffer of wider items: as bytes
-                self._take(memoryview(chunk).cast("B"))
+            except (TypeError, ValueError):  # wider items or a strided view: as bytes
+                self._take(_bytes_view(chunk))
                 return
             self._at = end
         else:
-            self._take(memoryview(chunk).cast("B"))
+            self._take(_bytes_view(chunk))
 
     def _take(self, data: memoryview) -> None:
         """The slow path: fill the segment, seal every whole one, keep the rest."""
@@ -373,6 +373,16 @@ class RecordingWriter:
             closed=self._closed,
             failed=self.failed,
         )
+
+
+def _bytes_view(chunk: Buffer) -> memoryview:
+    """``chunk`` as unsigned bytes, whatever its item type or layout.
+
+    Raises:
+        TypeError: not a buffer.
+    """
+    view = memoryview(chunk)
+    return view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
 
 
 def _create(temp: Path, header: bytes, sync: bool) -> int:
