@@ -383,6 +383,12 @@ def test_small(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert row["encrypt"]["n"] == 2 and row["decrypt_n"]["median"] > 0
     assert row["wrap_share"]["median"] > 0  # timing ratios: no bound that noise can break
     assert row["unwrap_share"]["median"] > 0
+    # Issue 20: decrypt --out-dir's own code over files, and AES off the GIL, in the
+    # same rounds as the 2-thread unwraps (whose CPU use is recorded).
+    files = rows(report, 1)["RSA-2048"]
+    assert files["batch"]["n"] == 2 and files["batch_to_unwrap"]["median"] > 0
+    assert files["gil_free_to_decrypt"]["median"] > 0
+    assert files["unwrap_cpu"]["n"] == 2 and files["unwrap_cpu"]["median"] > 0
 
 
 def test_peers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
