@@ -21,7 +21,7 @@ import pytest
 
 from recstream.bench import proc as proc_mod
 from recstream.bench.fixtures import BenchError
-from recstream.bench.machine import cpu_model, describe_machine
+from recstream.bench.machine import cpu_features, cpu_model, describe_machine, machine_line
 from recstream.bench.modes import MODES
 from recstream.bench.proc import run_measured
 from recstream.bench.report import Column, Report
@@ -228,6 +228,22 @@ def test_cpu_model_from_cpuinfo() -> None:
     assert cpu_model(text) == "AMD EPYC 7B13"
     assert cpu_model("processor : 0\nHardware : BCM2835\n") == "BCM2835"
     assert cpu_model("nothing here") is None
+
+
+def test_cpu_features_name_what_changes_aes_speed() -> None:
+    """Issue 20: every report says which of AES-NI, VAES, AVX-512 ... the run saw."""
+    text = (
+        "processor\t: 0\nflags\t\t: fpu sse2 avx2 aes pclmulqdq vaes avx sha_ni\n"
+        "processor\t: 1\nflags\t\t: fpu avx512f\n"
+    )
+    assert cpu_features(text) == ["aes", "pclmulqdq", "vaes", "avx", "avx2", "sha_ni"]
+    assert cpu_features("Features\t: fp asimd aes pmull sha2\n") == ["aes"]
+    assert cpu_features("no flags line") == []
+    m = describe_machine()
+    assert isinstance(m["cpu_features"], list)
+    line = machine_line({**m, "cpu_features": ["aes", "vaes"]})
+    assert "[aes vaes]" in line
+    assert "[no AES-NI/AVX flags]" in machine_line({**m, "cpu_features": []})
 
 
 def test_describe_machine_names_the_versions() -> None:
