@@ -207,6 +207,12 @@ def test_written_segment_buffers_are_reused_and_the_bytes_stay_right(
             hook.media("c", bytes(SEGMENT_SIZE))  # seals one whole segment
             writer = hook._calls["c"].writers[MediaKind.VOICE]
             assert id(writer._cipher[-1]) in before  # sealed into a reused buffer
+            # The list that carried it to the flusher comes back emptied, for reuse:
+            # no new containers per recording per batch for the cyclic GC to promote.
+            carried = writer._cipher
+            await flusher.flush_now()
+            assert carried == []
+            assert writer._cipher is carried or any(x is carried for x in flusher._data_lists)
             await hook.stop("c")
 
     asyncio.run(main())

@@ -256,7 +256,7 @@ class RecordingWriter:
 
     def take_pending(self) -> tuple[list[bytearray], list[float]]:
         data, times = self._cipher, self._times
-        self._cipher, self._times = [], []
+        self._cipher, self._times = self._flusher.empty_lists()
         self._buffered = 0
         self._update_accepting()
         if data:
