@@ -21,7 +21,7 @@ import pytest
 
 from recstream.bench import proc as proc_mod
 from recstream.bench.fixtures import BenchError
-from recstream.bench.machine import cpu_model, describe_machine
+from recstream.bench.machine import cpu_features, cpu_model, describe_machine, machine_line
 from recstream.bench.modes import MODES
 from recstream.bench.proc import run_measured
 from recstream.bench.report import Column, Report
@@ -230,6 +230,22 @@ def test_cpu_model_from_cpuinfo() -> None:
     assert cpu_model("nothing here") is None
 
 
+def test_cpu_features_name_what_changes_aes_speed() -> None:
+    """Issue 20: every report says which of AES-NI, VAES, AVX-512 ... the run saw."""
+    text = (
+        "processor\t: 0\nflags\t\t: fpu sse2 avx2 aes pclmulqdq vaes avx sha_ni\n"
+        "processor\t: 1\nflags\t\t: fpu avx512f\n"
+    )
+    assert cpu_features(text) == ["aes", "pclmulqdq", "vaes", "avx", "avx2", "sha_ni"]
+    assert cpu_features("Features\t: fp asimd aes pmull sha2\n") == ["aes"]
+    assert cpu_features("no flags line") == []
+    m = describe_machine()
+    assert isinstance(m["cpu_features"], list)
+    line = machine_line({**m, "cpu_features": ["aes", "vaes"]})
+    assert "[aes vaes]" in line
+    assert "[no AES-NI/AVX flags]" in machine_line({**m, "cpu_features": []})
+
+
 def test_describe_machine_names_the_versions() -> None:
     m = describe_machine()
     assert m["openssl"].startswith("OpenSSL")
@@ -383,6 +399,12 @@ def test_small(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert row["encrypt"]["n"] == 2 and row["decrypt_n"]["median"] > 0
     assert row["wrap_share"]["median"] > 0  # timing ratios: no bound that noise can break
     assert row["unwrap_share"]["median"] > 0
+    # Issue 20: decrypt --out-dir's own code over files, and AES off the GIL, in the
+    # same rounds as the 2-thread unwraps (whose CPU use is recorded).
+    files = rows(report, 1)["RSA-2048"]
+    assert files["batch"]["n"] == 2 and files["batch_to_unwrap"]["median"] > 0
+    assert files["gil_free_to_decrypt"]["median"] > 0
+    assert files["unwrap_cpu"]["n"] == 2 and files["unwrap_cpu"]["median"] > 0
 
 
 def test_peers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

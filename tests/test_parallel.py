@@ -237,6 +237,32 @@ def test_pool_for_chooses_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pool_for(1 << 30) is None  # one core
 
 
+def test_small_inputs_on_worker_threads_open_segments_without_the_gil(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """decrypt --out-dir's threads: a small file gets the one-thread, GIL-releasing
+    pool (the same bytes), the main thread keeps Cobblestone, and
+    RECSTREAM_BULK_THREADS=1 keeps Cobblestone everywhere."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.delenv("RECSTREAM_BULK_THREADS", raising=False)
+    assert pool_for(1000) is None
+    with ThreadPoolExecutor(1) as ex:
+        assert ex.submit(pool_for, 1000).result() is parallel.GIL_FREE
+        assert parallel.GIL_FREE.threads == 1
+        monkeypatch.setenv("RECSTREAM_BULK_THREADS", "1")
+        assert ex.submit(pool_for, 1000).result() is None
+    # The same bytes either way, for a body of a few segments and a short final one.
+    data = data_of(3 * SEGMENT_SIZE + 77, seed=5)
+    salt = bytes(range(SALT_BYTES))
+    enc = ParallelStreamEncryptor(KEY, CONTEXT, parallel.GIL_FREE, salt=salt)
+    body = enc.update(data) + enc.finalize()
+    dec = ParallelStreamDecryptor(KEY, CONTEXT, parallel.GIL_FREE)
+    assert dec.update(body) + dec.finalize() == data
+    plain = StreamDecryptor(KEY, CONTEXT)
+    assert plain.update(body) + plain.finalize() == data
+
+
 # --- tests/vectors: every file decrypts as its expect line says; bodies re-seal
 
 

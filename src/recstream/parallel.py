@@ -16,7 +16,11 @@ drop-in twins of :class:`~recstream.stream.StreamEncryptor` and
 :class:`~recstream.stream.StreamDecryptor` (same states, errors and sizes).
 The single-thread Cobblestone path stays where it is faster: :func:`pool_for`
 gives no pool for small inputs or a single core, and the live writer never
-uses one (a live recording seals one segment at a time).
+uses one (a live recording seals one segment at a time).  A small input on a
+worker thread (``decrypt --out-dir`` and batch jobs, several files at once)
+gets :data:`GIL_FREE`, a pool of the caller's thread alone: its segments are
+opened by ``AESGCM`` calls that release the GIL, so another thread's RSA
+unwrap or AES runs meanwhile (issue 20: many short recordings on 2 threads).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from recstream.format import (
 from recstream.stream import StreamDecryptor, _Machine, _Op
 
 __all__ = [
+    "GIL_FREE",
     "MIN_PARALLEL_BYTES",
     "THREADS_ENV",
     "ParallelStreamDecryptor",
@@ -203,6 +208,11 @@ class SegmentPool:
             self._executor.shutdown(wait=True)
 
 
+# The caller's thread alone (no executor): each segment through AESGCM, the GIL
+# released for each.  For small inputs on worker threads, where Cobblestone would
+# hold the GIL that the other files' threads need (bench small, issue 20).
+GIL_FREE: Final = SegmentPool(1)
+
 _default: list[SegmentPool] = []  # the shared pool, made on first use
 _default_lock = threading.Lock()
 
@@ -246,16 +256,18 @@ def pool_for(size: int | None) -> SegmentPool | None:
     """The pool for an input of ``size`` bytes (None: unknown, a pipe), or None.
 
     None means the single-thread Cobblestone path is the faster one: a small
-    input, one core, cores already busy with other work, or
-    ``RECSTREAM_BULK_THREADS=1``.  ``RECSTREAM_BULK_THREADS=N`` (N > 1) uses
-    the pool whatever the load.
+    input on the main thread, one core, cores already busy with other work, or
+    ``RECSTREAM_BULK_THREADS=1``.  A small input on any other thread gets
+    :data:`GIL_FREE` (one thread, AES without the GIL: other threads run
+    meanwhile).  ``RECSTREAM_BULK_THREADS=N`` (N > 1) uses the pool for large
+    inputs whatever the load.
     """
-    if size is not None and size < MIN_PARALLEL_BYTES:
-        return None
     forced = _threads_set()
-    if forced is None and (_cpus() < 2 or _cores_busy()):
-        return None
     if forced == 1:
+        return None
+    if size is not None and size < MIN_PARALLEL_BYTES:
+        return None if threading.current_thread() is threading.main_thread() else GIL_FREE
+    if forced is None and (_cpus() < 2 or _cores_busy()):
         return None
     return default_pool()
 

@@ -40,7 +40,7 @@ from recstream.archive import ArchiveLayout, merge_recording_json
 from recstream.durable import atomic_output, write_all
 from recstream.envelope import Recipient, new_metadata
 from recstream.errors import PipelineError, RecstreamError
-from recstream.format import Buffer, MediaKind, Metadata
+from recstream.format import SEGMENT_SIZE, Buffer, MediaKind, Metadata
 from recstream.signer import Signer
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ SignerResolver = Callable[[], Signer]
 ErrorCallback = Callable[[str, MediaKind, BaseException], None]
 
 DEFAULT_MEDIA_TYPES = {MediaKind.VOICE: "audio/basic", MediaKind.SCREEN: "video/webm"}
+_VOICE = MediaKind.VOICE
 
 
 @dataclass
@@ -107,6 +108,7 @@ class RecordingHook:
         self._calls: dict[str, _Call] = {}
         # media()'s lookup: kind -> call -> writer, the recordings taking media now.
         self._live: dict[MediaKind, dict[str, RecordingWriter]] = {k: {} for k in MediaKind}
+        self._voice = self._live[MediaKind.VOICE]  # the common kind, without a lookup
         self.errors: dict[tuple[str, MediaKind], BaseException] = {}
         self.finished: dict[tuple[str, MediaKind], Path] = {}
 
@@ -207,11 +209,24 @@ class RecordingHook:
             PipelineOverflowError: this recording's buffer is full.
             PipelineError: this recording failed earlier.
         """
-        # Per frame: one lookup, one call (issue 20); misses take the slow path.
+        # Per frame (issue 20): one lookup and the writer's fast path inline, a copy
+        # into its segment buffer (RecordingWriter.write_nowait's first branch,
+        # without a second Python call); everything else takes write_nowait.
         try:
-            writer = self._live[kind][call_id]
+            writer = (self._voice if kind is _VOICE else self._live[kind])[call_id]
         except KeyError:
             self._no_writer(call_id, kind)
+        if writer._accepting:
+            start = writer._at
+            end = start + len(chunk)
+            if end < SEGMENT_SIZE:
+                try:
+                    writer._buf[start:end] = chunk
+                except (TypeError, ValueError):  # wider items: write_nowait casts
+                    pass
+                else:
+                    writer._at = end
+                    return
         try:
             writer.write_nowait(chunk)
         except PipelineError as exc:

@@ -61,6 +61,37 @@ class RecordingWriter:
     closes the file it opened; the :class:`Flusher` is the caller's.
     """
 
+    # Slots (issue 20): with thousands of recordings every frame lands on a writer
+    # that is cold in the cache, and slots keep its fields in the object itself
+    # instead of a separate ``__dict__``.  CPython lays slots out in sorted order,
+    # so the three a frame reads (:meth:`write_nowait`, :meth:`RecordingHook.media`)
+    # are named to sort first and sit together: ``_accepting``, ``_at`` (bytes in
+    # the partial segment) and ``_buf`` (a view of its buffer).
+    __slots__ = (
+        "_accepting",
+        "_at",
+        "_buf",
+        "_buffered",
+        "_cipher",
+        "_closed",
+        "_enc",
+        "_error",
+        "_flusher",
+        "_in_flight",
+        "_max_buffered",
+        "_room",
+        "_sealed_in",
+        "_settled",
+        "_times",
+        "bytes_written",
+        "cert_ids",
+        "fd",
+        "metadata",
+        "path",
+        "synchronous",
+        "temp_path",
+    )
+
     def __init__(
         self, path: Path, fd: int, encryptor: EnvelopeEncryptor, flusher: Flusher, max_buffered: int
     ) -> None:
@@ -77,10 +108,14 @@ class RecordingWriter:
         self._max_buffered = max_buffered
         # The partial segment: a fixed buffer each chunk is copied into once (no
         # per-chunk objects, no regrowth), and a view of it that is never resized.
-        self._plain = bytearray(SEGMENT_SIZE)
-        self._view = memoryview(self._plain)
-        self._fill = 0
-        self._cipher = bytearray()
+        # A memoryview, not the bytearray: slice assignment into a bytearray first
+        # copies any other buffer type into a temporary bytearray (two copies).
+        self._buf = memoryview(bytearray(SEGMENT_SIZE))
+        self._at = 0
+        # Sealed segments waiting for the flusher, one buffer each (written with one
+        # writev per file), and their total size.
+        self._cipher: list[bytearray] = []
+        self._buffered = 0
         # The one flag write_nowait() reads per chunk: open, not failed, and room in
         # the buffer.  Kept up to date where any of the three changes (issue 20).
         self._accepting = True
@@ -141,55 +176,55 @@ class RecordingWriter:
         # flag, one copy into the segment buffer; everything else once per segment.
         if not self._accepting:
             self._refuse()
-        start = self._fill
+        start = self._at
         end = start + len(chunk)
         if end < SEGMENT_SIZE:
             try:
-                self._view[start:end] = chunk
-            except (TypeError, ValueError):  # a buffer of wider items: as bytes
-                self._take(memoryview(chunk).cast("B"))
+                self._buf[start:end] = chunk
+            except (TypeError, ValueError):  # wider items or a strided view: as bytes
+                self._take(_bytes_view(chunk))
                 return
-            self._fill = end
+            self._at = end
         else:
-            self._take(memoryview(chunk).cast("B"))
+            self._take(_bytes_view(chunk))
 
     def _take(self, data: memoryview) -> None:
         """The slow path: fill the segment, seal every whole one, keep the rest."""
         pos, n = 0, len(data)
         while pos < n:
-            if self._fill == 0 and n - pos >= SEGMENT_SIZE:  # whole segments, no copy
+            if self._at == 0 and n - pos >= SEGMENT_SIZE:  # whole segments, no copy
                 whole = (n - pos) // SEGMENT_SIZE * SEGMENT_SIZE
                 self._seal(data[pos : pos + whole])
                 pos += whole
                 continue
-            take = min(SEGMENT_SIZE - self._fill, n - pos)
-            self._view[self._fill : self._fill + take] = data[pos : pos + take]
-            self._fill += take
+            take = min(SEGMENT_SIZE - self._at, n - pos)
+            self._buf[self._at : self._at + take] = data[pos : pos + take]
+            self._at += take
             pos += take
-            if self._fill == SEGMENT_SIZE:
-                self._seal(self._view)
-                self._fill = 0
+            if self._at == SEGMENT_SIZE:
+                self._seal(self._buf)
+                self._at = 0
 
     def _refuse(self) -> NoReturn:
         self._check_open()
         raise PipelineOverflowError(
-            len(self._cipher) // SEGMENT_WIRE_SIZE, self._max_buffered // SEGMENT_WIRE_SIZE
+            self._buffered // SEGMENT_WIRE_SIZE, self._max_buffered // SEGMENT_WIRE_SIZE
         )
 
     def _update_accepting(self) -> None:
         self._accepting = (
-            self._error is None and not self._closed and len(self._cipher) < self._max_buffered
+            self._error is None and not self._closed and self._buffered < self._max_buffered
         )
 
     @property
     def bytes_in(self) -> int:
         """Media bytes taken so far."""
-        return self._sealed_in + self._fill
+        return self._sealed_in + self._at
 
     async def write(self, chunk: Buffer) -> None:
         """Take a chunk of media, waiting while the recording's buffer is full."""
         self._check_open()
-        while len(self._cipher) >= self._max_buffered:
+        while self._buffered >= self._max_buffered:
             self._room.clear()
             self._flusher.request(self, 0, urgent=True)
             await self._room.wait()
@@ -197,26 +232,37 @@ class RecordingWriter:
         self.write_nowait(chunk)
 
     def _seal(self, plain: memoryview) -> None:
-        """Encrypt whole segments at once and queue them for the flusher."""
+        """Encrypt whole segments at once and queue them for the flusher.
+
+        The ciphertext goes into a buffer of its own, sized exactly, which the
+        flusher writes as is (no concatenation, no regrowth of a shared buffer)
+        and, for a whole segment, hands back for reuse once it is on disk.
+        """
         whole = len(plain)
-        start = len(self._cipher)
-        out_size = self._enc.output_size(whole)
-        self._cipher.extend(bytes(out_size))
-        with memoryview(self._cipher) as cipher:
-            n = self._enc.update_into(plain, cipher[start:])
-        del self._cipher[start + n :]
+        size = self._enc.output_size(whole)
+        out = self._flusher.segment_buffer() if size == SEGMENT_WIRE_SIZE else bytearray(size)
+        n = self._enc.update_into(plain, out)
+        if n != len(out):  # pragma: no cover - output_size is exact
+            del out[n:]
+        self._cipher.append(out)
+        self._buffered += n
         self._sealed_in += whole
-        if len(self._cipher) >= self._max_buffered:
+        if self._buffered >= self._max_buffered:
             self._accepting = False
         now = time.monotonic()
-        self._times.extend([now] * (whole // SEGMENT_SIZE))
+        segments = whole // SEGMENT_SIZE
+        if segments == 1:
+            self._times.append(now)
+        else:
+            self._times.extend([now] * segments)
         self._flusher.request(self, n)
 
     # --- flusher side -------------------------------------------------------
 
-    def take_pending(self) -> tuple[bytearray, list[float]]:
+    def take_pending(self) -> tuple[list[bytearray], list[float]]:
         data, times = self._cipher, self._times
-        self._cipher, self._times = bytearray(), []
+        self._cipher, self._times = self._flusher.empty_lists()
+        self._buffered = 0
         self._update_accepting()
         if data:
             self._in_flight += 1
@@ -259,10 +305,11 @@ class RecordingWriter:
         self._closed = True
         self._accepting = False
         if self._error is None:
-            tail = self._enc.update(self._view[: self._fill]) + self._enc.finalize()
-            self._sealed_in += self._fill
-            self._fill = 0
-            self._cipher += tail
+            tail = bytearray(self._enc.update(self._buf[: self._at]) + self._enc.finalize())
+            self._sealed_in += self._at
+            self._at = 0
+            self._cipher.append(tail)
+            self._buffered += len(tail)
             self._flusher.request(self, len(tail))
             await self._wait_written()
         if self._error is not None:
@@ -327,10 +374,20 @@ class RecordingWriter:
             bytes_in=self.bytes_in,
             segments=self._enc.segments,
             bytes_written=self.bytes_written,
-            buffered=len(self._cipher) + self._fill,
+            buffered=self._buffered + self._at,
             closed=self._closed,
             failed=self.failed,
         )
+
+
+def _bytes_view(chunk: Buffer) -> memoryview:
+    """``chunk`` as unsigned bytes, whatever its item type or layout.
+
+    Raises:
+        TypeError: not a buffer.
+    """
+    view = memoryview(chunk)
+    return view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
 
 
 def _create(temp: Path, header: bytes, sync: bool) -> int:

@@ -115,7 +115,8 @@ class _Decryption:
     def __init__(self, opened: Opened, keys: KeyRing) -> None:
         self._src = opened.file
         # A large recording's segments are opened on every core (recstream.parallel);
-        # a small one stays on the single-thread path, which is faster there.
+        # a small one on this thread, with the GIL released per segment when this is
+        # one of several worker threads (--out-dir, batch jobs), else by Cobblestone.
         self._dec = EnvelopeDecryptor(keys, pool=pool_for(opened.size))
         # Reads of up to 1 MiB, never more than the file: the buffers are the
         # thread's own and reused from file to file. Allocating them per file cost
