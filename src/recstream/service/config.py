@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from recstream.service.delegation import MIN_KEY_BYTES
 from recstream.service.errors import RequestError, ServiceConfigError
@@ -30,6 +31,7 @@ __all__ = [
     "ProxyConfig",
     "ServerConfig",
     "ServiceConfig",
+    "check_store_url",
     "load_config",
     "parse_listen",
 ]
@@ -47,6 +49,12 @@ DEFAULT_MAX_FAILURES: Final = 10
 DEFAULT_FAILURE_WINDOW: Final = 300.0
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 DEFAULT_RESCAN_INTERVAL: Final = 2.0  # seconds until a new recording is listed
+# A store rescan lists the whole prefix (S3: a request per 1,000 recordings): less often.
+DEFAULT_STORE_RESCAN_INTERVAL: Final = 30.0
+DEFAULT_STORE_TIMEOUT: Final = 30.0  # seconds one store request may take before a 504
+# [recordings] root may be a URL of these stores (recstream.service.objects serves it);
+# memory:// is fsspec's in-process store, for tests and demos.
+STORE_SCHEMES: Final = ("s3", "webdav+https", "webdav+http", "memory")
 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: Final = 64  # a browser opens 6 per origin; a NAT, more
 DEFAULT_CONNECTION_RESERVE: Final = 128  # descriptors kept for files, the database, upstreams
 DEFAULT_MIN_BODY_RATE: Final = 16 * 1024  # bytes/s a request body must average (slow uploads)
@@ -70,7 +78,7 @@ _SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
         "min_body_rate": _NUM,
     },
     "keystore": {"path": (str,), "password_file": (str,), "password_env": (str,)},
-    "recordings": {"root": (str,), "rescan_interval": _NUM},
+    "recordings": {"root": (str,), "rescan_interval": _NUM, "store_timeout": _NUM},
     "audit": {"log": (str,)},
     "settings": {"db": (str,)},
     "auth": {
@@ -153,7 +161,11 @@ class ProxyConfig:
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
-    """A checked configuration.  ``keystore`` and ``recordings_root`` are None for a proxy."""
+    """A checked configuration.  ``keystore`` and ``recordings_root`` are None for a proxy.
+
+    ``recordings_url`` is ``[recordings] root`` when it is a store URL (then
+    ``recordings_root`` is None); ``store_timeout`` bounds each request to it.
+    """
 
     source: Path
     server: ServerConfig
@@ -164,6 +176,8 @@ class ServiceConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     proxy: ProxyConfig | None = None
     rescan_interval: float = DEFAULT_RESCAN_INTERVAL
+    recordings_url: str | None = None  # [recordings] root when it is a store URL
+    store_timeout: float = DEFAULT_STORE_TIMEOUT
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -197,7 +211,7 @@ def load_config(path: str | Path) -> ServiceConfig:
     r.check_shape()
     server = _server(r)
     proxy = _proxy(r)
-    keystore, root = _backend(r, "proxy" in r.data)
+    keystore, root, url = _backend(r, "proxy" in r.data)
     audit = r.path("audit", "log", must="parent")
     r.require("audit", "log")
     db = r.path("settings", "db", must="parent")
@@ -212,8 +226,12 @@ def load_config(path: str | Path) -> ServiceConfig:
         lines = "\n".join(f"  - {p}" for p in r.problems)
         msg = f"{source}: the server will not start until this is fixed:\n{lines}"
         raise ServiceConfigError(msg)
-    rescan = r.positive("recordings", "rescan_interval", DEFAULT_RESCAN_INTERVAL)
-    return ServiceConfig(source, server, audit, db, keystore, root, auth, proxy, rescan)
+    default_rescan = DEFAULT_RESCAN_INTERVAL if url is None else DEFAULT_STORE_RESCAN_INTERVAL
+    rescan = r.positive("recordings", "rescan_interval", default_rescan)
+    timeout = r.positive("recordings", "store_timeout", DEFAULT_STORE_TIMEOUT)
+    return ServiceConfig(
+        source, server, audit, db, keystore, root, auth, proxy, rescan, url, timeout
+    )
 
 
 def _server(r: ConfigReader) -> ServerConfig | None:
@@ -350,7 +368,51 @@ def _proxy_keys(r: ConfigReader) -> dict[str, bytes]:
     return out
 
 
-def _backend(r: ConfigReader, proxy: bool) -> tuple[KeystoreConfig | None, Path | None]:
+def check_store_url(text: str) -> str:
+    """A store URL for ``[recordings] root``, checked (pure: no store is contacted).
+
+    Returns:
+        The URL (``file://PATH`` is not a store: the caller treats it as a path).
+
+    Raises:
+        ValueError: an unsupported scheme, credentials in the URL, a query or
+            fragment, no bucket or host, or plain-HTTP WebDAV off loopback.
+    """
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in STORE_SCHEMES:
+        msg = f"{_shown(text)} is not a supported store URL (use {', '.join(STORE_SCHEMES)}://)"
+        raise ValueError(msg)
+    if "@" in parts.netloc:
+        # Never in the file: it would be in backups, diffs and error messages.
+        msg = (
+            f"{scheme}:// URL with credentials in it: remove them; the store's credentials "
+            "come from the environment or its usual config files (such as AWS_* variables)"
+        )
+        raise ValueError(msg)
+    if parts.query or parts.fragment:
+        msg = f"{_shown(text)}: a store URL takes no '?' query or '#' fragment"
+        raise ValueError(msg)
+    if scheme != "memory" and not parts.netloc:
+        msg = f"{_shown(text)}: name the {'bucket' if scheme == 's3' else 'host'}"
+        raise ValueError(msg)
+    if scheme == "webdav+http" and not is_loopback_host(parts.hostname or ""):
+        msg = (
+            f"{_shown(text)}: plain-HTTP WebDAV would send the store's credentials and the "
+            "recordings' names in the clear; use webdav+https:// (http only to loopback)"
+        )
+        raise ValueError(msg)
+    return text
+
+
+def _shown(text: str) -> str:
+    """A URL for a message, without anything before an '@' (it may be a password)."""
+    scheme, sep, rest = text.partition("://")
+    rest = rest.rsplit("@", 1)[-1]
+    return repr(f"{scheme}{sep}{rest}"[:200])
+
+
+def _backend(r: ConfigReader, proxy: bool) -> tuple[KeystoreConfig | None, Path | None, str | None]:
     if proxy:
         for section in ("keystore", "recordings"):
             if section in r.data:
@@ -358,7 +420,7 @@ def _backend(r: ConfigReader, proxy: bool) -> tuple[KeystoreConfig | None, Path 
                     f"[{section}] is not allowed with [proxy]: a decryption proxy holds no "
                     "keys and no recordings, it forwards to the RCS of its location"
                 )
-        return None, None
+        return None, None, None
     path = r.path("keystore", "path", must=None)
     r.require("keystore", "path")
     if path is not None and not path.exists():
@@ -367,7 +429,17 @@ def _backend(r: ConfigReader, proxy: bool) -> tuple[KeystoreConfig | None, Path 
     pw_env = r.get("keystore", "password_env")
     if "keystore" in r.data and (pw_file is None) == (pw_env is None):
         r.problem("[keystore] give exactly one of password_file and password_env")
+    keystore = KeystoreConfig(path, pw_file, pw_env) if path is not None else None
+    text = r.get("recordings", "root")
+    if isinstance(text, str) and text.lower().startswith("file://"):
+        text = text[len("file://") :]
+        r.table("recordings")["root"] = text
+    if isinstance(text, str) and "://" in text:
+        try:
+            return keystore, None, check_store_url(text)
+        except ValueError as exc:
+            r.problem(f"[recordings] root: {exc}")
+            return keystore, None, None
     root = r.path("recordings", "root", must="dir")
     r.require("recordings", "root")
-    keystore = KeystoreConfig(path, pw_file, pw_env) if path is not None else None
-    return keystore, root
+    return keystore, root, None

@@ -18,10 +18,10 @@ Memory stays bounded: one read chunk and one segment per stream.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
@@ -29,11 +29,17 @@ from recstream.envelope import EnvelopeDecryptor
 from recstream.errors import RecstreamError, TruncatedStreamError
 from recstream.format import MAX_HEADER_BYTES, BodyLayout, Header, parse_header
 from recstream.parallel import pool_for
-from recstream.reader import FileSource, SegmentReader
+from recstream.reader import SegmentReader
 from recstream.service.archive import missing_message
 from recstream.service.auth import Principal
 from recstream.service.context import AUDITED, CONTEXT, ServiceContext, TracingKeyRing
-from recstream.service.errors import NotFoundError, PermissionDeniedError, RequestError
+from recstream.service.errors import (
+    NotFoundError,
+    PermissionDeniedError,
+    RequestError,
+    StoreTimeoutError,
+    StoreUnavailableError,
+)
 from recstream.service.http import (
     BodyReader,
     abort_response,
@@ -47,6 +53,7 @@ __all__ = ["add_routes"]
 
 READ_CHUNK: Final = 256 * 1024  # request body read size: 16 segments
 PLAY_CHUNK: Final = 16 * 16 * 1024  # plaintext per read_at on playback: 16 segments
+_T = TypeVar("_T")
 
 
 def add_routes(app: web.Application) -> None:
@@ -127,6 +134,8 @@ async def handle_decrypt(request: web.Request) -> web.StreamResponse:
 async def _failed(request: web.Request, audit: _Audit, exc: BaseException) -> web.StreamResponse:
     """Audit a failure; re-raise it if nothing was sent yet, else abort the response."""
     hidden = getattr(exc, "hidden_reason", None)
+    if isinstance(exc, StoreUnavailableError):
+        hidden = exc.reason  # why the store failed, for the audit log
     audit.finish(_result(exc), **({"reason": hidden} if hidden else {}))
     request[AUDITED] = True
     if audit.resp is None or not audit.resp.prepared:
@@ -242,6 +251,9 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
     limit = _page_limit(request.query.get("limit"))
     after = request.query.get("after") or None
     await ctx.index_ready.wait()
+    failure = getattr(ctx.index, "failure", None)
+    if failure is not None:  # a store index whose last refresh failed: say so, not []
+        raise failure
     page = ctx.index.page(who.user.tenants, limit, after)
     ctx.audit.write_limited(
         "list",
@@ -272,23 +284,24 @@ async def handle_playback(request: web.Request) -> web.StreamResponse:
     audit = _Audit(ctx, "playback", {**ctx.audit_base(request, who), "file": name})
     assert ctx.archive is not None and ctx.keyring is not None
     archive, keyring = ctx.archive, ctx.keyring
+    io = _ArchiveIO(ctx)
     ctx.metrics.in_flight.inc()
     try:
-        fd = await asyncio.to_thread(archive.open, name)
+        rec = await io.call(archive.open_recording, name)
         try:
-            header = await asyncio.to_thread(archive.header, fd)
+            header = await io.call(archive.recording_header, rec)
             audit.header(header, who, hidden=name)
             keys = TracingKeyRing(keyring)
-            reader = await asyncio.to_thread(SegmentReader, FileSource(fd), keys)
+            reader = await io.call(SegmentReader, rec.source, keys)
             # The decisive check: on the header the reader authenticated, not on the
             # (cached, unauthenticated) one above, which may be stale or raced.
             if reader.header.raw != header.raw:
                 audit.header(reader.header, who, hidden=name)
             audit.fields["cert_id"] = keys.cert_id
             keys.check_tenant(reader.header.metadata.tenant)
-            resp = await _play(request, ctx, reader, audit)
+            resp = await _play(request, ctx, reader, audit, io)
         finally:
-            os.close(fd)
+            rec.close()
     except (RecstreamError, TimeoutError, ConnectionError) as exc:
         return await _failed(request, audit, exc)
     finally:
@@ -297,8 +310,32 @@ async def handle_playback(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+class _ArchiveIO:
+    """Runs archive reads in a thread; a store's are bounded by ``[recordings] store_timeout``.
+
+    A local disk is not timed (a stuck disk is not the client's problem to hear of
+    as a 504); a store request past its bound is a :class:`StoreTimeoutError`.
+    """
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        store = ctx.config.recordings_url is not None
+        self.timeout = ctx.config.store_timeout if store else None
+
+    async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.to_thread(fn, *args)
+        except TimeoutError:
+            msg = f"the recordings store did not answer within {self.timeout:g} s"
+            raise StoreTimeoutError(msg) from None
+
+
 async def _play(
-    request: web.Request, ctx: ServiceContext, reader: SegmentReader, audit: _Audit
+    request: web.Request,
+    ctx: ServiceContext,
+    reader: SegmentReader,
+    audit: _Audit,
+    io: _ArchiveIO,
 ) -> web.StreamResponse:
     etag = f'"{reader.header.mac.hex()[:32]}"'
     rng = parse_range(request.headers.get("Range"), reader.size)
@@ -325,7 +362,7 @@ async def _play(
     timeout = ctx.config.server.write_timeout
     pos = start
     while pos < end and request.method != "HEAD":
-        data = await asyncio.to_thread(reader.read_at, pos, min(PLAY_CHUNK, end - pos))
+        data = await io.call(reader.read_at, pos, min(PLAY_CHUNK, end - pos))
         await write_with_timeout(resp, data, timeout)
         pos += len(data)
         audit.sent += len(data)

@@ -26,6 +26,8 @@ __all__ = [
     "RequestTimeoutError",
     "ServiceConfigError",
     "ServiceError",
+    "StoreTimeoutError",
+    "StoreUnavailableError",
     "TenantMismatchError",
     "UnsupportedMediaTypeError",
     "UpstreamError",
@@ -167,3 +169,26 @@ class UpstreamError(ServiceError):
     def __init__(self, message: str, target: str = "") -> None:
         super().__init__(message)
         self.target = target
+
+
+class StoreUnavailableError(ServiceError):
+    """The recordings store (S3, WebDAV) failed or refused a request the RCS made.
+
+    The client did nothing wrong: answered 502 and audited with :attr:`reason`.
+    The message names the store operation, never a credential or a signed URL.
+
+    Attributes:
+        reason: a short code for the audit log (``store_refused``,
+            ``store_unreachable``, ``store_error``).
+    """
+
+    def __init__(self, message: str, *, reason: str = "store_error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StoreTimeoutError(StoreUnavailableError):
+    """The recordings store did not answer in time (answered 504)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="store_timeout")

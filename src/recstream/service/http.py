@@ -54,6 +54,8 @@ HTTP_STATUS: Final[dict[type[BaseException], tuple[int, str]]] = {
     se.NotFoundError: (404, "not_found"),
     se.ConflictError: (409, "conflict"),
     se.UpstreamError: (502, "bad_gateway"),
+    se.StoreTimeoutError: (504, "store_timeout"),
+    se.StoreUnavailableError: (502, "store_unavailable"),
     se.TenantMismatchError: (422, "tenant_mismatch"),
     se.ServiceConfigError: (500, "server_misconfigured"),
     e.NotAnEnvelopeError: (422, "not_an_envelope"),

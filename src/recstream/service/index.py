@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from recstream.errors import RecstreamError
-from recstream.format import BodyLayout
+from recstream.format import BodyLayout, Header
 from recstream.reader import FileSource, read_header_at
 from recstream.service.archive import SUFFIX, Archive, check_name
 from recstream.service.errors import NotFoundError, RequestError
 
-__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Entry", "HeaderIndex", "Page", "page_body"]
+__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Entry", "HeaderIndex", "Page", "make_entry", "page_body"]
 
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000
@@ -51,7 +51,9 @@ MAX_CURSOR_CHARS: Final = 2048
 REBUILD_THRESHOLD: Final = 256  # more changed files than this: re-sort instead of inserting
 
 _Key = tuple[int, str]  # (-created_ms, name): newest first, then by name
-_Stamp = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
+# What tells a changed file from an unchanged one: on disk st_dev, st_ino, st_size,
+# st_mtime_ns; on a store, size, ETag and modification time (recstream.service.objects).
+_Stamp = tuple[int | str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,9 @@ class HeaderIndex:
 
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
+        self._init_state()
+
+    def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._by_tenant: dict[str, list[_Key]] = {}
@@ -168,9 +173,7 @@ class HeaderIndex:
         now = time.monotonic() if now is None else now
         if now - self._last_full >= FULL_RESCAN_SECONDS:
             full, self._last_full = True, now
-        seen_dirs: dict[str, _Dir] = {}
-        files: dict[str, _Stamp] = {}
-        self._walk("", full, seen_dirs, files)
+        files = self._scan(full)
         with self._lock:
             known = {n: e.stamp for n, e in self._entries.items()}
         changed = [n for n, st in files.items() if known.get(n) != st]
@@ -195,9 +198,16 @@ class HeaderIndex:
                 for entry in fresh:
                     self._drop(entry.name)
                     self._add(entry)
-            self._dirs = seen_dirs
         self.ready.set()
         return len(changed)
+
+    def _scan(self, full: bool) -> dict[str, _Stamp]:
+        """Every recording's name and stamp (a subclass lists a store instead)."""
+        seen_dirs: dict[str, _Dir] = {}
+        files: dict[str, _Stamp] = {}
+        self._walk("", full, seen_dirs, files)
+        self._dirs = seen_dirs  # only the refreshing thread reads or writes it
+        return files
 
     def _walk(self, rel: str, full: bool, out: dict[str, _Dir], files: dict[str, _Stamp]) -> None:
         if self._closed.is_set():
@@ -252,21 +262,7 @@ class HeaderIndex:
             return None
         finally:
             os.close(fd)
-        meta = header.metadata
-        entry = Entry(
-            name,
-            meta.recording_id,
-            meta.tenant,
-            meta.media_kind.name.lower(),
-            meta.media_type,
-            meta.created_ms,
-            layout.plaintext_length if layout.complete else None,
-            header.cert_ids,
-            (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-        )
-        # Serialised here, once, not on every listing: a page is then a join.
-        text = json.dumps(entry.to_json(), ensure_ascii=False, separators=(",", ":"))
-        return dataclasses.replace(entry, json=text.encode())
+        return make_entry(name, header, layout, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
 
     def _rebuild(self) -> None:
         groups: dict[str, list[_Key]] = {}
@@ -290,6 +286,25 @@ class HeaderIndex:
             del keys[i]
         if not keys:
             del self._by_tenant[old.tenant]
+
+
+def make_entry(name: str, header: Header, layout: BodyLayout, stamp: _Stamp) -> Entry:
+    """The index entry for recording ``name`` (its header and body layout)."""
+    meta = header.metadata
+    entry = Entry(
+        name,
+        meta.recording_id,
+        meta.tenant,
+        meta.media_kind.name.lower(),
+        meta.media_type,
+        meta.created_ms,
+        layout.plaintext_length if layout.complete else None,
+        header.cert_ids,
+        stamp,
+    )
+    # Serialised here, once, not on every listing: a page is then a join.
+    text = json.dumps(entry.to_json(), ensure_ascii=False, separators=(",", ":"))
+    return dataclasses.replace(entry, json=text.encode())
 
 
 def page_body(page: Page) -> bytes:

@@ -1,0 +1,351 @@
+"""The recordings archive on an object store or WebDAV server: listing and ranged reads.
+
+``[recordings] root`` may be a store URL (``s3://bucket/prefix``,
+``webdav+https://host/path``).  :class:`StoreArchive` is the local
+:class:`~recstream.service.archive.Archive`'s counterpart over an fsspec
+filesystem, and :class:`StoreIndex` the header index over it:
+
+* **Playback** reads with ranged GETs only: one ``HEAD`` for the size, one GET
+  of the first :data:`HEAD_BYTES` (the header), then :class:`SegmentReader`'s
+  own reads (the body prefix, the final segment, then the segments a Range
+  covers, 16 per request).  Nothing is buffered beyond one read, so memory stays
+  flat whatever the object's size.
+* **Listing** is what stores allow: the whole prefix is listed on every rescan
+  (S3: one ``ListObjectsV2`` per 1,000 keys; WebDAV: one ``PROPFIND`` per
+  directory), and only objects whose stamp (size, ETag, modification time)
+  changed have their header read, with one ranged GET each.
+* **Errors** from the store become :class:`StoreUnavailableError` (502) or
+  :class:`StoreTimeoutError` (504) with a reason for the audit log; a missing
+  object is a :class:`NotFoundError` (404).  Names are checked exactly as on
+  disk, so a temporary (``.partial``) object never shows up as a recording.
+
+Credentials never pass through here: the filesystem takes them from the
+environment or the store's own configuration files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any, Final
+
+from recstream.errors import RecstreamError
+from recstream.format import BodyLayout, Header
+from recstream.reader import read_header_at
+from recstream.service.archive import SUFFIX, Opened, check_name, missing_message
+from recstream.service.errors import (
+    NotFoundError,
+    ServiceConfigError,
+    StoreTimeoutError,
+    StoreUnavailableError,
+)
+from recstream.service.index import Entry, HeaderIndex, make_entry
+
+__all__ = [
+    "HEAD_BYTES",
+    "RangedSource",
+    "StoreArchive",
+    "StoreIndex",
+    "StoreStats",
+    "open_store",
+    "store_errors",
+]
+
+log = logging.getLogger("recstream.service")
+
+# The first GET of an object asks for this much: a header with one RSA-2048 recipient
+# is ~450 bytes and with four RSA-4096 ones ~2.4 KiB, so one request almost always
+# holds it; a longer header (up to format.MAX_HEADER_BYTES) costs a second one.
+HEAD_BYTES: Final = 4096
+_HEADER_CACHE_ENTRIES: Final = 20_000
+
+_Stamp = tuple[int | str, ...]
+
+
+class StoreStats:
+    """Requests made to the store and bytes it served (thread-safe counters)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.bytes_read = 0
+        self.failures = 0
+
+    def count(self, n: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.bytes_read += n
+
+    def failed(self) -> None:
+        with self._lock:
+            self.failures += 1
+
+
+@contextlib.contextmanager
+def store_errors(op: str, name: str, stats: StoreStats | None = None) -> Iterator[None]:
+    """Turn what a filesystem raises into the service's errors (the one place that does).
+
+    Raises:
+        NotFoundError: the object does not exist (or is a "directory").
+        StoreTimeoutError: the store did not answer in time.
+        StoreUnavailableError: anything else the store or the network did.
+    """
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise NotFoundError(missing_message(name)) from None
+    except RecstreamError:
+        raise
+    except Exception as exc:  # the edge: every client library has its own exceptions
+        if stats is not None:
+            stats.failed()
+        raise _store_failure(op, name, exc) from None
+
+
+def _store_failure(op: str, name: str, exc: Exception) -> StoreUnavailableError:
+    # Logged by type and a bounded message: client libraries put the endpoint in
+    # theirs, never the credentials (those come from the environment).
+    log.warning("recordings store: %s %s failed: %s: %.300s", op, name, type(exc).__name__, exc)
+    what = f"the recordings store failed to {op} {name!r}"
+    if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
+        return StoreTimeoutError(f"{what}: it did not answer in time")
+    if isinstance(exc, PermissionError):
+        return StoreUnavailableError(
+            f"{what}: access denied (check the server's store credentials)",
+            reason="store_refused",
+        )
+    if isinstance(exc, ConnectionError) or "connect" in type(exc).__name__.lower():
+        return StoreUnavailableError(f"{what}: it cannot be reached", reason="store_unreachable")
+    return StoreUnavailableError(f"{what}: {type(exc).__name__}", reason="store_error")
+
+
+def open_store(url: str) -> StoreArchive:
+    """The :class:`StoreArchive` for a checked ``[recordings] root`` URL (nothing is contacted).
+
+    Raises:
+        ServiceConfigError: the store's client library is missing or refuses the URL.
+    """
+    scheme, _, rest = url.partition("://")
+    try:
+        if scheme.startswith("webdav+"):
+            dav = importlib.import_module("webdav4.fsspec")
+            host, _, path = rest.partition("/")
+            fs: Any = dav.WebdavFileSystem(f"{scheme.removeprefix('webdav+')}://{host}")
+            root = path
+        else:
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        msg = f"[recordings] root {url!r}: the store cannot be used: {exc}"
+        raise ServiceConfigError(msg) from None
+    return StoreArchive(url, fs, str(root))
+
+
+class RangedSource:
+    """A :class:`~recstream.reader.Source` over one object, read with ranged GETs.
+
+    Each :meth:`read_at` is one request for exactly the bytes asked (the first
+    one, at offset 0, asks for at least :data:`HEAD_BYTES` and keeps them: the
+    header is then read once).  Thread-safe as far as the filesystem is.
+    """
+
+    def __init__(self, fs: Any, path: str, size: int, name: str, stats: StoreStats) -> None:
+        self.fs = fs
+        self.path = path
+        self.size = size
+        self.name = name
+        self.stats = stats
+        self._head = b""
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        end = min(self.size, offset + n)
+        if offset >= end:
+            return b""
+        if end <= len(self._head):
+            return self._head[offset:end]
+        if offset == 0 and not self._head:
+            data = self._get(0, min(self.size, max(end, HEAD_BYTES)))
+            if len(data) <= HEAD_BYTES:
+                self._head = data
+            return data[:end]
+        return self._get(offset, end)
+
+    def _get(self, start: int, end: int) -> bytes:
+        with store_errors("read", self.name, self.stats):
+            data = bytes(self.fs.cat_file(self.path, start=start, end=end))
+        self.stats.count(len(data))
+        return data  # short only if the object changed meanwhile: the reader says so
+
+
+def stamp_of(info: dict[str, Any]) -> _Stamp:
+    """What tells one version of an object from another, from what the store reports.
+
+    S3 gives ``ETag`` and ``LastModified``, WebDAV ``etag`` and ``modified``, local
+    and memory filesystems ``mtime``/``created``: whichever are there, with the size.
+    """
+    etag = info.get("ETag") or info.get("etag") or ""
+    when = next(
+        (
+            info[k]
+            for k in ("LastModified", "last_modified", "modified", "mtime", "created")
+            if info.get(k) is not None
+        ),
+        "",
+    )
+    return (int(info.get("size") or 0), str(etag), str(when))
+
+
+class StoreArchive:
+    """Read-only access to the recordings under a store URL.
+
+    Args:
+        url: the configured URL (shown in messages; holds no credentials).
+        fs: the fsspec filesystem for it.
+        root: the path of the archive's prefix inside ``fs``.
+    """
+
+    def __init__(self, url: str, fs: Any, root: str) -> None:
+        self.url = url
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.stats = StoreStats()
+        self._headers: OrderedDict[tuple[str, _Stamp], Header] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}" if self.root else name
+
+    def open_recording(self, name: str) -> Opened:
+        """Look ``name`` up (one HEAD request) and return it for ranged reads.
+
+        Raises:
+            NotFoundError: invalid name, missing, or not an object.
+            StoreUnavailableError, StoreTimeoutError: the store failed.
+        """
+        check_name(name)
+        with store_errors("look up", name, self.stats):
+            info = self.fs.info(self.path(name))
+        self.stats.count(0)
+        if info.get("type") != "file":
+            raise NotFoundError(missing_message(name))
+        stamp = stamp_of(info)
+        source = RangedSource(self.fs, self.path(name), int(info["size"]), name, self.stats)
+        return Opened(name, source, stamp)
+
+    def recording_header(self, rec: Opened) -> Header:
+        """The header of an opened recording (cached by name and stamp).
+
+        Raises:
+            EnvelopeFormatError, TruncatedStreamError: not a readable envelope.
+            StoreUnavailableError, StoreTimeoutError: the store failed.
+        """
+        key = (rec.name, rec.stamp)
+        with self._lock:
+            cached = self._headers.get(key)
+        if cached is not None:
+            return cached
+        header = read_header_at(rec.source)
+        with self._lock:
+            self._headers[key] = header
+            while len(self._headers) > _HEADER_CACHE_ENTRIES:
+                self._headers.popitem(last=False)
+        return header
+
+    def check(self) -> None:
+        """Raises StoreUnavailableError: the store does not answer (health check)."""
+        with store_errors("look up", self.url, self.stats):
+            self.fs.info(self.root or "/")
+
+    def scan(self) -> dict[str, _Stamp]:
+        """Every recording under the root with its stamp: one listing of the prefix.
+
+        Raises:
+            StoreUnavailableError, StoreTimeoutError: the store failed.
+        """
+        self.fs.invalidate_cache(self.root)  # a rescan must see the store, not a cache
+        with store_errors("list", self.url, self.stats):
+            found = self.fs.find(self.root, detail=True)
+        self.stats.count(0)
+        out: dict[str, _Stamp] = {}
+        # Paths come back without the protocol, with or without a leading "/"
+        # (memory:// and local ones have it, s3fs's not): compare without it.
+        prefix = f"{self.root.lstrip('/')}/" if self.root.lstrip("/") else ""
+        for path, info in found.items():
+            rel = str(path).lstrip("/")
+            if not rel.startswith(prefix) or info.get("type") != "file":
+                continue
+            rel = rel[len(prefix) :]
+            if not rel.endswith(SUFFIX):
+                continue
+            try:
+                check_name(rel)
+            except NotFoundError:
+                continue  # temporaries (.NAME.partial), odd names: not recordings
+            out[rel] = stamp_of(info)
+        return out
+
+    def read_entry(self, name: str, stamp: _Stamp) -> Entry | None:
+        """The index entry for ``name``, from one ranged GET; None if not an envelope.
+
+        Raises:
+            StoreUnavailableError, StoreTimeoutError: the store failed (the refresh
+                stops rather than dropping what it could not read).
+        """
+        size = int(stamp[0])
+        source = RangedSource(self.fs, self.path(name), size, name, self.stats)
+        try:
+            header = read_header_at(source)
+        except NotFoundError:
+            return None  # removed since the listing
+        except StoreUnavailableError:
+            raise
+        except (RecstreamError, ValueError):
+            return None
+        return make_entry(name, header, BodyLayout(size - header.length), stamp)
+
+
+class StoreIndex(HeaderIndex):
+    """The header index over a :class:`StoreArchive` (see :class:`HeaderIndex`).
+
+    A refresh lists the whole prefix (stores have no directory mtimes to skip
+    unchanged parts by) and reads only new or changed objects' headers.  A
+    store failure stops the refresh with nothing applied and is kept in
+    :attr:`failure` until a refresh succeeds.
+    """
+
+    def __init__(self, store: StoreArchive) -> None:
+        self.store = store
+        self.failure: StoreUnavailableError | None = None
+        self._stamps: dict[str, _Stamp] = {}
+        self._unreadable: dict[str, _Stamp] = {}  # not envelopes, as of these stamps
+        self._init_state()
+
+    def refresh(self, *, full: bool = False, now: float | None = None) -> int:
+        try:
+            n = super().refresh(full=full, now=now)
+        except StoreUnavailableError as exc:
+            self.failure = exc
+            raise
+        self.failure = None
+        return n
+
+    def _scan(self, full: bool) -> dict[str, _Stamp]:
+        # Only the refreshing thread touches _stamps and _unreadable.
+        found = {} if self._closed.is_set() else self.store.scan()
+        self._unreadable = {n: st for n, st in self._unreadable.items() if found.get(n) == st}
+        if not full:  # an object that is not an envelope is read again only if it changes
+            found = {n: st for n, st in found.items() if n not in self._unreadable}
+        self._stamps = found
+        return found
+
+    def _read(self, name: str) -> Entry | None:
+        stamp = self._stamps[name]
+        entry = self.store.read_entry(name, stamp)
+        if entry is None:
+            self._unreadable[name] = stamp
+        return entry
