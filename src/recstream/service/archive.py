@@ -82,6 +82,8 @@ def missing_message(name: str) -> str:
 class Archive:
     """Read-only access to the recordings under ``root``."""
 
+    read_chunk: Final = 16 * 16 * 1024  # plaintext per read on playback: 16 segments
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self._headers: OrderedDict[tuple[int, int, int, int], Header] = OrderedDict()

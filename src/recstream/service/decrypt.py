@@ -360,9 +360,10 @@ async def _play(
     audit.resp = resp
     await resp.prepare(request)
     timeout = ctx.config.server.write_timeout
+    chunk = ctx.archive.read_chunk if ctx.archive is not None else PLAY_CHUNK
     pos = start
     while pos < end and request.method != "HEAD":
-        data = await io.call(reader.read_at, pos, min(PLAY_CHUNK, end - pos))
+        data = await io.call(reader.read_at, pos, min(chunk, end - pos))
         await write_with_timeout(resp, data, timeout)
         pos += len(data)
         audit.sent += len(data)

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 from recstream.errors import RecstreamError
-from recstream.format import BodyLayout, Header
+from recstream.format import SEGMENT_SIZE, SEGMENT_WIRE_SIZE, BodyLayout, Header
 from recstream.reader import read_header_at
 from recstream.service.archive import SUFFIX, Opened, check_name, missing_message
 from recstream.service.errors import (
@@ -47,6 +47,8 @@ from recstream.service.index import Entry, HeaderIndex, make_entry
 
 __all__ = [
     "HEAD_BYTES",
+    "STORE_READ_CHUNK",
+    "TAIL_BYTES",
     "RangedSource",
     "StoreArchive",
     "StoreIndex",
@@ -62,6 +64,12 @@ log = logging.getLogger("recstream.service")
 # holds it; a longer header (up to format.MAX_HEADER_BYTES) costs a second one.
 HEAD_BYTES: Final = 4096
 _HEADER_CACHE_ENTRIES: Final = 20_000
+TAIL_BYTES: Final = SEGMENT_WIRE_SIZE  # the final segment, authenticated on every open
+# Heads and tails of this many recently played object versions (~20 KiB each).
+_SPAN_CACHE_ENTRIES: Final = 256
+# Plaintext per store request on playback: 64 segments.  Each GET costs a request's
+# signing, parsing and round trip; 1 MiB keeps that a small share and memory flat.
+STORE_READ_CHUNK: Final = 64 * SEGMENT_SIZE
 
 _Stamp = tuple[int | str, ...]
 
@@ -149,31 +157,47 @@ def open_store(url: str) -> StoreArchive:
 class RangedSource:
     """A :class:`~recstream.reader.Source` over one object, read with ranged GETs.
 
-    Each :meth:`read_at` is one request for exactly the bytes asked (the first
-    one, at offset 0, asks for at least :data:`HEAD_BYTES` and keeps them: the
-    header is then read once).  Thread-safe as far as the filesystem is.
+    Each :meth:`read_at` is one request for exactly the bytes asked, except at
+    both ends: the first read at offset 0 asks for at least :data:`HEAD_BYTES`
+    (the header and the body prefix in one request), and that block and the
+    final segment are kept in ``spans``, which the archive shares between
+    playbacks of the same object version (a player sends many Range requests;
+    each needs both, and :class:`SegmentReader` authenticates them every time).
     """
 
-    def __init__(self, fs: Any, path: str, size: int, name: str, stats: StoreStats) -> None:
+    def __init__(
+        self,
+        fs: Any,
+        path: str,
+        size: int,
+        name: str,
+        stats: StoreStats,
+        *,
+        spans: list[tuple[int, bytes]] | None = None,
+    ) -> None:
         self.fs = fs
         self.path = path
         self.size = size
         self.name = name
         self.stats = stats
-        self._head = b""
+        self.spans = [] if spans is None else spans
 
     def read_at(self, offset: int, n: int) -> bytes:
         end = min(self.size, offset + n)
         if offset >= end:
             return b""
-        if end <= len(self._head):
-            return self._head[offset:end]
-        if offset == 0 and not self._head:
+        for start, data in self.spans:
+            if start <= offset and end <= start + len(data):
+                return data[offset - start : end - start]
+        if offset == 0:
             data = self._get(0, min(self.size, max(end, HEAD_BYTES)))
             if len(data) <= HEAD_BYTES:
-                self._head = data
+                self.spans.append((0, data))
             return data[:end]
-        return self._get(offset, end)
+        data = self._get(offset, end)
+        if end == self.size and len(data) <= TAIL_BYTES:
+            self.spans.append((offset, data))
+        return data
 
     def _get(self, start: int, end: int) -> bytes:
         with store_errors("read", self.name, self.stats):
@@ -214,7 +238,9 @@ class StoreArchive:
         self.fs = fs
         self.root = root.rstrip("/")
         self.stats = StoreStats()
+        self.read_chunk = STORE_READ_CHUNK
         self._headers: OrderedDict[tuple[str, _Stamp], Header] = OrderedDict()
+        self._spans: OrderedDict[tuple[str, _Stamp], list[tuple[int, bytes]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def path(self, name: str) -> str:
@@ -234,8 +260,15 @@ class StoreArchive:
         if info.get("type") != "file":
             raise NotFoundError(missing_message(name))
         stamp = stamp_of(info)
-        source = RangedSource(self.fs, self.path(name), int(info["size"]), name, self.stats)
-        return Opened(name, source, stamp)
+        with self._lock:
+            spans = self._spans.pop((name, stamp), [])
+            self._spans[(name, stamp)] = spans  # most recently used last
+            while len(self._spans) > _SPAN_CACHE_ENTRIES:
+                self._spans.popitem(last=False)
+        size = int(info["size"])
+        return Opened(
+            name, RangedSource(self.fs, self.path(name), size, name, self.stats, spans=spans), stamp
+        )
 
     def recording_header(self, rec: Opened) -> Header:
         """The header of an opened recording (cached by name and stamp).
