@@ -78,7 +78,7 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
     archive: Archive | StoreArchive | None = None
     index: HeaderIndex | None = None
     if config.recordings_url is not None:  # issue 18: recordings on S3 or WebDAV
-        archive = open_store(config.recordings_url)
+        archive = open_store(config.recordings_url, timeout=config.store_timeout)
         index = StoreIndex(archive)
     elif config.recordings_root is not None:
         archive = Archive(config.recordings_root)

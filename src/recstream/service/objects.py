@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -131,8 +132,24 @@ def _store_failure(op: str, name: str, exc: Exception) -> StoreUnavailableError:
     return StoreUnavailableError(f"{what}: {type(exc).__name__}", reason="store_error")
 
 
-def open_store(url: str) -> StoreArchive:
+# A player retries a failed Range itself: the RCS tries a store request twice, not
+# botocore's default five times with back-off (6 s before a refused connection is an error).
+_S3_CLIENT_CONFIG: Final = {
+    "retries": {"max_attempts": 2, "mode": "standard"},
+    "connect_timeout": 5,
+}
+WEBDAV_USER_ENV: Final = "RECSTREAM_WEBDAV_USERNAME"
+WEBDAV_PASSWORD_ENV: Final = "RECSTREAM_WEBDAV_PASSWORD"  # noqa: S105 - a variable's name
+
+
+def open_store(url: str, *, timeout: float = 30.0) -> StoreArchive:
     """The :class:`StoreArchive` for a checked ``[recordings] root`` URL (nothing is contacted).
+
+    Credentials come from the environment only: the AWS variables and files for
+    S3, :data:`WEBDAV_USER_ENV` and :data:`WEBDAV_PASSWORD_ENV` for WebDAV.
+
+    Args:
+        timeout: the read timeout of one store request, in seconds.
 
     Raises:
         ServiceConfigError: the store's client library is missing or refuses the URL.
@@ -142,8 +159,18 @@ def open_store(url: str) -> StoreArchive:
         if scheme.startswith("webdav+"):
             dav = importlib.import_module("webdav4.fsspec")
             host, _, path = rest.partition("/")
-            fs: Any = dav.WebdavFileSystem(f"{scheme.removeprefix('webdav+')}://{host}")
+            user, password = os.environ.get(WEBDAV_USER_ENV), os.environ.get(WEBDAV_PASSWORD_ENV)
+            auth = (user, password) if user and password else None
+            fs: Any = dav.WebdavFileSystem(
+                f"{scheme.removeprefix('webdav+')}://{host}/", auth=auth, timeout=timeout
+            )
             root = path
+        elif scheme == "s3":
+            import fsspec
+
+            config = {**_S3_CLIENT_CONFIG, "read_timeout": timeout}
+            # No listings cache: a HEAD must see the object as it is now.
+            fs, root = fsspec.core.url_to_fs(url, config_kwargs=config, use_listings_cache=False)
         else:
             import fsspec
 
@@ -300,7 +327,7 @@ class StoreArchive:
         Raises:
             StoreUnavailableError, StoreTimeoutError: the store failed.
         """
-        self.fs.invalidate_cache(self.root)  # a rescan must see the store, not a cache
+        self.fs.invalidate_cache()  # a rescan (and what follows) must see the store, not a cache
         with store_errors("list", self.url, self.stats):
             found = self.fs.find(self.root, detail=True)
         self.stats.count(0)
