@@ -263,7 +263,7 @@ def main() -> int:
             AWS_ACCESS_KEY_ID="bench",
             AWS_SECRET_ACCESS_KEY="bench-secret",
             AWS_DEFAULT_REGION="us-east-1",
-            AWS_ENDPOINT_URL=endpoint,
+            AWS_ENDPOINT_URL_S3=endpoint,
         )
         try:
             result = asyncio.run(bench(args, work, endpoint, moto.pid))

@@ -247,6 +247,10 @@ def test_store_down_is_a_502_then_works_again(
     assert names(store_rcs, "alice") == {"acme/call-1.rsv", "acme/call-1-screen.rsv", BIG}
     assert play(store_rcs, "acme/call-1.rsv").body == archive.plain["acme/call-1.rsv"]
     assert request(store_rcs.url, "GET", "/healthz", user=None).status == 200
+    metrics = request(store_rcs.url, "GET", "/metrics", user="olga").body.decode()
+    failures = next(x for x in metrics.splitlines() if x.startswith("recstream_store_failures"))
+    assert int(failures.split()[1]) >= 3  # the playback, the refresh and the health check
+    assert "recstream_store_read_bytes_total" in metrics
 
 
 def test_store_refusing_access_is_a_502_that_says_so(

@@ -159,6 +159,8 @@ async def handle_metrics(request: web.Request) -> web.StreamResponse:
     if ctx.config.server.metrics != "public":
         await ctx.require_ops(request)
     text = ctx.metrics.render()
+    if isinstance(ctx.archive, StoreArchive):
+        text += "\n".join(ctx.archive.stats.render()) + "\n"
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -45,6 +45,7 @@ from recstream.service.errors import (
     StoreUnavailableError,
 )
 from recstream.service.index import Entry, HeaderIndex, make_entry
+from recstream.service.metrics import Counter
 
 __all__ = [
     "HEAD_BYTES",
@@ -92,6 +93,19 @@ class StoreStats:
     def failed(self) -> None:
         with self._lock:
             self.failures += 1
+
+    def render(self) -> list[str]:
+        """These counters in the Prometheus text format (for ``/metrics``)."""
+        out: list[str] = []
+        for name, text, value in (
+            ("recstream_store_requests_total", "Requests the RCS made to its store.", 0),
+            ("recstream_store_read_bytes_total", "Bytes the store served to the RCS.", 1),
+            ("recstream_store_failures_total", "Store requests that failed.", 2),
+        ):
+            counter = Counter(name, text)
+            counter.inc((self.requests, self.bytes_read, self.failures)[value])
+            out.extend(counter.render())
+        return out
 
 
 @contextlib.contextmanager
