@@ -9,7 +9,10 @@ back through its gate (tests/stores.py) for the outage tests.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +77,75 @@ def test_list_and_play_with_range_from_the_store(served: ServerThread, archive: 
     served_bytes = stats.bytes_read - before
     assert served_bytes < 200_000 + 4 * (16 * 1024 + 16) + 4096
     assert served_bytes < len(archive.sealed[BIG]) // 10
+
+
+class CountingRelay:
+    """A TCP relay on 127.0.0.1 that counts the bytes the store sends through it."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.served = 0
+        self._lock = threading.Lock()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if count:
+                    with self._lock:
+                        self.served += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def test_a_range_near_the_end_of_a_large_object_reads_little_from_the_store(
+    store: StoreArea,
+    huge: Archive,
+    start_rcs: Callable[..., ServerThread],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counted on the wire between the RCS and the store, not by the RCS itself."""
+    name = "acme/huge.rsv"
+    store.fs.pipe_file(f"{store.path}/{name}", huge.sealed[name])
+    relay = CountingRelay(int(store.server.endpoint.rsplit(":", 1)[1]))
+    try:
+        if store.kind == "s3":
+            monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{relay.port}")
+            url = store.url
+        else:
+            url = store.url.replace(f":{store.server.port}/", f":{relay.port}/")
+        st = start_rcs(root=url, recordings_extra="rescan_interval = 3600")
+        assert names(st, "alice") == {name}
+        plain = huge.plain[name]
+        start = len(plain) - 300_000
+        before = relay.served
+        r = play(st, name, f"bytes={start}-")
+        assert r.status == 206 and r.body == plain[start:]
+        served = relay.served - before
+        # the range, the header block and final segment, and HTTP headers: not 16 MiB
+        assert 300_000 < served < 300_000 + 128 * 1024, served
+    finally:
+        relay.close()
 
 
 def test_tenants_stay_apart_on_the_store(served: ServerThread) -> None:

@@ -26,6 +26,7 @@ environment or the store's own configuration files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -136,7 +137,8 @@ def _store_failure(op: str, name: str, exc: Exception) -> StoreUnavailableError:
     what = f"the recordings store failed to {op} {name!r}"
     if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
         return StoreTimeoutError(f"{what}: it did not answer in time")
-    if isinstance(exc, PermissionError):
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, PermissionError) or status in (401, 403):
         return StoreUnavailableError(
             f"{what}: access denied (check the server's store credentials)",
             reason="store_refused",
@@ -184,7 +186,9 @@ def open_store(url: str, *, timeout: float = 30.0) -> StoreArchive:
 
             config = {**_S3_CLIENT_CONFIG, "read_timeout": timeout}
             # No listings cache: a HEAD must see the object as it is now.
-            fs, root = fsspec.core.url_to_fs(url, config_kwargs=config, use_listings_cache=False)
+            fs, root = fsspec.core.url_to_fs(
+                url, config_kwargs=config, use_listings_cache=False, skip_instance_cache=True
+            )
         else:
             import fsspec
 
@@ -242,9 +246,43 @@ class RangedSource:
 
     def _get(self, start: int, end: int) -> bytes:
         with store_errors("read", self.name, self.stats):
-            data = bytes(self.fs.cat_file(self.path, start=start, end=end))
+            data = read_range(self.fs, self.path, start, end)
         self.stats.count(len(data))
         return data  # short only if the object changed meanwhile: the reader says so
+
+
+def read_range(fs: Any, path: str, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of an object, with one ranged GET.
+
+    s3fs's ``cat_file`` sends ``Range: bytes=start-(end-1)``.  webdav4's opens the
+    object from 0 and then seeks with an open-ended ``bytes=start-``, so the server
+    streams to the end of the object while the client reads what it needs: for
+    WebDAV the exact range is asked for here instead.
+
+    Raises:
+        FileNotFoundError: no such object.
+        OSError, or the client library's errors: see :func:`store_errors`.
+    """
+    if not type(fs).__module__.startswith("webdav4"):
+        return bytes(fs.cat_file(path, start=start, end=end))
+    client = fs.client
+    headers = {"Range": f"bytes={start}-{end - 1}"}
+    with client.http.stream("GET", client.join_url(path), headers=headers) as resp:
+        if resp.status_code == 404:
+            raise FileNotFoundError(errno.ENOENT, "no such object", path)
+        if resp.status_code == 416:
+            return b""  # the object is shorter now: the reader reports it
+        resp.raise_for_status()
+        if resp.status_code != 206:
+            # A 200 would stream the whole object: refuse rather than read it all.
+            msg = f"the WebDAV server ignored a Range request (HTTP {resp.status_code})"
+            raise OSError(errno.EPROTO, msg)
+        out = bytearray()
+        for chunk in resp.iter_bytes():
+            out += chunk
+            if len(out) > end - start:
+                raise OSError(errno.EPROTO, "the WebDAV server sent more than the range asked")
+        return bytes(out)
 
 
 def stamp_of(info: dict[str, Any]) -> _Stamp:
