@@ -29,7 +29,6 @@ import json
 import os
 import random
 import re
-import resource
 import signal
 import statistics
 import subprocess
@@ -81,6 +80,13 @@ def plaintext(offset: int, n: int) -> bytes:
         at = (offset + len(out)) % len(BLOCK)
         out += BLOCK[at : at + n - len(out)]
     return bytes(out)
+
+
+def proc_status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
 
 
 def start_moto(work: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -200,6 +206,8 @@ async def bench(
     async with aiohttp.ClientSession(headers=auth) as session:
         for name, srv in servers.items():  # warm-up: headers cached, connections open
             await one_range(session, srv.url, 0, 1024)
+        rss_before = proc_status_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on: the rounds' peak
         for r in range(args.rounds):
             order = ["local", "s3"] if r % 2 == 0 else ["s3", "local"]
             for name in order:
@@ -214,6 +222,7 @@ async def bench(
                     moto_cpu += cpu_seconds(moto_pid) - m0
                     store_requests += store.stats.requests - q0
                     store_bytes += store.stats.bytes_read - b0
+    rss_peak = proc_status_kib("VmHWM")
     for srv in servers.values():
         await srv.stop()
     n_ranges = args.ranges * args.rounds
@@ -232,7 +241,8 @@ async def bench(
     result["s3"]["moto_cpu_s_per_gb"] = moto_cpu / (served / 1e9)
     result["ratio_s3_to_local_throughput"] = result["s3"]["mb_per_s"] / result["local"]["mb_per_s"]
     result["ratio_s3_to_local_p50"] = result["s3"]["p50_ms"] / result["local"]["p50_ms"]
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["rss_before_rounds_mib"] = rss_before / 1024
+    result["rss_peak_during_rounds_mib"] = rss_peak / 1024
     return result
 
 
@@ -300,10 +310,17 @@ def main() -> int:
         f"{s3['store_bytes_per_plaintext_byte']:.4f} bytes read per plaintext byte, "
         f"moto CPU {s3['moto_cpu_s_per_gb']:.2f} s/GB"
     )
+    cpu_ratio = (
+        result["s3"]["rcs_and_client_cpu_s_per_gb"] / result["local"]["rcs_and_client_cpu_s_per_gb"]
+    )
+    result["ratio_s3_to_local_rcs_cpu"] = cpu_ratio
     print(
         f"ratio S3/local: throughput {result['ratio_s3_to_local_throughput']:.3f}, "
-        f"p50 time {result['ratio_s3_to_local_p50']:.2f}x; "
-        f"peak RSS {result['peak_rss_mib']:.0f} MiB"
+        f"p50 time {result['ratio_s3_to_local_p50']:.2f}x, RCS+client CPU per GB {cpu_ratio:.2f}x"
+    )
+    print(
+        f"RSS (RCS servers + client, one process): {result['rss_before_rounds_mib']:.0f} MiB "
+        f"before the rounds, peak {result['rss_peak_during_rounds_mib']:.0f} MiB during them"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
