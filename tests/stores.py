@@ -68,6 +68,9 @@ class _Gate:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._upstream: set[socket.socket] = set()
+        self._sent = threading.Condition()
+        self.sent = 0  # bytes forwarded client -> server since start
         self.open()
 
     @property
@@ -101,6 +104,11 @@ class _Gate:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
 
+    def wait_sent(self, n: int, timeout: float = READY_TIMEOUT) -> bool:
+        """Wait until ``sent`` (bytes clients sent the server) reaches ``n``."""
+        with self._sent:
+            return self._sent.wait_for(lambda: self.sent >= n, timeout)
+
     def _accept(self, lst: socket.socket) -> None:
         while True:
             try:
@@ -118,13 +126,19 @@ class _Gate:
                     upstream.close()
                     return
                 self._conns |= {client, upstream}
+                self._upstream.add(upstream)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
+            to_server = dst in self._upstream
             while data := src.recv(256 * 1024):
                 dst.sendall(data)
+                if to_server:
+                    with self._sent:
+                        self.sent += len(data)
+                        self._sent.notify_all()
             dst.shutdown(socket.SHUT_WR)
         except OSError:
             with contextlib.suppress(OSError):
@@ -132,6 +146,7 @@ class _Gate:
         finally:
             with self._lock:
                 self._conns.discard(src)
+                self._upstream.discard(src)
                 last = dst not in self._conns
             if last:  # the other direction is done too
                 src.close()
@@ -245,16 +260,22 @@ class StoreServer:
         return False
 
     def _create_bucket(self) -> None:
-        # A plain PUT: moto does not check signatures, and s3fs's mkdir sends a
-        # LocationConstraint that us-east-1 refuses.
-        conn = http.client.HTTPConnection("127.0.0.1", self.backend_port, timeout=30)
-        conn.request("PUT", f"/{BUCKET}")
-        resp = conn.getresponse()
-        resp.read()
-        conn.close()
-        if resp.status != 200:
-            msg = f"moto refused to create the bucket: HTTP {resp.status}"
-            raise RuntimeError(msg)
+        # Plain PUTs: moto does not check signatures, and s3fs's mkdir sends a
+        # LocationConstraint that us-east-1 refuses.  Versioned, so that the tests can
+        # count how many times a key was written (object_versions).
+        versioning = (
+            b'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            b"<Status>Enabled</Status></VersioningConfiguration>"
+        )
+        for path, body in ((f"/{BUCKET}", b""), (f"/{BUCKET}?versioning", versioning)):
+            conn = http.client.HTTPConnection("127.0.0.1", self.backend_port, timeout=30)
+            conn.request("PUT", path, body=body)
+            resp = conn.getresponse()
+            resp.read()
+            conn.close()
+            if resp.status != 200:
+                msg = f"moto refused {path}: HTTP {resp.status}"
+                raise RuntimeError(msg)
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -282,6 +303,37 @@ class StoreServer:
     def close(self) -> None:
         self._gate.close()
         self._kill()
+
+    @property
+    def sent(self) -> int:
+        """Bytes clients have sent the server through the gate (uploads in flight show here)."""
+        return self._gate.sent
+
+    def wait_sent(self, n: int) -> bool:
+        """Wait (readiness, with a hang guard) until clients have sent ``n`` bytes in all."""
+        return self._gate.wait_sent(n)
+
+    def local_file(self, fs_path: str) -> Path:
+        """WebDAV only: the server's own file behind an fs path (its inode shows rewrites)."""
+        if self.kind != "webdav":
+            msg = "only the WebDAV server keeps files on this machine's disk"
+            raise ValueError(msg)
+        return self.workdir / fs_path
+
+    def object_versions(self, fs_path: str) -> int:
+        """S3 only: how many versions the bucket (versioned) holds of a key: commits."""
+        import boto3
+
+        bucket, _, key = fs_path.partition("/")
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.direct_endpoint,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.password,
+            region_name="us-east-1",
+        )
+        out = client.list_object_versions(Bucket=bucket, Prefix=key)
+        return sum(v["Key"] == key for v in out.get("Versions", []))
 
     # --- clients ----------------------------------------------------------------------
 

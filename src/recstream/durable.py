@@ -397,15 +397,36 @@ def commit_rename(fd: int, temp: Path, final: Path) -> None:
 
 
 @contextlib.contextmanager
-def remote_output(fs: Any, path: str) -> Iterator[BinaryIO]:
+def remote_output(fs: Any, path: str, *, replace: bool = True) -> Iterator[BinaryIO]:
     """An fsspec store's version of :func:`atomic_output`: a ``.partial`` object moved
-    into place on success and deleted on failure (durability is the store's)."""
+    into place on success and deleted on failure (durability is the store's).
+
+    The move never shows a partial object under ``path``: WebDAV gets one ``MOVE``
+    (``Overwrite: F`` unless ``replace``), S3 a copy of the complete object (a key
+    appears only whole) and a delete.
+
+    Raises:
+        FileExistsError: ``replace`` is False and the WebDAV server has ``path`` already.
+    """
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}"
     try:
         with fs.open(tmp, "wb") as fh:
             yield fh
+        _remote_move(fs, tmp, path, replace=replace)
     except BaseException:
         with contextlib.suppress(Exception):
             fs.rm(tmp)
         raise
+
+
+def _remote_move(fs: Any, tmp: str, path: str, *, replace: bool) -> None:
+    move = getattr(getattr(fs, "client", None), "move", None)
+    if callable(move):  # webdav4: its fs.mv is COPY + DELETE, which a reader could see half-done
+        try:
+            move(tmp, path, overwrite=replace)
+        except Exception as exc:
+            if type(exc).__name__ == "ResourceAlreadyExists":
+                raise FileExistsError(errno.EEXIST, "output exists", path) from None
+            raise
+        return
     fs.mv(tmp, path)

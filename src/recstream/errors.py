@@ -57,6 +57,10 @@ __all__ = [
     "RecstreamError",
     "ScreenCertificateMissingError",
     "SegmentAuthError",
+    "SpoolFullError",
+    "StorageError",
+    "StoreRefusedError",
+    "StoreUnavailableError",
     "StreamProtocolError",
     "StreamStateError",
     "SubjectFieldsError",
@@ -64,6 +68,8 @@ __all__ = [
     "TrailingDataError",
     "TruncatedStreamError",
     "UnsupportedVersionError",
+    "UploadConflictError",
+    "UploadVerifyError",
 ]
 
 
@@ -471,3 +477,54 @@ class StreamProtocolError(RecstreamError):
     def __init__(self, message: str, close_code: int = 1008) -> None:
         super().__init__(message)
         self.close_code = close_code
+
+
+# --- archive stores and the upload spool (issue 18, recstream.storage / recstream.upload) ---
+
+
+class StorageError(RecstreamError):
+    """An archive store (S3, WebDAV) could not be used for a recording.
+
+    Messages name the store by its URL without credentials and never quote a
+    password or a signed request.
+
+    Attributes:
+        url: the store URL (credentials removed).
+    """
+
+    def __init__(self, message: str, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class StoreUnavailableError(StorageError):
+    """The store did not answer, or answered with a server error: retrying later may work."""
+
+
+class StoreRefusedError(StorageError):
+    """The store refused the request (401/403): credentials or permissions must be fixed.
+
+    Retrying soon will not help; the uploader keeps the recording and retries slowly.
+    """
+
+
+class UploadConflictError(StorageError):
+    """A different object already has the recording's final name; it is never overwritten."""
+
+
+class UploadVerifyError(StorageError):
+    """What the store holds after an upload is not what was sent (size or checksum)."""
+
+
+class SpoolFullError(PipelineError):
+    """The local spool is full: new recordings are refused so that none already kept is lost.
+
+    Attributes:
+        used: bytes waiting in the spool (or free bytes on its filesystem).
+        limit: the configured ``max_spool_bytes`` (or ``min_free_bytes``).
+    """
+
+    def __init__(self, message: str, used: int, limit: int) -> None:
+        super().__init__(message)
+        self.used = used
+        self.limit = limit

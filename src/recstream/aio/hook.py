@@ -10,14 +10,20 @@ full, permission denied) is reported for that call through ``on_error`` and in
 Recipients are resolved per recording by a callable at ``start``: a keystore
 can rotate the active certificate and new recordings pick it up, while
 recordings in progress finish under the certificate they started with.
+
+With an ``uploader`` (:class:`recstream.upload.Uploader`), the hook's directory is the
+spool of an archive store: each finished recording is handed to the uploader, and a
+new call is refused (:class:`~recstream.errors.SpoolFullError` through ``on_error``)
+while the spool is full.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL, Flusher
 from recstream.aio.writer import RecordingWriter
@@ -26,6 +32,9 @@ from recstream.durable import atomic_output, write_all
 from recstream.envelope import Recipient, new_metadata
 from recstream.errors import PipelineError, RecstreamError
 from recstream.format import Buffer, MediaKind, Metadata
+
+if TYPE_CHECKING:
+    from recstream.upload import Uploader
 
 __all__ = ["RecipientResolver", "RecordingHook"]
 
@@ -54,6 +63,8 @@ class RecordingHook:
         flush_interval: seconds a complete segment may wait in memory.
         sync: fdatasync each batch (survives power loss, not only crashes).
         on_error: called with (call_id, kind, exception) when a recording fails.
+        uploader: upload finished recordings from ``directory`` (the spool) to an
+            archive store; started and stopped with the hook.
     """
 
     def __init__(
@@ -65,8 +76,10 @@ class RecordingHook:
         sync: bool = True,
         on_error: ErrorCallback | None = None,
         contact_center: str | None = None,
+        uploader: Uploader | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.uploader = uploader
         self._layout = (
             ArchiveLayout(str(self.directory), contact_center) if contact_center else None
         )
@@ -81,6 +94,8 @@ class RecordingHook:
 
     async def __aenter__(self) -> RecordingHook:
         self.flusher.start()
+        if self.uploader is not None:
+            self.uploader.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -112,6 +127,13 @@ class RecordingHook:
             raise ValueError(msg)
         call = self._calls[call_id] = _Call(tenant)
         types = {**DEFAULT_MEDIA_TYPES, **(media_types or {})}
+        if self.uploader is not None:
+            try:
+                self.uploader.check_admission()  # a full spool refuses new calls only
+            except RecstreamError as exc:
+                for kind in kinds:
+                    self._report(call_id, kind, exc)
+                return
         for kind in kinds:
             # A call's voice and screen recordings share its recording ID (the
             # interaction), told apart by media kind: the muxer pairs them by it.
@@ -189,6 +211,9 @@ class RecordingHook:
                 await self._file_metadata(writer)
             except (OSError, RecstreamError) as exc:
                 self._report(call_id, kind, exc)
+        if self.uploader is not None and done:
+            size = sum(p.stat().st_size for p in done.values() if p.exists())
+            self.uploader.recording_added(size)
         return done
 
     def _report(self, call_id: str, kind: MediaKind, exc: BaseException) -> None:
@@ -205,6 +230,9 @@ class RecordingHook:
         for call_id in list(self._calls):
             await self.stop(call_id)
         await self.flusher.aclose()
+        if self.uploader is not None:
+            # what is not uploaded yet stays in the spool for the next start
+            await asyncio.to_thread(self.uploader.stop)
 
 
 def _makedirs(path: Path) -> None:

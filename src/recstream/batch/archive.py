@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-import fsspec
-
+from recstream import storage
 from recstream.archive import ArchiveLayout
 from recstream.format import MAGIC
 
@@ -26,9 +25,8 @@ SKIP_DIRS = {".recstream-batch"}
 
 
 def url_to_fs(url: str) -> tuple[Any, str]:
-    """(filesystem, root path) for a directory or fsspec URL."""
-    fs, root = fsspec.core.url_to_fs(url)
-    return fs, str(root).rstrip("/") or "/"
+    """(filesystem, root path) for a directory, a store URL or an fsspec URL."""
+    return storage.url_to_fs(url)
 
 
 def list_envelopes(url: str) -> Iterator[str]:
@@ -38,6 +36,12 @@ def list_envelopes(url: str) -> Iterator[str]:
     driver: opening millions of files there would serialise the job; a task
     that finds no envelope says so); any other file is checked by its magic.
     """
+    with storage.client_errors(url, "list recordings"):
+        found = _list(url)
+    yield from found
+
+
+def _list(url: str) -> list[str]:
     fs, root = url_to_fs(url)
     if not fs.exists(root):
         msg = f"no such directory: {url}"
@@ -53,4 +57,4 @@ def list_envelopes(url: str) -> Iterator[str]:
         with fs.open(path, "rb") as fh:
             if fh.read(len(MAGIC)) == MAGIC:
                 found.append(rel)
-    yield from sorted(found)
+    return sorted(found)

@@ -61,6 +61,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     e.KeystoreError: EXIT_KEY,
     e.StreamStateError: EXIT_INTERNAL,
     e.PipelineError: EXIT_IO,
+    e.StorageError: EXIT_IO,  # the archive store (issue 18): unreachable, refused, conflict
     e.RecstreamError: EXIT_INTERNAL,
     OSError: EXIT_IO,
 }
@@ -70,7 +71,8 @@ EXIT_CODES_HELP = (
     "0 ok, 1 internal error (a bug), 2 usage (bad arguments, missing input file, missing "
     "output directory, output exists), 3 integrity (tampered/truncated/malformed), 4 key or "
     "certificate (no key, wrong password, refused certificate), 5 I/O (unreadable, "
-    "unwritable, disk full), 6 partial recovery, 7 some batch items failed, 130 interrupted."
+    "unwritable, disk full), 6 partial (recovery incomplete, or uploads left in the spool), "
+    "7 some batch items failed, 130 interrupted."
 )
 
 
@@ -152,6 +154,8 @@ COMMAND_MODULES: dict[str, str] = {
     "demo": "demo",
     "srs": "srs",
     "tracks": "tracks",
+    "upload": "upload",
+    "status": "upload",
 }
 
 

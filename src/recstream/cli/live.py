@@ -9,6 +9,7 @@ import os
 import select
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,6 +64,23 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--media-type", metavar="TYPE", help="MIME type (default: audio/basic)")
     add_metadata_options(p)
     p.add_argument(
+        "--archive",
+        metavar="URL",
+        help="then upload OUT to this store (s3://BUCKET/PREFIX or webdav+https://HOST/PATH) "
+        "as URL/NAME, verified, and remove it locally once committed; if the store is "
+        "unreachable OUT stays (exit 6) for 'recstream upload --spool DIR --archive URL'. "
+        "Credentials from the environment only (AWS_*, RECSTREAM_WEBDAV_USERNAME/PASSWORD "
+        "or ~/.netrc)",
+    )
+    p.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --archive: how long to keep retrying an unreachable store "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "output",
         metavar="OUT",
         type=file_arg,
@@ -109,6 +127,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     if not out.resolve().parent.is_dir():
         msg = f"output directory does not exist: {out.parent}"
         raise UsageError(msg)
+    uploader = _archive_uploader(args, out) if args.archive else None
     eprint(
         f"recstream: recording into {out}{INCOMPLETE_SUFFIX} until end of input, Ctrl-C or SIGTERM"
     )
@@ -121,7 +140,37 @@ def cmd_record(args: argparse.Namespace) -> int:
         f"recstream: recorded {stats.bytes_in} bytes into {out} ({stats.segments} segments), "
         f"recording {metadata.recording_id}, complete{how}"
     )
-    return 0
+    if uploader is None:
+        return 0
+    return _upload_recording(uploader, out, args.upload_timeout)
+
+
+def _archive_uploader(args: argparse.Namespace, out: Path) -> Any:
+    """The uploader for ``--archive``, set up before recording (a bad URL or half-given
+    credentials stop the command before any media is taken)."""
+    from recstream.upload import Uploader
+
+    if not args.upload_timeout >= 0:
+        msg = "--upload-timeout must be 0 or more seconds"
+        raise UsageError(msg)
+    try:
+        return Uploader(out.resolve().parent, args.archive, only=frozenset({out.name}))
+    except ValueError as exc:
+        msg = f"--archive: {exc}"
+        raise UsageError(msg) from None
+
+
+def _upload_recording(uploader: Any, out: Path, timeout: float) -> int:
+    stats = uploader.drain(deadline=time.monotonic() + timeout)
+    if stats.pending == 0 and not stats.held:
+        eprint(f"recstream: uploaded {out.name} to {uploader.url.join(out.name)}")
+        return 0
+    why = next(iter(stats.held.values()), stats.last_error)
+    eprint(
+        f"recstream: {out} is complete but NOT uploaded ({why}); it stays here: run "
+        f"'recstream upload --spool {out.resolve().parent} --archive {uploader.url}'"
+    )
+    return EXIT_PARTIAL
 
 
 async def _record(

@@ -5,6 +5,9 @@ for media streams) and these common ones, read here once for both:
 
 * ``[recordings]`` ``root`` (the archive), ``contact_center`` (its first path
   component), ``flush_interval`` (seconds a sealed segment may wait in memory);
+  with ``archive`` (a store URL, ``s3://...`` or ``webdav+https://...``) ``root`` is
+  the local spool and finished recordings are uploaded there (:mod:`recstream.upload`),
+  ``max_spool_bytes`` / ``min_free_bytes`` bounding the spool;
 * ``[keystore]`` ``path``, exactly one of ``password_file`` / ``password_env``,
   optional ``ca_file`` (validate each tenant's active certificate);
 * ``[audit]`` ``log``: one JSON line per accepted or refused connection.
@@ -27,7 +30,9 @@ from typing import Any, Final
 from recstream import tomlconfig
 from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL
 from recstream.errors import ConfigError
+from recstream.storage import StoreURL
 from recstream.tomlconfig import Schema, load_toml
+from recstream.upload.uploader import DEFAULT_MIN_FREE_BYTES
 
 __all__ = [
     "AuditConfig",
@@ -43,7 +48,14 @@ __all__ = [
 NUMBER: Final = (int, float)
 
 COMMON_SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
-    "recordings": {"root": (str,), "contact_center": (str,), "flush_interval": NUMBER},
+    "recordings": {
+        "root": (str,),
+        "contact_center": (str,),
+        "flush_interval": NUMBER,
+        "archive": (str,),
+        "max_spool_bytes": (int,),
+        "min_free_bytes": (int,),
+    },
     "keystore": {
         "path": (str,),
         "password_file": (str,),
@@ -63,6 +75,9 @@ class RecordingsConfig:
     root: Path
     contact_center: str | None
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    archive: str | None = None  # a store URL: ``root`` is then the upload spool
+    max_spool_bytes: int | None = None
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +154,35 @@ class ConfigReader(tomlconfig.ConfigReader):
         interval = self.positive("recordings", "flush_interval", DEFAULT_FLUSH_INTERVAL)
         if interval > MAX_FLUSH_INTERVAL:
             self.problem(f"[recordings] flush_interval must be at most {MAX_FLUSH_INTERVAL:g} s")
+        store = self._archive()
+        limits = []
+        for key in ("max_spool_bytes", "min_free_bytes"):
+            value = self.get("recordings", key)
+            if value is not None and (isinstance(value, bool) or value < 0):
+                self.problem(f"[recordings] {key} must be a number of bytes (0 or more)")
+                value = None
+            limits.append(value)
         if root is None or (archive and not cc):
             return None
-        return RecordingsConfig(root, cc, interval)
+        free = DEFAULT_MIN_FREE_BYTES if limits[1] is None else limits[1]
+        return RecordingsConfig(root, cc, interval, store, limits[0], free)
+
+    def _archive(self) -> str | None:
+        url = self.get("recordings", "archive")
+        if url is None:
+            return None
+        try:
+            parsed = StoreURL.parse(url)
+        except ValueError as exc:
+            self.problem(f"[recordings] archive: {exc}")
+            return None
+        if parsed.is_local:
+            self.problem(
+                "[recordings] archive must be a store URL (s3://BUCKET/PREFIX or "
+                "webdav+https://HOST/PATH); a local archive is 'root' itself"
+            )
+            return None
+        return str(parsed)
 
     def keystore(self) -> KeystoreConfig | None:
         path = self.path("keystore", "path")

@@ -20,6 +20,7 @@ from recstream.aio import RecordingHook
 from recstream.format import MediaKind
 from recstream.frontdoor.config import KeystoreConfig, RecordingsConfig, keystore_password
 from recstream.service.audit import AuditLog
+from recstream.upload import Uploader
 
 __all__ = ["AuditLog", "open_hook"]
 
@@ -37,12 +38,21 @@ async def open_hook(
         ConfigError: the password cannot be read.
         KeystoreError: the keystore does not open (wrong password, damaged, tampered).
         OSError: the CA file cannot be read.
+        StorageError: ``[recordings] archive``'s store client cannot be set up.
     """
     password = keystore_password(keys)
     ca = keys.ca_file.read_bytes() if keys.ca_file is not None else None
     resolve = keystore.resolver(keys.path, password, ca_bundle=ca)
     # Argon2id takes ~0.5 s: off the event loop, and once, now.
     await asyncio.to_thread(resolve.current)
+    uploader = None
+    if recordings.archive is not None:
+        uploader = Uploader(
+            recordings.root,
+            recordings.archive,
+            max_spool_bytes=recordings.max_spool_bytes,
+            min_free_bytes=recordings.min_free_bytes,
+        )
     return RecordingHook(
         recordings.root,
         resolve,
@@ -50,4 +60,5 @@ async def open_hook(
         sync=sync,
         on_error=on_error,
         contact_center=recordings.contact_center,
+        uploader=uploader,
     )

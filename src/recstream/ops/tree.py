@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from recstream import durable
 from recstream.errors import IntegrityError
+from recstream.storage import client_errors
 
 __all__ = ["INCOMPLETE_SUFFIX", "Opened", "Tree", "is_incomplete"]
 
@@ -42,7 +43,8 @@ class Opened:
 
 
 class Tree:
-    """A directory of recordings: a local path or an fsspec URL (``s3://...``)."""
+    """A directory of recordings: a local path or a store URL (``s3://...``,
+    ``webdav+https://...``, :mod:`recstream.storage`) or another fsspec URL."""
 
     def __init__(self, url: str | os.PathLike[str]) -> None:
         text = os.fspath(url)
@@ -51,11 +53,10 @@ class Tree:
             self.fs: Any = None
             self.root = str(self.local)
         else:
-            import fsspec
+            from recstream.storage import url_to_fs
 
             self.local = None
-            self.fs, root = fsspec.core.url_to_fs(text)
-            self.root = str(root).rstrip("/") or "/"
+            self.fs, self.root = url_to_fs(text)  # s3://, webdav+https:// and fsspec URLs
         self.url = text
 
     def __repr__(self) -> str:
@@ -67,7 +68,8 @@ class Tree:
     def exists(self, rel: str) -> bool:
         if self.local is not None:
             return (self.local / rel).exists()
-        return bool(self.fs.exists(self.path(rel)))
+        with client_errors(self.url, "look up a recording"):
+            return bool(self.fs.exists(self.path(rel)))
 
     @contextlib.contextmanager
     def open(self, rel: str, *, exclusive: bool = False, wait: float = 0.0) -> Iterator[Opened]:
@@ -82,7 +84,7 @@ class Tree:
             OSError: the file cannot be opened.
         """
         if self.local is None:
-            with self.fs.open(self.path(rel), "rb") as fh:
+            with client_errors(self.url, "read"), self.fs.open(self.path(rel), "rb") as fh:
                 yield Opened(fh, int(self.fs.size(self.path(rel))), None, None)
             return
         # Replacing: the file a symlink points to, not the link (and its name to check).
@@ -130,11 +132,12 @@ class Tree:
                 yield fh
             return
         path = self.path(rel)
-        self.fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
-        if not replace and self.fs.exists(path):
-            raise FileExistsError(17, "output exists", path)
-        with durable.remote_output(self.fs, path) as fh:
-            yield fh
+        with client_errors(self.url, "store the output"):
+            self.fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
+            if not replace and self.fs.exists(path):
+                raise FileExistsError(17, "output exists", path)
+            with durable.remote_output(self.fs, path, replace=replace) as fh:
+                yield fh
 
 
 def _same_file(path: Path, st: os.stat_result) -> bool:

@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from recstream.tracks import STAT_NAMES
+from recstream.upload.metrics import upload_metrics
 
 if TYPE_CHECKING:
     from recstream.siprec.server import SrsServer
@@ -109,6 +110,8 @@ class SrsCollector(Collector):
         yield GaugeMetricFamily(
             "recstream_srs_tcp_connections", "open SIP/TCP connections", value=s.limiter.count
         )
+        if s.hook.uploader is not None:  # [recordings] archive: the upload backlog
+            yield from upload_metrics(s.hook.uploader.statistics())
 
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0)
