@@ -20,13 +20,14 @@ from typing import Any, Final
 from aiohttp import web
 
 from recstream.envelope import KeyRing
+from recstream.errors import StorageError
 from recstream.service import decrypt, ops, player, proxy, tokens
 from recstream.service.archive import Archive
 from recstream.service.audit import AuditLog
 from recstream.service.auth import Authenticator, TokenStore
 from recstream.service.config import IPNetwork, ServiceConfig
 from recstream.service.context import CONTEXT, ServiceContext
-from recstream.service.errors import ServiceConfigError, StoreUnavailableError
+from recstream.service.errors import ServiceConfigError
 from recstream.service.http import (
     SECURITY_HEADERS,
     add_security_headers,
@@ -78,7 +79,7 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
     archive: Archive | StoreArchive | None = None
     index: HeaderIndex | None = None
     if config.recordings_url is not None:  # issue 18: recordings on S3 or WebDAV
-        archive = open_store(config.recordings_url, timeout=config.store_timeout)
+        archive = open_store(config.recordings_url)
         index = StoreIndex(archive)
     elif config.recordings_root is not None:
         archive = Archive(config.recordings_root)
@@ -117,7 +118,7 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 await asyncio.to_thread(index.refresh)
-            except StoreUnavailableError as exc:  # said once per rescan, no traceback
+            except StorageError as exc:  # said once per rescan, no traceback
                 log.warning("refreshing the recordings index failed: %s", exc)
             except Exception:  # a bad moment on disk must not stop the updates
                 log.exception("refreshing the recordings index failed")

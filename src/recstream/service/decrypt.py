@@ -26,7 +26,7 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 
 from recstream.envelope import EnvelopeDecryptor
-from recstream.errors import RecstreamError, TruncatedStreamError
+from recstream.errors import RecstreamError, StorageError, TruncatedStreamError
 from recstream.format import MAX_HEADER_BYTES, BodyLayout, Header, parse_header
 from recstream.parallel import pool_for
 from recstream.reader import SegmentReader
@@ -38,7 +38,6 @@ from recstream.service.errors import (
     PermissionDeniedError,
     RequestError,
     StoreTimeoutError,
-    StoreUnavailableError,
 )
 from recstream.service.http import (
     BodyReader,
@@ -134,8 +133,8 @@ async def handle_decrypt(request: web.Request) -> web.StreamResponse:
 async def _failed(request: web.Request, audit: _Audit, exc: BaseException) -> web.StreamResponse:
     """Audit a failure; re-raise it if nothing was sent yet, else abort the response."""
     hidden = getattr(exc, "hidden_reason", None)
-    if isinstance(exc, StoreUnavailableError):
-        hidden = exc.reason  # why the store failed, for the audit log
+    if isinstance(exc, StorageError):
+        hidden = status_for(exc)[1]  # the store's failure, not the client's (audited)
     audit.finish(_result(exc), **({"reason": hidden} if hidden else {}))
     request[AUDITED] = True
     if audit.resp is None or not audit.resp.prepared:

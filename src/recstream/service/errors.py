@@ -10,7 +10,7 @@ credentials or plaintext.
 
 from __future__ import annotations
 
-from recstream.errors import ConfigError, RecstreamError
+from recstream.errors import ConfigError, RecstreamError, StoreUnavailableError
 
 __all__ = [
     "AuthenticationError",
@@ -27,7 +27,6 @@ __all__ = [
     "ServiceConfigError",
     "ServiceError",
     "StoreTimeoutError",
-    "StoreUnavailableError",
     "TenantMismatchError",
     "UnsupportedMediaTypeError",
     "UpstreamError",
@@ -171,24 +170,9 @@ class UpstreamError(ServiceError):
         self.target = target
 
 
-class StoreUnavailableError(ServiceError):
-    """The recordings store (S3, WebDAV) failed or refused a request the RCS made.
+class StoreTimeoutError(ServiceError, StoreUnavailableError):
+    """The recordings store did not answer within ``[recordings] store_timeout`` (a 504).
 
-    The client did nothing wrong: answered 502 and audited with :attr:`reason`.
-    The message names the store operation, never a credential or a signed URL.
-
-    Attributes:
-        reason: a short code for the audit log (``store_refused``,
-            ``store_unreachable``, ``store_error``).
+    A :class:`recstream.errors.StoreUnavailableError` (the store's failures, 502) that
+    the service tells apart: the store may be up but slow.
     """
-
-    def __init__(self, message: str, *, reason: str = "store_error") -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class StoreTimeoutError(StoreUnavailableError):
-    """The recordings store did not answer in time (answered 504)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, reason="store_timeout")

@@ -14,8 +14,9 @@ filesystem, and :class:`StoreIndex` the header index over it:
   (S3: one ``ListObjectsV2`` per 1,000 keys; WebDAV: one ``PROPFIND`` per
   directory), and only objects whose stamp (size, ETag, modification time)
   changed have their header read, with one ranged GET each.
-* **Errors** from the store become :class:`StoreUnavailableError` (502) or
-  :class:`StoreTimeoutError` (504) with a reason for the audit log; a missing
+* **Errors** from the store become recstream's :class:`StoreUnavailableError` or
+  :class:`StoreRefusedError` (502), or the service's :class:`StoreTimeoutError`
+  (504), classified by :func:`recstream.storage.storage_error`; a missing
   object is a :class:`NotFoundError` (404).  Names are checked exactly as on
   disk, so a temporary (``.partial``) object never shows up as a recording.
 
@@ -27,26 +28,25 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, Final
 
-from recstream.errors import RecstreamError
+from recstream.errors import (
+    RecstreamError,
+    StorageError,
+    StoreRefusedError,
+    StoreUnavailableError,
+)
 from recstream.format import SEGMENT_SIZE, SEGMENT_WIRE_SIZE, BodyLayout, Header
 from recstream.reader import read_header_at
 from recstream.service.archive import SUFFIX, Opened, check_name, missing_message
-from recstream.service.errors import (
-    NotFoundError,
-    ServiceConfigError,
-    StoreTimeoutError,
-    StoreUnavailableError,
-)
+from recstream.service.errors import NotFoundError, ServiceConfigError, StoreTimeoutError
 from recstream.service.index import Entry, HeaderIndex, make_entry
 from recstream.service.metrics import Counter
+from recstream.storage import storage_error, url_to_fs
 
 __all__ = [
     "HEAD_BYTES",
@@ -110,91 +110,68 @@ class StoreStats:
 
 
 @contextlib.contextmanager
-def store_errors(op: str, name: str, stats: StoreStats | None = None) -> Iterator[None]:
+def store_errors(
+    op: str, name: str, url: str, stats: StoreStats | None = None, *, missing: str = "404"
+) -> Iterator[None]:
     """Turn what a filesystem raises into the service's errors (the one place that does).
+
+    Args:
+        missing: what a missing object means: ``"404"`` (a recording), or
+            ``"store"`` (the archive's root: the store is misconfigured).
 
     Raises:
         NotFoundError: the object does not exist (or is a "directory").
         StoreTimeoutError: the store did not answer in time.
+        StoreRefusedError: the store refused the RCS's credentials (401/403).
         StoreUnavailableError: anything else the store or the network did.
     """
     try:
         yield
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise NotFoundError(missing_message(name)) from None
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        if missing == "404":
+            raise NotFoundError(missing_message(name)) from None
+        if stats is not None:
+            stats.failed()
+        raise _store_failure(op, name, url, exc) from None
     except RecstreamError:
         raise
     except Exception as exc:  # the edge: every client library has its own exceptions
         if stats is not None:
             stats.failed()
-        raise _store_failure(op, name, exc) from None
+        raise _store_failure(op, name, url, exc) from None
 
 
-def _store_failure(op: str, name: str, exc: Exception) -> StoreUnavailableError:
-    # Logged by type and a bounded message: client libraries put the endpoint in
-    # theirs, never the credentials (those come from the environment).
-    log.warning("recordings store: %s %s failed: %s: %.300s", op, name, type(exc).__name__, exc)
+def _store_failure(op: str, name: str, url: str, exc: Exception) -> StorageError:
+    """The error a client is told, built from :func:`recstream.storage.storage_error`'s
+    classification; its detail (the client library's words) goes to the log only."""
+    found = storage_error(exc, url, f"{op} {name}")
+    log.warning("recordings store: %s", found)
     what = f"the recordings store failed to {op} {name!r}"
     if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
-        return StoreTimeoutError(f"{what}: it did not answer in time")
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(exc, PermissionError) or status in (401, 403):
-        return StoreUnavailableError(
-            f"{what}: access denied (check the server's store credentials)",
-            reason="store_refused",
+        return StoreTimeoutError(f"{what}: it did not answer in time", url)
+    if isinstance(found, StoreRefusedError):
+        return StoreRefusedError(
+            f"{what}: access denied (check the server's store credentials)", url
         )
-    if isinstance(exc, ConnectionError) or "connect" in type(exc).__name__.lower():
-        return StoreUnavailableError(f"{what}: it cannot be reached", reason="store_unreachable")
-    return StoreUnavailableError(f"{what}: {type(exc).__name__}", reason="store_error")
+    if isinstance(exc, FileNotFoundError):
+        return StoreUnavailableError(f"{what}: the archive's bucket or folder does not exist", url)
+    return StoreUnavailableError(f"{what}: it cannot be reached or failed", url)
 
 
-# A player retries a failed Range itself: the RCS tries a store request twice, not
-# botocore's default five times with back-off (6 s before a refused connection is an error).
-_S3_CLIENT_CONFIG: Final = {
-    "retries": {"max_attempts": 2, "mode": "standard"},
-    "connect_timeout": 5,
-}
-WEBDAV_USER_ENV: Final = "RECSTREAM_WEBDAV_USERNAME"
-WEBDAV_PASSWORD_ENV: Final = "RECSTREAM_WEBDAV_PASSWORD"  # noqa: S105 - a variable's name
-
-
-def open_store(url: str, *, timeout: float = 30.0) -> StoreArchive:
+def open_store(url: str) -> StoreArchive:
     """The :class:`StoreArchive` for a checked ``[recordings] root`` URL (nothing is contacted).
 
-    Credentials come from the environment only: the AWS variables and files for
-    S3, :data:`WEBDAV_USER_ENV` and :data:`WEBDAV_PASSWORD_ENV` for WebDAV.
-
-    Args:
-        timeout: the read timeout of one store request, in seconds.
+    The filesystem is :mod:`recstream.storage`'s (credentials from the environment
+    only; bounded retries and timeouts), or fsspec's for ``memory://``.
 
     Raises:
-        ServiceConfigError: the store's client library is missing or refuses the URL.
+        ServiceConfigError: the store's client library is missing, or credentials are
+            half-given.
     """
-    scheme, _, rest = url.partition("://")
     try:
-        if scheme.startswith("webdav+"):
-            dav = importlib.import_module("webdav4.fsspec")
-            host, _, path = rest.partition("/")
-            user, password = os.environ.get(WEBDAV_USER_ENV), os.environ.get(WEBDAV_PASSWORD_ENV)
-            auth = (user, password) if user and password else None
-            fs: Any = dav.WebdavFileSystem(
-                f"{scheme.removeprefix('webdav+')}://{host}/", auth=auth, timeout=timeout
-            )
-            root = path
-        elif scheme == "s3":
-            import fsspec
-
-            config = {**_S3_CLIENT_CONFIG, "read_timeout": timeout}
-            # No listings cache: a HEAD must see the object as it is now.
-            fs, root = fsspec.core.url_to_fs(
-                url, config_kwargs=config, use_listings_cache=False, skip_instance_cache=True
-            )
-        else:
-            import fsspec
-
-            fs, root = fsspec.core.url_to_fs(url)
-    except (ImportError, ValueError) as exc:
-        msg = f"[recordings] root {url!r}: the store cannot be used: {exc}"
+        fs, root = url_to_fs(url)
+    except (StorageError, ValueError) as exc:
+        msg = f"[recordings] root: the store cannot be used: {exc}"
         raise ServiceConfigError(msg) from None
     return StoreArchive(url, fs, str(root))
 
@@ -218,8 +195,10 @@ class RangedSource:
         name: str,
         stats: StoreStats,
         *,
+        url: str = "",
         spans: list[tuple[int, bytes]] | None = None,
     ) -> None:
+        self.url = url  # the archive's, for messages
         self.fs = fs
         self.path = path
         self.size = size
@@ -245,7 +224,7 @@ class RangedSource:
         return data
 
     def _get(self, start: int, end: int) -> bytes:
-        with store_errors("read", self.name, self.stats):
+        with store_errors("read", self.name, self.url, self.stats):
             data = read_range(self.fs, self.path, start, end)
         self.stats.count(len(data))
         return data  # short only if the object changed meanwhile: the reader says so
@@ -333,7 +312,7 @@ class StoreArchive:
             StoreUnavailableError, StoreTimeoutError: the store failed.
         """
         check_name(name)
-        with store_errors("look up", name, self.stats):
+        with store_errors("look up", name, self.url, self.stats):
             info = self.fs.info(self.path(name))
         self.stats.count(0)
         if info.get("type") != "file":
@@ -346,7 +325,11 @@ class StoreArchive:
                 self._spans.popitem(last=False)
         size = int(info["size"])
         return Opened(
-            name, RangedSource(self.fs, self.path(name), size, name, self.stats, spans=spans), stamp
+            name,
+            RangedSource(
+                self.fs, self.path(name), size, name, self.stats, url=self.url, spans=spans
+            ),
+            stamp,
         )
 
     def recording_header(self, rec: Opened) -> Header:
@@ -370,7 +353,7 @@ class StoreArchive:
 
     def check(self) -> None:
         """Raises StoreUnavailableError: the store does not answer (health check)."""
-        with store_errors("look up", self.url, self.stats):
+        with store_errors("look up", "the archive", self.url, self.stats, missing="store"):
             self.fs.info(self.root or "/")
 
     def scan(self) -> dict[str, _Stamp]:
@@ -380,7 +363,7 @@ class StoreArchive:
             StoreUnavailableError, StoreTimeoutError: the store failed.
         """
         self.fs.invalidate_cache()  # a rescan (and what follows) must see the store, not a cache
-        with store_errors("list", self.url, self.stats):
+        with store_errors("list", "the archive", self.url, self.stats, missing="store"):
             found = self.fs.find(self.root, detail=True)
         self.stats.count(0)
         out: dict[str, _Stamp] = {}
@@ -409,12 +392,12 @@ class StoreArchive:
                 stops rather than dropping what it could not read).
         """
         size = int(stamp[0])
-        source = RangedSource(self.fs, self.path(name), size, name, self.stats)
+        source = RangedSource(self.fs, self.path(name), size, name, self.stats, url=self.url)
         try:
             header = read_header_at(source)
         except NotFoundError:
             return None  # removed since the listing
-        except StoreUnavailableError:
+        except StorageError:
             raise
         except (RecstreamError, ValueError):
             return None
@@ -432,7 +415,7 @@ class StoreIndex(HeaderIndex):
 
     def __init__(self, store: StoreArchive) -> None:
         self.store = store
-        self.failure: StoreUnavailableError | None = None
+        self.failure: StorageError | None = None
         self._stamps: dict[str, _Stamp] = {}
         self._unreadable: dict[str, _Stamp] = {}  # not envelopes, as of these stamps
         self._init_state()
@@ -440,7 +423,7 @@ class StoreIndex(HeaderIndex):
     def refresh(self, *, full: bool = False, now: float | None = None) -> int:
         try:
             n = super().refresh(full=full, now=now)
-        except StoreUnavailableError as exc:
+        except StorageError as exc:
             self.failure = exc
             raise
         self.failure = None
