@@ -229,3 +229,23 @@ def test_store_down_mid_stream_ends_the_response_short(
     assert rec["result"].startswith("store_") and rec["bytes"] == len(got)
     store.server.start()
     assert play(served, name).body == plain
+
+
+def test_wrong_webdav_credentials_are_a_502_store_refused(
+    webdav_server: Any,
+    archive: Archive,
+    start_rcs: Callable[..., ServerThread],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.stores import area
+
+    store = area(webdav_server, monkeypatch)
+    store.fs.pipe_file(f"{store.path}/acme/call-1.rsv", archive.sealed["acme/call-1.rsv"])
+    monkeypatch.setenv("RECSTREAM_WEBDAV_PASSWORD", "not-the-password")
+    st = start_rcs(root=store.url, recordings_extra="rescan_interval = 3600")
+    r = play(st, "acme/call-1.rsv")
+    assert r.status == 502 and r.json()["error"] == "store_refused", r.body
+    assert "not-the-password" not in r.body.decode()
+    r = request(st.url, "GET", "/rcs/recordings")
+    assert r.status == 502 and r.json()["error"] == "store_refused"
+    assert "not-the-password" not in st.config.audit_log.read_text()
