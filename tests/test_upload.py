@@ -25,7 +25,7 @@ from recstream.envelope import EnvelopeDecryptor, EnvelopeEncryptor, new_metadat
 from recstream.errors import SpoolFullError, StoreRefusedError, UploadConflictError
 from recstream.format import MediaKind
 from recstream.storage import StoreURL, open_store, webdav_credentials
-from recstream.upload import RetryPolicy, Uploader, put_verified, scan
+from recstream.upload import PutResult, RetryPolicy, Uploader, put_verified, scan
 from tests.conftest import Party
 from tests.stores import StoreArea, StoreServer, area
 
@@ -482,3 +482,57 @@ def test_two_uploaders_on_one_spool_commit_once(store: StoreArea, tmp_path: Path
     assert sum(r.uploaded for r in results) == 6
     for rel in before:
         assert commits(store, rel) == 1
+
+
+def test_temporary_and_copy_path_verifies_and_commits_once(
+    s3_server: StoreServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """S3's temporary + copy commit (the multipart path) on a small object."""
+    store = area(s3_server, monkeypatch)
+    local = tmp_path / "x.rsv"
+    local.write_bytes(os.urandom(300_000))
+    opened = open_store(store.url)
+    assert put_verified(opened, local, "d/x.rsv", direct=False) is PutResult.UPLOADED
+    assert store.find() == {"d/x.rsv": 300_000}  # the temporary is gone
+    assert put_verified(opened, local, "d/x.rsv", direct=False) is PutResult.ALREADY_THERE
+    assert s3_server.object_versions(f"{store.path}/d/x.rsv") == 1
+    local.write_bytes(os.urandom(300_000))
+    with pytest.raises(UploadConflictError):
+        put_verified(opened, local, "d/x.rsv", direct=False)
+
+
+def test_multipart_etag_is_the_md5_of_part_md5s(tmp_path: Path) -> None:
+    import hashlib
+
+    from recstream.upload import put
+
+    size = 2 * put.S3_PART_SIZE + 10
+    path = tmp_path / "big"
+    with path.open("wb") as fh:
+        fh.truncate(size)  # sparse: no need to write 100 MiB
+    zero_part = hashlib.md5(bytes(put.S3_PART_SIZE)).digest()
+    tail = hashlib.md5(bytes(10)).digest()
+    expect = hashlib.md5(zero_part + zero_part + tail).hexdigest() + "-3"
+    assert put.s3_etag(path, size) == expect
+    assert not put.single_request(size) and put.single_request(put.S3_PART_SIZE)
+
+
+def test_backlog_metrics(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.registry import Collector
+
+    from recstream.upload import UploadStatistics
+    from recstream.upload.metrics import upload_metrics
+
+    stats = UploadStatistics("s3://b/p", pending=3, pending_bytes=4096, held={"a": "403"})
+
+    class One(Collector):
+        def collect(self) -> Any:
+            yield from upload_metrics(stats)
+
+    registry = CollectorRegistry()
+    registry.register(One())
+    text = generate_latest(registry).decode()
+    assert "recstream_upload_pending_recordings 3.0" in text
+    assert "recstream_upload_pending_bytes 4096.0" in text
+    assert "recstream_upload_held_recordings 1.0" in text

@@ -4,23 +4,31 @@
    same MD5 ETag), the file was committed by an earlier attempt that died before the
    spool was cleaned: nothing is written again.  A different object there is a conflict
    and is never overwritten.
-2. Upload under a temporary name beside the final one (``.NAME.<uuid>.partial``), after
-   deleting temporaries an earlier, killed attempt left for the same name.
-3. Verify what the store holds: its size, and on S3 the ETag, which for an object put in
-   one request is its MD5 and for a multipart upload the MD5 of the parts' MD5s (both
-   computed here from the local file).  WebDAV servers give no content checksum; the size
-   is checked (the envelope's own authentication catches any other damage on playback).
-4. Commit: S3 copies the object to the final key (a server-side copy; a key appears only
-   when complete) and deletes the temporary; WebDAV MOVEs it with ``Overwrite: F``, so a
-   name taken meanwhile is refused by the server, not replaced.
+2. WebDAV, and S3 objects too large for one request: upload under a temporary name
+   beside the final one (``.NAME.<token>.partial``, the token fixed by the local file, so
+   a killed attempt's leftover is overwritten by the next attempt, never left to pile
+   up), verify what the store holds, then commit: S3
+   copies it to the final key (server-side; a key appears only whole) and deletes the
+   temporary; WebDAV MOVEs it with ``Overwrite: F``, so a name taken meanwhile is refused
+   by the server, not replaced.
+3. S3 objects put in one request (below s3fs's multipart threshold, 100 MiB): straight to
+   the final key, because S3 makes an object visible only once it is completely stored,
+   and only if it is what was sent: the request carries ``Content-MD5`` (the store refuses
+   a body that does not match, before anything is visible) and ``If-None-Match: *`` (the
+   store refuses the write if the key exists: an atomic check-before-commit).  Half the
+   requests of a copy, and no second copy of the bytes on the server.
+4. Verification: the size, and on S3 the ETag, which for a single-request object is its
+   MD5 and for a multipart upload the MD5 of the parts' MD5s (both computed here from the
+   local file).  WebDAV servers give no content checksum; the size is checked (the
+   envelope's own authentication catches any other damage on playback).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import posixpath
-import uuid
 from enum import Enum
 from pathlib import Path
 from typing import Any, Final
@@ -43,36 +51,33 @@ class PutResult(Enum):
     ALREADY_THERE = "already there"  # committed by an earlier attempt
 
 
+def _part_size(size: int) -> int:
+    return max(S3_PART_SIZE, -(-size // S3_MAX_PARTS))
+
+
+def single_request(size: int) -> bool:
+    """True when s3fs puts an object of ``size`` bytes in one request (not multipart)."""
+    return size < min(5 * 2**30, 2 * _part_size(size))
+
+
 def s3_etag(path: Path, size: int) -> str:
     """The ETag S3 gives ``path`` once s3fs has put it (plain MD5 or multipart form)."""
-    part = S3_PART_SIZE
-    if -(-size // part) > S3_MAX_PARTS:
-        part = -(-size // S3_MAX_PARTS)
-    whole = hashlib.md5(usedforsecurity=False)
-    parts: list[bytes] = []
-    part_hash = hashlib.md5(usedforsecurity=False)
-    in_part = 0
+    if single_request(size):
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+    part = _part_size(size)
+    digests = []
     with path.open("rb") as fh:
-        while chunk := fh.read(_READ):
-            whole.update(chunk)
-            view = memoryview(chunk)
-            while view:
-                take = view[: part - in_part]
-                part_hash.update(take)
-                in_part += len(take)
-                view = view[len(take) :]
-                if in_part == part:
-                    parts.append(part_hash.digest())
-                    part_hash, in_part = hashlib.md5(usedforsecurity=False), 0
-    if size < min(5 * 2**30, 2 * part):
-        return whole.hexdigest()
-    if in_part:
-        parts.append(part_hash.digest())
-    return f"{hashlib.md5(b''.join(parts), usedforsecurity=False).hexdigest()}-{len(parts)}"
+        while chunk := fh.read(part):
+            digests.append(hashlib.md5(chunk, usedforsecurity=False).digest())
+    return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
 
 
-def put_verified(store: Store, local: Path, rel: str) -> PutResult:
+def put_verified(store: Store, local: Path, rel: str, *, direct: bool = True) -> PutResult:
     """Upload ``local`` to ``rel`` below the store's prefix (see the module docstring).
+
+    ``direct``: on S3, put single-request objects straight to the final key (False: go
+    through a temporary and a copy, as multipart objects do).
 
     Raises:
         StoreUnavailableError, StoreRefusedError: from the store.
@@ -81,23 +86,25 @@ def put_verified(store: Store, local: Path, rel: str) -> PutResult:
         OSError: the local file cannot be read.
     """
     size = local.stat().st_size
-    etag = s3_etag(local, size) if store.kind == "s3" else None
     final = store.path(rel)
     url = str(store.url.join(rel))
     try:
+        if store.kind == "s3" and direct and single_request(size):
+            return _put_s3_direct(store, local, final, url)
+        etag = s3_etag(local, size) if store.kind == "s3" else None
         if _matches(store, final, size, etag, url):
             return PutResult.ALREADY_THERE
-        parent, name = posixpath.split(final)
-        if store.kind != "s3":
-            store.fs.makedirs(parent, exist_ok=True)
-        _remove_stale_temporaries(store, parent, name)
-        temp = f"{parent}/.{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        temp = _temp_name(final, local)
         try:
-            store.fs.put_file(str(local), temp)
+            _put_temporary(store, local, temp)
             _verify(store, temp, size, etag, url)
             result = _commit(store, temp, final, size, etag, url)
-        finally:
+        except BaseException:
             with contextlib.suppress(Exception):
+                store.fs.rm_file(temp)
+            raise
+        if store.kind != "webdav" or result is PutResult.ALREADY_THERE:
+            with contextlib.suppress(FileNotFoundError):  # a MOVE took it already
                 store.fs.rm_file(temp)
     except StorageError:
         raise
@@ -110,7 +117,41 @@ def put_verified(store: Store, local: Path, rel: str) -> PutResult:
     return result
 
 
+def _put_s3_direct(store: Store, local: Path, final: str, url: str) -> PutResult:
+    body = local.read_bytes()  # s3fs reads a single-request object whole too
+    digest = hashlib.md5(body, usedforsecurity=False)
+    etag, size = digest.hexdigest(), len(body)
+    if _matches(store, final, size, etag, url):  # also for stores ignoring If-None-Match
+        return PutResult.ALREADY_THERE
+    bucket, key, _ = store.fs.split_path(final)
+    try:
+        out = store.fs.call_s3(
+            "put_object",
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ContentMD5=base64.b64encode(digest.digest()).decode(),
+            IfNoneMatch="*",
+        )
+    except FileExistsError:  # 412: the key appeared since the check
+        if _matches(store, final, size, etag, url):
+            return PutResult.ALREADY_THERE
+        raise  # pragma: no cover - _matches raised the conflict
+    if str(out.get("ETag", "")).strip('"') != etag:
+        msg = f"{url}: the store's checksum of the upload is not the file's MD5"
+        raise UploadVerifyError(msg, url)
+    return PutResult.UPLOADED
+
+
 def _info(store: Store, path: str) -> dict[str, Any] | None:
+    if store.kind == "s3":
+        # One HEAD: s3fs's info() also lists the prefix when the key is missing.
+        bucket, key, _ = store.fs.split_path(path)
+        try:
+            head = store.fs.call_s3("head_object", Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None
+        return {"size": head["ContentLength"], "ETag": head["ETag"]}
     with contextlib.suppress(AttributeError):
         store.fs.invalidate_cache(path)
     try:
@@ -174,22 +215,29 @@ def _commit(  # noqa: PLR0917 - private, one call site
             if _matches(store, final, size, etag, url):
                 return PutResult.ALREADY_THERE
             raise  # pragma: no cover - _matches raised the conflict
-        _verify(store, final, size, etag, url)
+        # A MOVE renames what was verified as the temporary: no second check needed.
         return PutResult.UPLOADED
     store.fs.mv(temp, final)  # local directory: fsspec's rename
     return PutResult.UPLOADED
 
 
-def _remove_stale_temporaries(store: Store, parent: str, name: str) -> None:
-    """Temporaries of this name left by a killed attempt (this process holds the item's
-    lock, so no live uploader is writing one)."""
-    prefix = f".{name}."
+def _temp_name(final: str, local: Path) -> str:
+    """The temporary beside ``final``: the same for every attempt at the same local file,
+    so an attempt killed half-way is overwritten by the next, never left behind."""
+    st = local.stat()
+    ident = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode()
+    token = hashlib.sha256(ident).hexdigest()[:16]
+    parent, name = posixpath.split(final)
+    return f"{parent}/.{name}.{token}{TEMP_SUFFIX}"
+
+
+def _put_temporary(store: Store, local: Path, temp: str) -> None:
     try:
-        entries = store.fs.ls(parent, detail=False)
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        base = posixpath.basename(str(entry).rstrip("/"))
-        if base.startswith(prefix) and base.endswith(TEMP_SUFFIX):
-            with contextlib.suppress(FileNotFoundError):
-                store.fs.rm_file(str(entry))
+        store.fs.put_file(str(local), temp)
+    except Exception:
+        parent = posixpath.dirname(temp)
+        if store.kind == "s3" or store.fs.exists(parent):
+            raise
+        # The first file of a new directory (WebDAV answers 409): make the collections.
+        store.fs.makedirs(parent, exist_ok=True)
+        store.fs.put_file(str(local), temp)
