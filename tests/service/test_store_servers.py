@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -249,3 +253,31 @@ def test_wrong_webdav_credentials_are_a_502_store_refused(
     r = request(st.url, "GET", "/rcs/recordings")
     assert r.status == 502 and r.json()["error"] == "store_refused"
     assert "not-the-password" not in st.config.audit_log.read_text()
+
+
+def test_recordings_uploaded_by_recstream_upload_are_served(
+    store: StoreArea, archive: Archive, start_rcs: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    """End to end: the uploader (a real ``recstream upload`` process) fills the store,
+    the RCS lists and plays what it put there."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "acme-call.rsv").write_bytes(archive.sealed["acme/call-1.rsv"])
+    (spool / "globex-call.rsv").write_bytes(archive.sealed["globex/call-9.rsv"])
+    cmd = [sys.executable, "-m", "recstream", "upload", "--spool", str(spool)]
+    proc = subprocess.run(
+        [*cmd, "--archive", store.url, "--once"],
+        env={**os.environ, **store.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not list(spool.glob("*.rsv"))  # uploaded, verified, and only then removed
+    st = start_rcs(root=store.url, recordings_extra="rescan_interval = 3600")
+    assert names(st, "alice") == {"acme-call.rsv"}
+    assert names(st, "bob") == {"globex-call.rsv"}
+    plain = archive.plain["acme/call-1.rsv"]
+    r = play(st, "acme-call.rsv", "bytes=100000-")
+    assert r.status == 206 and r.body == plain[100000:]
