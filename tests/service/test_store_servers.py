@@ -9,9 +9,12 @@ back through its gate (tests/stores.py) for the outage tests.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime as dt
 import http.client
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,9 +25,24 @@ from typing import Any
 
 import pytest
 
+from recstream.cli import main
+from recstream.envelope import EnvelopeEncryptor, new_metadata
+from recstream.format import MediaKind
+from recstream.keystore import create, update
 from recstream.service.context import CONTEXT
 from recstream.service.objects import StoreArchive
-from tests.service.conftest import Archive, ServerThread, basic, connect, request, wait_for_audit
+from tests.keystore_helpers import PASSWORD, TINY_KDF, recording_cert
+from tests.service.conftest import (
+    REPO,
+    Archive,
+    ServerThread,
+    basic,
+    connect,
+    rcs_toml,
+    request,
+    wait_for_audit,
+    write_config,
+)
 from tests.stores import StoreArea
 
 BIG = "acme/big.rsv"
@@ -281,3 +299,54 @@ def test_recordings_uploaded_by_recstream_upload_are_served(
     plain = archive.plain["acme/call-1.rsv"]
     r = play(st, "acme-call.rsv", "bytes=100000-")
     assert r.status == 206 and r.body == plain[100000:]
+
+
+def test_recstream_serve_process_serves_from_the_store(store: StoreArea, tmp_path: Path) -> None:
+    """``recstream serve`` as users run it: a process, a real keystore, credentials for
+    the store only in its environment."""
+    voice = recording_cert("rcs-store-voice")
+    create(tmp_path / "keystore.rsk", PASSWORD, kdf=TINY_KDF)
+    with update(tmp_path / "keystore.rsk", PASSWORD) as ks:
+        ks.add("acme", MediaKind.VOICE, voice.cert, voice.key, now=dt.datetime.now(dt.UTC))
+    plain = os.urandom(200_000)
+    meta = new_metadata(
+        recording_id="p1", tenant="acme", media_kind=MediaKind.VOICE, media_type="audio/basic"
+    )
+    enc = EnvelopeEncryptor([voice.recipient], meta)
+    store.fs.pipe_file(f"{store.path}/acme/p1.rsv", enc.update(plain) + enc.finalize())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    text = rcs_toml(tmp_path, Path("unused")).replace('root = "unused"', f'root = "{store.url}"')
+    cfg = write_config(tmp_path, text.replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
+    (tmp_path / "keystore.pass").write_bytes(PASSWORD + b"\n")
+    (tmp_path / "ann.pw").write_text("ann-password-1\n")
+    add = ["serve", "add-user", "--config", str(cfg), "--name", "ann", "--role", "player"]
+    assert main([*add, "--tenant", "acme", "--password-file", str(tmp_path / "ann.pw")]) == 0
+    env = {**os.environ, **store.env, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recstream", "serve", "--config", str(cfg)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stderr.readline() if proc.stderr else ""
+        assert "RCS listening on http://127.0.0.1:" in line, line
+        url = line.split("listening on ")[1].split()[0]
+        auth = {"Authorization": "Basic " + base64.b64encode(b"ann:ann-password-1").decode()}
+        assert request(url, "GET", "/healthz", user=None).status == 200
+        r = request(url, "GET", "/rcs/recordings", headers=auth, user=None)
+        assert r.status == 200 and [x["id"] for x in r.json()["recordings"]] == ["acme/p1.rsv"]
+        r = request(
+            url,
+            "GET",
+            "/rcs/recordings/acme/p1.rsv",
+            headers={**auth, "Range": "bytes=-5000"},
+            user=None,
+        )
+        assert r.status == 206 and r.body == plain[-5000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert proc.stderr is not None and store.server.password not in proc.stderr.read()
