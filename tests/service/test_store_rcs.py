@@ -17,6 +17,7 @@ from typing import Any
 import fsspec
 import pytest
 
+from recstream.format import MediaKind
 from recstream.service import load_config
 from recstream.service.context import CONTEXT
 from recstream.service.errors import ServiceConfigError
@@ -28,6 +29,7 @@ from tests.service.conftest import (
     connect,
     rcs_toml,
     request,
+    seal,
     wait_for_audit,
     write_config,
 )
@@ -300,3 +302,40 @@ def test_a_stalled_store_is_a_504(start_rcs: Callable[..., ServerThread], memory
         assert rec["reason"] == "store_timeout"
     finally:
         wrapper.stall.set()
+
+
+def test_an_object_replaced_mid_stream_never_mixes_two_recordings(
+    start_rcs: Callable[..., ServerThread], huge: Archive, keys: Any
+) -> None:
+    """A store object rewritten while it is played (re-upload, re-wrap in place): the
+    ranged reads then return the new object's bytes, which fail authentication under
+    the key opened for the old one, so the response stops; no byte of the new one is sent."""
+    fs = fsspec.filesystem("memory")
+    root = f"/rcs-{uuid.uuid4().hex[:8]}"
+    name = "acme/huge.rsv"
+    fs.pipe_file(f"{root}/{name}", huge.sealed[name])
+    st = start_rcs(root=f"memory://{root}", recordings_extra="rescan_interval = 3600")
+    plain = huge.plain[name]
+    other = seal(
+        keys.acme,
+        bytes(len(plain)),  # same length, other content, another file key
+        rid="huge",
+        tenant="acme",
+        kind=MediaKind.VOICE,
+        mtype="audio/basic",
+    )
+    assert len(other) == len(huge.sealed[name])
+    conn = connect(st.url)
+    conn.request("GET", f"/rcs/recordings/{name}", headers={"Authorization": basic("alice")})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    first = resp.read(1024)
+    fs.pipe_file(f"{root}/{name}", other)  # replaced while the RCS is streaming it
+    with pytest.raises(http.client.IncompleteRead) as info:
+        resp.read()
+    got = first + info.value.partial
+    assert got == plain[: len(got)] and len(got) < len(plain)
+    conn.close()
+    rec = wait_for_audit(st, lambda a: a.get("event") == "playback" and a.get("file") == name)
+    assert rec["result"] == "integrity_failure" and rec["bytes"] == len(got)
+    fs.rm(root, recursive=True)
