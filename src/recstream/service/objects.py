@@ -5,10 +5,12 @@
 :class:`~recstream.service.archive.Archive`'s counterpart over an fsspec
 filesystem, and :class:`StoreIndex` the header index over it:
 
-* **Playback** reads with ranged GETs only: one ``HEAD`` for the size, one GET
-  of the first :data:`HEAD_BYTES` (the header), then :class:`SegmentReader`'s
-  own reads (the body prefix, the final segment, then the segments a Range
-  covers, 16 per request).  Nothing is buffered beyond one read, so memory stays
+* **Playback** reads with ranged GETs only: one ``HEAD`` for the size and
+  version, then :class:`SegmentReader`'s reads: the first :data:`HEAD_BYTES`
+  (header and body prefix in one GET), the final segment, then the segments a
+  Range covers, :data:`STORE_READ_CHUNK` per GET.  The first two are kept per
+  object version (:class:`RangedSource`), so a player's next Range costs a
+  ``HEAD`` and its data.  Nothing is buffered beyond one read, so memory stays
   flat whatever the object's size.
 * **Listing** is what stores allow: the whole prefix is listed on every rescan
   (S3: one ``ListObjectsV2`` per 1,000 keys; WebDAV: one ``PROPFIND`` per
@@ -99,12 +101,20 @@ class StoreStats:
         """These counters in the Prometheus text format (for ``/metrics``)."""
         out: list[str] = []
         for name, text, value in (
-            ("recstream_store_requests_total", "Requests the RCS made to its store.", 0),
-            ("recstream_store_read_bytes_total", "Bytes the store served to the RCS.", 1),
-            ("recstream_store_failures_total", "Store requests that failed.", 2),
+            (
+                "recstream_store_requests_total",
+                "Requests the RCS made to its store.",
+                self.requests,
+            ),
+            (
+                "recstream_store_read_bytes_total",
+                "Bytes the store served to the RCS.",
+                self.bytes_read,
+            ),
+            ("recstream_store_failures_total", "Store requests that failed.", self.failures),
         ):
             counter = Counter(name, text)
-            counter.inc((self.requests, self.bytes_read, self.failures)[value])
+            counter.inc(value)
             out.extend(counter.render())
         return out
 
