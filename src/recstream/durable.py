@@ -36,6 +36,7 @@ import fcntl
 import functools
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -46,8 +47,10 @@ __all__ = [
     "TEMP_SUFFIX",
     "FileBusyError",
     "atomic_output",
+    "commit_object",
     "commit_rename",
     "create_unique",
+    "discard_tree",
     "fsync_dir",
     "is_temporary",
     "lock_file",
@@ -358,6 +361,21 @@ def _commit(fd: int, named: Path | None, target: Path, *, replace: bool) -> None
         raise
 
 
+def discard_tree(path: Path, trash: Path) -> None:
+    """Delete a file or directory tree so that it disappears from its name at once:
+    one rename into ``trash`` (same filesystem), a directory fsync, then the deletion.
+    A crash half-way through leaves it whole or gone, never half there."""
+    if not path.is_dir() or path.is_symlink():
+        path.unlink()
+        fsync_dir(path.parent)
+        return
+    trash.mkdir(parents=True, exist_ok=True)
+    gone = trash / f"{path.name}.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}"
+    path.rename(gone)
+    fsync_dir(path.parent)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
 def write_file(
     path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600, replace: bool = True
 ) -> None:
@@ -412,14 +430,22 @@ def remote_output(fs: Any, path: str, *, replace: bool = True) -> Iterator[Binar
     try:
         with fs.open(tmp, "wb") as fh:
             yield fh
-        _remote_move(fs, tmp, path, replace=replace)
+        commit_object(fs, tmp, path, replace=replace)
     except BaseException:
         with contextlib.suppress(Exception):
             fs.rm(tmp)
         raise
 
 
-def _remote_move(fs: Any, tmp: str, path: str, *, replace: bool) -> None:
+def commit_object(fs: Any, tmp: str, path: str, *, replace: bool) -> None:
+    """Give a complete object in an fsspec store its final name, never showing it partial.
+
+    WebDAV: one ``MOVE`` (``Overwrite: F`` unless ``replace``); other stores ``fs.mv``
+    (S3: a copy of the whole object, then a delete).
+
+    Raises:
+        FileExistsError: ``replace`` is False and the WebDAV server has ``path`` already.
+    """
     move = getattr(getattr(fs, "client", None), "move", None)
     if callable(move):  # webdav4: its fs.mv is COPY + DELETE, which a reader could see half-done
         try:

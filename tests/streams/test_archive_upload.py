@@ -3,6 +3,7 @@ uploaded to the store (S3 on moto, WebDAV on wsgidav) and leaves the local spool
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -77,3 +78,45 @@ def test_archive_settings_load(tmp_path: Path) -> None:
     )
     assert cfg.recordings.archive == "s3://bucket/calls"
     assert (cfg.recordings.max_spool_bytes, cfg.recordings.min_free_bytes) == (5000, 7)
+
+
+def test_recorder_sigkilled_with_uploads_pending_resumes_on_restart(
+    store: StoreArea, tmp_path: Path
+) -> None:
+    env = make_env(tmp_path)
+    config = with_archive(env, archive=store.url)
+    store.server.stop()  # the archive is down: the finished call stays pending
+    data = wc.audio(2, seed=9)
+    server = Server(config, tmp_path / "server.log")
+    try:
+        c = wc.Call(tracks=("inbound",))
+        msgs = [c.connected(), c.start(), *wc.media_messages(c, data), c.stop()]
+        code, _ = wc.run(
+            lambda: wc.call(f"{server.url}?token={SECRETS['acme']}", msgs, close=False)
+        )
+        assert code == 1000
+        entry = audit_entry(env, c.stream_sid)
+        assert server.proc.stderr is not None
+        for line in server.proc.stderr:  # the uploader says it could not reach the store
+            if "stay in the spool" in line:
+                break
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait()
+    finally:
+        server.stop()
+    recording = Path(entry["file"])
+    assert recording.exists()  # kept through the outage and the kill
+    rel = recording.relative_to(env.recordings).as_posix()
+    store.server.start()
+    assert rel not in store.find()
+    again = Server(config, tmp_path / "server2.log")  # the restart finds it by scanning
+    try:
+        deadline = time.monotonic() + 120
+        while rel not in store.find() or recording.exists():
+            assert time.monotonic() < deadline, "the pending recording was not uploaded"
+            time.sleep(0.05)
+    finally:
+        again.stop()
+    dec = EnvelopeDecryptor(env.keys())
+    ex = tracks.extract(dec.update(store.read(rel)) + dec.finalize())
+    assert bytes(ex.tracks[1].audio) == data

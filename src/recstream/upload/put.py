@@ -33,6 +33,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final
 
+from recstream.durable import commit_object
 from recstream.errors import StorageError, UploadConflictError, UploadVerifyError
 from recstream.storage import Store, storage_error
 
@@ -206,18 +207,13 @@ def _commit(  # noqa: PLR0917 - private, one call site
         store.fs.copy(temp, final)
         _verify(store, final, size, etag, url)
         return PutResult.UPLOADED
-    if store.kind == "webdav":
-        from webdav4.client import ResourceAlreadyExists
-
-        try:
-            store.fs.client.move(temp, final, overwrite=False)
-        except ResourceAlreadyExists:
-            if _matches(store, final, size, etag, url):
-                return PutResult.ALREADY_THERE
-            raise  # pragma: no cover - _matches raised the conflict
-        # A MOVE renames what was verified as the temporary: no second check needed.
-        return PutResult.UPLOADED
-    store.fs.mv(temp, final)  # local directory: fsspec's rename
+    try:
+        commit_object(store.fs, temp, final, replace=False)  # WebDAV: MOVE, Overwrite: F
+    except FileExistsError:
+        if _matches(store, final, size, etag, url):
+            return PutResult.ALREADY_THERE
+        raise  # pragma: no cover - _matches raised the conflict
+    # A MOVE renames what was verified as the temporary: no second check needed.
     return PutResult.UPLOADED
 
 

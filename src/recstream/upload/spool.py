@@ -26,13 +26,12 @@ import contextlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from recstream.durable import fsync_dir, is_temporary, lock_file, write_file
+from recstream.durable import discard_tree, is_temporary, lock_file, write_file
 
 __all__ = [
     "STATE_DIR",
@@ -175,17 +174,7 @@ def locked_item(spool: Path, item: SpoolItem) -> Iterator[bool]:
 
 def retire(spool: Path, item: SpoolItem) -> None:
     """Remove an uploaded item from the spool: one rename out of sight, then delete."""
-    path = spool / item.rel
-    if not item.is_directory:
-        path.unlink()
-        fsync_dir(path.parent)
-        return
-    trash = spool / STATE_DIR / "trash"
-    trash.mkdir(parents=True, exist_ok=True)
-    gone = trash / uuid.uuid4().hex
-    path.rename(gone)
-    fsync_dir(path.parent)
-    shutil.rmtree(gone, ignore_errors=True)
+    discard_tree(spool / item.rel, spool / STATE_DIR / "trash")
 
 
 def empty_trash(spool: Path) -> None:

@@ -109,7 +109,7 @@ class Uploader:
         only: upload just these items (paths relative to the spool).
 
     Raises:
-        ValueError: a bad store URL.
+        ValueError: a bad store URL, or a local path.
         StorageError: the store's client cannot be set up (library missing, credentials
             half-given).
     """
@@ -126,6 +126,9 @@ class Uploader:
     ) -> None:
         self.spool = Path(spool)
         self.url = StoreURL.parse(archive)
+        if self.url.is_local:
+            msg = "the archive must be a store URL (s3://BUCKET/PREFIX, webdav+https://HOST/PATH)"
+            raise ValueError(msg)
         self.store: Store = open_store(self.url)
         self.max_spool_bytes = max_spool_bytes
         self.min_free_bytes = min_free_bytes
