@@ -350,3 +350,20 @@ def test_recstream_serve_process_serves_from_the_store(store: StoreArea, tmp_pat
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         assert proc.stderr is not None and store.server.password not in proc.stderr.read()
+
+
+def test_an_empty_prefix_is_an_empty_archive_and_a_missing_bucket_an_error(
+    store: StoreArea,
+    s3_server: Any,
+    start_rcs: Callable[..., ServerThread],
+) -> None:
+    st = start_rcs(root=f"{store.url}/nothing-yet", recordings_extra="rescan_interval = 3600")
+    assert request(st.url, "GET", "/healthz", user=None).status == 200
+    assert names(st, "alice") == set()
+    if store.kind != "s3":
+        return
+    st = start_rcs(root="s3://no-such-bucket/rec", recordings_extra="rescan_interval = 3600")
+    assert request(st.url, "GET", "/healthz", user=None).status == 503
+    r = request(st.url, "GET", "/rcs/recordings")
+    assert r.status == 502 and r.json()["error"] == "store_unavailable"
+    assert "does not exist" in r.json()["message"]

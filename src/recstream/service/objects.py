@@ -159,12 +159,12 @@ def _store_failure(op: str, name: str, url: str, exc: Exception) -> StorageError
     what = f"the recordings store failed to {op} {name!r}"
     if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
         return StoreTimeoutError(f"{what}: it did not answer in time", url)
+    if isinstance(exc, FileNotFoundError):  # before "refused": storage calls it that on S3
+        return StoreUnavailableError(f"{what}: the archive's bucket or folder does not exist", url)
     if isinstance(found, StoreRefusedError):
         return StoreRefusedError(
             f"{what}: access denied (check the server's store credentials)", url
         )
-    if isinstance(exc, FileNotFoundError):
-        return StoreUnavailableError(f"{what}: the archive's bucket or folder does not exist", url)
     return StoreUnavailableError(f"{what}: it cannot be reached or failed", url)
 
 
@@ -362,9 +362,18 @@ class StoreArchive:
         return header
 
     def check(self) -> None:
-        """Raises StoreUnavailableError: the store does not answer (health check)."""
+        """The health check: the store answers, and the archive's bucket (S3) or top
+        folder (WebDAV) exists.  An empty prefix is an empty archive, not a fault: on
+        S3 a prefix exists only once an object is under it.
+
+        Raises:
+            StorageError: the store does not answer, refuses, or has no such bucket.
+        """
         with store_errors("look up", "the archive", self.url, self.stats, missing="store"):
-            self.fs.info(self.root or "/")
+            try:
+                self.fs.info(self.root or "/")
+            except FileNotFoundError:
+                self.fs.info(self.root.split("/", 1)[0] or "/")  # the bucket, the top folder
 
     def scan(self) -> dict[str, _Stamp]:
         """Every recording under the root with its stamp: one listing of the prefix.
