@@ -116,7 +116,7 @@ def main() -> None:
         source = work / "source"
         rels = make_source(source, args.files, int(args.size_mib * 2**20))
         for kind in ("s3", "webdav"):
-            with running_server(kind) as server:
+            with running_server(kind, versioned=False) as server:
                 os.environ.update(server.env)
                 os.environ["AWS_ENDPOINT_URL_S3"] = server.direct_endpoint
                 one_round(server, source, rels, work)  # warm-up: clients, server caches

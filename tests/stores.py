@@ -165,13 +165,14 @@ class StoreServer:
         direct_endpoint: the server itself, bypassing the gate (for benchmarks).
     """
 
-    def __init__(self, kind: str, workdir: Path) -> None:
+    def __init__(self, kind: str, workdir: Path, *, versioned: bool = True) -> None:
         if kind not in ("s3", "webdav"):
             msg = f"unknown store kind {kind!r}"
             raise ValueError(msg)
         self.kind = kind
         self.workdir = workdir
         self.password = secrets.token_urlsafe(18)  # also the S3 secret key
+        self.versioned = versioned
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = workdir / f"{kind}-server.log"
         self.backend_port = self._launch()
@@ -267,7 +268,8 @@ class StoreServer:
             b'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
             b"<Status>Enabled</Status></VersioningConfiguration>"
         )
-        for path, body in ((f"/{BUCKET}", b""), (f"/{BUCKET}?versioning", versioning)):
+        steps = [(f"/{BUCKET}", b""), (f"/{BUCKET}?versioning", versioning)]
+        for path, body in steps[: 2 if self.versioned else 1]:
             conn = http.client.HTTPConnection("127.0.0.1", self.backend_port, timeout=30)
             conn.request("PUT", path, body=body)
             resp = conn.getresponse()
@@ -397,9 +399,11 @@ class StoreArea:
 
 
 @contextlib.contextmanager
-def running_server(kind: str) -> Iterator[StoreServer]:
+def running_server(kind: str, *, versioned: bool = True) -> Iterator[StoreServer]:
+    """A :class:`StoreServer` for the block (``versioned``: S3 keeps every version, so
+    tests can count writes; benchmarks turn it off to keep moto's memory flat)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"recstream-{kind}-"))
-    server = StoreServer(kind, workdir)
+    server = StoreServer(kind, workdir, versioned=versioned)
     try:
         yield server
     finally:
