@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--size-mib", type=float, default=16)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", metavar="OUT")
+    ap.add_argument("--stores", default="s3,webdav", help="comma-separated: s3, webdav")
     args = ap.parse_args()
     machine = {**describe_machine(), "cpu_flags": cpu_flags()}
     print(machine_line(machine))
@@ -115,7 +116,7 @@ def main() -> None:
         work = Path(tmp)
         source = work / "source"
         rels = make_source(source, args.files, int(args.size_mib * 2**20))
-        for kind in ("s3", "webdav"):
+        for kind in args.stores.split(","):
             with running_server(kind, versioned=False) as server:
                 os.environ.update(server.env)
                 os.environ["AWS_ENDPOINT_URL_S3"] = server.direct_endpoint

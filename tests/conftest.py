@@ -14,7 +14,13 @@ from cryptography.x509.oid import NameOID
 
 from recstream.envelope import Identity, IdentitySet, Recipient, new_metadata
 from recstream.format import MediaKind, Metadata
-from tests.stores import s3_server, store, webdav_server  # noqa: F401 - fixtures (issue 18)
+from tests.stores import (  # noqa: F401 - fixtures (issue 18)
+    s3_server,
+    s3_store,
+    store,
+    webdav_server,
+    webdav_store,
+)
 
 
 def self_signed(key: rsa.RSAPrivateKey, cn: str, days: int = 365) -> x509.Certificate:

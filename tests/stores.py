@@ -20,7 +20,8 @@ recstream reads them: ``AWS_*`` for S3 (with ``AWS_ENDPOINT_URL_S3`` naming the 
 Fixtures (``tests/conftest.py`` imports them): ``s3_server`` and ``webdav_server``
 (session-scoped :class:`StoreServer`), and ``store`` (function-scoped, parametrized over both
 kinds): a :class:`StoreArea` with a fresh prefix, the server's env set through monkeypatch,
-and the gate re-opened at teardown if the test stopped it.
+and the gate re-opened at teardown if the test stopped it; ``s3_store`` / ``webdav_store``
+the same on one kind only.
 """
 
 from __future__ import annotations
@@ -45,7 +46,15 @@ from typing import Any
 
 import pytest
 
-__all__ = ["StoreArea", "StoreServer", "s3_server", "store", "webdav_server"]
+__all__ = [
+    "StoreArea",
+    "StoreServer",
+    "s3_server",
+    "s3_store",
+    "store",
+    "webdav_server",
+    "webdav_store",
+]
 
 BUCKET = "recstream-test"
 WEBDAV_USER = "recorder"
@@ -345,14 +354,17 @@ class StoreServer:
         if self.kind == "s3":
             import s3fs
 
-            return s3fs.S3FileSystem(
+            fs = s3fs.S3FileSystem(
                 key=self.env["AWS_ACCESS_KEY_ID"],
                 secret=self.password,
                 endpoint_url=endpoint,
                 client_kwargs={"region_name": "us-east-1"},
+                config_kwargs={"retries": {"max_attempts": 2}},
                 skip_instance_cache=True,
                 use_listings_cache=False,
             )
+            fs.retries = 2  # a stopped store fails soon (s3fs retries 5 times by default)
+            return fs
         from webdav4.fsspec import WebdavFileSystem
 
         return WebdavFileSystem(f"{endpoint}/", auth=(WEBDAV_USER, self.password))
@@ -441,3 +453,19 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
     server: StoreServer = request.getfixturevalue(f"{request.param}_server")
     yield area(server, monkeypatch)
     server.start()  # a test that stopped the store leaves it running for the next
+
+
+@pytest.fixture
+def s3_store(s3_server: StoreServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[StoreArea]:
+    """``store`` on S3 only (for what does not depend on the kind of store)."""
+    yield area(s3_server, monkeypatch)
+    s3_server.start()
+
+
+@pytest.fixture
+def webdav_store(
+    webdav_server: StoreServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StoreArea]:
+    """``store`` on WebDAV only."""
+    yield area(webdav_server, monkeypatch)
+    webdav_server.start()

@@ -40,6 +40,12 @@ def decrypt(party: Party, data: bytes) -> bytes:
 
 
 @pytest.fixture
+def state(tmp_path: Path) -> list[str]:
+    """The job manifest's place: remote jobs would otherwise keep it in the cwd."""
+    return ["--state-dir", str(tmp_path / "state")]
+
+
+@pytest.fixture
 def keys(tmp_path: Path, alice: Party, bob: Party) -> dict[str, Path]:
     d = tmp_path / "keys"
     d.mkdir()
@@ -60,10 +66,10 @@ def other(
 
 
 def test_decrypt_from_one_store_to_another(
-    store: StoreArea, other: StoreArea, keys: dict[str, Path], alice: Party
+    store: StoreArea, other: StoreArea, keys: dict[str, Path], alice: Party, state: list[str]
 ) -> None:
     plain = fill(store, alice)
-    code = main(["batch", "decrypt", store.url, other.url, "--key", str(keys["key"])])
+    code = main(["batch", "decrypt", store.url, other.url, "--key", str(keys["key"]), *state])
     assert code == 0
     got = other.find()
     assert sorted(got) == sorted(r.replace("voice.rsv", "voice.au") for r in RELS)
@@ -72,13 +78,12 @@ def test_decrypt_from_one_store_to_another(
 
 
 def test_rewrap_in_place_on_the_store(
-    store: StoreArea, keys: dict[str, Path], alice: Party, bob: Party
+    store: StoreArea, keys: dict[str, Path], alice: Party, bob: Party, state: list[str]
 ) -> None:
     plain = fill(store, alice)
     before = {rel: store.read(rel) for rel in RELS}
-    code = main(
-        ["batch", "rewrap", store.url, "--key", str(keys["key"]), "--to-cert", str(keys["to"])]
-    )
+    key, to = str(keys["key"]), str(keys["to"])
+    code = main(["batch", "rewrap", store.url, "--key", key, "--to-cert", to, *state])
     assert code == 0
     assert sorted(store.find()) == sorted(RELS)  # nothing beside them: no temporaries
     for rel in RELS:
@@ -91,19 +96,24 @@ def test_rewrap_in_place_on_the_store(
 
 
 def test_rewrap_to_another_store(
-    store: StoreArea, other: StoreArea, keys: dict[str, Path], alice: Party, bob: Party
+    store: StoreArea,
+    other: StoreArea,
+    keys: dict[str, Path],
+    alice: Party,
+    bob: Party,
+    tmp_path: Path,
 ) -> None:
     plain = fill(store, alice)
-    to = str(keys["to"])
-    code = main(
-        ["batch", "rewrap", store.url, other.url, "--key", str(keys["key"]), "--to-cert", to]
-    )
-    assert code == 0
+    job = ["batch", "rewrap", store.url, other.url, "--key", str(keys["key"])]
+    job += ["--to-cert", str(keys["to"])]
+    assert main([*job, "--state-dir", str(tmp_path / "one")]) == 0
     assert sorted(other.find()) == sorted(RELS)
+    outputs = {rel: other.read(rel) for rel in RELS}
     for rel in RELS:
-        assert decrypt(bob, other.read(rel)) == plain[rel]
-    # a second run finds every output committed and writes nothing again
-    assert main(["batch", "decrypt", store.url, other.url, "--key", str(keys["key"])]) == 0
+        assert decrypt(bob, outputs[rel]) == plain[rel]
+    # a second job (no manifest) finds every output committed and replaces none of them
+    assert main([*job, "--state-dir", str(tmp_path / "two")]) == 0
+    assert {rel: other.read(rel) for rel in RELS} == outputs
 
 
 def test_batch_on_a_refusing_store_fails_clearly(
@@ -112,12 +122,14 @@ def test_batch_on_a_refusing_store_fails_clearly(
     keys: dict[str, Path],
     alice: Party,
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     src = area(webdav_server, monkeypatch)
     fill(src, alice)
     assert webdav_server.readonly_url is not None
     key = str(keys["key"])
-    code = main(["batch", "decrypt", src.url, f"{webdav_server.readonly_url}/out", "--key", key])
+    dst = f"{webdav_server.readonly_url}/out"
+    code = main(["batch", "decrypt", src.url, dst, "--key", key, "--state-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 7, err
     assert "Traceback" not in err and webdav_server.password not in err

@@ -118,12 +118,12 @@ def test_upload_then_list_and_read_back(store: StoreArea, tmp_path: Path, alice:
     assert set(doc["media"]) == {"voice", "screen"}
 
 
-def test_flat_file_is_uploaded_under_its_name(store: StoreArea, tmp_path: Path) -> None:
+def test_flat_file_is_uploaded_under_its_name(webdav_store: StoreArea, tmp_path: Path) -> None:
     (tmp_path / "a.rsv").write_bytes(b"x" * 1000)
     (tmp_path / "b.rsv.incomplete").write_bytes(b"still recording")
-    stats = Uploader(tmp_path, store.url, retry=FAST).drain(deadline=time.monotonic() + 60)
+    stats = Uploader(tmp_path, webdav_store.url, retry=FAST).drain(deadline=time.monotonic() + 60)
     assert stats.uploaded == 1
-    assert store.find() == {"a.rsv": 1000}
+    assert webdav_store.find() == {"a.rsv": 1000}
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["b.rsv.incomplete"]
 
 
@@ -282,11 +282,11 @@ def test_refused_error_class(webdav_server: StoreServer, monkeypatch: pytest.Mon
 
 
 def test_full_spool_refuses_new_recordings_and_keeps_old(
-    store: StoreArea, tmp_path: Path, alice: Party
+    webdav_store: StoreArea, tmp_path: Path, alice: Party
 ) -> None:
     (tmp_path / "old.rsv").write_bytes(b"o" * 5000)
-    store.server.stop()  # the backlog cannot drain
-    uploader = Uploader(tmp_path, store.url, retry=FAST, max_spool_bytes=4096)
+    webdav_store.server.stop()  # the backlog cannot drain
+    uploader = Uploader(tmp_path, webdav_store.url, retry=FAST, max_spool_bytes=4096)
 
     async def main() -> dict[tuple[str, MediaKind], BaseException]:
         async with RecordingHook(
@@ -300,8 +300,8 @@ def test_full_spool_refuses_new_recordings_and_keeps_old(
     assert isinstance(err, SpoolFullError)
     assert "max_spool_bytes 4096" in str(err) and err.used >= 5000
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["old.rsv"]
-    store.server.start()
-    floor = Uploader(tmp_path, store.url, min_free_bytes=2**62)
+    webdav_store.server.start()
+    floor = Uploader(tmp_path, webdav_store.url, min_free_bytes=2**62)
     with pytest.raises(SpoolFullError, match="min_free_bytes"):
         floor.check_admission()
 
@@ -322,13 +322,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes = b"") -
 
 
 def test_uploader_sigkilled_with_uploads_pending_resumes(
-    store: StoreArea, tmp_path: Path, alice: Party
+    s3_store: StoreArea, tmp_path: Path, alice: Party
 ) -> None:
     record(tmp_path, alice, "k1", os.urandom(30_000))
     record(tmp_path, alice, "k2", os.urandom(30_000))
     before = spool_files(tmp_path)
-    store.server.stop()
-    env = {**os.environ, **store.env}
+    s3_store.server.stop()
+    env = {**os.environ, **s3_store.env}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -338,7 +338,7 @@ def test_uploader_sigkilled_with_uploads_pending_resumes(
             "--spool",
             str(tmp_path),
             "--archive",
-            store.url,
+            s3_store.url,
             "--retry-cap",
             "0.2",
         ],
@@ -355,13 +355,15 @@ def test_uploader_sigkilled_with_uploads_pending_resumes(
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert spool_files(tmp_path) == before
-    store.server.start()
-    again = run_cli("upload", "--spool", str(tmp_path), "--archive", store.url, "--once", env=env)
+    s3_store.server.start()
+    again = run_cli(
+        "upload", "--spool", str(tmp_path), "--archive", s3_store.url, "--once", env=env
+    )
     assert again.returncode == 0, again.stderr
     assert spool_files(tmp_path) == {}
     for rel, data in before.items():
-        assert store.read(rel) == data
-        assert commits(store, rel) == 1
+        assert s3_store.read(rel) == data
+        assert commits(s3_store, rel) == 1
 
 
 def test_record_archive_uploads_the_recording(
@@ -397,11 +399,11 @@ def test_record_archive_uploads_the_recording(
 
 
 def test_record_archive_store_down_keeps_the_recording(
-    store: StoreArea, tmp_path: Path, alice: Party
+    s3_store: StoreArea, tmp_path: Path, alice: Party
 ) -> None:
     cert, _ = alice.write(tmp_path)
     out = tmp_path / "call.rsv"
-    store.server.stop()
+    s3_store.server.stop()
     proc = subprocess.run(
         [
             sys.executable,
@@ -411,20 +413,21 @@ def test_record_archive_store_down_keeps_the_recording(
             "--cert",
             str(cert),
             "--archive",
-            store.url,
+            s3_store.url,
             "--upload-timeout",
             "0",
             str(out),
         ],
         input=b"abc" * 1000,
         capture_output=True,
-        env={**os.environ, **store.env},
+        env={**os.environ, **s3_store.env},
         timeout=DEADLINE,
         check=False,
     )
     assert proc.returncode == 6
     assert b"NOT uploaded" in proc.stderr and b"recstream upload --spool" in proc.stderr
     assert b"Traceback" not in proc.stderr
+    assert s3_store.server.password.encode() not in proc.stderr  # the S3 secret / DAV password
     assert out.exists()
 
 
@@ -450,6 +453,8 @@ def test_bad_archive_url_on_the_command_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and "u:pw" not in proc.stderr
     proc = run_cli("status", "--spool", str(tmp_path / "nope"))
     assert proc.returncode == 2 and "spool directory does not exist" in proc.stderr
+    proc = run_cli("upload", "--spool", str(tmp_path), "--archive", "s3://b/p", "--retry-cap", "0")
+    assert proc.returncode == 2 and "--retry-cap must be a positive" in proc.stderr
 
 
 def test_webdav_credentials_from_env_or_netrc(tmp_path: Path) -> None:

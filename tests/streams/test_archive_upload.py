@@ -81,11 +81,11 @@ def test_archive_settings_load(tmp_path: Path) -> None:
 
 
 def test_recorder_sigkilled_with_uploads_pending_resumes_on_restart(
-    store: StoreArea, tmp_path: Path
+    webdav_store: StoreArea, tmp_path: Path
 ) -> None:
     env = make_env(tmp_path)
-    config = with_archive(env, archive=store.url)
-    store.server.stop()  # the archive is down: the finished call stays pending
+    config = with_archive(env, archive=webdav_store.url)
+    webdav_store.server.stop()  # the archive is down: the finished call stays pending
     data = wc.audio(2, seed=9)
     server = Server(config, tmp_path / "server.log")
     try:
@@ -107,16 +107,16 @@ def test_recorder_sigkilled_with_uploads_pending_resumes_on_restart(
     recording = Path(entry["file"])
     assert recording.exists()  # kept through the outage and the kill
     rel = recording.relative_to(env.recordings).as_posix()
-    store.server.start()
-    assert rel not in store.find()
+    webdav_store.server.start()
+    assert rel not in webdav_store.find()
     again = Server(config, tmp_path / "server2.log")  # the restart finds it by scanning
     try:
         deadline = time.monotonic() + 120
-        while rel not in store.find() or recording.exists():
+        while rel not in webdav_store.find() or recording.exists():
             assert time.monotonic() < deadline, "the pending recording was not uploaded"
             time.sleep(0.05)
     finally:
         again.stop()
     dec = EnvelopeDecryptor(env.keys())
-    ex = tracks.extract(dec.update(store.read(rel)) + dec.finalize())
+    ex = tracks.extract(dec.update(webdav_store.read(rel)) + dec.finalize())
     assert bytes(ex.tracks[1].audio) == data

@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "upload",
         help="upload finished recordings from a spool directory to an archive store",
         description="Upload every finished recording in SPOOL to the archive store, "
-        "verified, under a temporary name first, and remove it from SPOOL only once "
-        "committed. The store down: recordings stay in SPOOL and are retried with "
+        "verified and never visible under its final name before it is complete, and "
+        "remove it from SPOOL only once committed. The store down: recordings stay in "
+        "SPOOL and are retried with "
         "back-off (forever, or once with --once). A 403 is reported and the recording "
         "kept. " + CREDENTIALS_HELP,
     )
