@@ -39,6 +39,7 @@ def test_every_service_error_is_a_recstream_error_with_a_status() -> None:
             429,
             500,
             502,
+            504,  # issue 18: the recordings store timed out
         }
     assert service_errors.ServiceError not in HTTP_STATUS  # every leaf is named
 

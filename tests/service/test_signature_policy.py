@@ -270,6 +270,7 @@ def test_checked_once_skips_rehashing_and_notices_a_changed_file(
     tmp_path: Path, signed: Signed, keys: Keys
 ) -> None:
     from recstream.errors import BadSignatureError, SignedSegmentMismatchError
+    from recstream.service.archive import Opened
     from recstream.service.signatures import CheckedOnce, SignatureCache, TenantPolicy
 
     path = tmp_path / "r.rsv"
@@ -277,11 +278,14 @@ def test_checked_once_skips_rehashing_and_notices_a_changed_file(
     cache = SignatureCache()
     rule = TenantPolicy(require_signature=True, signer_ca=signed.ca_file.read_bytes())
     fd = os.open(path, os.O_RDONLY)
+    st = os.fstat(fd)
+    rec = Opened("r.rsv", FileSource(fd), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), None)
+    rec.fd = fd  # closed below, not by rec
     try:
-        report = cache.check(fd, "r.rsv", rule)
+        report = cache.check(rec, "r.rsv", rule)
         body = report.verified
         assert isinstance(body, CheckedOnce)
-        assert cache.lookup(fd, rule) is report and cache.verifications == 1
+        assert cache.lookup(rec, rule) is report and cache.verifications == 1
         wire = os.pread(fd, 16400, 4096)  # not segment 1's bytes, but the verification
         body.check_segment(1, wire)  # hashed every segment of this version: no re-hash
         with pytest.raises(SignedSegmentMismatchError):
@@ -292,7 +296,7 @@ def test_checked_once_skips_rehashing_and_notices_a_changed_file(
         os.utime(path, ns=(1, 1))  # ...and any change of the file's identity is noticed
         with pytest.raises(BadSignatureError, match="changed after its signature was verified"):
             body.check_unchanged(fd)
-        assert cache.lookup(fd, rule) is None  # the cache key is the identity: a miss now
+        assert cache.lookup(rec, rule) is None  # the cache key is the identity: a miss now
     finally:
         os.close(fd)
 

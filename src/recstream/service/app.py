@@ -20,6 +20,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from recstream.envelope import KeyRing
+from recstream.errors import StorageError
 from recstream.service import decrypt, interactions, ops, player, proxy, tickets, tokens
 from recstream.service.archive import Archive
 from recstream.service.audit import AuditLog
@@ -42,6 +43,7 @@ from recstream.service.listener import (
     descriptor_budget,
 )
 from recstream.service.metrics import CONTENT_TYPE, Metrics
+from recstream.service.objects import StoreArchive, StoreIndex, open_store
 from recstream.service.ratelimit import FailureLimiter
 from recstream.service.signatures import verify_pending
 from recstream.service.store import SettingsStore
@@ -78,16 +80,16 @@ def build_app(config: ServiceConfig, keyring: KeyRing | None) -> web.Application
     auth = Authenticator(
         store, limiter, TokenStore(config.auth.token_ttl), metrics, proxies=config.auth.proxies
     )
-    archive = Archive(config.recordings_root) if config.recordings_root is not None else None
+    archive: Archive | StoreArchive | None = None
+    index: HeaderIndex | None = None
+    if config.recordings_url is not None:  # issue 18: recordings on S3 or WebDAV
+        archive = open_store(config.recordings_url)
+        index = StoreIndex(archive)
+    elif config.recordings_root is not None:
+        archive = Archive(config.recordings_root)
+        index = HeaderIndex(archive)
     ctx = ServiceContext(
-        config,
-        store,
-        auth,
-        AuditLog(config.audit_log),
-        metrics,
-        keyring,
-        archive,
-        HeaderIndex(archive) if archive is not None else None,
+        config, store, auth, AuditLog(config.audit_log), metrics, keyring, archive, index
     )
     app = web.Application(
         middlewares=[error_middleware(metrics, ctx.audit_refusal), origin_middleware],
@@ -125,6 +127,8 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
             changed = 0
             try:
                 changed = await asyncio.to_thread(index.refresh)
+            except StorageError as exc:  # said once per rescan, no traceback
+                log.warning("refreshing the recordings index failed: %s", exc)
             except Exception:  # a bad moment on disk must not stop the updates
                 log.exception("refreshing the recordings index failed")
             ctx.index_ready.set()
@@ -153,7 +157,7 @@ def _verify_signatures(ctx: ServiceContext) -> bool:
             index.signed(),
             ctx.signatures,
             ctx.config.policy,
-            archive.open,
+            archive.open_recording,
             limit=SIGNATURES_PER_PASS,
             stop=index.closed,
         )
@@ -176,9 +180,9 @@ async def handle_health(request: web.Request) -> web.StreamResponse:
     mode = "rcs" if ctx.config.proxy is None else "proxy"
     try:
         await asyncio.to_thread(ctx.store.count_users)
-        root = ctx.config.recordings_root
-        if root is not None and not await asyncio.to_thread(root.is_dir):
-            raise OSError
+        if ctx.archive is not None:
+            async with asyncio.timeout(ctx.config.store_timeout):
+                await asyncio.to_thread(ctx.archive.check)
     except Exception:  # any failure is "unhealthy"
         return json_response({"status": "unavailable", "mode": mode}, status=503)
     return json_response({"status": "ok", "mode": mode})
@@ -190,6 +194,8 @@ async def handle_metrics(request: web.Request) -> web.StreamResponse:
     if ctx.config.server.metrics != "public":
         await ctx.require_ops(request)
     text = ctx.metrics.render()
+    if isinstance(ctx.archive, StoreArchive):
+        text += "\n".join(ctx.archive.stats.render()) + "\n"
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 

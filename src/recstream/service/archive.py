@@ -17,20 +17,42 @@ import os
 import re
 import stat
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from recstream.format import Header
-from recstream.reader import FileSource, read_header_at
+from recstream.reader import FileSource, Source, read_header_at
 from recstream.service.errors import NotFoundError
 
-__all__ = ["SUFFIX", "Archive", "check_name", "missing_message"]
+__all__ = ["SUFFIX", "Archive", "Opened", "check_name", "missing_message"]
 
 SUFFIX: Final = ".rsv"
 MAX_NAME_CHARS: Final = 1024
 MAX_DEPTH: Final = 16
 _SEGMENT = re.compile(r"[A-Za-z0-9_@+=,~-][A-Za-z0-9_@+=,~.-]{0,254}")
 _HEADER_CACHE_ENTRIES: Final = 20_000
+
+
+@dataclass(slots=True)
+class Opened:
+    """A recording opened for playback, on disk or in a store.
+
+    Attributes:
+        name: its archive name.
+        source: its bytes (``size`` and ``read_at``), for :class:`SegmentReader`.
+        stamp: what identifies this version of it (the header cache's key).
+    """
+
+    name: str
+    source: Source
+    stamp: tuple[int | str, ...]
+    fd: int | None = None  # a local file's descriptor, closed by :meth:`close`
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def check_name(name: str) -> list[str]:
@@ -59,6 +81,8 @@ def missing_message(name: str) -> str:
 
 class Archive:
     """Read-only access to the recordings under ``root``."""
+
+    read_chunk: Final = 16 * 16 * 1024  # plaintext per read on playback: 16 segments
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -90,6 +114,31 @@ class Archive:
             os.close(leaf)
             raise NotFoundError(missing_message(name))
         return leaf
+
+    def open_recording(self, name: str) -> Opened:
+        """Open recording ``name`` for playback; the caller closes it.
+
+        Raises:
+            NotFoundError: as :meth:`open`.
+        """
+        fd = self.open(name)
+        st = os.fstat(fd)
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return Opened(name, FileSource(fd), stamp, fd)
+
+    def recording_header(self, rec: Opened) -> Header:
+        """The header of an opened recording (cached by its stamp).
+
+        Raises:
+            EnvelopeFormatError, TruncatedStreamError: not a readable envelope.
+        """
+        assert rec.fd is not None
+        return self.header(rec.fd)
+
+    def check(self) -> None:
+        """Raises OSError: the root is no longer a directory (health check)."""
+        if not self.root.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(self.root))
 
     def header(self, fd: int) -> Header:
         """The header of an open recording (cached by inode, size and times).

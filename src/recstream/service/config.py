@@ -26,6 +26,7 @@ from recstream.service.locations import (
     validate_location,
 )
 from recstream.service.signatures import SignaturePolicy, TenantPolicy
+from recstream.storage import StoreURL
 from recstream.tomlconfig import ConfigReader, load_toml
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "ProxyConfig",
     "ServerConfig",
     "ServiceConfig",
+    "check_store_url",
     "load_config",
     "parse_listen",
 ]
@@ -51,6 +53,12 @@ DEFAULT_MAX_FAILURES: Final = 10
 DEFAULT_FAILURE_WINDOW: Final = 300.0
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 DEFAULT_RESCAN_INTERVAL: Final = 2.0  # seconds until a new recording is listed
+# A store rescan lists the whole prefix (S3: a request per 1,000 recordings): less often.
+DEFAULT_STORE_RESCAN_INTERVAL: Final = 30.0
+DEFAULT_STORE_TIMEOUT: Final = 30.0  # seconds one store request may take before a 504
+# [recordings] root may be a URL of these stores (recstream.service.objects serves it);
+# memory:// is fsspec's in-process store, for tests and demos.
+STORE_SCHEMES: Final = ("s3", "webdav+https", "webdav+http", "memory")
 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: Final = 64  # a browser opens 6 per origin; a NAT, more
 DEFAULT_CONNECTION_RESERVE: Final = 128  # descriptors kept for files, the database, upstreams
 DEFAULT_MIN_BODY_RATE: Final = 16 * 1024  # bytes/s a request body must average (slow uploads)
@@ -74,7 +82,7 @@ _SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
         "min_body_rate": _NUM,
     },
     "keystore": {"path": (str,), "password_file": (str,), "password_env": (str,)},
-    "recordings": {"root": (str,), "rescan_interval": _NUM},
+    "recordings": {"root": (str,), "rescan_interval": _NUM, "store_timeout": _NUM},
     "audit": {"log": (str,)},
     "settings": {"db": (str,)},
     "auth": {
@@ -159,7 +167,11 @@ class ProxyConfig:
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
-    """A checked configuration.  ``keystore`` and ``recordings_root`` are None for a proxy."""
+    """A checked configuration.  ``keystore`` and ``recordings_root`` are None for a proxy.
+
+    ``recordings_url`` is ``[recordings] root`` when it is a store URL (then
+    ``recordings_root`` is None); ``store_timeout`` bounds each request to it.
+    """
 
     source: Path
     server: ServerConfig
@@ -170,6 +182,8 @@ class ServiceConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     proxy: ProxyConfig | None = None
     rescan_interval: float = DEFAULT_RESCAN_INTERVAL
+    recordings_url: str | None = None  # [recordings] root when it is a store URL
+    store_timeout: float = DEFAULT_STORE_TIMEOUT
     policy: SignaturePolicy = field(default_factory=SignaturePolicy)
 
 
@@ -205,7 +219,7 @@ def load_config(path: str | Path) -> ServiceConfig:
     server = _server(r)
     proxy = _proxy(r)
     policy = _policy(r, "proxy" in r.data)
-    keystore, root = _backend(r, "proxy" in r.data)
+    keystore, root, url = _backend(r, "proxy" in r.data)
     audit = r.path("audit", "log", must="parent")
     r.require("audit", "log")
     db = r.path("settings", "db", must="parent")
@@ -220,8 +234,12 @@ def load_config(path: str | Path) -> ServiceConfig:
         lines = "\n".join(f"  - {p}" for p in r.problems)
         msg = f"{source}: the server will not start until this is fixed:\n{lines}"
         raise ServiceConfigError(msg)
-    rescan = r.positive("recordings", "rescan_interval", DEFAULT_RESCAN_INTERVAL)
-    return ServiceConfig(source, server, audit, db, keystore, root, auth, proxy, rescan, policy)
+    default_rescan = DEFAULT_RESCAN_INTERVAL if url is None else DEFAULT_STORE_RESCAN_INTERVAL
+    rescan = r.positive("recordings", "rescan_interval", default_rescan)
+    timeout = r.positive("recordings", "store_timeout", DEFAULT_STORE_TIMEOUT)
+    return ServiceConfig(
+        source, server, audit, db, keystore, root, auth, proxy, rescan, url, timeout, policy
+    )
 
 
 def _policy(r: ConfigReader, proxy: bool) -> SignaturePolicy:
@@ -412,7 +430,37 @@ def _proxy_keys(r: ConfigReader) -> dict[str, bytes]:
     return out
 
 
-def _backend(r: ConfigReader, proxy: bool) -> tuple[KeystoreConfig | None, Path | None]:
+def check_store_url(text: str) -> str:
+    """A store URL for ``[recordings] root``, checked (pure: no store is contacted).
+
+    S3 and WebDAV URLs are :class:`recstream.storage.StoreURL`'s to judge (no
+    credentials, query or odd path in them; plain-HTTP WebDAV to loopback only);
+    ``memory://`` (fsspec's in-process store) is for tests and demos.
+
+    Raises:
+        ValueError: not a URL of a supported store, or one that is refused.
+    """
+    scheme = text.partition("://")[0].lower()
+    if scheme not in STORE_SCHEMES:
+        msg = f"{_shown(text)} is not a supported store URL (use {', '.join(STORE_SCHEMES)}://)"
+        raise ValueError(msg)
+    if scheme == "memory":
+        if "@" in text or "?" in text or "#" in text:
+            msg = f"{_shown(text)}: a memory:// URL is a plain path"
+            raise ValueError(msg)
+        return text
+    StoreURL.parse(text)  # its messages never quote the URL (which may hold a password)
+    return text
+
+
+def _shown(text: str) -> str:
+    """A URL for a message, without anything before an '@' (it may be a password)."""
+    scheme, sep, rest = text.partition("://")
+    rest = rest.rsplit("@", 1)[-1]
+    return repr(f"{scheme}{sep}{rest}"[:200])
+
+
+def _backend(r: ConfigReader, proxy: bool) -> tuple[KeystoreConfig | None, Path | None, str | None]:
     if proxy:
         for section in ("keystore", "recordings"):
             if section in r.data:
@@ -420,7 +468,7 @@ def _backend(r: ConfigReader, proxy: bool) -> tuple[KeystoreConfig | None, Path 
                     f"[{section}] is not allowed with [proxy]: a decryption proxy holds no "
                     "keys and no recordings, it forwards to the RCS of its location"
                 )
-        return None, None
+        return None, None, None
     path = r.path("keystore", "path", must=None)
     r.require("keystore", "path")
     if path is not None and not path.exists():
@@ -429,7 +477,17 @@ def _backend(r: ConfigReader, proxy: bool) -> tuple[KeystoreConfig | None, Path 
     pw_env = r.get("keystore", "password_env")
     if "keystore" in r.data and (pw_file is None) == (pw_env is None):
         r.problem("[keystore] give exactly one of password_file and password_env")
+    keystore = KeystoreConfig(path, pw_file, pw_env) if path is not None else None
+    text = r.get("recordings", "root")
+    if isinstance(text, str) and text.lower().startswith("file://"):
+        text = text[len("file://") :]
+        r.table("recordings")["root"] = text
+    if isinstance(text, str) and "://" in text:
+        try:
+            return keystore, None, check_store_url(text)
+        except ValueError as exc:
+            r.problem(f"[recordings] root: {exc}")
+            return keystore, None, None
     root = r.path("recordings", "root", must="dir")
     r.require("recordings", "root")
-    keystore = KeystoreConfig(path, pw_file, pw_env) if path is not None else None
-    return keystore, root
+    return keystore, root, None

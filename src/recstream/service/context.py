@@ -27,6 +27,7 @@ from recstream.service.errors import (
 from recstream.service.http import client_address
 from recstream.service.index import HeaderIndex
 from recstream.service.metrics import Metrics
+from recstream.service.objects import StoreArchive
 from recstream.service.signatures import SignatureCache
 from recstream.service.store import Role, SettingsStore
 
@@ -41,7 +42,7 @@ class ServiceContext:
     audit: AuditLog
     metrics: Metrics
     keyring: KeyRing | None = None  # None for a proxy: it holds no keys
-    archive: Archive | None = None
+    archive: Archive | StoreArchive | None = None
     index: HeaderIndex | None = None  # the archive's headers, for listings
     index_ready: asyncio.Event = field(default_factory=asyncio.Event)
     # issue 16: verified signatures per file version (service/signatures.py)

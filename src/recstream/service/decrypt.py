@@ -18,23 +18,28 @@ Memory stays bounded: one read chunk and one segment per stream.
 from __future__ import annotations
 
 import asyncio
-import os
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
 from recstream.envelope import EnvelopeDecryptor
-from recstream.errors import RecstreamError, TruncatedStreamError
+from recstream.errors import RecstreamError, StorageError, TruncatedStreamError
 from recstream.format import MAX_HEADER_BYTES, BodyLayout, Header, parse_header
 from recstream.parallel import pool_for
-from recstream.reader import FileSource, SegmentReader
-from recstream.service.archive import missing_message
+from recstream.reader import SegmentReader
+from recstream.service.archive import Opened, missing_message
 from recstream.service.auth import Principal
 from recstream.service.context import AUDITED, CONTEXT, ServiceContext, TracingKeyRing
-from recstream.service.errors import NotFoundError, PermissionDeniedError, RequestError
+from recstream.service.errors import (
+    NotFoundError,
+    PermissionDeniedError,
+    RequestError,
+    StoreTimeoutError,
+)
 from recstream.service.http import (
     BodyReader,
     abort_response,
@@ -51,6 +56,7 @@ __all__ = ["add_routes", "play_recording"]
 
 READ_CHUNK: Final = 256 * 1024  # request body read size: 16 segments
 PLAY_CHUNK: Final = 16 * 16 * 1024  # plaintext per read_at on playback: 16 segments
+_T = TypeVar("_T")
 
 
 def add_routes(app: web.Application) -> None:
@@ -132,6 +138,8 @@ async def handle_decrypt(request: web.Request) -> web.StreamResponse:
 async def _failed(request: web.Request, audit: _Audit, exc: BaseException) -> web.StreamResponse:
     """Audit a failure; re-raise it if nothing was sent yet, else abort the response."""
     hidden = getattr(exc, "hidden_reason", None)
+    if isinstance(exc, StorageError):
+        hidden = status_for(exc)[1]  # the store's failure, not the client's (audited)
     audit.finish(_result(exc), **({"reason": hidden} if hidden else {}))
     request[AUDITED] = True
     if audit.resp is None or not audit.resp.prepared:
@@ -247,6 +255,9 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
     limit = _page_limit(request.query.get("limit"))
     after = request.query.get("after") or None
     await ctx.index_ready.wait()
+    failure = getattr(ctx.index, "failure", None)
+    if failure is not None:  # a store index whose last refresh failed: say so, not []
+        raise failure
     page = ctx.index.page(who.user.tenants, limit, after)
     signature = _signature_field(ctx)
     ctx.audit.write_limited(
@@ -316,15 +327,18 @@ async def play_recording(
     audit = _Audit(ctx, "playback", {**ctx.audit_base(request, who), "file": name})
     assert ctx.archive is not None and ctx.keyring is not None
     archive, keyring = ctx.archive, ctx.keyring
+    io = _ArchiveIO(ctx)
     ctx.metrics.in_flight.inc()
     try:
-        fd = await asyncio.to_thread(archive.open, name)
+        rec = await io.call(archive.open_recording, name)
         try:
-            header = await asyncio.to_thread(archive.header, fd)
+            header = await io.call(archive.recording_header, rec)
             audit.header(header, who, hidden=name)
-            verified = await _signature_policy(ctx, fd, name, header, audit)
+            verified = await _signature_policy(ctx, rec, name, header, audit, io=io)
             keys = TracingKeyRing(keyring)
-            reader = await asyncio.to_thread(SegmentReader, FileSource(fd), keys, verified=verified)
+            reader = await io.call(
+                functools.partial(SegmentReader, rec.source, keys, verified=verified)
+            )
             # The decisive check: on the header the reader authenticated, not on the
             # (cached, unauthenticated) one above, which may be stale or raced.
             if reader.header.raw != header.raw:
@@ -334,9 +348,9 @@ async def play_recording(
                     raise TruncatedStreamError(0, msg)
             audit.fields["cert_id"] = keys.cert_id
             keys.check_tenant(reader.header.metadata.tenant)
-            resp = await _play(request, ctx, reader, audit, fd, as_wav=as_wav)
+            resp = await _play(request, ctx, reader, audit, io=io, rec=rec, as_wav=as_wav)
         finally:
-            os.close(fd)
+            rec.close()
     except (RecstreamError, TimeoutError, ConnectionError) as exc:
         return await _failed(request, audit, exc)
     finally:
@@ -345,8 +359,28 @@ async def play_recording(
     return resp
 
 
+class _ArchiveIO:
+    """Runs archive reads in a thread; a store's are bounded by ``[recordings] store_timeout``.
+
+    A local disk is not timed (a stuck disk is not the client's problem to hear of
+    as a 504); a store request past its bound is a :class:`StoreTimeoutError`.
+    """
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        store = ctx.config.recordings_url is not None
+        self.timeout = ctx.config.store_timeout if store else None
+
+    async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.to_thread(fn, *args)
+        except TimeoutError:
+            msg = f"the recordings store did not answer within {self.timeout:g} s"
+            raise StoreTimeoutError(msg) from None
+
+
 async def _signature_policy(
-    ctx: ServiceContext, fd: int, name: str, header: Header, audit: _Audit
+    ctx: ServiceContext, rec: Opened, name: str, header: Header, audit: _Audit, *, io: _ArchiveIO
 ) -> VerifiedBody | None:
     """Apply the tenant's ``[policy]`` (issue 16); return what Range reads are checked against.
 
@@ -361,9 +395,9 @@ async def _signature_policy(
     if rule.signer_ca is None:
         return None
     # A verified file is the common case: answered from the cache without a thread hop.
-    report = ctx.signatures.lookup(fd, rule)
+    report = ctx.signatures.lookup(rec, rule)
     if report is None:
-        report = await asyncio.to_thread(ctx.signatures.check, fd, name, rule)
+        report = await io.call(ctx.signatures.check, rec, name, rule)
     audit.fields["signature"] = report.status.value
     if report.cert_id is not None:
         audit.fields["signer_cert_id"] = report.cert_id
@@ -377,8 +411,9 @@ async def _play(
     ctx: ServiceContext,
     reader: SegmentReader,
     audit: _Audit,
-    fd: int,
     *,
+    io: _ArchiveIO,
+    rec: Opened,
     as_wav: bool = False,
 ) -> web.StreamResponse:
     media_type = reader.header.metadata.media_type
@@ -408,16 +443,16 @@ async def _play(
     audit.resp = resp
     await resp.prepare(request)
     timeout = ctx.config.server.write_timeout
+    chunk = ctx.archive.read_chunk if ctx.archive is not None else PLAY_CHUNK
     pos = start
     if prefix is not None and pos < lead and request.method != "HEAD":
         head = prefix[pos:end]
         await write_with_timeout(resp, head, timeout)
         pos += len(head)
     while pos < end and request.method != "HEAD":
-        n = min(PLAY_CHUNK, end - pos)
-        data = await asyncio.to_thread(reader.read_at, pos - lead, n)
-        if isinstance(reader.verified, CheckedOnce):
-            reader.verified.check_unchanged(fd)  # before sending what was read (issue 16)
+        data = await io.call(reader.read_at, pos - lead, min(chunk, end - pos))
+        if isinstance(reader.verified, CheckedOnce) and rec.fd is not None:
+            reader.verified.check_unchanged(rec.fd)  # before sending what was read (issue 16)
         await write_with_timeout(resp, data, timeout)
         pos += len(data)
         audit.sent += len(data)

@@ -10,7 +10,7 @@ credentials or plaintext.
 
 from __future__ import annotations
 
-from recstream.errors import ConfigError, RecstreamError
+from recstream.errors import ConfigError, RecstreamError, StoreUnavailableError
 
 __all__ = [
     "AuthenticationError",
@@ -26,6 +26,7 @@ __all__ = [
     "RequestTimeoutError",
     "ServiceConfigError",
     "ServiceError",
+    "StoreTimeoutError",
     "TenantMismatchError",
     "TicketError",
     "UnsupportedMediaTypeError",
@@ -174,3 +175,11 @@ class UpstreamError(ServiceError):
     def __init__(self, message: str, target: str = "") -> None:
         super().__init__(message)
         self.target = target
+
+
+class StoreTimeoutError(ServiceError, StoreUnavailableError):
+    """The recordings store did not answer within ``[recordings] store_timeout`` (a 504).
+
+    A :class:`recstream.errors.StoreUnavailableError` (the store's failures, 502) that
+    the service tells apart: the store may be up but slow.
+    """

@@ -41,14 +41,14 @@ from typing import Final
 from cryptography import x509
 
 from recstream.errors import RecstreamError
-from recstream.format import BodyLayout
+from recstream.format import BodyLayout, Header
 from recstream.pki.certs import name_str
 from recstream.reader import FileSource, read_header_at
 from recstream.service.archive import SUFFIX, Archive, check_name
 from recstream.service.errors import NotFoundError, RequestError
 from recstream.service.mediatime import duration_ms
 
-__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Entry", "HeaderIndex", "Page", "page_body"]
+__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Entry", "HeaderIndex", "Page", "make_entry", "page_body"]
 
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000
@@ -59,7 +59,9 @@ CHANGE_LOG_VERSIONS: Final = 64  # versions whose changes interactions can apply
 MAX_LOGGED_CHANGES: Final = 2048  # a bigger change: regrouping beats itemising
 
 _Key = tuple[int, str]  # (-created_ms, name): newest first, then by name
-_Stamp = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
+# What tells a changed file from an unchanged one: on disk st_dev, st_ino, st_size,
+# st_mtime_ns; on a store, size, ETag and modification time (recstream.service.objects).
+_Stamp = tuple[int | str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,9 @@ class HeaderIndex:
 
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
+        self._init_state()
+
+    def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._by_tenant: dict[str, list[_Key]] = {}
@@ -240,9 +245,7 @@ class HeaderIndex:
         now = time.monotonic() if now is None else now
         if now - self._last_full >= FULL_RESCAN_SECONDS:
             full, self._last_full = True, now
-        seen_dirs: dict[str, _Dir] = {}
-        files: dict[str, _Stamp] = {}
-        self._walk("", full, seen_dirs, files)
+        files = self._scan(full)
         with self._lock:
             known = {n: e.stamp for n, e in self._entries.items()}
         changed = [n for n, st in files.items() if known.get(n) != st]
@@ -272,13 +275,20 @@ class HeaderIndex:
                 for entry in fresh:
                     self._drop(entry.name)
                     self._add(entry)
-            self._dirs = seen_dirs
             if touched:
                 self.version += 1
                 big = len(touched) > MAX_LOGGED_CHANGES
                 self._log.append((self.version, None if big else frozenset(touched)))
         self.ready.set()
         return len(changed)
+
+    def _scan(self, full: bool) -> dict[str, _Stamp]:
+        """Every recording's name and stamp (a subclass lists a store instead)."""
+        seen_dirs: dict[str, _Dir] = {}
+        files: dict[str, _Stamp] = {}
+        self._walk("", full, seen_dirs, files)
+        self._dirs = seen_dirs  # only the refreshing thread reads or writes it
+        return files
 
     def _walk(self, rel: str, full: bool, out: dict[str, _Dir], files: dict[str, _Stamp]) -> None:
         if self._closed.is_set():
@@ -333,26 +343,7 @@ class HeaderIndex:
             return None
         finally:
             os.close(fd)
-        meta = header.metadata
-        signer = _signer_claim(header.signer.certificate) if header.signer else (None, None)
-        entry = Entry(
-            name,
-            meta.recording_id,
-            meta.tenant,
-            meta.media_kind.name.lower(),
-            meta.media_type,
-            meta.created_ms,
-            layout.plaintext_length if layout.complete else None,
-            header.cert_ids,
-            (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-            signed=header.signer is not None,
-            signer=signer[0],
-            signer_cert_id=signer[1],
-        )
-        # Serialised here, once, not on every listing: a page is then a join.
-        text = json.dumps(entry.to_json(), ensure_ascii=False, separators=(",", ":"))
-        claim = signature_json("unchecked", signer[0], signer[1]) if header.signer else b""
-        return dataclasses.replace(entry, json=text.encode(), claim=claim)
+        return make_entry(name, header, layout, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
 
     def _rebuild(self) -> None:
         groups: dict[str, list[_Key]] = {}
@@ -386,6 +377,30 @@ class HeaderIndex:
             del keys[i]
         if not keys:
             del self._by_tenant[old.tenant]
+
+
+def make_entry(name: str, header: Header, layout: BodyLayout, stamp: _Stamp) -> Entry:
+    """The index entry for recording ``name`` (its header and body layout)."""
+    meta = header.metadata
+    signer = _signer_claim(header.signer.certificate) if header.signer else (None, None)
+    entry = Entry(
+        name,
+        meta.recording_id,
+        meta.tenant,
+        meta.media_kind.name.lower(),
+        meta.media_type,
+        meta.created_ms,
+        layout.plaintext_length if layout.complete else None,
+        header.cert_ids,
+        stamp,
+        signed=header.signer is not None,
+        signer=signer[0],
+        signer_cert_id=signer[1],
+    )
+    # Serialised here, once, not on every listing: a page is then a join.
+    text = json.dumps(entry.to_json(), ensure_ascii=False, separators=(",", ":"))
+    claim = signature_json("unchecked", signer[0], signer[1]) if header.signer else b""
+    return dataclasses.replace(entry, json=text.encode(), claim=claim)
 
 
 def page_body(page: Page, signature: Callable[[Entry], bytes] | None = None) -> bytes:

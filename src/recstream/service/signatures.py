@@ -40,7 +40,7 @@ from typing import Final
 
 from recstream.errors import BadSignatureError, RecstreamError
 from recstream.format import Buffer
-from recstream.reader import FileSource
+from recstream.service.archive import Opened
 from recstream.service.index import signature_json
 from recstream.signing import (
     SignatureReport,
@@ -65,7 +65,7 @@ __all__ = [
 DEFAULT_CACHE_BYTES: Final = 64 << 20
 WILDCARD: Final = "*"
 
-Identity = tuple[int, ...]
+Identity = tuple[int | str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +120,9 @@ class CheckedOnce(VerifiedBody):
 
     __slots__ = ("_checked", "identity")
     _checked: bytearray
-    identity: Identity
+    identity: tuple[int, ...]
 
-    def __init__(self, base: VerifiedBody, identity: Identity) -> None:
+    def __init__(self, base: VerifiedBody, identity: tuple[int, ...]) -> None:
         super().__init__(
             base.cert_id,
             base.signer_subject,
@@ -151,7 +151,7 @@ class CheckedOnce(VerifiedBody):
 class Summary:
     """What a listing shows of a verified file (by its index stamp)."""
 
-    stamp: tuple[int, ...]
+    stamp: tuple[int | str, ...]
     ca_digest: bytes
     status: str
     signer: str | None
@@ -180,18 +180,24 @@ class SignatureCache:
         self._by_name: dict[str, Summary] = {}
         self.verifications = 0  # files hashed (a test and the metrics read it)
 
-    def lookup(self, fd: int, policy: TenantPolicy) -> SignatureReport | None:
-        """The cached report for the open file ``fd`` as it is now, or None (never blocks
-        on a verification: one ``fstat``, so the event loop may call it)."""
-        key = (file_identity(os.fstat(fd)), policy.ca_digest)
+    def lookup(self, rec: Opened, policy: TenantPolicy) -> SignatureReport | None:
+        """The cached report for the opened recording as it is now, or None (never blocks
+        on a verification: at most one ``fstat``, so the event loop may call it)."""
+        key = (_identity(rec), policy.ca_digest)
         with self._lock:
             cached = self._reports.get(key)
             if cached is not None:
                 self._reports.move_to_end(key)
             return cached
 
-    def check(self, fd: int, name: str, policy: TenantPolicy) -> SignatureReport:
-        """The signature of the open file ``fd`` (archive name ``name``) under ``policy``.
+    def check(self, rec: Opened, name: str, policy: TenantPolicy) -> SignatureReport:
+        """The signature of the opened recording ``rec`` (archive name ``name``) under ``policy``.
+
+        A local file's report keeps a :class:`CheckedOnce` (its identity is checked
+        before each chunk sent); a store object's keeps the plain
+        :class:`~recstream.signing.VerifiedBody`, which hashes every segment a Range
+        reads: an object's stamp (size, ETag, mtime) cannot be re-checked per chunk
+        as cheaply as an ``fstat``, and a store read costs more than the hash.
 
         Verifies at most once per file version and CA; blocks (call it in a thread).
 
@@ -202,8 +208,8 @@ class SignatureCache:
         if policy.signer_ca is None:
             msg = "no signer CA: nothing to verify against"
             raise ValueError(msg)
-        st = os.fstat(fd)
-        key = (file_identity(st), policy.ca_digest)
+        local = file_identity(os.fstat(rec.fd)) if rec.fd is not None else None
+        key = (local if local is not None else _identity(rec), policy.ca_digest)
         while True:
             with self._lock:
                 cached = self._reports.get(key)
@@ -216,11 +222,10 @@ class SignatureCache:
                     break
             running.wait()
         try:
-            report = verify_source(FileSource(fd), policy.signer_ca, keep_digests=True)
-            if report.verified is not None:
-                report = dataclasses.replace(report, verified=CheckedOnce(report.verified, key[0]))
-            stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            self._store(key, report, name, stamp)
+            report = verify_source(rec.source, policy.signer_ca, keep_digests=True)
+            if report.verified is not None and local is not None:
+                report = dataclasses.replace(report, verified=CheckedOnce(report.verified, local))
+            self._store(key, report, name, rec.stamp)
             return report
         finally:
             with self._lock:
@@ -232,7 +237,7 @@ class SignatureCache:
         key: tuple[Identity, bytes],
         report: SignatureReport,
         name: str,
-        stamp: tuple[int, ...],
+        stamp: tuple[int | str, ...],
     ) -> None:
         size = len(report.verified.digests) if report.verified is not None else 0
         status = listing_status(report)
@@ -255,7 +260,7 @@ class SignatureCache:
                 _, old = self._reports.popitem(last=False)
                 self._bytes -= len(old.verified.digests) if old.verified is not None else 0
 
-    def summary(self, name: str, stamp: tuple[int, ...], ca_digest: bytes) -> Summary | None:
+    def summary(self, name: str, stamp: tuple[int | str, ...], ca_digest: bytes) -> Summary | None:
         """The last verdict for ``name`` if it is for this version of the file and this CA."""
         with self._lock:
             found = self._by_name.get(name)
@@ -273,11 +278,19 @@ class SignatureCache:
         return len(self._reports)
 
 
+def _identity(rec: Opened) -> Identity:
+    """What identifies this version of a recording: a local file's device, inode, size,
+    mtime and ctime (:func:`recstream.signing.file_identity`); a store object's stamp."""
+    if rec.fd is not None:
+        return file_identity(os.fstat(rec.fd))
+    return ("store", *rec.stamp)
+
+
 def verify_pending(
-    names: Iterable[tuple[str, str, tuple[int, ...]]],
+    names: Iterable[tuple[str, str, tuple[int | str, ...]]],
     cache: SignatureCache,
     policy: SignaturePolicy,
-    open_file: Callable[[str], int],
+    open_file: Callable[[str], Opened],
     *,
     limit: int,
     stop: threading.Event | None = None,
@@ -286,7 +299,8 @@ def verify_pending(
 
     Args:
         names: (archive name, tenant, index stamp) of signed recordings.
-        open_file: opens an archive name (no symbolic links), returning a descriptor.
+        open_file: opens an archive name (no symbolic links; a local file or a store
+            object), as :meth:`recstream.service.archive.Archive.open_recording`.
 
     Returns:
         How many files were verified.
@@ -299,14 +313,14 @@ def verify_pending(
         if rule.signer_ca is None or cache.summary(name, stamp, rule.ca_digest) is not None:
             continue
         try:
-            fd = open_file(name)
+            rec = open_file(name)
         except (RecstreamError, OSError):
             continue
         try:
-            cache.check(fd, name, rule)
+            cache.check(rec, name, rule)
             done += 1
         except (RecstreamError, OSError, ValueError):
             pass  # a file that cannot be read stays unchecked; playback will say why
         finally:
-            os.close(fd)
+            rec.close()
     return done
