@@ -323,3 +323,47 @@ def test_signer_ca_without_requirement_reports_but_serves(
         assert item == {"status": "invalid", "signer": "CN=stranger", "cert_id": stranger.cert_id}
     finally:
         path.unlink()
+
+
+@pytest.fixture
+def store_server(tmp_path_factory: pytest.TempPathFactory, keys: Keys, signed: Signed) -> Any:
+    """An RCS whose archive is a ``memory://`` store holding the signed archive's files."""
+    import uuid
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    prefix = f"/signed-{uuid.uuid4().hex[:8]}"
+    for path in signed.root.rglob("*.rsv"):
+        fs.pipe_file(f"{prefix}/{path.relative_to(signed.root).as_posix()}", path.read_bytes())
+    d = tmp_path_factory.mktemp("rcs-policy-store")
+    text = rcs_toml(d, Path("unused"), POLICY.format(ca=signed.ca_file), "",
+                    "rescan_interval = 0.2").replace(
+        'root = "unused"', f'root = "memory://{prefix}"')  # fmt: skip
+    cfg = write_config(d, text)
+    add_users(d / "settings.sqlite")
+    st = ServerThread(cfg, keys.ring())
+    yield st, fs, prefix
+    st.stop()
+    fs.rm(prefix, recursive=True)
+
+
+def test_policy_applies_to_a_store_archive(store_server: Any, signed: Signed, keys: Keys) -> None:
+    """Issue 16 x 18: an RCS serving from a store refuses unsigned and altered objects
+    under policy and serves signed ones with Range, every segment read checked."""
+    st, fs, prefix = store_server
+    wait_until(lambda: "acme/good.rsv" in listing(st))
+    r = request(st.url, "GET", "/rcs/recordings/acme/unsigned.rsv", user="mo")
+    assert r.status == 403 and r.json()["error"] == "signature_required"
+    r = request(st.url, "GET", "/rcs/recordings/acme/tampered.rsv", user="mo")
+    assert r.status == 422 and r.json()["error"] == "bad_signature"
+    r = request(st.url, "GET", "/rcs/recordings/acme/foreign.rsv", user="mo")
+    assert r.status == 403 and r.json()["error"] == "signer_refused"
+    r = request(st.url, "GET", "/rcs/recordings/acme/large.rsv", user="mo",
+                headers={"Range": "bytes=100000-299999"})  # fmt: skip
+    assert r.status == 206 and r.body == signed.plain["large"][100_000:300_000]
+    wait_until(lambda: listing(st)["acme/good.rsv"]["signature"]["status"] == "valid")
+    # The object replaced by an unsigned one under the same name: a new stamp, refused.
+    fs.pipe_file(f"{prefix}/acme/good.rsv", _seal(keys.acme, b"x" * 1000, "acme", "good", None))
+    r = request(st.url, "GET", "/rcs/recordings/acme/good.rsv", user="mo")
+    assert r.status == 403 and r.json()["error"] == "signature_required"

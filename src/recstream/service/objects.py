@@ -29,6 +29,7 @@ environment or the store's own configuration files.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import logging
 import threading
@@ -289,6 +290,12 @@ def stamp_of(info: dict[str, Any]) -> _Stamp:
         ),
         "",
     )
+    # One version must stamp alike from a listing and from a HEAD: fsspec's memory
+    # store, for one, gives a float from find() and a datetime from info().
+    if isinstance(when, dt.datetime):
+        when = when.timestamp()
+    if isinstance(when, (int, float)):
+        when = repr(float(when))
     return (int(info.get("size") or 0), str(etag), str(when))
 
 
@@ -420,7 +427,7 @@ class StoreArchive:
             raise
         except (RecstreamError, ValueError):
             return None
-        return make_entry(name, header, BodyLayout(size - header.length), stamp)
+        return make_entry(name, header, BodyLayout(header.body_length(size)), stamp)
 
 
 class StoreIndex(HeaderIndex):
