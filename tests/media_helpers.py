@@ -1,0 +1,122 @@
+"""Synthetic recordings with sync markers, made at test time (low bitrate, fast).
+
+The call is 8 kHz mono WAV: silence with a 1 kHz beep (100 ms) at each marker.  The
+screen recording is 160x120 video at ``FPS`` frames a second, black with one white
+frame at each marker, H.264 (libx264, in MP4) or VP8 (in WebM).  A marker given in
+*call* time ``t`` is put at ``t - screen_delay_s`` in the screen recording, so after
+muxing (the screen placed ``screen_delay_s`` later on the timeline) beep and flash
+fall on the same instant.
+"""
+
+from __future__ import annotations
+
+import io
+import wave
+from collections.abc import Iterable
+from pathlib import Path
+
+import av
+import numpy as np
+
+CALL_RATE = 8000
+FPS = 2
+BEEP_S = 0.1
+BEEP_HZ = 1000
+W, H = 160, 120
+
+
+def write_call(path: Path, seconds: int, beeps: Iterable[float]) -> None:
+    """``seconds`` of silence with a beep starting at each of ``beeps`` (call time, s)."""
+    pcm = np.zeros(seconds * CALL_RATE, "<i2")
+    tone = np.sin(np.arange(int(BEEP_S * CALL_RATE)) * 2 * np.pi * BEEP_HZ / CALL_RATE) * 12000
+    for t in beeps:
+        at = round(t * CALL_RATE)
+        pcm[at : at + len(tone)] = tone.astype("<i2")[: len(pcm) - at]
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(CALL_RATE)
+        w.writeframes(pcm.tobytes())
+
+
+def write_screen(
+    path: Path | io.BytesIO,
+    seconds: float,
+    flashes: Iterable[float],
+    *,
+    codec: str = "h264",
+    bframes: bool = False,
+) -> None:
+    """Black frames with a white one at each of ``flashes`` (screen time, s).
+
+    ``codec`` "h264" writes an MP4 (libx264, a keyframe every 2 s, optionally with
+    B-frames so presentation and decoding order differ), "vp8" a WebM.
+    """
+    flash_frames = {round(t * FPS) for t in flashes}
+    fmt = "mp4" if codec == "h264" else "webm"
+    with av.open(path, "w", format=fmt) as out:
+        if codec == "h264":
+            s = out.add_stream("libx264", rate=FPS)
+            s.options = {
+                "preset": "ultrafast",
+                "g": str(2 * FPS),
+                "bf": "2" if bframes else "0",
+                "crf": "40",
+            }
+        else:
+            s = out.add_stream("libvpx", rate=FPS)
+            s.options = {"g": str(2 * FPS), "deadline": "realtime", "cpu-used": "8"}
+            s.bit_rate = 20_000
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        black = np.zeros((H, W, 3), np.uint8)
+        white = np.full((H, W, 3), 255, np.uint8)
+        for i in range(int(seconds * FPS)):
+            frame = av.VideoFrame.from_ndarray(white if i in flash_frames else black, "rgb24")
+            frame.pts = i
+            for p in s.encode(frame):
+                out.mux(p)
+        for p in s.encode(None):
+            out.mux(p)
+
+
+def beep_onsets(data: bytes, start_s: float, end_s: float) -> list[float]:
+    """Output-timeline times where the decoded audio goes from silence to a beep."""
+    onsets: list[float] = []
+    with av.open(io.BytesIO(data)) as c:
+        stream = c.streams.audio[0]
+        c.seek(max(0, int((start_s - 2) / stream.time_base)), stream=stream)
+        quiet = 0
+        for frame in c.decode(stream):
+            if frame.pts is None:
+                continue
+            t0 = float(frame.pts * stream.time_base)
+            if t0 > end_s:
+                break
+            # decoded AAC and Opus are float samples in [-1, 1]; the beep peaks at 0.37
+            loud = np.flatnonzero(np.abs(frame.to_ndarray().reshape(-1)) > 0.1)
+            last = -1 - quiet  # index of the last loud sample, relative to this frame
+            for i in loud:
+                if i - last > frame.sample_rate // 10:  # 100 ms of silence before it
+                    t = t0 + i / frame.sample_rate
+                    if start_s <= t <= end_s:
+                        onsets.append(t)
+                last = i
+            quiet = frame.samples - 1 - last
+    return onsets
+
+
+def flash_times(data: bytes, start_s: float, end_s: float) -> list[float]:
+    """Output-timeline presentation times of the white frames."""
+    times: list[float] = []
+    with av.open(io.BytesIO(data)) as c:
+        stream = c.streams.video[0]
+        c.seek(max(0, int((start_s - 3) / stream.time_base)), stream=stream)
+        for frame in c.decode(stream):
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * stream.time_base)
+            if t > end_s + 3:
+                break
+            if start_s <= t <= end_s and frame.to_ndarray(format="gray").mean() > 128:
+                times.append(t)
+    return times
