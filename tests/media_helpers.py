@@ -1,8 +1,9 @@
 """Synthetic recordings with sync markers, made at test time (low bitrate, fast).
 
-The call is 8 kHz mono WAV: silence with a 1 kHz beep (100 ms) at each marker.  The
-screen recording is 160x120 video at ``FPS`` frames a second, black with one white
-frame at each marker, H.264 (libx264, in MP4) or VP8 (in WebM).  A marker given in
+The call is 8 kHz mono WAV: a quiet 200 Hz hum (so the audio codec has something to
+code, as in a real call) with a loud 1 kHz beep (100 ms) at each marker.  The screen
+recording is 160x120 video at ``FPS`` frames a second, black with a moving grey bar
+and one all-white frame at each marker, H.264 (libx264, in MP4) or VP8 (in WebM).  A marker given in
 *call* time ``t`` is put at ``t - screen_delay_s`` in the screen recording, so after
 muxing (the screen placed ``screen_delay_s`` later on the timeline) beep and flash
 fall on the same instant.
@@ -22,12 +23,14 @@ CALL_RATE = 8000
 FPS = 2
 BEEP_S = 0.1
 BEEP_HZ = 1000
+HUM = 600  # peak of the hum: 0.018 of full scale, well under the beep's 0.37
 W, H = 160, 120
 
 
 def write_call(path: Path, seconds: int, beeps: Iterable[float]) -> None:
-    """``seconds`` of silence with a beep starting at each of ``beeps`` (call time, s)."""
-    pcm = np.zeros(seconds * CALL_RATE, "<i2")
+    """``seconds`` of hum with a beep starting at each of ``beeps`` (call time, s)."""
+    t = np.arange(seconds * CALL_RATE)
+    pcm = (np.sin(t * 2 * np.pi * 200 / CALL_RATE) * HUM).astype("<i2")
     tone = np.sin(np.arange(int(BEEP_S * CALL_RATE)) * 2 * np.pi * BEEP_HZ / CALL_RATE) * 12000
     for t in beeps:
         at = round(t * CALL_RATE)
@@ -68,10 +71,12 @@ def write_screen(
             s.options = {"g": str(2 * FPS), "deadline": "realtime", "cpu-used": "8"}
             s.bit_rate = 20_000
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        black = np.zeros((H, W, 3), np.uint8)
+        img = np.zeros((H, W, 3), np.uint8)
         white = np.full((H, W, 3), 255, np.uint8)
         for i in range(int(seconds * FPS)):
-            frame = av.VideoFrame.from_ndarray(white if i in flash_frames else black, "rgb24")
+            img[:] = 0
+            img[:, i % (W - 4) : i % (W - 4) + 4] = 96  # a grey bar: never taken for a flash
+            frame = av.VideoFrame.from_ndarray(white if i in flash_frames else img, "rgb24")
             frame.pts = i
             for p in s.encode(frame):
                 out.mux(p)

@@ -58,13 +58,17 @@ AAC_FRAME_SAMPLES = 1024  # ISO/IEC 14496-3: one AAC-LC frame
 # ~10,000 keyframes (over 5 hours at a keyframe every 2 s). Should a recording need more,
 # FFmpeg writes the Cues after the last cluster instead, still seekable for players.
 WEBM_INDEX_RESERVE = 256 * 1024
-# Room for the MP4 moov, from the sample counts (ISO/IEC 14496-12 §8.6-8.7), worst case
-# per sample: stts and ctts entries (8 + 8), stss (4), stsz (4), and a chunk of its own
-# (stsc 12 + co64 8) = 44 for video; audio has no ctts or stss = 32. Plus the fixed
-# boxes (mvhd, tkhd, mdhd, hdlr, stsd with avcC, edts, udta) and a margin: 64 KiB.
+# Room for the MP4 moov (ISO/IEC 14496-12 §8.6-8.7), a bound from the sample counts:
+# every sample has an stsz entry (4); a video sample at worst its own stts and ctts
+# entries (8 + 8) and an stss entry (4); audio has one stts duration, no ctts, no stss.
+# FFmpeg's mov muxer starts a chunk where the other track's samples interrupt a run, so
+# with the tracks interleaved there are at most 2 * min(video, audio) + 2 chunks, each
+# at worst an stsc entry (12) and a co64 offset (8). Plus the fixed boxes (mvhd, tkhd,
+# mdhd, hdlr, stsd with avcC, edts, udta) and a margin: 64 KiB.
 MOOV_FIXED = 64 * 1024
-MOOV_PER_VIDEO_SAMPLE = 44
-MOOV_PER_AUDIO_SAMPLE = 32
+MOOV_PER_VIDEO_SAMPLE = 4 + 8 + 8 + 4
+MOOV_PER_AUDIO_SAMPLE = 4
+MOOV_PER_CHUNK = 12 + 8
 
 # FFmpeg demuxer names of the containers a screen recording may come in
 _CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "MP4/MOV", "matroska,webm": "WebM/Matroska"}
@@ -179,7 +183,13 @@ class MediaPair:
         frames = video.frames or self._count_video_packets()
         seconds = _duration_s(self._a)
         audio_frames = math.ceil(seconds * self.audio_rate / AAC_FRAME_SAMPLES) + 16
-        return MOOV_FIXED + frames * MOOV_PER_VIDEO_SAMPLE + audio_frames * MOOV_PER_AUDIO_SAMPLE
+        chunks = 2 * min(frames, audio_frames) + 2
+        return (
+            MOOV_FIXED
+            + frames * MOOV_PER_VIDEO_SAMPLE
+            + audio_frames * MOOV_PER_AUDIO_SAMPLE
+            + chunks * MOOV_PER_CHUNK
+        )
 
     def _count_video_packets(self) -> int:
         n = sum(1 for p in self._v.demux(video=0) if p.size)
