@@ -20,11 +20,12 @@ import av
 import numpy as np
 
 CALL_RATE = 8000
-FPS = 2
+FPS = 1
 BEEP_S = 0.1
 BEEP_HZ = 1000
 HUM = 600  # peak of the hum: 0.018 of full scale, well under the beep's 0.37
 W, H = 160, 120
+NOISE_ROW = 72  # the noise strip: clear of the centre, where the page looks for a flash
 
 
 def write_call(path: Path, seconds: int, beeps: Iterable[float]) -> None:
@@ -49,13 +50,17 @@ def write_screen(
     *,
     codec: str = "h264",
     bframes: bool = False,
+    kbps: int = 0,
 ) -> None:
     """Black frames with a white one at each of ``flashes`` (screen time, s).
 
     ``codec`` "h264" writes an MP4 (libx264, a keyframe every 2 s, optionally with
-    B-frames so presentation and decoding order differ), "vp8" a WebM.
+    B-frames so presentation and decoding order differ), "vp8" a WebM.  With ``kbps``,
+    a strip of noise along the bottom gives the encoder detail to spend that bitrate
+    on (a screen recording's size, without its encoding time).
     """
     flash_frames = {round(t * FPS) for t in flashes}
+    rng = np.random.default_rng(17)
     fmt = "mp4" if codec == "h264" else "webm"
     with av.open(path, "w", format=fmt) as out:
         if codec == "h264":
@@ -64,18 +69,20 @@ def write_screen(
                 "preset": "ultrafast",
                 "g": str(2 * FPS),
                 "bf": "2" if bframes else "0",
-                "crf": "40",
+                **({"b": f"{kbps}k"} if kbps else {"crf": "40"}),
             }
         else:
             s = out.add_stream("libvpx", rate=FPS)
             s.options = {"g": str(2 * FPS), "deadline": "realtime", "cpu-used": "8"}
-            s.bit_rate = 20_000
+            s.bit_rate = 1000 * kbps or 20_000
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
         img = np.zeros((H, W, 3), np.uint8)
         white = np.full((H, W, 3), 255, np.uint8)
         for i in range(int(seconds * FPS)):
             img[:] = 0
             img[:, i % (W - 4) : i % (W - 4) + 4] = 96  # a grey bar: never taken for a flash
+            if kbps:
+                img[NOISE_ROW:] = rng.integers(0, 256, (H - NOISE_ROW, W, 3), np.uint8)
             frame = av.VideoFrame.from_ndarray(white if i in flash_frames else img, "rgb24")
             frame.pts = i
             for p in s.encode(frame):

@@ -22,7 +22,7 @@ from tests.media_helpers import beep_onsets, flash_times, write_call, write_scre
 from tests.test_mux import T0, seal_file
 
 SECONDS = 30
-DELAY_S = 1.5  # the screen recording starts this much after the call
+DELAY_S = 1.0  # the screen recording starts this much after the call
 BEEPS = [5.0 * k + 2 for k in range(SECONDS // 5)]  # call time
 SYNC_S = 0.1  # the bound, and far more than any real drift here
 
@@ -96,7 +96,7 @@ def test_plain_h264_pair_makes_an_mp4_with_moov_in_front(
     call, screen = pair
     result = mux_files(call, screen, tmp_path / "out.mp4")
     assert result.format.name == "mp4" and not result.encrypted
-    # plain inputs have no start times: both start at 0, the screen's flashes 1.5 s early
+    # plain inputs have no start times: both start at 0, the screen's flashes 1 s early
     check_mp4((tmp_path / "out.mp4").read_bytes(), screen, 0.0)
 
 
