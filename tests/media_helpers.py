@@ -3,10 +3,10 @@
 The call is 8 kHz mono WAV: a quiet 200 Hz hum (so the audio codec has something to
 code, as in a real call) with a loud 1 kHz beep (100 ms) at each marker.  The screen
 recording is 160x120 video at ``FPS`` frames a second, black with a moving grey bar
-and one all-white frame at each marker, H.264 (libx264, in MP4) or VP8 (in WebM).  A marker given in
-*call* time ``t`` is put at ``t - screen_delay_s`` in the screen recording, so after
-muxing (the screen placed ``screen_delay_s`` later on the timeline) beep and flash
-fall on the same instant.
+and an all-white frame shown for 100 ms at each marker, H.264 (libx264, in MP4) or
+VP8 (in WebM).  A marker given in *call* time ``t`` is put at ``t - screen_delay_s`` in
+the screen recording, so after muxing (the screen placed ``screen_delay_s`` later on the
+timeline) beep and flash fall on the same instant.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ from __future__ import annotations
 import io
 import wave
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
 CALL_RATE = 8000
-FPS = 1
+FPS = 1  # the screen recording's steady frame rate
+TICKS = 10  # its time base: 1/10 s
+FLASH_S = 0.1  # how long a white frame is shown
 BEEP_S = 0.1
 BEEP_HZ = 1000
 HUM = 600  # peak of the hum: 0.018 of full scale, well under the beep's 0.37
@@ -54,37 +57,48 @@ def write_screen(
 ) -> None:
     """Black frames with a white one at each of ``flashes`` (screen time, s).
 
-    ``codec`` "h264" writes an MP4 (libx264, a keyframe every 2 s, optionally with
+    One frame a second, as a screen recorder makes when little changes, plus a black
+    frame ``FLASH_S`` after each flash (variable frame rate): the white frame is shown
+    for ``FLASH_S`` only, so when a browser shows it tells the sync to that precision.
+    ``codec`` "h264" writes an MP4 (libx264, a keyframe every ~2 s, optionally with
     B-frames so presentation and decoding order differ), "vp8" a WebM.  With ``kbps``,
     a strip of noise along the bottom gives the encoder detail to spend that bitrate
     on (a screen recording's size, without its encoding time).
     """
-    flash_frames = {round(t * FPS) for t in flashes}
+    flash_ticks = {round(t * TICKS) for t in flashes}
+    ticks = sorted(
+        {i * TICKS // FPS for i in range(int(seconds * FPS))}
+        | flash_ticks
+        | {t + round(FLASH_S * TICKS) for t in flash_ticks}
+    )
+    ticks = [t for t in ticks if t < seconds * TICKS]
     rng = np.random.default_rng(17)
     fmt = "mp4" if codec == "h264" else "webm"
     with av.open(path, "w", format=fmt) as out:
         if codec == "h264":
-            s = out.add_stream("libx264", rate=FPS)
+            s = out.add_stream("libx264", rate=TICKS)
             s.options = {
                 "preset": "ultrafast",
-                "g": str(2 * FPS),
+                "g": str(3 * FPS),
                 "bf": "2" if bframes else "0",
                 **({"b": f"{kbps}k"} if kbps else {"crf": "40"}),
             }
         else:
-            s = out.add_stream("libvpx", rate=FPS)
-            s.options = {"g": str(2 * FPS), "deadline": "realtime", "cpu-used": "8"}
+            s = out.add_stream("libvpx", rate=TICKS)
+            s.options = {"g": str(3 * FPS), "deadline": "realtime", "cpu-used": "8"}
             s.bit_rate = 1000 * kbps or 20_000
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.time_base = Fraction(1, TICKS)
         img = np.zeros((H, W, 3), np.uint8)
         white = np.full((H, W, 3), 255, np.uint8)
-        for i in range(int(seconds * FPS)):
+        for i, tick in enumerate(ticks):
             img[:] = 0
             img[:, i % (W - 4) : i % (W - 4) + 4] = 96  # a grey bar: never taken for a flash
             if kbps:
                 img[NOISE_ROW:] = rng.integers(0, 256, (H - NOISE_ROW, W, 3), np.uint8)
-            frame = av.VideoFrame.from_ndarray(white if i in flash_frames else img, "rgb24")
-            frame.pts = i
+            frame = av.VideoFrame.from_ndarray(white if tick in flash_ticks else img, "rgb24")
+            frame.pts = tick
+            frame.time_base = Fraction(1, TICKS)
             for p in s.encode(frame):
                 out.mux(p)
         for p in s.encode(None):
