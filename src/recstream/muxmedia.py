@@ -43,11 +43,16 @@ class OutputFormat:
     sample_format: str  # what the audio encoder takes
     audio_bit_rate: int
     suffixes: tuple[str, ...]
+    audio_options: tuple[tuple[str, str], ...] = ()
 
 
 WEBM = OutputFormat("webm", "WebM", "video/webm", "libopus", "s16", 32_000, (".webm",))
 # AAC-LC: the audio codec every browser's MP4 support includes (Opus-in-MP4 is not in Safari)
-MP4 = OutputFormat("mp4", "MP4", "video/mp4", "aac", "fltp", 32_000, (".mp4", ".m4v"))
+# aac_coder=fast: FFmpeg's default two-loop search costs 2.3x the CPU (an hour of 8 kHz
+# speech: 16 s against 7 s here), for a difference telephone audio does not carry
+MP4 = OutputFormat(
+    "mp4", "MP4", "video/mp4", "aac", "fltp", 32_000, (".mp4", ".m4v"), (("aac_coder", "fast"),)
+)
 
 OPUS_RATE = 48_000  # Opus's native rate
 # AAC keeps the call's own rate when it is one AAC has (8 kHz telephony stays 8 kHz: a
@@ -214,6 +219,7 @@ class MediaPair:
                 vstream = out.add_stream_from_template(self._v.streams.video[0])
                 astream: Any = out.add_stream(fmt.audio_codec, rate=self.audio_rate, layout="mono")
                 astream.bit_rate = fmt.audio_bit_rate
+                astream.options = dict(fmt.audio_options)
                 for packet in _interleave(
                     _video_packets(self._v, video_offset_s),
                     _audio_packets(self._a, astream, fmt.sample_format, audio_offset_s),
