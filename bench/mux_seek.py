@@ -197,8 +197,7 @@ def seek_figures(d: Path, minutes: int) -> dict[str, Any]:
                 name,
             )
             page.wait_for_function("() => document.getElementById('v').readyState >= 1")
-            before = sum(b for f, _, b in server.sent if f == name)
-            read_before, n_before = read["n"], len(server.sent)
+            read_before = read["n"]
             page.evaluate(
                 "(t) => { const v = document.getElementById('v'); v.currentTime = t; v.play(); }",
                 seek_to,
@@ -220,13 +219,12 @@ def seek_figures(d: Path, minutes: int) -> dict[str, Any]:
             total = sum(b for f, _, b in server.sent if f == name)
             out[ext] = {
                 "file_bytes": size,
-                "server_sent_for_metadata": before,
                 "server_sent_total": total,
                 "server_sent_fraction": round(total / size, 4),
                 "browser_read_to_play": read_at_play,
                 "browser_read_fraction": round(read_at_play / size, 4),
                 "browser_read_after_seek_fraction": round((read_at_play - read_before) / size, 4),
-                "responses": [r for f, r, _ in server.sent[n_before - 1 :] if f == name],
+                "responses": [r for f, r, _ in server.sent if f == name],
             }
         browser.close()
     return out

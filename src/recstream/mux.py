@@ -52,7 +52,7 @@ class MuxInput:
     start_ms: int | None
     tenant: str | None
     recording_id: str | None
-    media_type: str | None  # the header's, for encrypted inputs (attacker-written: checked)
+    media_type: str | None  # the header's (attacker-written: only compared with the content)
 
 
 @dataclass(frozen=True, slots=True)
