@@ -25,11 +25,13 @@ on the decrypted output with PyAV (decoded timestamps around 55:00): determinist
 
 from __future__ import annotations
 
+import io
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from recstream.format import MediaKind
@@ -39,6 +41,8 @@ from tests.media_helpers import beep_onsets, flash_times, write_call, write_scre
 from tests.service.conftest import Keys, ServerThread
 from tests.service.test_player_browser import browser  # noqa: F401 - the shared fixture
 from tests.service.test_player_browser import pytestmark as _needs_chromium
+from tests.test_mux_mp4 import boxes
+from tests.test_mux_seek import EBML_CUES
 
 pytestmark = [_needs_chromium, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -163,13 +167,20 @@ def long_archive(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path:
 
 @pytest.mark.parametrize("ext", list(CODECS))
 def test_markers_agree_offline_at_55_minutes(long_archive: Path, keys: Keys, ext: str) -> None:
-    """Decoded timestamps of beep and flash agree at 55:00 (deterministic, PyAV)."""
+    """The index is in front, and beep and flash agree at 55:00 (deterministic, PyAV)."""
     path = long_archive / "acme" / f"long-{ext}.rsv"
     with path.open("rb") as fh:
         import os
 
         reader = SegmentReader(FileSource(os.dup(fh.fileno())), keys.ring())
         plain = reader.read_at(0, reader.size)
+    # the index at the front: duration for PyAV, and moov before mdat / Cues before clusters
+    with av.open(io.BytesIO(plain)) as c:
+        assert float(c.duration) / 1e6 == pytest.approx(SECONDS, abs=1.0)
+    if ext == "mp4":
+        assert boxes(plain)[:2] == ["ftyp", "moov"] and "mdat" in boxes(plain)
+    else:
+        assert 0 < plain.find(EBML_CUES) < plain.find(b"\x1f\x43\xb6\x75")  # Cluster
     want = [t for t in MARKERS if SEEK_TO <= t < SEEK_TO + 30]
     beeps = beep_onsets(plain, SEEK_TO, SEEK_TO + 30)
     flashes = flash_times(plain, SEEK_TO, SEEK_TO + 30)
