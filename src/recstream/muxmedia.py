@@ -92,7 +92,8 @@ def _open(file: IO[bytes], what: str) -> Any:
         return av.open(file, "r")
     except av.FFmpegError as exc:
         # FFmpeg's text, not its "[Errno -1094995529]" repr
-        msg = f"cannot read the {what} recording's media: {getattr(exc, 'strerror', None) or exc}"
+        why = getattr(exc, "strerror", None) or exc
+        msg = f"cannot read the media of the {what} recording: {why}"
         raise MuxError(msg) from exc
 
 
