@@ -2,17 +2,17 @@
 
 The rule (vendor document, "For Call Recordings"): both inputs encrypted, or
 neither.  Encrypted inputs are read through :class:`~recstream.reader.DecryptingFile`
-(random access, nothing decrypted touches the disk).  The output is a seekable
-WebM, with its duration and a seek index (Cues) that the muxer writes into space
-reserved at the front when it ends; an encrypted output goes through a
-:class:`_SealingSink` that keeps only those first segments as changeable plaintext
-in memory and seals everything after them as it comes, placing each segment
-where it belongs (segments are independent), so memory stays bounded by the
-header and the media library's buffers, not by the recording's length.
+(random access, nothing decrypted touches the disk).  The output is seekable: a
+WebM with its duration and seek index (Cues), or an MP4 with its ``moov`` index,
+written by the media library into space reserved at the front when it ends; an
+encrypted output goes through a :class:`_SealingSink` that keeps only those first
+segments as changeable plaintext in memory and seals everything after them as it
+comes, placing each segment where it belongs (segments are independent), so memory
+stays bounded by the index and the media library's buffers, not by the media's size.
 
-Media work is PyAV (FFmpeg): the video stream is copied without re-encoding;
-the call audio is decoded, resampled to 48 kHz and encoded as Opus, so the
-output (WebM: VP8/VP9 + Opus) plays in Chromium's own ``<video>`` element.
+Media work is PyAV (FFmpeg), in :mod:`recstream.muxmedia`: the video stream is
+copied without re-encoding (VP8/VP9/AV1 into WebM with Opus audio, H.264 into MP4
+with AAC audio), so the output plays in a browser's own ``<video>`` element.
 Timing: the output timeline starts at the earlier of the two recordings'
 start times (the envelope headers' ``created`` for encrypted inputs), and each
 stream is placed at its own start, so nothing of either recording is cut.
@@ -22,30 +22,24 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
-
-import av
 
 from recstream.durable import atomic_output, write_all
 from recstream.envelope import KeyRing, RandomAccessEncryptor, Recipient, Signer, new_metadata
 from recstream.errors import MixedEncryptionError, MuxError
 from recstream.format import MAGIC, SEGMENT_SIZE, Buffer, MediaKind
+from recstream.muxmedia import MP4, WEBM, MediaPair, OutputFormat
 from recstream.reader import DecryptingFile, FileSource, SegmentReader
 
 __all__ = ["MixedEncryptionError", "MuxError", "MuxInput", "MuxResult", "mux_files"]
 
-AUDIO_RATE = 48_000  # Opus's native rate
-OPUS_BITRATE = 32_000  # speech
-# Room at the front for the Cues: a video cue point is ~25 bytes, so 256 KiB indexes
-# ~10,000 keyframes (over 5 hours at a keyframe every 2 s). Should a recording need more,
-# FFmpeg writes the Cues after the last cluster instead, still seekable for players.
-INDEX_RESERVE = 256 * 1024
-# The plaintext kept changeable until the end: the WebM header and the reserved index.
-HEAD_SEGMENTS = (INDEX_RESERVE + 64 * 1024) // SEGMENT_SIZE
+# The plaintext kept changeable until the end: the container's header and the reserved
+# index, plus this much for what the muxer writes around them (EBML header and
+# SeekHead; ftyp and the mdat header).
+HEAD_SLACK = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +52,7 @@ class MuxInput:
     start_ms: int | None
     tenant: str | None
     recording_id: str | None
+    media_type: str | None  # the header's (attacker-written: only compared with the content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +63,8 @@ class MuxResult:
     audio_offset_s: float
     video_offset_s: float
     bytes_written: int
+    format: OutputFormat = WEBM
+    warnings: tuple[str, ...] = ()  # things the caller should tell the user
 
 
 def is_envelope(path: Path) -> bool:
@@ -77,7 +74,7 @@ def is_envelope(path: Path) -> bool:
 
 def open_input(path: Path, keys: KeyRing | None, fd_list: list[int]) -> MuxInput:
     if not is_envelope(path):
-        return MuxInput(path, path.open("rb"), False, None, None, None)
+        return MuxInput(path, path.open("rb"), False, None, None, None, None)
     if keys is None:
         msg = f"{path} is encrypted: give a keystore or the private key to decrypt it"
         raise MuxError(msg)
@@ -86,7 +83,7 @@ def open_input(path: Path, keys: KeyRing | None, fd_list: list[int]) -> MuxInput
     reader = SegmentReader(FileSource(fd), keys)
     md = reader.header.metadata
     buffered = io.BufferedReader(DecryptingFile(reader), buffer_size=64 * 1024)
-    return MuxInput(path, buffered, True, md.created_ms, md.tenant, md.recording_id)
+    return MuxInput(path, buffered, True, md.created_ms, md.tenant, md.recording_id, md.media_type)
 
 
 def check_pair(voice: MuxInput, screen: MuxInput) -> None:
@@ -126,7 +123,10 @@ class _SealingSink(io.RawIOBase):
 
     The WebM muxer writes its header, then reserved space for the seek index
     (Cues), then clusters in order; at the end it goes back to write the duration,
-    the Cues and the sizes into the first bytes.  So the first ``head_segments``
+    the Cues and the sizes into the first bytes.  The MP4 muxer writes ``ftyp``,
+    seeks past the space it reserves for the ``moov`` (a hole: zeros, as in a
+    file), then the ``mdat``; at the end it goes back to write the ``mdat`` size and
+    the ``moov`` into the hole.  So the first ``head_segments``
     segments stay here as plaintext in memory, open to changes, and everything
     after them is sealed a segment at a time (one segment of slack behind the write
     position) and written at its place; at :meth:`finish` the rest, then the head,
@@ -158,13 +158,20 @@ class _SealingSink(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.written}[whence]
-        if not 0 <= base + offset <= self.written:
-            msg = f"the muxer sought to {base + offset}, outside the {self.written} bytes written"
+        if base + offset < 0:
+            msg = f"the muxer sought to {base + offset}, before the start of the file"
             raise MuxError(msg)
-        self._pos = base + offset
+        self._pos = base + offset  # past the end: a hole, filled by the next write
         return self._pos
 
     def write(self, data: Any) -> int:
+        if self._pos > self.written:  # a hole left by a seek past the end reads as zeros
+            pos, self._pos = self._pos, self.written
+            while self._pos < pos:
+                self._write(bytes(min(pos - self._pos, SEGMENT_SIZE)))
+        return self._write(data)
+
+    def _write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         n, pos = len(view), self._pos
         if pos < self._head_cap:
@@ -209,83 +216,28 @@ class _SealingSink(io.RawIOBase):
         self._dst.seek(0, io.SEEK_END)
 
 
-def _video_packets(container: Any, shift_s: float) -> Iterator[tuple[float, Any]]:
-    stream = container.streams.video[0]
-    shift = round(shift_s / stream.time_base)
-    for packet in container.demux(stream):
-        if packet.dts is None:
-            continue
-        packet.pts = (packet.pts or packet.dts) + shift
-        packet.dts += shift
-        yield float(packet.dts * stream.time_base), packet
+def timeline_offsets(voice: MuxInput, screen: MuxInput) -> tuple[float, float]:
+    """Where the call and the screen recording start on the output's timeline (s).
+
+    The timeline starts at the earlier of the two start times; without both start
+    times (unencrypted inputs) both start at 0.
+    """
+    if voice.start_ms is None or screen.start_ms is None:
+        return 0.0, 0.0
+    origin = min(voice.start_ms, screen.start_ms)
+    return (voice.start_ms - origin) / 1000, (screen.start_ms - origin) / 1000
 
 
-def _audio_packets(container: Any, out_stream: Any, shift_s: float) -> Iterator[tuple[float, Any]]:
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
-    shift = round(shift_s * AUDIO_RATE)
-    samples = 0
-
-    def encode(frame: Any) -> Iterator[tuple[float, Any]]:
-        for packet in out_stream.encode(frame):
-            if packet.pts is not None:
-                packet.pts += shift
-                packet.dts = packet.pts
-            yield float((packet.pts or 0) / AUDIO_RATE), packet
-
-    for frame in container.decode(audio=0):
-        for out in resampler.resample(frame):
-            out.pts = samples
-            out.time_base = Fraction(1, AUDIO_RATE)
-            samples += out.samples
-            yield from encode(out)
-    for out in resampler.resample(None):
-        out.pts = samples
-        samples += out.samples
-        yield from encode(out)
-    yield from encode(None)
-
-
-def _interleave(*sources: Iterator[tuple[float, Any]]) -> Iterator[Any]:
-    """Merge packet streams by time, keeping one look-ahead packet per stream."""
-    heads: list[tuple[float, Any] | None] = [next(s, None) for s in sources]
-    while any(h is not None for h in heads):
-        i = min((i for i, h in enumerate(heads) if h is not None), key=lambda i: heads[i][0])  # type: ignore[index]
-        yield heads[i][1]  # type: ignore[index]
-        heads[i] = next(sources[i], None)
-
-
-def mux_streams(voice: MuxInput, screen: MuxInput, sink: IO[bytes]) -> tuple[float, float]:
-    """Mux the opened inputs into the seekable ``sink``; return the offsets."""
-    starts = (voice.start_ms, screen.start_ms)
-    if None in starts:
-        audio_off = video_off = 0.0
-    else:
-        origin = min(voice.start_ms or 0, screen.start_ms or 0)
-        audio_off = ((voice.start_ms or 0) - origin) / 1000
-        video_off = ((screen.start_ms or 0) - origin) / 1000
-    try:
-        in_a = av.open(voice.file, "r")
-        in_v = av.open(screen.file, "r")
-    except av.FFmpegError as exc:
-        # FFmpeg's text, not its "[Errno -1094995529]" repr
-        msg = f"cannot read the media: {getattr(exc, 'strerror', None) or exc}"
-        raise MuxError(msg) from exc
-    if not in_a.streams.audio or not in_v.streams.video:
-        msg = "the call recording needs an audio stream and the screen recording a video stream"
+def _check_suffix(out_path: Path, fmt: OutputFormat) -> None:
+    """A plain output named for the other container would be mislabelled: refuse it."""
+    suffix = out_path.suffix.lower()
+    known = {s: f for f in (WEBM, MP4) for s in f.suffixes}
+    if suffix in known and known[suffix] is not fmt:
+        msg = (
+            f"the output is {fmt.label} (the screen recording's video is copied, not "
+            f"re-encoded), but it is named {out_path.name}: name it {fmt.suffixes[0]}"
+        )
         raise MuxError(msg)
-    # A seekable output, so the muxer writes the duration and the Cues (seek index) into
-    # the header's reserved space at the end: players show the length and seek by range.
-    options = {"reserve_index_space": str(INDEX_RESERVE)}
-    with in_a, in_v, av.open(sink, "w", format="webm", options=options) as out:
-        vstream = out.add_stream_from_template(in_v.streams.video[0])
-        astream = out.add_stream("libopus", rate=AUDIO_RATE, layout="mono")
-        astream.bit_rate = OPUS_BITRATE
-        for packet in _interleave(
-            _video_packets(in_v, video_off), _audio_packets(in_a, astream, audio_off)
-        ):
-            packet.stream = vstream if packet.stream.type == "video" else astream
-            out.mux(packet)
-    return audio_off, video_off
 
 
 def mux_files(
@@ -299,20 +251,23 @@ def mux_files(
     recording_id: str | None = None,
     signer: Signer | None = None,
 ) -> MuxResult:
-    """Mux a call and a screen recording into ``out_path`` (WebM, encrypted if they were).
+    """Mux a call and a screen recording into ``out_path``, encrypted if they were.
 
-    Encrypted inputs need ``keys`` to read them and ``recipients`` for the
-    output (the tenant's active screen certificate, or certificates given); a
-    callable gets the inputs' tenant.  Unencrypted inputs with recipients make an
-    encrypted output too (for ``tenant`` and ``recording_id``, a new UUID if None):
-    whoever names a certificate never gets plaintext by surprise.
-    Nothing is written unless the pair is valid; on any failure the output
-    does not exist.  With a ``signer`` an encrypted output is signed (FORMAT.md §10);
-    the segment digests sealed ahead of the reserved head wait in memory until it
-    is sealed (32 bytes per 16 KiB segment).
+    The output is a WebM (VP8/VP9/AV1 screen video, Opus audio) or an MP4 (H.264
+    screen video, AAC audio), whichever the screen recording's codec makes; both
+    carry their index at the front.  Encrypted inputs need ``keys`` to read them and
+    ``recipients`` for the output (the tenant's active screen certificate, or
+    certificates given); a callable gets the inputs' tenant.  Unencrypted inputs
+    with recipients make an encrypted output too (for ``tenant`` and
+    ``recording_id``, a new UUID if None): whoever names a certificate never gets
+    plaintext by surprise.  Nothing is written unless the pair is valid; on any
+    failure the output does not exist.  With a ``signer`` an encrypted output is
+    signed (FORMAT.md §10); the segment digests sealed ahead of the reserved head
+    wait in memory until it is sealed (32 bytes per 16 KiB segment).
 
     Raises:
-        MixedEncryptionError, MuxError, and the decryption errors of the inputs.
+        MixedEncryptionError, MuxError (also for an unsupported codec or container),
+        and the decryption errors of the inputs.
     """
     fds: list[int] = []
     voice = screen = None
@@ -320,37 +275,29 @@ def mux_files(
         voice = open_input(Path(voice_path), keys, fds)
         screen = open_input(Path(screen_path), keys, fds)
         check_pair(voice, screen)
-        encryptor = None
-        if callable(recipients):
-            recipients = recipients(voice.tenant or tenant)
-        if voice.encrypted or recipients:
-            if not recipients:
-                msg = "the output of an encrypted pair must be encrypted: give its certificate(s)"
-                raise MuxError(msg)
-            encryptor = RandomAccessEncryptor(
-                recipients,
-                new_metadata(
-                    recording_id=voice.recording_id or recording_id or _uuid4(),
-                    tenant=voice.tenant or tenant,
-                    media_kind=MediaKind.SCREEN,
-                    media_type="video/webm",
-                    # the output's timeline starts at the earlier recording's start
-                    created_ms=min(voice.start_ms or 0, screen.start_ms or 0) or None,
-                ),
+        with MediaPair(voice.file, screen.file, screen.media_type) as media:
+            encryptor = _output_encryptor(
+                voice,
+                screen,
+                media.format,
+                recipients=recipients,
+                tenant=tenant,
+                recording_id=recording_id,
                 signer=signer,
             )
-        if signer is not None and encryptor is None:
-            msg = "only an encrypted recording can be signed: give the output's certificate(s)"
-            raise MuxError(msg)
-        with atomic_output(out_path) as dst:
             if encryptor is None:
-                audio_off, video_off = mux_streams(voice, screen, dst)
-                written = dst.seek(0, io.SEEK_END)
-            else:
-                sink = _SealingSink(dst, encryptor, HEAD_SEGMENTS)
-                audio_off, video_off = mux_streams(voice, screen, sink)  # type: ignore[arg-type]
-                sink.finish()
-                written = sink.written
+                _check_suffix(Path(out_path), media.format)
+            audio_off, video_off = timeline_offsets(voice, screen)
+            with atomic_output(out_path) as dst:
+                if encryptor is None:
+                    media.mux_into(dst, audio_off, video_off)
+                    written = dst.seek(0, io.SEEK_END)
+                else:
+                    head = -(-(media.index_reserve + HEAD_SLACK) // SEGMENT_SIZE)
+                    sink = _SealingSink(dst, encryptor, head)
+                    media.mux_into(sink, audio_off, video_off)  # type: ignore[arg-type]
+                    sink.finish()
+                    written = sink.written
         return MuxResult(
             Path(out_path),
             encryptor is not None,
@@ -358,6 +305,8 @@ def mux_files(
             audio_off,
             video_off,
             written,
+            media.format,
+            media.warnings,
         )
     finally:
         for side in (voice, screen):
@@ -365,6 +314,41 @@ def mux_files(
                 side.file.close()
         for fd in fds:
             os.close(fd)
+
+
+def _output_encryptor(
+    voice: MuxInput,
+    screen: MuxInput,
+    fmt: OutputFormat,
+    *,
+    recipients: Sequence[Recipient] | Callable[[str], Sequence[Recipient]],
+    tenant: str,
+    recording_id: str | None,
+    signer: Signer | None = None,
+) -> RandomAccessEncryptor | None:
+    """The output's encryptor, or None for a plain output (neither input encrypted)."""
+    if callable(recipients):
+        recipients = recipients(voice.tenant or tenant)
+    if not voice.encrypted and not recipients:
+        if signer is not None:
+            msg = "only an encrypted recording can be signed: give the output's certificate(s)"
+            raise MuxError(msg)
+        return None
+    if not recipients:
+        msg = "the output of an encrypted pair must be encrypted: give its certificate(s)"
+        raise MuxError(msg)
+    return RandomAccessEncryptor(
+        recipients,
+        new_metadata(
+            recording_id=voice.recording_id or recording_id or _uuid4(),
+            tenant=voice.tenant or tenant,
+            media_kind=MediaKind.SCREEN,
+            media_type=fmt.media_type,
+            # the output's timeline starts at the earlier recording's start
+            created_ms=min(voice.start_ms or 0, screen.start_ms or 0) or None,
+        ),
+        signer=signer,
+    )
 
 
 def _uuid4() -> str:

@@ -23,9 +23,11 @@ from recstream.format import MediaKind
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "mux",
-        help="join a call recording and its screen recording into one WebM",
+        help="join a call recording and its screen recording into one WebM or MP4",
         description="Mux a call recording (audio) and a screen recording (video) into one "
-        "WebM (VP8/VP9 video copied, Opus audio) that browsers play. Both encrypted: they "
+        "file that browsers play and seek (the index at the front), copying the video: a "
+        "WebM (VP8/VP9/AV1 screen video, Opus audio) or, for an H.264 screen recording "
+        "(MP4/MOV or Matroska), an MP4 (AAC audio). Both encrypted: they "
         "are decrypted in memory (never to disk) with --key files or the keystore, and the "
         "output is encrypted for --cert, else for the tenant's active screen certificate in "
         "the keystore. Neither encrypted: a plain WebM, or with --cert an encrypted one. One "
@@ -67,7 +69,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         f"{DEFAULT_TENANT}); encrypted inputs keep their own",
     )
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    p.add_argument("output", metavar="OUT", type=file_arg, help="the WebM (a file)")
+    p.add_argument(
+        "output",
+        metavar="OUT",
+        type=file_arg,
+        help="the output file: .webm or .mp4 as the screen recording's codec makes it "
+        "(any name, e.g. .rsv, when encrypted)",
+    )
     p.set_defaults(func=cmd_mux)
 
 
@@ -120,6 +128,8 @@ def cmd_mux(args: argparse.Namespace) -> int:
             recipients=recipients,
             tenant=args.tenant or DEFAULT_TENANT,
         )
+    for warning in result.warnings:
+        eprint(f"recstream: warning: {warning}")
     state = (
         f"encrypted for {', '.join(result.cert_ids)}"
         if result.encrypted
@@ -127,7 +137,7 @@ def cmd_mux(args: argparse.Namespace) -> int:
     )
     eprint(
         f"recstream: muxed {args.voice} + {args.screen} -> {out}: {result.bytes_written} "
-        f"bytes of WebM, audio at +{result.audio_offset_s:.3f} s, video at "
+        f"bytes of {result.format.label}, audio at +{result.audio_offset_s:.3f} s, video at "
         f"+{result.video_offset_s:.3f} s, {state}"
     )
     return 0
