@@ -203,3 +203,25 @@ def test_cli_names_the_mp4_and_refuses_a_webm_name(
     err = capsys.readouterr().err
     assert "the output is MP4" in err and "name it .mp4" in err and "Traceback" not in err
     assert not bad.exists()
+
+
+def test_signed_mp4_verifies_and_plays(
+    pair: tuple[Path, Path], tmp_path: Path, alice: Party, bob: Party
+) -> None:
+    """Issue 16 x 17: a signed mux is signed in either container; Range reads checked."""
+    from recstream.signing import SignatureStatus, Signer, verify_file
+    from tests.signing_helpers import Ca, p256
+
+    ca = Ca.make("Signers CA")
+    key = p256()
+    signer = Signer.from_objects(key, ca.issue("recorder-01", key))
+    call, screen = pair
+    voice = seal_file(call, tmp_path / "v.rsv", alice, MediaKind.VOICE, T0)
+    sealed = seal_mp4(screen, tmp_path / "s.rsv", alice, T0 + round(DELAY_S * 1000))
+    out = tmp_path / "out.rsv"
+    mux_files(voice, sealed, out, keys=alice.keys, recipients=[bob.recipient], signer=signer)
+    report = verify_file(out, ca.pem, keep_digests=True)
+    assert report.status is SignatureStatus.VALID, report.reason
+    raw = out.read_bytes()
+    reader = SegmentReader(BytesSource(raw), bob.keys, verified=report.verified)
+    check_mp4(reader.read_at(0, reader.size), screen, DELAY_S)
