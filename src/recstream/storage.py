@@ -20,7 +20,6 @@ Credentials never come from the URL or a command line, and are never logged:
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import netrc
 import os
 import re
@@ -35,6 +34,7 @@ from recstream.errors import (
     StoreRefusedError,
     StoreUnavailableError,
 )
+from recstream.tomlconfig import is_loopback_host
 
 __all__ = [
     "WEBDAV_PASSWORD_ENV",
@@ -58,15 +58,6 @@ _BUCKET: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # upload forever (the uploader retries with back-off instead).
 CONNECT_TIMEOUT: Final = 10.0
 READ_TIMEOUT: Final = 120.0
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +121,7 @@ class StoreURL:
             if not host:
                 msg = "a WebDAV URL needs a host"
                 raise ValueError(msg)
-            if scheme == "webdav+http" and not _loopback(host):
+            if scheme == "webdav+http" and not is_loopback_host(host):
                 msg = (
                     "webdav+http:// would send the password in clear: use webdav+https:// "
                     "(plain http is accepted for loopback hosts only)"

@@ -9,6 +9,7 @@ file.  Each server adds its own sections and cross-field checks on top.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import ssl
 import tomllib
 from collections.abc import Mapping
@@ -17,7 +18,14 @@ from typing import Any, Final
 
 from recstream.errors import ConfigError
 
-__all__ = ["ConfigReader", "Schema", "load_toml", "server_tls_context"]
+__all__ = [
+    "ConfigReader",
+    "Schema",
+    "is_loopback_host",
+    "load_toml",
+    "parse_listen",
+    "server_tls_context",
+]
 
 Schema = Mapping[str, Mapping[str, tuple[type, ...]]]
 
@@ -166,3 +174,32 @@ class ConfigReader:
 def _hint(word: str, choices: Mapping[str, Any]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """A ``listen`` value, ``"127.0.0.1:8443"`` or ``"[::1]:8443"`` -> (host, port), the
+    host without brackets.  Port 0 picks a free port.
+
+    Raises:
+        ValueError: not host:port.
+    """
+    host, sep, port = text.rpartition(":")
+    digits = 0 < len(port) <= 5 and port.isascii() and port.isdigit()  # not "²", not 5,000 digits
+    if not sep or not host or not digits or not 0 <= int(port) <= 65535:
+        msg = f"listen {text!r} must be host:port, such as '127.0.0.1:8443' or '[::1]:8443'"
+        raise ValueError(msg)
+    if host.startswith("[") != host.endswith("]"):
+        msg = f"listen {text!r}: unbalanced brackets around an IPv6 address"
+        raise ValueError(msg)
+    return host.strip("[]"), int(port)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1), with or without
+    an IPv6 address's brackets."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

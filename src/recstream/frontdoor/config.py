@@ -24,7 +24,6 @@ environment, never written in the config itself, so the config can be shown.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from recstream import tomlconfig
 from recstream.aio.flusher import DEFAULT_FLUSH_INTERVAL
 from recstream.errors import ConfigError
 from recstream.storage import StoreURL
-from recstream.tomlconfig import Schema, load_toml
+from recstream.tomlconfig import Schema, is_loopback_host, load_toml, parse_listen
 from recstream.upload.uploader import DEFAULT_MIN_FREE_BYTES
 
 __all__ = [
@@ -112,33 +111,6 @@ class SigningConfig:
 @dataclass(frozen=True, slots=True)
 class AuditConfig:
     log: Path
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``"127.0.0.1:8765"`` or ``"[::1]:8765"`` -> (host, port); port 0 picks a free one.
-
-    Raises:
-        ValueError: not host:port.
-    """
-    host, sep, port = text.rpartition(":")
-    digits = 0 < len(port) <= 5 and port.isascii() and port.isdigit()  # not "\u00b2"
-    if not sep or not host or not digits or not 0 <= int(port) <= 65535:
-        msg = f"listen {text!r} must be host:port, such as '127.0.0.1:8765' or '[::1]:8765'"
-        raise ValueError(msg)
-    if host.startswith("[") != host.endswith("]"):
-        msg = f"listen {text!r}: unbalanced brackets around an IPv6 address"
-        raise ValueError(msg)
-    return host.strip("[]"), int(port)
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def read_secret(path: Path, what: str) -> bytes:

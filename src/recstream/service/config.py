@@ -20,14 +20,13 @@ from recstream.pki.bundle import extract_certificates
 from recstream.service.delegation import MIN_KEY_BYTES
 from recstream.service.errors import RequestError, ServiceConfigError
 from recstream.service.locations import (
-    is_loopback_host,
     normalize_upstream,
     validate_contact_center,
     validate_location,
 )
 from recstream.service.signatures import SignaturePolicy, TenantPolicy
 from recstream.storage import StoreURL
-from recstream.tomlconfig import ConfigReader, load_toml
+from recstream.tomlconfig import ConfigReader, is_loopback_host, load_toml, parse_listen
 
 __all__ = [
     "AuthConfig",
@@ -185,25 +184,6 @@ class ServiceConfig:
     recordings_url: str | None = None  # [recordings] root when it is a store URL
     store_timeout: float = DEFAULT_STORE_TIMEOUT
     policy: SignaturePolicy = field(default_factory=SignaturePolicy)
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``"127.0.0.1:8443"`` or ``"[::1]:8443"`` -> (host, port).  Port 0 picks a free port.
-
-    Raises:
-        ValueError: not host:port.
-    """
-    host, sep, port = text.rpartition(":")
-    digits = port.isascii() and port.isdigit() and len(port) <= 5  # not "²", not 5,000 digits
-    if not sep or not host or not digits or not 0 <= int(port) <= 65535:
-        msg = f"listen {text!r} must be host:port, such as '127.0.0.1:8443' or '[::1]:8443'"
-        raise ValueError(msg)
-    if host.startswith("["):
-        if not host.endswith("]"):
-            msg = f"listen {text!r}: unbalanced '[' around an IPv6 address"
-            raise ValueError(msg)
-        host = host[1:-1]
-    return host, int(port)
 
 
 def load_config(path: str | Path) -> ServiceConfig:

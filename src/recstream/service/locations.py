@@ -16,6 +16,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from recstream.service.errors import RequestError
+from recstream.tomlconfig import is_loopback_host
 
 __all__ = [
     "Resolution",
@@ -189,13 +190,3 @@ def resolve(entries: Mapping[str, str], node_path: str) -> Resolution | None:
         if value is not None:
             return Resolution(node_path, location, value)
     return None
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
