@@ -275,13 +275,11 @@ def _report(args: argparse.Namespace, machine: dict[str, Any], res: dict[str, An
 
 def inprocess(args: argparse.Namespace, plain: bytes) -> dict[str, Any]:
     """CPU time of ``SegmentReader.read_at`` over the whole file in ``--range`` reads,
-    in this process (no HTTP): unsigned; signed with the plain VerifiedBody (every
-    segment read is hashed again: ``recstream.signing``'s default); signed with the
-    RCS's CheckedOnce (hashed once, by the verification).  Process CPU time drops
-    scheduling noise."""
+    in this process (no HTTP): unsigned; signed with the VerifiedBody the RCS uses
+    (every segment read is hashed again and compared with the signed digest).  Process
+    CPU time drops scheduling noise."""
     from recstream.envelope import Identity, IdentitySet
     from recstream.reader import BytesSource, SegmentReader
-    from recstream.service.signatures import CheckedOnce
     from recstream.signing import verify_source
 
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="rcs-signed-ip-") as tmp:
@@ -305,15 +303,12 @@ def inprocess(args: argparse.Namespace, plain: bytes) -> dict[str, Any]:
             BytesSource(blobs["signed"]), (work / "signers.pem").read_bytes(), keep_digests=True
         )
         assert report.verified is not None
-    out: dict[str, list[float]] = {"unsigned": [], "signed_rehash": [], "signed_checked_once": []}
+    out: dict[str, list[float]] = {"unsigned": [], "signed_rehash": []}
     for _ in range(args.rounds):
         readers = {
             "unsigned": SegmentReader(BytesSource(blobs["unsigned"]), ring),
             "signed_rehash": SegmentReader(
                 BytesSource(blobs["signed"]), ring, verified=report.verified
-            ),
-            "signed_checked_once": SegmentReader(
-                BytesSource(blobs["signed"]), ring, verified=CheckedOnce(report.verified, (0,))
             ),
         }
         for label, reader in readers.items():

@@ -86,7 +86,7 @@ class Archive:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self._headers: OrderedDict[tuple[int, int, int, int], Header] = OrderedDict()
+        self._headers: OrderedDict[tuple[int, int, int, int, int], Header] = OrderedDict()
 
     def open(self, name: str) -> int:
         """Open recording ``name`` read-only; the caller closes the descriptor.
@@ -123,7 +123,7 @@ class Archive:
         """
         fd = self.open(name)
         st = os.fstat(fd)
-        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         return Opened(name, FileSource(fd), stamp, fd)
 
     def recording_header(self, rec: Opened) -> Header:
@@ -147,7 +147,7 @@ class Archive:
             EnvelopeFormatError, TruncatedStreamError: not a readable envelope.
         """
         st = os.fstat(fd)
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         cached = self._headers.get(key)
         if cached is not None:
             return cached

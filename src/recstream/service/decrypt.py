@@ -27,7 +27,12 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 
 from recstream.envelope import EnvelopeDecryptor
-from recstream.errors import RecstreamError, StorageError, TruncatedStreamError
+from recstream.errors import (
+    RecstreamError,
+    StorageError,
+    TruncatedStreamError,
+    UnsignedRecordingError,
+)
 from recstream.format import MAX_HEADER_BYTES, BodyLayout, Header, parse_header
 from recstream.parallel import pool_for
 from recstream.reader import SegmentReader
@@ -48,7 +53,6 @@ from recstream.service.http import (
 )
 from recstream.service.index import DEFAULT_PAGE, MAX_PAGE, Entry, page_body
 from recstream.service.ranges import parse_range
-from recstream.service.signatures import CheckedOnce
 from recstream.service.wavwrap import WAV_TYPE, wav_prefix
 from recstream.signing import VerifiedBody, require_valid
 
@@ -164,6 +168,17 @@ async def _decrypt(
         if isinstance(parsed, Header):
             break
     audit.header(parsed, who)
+    if ctx.config.policy.for_tenant(parsed.metadata.tenant).require_signature:
+        # A streamed decryption cannot hold its plaintext back until the trailer has
+        # been checked, so a tenant that requires signatures is played from the archive
+        # only (the header's tenant is the one the unwrapped key must belong to).
+        audit.fields["signature"] = "not_checked"
+        msg = (
+            f"tenant {parsed.metadata.tenant[:100]!r} requires signed recordings: POST "
+            "/rcs/decrypt cannot check a signature before it streams; play the recording "
+            "from the archive (GET /rcs/recordings/NAME)"
+        )
+        raise UnsignedRecordingError(msg)
     expected: int | None = None
     if declared is not None:
         layout = BodyLayout(parsed.body_length(declared))
@@ -451,8 +466,6 @@ async def _play(
         pos += len(head)
     while pos < end and request.method != "HEAD":
         data = await io.call(reader.read_at, pos - lead, min(chunk, end - pos))
-        if isinstance(reader.verified, CheckedOnce) and rec.fd is not None:
-            reader.verified.check_unchanged(rec.fd)  # before sending what was read (issue 16)
         await write_with_timeout(resp, data, timeout)
         pos += len(data)
         audit.sent += len(data)

@@ -30,6 +30,7 @@ import hashlib
 import heapq
 import itertools
 import json
+import logging
 import os
 import stat
 import threading
@@ -50,6 +51,8 @@ from recstream.service.mediatime import duration_ms
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Entry", "HeaderIndex", "Page", "make_entry", "page_body"]
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000
 FULL_RESCAN_SECONDS: Final = 600.0
@@ -60,7 +63,8 @@ MAX_LOGGED_CHANGES: Final = 2048  # a bigger change: regrouping beats itemising
 
 _Key = tuple[int, str]  # (-created_ms, name): newest first, then by name
 # What tells a changed file from an unchanged one: on disk st_dev, st_ino, st_size,
-# st_mtime_ns; on a store, size, ETag and modification time (recstream.service.objects).
+# st_mtime_ns, st_ctime_ns (local_stamp); on a store, size, ETag and modification
+# time (recstream.service.objects).
 _Stamp = tuple[int | str, ...]
 
 
@@ -323,7 +327,7 @@ class HeaderIndex:
                     if stat.S_ISDIR(st.st_mode):
                         d.subdirs.append(name)
                     elif stat.S_ISREG(st.st_mode) and item.name.endswith(SUFFIX):
-                        d.files[name] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                        d.files[name] = local_stamp(st)
         except OSError:
             pass
         d.subdirs.sort()
@@ -343,7 +347,11 @@ class HeaderIndex:
             return None
         finally:
             os.close(fd)
-        return make_entry(name, header, layout, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        try:  # one odd header must never stop the refresh of every other file
+            return make_entry(name, header, layout, local_stamp(st))
+        except Exception:
+            log.warning("recording %r skipped: its header cannot be indexed", name, exc_info=True)
+            return None
 
     def _rebuild(self) -> None:
         groups: dict[str, list[_Key]] = {}
@@ -377,6 +385,12 @@ class HeaderIndex:
             del keys[i]
         if not keys:
             del self._by_tenant[old.tenant]
+
+
+def local_stamp(st: os.stat_result) -> _Stamp:
+    """A local file's version: device, inode, size, mtime and ctime (ns).  ctime too: a
+    writer can put mtime back (``os.utime``), not ctime."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def make_entry(name: str, header: Header, layout: BodyLayout, stamp: _Stamp) -> Entry:
@@ -431,6 +445,6 @@ def _signer_claim(der: bytes) -> tuple[str | None, str | None]:
     cert_id = hashlib.sha256(der).hexdigest()
     try:
         subject = name_str(x509.load_der_x509_certificate(der).subject)
-    except ValueError:
+    except Exception:
         return None, cert_id
     return subject, cert_id

@@ -427,7 +427,11 @@ class StoreArchive:
             raise
         except (RecstreamError, ValueError):
             return None
-        return make_entry(name, header, BodyLayout(header.body_length(size)), stamp)
+        try:  # one odd header must never stop the refresh of every other object
+            return make_entry(name, header, BodyLayout(header.body_length(size)), stamp)
+        except Exception:
+            log.warning("recording %r skipped: its header cannot be indexed", name, exc_info=True)
+            return None
 
 
 class StoreIndex(HeaderIndex):

@@ -29,7 +29,6 @@ header *claims*.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import threading
@@ -38,21 +37,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from recstream.errors import BadSignatureError, RecstreamError
-from recstream.format import Buffer
+from recstream.errors import RecstreamError
 from recstream.service.archive import Opened
 from recstream.service.index import signature_json
 from recstream.signing import (
     SignatureReport,
     SignatureStatus,
-    VerifiedBody,
     file_identity,
     verify_source,
 )
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
-    "CheckedOnce",
     "SignatureCache",
     "SignaturePolicy",
     "Summary",
@@ -95,56 +91,6 @@ class SignaturePolicy:
     def checks_any(self) -> bool:
         """True when some tenant has a ``signer_ca``: background verification is worth it."""
         return any(p.signer_ca for p in (*self.tenants.values(), self.default))
-
-
-class CheckedOnce(VerifiedBody):
-    """A cached :class:`VerifiedBody` whose segments are hashed once per file version.
-
-    Once is by the verification that produced it: :func:`verify_source` hashed every
-    segment of this file version and the signature covered those digests.  Range
-    reads then do not hash again (SHA-256 of a segment costs two to four times its
-    AES-GCM decryption here: bench/RESULTS.md "Issue 16 (RCS)"); instead the RCS
-    compares the file's identity (:func:`recstream.signing.file_identity`: any write
-    changes ctime, a replacement changes the inode) with :attr:`identity` before
-    each chunk it sends (:meth:`check_unchanged`) and aborts the response if it
-    differs, and every segment is still authenticated by AES-GCM under the file key.
-
-    What is given up: a write that leaves no trace in size, mtime and ctime.  On
-    Linux 6.13+ (multigrain timestamps: ext4, xfs, btrfs, tmpfs) a write after our
-    ``fstat`` always changes ctime; on a coarse-timestamp filesystem a write within
-    one clock tick of the verification could go unseen, and its segments would
-    also have to pass AES-GCM, which only a holder of the recording's file key can
-    forge.  A commitment to the GCM tags (the issue's suggestion) gives no more
-    against that attacker: a file-key holder can forge a segment with the same tag.
-    """
-
-    __slots__ = ("_checked", "identity")
-    _checked: bytearray
-    identity: tuple[int, ...]
-
-    def __init__(self, base: VerifiedBody, identity: tuple[int, ...]) -> None:
-        super().__init__(
-            base.cert_id,
-            base.signer_subject,
-            base.signed_ms,
-            base.segments,
-            base.digests,
-            identity,
-        )
-        object.__setattr__(self, "identity", identity)
-        object.__setattr__(self, "_checked", bytearray(b"\x01" * base.segments))
-
-    def check_segment(self, index: int, wire: Buffer) -> None:
-        if 0 <= index < self.segments and self._checked[index]:
-            return
-        super().check_segment(index, wire)
-        self._checked[index] = 1  # one byte store: concurrent readers at worst hash twice
-
-    def check_unchanged(self, fd: int) -> None:
-        """Raises BadSignatureError if the open file is no longer the verified version."""
-        if file_identity(os.fstat(fd)) != self.identity:
-            msg = "the recording changed after its signature was verified; read it again"
-            raise BadSignatureError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +139,11 @@ class SignatureCache:
     def check(self, rec: Opened, name: str, policy: TenantPolicy) -> SignatureReport:
         """The signature of the opened recording ``rec`` (archive name ``name``) under ``policy``.
 
-        A local file's report keeps a :class:`CheckedOnce` (its identity is checked
-        before each chunk sent); a store object's keeps the plain
-        :class:`~recstream.signing.VerifiedBody`, which hashes every segment a Range
-        reads: an object's stamp (size, ETag, mtime) cannot be re-checked per chunk
-        as cheaply as an ``fstat``, and a store read costs more than the hash.
+        The report's :class:`~recstream.signing.VerifiedBody` hashes every segment a
+        Range reads and compares it with the signed digest, for a local file as for a
+        store object.  (Trusting the verification for later reads as long as the
+        file's identity held was tried and dropped: a write through a shared memory
+        map changes a page without touching mtime or ctime once the page is dirty.)
 
         Verifies at most once per file version and CA; blocks (call it in a thread).
 
@@ -223,8 +169,6 @@ class SignatureCache:
             running.wait()
         try:
             report = verify_source(rec.source, policy.signer_ca, keep_digests=True)
-            if report.verified is not None and local is not None:
-                report = dataclasses.replace(report, verified=CheckedOnce(report.verified, local))
             self._store(key, report, name, rec.stamp)
             return report
         finally:
