@@ -24,6 +24,7 @@ from typing import Final
 from recstream.format import Header
 from recstream.reader import FileSource, Source, read_header_at
 from recstream.service.errors import NotFoundError
+from recstream.signing import file_identity
 
 __all__ = ["SUFFIX", "Archive", "Opened", "check_name", "missing_message"]
 
@@ -86,7 +87,7 @@ class Archive:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self._headers: OrderedDict[tuple[int, int, int, int, int], Header] = OrderedDict()
+        self._headers: OrderedDict[tuple[int, ...], Header] = OrderedDict()
 
     def open(self, name: str) -> int:
         """Open recording ``name`` read-only; the caller closes the descriptor.
@@ -123,7 +124,7 @@ class Archive:
         """
         fd = self.open(name)
         st = os.fstat(fd)
-        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        stamp = file_identity(st)
         return Opened(name, FileSource(fd), stamp, fd)
 
     def recording_header(self, rec: Opened) -> Header:
@@ -147,7 +148,7 @@ class Archive:
             EnvelopeFormatError, TruncatedStreamError: not a readable envelope.
         """
         st = os.fstat(fd)
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        key = file_identity(st)
         cached = self._headers.get(key)
         if cached is not None:
             return cached

@@ -48,6 +48,7 @@ from recstream.reader import FileSource, read_header_at
 from recstream.service.archive import SUFFIX, Archive, check_name
 from recstream.service.errors import NotFoundError, RequestError
 from recstream.service.mediatime import duration_ms
+from recstream.signing import file_identity
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Entry", "HeaderIndex", "Page", "make_entry", "page_body"]
 
@@ -63,8 +64,8 @@ MAX_LOGGED_CHANGES: Final = 2048  # a bigger change: regrouping beats itemising
 
 _Key = tuple[int, str]  # (-created_ms, name): newest first, then by name
 # What tells a changed file from an unchanged one: on disk st_dev, st_ino, st_size,
-# st_mtime_ns, st_ctime_ns (local_stamp); on a store, size, ETag and modification
-# time (recstream.service.objects).
+# st_mtime_ns, st_ctime_ns (recstream.signing.file_identity); on a store, size, ETag
+# and modification time (recstream.service.objects).
 _Stamp = tuple[int | str, ...]
 
 
@@ -327,7 +328,7 @@ class HeaderIndex:
                     if stat.S_ISDIR(st.st_mode):
                         d.subdirs.append(name)
                     elif stat.S_ISREG(st.st_mode) and item.name.endswith(SUFFIX):
-                        d.files[name] = local_stamp(st)
+                        d.files[name] = file_identity(st)
         except OSError:
             pass
         d.subdirs.sort()
@@ -348,7 +349,7 @@ class HeaderIndex:
         finally:
             os.close(fd)
         try:  # one odd header must never stop the refresh of every other file
-            return make_entry(name, header, layout, local_stamp(st))
+            return make_entry(name, header, layout, file_identity(st))
         except Exception:
             log.warning("recording %r skipped: its header cannot be indexed", name, exc_info=True)
             return None
@@ -385,12 +386,6 @@ class HeaderIndex:
             del keys[i]
         if not keys:
             del self._by_tenant[old.tenant]
-
-
-def local_stamp(st: os.stat_result) -> _Stamp:
-    """A local file's version: device, inode, size, mtime and ctime (ns).  ctime too: a
-    writer can put mtime back (``os.utime``), not ctime."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def make_entry(name: str, header: Header, layout: BodyLayout, stamp: _Stamp) -> Entry:

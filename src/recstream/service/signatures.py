@@ -154,8 +154,7 @@ class SignatureCache:
         if policy.signer_ca is None:
             msg = "no signer CA: nothing to verify against"
             raise ValueError(msg)
-        local = file_identity(os.fstat(rec.fd)) if rec.fd is not None else None
-        key = (local if local is not None else _identity(rec), policy.ca_digest)
+        key = (_identity(rec), policy.ca_digest)
         while True:
             with self._lock:
                 cached = self._reports.get(key)
