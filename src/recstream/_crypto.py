@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlg
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import hmac as pyca_hmac
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
@@ -392,12 +393,18 @@ def signature_algorithm_of(key: object) -> SignatureAlgorithm | None:
     return None
 
 
-def load_signing_key(data: bytes, password: bytes | None) -> SigningPrivateKey:
-    """Load a PEM or DER (PKCS#8 or SEC 1) ECDSA P-256 or Ed25519 private key.
+def load_private_key_bytes(
+    data: bytes, password: bytes | None, *, what: str, option: str, forms: str
+) -> PrivateKeyTypes:
+    """A PEM or DER private key of any type, with the messages every key loader gives.
+
+    Args:
+        what: the key's name in messages ("private key", "signing key").
+        option: the command-line option that gives its password.
+        forms: the traditional format named beside PKCS#8 ("PKCS#1", "SEC 1").
 
     Raises:
         KeyLoadError: unreadable, encrypted without a password, or a wrong password.
-        KeyPolicyError: another key type (RSA, another curve).
     """
     loader = (
         serialization.load_pem_private_key
@@ -405,19 +412,31 @@ def load_signing_key(data: bytes, password: bytes | None) -> SigningPrivateKey:
         else serialization.load_der_private_key
     )
     try:
-        key = loader(data, password=password)
+        return loader(data, password=password)
     except TypeError as exc:
         if password is None:
-            msg = "the signing key is encrypted; give its password (--sign-key-password-file)"
+            msg = f"the {what} is encrypted; give its password ({option})"
         else:
-            msg = "a password was given but the signing key is not encrypted"
+            msg = f"a password was given but the {what} is not encrypted"
         raise KeyLoadError(msg) from exc
     except (ValueError, UnsupportedAlgorithm) as exc:
         if password is not None and b"ENCRYPTED" in data:
-            msg = "could not decrypt the signing key: wrong password"
+            msg = f"could not decrypt the {what}: wrong password"
         else:
-            msg = "not a readable private key (expected PEM or DER, PKCS#8 or SEC 1)"
+            msg = f"not a readable private key (expected PEM or DER, PKCS#8 or {forms})"
         raise KeyLoadError(msg) from exc
+
+
+def load_signing_key(data: bytes, password: bytes | None) -> SigningPrivateKey:
+    """Load a PEM or DER (PKCS#8 or SEC 1) ECDSA P-256 or Ed25519 private key.
+
+    Raises:
+        KeyLoadError: unreadable, encrypted without a password, or a wrong password.
+        KeyPolicyError: another key type (RSA, another curve).
+    """
+    key = load_private_key_bytes(
+        data, password, what="signing key", option="--sign-key-password-file", forms="SEC 1"
+    )
     if signature_algorithm_of(key) is None or not isinstance(
         key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
     ):

@@ -14,7 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from recstream.errors import CertificateError, KeyLoadError, KeyPolicyError
+from recstream import _crypto
+from recstream.errors import CertificateError, KeyPolicyError
 
 MIN_RSA_BITS = 2048  # vendor requirement: "2048 bit RSA (or higher)"
 MAX_RSA_BITS = 8192  # bounds the wrapped-key field (docs/FORMAT.md §5) and unwrap cost
@@ -119,25 +120,9 @@ def load_private_key(data: bytes, password: bytes | None = None) -> rsa.RSAPriva
         KeyLoadError: unreadable, or the password is missing or wrong.
         KeyPolicyError: not an RSA key of an allowed size.
     """
-    loader = (
-        serialization.load_pem_private_key
-        if b"-----BEGIN" in data
-        else serialization.load_der_private_key
+    key = _crypto.load_private_key_bytes(
+        data, password, what="private key", option="--password-file", forms="PKCS#1"
     )
-    try:
-        key = loader(data, password=password)
-    except TypeError as exc:
-        if password is None:
-            msg = "the private key is encrypted; give its password (--password-file)"
-        else:
-            msg = "a password was given but the private key is not encrypted"
-        raise KeyLoadError(msg) from exc
-    except ValueError as exc:
-        if password is not None and b"ENCRYPTED" in data:
-            msg = "could not decrypt the private key: wrong password"
-        else:
-            msg = "not a readable private key (expected PEM or DER, PKCS#8 or PKCS#1)"
-        raise KeyLoadError(msg) from exc
     if not isinstance(key, rsa.RSAPrivateKey):
         check_recording_key(key.public_key(), "private key")
     assert isinstance(key, rsa.RSAPrivateKey)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from recstream import _crypto
 from recstream.errors import CertificateRequestError
@@ -56,8 +57,9 @@ def generate_private_key(key_size: int = DEFAULT_KEY_SIZE) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=RSA_PUBLIC_EXPONENT, key_size=key_size)
 
 
-def private_key_pem(key: rsa.RSAPrivateKey, password: bytes | None) -> bytes:
-    """Serialize a private key as PKCS#8 PEM, encrypted when ``password`` is given.
+def private_key_pem(key: PrivateKeyTypes, password: bytes | None) -> bytes:
+    """Serialize a private key (a recording key or a signing key) as PKCS#8 PEM,
+    encrypted when ``password`` is given.
 
     Encryption is the library's best available PKCS#8 scheme (PBES2), which
     ``openssl pkey`` and ``openssl rsa`` read with ``-passin``.

@@ -37,7 +37,7 @@ from datetime import datetime
 from typing import Final
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from recstream._crypto import load_signing_key
@@ -51,7 +51,7 @@ from recstream.pki.ca import (
     _end,
     _start,
 )
-from recstream.pki.csr import load_csr
+from recstream.pki.csr import load_csr, private_key_pem
 from recstream.pki.signers import DOCUMENT_SIGNING, validate_signing_certificate
 from recstream.pki.signers import check_signing_certificate as check_signer
 
@@ -228,16 +228,7 @@ def signing_key_pem(key: SigningPrivateKey, password: bytes | None) -> bytes:
     Raises:
         ValueError: ``password`` is empty.
     """
-    if password is None:
-        encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
-    elif not password:
-        msg = "an empty password would leave the key unprotected; pass None to mean that"
-        raise ValueError(msg)
-    else:
-        encryption = serialization.BestAvailableEncryption(password)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
+    return private_key_pem(key, password)
 
 
 def describe_key_type(key: SigningPublicKey | SigningPrivateKey) -> str:
