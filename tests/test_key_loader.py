@@ -9,6 +9,8 @@ library, from a key file on the CLI and from a keystore.
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -161,3 +163,24 @@ def test_cli_decrypt_refuses_a_damaged_key_file(
     code, _, err = run_cli(capsys, "decrypt", "--key", good, env, tmp_path / "out")
     assert code == 0, err
     assert (tmp_path / "out").read_bytes() == b"hello " * 100
+
+
+def test_decrypt_with_a_key_file_loads_no_x509_and_no_thread_pool(
+    cert: Cert, tmp_path: Path
+) -> None:
+    """Start-up of `decrypt --key` (issue 20): no certificate is parsed, so the x509
+    package (40 ms of import) is not imported, nor concurrent.futures for a small file."""
+    env = tmp_path / "rec.rsv"
+    env.write_bytes(seal(b"x" * 5000, [cert.recipient]))
+    key = tmp_path / "k.pem"
+    key.write_bytes(_pem(cert.key.private_numbers()))
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "recstream", "decrypt", "--key", str(key),
+         str(env), str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "recstream._crypto" in imported  # -X importtime did report
+    assert not {m for m in imported if m.startswith(("cryptography.x509", "concurrent"))}
+    assert (tmp_path / "out").read_bytes() == b"x" * 5000

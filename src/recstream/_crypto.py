@@ -12,10 +12,9 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from blake3 import blake3
-from cryptography import x509
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -28,6 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+
+if TYPE_CHECKING:  # 40 ms of import: only where a certificate is parsed (below)
+    from cryptography import x509
 
 from recstream.errors import (
     CommitmentError,
@@ -673,6 +675,8 @@ def load_signer_certificate(der: bytes) -> x509.Certificate | None:
     pyca parses lazily, so a damaged subject, key, version or extension would
     otherwise surface as an exception wherever it is first used.
     """
+    from cryptography import x509
+
     try:
         cert = x509.load_der_x509_certificate(der)
         _ = (cert.version, cert.subject, cert.issuer, cert.public_key(), list(cert.extensions))

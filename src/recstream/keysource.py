@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-
 from recstream.errors import PasswordError
 from recstream.pki.certs import certificate_id, load_certificates, load_private_key
 from recstream.pki.recipients import Identity, IdentitySet, KeyRing, Recipient
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from recstream.format import MediaKind
     from recstream.keystore.model import Keystore
     from recstream.keystore.resolve import KeystoreResolver

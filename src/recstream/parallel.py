@@ -29,8 +29,7 @@ import itertools
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from recstream import _crypto
 from recstream.errors import (
@@ -82,6 +81,9 @@ BUSY_MARGIN: Final = 1.0
 # Environment variable that sets the bulk path's threads (1: the single-thread path).
 THREADS_ENV: Final = "RECSTREAM_BULK_THREADS"
 
+if TYPE_CHECKING:  # concurrent.futures (and logging) are 5 ms of every CLI start-up
+    from concurrent.futures import ThreadPoolExecutor
+
 _Run = Callable[[int, memoryview, memoryview], int]
 
 
@@ -113,11 +115,11 @@ class SegmentPool:
             raise ValueError(msg)
         self.threads = threads
         self.min_segments = min_segments
-        self._executor = (
-            ThreadPoolExecutor(threads - 1, thread_name_prefix="recstream-aes")
-            if threads > 1
-            else None
-        )
+        self._executor: ThreadPoolExecutor | None = None
+        if threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(threads - 1, thread_name_prefix="recstream-aes")
 
     def seal(
         self, cipher: _crypto.SegmentCipher, first: int, data: memoryview, out: memoryview
@@ -197,6 +199,8 @@ class SegmentPool:
             total = take()
         finally:
             # Every run writes into ``out``: wait for all of them, even after a failure.
+            from concurrent.futures import wait
+
             wait(futures)
         total += sum(f.result() for f in futures)
         if failures:

@@ -23,8 +23,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from recstream import _crypto
 from recstream.errors import (
@@ -42,6 +41,9 @@ from recstream.format import (
     signed_message,
 )
 from recstream.pki.certs import certificate_id, load_certificate, name_str
+
+if TYPE_CHECKING:  # not imported by every `encrypt`/`decrypt` that only names this module
+    from cryptography import x509
 
 __all__ = ["ALGORITHM_NAMES", "BodySignature", "Signer", "VerifiedBody"]
 

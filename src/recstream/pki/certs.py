@@ -9,13 +9,16 @@ private key find its recipient entry without a certificate (docs/FORMAT.md §4).
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream import _crypto
 from recstream.errors import CertificateError, KeyPolicyError
+
+if TYPE_CHECKING:  # imported where a certificate is parsed: `decrypt --key` never is
+    from cryptography import x509
 
 MIN_RSA_BITS = 2048  # vendor requirement: "2048 bit RSA (or higher)"
 MAX_RSA_BITS = 8192  # bounds the wrapped-key field (docs/FORMAT.md §5) and unwrap cost
@@ -84,6 +87,8 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     Raises:
         CertificateError: no certificate could be read.
     """
+    from cryptography import x509
+
     if b"-----BEGIN" in data:
         try:
             certs = x509.load_pem_x509_certificates(data.replace(b"\r\n", b"\n"))

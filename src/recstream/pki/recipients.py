@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream import _crypto
 from recstream.format import Buffer, RecipientStanza
 from recstream.pki.certs import certificate_id, check_recording_key, public_key_id
+
+if TYPE_CHECKING:  # x509 is 40 ms of import that `decrypt --key` never needs
+    from cryptography import x509
 
 __all__ = ["Identity", "IdentitySet", "KeyRing", "Recipient"]
 
