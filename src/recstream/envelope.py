@@ -38,7 +38,13 @@ from recstream.format import (
     parse_header,
     parse_trailer,
 )
-from recstream.parallel import ParallelStreamDecryptor, ParallelStreamEncryptor, SegmentPool
+from recstream.parallel import (
+    ParallelStreamDecryptor,
+    ParallelStreamEncryptor,
+    SegmentPool,
+    pread_exact,
+    pwrite_all,
+)
 from recstream.pki.recipients import Identity, IdentitySet, KeyRing, Recipient
 from recstream.signer import BodySignature, Signer
 from recstream.stream import StreamDecryptor, StreamEncryptor
@@ -247,6 +253,37 @@ class EnvelopeEncryptor:
         self._signature.update(tail)
         return head + tail + self._signature.trailer(signed_ms=signed_ms)
 
+    @property
+    def positional(self) -> bool:
+        """Whether :meth:`encrypt_file` can run: a pool, unsigned, nothing output yet."""
+        return (
+            isinstance(self._body, ParallelStreamEncryptor)
+            and self._signature is None
+            and self._header_pending
+        )
+
+    def encrypt_file(self, src: int, size: int, dst: int) -> int:
+        """The whole envelope of ``size`` bytes of the file ``src`` (from offset 0), written
+        into ``dst`` from offset 0, positionally on the pool's threads; bytes written.
+
+        For a regular output file this process owns (its segments are written out of
+        order): the bytes are those :meth:`update_into` and :meth:`finalize` give.
+
+        Raises:
+            InputShrankError: ``src`` has fewer than ``size`` bytes.
+            ValueError: not :attr:`positional`.
+        """
+        body = self._body
+        if not self.positional or not isinstance(body, ParallelStreamEncryptor):
+            msg = "positional encryption needs a pool, no signer and nothing output yet"
+            raise ValueError(msg)
+        header = self.take_header()
+        pwrite_all(dst, header, 0)
+        n = len(header) + body.update_from_file((src, 0), size, (dst, len(header)))
+        tail = self.finalize()
+        pwrite_all(dst, tail, n)
+        return n + len(tail)
+
     def take_header(self) -> bytes:
         """Return the header now, for writers that put it on disk before any media.
 
@@ -429,6 +466,65 @@ class EnvelopeDecryptor:
     def update(self, data: Buffer) -> bytes:
         out = bytearray(self.output_size(len(data)))
         return bytes(out[: self.update_into(data, out)])
+
+    @property
+    def positional(self) -> bool:
+        """Whether :meth:`decrypt_file` can run: a pool, and nothing fed yet."""
+        return self._pool is not None and not self._head and self._body is None and not self._failed
+
+    def decrypt_file(self, src: int, size: int, dst: int) -> int | None:
+        """Decrypt the envelope in the first ``size`` bytes of the file ``src`` into ``dst``
+        from offset 0, the body's whole segments positionally on the pool's threads.
+
+        For a fresh decryptor with a pool and a regular output file this process owns
+        and discards on failure (segments are written out of order, each only once
+        it authenticated).  The header, the final segment and a signed envelope's
+        trailer go through :meth:`update_into` and :meth:`finalize`, so what is
+        accepted or refused, and the errors, are the stream path's.
+
+        Returns:
+            The plaintext bytes written, or None when the header cannot be parsed from
+            the file (nothing was consumed: the stream path then says why).
+
+        Raises:
+            The errors of :meth:`update_into` and :meth:`finalize`.
+        """
+        if not self.positional:
+            msg = "positional decryption needs a fresh decryptor with a pool"
+            raise ValueError(msg)
+        limit = min(size, MAX_HEADER_BYTES)
+        head = bytearray(min(limit, 64 << 10))
+        while True:
+            with memoryview(head) as view:
+                got = pread_exact(src, view, 0)
+            parsed = parse_header(head[:got])
+            if isinstance(parsed, Header):
+                break
+            if got < len(head) or parsed.at_least > limit or parsed.at_least <= len(head):
+                return None
+            head = bytearray(parsed.at_least)
+        length = parsed.length
+        self.update_into(memoryview(head)[:length], bytearray(0))  # opens the file key
+        body = self._body
+        assert isinstance(body, ParallelStreamDecryptor)
+        try:
+            trailer = TRAILER_BYTES if self._hold is not None else 0
+            consumed, written = body.update_from_file(
+                (src, length), size - length - trailer, (dst, 0)
+            )
+            rest = bytearray(size - length - consumed)
+            with memoryview(rest) as view:
+                if pread_exact(src, view, length + consumed) < len(rest):
+                    raise TruncatedStreamError(body.segments)
+            out = bytearray(self.output_size(len(rest)))
+            n = self.update_into(rest, out)
+            pwrite_all(dst, memoryview(out)[:n], written)
+            tail = self.finalize()
+            pwrite_all(dst, tail, written + n)
+        except BaseException:
+            self._failed = True
+            raise
+        return written + n + len(tail)
 
     def _update_header(self, data: memoryview, out: Buffer) -> int:
         # Never buffer more than MAX_HEADER_BYTES (FORMAT.md §5), and re-parse

@@ -53,11 +53,13 @@ __all__ = [
     "GIL_FREE",
     "MIN_PARALLEL_BYTES",
     "THREADS_ENV",
+    "InputShrankError",
     "ParallelStreamDecryptor",
     "ParallelStreamEncryptor",
     "SegmentPool",
     "SignatureSink",
     "default_pool",
+    "file_pool_for",
     "pool_for",
 ]
 
@@ -80,11 +82,47 @@ RUN_SEGMENTS: Final = 8
 BUSY_MARGIN: Final = 1.0
 # Environment variable that sets the bulk path's threads (1: the single-thread path).
 THREADS_ENV: Final = "RECSTREAM_BULK_THREADS"
+# Segments a thread reads, seals or opens and writes at a time on the positional
+# file path (1 MiB of plaintext): one pread and one pwrite a stripe, each a
+# single system call with the GIL released.
+STRIPE_SEGMENTS: Final = 64
 
 if TYPE_CHECKING:  # concurrent.futures (and logging) are 5 ms of every CLI start-up
     from concurrent.futures import ThreadPoolExecutor
 
 _Run = Callable[[int, memoryview, memoryview], int]
+_At = tuple[int, int]  # (file descriptor, offset)
+
+
+class InputShrankError(Exception):
+    """A positional read came back short: the input file shrank while it was read.
+
+    Attributes:
+        index: the first segment (index in the body) that could not be read whole.
+    """
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"the input ended before segment {index} (it shrank while read)")
+        self.index = index
+
+
+def pread_exact(fd: int, into: memoryview, at: int) -> int:
+    """Fill ``into`` from ``fd`` at offset ``at``; bytes read (fewer only at end of file)."""
+    done = 0
+    while done < len(into):
+        n = os.preadv(fd, [into[done:]], at + done)
+        if n == 0:
+            break
+        done += n
+    return done
+
+
+def pwrite_all(fd: int, data: Buffer, at: int) -> None:
+    """Write all of ``data`` to ``fd`` at offset ``at`` (short writes happen)."""
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], at + done)
 
 
 class SignatureSink(Protocol):
@@ -207,6 +245,85 @@ class SegmentPool:
             raise min(failures, key=lambda e: e.index)
         return total
 
+    def seal_file(
+        self, cipher: _crypto.SegmentCipher, count: int, src: tuple[int, int], dst: tuple[int, int]
+    ) -> None:
+        """Seal ``count`` whole segments (indices 0..count-1) read from ``src`` = (fd, offset)
+        into ``dst`` = (fd, offset), positionally: see :meth:`_positional`.
+
+        Raises:
+            InputShrankError: ``src`` ends before ``count`` segments.
+        """
+        self._positional(cipher.seal_run, count, src, dst, (SEGMENT_SIZE, SEGMENT_WIRE_SIZE))
+
+    def open_file(
+        self, cipher: _crypto.SegmentCipher, count: int, src: tuple[int, int], dst: tuple[int, int]
+    ) -> None:
+        """Open ``count`` whole wire segments (indices 0..count-1) from ``src`` into ``dst``.
+
+        Raises:
+            SegmentAuthError: the lowest-numbered segment that failed.
+            InputShrankError: ``src`` ends before ``count`` segments.
+        """
+        self._positional(cipher.open_run, count, src, dst, (SEGMENT_WIRE_SIZE, SEGMENT_SIZE))
+
+    def _positional(
+        self,
+        run: _Run,
+        count: int,
+        src: tuple[int, int],
+        dst: tuple[int, int],
+        sizes: tuple[int, int],
+    ) -> None:
+        """File to file, each thread on its own stripes: pread, seal or open, pwrite.
+
+        Segment *i* sits at a fixed offset in both files, so each thread reads,
+        transforms and writes whole stripes on its own: the page-cache copies run
+        on every core like the AES, there is no queue, and a thread takes the GIL
+        only between system calls and AES calls.  Stripes are handed out from one
+        counter (as :meth:`_split`'s runs are).  ``dst`` must be a file this
+        process owns (writes land out of order; a failed run leaves it to be
+        discarded, as the CLI's unnamed temporary output is).
+        """
+        (src_fd, src_at), (dst_fd, dst_at), (inp, outp) = src, dst, sizes
+        stripes = -(-count // STRIPE_SEGMENTS)
+        ticket = itertools.count()
+        failures: list[BaseException] = []
+
+        def take() -> None:
+            try:
+                inbuf = bytearray(min(count, STRIPE_SEGMENTS) * inp)
+                outbuf = bytearray(min(count, STRIPE_SEGMENTS) * outp)
+                with memoryview(inbuf) as iv, memoryview(outbuf) as ov:
+                    while not failures and (k := next(ticket)) < stripes:
+                        a = k * STRIPE_SEGMENTS
+                        want = min(STRIPE_SEGMENTS, count - a) * inp
+                        got = pread_exact(src_fd, iv[:want], src_at + a * inp)
+                        if got < want:
+                            raise InputShrankError(a + got // inp)
+                        n = run(a, iv[:want], ov)
+                        pwrite_all(dst_fd, ov[:n], dst_at + a * outp)
+            except BaseException as exc:  # every thread stops at its next stripe
+                failures.append(exc)
+
+        futures = (
+            [self._executor.submit(take) for _ in range(self.threads - 1)]
+            if self._executor is not None and stripes > 1
+            else []
+        )
+        try:
+            take()
+        finally:
+            if futures:  # they read and write our buffers' files: wait for every one
+                from concurrent.futures import wait
+
+                wait(futures)
+        if failures:
+            known = [e for e in failures if isinstance(e, SegmentAuthError | InputShrankError)]
+            if len(known) < len(failures):  # I/O errors, interrupts: as they are
+                raise next(e for e in failures if e not in known)
+            raise min(known, key=lambda e: e.index)  # the first in the file, as one thread finds
+
     def shutdown(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -276,6 +393,23 @@ def pool_for(size: int | None) -> SegmentPool | None:
     return default_pool()
 
 
+def file_pool_for(size: int) -> SegmentPool | None:
+    """The pool for the positional file-to-file path (:meth:`SegmentPool.seal_file`), or None.
+
+    Unlike the stream path's :func:`pool_for`, the load average has no say: a
+    thread there hands off once per 1 MiB stripe (not per 128 KiB run), does its
+    own page-cache copies, and a thread that finds no core simply finds no stripe
+    left, so the pool costs nothing measurable when the other core is busy and
+    halves the wall time when it is free (bench/RESULTS.md, issue 20 round 3).
+    Every input of :data:`MIN_PARALLEL_BYTES` or more on two or more CPUs (the
+    process's affinity) gets it; ``RECSTREAM_BULK_THREADS`` decides when set.
+    """
+    forced = _threads_set()
+    if forced == 1 or size < MIN_PARALLEL_BYTES or (forced is None and _cpus() < 2):
+        return None
+    return default_pool()
+
+
 class ParallelStreamEncryptor(_Machine):
     """:class:`~recstream.stream.StreamEncryptor`, its whole segments sealed on a pool.
 
@@ -333,6 +467,46 @@ class ParallelStreamEncryptor(_Machine):
             raise
         self._leave(_Op.UPDATE)
         return written
+
+    def update_from_file(self, src: _At, n: int, dst: _At) -> int:
+        """Encrypt ``n`` bytes of ``src`` = (fd, offset) into ``dst`` = (fd, offset), positionally.
+
+        The first call on a fresh, unsigned stream only: the prefix and every whole
+        segment are written at their offsets by the pool's threads (:meth:`SegmentPool.seal_file`),
+        the last partial segment is kept for :meth:`finalize`, exactly as
+        :meth:`update_into` of the same bytes would (the output is byte-identical).
+        Returns the bytes written (from ``dst``'s offset on).
+
+        Raises:
+            InputShrankError: ``src`` ended before ``n`` bytes (the stream is poisoned).
+            ValueError: not a fresh unsigned stream, or the format's segment limit.
+        """
+        self._enter(_Op.UPDATE)
+        if self._started or self._plain or self._sink is not None:
+            msg = "positional encryption needs a fresh, unsigned stream"
+            raise ValueError(msg)
+        whole, rest = divmod(n, SEGMENT_SIZE)
+        if whole >= MAX_SEGMENTS:
+            self._fail()
+            msg = f"a recording may hold at most {MAX_SEGMENTS} segments (docs/FORMAT.md §5)"
+            raise ValueError(msg)
+        (src_fd, src_at), (dst_fd, dst_at) = src, dst
+        try:
+            pwrite_all(dst_fd, self._prefix, dst_at)
+            self._started = True
+            body = (dst_fd, dst_at + BODY_PREFIX_BYTES)
+            self._pool.seal_file(self._cipher, whole, (src_fd, src_at), body)
+            tail = bytearray(rest)
+            with memoryview(tail) as view:
+                if pread_exact(src_fd, view, src_at + whole * SEGMENT_SIZE) < rest:
+                    raise InputShrankError(whole)
+            self._plain = tail
+            self._segments = whole
+        except BaseException:
+            self._fail()
+            raise
+        self._leave(_Op.UPDATE)
+        return BODY_PREFIX_BYTES + whole * SEGMENT_WIRE_SIZE
 
     def attach_signature(self, sink: SignatureSink) -> None:
         """Feed a signed recording's state as the body is sealed (FORMAT.md §10.1).
@@ -434,6 +608,54 @@ class ParallelStreamDecryptor(StreamDecryptor):
         self._consumed += len(chunk)
         self.segments += nseg
         return written
+
+    def update_from_file(
+        self, src: tuple[int, int], n: int, dst: tuple[int, int]
+    ) -> tuple[int, int]:
+        """Open the body in ``n`` bytes of ``src`` = (fd, offset) into ``dst`` = (fd, offset).
+
+        The first call on a fresh stream only.  The prefix is read and its commitment
+        checked, then every whole segment but the last is opened positionally by the
+        pool's threads (:meth:`SegmentPool.open_file`).  The last 1..16,400 bytes are
+        left unread: the caller feeds them to :meth:`update_into` and :meth:`finalize`,
+        so the final segment, truncation and the trailer are judged exactly as on
+        the stream path.  Returns (body bytes consumed, plaintext bytes written).
+
+        Raises:
+            CommitmentError, SegmentAuthError (the first bad segment),
+            TruncatedStreamError (``src`` shrank while it was read),
+            LimitExceededError, StreamStateError.
+        """
+        self._enter(_Op.UPDATE)
+        try:
+            if self._segcipher is not None or self._carry or self.segments:
+                msg = "positional decryption needs a fresh stream"
+                raise ValueError(msg)
+            whole = max(0, (n - BODY_PREFIX_BYTES - 1) // SEGMENT_WIRE_SIZE)
+            if not whole:
+                self._leave(_Op.UPDATE)
+                return 0, 0
+            if whole >= MAX_SEGMENTS:
+                raise LimitExceededError("segments", whole, MAX_SEGMENTS - 1, 0)
+            (src_fd, src_at), body = src, (src[0], src[1] + BODY_PREFIX_BYTES)
+            prefix = bytearray(BODY_PREFIX_BYTES)
+            with memoryview(prefix) as view:
+                if pread_exact(src_fd, view, src_at) < BODY_PREFIX_BYTES:
+                    raise TruncatedStreamError(0, "the body is shorter than its 56-byte prefix")
+                self._feed(view, view)  # the commitment, checked before any segment
+            self._prefix = bytes(prefix)
+            assert self._segcipher is not None
+            try:
+                self._pool.open_file(self._segcipher, whole, body, dst)
+            except InputShrankError as exc:
+                raise TruncatedStreamError(exc.index) from None
+            self._consumed += whole * SEGMENT_WIRE_SIZE
+            self.segments = whole
+        except BaseException:
+            self._fail()
+            raise
+        self._leave(_Op.UPDATE)
+        return BODY_PREFIX_BYTES + whole * SEGMENT_WIRE_SIZE, whole * SEGMENT_SIZE
 
     def _finalize(self) -> bytes:
         if self._segcipher is None:

@@ -44,7 +44,7 @@ from recstream.errors import (
 )
 from recstream.files import BLOCK_SIZE, DEFAULT_JOBS, Codec, pump, size_of
 from recstream.format import BodyLayout
-from recstream.parallel import pool_for
+from recstream.parallel import file_pool_for, pool_for
 
 if TYPE_CHECKING:
     from recstream.format import Header
@@ -184,9 +184,15 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         naming_output(args.output),
         _open_out(args.output, args.force) as dst,
     ):
-        enc = EnvelopeEncryptor(recipients, metadata, pool=pool_for(size_of(raw)), signer=signer)
         src = _Counted(raw, snapshot=args.snapshot)
-        written = transform(src, dst, enc)  # type: ignore[arg-type]
+        # File to file: the positional path on every core; else the stream pump.
+        positional = src.start is not None and signer is None and _owned_file(dst, args.output)
+        pool = file_pool_for(src.start or 0) if positional else pool_for(size_of(raw))
+        enc = EnvelopeEncryptor(recipients, metadata, pool=pool, signer=signer)
+        if positional and enc.positional:
+            written = _encrypt_positional(src, dst, enc, args.input)
+        else:
+            written = transform(src, dst, enc)  # type: ignore[arg-type]
         src.check_unchanged(args.input)
     grew = src.grew_note()
     signed = "" if signer is None else f", signed by {signer.subject} (cert ID {signer.cert_id})"
@@ -196,6 +202,30 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         f"written, for certificate ID(s) {', '.join(enc.cert_ids)}{signed}"
     )
     return 0
+
+
+def _owned_file(dst: IO[bytes], name: str) -> bool:
+    """Whether ``dst`` is our own temporary output (a regular file, not stdout), which
+    the positional bulk path may write out of order."""
+    return name != STDIO and stat.S_ISREG(os.fstat(dst.fileno()).st_mode)
+
+
+def _encrypt_positional(src: _Counted, dst: IO[bytes], enc: EnvelopeEncryptor, name: str) -> int:
+    """``encrypt``'s bulk path: the file's size at the start, on every core (issue 20)."""
+    from recstream.parallel import InputShrankError
+
+    assert src.start is not None
+    try:
+        written = enc.encrypt_file(src.fileno(), src.start, dst.fileno())
+    except InputShrankError:
+        end = src._size_now()
+        msg = (
+            f"{name} shrank while it was read ({src.start} bytes when encryption started, "
+            f"{end} now). Nothing was written"
+        )
+        raise UsageError(msg) from None
+    src.count = src.start
+    return written
 
 
 class _Counted:
@@ -311,8 +341,14 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
             verified = None if ca_pem is None else _require_signature(src, args.input, ca_pem)
             keys = decryption_keys(args)
             with naming_output(args.output), _open_out(args.output, args.force) as dst:
-                dec = EnvelopeDecryptor(keys, pool=pool_for(size_of(src)))
-                written = transform(src, dst, dec)
+                size = size_of(src)
+                positional = size is not None and _owned_file(dst, args.output)
+                pool = file_pool_for(size or 0) if positional else pool_for(size)
+                dec = EnvelopeDecryptor(keys, pool=pool)
+                done = None
+                if positional and size is not None and dec.positional:
+                    done = dec.decrypt_file(src.fileno(), size, dst.fileno())
+                written = transform(src, dst, dec) if done is None else done
                 if verified is not None:  # before OUT is committed
                     _check_unchanged(src, args.input, verified)
     except (TruncatedStreamError, FinalSegmentAuthError):

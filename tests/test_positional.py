@@ -1,0 +1,332 @@
+"""The positional file path (issue 20): file to file, each thread pread, AES, pwrite.
+
+Byte-identical to Cobblestone-256 (pyca's own, same salt) at every stripe
+boundary and any number of threads, at any offsets; the same errors at the same
+segment as the stream path for damaged, truncated and shrinking inputs; whole
+envelopes (signed ones too) through ``EnvelopeEncryptor.encrypt_file`` and
+``EnvelopeDecryptor.decrypt_file``; and the CLI's ``encrypt``/``decrypt`` on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.cobblestone import Cobblestone256Encryptor
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from recstream import errors
+from recstream.cli import main
+from recstream.envelope import EnvelopeDecryptor, EnvelopeEncryptor
+from recstream.format import BODY_PREFIX_BYTES, SALT_BYTES, SEGMENT_SIZE, SEGMENT_WIRE_SIZE
+from recstream.parallel import (
+    STRIPE_SEGMENTS,
+    InputShrankError,
+    ParallelStreamDecryptor,
+    ParallelStreamEncryptor,
+    SegmentPool,
+)
+from recstream.signer import Signer
+from recstream.stream import StreamDecryptor
+from tests.signing_helpers import Ca
+from tests.test_parallel import CONTEXT, KEY, data_of, first_error
+
+SEG = SEGMENT_SIZE
+STRIPE = STRIPE_SEGMENTS * SEG
+SIZES = [0, 1, SEG - 1, SEG, SEG + 1, STRIPE - 1, STRIPE, STRIPE + 1, 2 * STRIPE + 3 * SEG + 7]
+
+
+@pytest.fixture(scope="module", params=[1, 2, 3], ids=lambda n: f"{n}threads")
+def pool(request: pytest.FixtureRequest) -> Iterator[SegmentPool]:
+    p = SegmentPool(request.param)
+    yield p
+    p.shutdown()
+
+
+def _file(path: Path, data: bytes) -> int:
+    path.write_bytes(data)
+    return os.open(path, os.O_RDWR)
+
+
+def cobblestone(data: bytes) -> bytes:
+    enc = Cobblestone256Encryptor(KEY, CONTEXT)
+    return enc.update(data) + enc.finalize()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_encrypt_from_file_identical_to_cobblestone(
+    size: int, pool: SegmentPool, tmp_path: Path
+) -> None:
+    data = data_of(size, seed=size)
+    want = cobblestone(data)
+    src = _file(tmp_path / "in", b"junk" + data + b"more")  # offsets not zero, more after
+    dst = _file(tmp_path / "out", b"")
+    try:
+        enc = ParallelStreamEncryptor(KEY, CONTEXT, pool, salt=want[:SALT_BYTES])
+        n = enc.update_from_file((src, 4), size, (dst, 9))
+        assert n == BODY_PREFIX_BYTES + size // SEG * SEGMENT_WIRE_SIZE
+        tail = enc.finalize()
+        os.pwrite(dst, tail, 9 + n)
+        assert enc.segments == size // SEG + 1
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert (tmp_path / "out").read_bytes()[9:] == want
+    # And back, positionally, from a body at an offset.
+    src = _file(tmp_path / "body", b"x" * 11 + want)
+    dst = _file(tmp_path / "plain", b"")
+    try:
+        dec = ParallelStreamDecryptor(KEY, CONTEXT, pool)
+        consumed, written = dec.update_from_file((src, 11), len(want), (dst, 0))
+        assert 0 < len(want) - consumed <= SEGMENT_WIRE_SIZE or consumed == 0
+        rest = want[consumed:]
+        plain = (tmp_path / "plain").read_bytes()[:written] + dec.update(rest) + dec.finalize()
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert plain == data
+
+
+def _positional_error(body: bytes, pool: SegmentPool, tmp_path: Path) -> tuple[type, int]:
+    """The first error of the positional path over ``body``, as ``first_error`` gives it."""
+    src = _file(tmp_path / "bad", body)
+    dst = _file(tmp_path / "badout", b"")
+    dec = ParallelStreamDecryptor(KEY, CONTEXT, pool)
+    try:
+        consumed, _ = dec.update_from_file((src, 0), len(body), (dst, 0))
+        dec.update(body[consumed:])
+        dec.finalize()
+    except errors.IntegrityError as exc:
+        with pytest.raises(errors.StreamStateError):
+            dec.update(b"")
+        return type(exc), getattr(exc, "index", -1)
+    finally:
+        os.close(src)
+        os.close(dst)
+    raise AssertionError("the damaged body decrypted")
+
+
+NSEG = 2 * STRIPE_SEGMENTS + 5  # three stripes, the last one short
+CUT = BODY_PREFIX_BYTES + 70 * SEGMENT_WIRE_SIZE  # a body cut after segment 69
+
+
+@pytest.mark.parametrize(
+    "bad", [[0], [63], [64], [130], [NSEG - 1], [NSEG], [5, 70], [129, 64]], ids=str
+)
+def test_damaged_segment_reported_like_the_stream_path(
+    bad: list[int], pool: SegmentPool, tmp_path: Path
+) -> None:
+    body = bytearray(cobblestone(data_of(NSEG * SEG + 100)))
+    for i in bad:  # index NSEG is the short final segment
+        body[BODY_PREFIX_BYTES + i * SEGMENT_WIRE_SIZE + 40] ^= 0x04
+    want = first_error(StreamDecryptor(KEY, CONTEXT), bytes(body), 1 << 20)
+    assert _positional_error(bytes(body), pool, tmp_path) == want
+    assert want[1] == min(bad)
+
+
+@pytest.mark.parametrize(
+    ("mangle", "error"),
+    [
+        (lambda b: b[:CUT], errors.TruncatedStreamError),
+        (
+            lambda b: b[: CUT + 5],
+            errors.TruncatedStreamError,
+        ),
+        (lambda b: b[:-1], errors.FinalSegmentAuthError),
+        (lambda b: b + b"x", errors.FinalSegmentAuthError),
+        (lambda b: b[:30] + bytes([b[30] ^ 1]) + b[31:], errors.CommitmentError),
+    ],
+    ids=["no_final", "cut_final", "final_cut", "trailing_byte", "commitment"],
+)
+def test_malformed_bodies_refused(
+    mangle: Any, error: type[Exception], pool: SegmentPool, tmp_path: Path
+) -> None:
+    body = mangle(cobblestone(data_of(NSEG * SEG + 100)))
+    assert first_error(StreamDecryptor(KEY, CONTEXT), body, 1 << 20)[0] is error
+    assert _positional_error(body, pool, tmp_path)[0] is error
+
+
+def test_a_shrinking_input_is_refused(pool: SegmentPool, tmp_path: Path) -> None:
+    data = data_of(3 * STRIPE)
+    src = _file(tmp_path / "in", data[: 2 * STRIPE + 5])  # says 3 stripes, has 2 and a bit
+    dst = _file(tmp_path / "out", b"")
+    try:
+        enc = ParallelStreamEncryptor(KEY, CONTEXT, pool)
+        with pytest.raises(InputShrankError) as info:
+            enc.update_from_file((src, 0), len(data), (dst, 0))
+        assert info.value.index == 2 * STRIPE_SEGMENTS
+        with pytest.raises(errors.StreamStateError):  # poisoned
+            enc.finalize()
+        body = cobblestone(data)
+        os.truncate(tmp_path / "in", 0)
+        os.pwrite(src, body[: BODY_PREFIX_BYTES + 100 * SEGMENT_WIRE_SIZE], 0)
+        dec = ParallelStreamDecryptor(KEY, CONTEXT, pool)
+        with pytest.raises(errors.TruncatedStreamError):
+            dec.update_from_file((src, 0), len(body), (dst, 0))
+    finally:
+        os.close(src)
+        os.close(dst)
+
+
+def test_positional_needs_a_fresh_stream(tmp_path: Path) -> None:
+    pool = SegmentPool(2)
+    fd = _file(tmp_path / "f", bytes(100))
+    try:
+        enc = ParallelStreamEncryptor(KEY, CONTEXT, pool)
+        enc.update(b"abc")
+        with pytest.raises(ValueError, match="fresh"):
+            enc.update_from_file((fd, 0), 10, (fd, 0))
+        dec = ParallelStreamDecryptor(KEY, CONTEXT, pool)
+        dec.update(cobblestone(b"abc")[:60])
+        with pytest.raises(ValueError, match="fresh"):
+            dec.update_from_file((fd, 0), 10, (fd, 0))
+    finally:
+        os.close(fd)
+        pool.shutdown()
+
+
+# --- whole envelopes ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signer() -> Signer:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return Signer.from_objects(key, Ca.make().issue("recorder-pos", key))
+
+
+@pytest.mark.parametrize("size", [0, 5, 3 * STRIPE + 1234])
+def test_envelopes_through_files(
+    size: int, alice: Any, metadata: Any, signer: Signer, pool: SegmentPool, tmp_path: Path
+) -> None:
+    data = data_of(size, seed=7)
+    src = _file(tmp_path / "in", data)
+    dst = _file(tmp_path / "env", b"")
+    try:
+        enc = EnvelopeEncryptor([alice.recipient], metadata, pool=pool)
+        assert enc.positional
+        written = enc.encrypt_file(src, size, dst)
+    finally:
+        os.close(src)
+        os.close(dst)
+    envelope = (tmp_path / "env").read_bytes()
+    assert len(envelope) == written
+    dec = EnvelopeDecryptor(alice.keys)  # the single-thread stream path reads it
+    assert dec.update(envelope) + dec.finalize() == data
+    signed_enc = EnvelopeEncryptor([alice.recipient], metadata, pool=pool, signer=signer)
+    assert not signed_enc.positional  # signed envelopes keep the stream path
+    signed = signed_enc.update(data) + signed_enc.finalize()
+    for name, blob in (("plain", envelope), ("signed", signed)):
+        src = _file(tmp_path / f"{name}.rsv", blob)
+        out = _file(tmp_path / f"{name}.out", b"")
+        try:
+            dec = EnvelopeDecryptor(alice.keys, pool=pool)
+            assert dec.decrypt_file(src, len(blob), out) == size
+        finally:
+            os.close(src)
+            os.close(out)
+        assert (tmp_path / f"{name}.out").read_bytes() == data, name
+        assert dec.segments == size // SEG + 1
+        assert (dec.trailer is not None) == (name == "signed")
+
+
+def test_decrypt_file_errors_are_the_stream_paths(
+    alice: Any, bob: Any, metadata: Any, tmp_path: Path
+) -> None:
+    pool = SegmentPool(2)
+    enc = EnvelopeEncryptor([alice.recipient], metadata)
+    envelope = enc.update(data_of(2 * STRIPE)) + enc.finalize()
+    header = len(enc.header)
+    damaged = bytearray(envelope)
+    damaged[header + BODY_PREFIX_BYTES + 100 * SEGMENT_WIRE_SIZE + 9] ^= 1
+    cases: list[tuple[bytes, Any, type[Exception]]] = [
+        (envelope, bob.keys, errors.KeyAccessError),
+        (bytes(damaged), alice.keys, errors.SegmentAuthError),
+        (envelope[: header + 5000], alice.keys, errors.FinalSegmentAuthError),
+        (
+            envelope[: header + BODY_PREFIX_BYTES + 3 * SEGMENT_WIRE_SIZE],
+            alice.keys,
+            errors.TruncatedStreamError,
+        ),
+        (envelope[: header - 3], alice.keys, errors.TruncatedStreamError),
+    ]
+    try:
+        for blob, keys, error in cases:
+            stream = EnvelopeDecryptor(keys)
+            with pytest.raises(error) as want:
+                stream.update(blob)
+                stream.finalize()
+            src = _file(tmp_path / "e.rsv", blob)
+            out = _file(tmp_path / "e.out", b"")
+            try:
+                dec = EnvelopeDecryptor(keys, pool=pool)
+                with pytest.raises(error) as got:
+                    if dec.decrypt_file(src, len(blob), out) is None:  # header unreadable
+                        dec.update(blob)
+                        dec.finalize()
+            finally:
+                os.close(src)
+                os.close(out)
+            assert type(got.value) is type(want.value)
+            assert str(got.value) == str(want.value)
+        src = _file(tmp_path / "empty", b"")
+        try:
+            assert EnvelopeDecryptor(alice.keys, pool=pool).decrypt_file(src, 0, src) is None
+        finally:
+            os.close(src)
+    finally:
+        pool.shutdown()
+
+
+# --- the CLI --------------------------------------------------------------------------
+
+
+def test_cli_bulk_path_round_trip_and_damage(
+    alice: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RECSTREAM_BULK_THREADS", "2")  # the pool, whatever the machine
+    cert, key = alice.write(tmp_path)
+    data = data_of(3 * STRIPE + 99, seed=5)
+    (tmp_path / "in").write_bytes(data)
+    taken: list[str] = []
+    for cls, name in ((EnvelopeEncryptor, "encrypt_file"), (EnvelopeDecryptor, "decrypt_file")):
+        real = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda *a, _r=real, _n=name: (taken.append(_n), _r(*a))[1])
+    assert main(["encrypt", "--cert", str(cert), str(tmp_path / "in"), str(tmp_path / "e")]) == 0
+    assert main(["decrypt", "--key", str(key), str(tmp_path / "e"), str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o").read_bytes() == data
+    assert taken == ["encrypt_file", "decrypt_file"]  # the positional path did the work
+    monkeypatch.setenv("RECSTREAM_BULK_THREADS", "1")  # the stream path agrees
+    assert main(["decrypt", "--key", str(key), str(tmp_path / "e"), str(tmp_path / "o1")]) == 0
+    assert (tmp_path / "o1").read_bytes() == data
+    monkeypatch.setenv("RECSTREAM_BULK_THREADS", "2")
+    damaged = bytearray((tmp_path / "e").read_bytes())
+    damaged[-3 * SEGMENT_WIRE_SIZE] ^= 0x10
+    (tmp_path / "d").write_bytes(damaged)
+    capsys.readouterr()
+    code = main(["decrypt", "--key", str(key), str(tmp_path / "d"), str(tmp_path / "o2")])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err and "segment" in err
+    assert not (tmp_path / "o2").exists()  # nothing of a failed decryption is left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o2")]
+
+
+def test_file_pool_for_ignores_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recstream import parallel
+
+    monkeypatch.delenv("RECSTREAM_BULK_THREADS", raising=False)
+    monkeypatch.setattr(parallel, "_cpus", lambda: 2)
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (7.0, 7.0, 7.0))
+    assert parallel.pool_for(1 << 30) is None  # the stream path still stands aside
+    big = parallel.file_pool_for(1 << 30)
+    assert big is not None and big.threads >= 2  # the positional path does not
+    assert parallel.file_pool_for(1000) is None  # small: one read, no pool
+    monkeypatch.setenv("RECSTREAM_BULK_THREADS", "1")
+    assert parallel.file_pool_for(1 << 30) is None  # the operator says one thread
+    monkeypatch.delenv("RECSTREAM_BULK_THREADS")
+    monkeypatch.setattr(parallel, "_cpus", lambda: 1)
+    assert parallel.file_pool_for(1 << 30) is None  # one CPU in our affinity
+    monkeypatch.setenv("RECSTREAM_BULK_THREADS", "2")
+    assert parallel.file_pool_for(1 << 30) is not None
