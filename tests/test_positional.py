@@ -293,7 +293,9 @@ def test_cli_bulk_path_round_trip_and_damage(
     taken: list[str] = []
     for cls, name in ((EnvelopeEncryptor, "encrypt_file"), (EnvelopeDecryptor, "decrypt_file")):
         real = getattr(cls, name)
-        monkeypatch.setattr(cls, name, lambda *a, _r=real, _n=name: (taken.append(_n), _r(*a))[1])
+        monkeypatch.setattr(
+            cls, name, lambda *a, _r=real, _n=name, **k: (taken.append(_n), _r(*a, **k))[1]
+        )
     assert main(["encrypt", "--cert", str(cert), str(tmp_path / "in"), str(tmp_path / "e")]) == 0
     assert main(["decrypt", "--key", str(key), str(tmp_path / "e"), str(tmp_path / "o")]) == 0
     assert (tmp_path / "o").read_bytes() == data
@@ -330,3 +332,117 @@ def test_file_pool_for_ignores_the_load(monkeypatch: pytest.MonkeyPatch) -> None
     assert parallel.file_pool_for(1 << 30) is None  # one CPU in our affinity
     monkeypatch.setenv("RECSTREAM_BULK_THREADS", "2")
     assert parallel.file_pool_for(1 << 30) is not None
+
+
+# --- in order, to stdout or a pipe --------------------------------------------------------
+
+
+def _drain(fd: int, sink: list[bytes]) -> None:
+    while chunk := os.read(fd, 1 << 16):
+        sink.append(chunk)
+
+
+def _through_pipe(write: Any) -> bytes:
+    """Run ``write(fd)`` into a pipe whose far end a thread drains; return what came out."""
+    import threading
+
+    r, w = os.pipe()
+    got: list[bytes] = []
+    reader = threading.Thread(target=_drain, args=(r, got))
+    reader.start()
+    try:
+        write(w)
+    finally:
+        os.close(w)
+        reader.join(timeout=60)
+        os.close(r)
+    return b"".join(got)
+
+
+@pytest.mark.parametrize("size", [0, SEG + 1, 3 * STRIPE + 17])
+def test_ordered_output_to_a_pipe(size: int, pool: SegmentPool, tmp_path: Path) -> None:
+    data = data_of(size, seed=11)
+    want = cobblestone(data)
+    src = _file(tmp_path / "in", data)
+    try:
+        enc = ParallelStreamEncryptor(KEY, CONTEXT, pool, salt=want[:SALT_BYTES])
+
+        def seal(fd: int) -> None:
+            enc.update_from_file((src, 0), size, (fd, None))
+            os.write(fd, enc.finalize())
+
+        assert _through_pipe(seal) == want
+    finally:
+        os.close(src)
+    body = _file(tmp_path / "body", want)
+    try:
+        dec = ParallelStreamDecryptor(KEY, CONTEXT, pool)
+        box: list[bytes] = []
+
+        def open_(fd: int) -> None:
+            consumed, _ = dec.update_from_file((body, 0), len(want), (fd, None))
+            box.append(dec.update(want[consumed:]) + dec.finalize())
+
+        assert _through_pipe(open_) + box[0] == data
+    finally:
+        os.close(body)
+
+
+@pytest.mark.parametrize("bad_stripe", [0, 1, 3])
+def test_ordered_output_stops_before_a_failed_stripe(
+    bad_stripe: int, pool: SegmentPool, tmp_path: Path
+) -> None:
+    data = data_of(5 * STRIPE + 9, seed=12)
+    body = bytearray(cobblestone(data))
+    bad = bad_stripe * STRIPE_SEGMENTS + 10
+    body[BODY_PREFIX_BYTES + bad * SEGMENT_WIRE_SIZE + 3] ^= 0x20
+    src = _file(tmp_path / "body", bytes(body))
+    try:
+        dec = ParallelStreamDecryptor(KEY, CONTEXT, pool)
+        errors_seen: list[int] = []
+
+        def open_(fd: int) -> None:
+            try:
+                dec.update_from_file((src, 0), len(body), (fd, None))
+            except errors.SegmentAuthError as exc:
+                errors_seen.append(exc.index)
+
+        out = _through_pipe(open_)
+    finally:
+        os.close(src)
+    assert errors_seen == [bad]
+    # Only whole stripes before the bad one, and only authenticated plaintext.
+    assert len(out) % STRIPE == 0 and len(out) <= bad_stripe * STRIPE
+    assert out == data[: len(out)]
+
+
+def test_cli_to_stdout_on_the_bulk_path(alice: Any, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cert, key = alice.write(tmp_path)
+    data = data_of(2 * STRIPE + 5, seed=13)
+    (tmp_path / "in").write_bytes(data)
+    env = {**os.environ, "RECSTREAM_BULK_THREADS": "2"}
+    cli = [sys.executable, "-m", "recstream"]
+    enc = subprocess.run(
+        [*cli, "encrypt", "--cert", str(cert), str(tmp_path / "in"), "-"],
+        capture_output=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert enc.returncode == 0, enc.stderr
+    (tmp_path / "e").write_bytes(enc.stdout)
+    dec = subprocess.run(
+        [*cli, "decrypt", "--key", str(key), str(tmp_path / "e"), "-"],
+        capture_output=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert dec.returncode == 0, dec.stderr
+    assert dec.stdout == data
+    damaged = bytearray(enc.stdout)
+    damaged[len(enc.stdout) - STRIPE] ^= 1  # in the second stripe of the body
+    (tmp_path / "d").write_bytes(damaged)
+    bad = subprocess.run(
+        [*cli, "decrypt", "--key", str(key), str(tmp_path / "d"), "-"],
+        capture_output=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and b"Traceback" not in bad.stderr
+    assert bad.stdout == data[: len(bad.stdout)] and len(bad.stdout) <= STRIPE

@@ -43,7 +43,7 @@ from recstream.parallel import (
     ParallelStreamEncryptor,
     SegmentPool,
     pread_exact,
-    pwrite_all,
+    put,
 )
 from recstream.pki.recipients import Identity, IdentitySet, KeyRing, Recipient
 from recstream.signer import BodySignature, Signer
@@ -262,12 +262,14 @@ class EnvelopeEncryptor:
             and self._header_pending
         )
 
-    def encrypt_file(self, src: int, size: int, dst: int) -> int:
+    def encrypt_file(self, src: int, size: int, dst: int, *, ordered: bool = False) -> int:
         """The whole envelope of ``size`` bytes of the file ``src`` (from offset 0), written
-        into ``dst`` from offset 0, positionally on the pool's threads; bytes written.
+        into ``dst`` on the pool's threads; bytes written.
 
-        For a regular output file this process owns (its segments are written out of
-        order): the bytes are those :meth:`update_into` and :meth:`finalize` give.
+        ``dst`` is a regular file this process owns, written from offset 0 out of
+        order; or with ``ordered``, any descriptor (stdout, a pipe) written in order
+        at its position.  The bytes are those :meth:`update_into` and
+        :meth:`finalize` give.
 
         Raises:
             InputShrankError: ``src`` has fewer than ``size`` bytes.
@@ -278,10 +280,10 @@ class EnvelopeEncryptor:
             msg = "positional encryption needs a pool, no signer and nothing output yet"
             raise ValueError(msg)
         header = self.take_header()
-        pwrite_all(dst, header, 0)
-        n = len(header) + body.update_from_file((src, 0), size, (dst, len(header)))
+        at = put((dst, None if ordered else 0), header)
+        n = len(header) + body.update_from_file((src, 0), size, at)
         tail = self.finalize()
-        pwrite_all(dst, tail, n)
+        put((dst, None if ordered else n), tail)
         return n + len(tail)
 
     def take_header(self) -> bytes:
@@ -472,13 +474,15 @@ class EnvelopeDecryptor:
         """Whether :meth:`decrypt_file` can run: a pool, and nothing fed yet."""
         return self._pool is not None and not self._head and self._body is None and not self._failed
 
-    def decrypt_file(self, src: int, size: int, dst: int) -> int | None:
-        """Decrypt the envelope in the first ``size`` bytes of the file ``src`` into ``dst``
-        from offset 0, the body's whole segments positionally on the pool's threads.
+    def decrypt_file(self, src: int, size: int, dst: int, *, ordered: bool = False) -> int | None:
+        """Decrypt the envelope in the first ``size`` bytes of the file ``src`` into ``dst``,
+        the body's whole segments read and opened on the pool's threads.
 
-        For a fresh decryptor with a pool and a regular output file this process owns
-        and discards on failure (segments are written out of order, each only once
-        it authenticated).  The header, the final segment and a signed envelope's
+        For a fresh decryptor with a pool.  ``dst`` is a regular output file this
+        process owns and discards on failure (written from offset 0, segments out of
+        order, each once it authenticated); or with ``ordered``, any descriptor
+        (stdout, a pipe) written in order, where nothing after a failed segment is
+        ever written.  The header, the final segment and a signed envelope's
         trailer go through :meth:`update_into` and :meth:`finalize`, so what is
         accepted or refused, and the errors, are the stream path's.
 
@@ -510,7 +514,7 @@ class EnvelopeDecryptor:
         try:
             trailer = TRAILER_BYTES if self._hold is not None else 0
             consumed, written = body.update_from_file(
-                (src, length), size - length - trailer, (dst, 0)
+                (src, length), size - length - trailer, (dst, None if ordered else 0)
             )
             rest = bytearray(size - length - consumed)
             with memoryview(rest) as view:
@@ -518,9 +522,9 @@ class EnvelopeDecryptor:
                     raise TruncatedStreamError(body.segments)
             out = bytearray(self.output_size(len(rest)))
             n = self.update_into(rest, out)
-            pwrite_all(dst, memoryview(out)[:n], written)
+            put((dst, None if ordered else written), memoryview(out)[:n])
             tail = self.finalize()
-            pwrite_all(dst, tail, written + n)
+            put((dst, None if ordered else written + n), tail)
         except BaseException:
             self._failed = True
             raise

@@ -92,6 +92,7 @@ if TYPE_CHECKING:  # concurrent.futures (and logging) are 5 ms of every CLI star
 
 _Run = Callable[[int, memoryview, memoryview], int]
 _At = tuple[int, int]  # (file descriptor, offset)
+_Dst = tuple[int, int | None]  # (file descriptor, offset or None: in order at its position)
 
 
 class InputShrankError(Exception):
@@ -115,6 +116,24 @@ def pread_exact(fd: int, into: memoryview, at: int) -> int:
             break
         done += n
     return done
+
+
+def write_all_fd(fd: int, data: Buffer) -> None:
+    """Write all of ``data`` to ``fd`` at its position (short writes happen on pipes)."""
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
+
+
+def put(dst: _Dst, data: Buffer) -> _Dst:
+    """Write ``data`` at ``dst`` = (fd, offset, or None: the position); return what follows."""
+    fd, at = dst
+    if at is None:
+        write_all_fd(fd, data)
+        return dst
+    pwrite_all(fd, data, at)
+    return fd, at + len(data)
 
 
 def pwrite_all(fd: int, data: Buffer, at: int) -> None:
@@ -245,20 +264,16 @@ class SegmentPool:
             raise min(failures, key=lambda e: e.index)
         return total
 
-    def seal_file(
-        self, cipher: _crypto.SegmentCipher, count: int, src: tuple[int, int], dst: tuple[int, int]
-    ) -> None:
+    def seal_file(self, cipher: _crypto.SegmentCipher, count: int, src: _At, dst: _Dst) -> None:
         """Seal ``count`` whole segments (indices 0..count-1) read from ``src`` = (fd, offset)
-        into ``dst`` = (fd, offset), positionally: see :meth:`_positional`.
+        into ``dst`` = (fd, offset, or None: in order), positionally: see :meth:`_positional`.
 
         Raises:
             InputShrankError: ``src`` ends before ``count`` segments.
         """
         self._positional(cipher.seal_run, count, src, dst, (SEGMENT_SIZE, SEGMENT_WIRE_SIZE))
 
-    def open_file(
-        self, cipher: _crypto.SegmentCipher, count: int, src: tuple[int, int], dst: tuple[int, int]
-    ) -> None:
+    def open_file(self, cipher: _crypto.SegmentCipher, count: int, src: _At, dst: _Dst) -> None:
         """Open ``count`` whole wire segments (indices 0..count-1) from ``src`` into ``dst``.
 
         Raises:
@@ -271,8 +286,8 @@ class SegmentPool:
         self,
         run: _Run,
         count: int,
-        src: tuple[int, int],
-        dst: tuple[int, int],
+        src: _At,
+        dst: _Dst,
         sizes: tuple[int, int],
     ) -> None:
         """File to file, each thread on its own stripes: pread, seal or open, pwrite.
@@ -281,14 +296,34 @@ class SegmentPool:
         transforms and writes whole stripes on its own: the page-cache copies run
         on every core like the AES, there is no queue, and a thread takes the GIL
         only between system calls and AES calls.  Stripes are handed out from one
-        counter (as :meth:`_split`'s runs are).  ``dst`` must be a file this
-        process owns (writes land out of order; a failed run leaves it to be
-        discarded, as the CLI's unnamed temporary output is).
+        counter (as :meth:`_split`'s runs are).  With an offset, ``dst`` must be a
+        file this process owns (writes land out of order; a failed run leaves it to
+        be discarded, as the CLI's unnamed temporary output is).  With None
+        (stdout, a pipe) each stripe is written at the descriptor's position in
+        turn: a thread that finished stripe *k* waits until *k - 1* is out, so
+        reads and AES still run on every core, writes one after another, and
+        nothing after a failed stripe is ever written (the stream path's rule).
         """
         (src_fd, src_at), (dst_fd, dst_at), (inp, outp) = src, dst, sizes
         stripes = -(-count // STRIPE_SEGMENTS)
         ticket = itertools.count()
         failures: list[BaseException] = []
+        turn = [0]  # ordered output: the next stripe to write
+        cond = threading.Condition()
+
+        def emit(k: int, data: memoryview) -> None:
+            if dst_at is not None:
+                pwrite_all(dst_fd, data, dst_at + k * STRIPE_SEGMENTS * outp)
+                return
+            with cond:
+                while turn[0] != k and not failures:
+                    cond.wait()
+                if failures:
+                    return
+            write_all_fd(dst_fd, data)
+            with cond:
+                turn[0] += 1
+                cond.notify_all()
 
         def take() -> None:
             try:
@@ -301,10 +336,14 @@ class SegmentPool:
                         got = pread_exact(src_fd, iv[:want], src_at + a * inp)
                         if got < want:
                             raise InputShrankError(a + got // inp)
-                        n = run(a, iv[:want], ov)
-                        pwrite_all(dst_fd, ov[:n], dst_at + a * outp)
+                        # pread leaves the file position alone: move it as far as read,
+                        # so that progress viewers (and tests) watching it see progress.
+                        os.lseek(src_fd, src_at + a * inp + want, os.SEEK_SET)
+                        emit(k, ov[: run(a, iv[:want], ov)])
             except BaseException as exc:  # every thread stops at its next stripe
-                failures.append(exc)
+                with cond:
+                    failures.append(exc)
+                    cond.notify_all()
 
         futures = (
             [self._executor.submit(take) for _ in range(self.threads - 1)]
@@ -468,13 +507,14 @@ class ParallelStreamEncryptor(_Machine):
         self._leave(_Op.UPDATE)
         return written
 
-    def update_from_file(self, src: _At, n: int, dst: _At) -> int:
-        """Encrypt ``n`` bytes of ``src`` = (fd, offset) into ``dst`` = (fd, offset), positionally.
+    def update_from_file(self, src: _At, n: int, dst: _Dst) -> int:
+        """Encrypt ``n`` bytes of ``src`` = (fd, offset) into ``dst`` = (fd, offset or None).
 
         The first call on a fresh, unsigned stream only: the prefix and every whole
-        segment are written at their offsets by the pool's threads (:meth:`SegmentPool.seal_file`),
-        the last partial segment is kept for :meth:`finalize`, exactly as
-        :meth:`update_into` of the same bytes would (the output is byte-identical).
+        segment are written at their offsets (or in order, offset None) by the pool's
+        threads (:meth:`SegmentPool.seal_file`), the last partial segment is kept
+        for :meth:`finalize`, exactly as :meth:`update_into` of the same bytes would
+        (the output is byte-identical).
         Returns the bytes written (from ``dst``'s offset on).
 
         Raises:
@@ -490,12 +530,11 @@ class ParallelStreamEncryptor(_Machine):
             self._fail()
             msg = f"a recording may hold at most {MAX_SEGMENTS} segments (docs/FORMAT.md §5)"
             raise ValueError(msg)
-        (src_fd, src_at), (dst_fd, dst_at) = src, dst
+        src_fd, src_at = src
         try:
-            pwrite_all(dst_fd, self._prefix, dst_at)
+            body = put(dst, self._prefix)
             self._started = True
-            body = (dst_fd, dst_at + BODY_PREFIX_BYTES)
-            self._pool.seal_file(self._cipher, whole, (src_fd, src_at), body)
+            self._pool.seal_file(self._cipher, whole, src, body)
             tail = bytearray(rest)
             with memoryview(tail) as view:
                 if pread_exact(src_fd, view, src_at + whole * SEGMENT_SIZE) < rest:
@@ -609,10 +648,9 @@ class ParallelStreamDecryptor(StreamDecryptor):
         self.segments += nseg
         return written
 
-    def update_from_file(
-        self, src: tuple[int, int], n: int, dst: tuple[int, int]
-    ) -> tuple[int, int]:
-        """Open the body in ``n`` bytes of ``src`` = (fd, offset) into ``dst`` = (fd, offset).
+    def update_from_file(self, src: _At, n: int, dst: _Dst) -> tuple[int, int]:
+        """Open the body in ``n`` bytes of ``src`` = (fd, offset) into ``dst`` = (fd, offset or
+        None: in order at its position).
 
         The first call on a fresh stream only.  The prefix is read and its commitment
         checked, then every whole segment but the last is opened positionally by the

@@ -185,8 +185,8 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         _open_out(args.output, args.force) as dst,
     ):
         src = _Counted(raw, snapshot=args.snapshot)
-        # File to file: the positional path on every core; else the stream pump.
-        positional = src.start is not None and signer is None and _owned_file(dst, args.output)
+        # From a regular file: the positional path on every core; else the stream pump.
+        positional = src.start is not None and signer is None
         pool = file_pool_for(src.start or 0) if positional else pool_for(size_of(raw))
         enc = EnvelopeEncryptor(recipients, metadata, pool=pool, signer=signer)
         if positional and enc.positional:
@@ -204,10 +204,13 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _owned_file(dst: IO[bytes], name: str) -> bool:
-    """Whether ``dst`` is our own temporary output (a regular file, not stdout), which
-    the positional bulk path may write out of order."""
-    return name != STDIO and stat.S_ISREG(os.fstat(dst.fileno()).st_mode)
+def _ordered(dst: IO[bytes]) -> bool:
+    """Whether the positional bulk path must write ``dst`` in order: stdout (a pipe, a
+    terminal, a file the shell opened); not our own temporary output file."""
+    if dst is sys.stdout.buffer:
+        dst.flush()
+        return True
+    return not stat.S_ISREG(os.fstat(dst.fileno()).st_mode)
 
 
 def _encrypt_positional(src: _Counted, dst: IO[bytes], enc: EnvelopeEncryptor, name: str) -> int:
@@ -216,7 +219,7 @@ def _encrypt_positional(src: _Counted, dst: IO[bytes], enc: EnvelopeEncryptor, n
 
     assert src.start is not None
     try:
-        written = enc.encrypt_file(src.fileno(), src.start, dst.fileno())
+        written = enc.encrypt_file(src.fileno(), src.start, dst.fileno(), ordered=_ordered(dst))
     except InputShrankError:
         end = src._size_now()
         msg = (
@@ -342,12 +345,12 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
             keys = decryption_keys(args)
             with naming_output(args.output), _open_out(args.output, args.force) as dst:
                 size = size_of(src)
-                positional = size is not None and _owned_file(dst, args.output)
-                pool = file_pool_for(size or 0) if positional else pool_for(size)
+                pool = pool_for(size) if size is None else file_pool_for(size)
                 dec = EnvelopeDecryptor(keys, pool=pool)
                 done = None
-                if positional and size is not None and dec.positional:
-                    done = dec.decrypt_file(src.fileno(), size, dst.fileno())
+                if size is not None and dec.positional:  # a regular file: positional
+                    fd = dst.fileno()
+                    done = dec.decrypt_file(src.fileno(), size, fd, ordered=_ordered(dst))
                 written = transform(src, dst, dec) if done is None else done
                 if verified is not None:  # before OUT is committed
                     _check_unchanged(src, args.input, verified)
