@@ -436,12 +436,14 @@ def file_pool_for(size: int) -> SegmentPool | None:
     """The pool for the positional file-to-file path (:meth:`SegmentPool.seal_file`), or None.
 
     Unlike the stream path's :func:`pool_for`, the load average has no say: a
-    thread there hands off once per 1 MiB stripe (not per 128 KiB run), does its
-    own page-cache copies, and a thread that finds no core simply finds no stripe
-    left, so the pool costs nothing measurable when the other core is busy and
-    halves the wall time when it is free (bench/RESULTS.md, issue 20 round 3).
-    Every input of :data:`MIN_PARALLEL_BYTES` or more on two or more CPUs (the
-    process's affinity) gets it; ``RECSTREAM_BULK_THREADS`` decides when set.
+    thread there hands off once per 1 MiB stripe (not per 128 KiB run) and does
+    its own page-cache copies, and a thread that gets no core simply finds no
+    stripe left.  Measured at loads of 3.5-6.4 on 2 cores (bench/RESULTS.md, issue
+    20 round 3): the same CPU per byte as the single-thread path (within 5%, either
+    way), wall time 0.7-1.4x of it round by round; with a core free, both cores
+    copy and encrypt.  Every input of :data:`MIN_PARALLEL_BYTES` or more on two or
+    more CPUs (the process's affinity) gets it; ``RECSTREAM_BULK_THREADS`` decides
+    when set.
     """
     forced = _threads_set()
     if forced == 1 or size < MIN_PARALLEL_BYTES or (forced is None and _cpus() < 2):
