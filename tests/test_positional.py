@@ -29,7 +29,9 @@ from recstream.parallel import (
     ParallelStreamEncryptor,
     SegmentPool,
 )
+from recstream.reader import FileSource
 from recstream.signer import Signer
+from recstream.signing import SignatureStatus, verify_source
 from recstream.stream import StreamDecryptor
 from tests.signing_helpers import Ca
 from tests.test_parallel import CONTEXT, KEY, data_of, first_error
@@ -192,14 +194,25 @@ def test_positional_needs_a_fresh_stream(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def signer() -> Signer:
+def ca() -> Ca:
+    return Ca.make()
+
+
+@pytest.fixture(scope="module")
+def signer(ca: Ca) -> Signer:
     key = ec.generate_private_key(ec.SECP256R1())
-    return Signer.from_objects(key, Ca.make().issue("recorder-pos", key))
+    return Signer.from_objects(key, ca.issue("recorder-pos", key))
 
 
 @pytest.mark.parametrize("size", [0, 5, 3 * STRIPE + 1234])
 def test_envelopes_through_files(
-    size: int, alice: Any, metadata: Any, signer: Signer, pool: SegmentPool, tmp_path: Path
+    size: int,
+    alice: Any,
+    metadata: Any,
+    ca: Ca,
+    signer: Signer,
+    pool: SegmentPool,
+    tmp_path: Path,
 ) -> None:
     data = data_of(size, seed=7)
     src = _file(tmp_path / "in", data)
@@ -215,9 +228,27 @@ def test_envelopes_through_files(
     assert len(envelope) == written
     dec = EnvelopeDecryptor(alice.keys)  # the single-thread stream path reads it
     assert dec.update(envelope) + dec.finalize() == data
+    stream_signed = EnvelopeEncryptor([alice.recipient], metadata, signer=signer)
+    signed = stream_signed.update(data) + stream_signed.finalize()
     signed_enc = EnvelopeEncryptor([alice.recipient], metadata, pool=pool, signer=signer)
-    assert not signed_enc.positional  # signed envelopes keep the stream path
-    signed = signed_enc.update(data) + signed_enc.finalize()
+    assert signed_enc.positional
+    src = _file(tmp_path / "in", data)
+    dst = _file(tmp_path / "signed-pos.rsv", b"")
+    try:
+        assert signed_enc.encrypt_file(src, size, dst) == len(signed)
+        report = verify_source(FileSource(dst), ca.pem)  # digests made by the threads
+        assert report.status is SignatureStatus.VALID, report.reason
+    finally:
+        os.close(src)
+        os.close(dst)
+    damaged = bytearray((tmp_path / "signed-pos.rsv").read_bytes())
+    damaged[len(signed_enc.header) + BODY_PREFIX_BYTES + 5] ^= 1
+    (tmp_path / "damaged.rsv").write_bytes(damaged)
+    fd = os.open(tmp_path / "damaged.rsv", os.O_RDONLY)
+    try:
+        assert verify_source(FileSource(fd), ca.pem).status is SignatureStatus.INVALID
+    finally:
+        os.close(fd)
     for name, blob in (("plain", envelope), ("signed", signed)):
         src = _file(tmp_path / f"{name}.rsv", blob)
         out = _file(tmp_path / f"{name}.out", b"")

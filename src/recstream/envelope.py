@@ -255,10 +255,10 @@ class EnvelopeEncryptor:
 
     @property
     def positional(self) -> bool:
-        """Whether :meth:`encrypt_file` can run: a pool, unsigned, nothing output yet."""
+        """Whether :meth:`encrypt_file` can run: a pool, and nothing output yet."""
         return (
             isinstance(self._body, ParallelStreamEncryptor)
-            and self._signature is None
+            and (self._signature is None or self._fed_by_body)
             and self._header_pending
         )
 
@@ -277,7 +277,7 @@ class EnvelopeEncryptor:
         """
         body = self._body
         if not self.positional or not isinstance(body, ParallelStreamEncryptor):
-            msg = "positional encryption needs a pool, no signer and nothing output yet"
+            msg = "positional encryption needs a pool and nothing output yet"
             raise ValueError(msg)
         header = self.take_header()
         at = put((dst, None if ordered else 0), header)

@@ -264,14 +264,34 @@ class SegmentPool:
             raise min(failures, key=lambda e: e.index)
         return total
 
-    def seal_file(self, cipher: _crypto.SegmentCipher, count: int, src: _At, dst: _Dst) -> None:
+    def seal_file(
+        self,
+        cipher: _crypto.SegmentCipher,
+        count: int,
+        src: _At,
+        dst: _Dst,
+        digests: memoryview | None = None,
+    ) -> None:
         """Seal ``count`` whole segments (indices 0..count-1) read from ``src`` = (fd, offset)
         into ``dst`` = (fd, offset, or None: in order), positionally: see :meth:`_positional`.
+
+        With ``digests`` (32 bytes a segment), the thread that seals a stripe also puts
+        its §10.1 digests in their place there, while the stripe is in its cache.
 
         Raises:
             InputShrankError: ``src`` ends before ``count`` segments.
         """
-        self._positional(cipher.seal_run, count, src, dst, (SEGMENT_SIZE, SEGMENT_WIRE_SIZE))
+        run: _Run = cipher.seal_run
+        if digests is not None:
+            into = digests
+
+            def run(index: int, plain: memoryview, wire: memoryview) -> int:
+                n = cipher.seal_run(index, plain, wire)
+                at = index * _crypto.DIGEST_BYTES
+                _crypto.digest_run(0, wire[:n], into[at : at + n // SEGMENT_WIRE_SIZE * 32])
+                return n
+
+        self._positional(run, count, src, dst, (SEGMENT_SIZE, SEGMENT_WIRE_SIZE))
 
     def open_file(self, cipher: _crypto.SegmentCipher, count: int, src: _At, dst: _Dst) -> None:
         """Open ``count`` whole wire segments (indices 0..count-1) from ``src`` into ``dst``.
@@ -512,20 +532,21 @@ class ParallelStreamEncryptor(_Machine):
     def update_from_file(self, src: _At, n: int, dst: _Dst) -> int:
         """Encrypt ``n`` bytes of ``src`` = (fd, offset) into ``dst`` = (fd, offset or None).
 
-        The first call on a fresh, unsigned stream only: the prefix and every whole
+        The first call on a fresh stream only: the prefix and every whole
         segment are written at their offsets (or in order, offset None) by the pool's
         threads (:meth:`SegmentPool.seal_file`), the last partial segment is kept
         for :meth:`finalize`, exactly as :meth:`update_into` of the same bytes would
-        (the output is byte-identical).
+        (the output is byte-identical).  A signed stream's sink gets the prefix, then
+        every whole segment's digest, made by the threads that sealed them.
         Returns the bytes written (from ``dst``'s offset on).
 
         Raises:
             InputShrankError: ``src`` ended before ``n`` bytes (the stream is poisoned).
-            ValueError: not a fresh unsigned stream, or the format's segment limit.
+            ValueError: not a fresh stream, or the format's segment limit.
         """
         self._enter(_Op.UPDATE)
-        if self._started or self._plain or self._sink is not None:
-            msg = "positional encryption needs a fresh, unsigned stream"
+        if self._started or self._plain:
+            msg = "positional encryption needs a fresh stream"
             raise ValueError(msg)
         whole, rest = divmod(n, SEGMENT_SIZE)
         if whole >= MAX_SEGMENTS:
@@ -533,10 +554,19 @@ class ParallelStreamEncryptor(_Machine):
             msg = f"a recording may hold at most {MAX_SEGMENTS} segments (docs/FORMAT.md §5)"
             raise ValueError(msg)
         src_fd, src_at = src
+        sink = self._sink
+        digests = None if sink is None else bytearray(whole * _crypto.DIGEST_BYTES)
         try:
             body = put(dst, self._prefix)
             self._started = True
-            self._pool.seal_file(self._cipher, whole, src, body)
+            if digests is None:
+                self._pool.seal_file(self._cipher, whole, src, body)
+            else:
+                with memoryview(digests) as into:
+                    self._pool.seal_file(self._cipher, whole, src, body, into)
+            if sink is not None and digests is not None:
+                sink.update(self._prefix)
+                sink.add_digests(digests)
             tail = bytearray(rest)
             with memoryview(tail) as view:
                 if pread_exact(src_fd, view, src_at + whole * SEGMENT_SIZE) < rest:

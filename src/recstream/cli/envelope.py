@@ -186,7 +186,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     ):
         src = _Counted(raw, snapshot=args.snapshot)
         # From a regular file: the positional path on every core; else the stream pump.
-        positional = src.start is not None and signer is None
+        positional = src.start is not None
         pool = file_pool_for(src.start or 0) if positional else pool_for(size_of(raw))
         enc = EnvelopeEncryptor(recipients, metadata, pool=pool, signer=signer)
         if positional and enc.positional:
