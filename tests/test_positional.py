@@ -477,3 +477,29 @@ def test_cli_to_stdout_on_the_bulk_path(alice: Any, tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode != 0 and b"Traceback" not in bad.stderr
     assert bad.stdout == data[: len(bad.stdout)] and len(bad.stdout) <= STRIPE
+
+
+def test_cli_encrypt_refuses_an_input_that_shrank(
+    alice: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The size taken when encryption starts is more than the file holds by the time it
+    is read (as if truncated meanwhile): refused, exit 2, nothing written."""
+    from recstream.cli import envelope as cli_envelope
+
+    monkeypatch.setenv("RECSTREAM_BULK_THREADS", "2")
+    cert, _ = alice.write(tmp_path)
+    (tmp_path / "in").write_bytes(data_of(2 * STRIPE))
+    real_init = cli_envelope._Counted.__init__
+
+    def truncated_meanwhile(self: Any, fh: Any, *, snapshot: bool) -> None:
+        real_init(self, fh, snapshot=snapshot)
+        self.start += STRIPE  # the file was a stripe longer when it was looked at
+
+    monkeypatch.setattr(cli_envelope._Counted, "__init__", truncated_meanwhile)
+    capsys.readouterr()
+    code = main(["encrypt", "--cert", str(cert), str(tmp_path / "in"), str(tmp_path / "e")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "shrank while it was read" in err and "nothing was written" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "e").exists()

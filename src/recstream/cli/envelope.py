@@ -218,13 +218,15 @@ def _encrypt_positional(src: _Counted, dst: IO[bytes], enc: EnvelopeEncryptor, n
     from recstream.parallel import InputShrankError
 
     assert src.start is not None
+    ordered = _ordered(dst)
     try:
-        written = enc.encrypt_file(src.fileno(), src.start, dst.fileno(), ordered=_ordered(dst))
+        written = enc.encrypt_file(src.fileno(), src.start, dst.fileno(), ordered=ordered)
     except InputShrankError:
         end = src._size_now()
+        kept = "what went to stdout is incomplete" if ordered else "nothing was written"
         msg = (
             f"{name} shrank while it was read ({src.start} bytes when encryption started, "
-            f"{end} now). Nothing was written"
+            f"{end} now): {kept}"
         )
         raise UsageError(msg) from None
     src.count = src.start
