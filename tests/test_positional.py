@@ -368,18 +368,18 @@ def test_file_pool_for_ignores_the_load(monkeypatch: pytest.MonkeyPatch) -> None
 # --- in order, to stdout or a pipe --------------------------------------------------------
 
 
-def _drain(fd: int, sink: list[bytes]) -> None:
-    while chunk := os.read(fd, 1 << 16):
+def _drain(fd: int, sink: list[bytes], piece: int) -> None:
+    while chunk := os.read(fd, piece):
         sink.append(chunk)
 
 
-def _through_pipe(write: Any) -> bytes:
+def _through_pipe(write: Any, piece: int = 1 << 16) -> bytes:
     """Run ``write(fd)`` into a pipe whose far end a thread drains; return what came out."""
     import threading
 
     r, w = os.pipe()
     got: list[bytes] = []
-    reader = threading.Thread(target=_drain, args=(r, got))
+    reader = threading.Thread(target=_drain, args=(r, got, piece))
     reader.start()
     try:
         write(w)
@@ -503,3 +503,24 @@ def test_cli_encrypt_refuses_an_input_that_shrank(
     assert "shrank while it was read" in err and "nothing was written" in err
     assert "Traceback" not in err
     assert not (tmp_path / "e").exists()
+
+
+def test_ordered_output_many_threads_and_back_pressure(tmp_path: Path) -> None:
+    """Four threads, nine stripes, a pipe read in small pieces: the writes wait on the
+    reader while stripes finish ahead of them; the bytes still come out in order."""
+    pool = SegmentPool(4)
+    data = data_of(9 * STRIPE + 3, seed=21)
+    want = cobblestone(data)
+    src = _file(tmp_path / "in", data)
+    try:
+        for _ in range(3):
+            enc = ParallelStreamEncryptor(KEY, CONTEXT, pool, salt=want[:SALT_BYTES])
+
+            def seal(fd: int, enc: ParallelStreamEncryptor = enc) -> None:
+                enc.update_from_file((src, 0), len(data), (fd, None))
+                os.write(fd, enc.finalize())
+
+            assert _through_pipe(seal, piece=4096) == want
+    finally:
+        os.close(src)
+        pool.shutdown()

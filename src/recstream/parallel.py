@@ -159,6 +159,56 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
+class _InOrder:
+    """Stripes written in index order to a descriptor (stdout, a pipe).
+
+    A finished stripe is left here; whichever thread finds the next stripe due
+    writes it and every consecutive one after it, so a thread never sits idle
+    waiting for a slower one (on a loaded machine, one without a core) while
+    there are buffers left: ``buffers`` stripes may be done ahead of the writer.
+    Nothing is written once any thread failed, so nothing after a failed
+    stripe ever reaches the output.
+    """
+
+    def __init__(
+        self, fd: int, cond: threading.Condition, failures: list[BaseException], buffers: int,
+        size: int,
+    ) -> None:  # fmt: skip
+        self._fd, self._cond, self._failures = fd, cond, failures
+        self._free = [bytearray(size) for _ in range(buffers)]
+        self._done: dict[int, tuple[bytearray, int]] = {}
+        self._turn = 0
+        self._writing = False
+
+    def buffer(self) -> bytearray | None:
+        """A free output buffer (waiting for one), or None once a thread failed."""
+        with self._cond:
+            while not self._free and not self._failures:
+                self._cond.wait()
+            return None if self._failures else self._free.pop()
+
+    def put(self, index: int, buf: bytearray, n: int) -> None:
+        """Stripe ``index`` is ``buf[:n]``: write it, and what follows it, if it is due."""
+        with self._cond:
+            self._done[index] = (buf, n)
+            if self._writing:  # the thread writing will find it
+                return
+            self._writing = True
+        while True:
+            with self._cond:
+                item = None if self._failures else self._done.pop(self._turn, None)
+                if item is None:
+                    self._writing = False
+                    self._cond.notify_all()
+                    return
+            with memoryview(item[0]) as view:
+                write_all_fd(self._fd, view[: item[1]])
+            with self._cond:
+                self._turn += 1
+                self._free.append(item[0])
+                self._cond.notify_all()
+
+
 class SegmentPool:
     """Runs of whole segments on ``threads`` threads (the caller's included).
 
@@ -328,29 +378,25 @@ class SegmentPool:
         stripes = -(-count // STRIPE_SEGMENTS)
         ticket = itertools.count()
         failures: list[BaseException] = []
-        turn = [0]  # ordered output: the next stripe to write
         cond = threading.Condition()
-
-        def emit(k: int, data: memoryview) -> None:
-            if dst_at is not None:
-                pwrite_all(dst_fd, data, dst_at + k * STRIPE_SEGMENTS * outp)
-                return
-            with cond:
-                while turn[0] != k and not failures:
-                    cond.wait()
-                if failures:
-                    return
-            write_all_fd(dst_fd, data)
-            with cond:
-                turn[0] += 1
-                cond.notify_all()
+        order = (
+            None
+            if dst_at is not None
+            else _InOrder(dst_fd, cond, failures, 2 * self.threads, STRIPE_SEGMENTS * outp)
+        )
 
         def take() -> None:
             try:
                 inbuf = bytearray(min(count, STRIPE_SEGMENTS) * inp)
-                outbuf = bytearray(min(count, STRIPE_SEGMENTS) * outp)
-                with memoryview(inbuf) as iv, memoryview(outbuf) as ov:
-                    while not failures and (k := next(ticket)) < stripes:
+                own = bytearray(0 if order is not None else min(count, STRIPE_SEGMENTS) * outp)
+                with memoryview(inbuf) as iv:
+                    while not failures:
+                        # The buffer before the ticket: the thread holding the stripe
+                        # due next always has its buffer, so in-order output never
+                        # waits for a buffer that only that stripe's writing would free.
+                        out = own if order is None else order.buffer()
+                        if out is None or (k := next(ticket)) >= stripes:
+                            return
                         a = k * STRIPE_SEGMENTS
                         want = min(STRIPE_SEGMENTS, count - a) * inp
                         got = pread_exact(src_fd, iv[:want], src_at + a * inp)
@@ -359,7 +405,13 @@ class SegmentPool:
                         # pread leaves the file position alone: move it as far as read,
                         # so that progress viewers (and tests) watching it see progress.
                         os.lseek(src_fd, src_at + a * inp + want, os.SEEK_SET)
-                        emit(k, ov[: run(a, iv[:want], ov)])
+                        with memoryview(out) as ov:
+                            n = run(a, iv[:want], ov)
+                            if order is None:
+                                assert dst_at is not None
+                                pwrite_all(dst_fd, ov[:n], dst_at + a * outp)
+                        if order is not None:
+                            order.put(k, out, n)
             except BaseException as exc:  # every thread stops at its next stripe
                 with cond:
                     failures.append(exc)
