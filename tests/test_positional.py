@@ -524,3 +524,26 @@ def test_ordered_output_many_threads_and_back_pressure(tmp_path: Path) -> None:
     finally:
         os.close(src)
         pool.shutdown()
+
+
+def test_cli_decrypt_from_stdin_part_way_through_a_file(alice: Any, tmp_path: Path) -> None:
+    """stdin a regular file whose position is not 0 (the shell or a script read some of it):
+    the bulk path would read from offset 0, so the stream path reads from where stdin is."""
+    import subprocess
+    import sys
+
+    cert, key = alice.write(tmp_path)
+    data = data_of(2 * STRIPE, seed=31)
+    (tmp_path / "in").write_bytes(data)
+    env = {**os.environ, "RECSTREAM_BULK_THREADS": "2"}
+    cli = [sys.executable, "-m", "recstream"]
+    assert main(["encrypt", "--cert", str(cert), str(tmp_path / "in"), str(tmp_path / "e")]) == 0
+    (tmp_path / "junk+e").write_bytes(b"0123456789" + (tmp_path / "e").read_bytes())
+    with (tmp_path / "junk+e").open("rb", buffering=0) as fh:
+        fh.read(10)  # the position a caller left stdin at
+        proc = subprocess.run(
+            [*cli, "decrypt", "--key", str(key), "-", str(tmp_path / "o")],
+            stdin=fh, capture_output=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "o").read_bytes() == data

@@ -186,7 +186,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     ):
         src = _Counted(raw, snapshot=args.snapshot)
         # From a regular file: the positional path on every core; else the stream pump.
-        positional = src.start is not None
+        positional = src.start is not None and _at_start(raw)
         pool = file_pool_for(src.start or 0) if positional else pool_for(size_of(raw))
         enc = EnvelopeEncryptor(recipients, metadata, pool=pool, signer=signer)
         if positional and enc.positional:
@@ -202,6 +202,15 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         f"written, for certificate ID(s) {', '.join(enc.cert_ids)}{signed}"
     )
     return 0
+
+
+def _at_start(src: IO[bytes]) -> bool:
+    """Whether ``src`` is read from its first byte: the positional path reads the file
+    from offset 0 (stdin may be a file the shell handed over part-way through)."""
+    try:
+        return os.lseek(src.fileno(), 0, os.SEEK_CUR) == 0
+    except (OSError, ValueError):
+        return False
 
 
 def _ordered(dst: IO[bytes]) -> bool:
@@ -350,7 +359,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
                 pool = pool_for(size) if size is None else file_pool_for(size)
                 dec = EnvelopeDecryptor(keys, pool=pool)
                 done = None
-                if size is not None and dec.positional:  # a regular file: positional
+                if size is not None and dec.positional and _at_start(src):  # positional
                     fd = dst.fileno()
                     done = dec.decrypt_file(src.fileno(), size, fd, ordered=_ordered(dst))
                 written = transform(src, dst, dec) if done is None else done
