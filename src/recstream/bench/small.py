@@ -40,6 +40,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from recstream import durable
 from recstream.batch.local import run_threads
 from recstream.bench.fixtures import BenchIdentity, make_identity, random_bytes, work_directory
 from recstream.bench.machine import describe_machine
@@ -137,14 +138,17 @@ class _Subjects:
 
         def run() -> None:
             left = self.cfg.count
+            group = durable.CommitGroup()  # as the CLI: group commit
             while left > 0:  # a pass decrypts each file at most once: no two at once
                 names = self.names[:left]
                 left -= len(names)
                 work = [
-                    lambda name=name: decrypt_one(src, name, dst, self.keys, existing="replace")
+                    lambda name=name: decrypt_one(
+                        src, name, dst, self.keys, existing="replace", group=group
+                    )
                     for name in names
                 ]
-                for outcome in run_threads(work, jobs=threads):
+                for outcome in run_threads(work, jobs=threads, group=group):
                     if outcome.status != DONE:
                         msg = f"bench: decrypting {outcome.path} failed: {outcome.detail}"
                         raise RuntimeError(msg)

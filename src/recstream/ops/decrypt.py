@@ -61,12 +61,22 @@ def output_name(rel: str, header: Header) -> str:
     return str(p.with_name(stem))
 
 
-def decrypt_one(src: Tree, rel: str, dst: Tree, keys: KeyRing, *, existing: Existing) -> Outcome:
+def decrypt_one(
+    src: Tree,
+    rel: str,
+    dst: Tree,
+    keys: KeyRing,
+    *,
+    existing: Existing,
+    group: durable.CommitGroup | None = None,
+) -> Outcome:
     """Decrypt ``src/rel`` into ``dst/output_name(rel)``; never raises for a bad file.
 
     Returns an :class:`Outcome`: ``done``, ``skipped`` (``existing="skip"`` and the
     output is there), ``busy`` (being written by another process) or ``failed``
-    (the reason in ``detail``; nothing is left at the output).
+    (the reason in ``detail``; nothing is left at the output).  With a ``group``
+    (group commit, :func:`recstream.batch.local.run_threads`) a ``done`` output is
+    complete and under its name, but durable only after ``group.sync()``.
     """
     t0 = time.perf_counter()
     if is_incomplete(rel):
@@ -80,7 +90,7 @@ def decrypt_one(src: Tree, rel: str, dst: Tree, keys: KeyRing, *, existing: Exis
                     return Outcome(rel, SKIPPED, "already decrypted", output=out)
                 if existing == "fail":
                     return Outcome(rel, FAILED, f"output exists: {dst.path(out)} (use --force)")
-            with dst.output(out, replace=existing == "replace") as fout:
+            with dst.output(out, replace=existing == "replace", group=group) as fout:
                 plain = job.run(fout)
         return Outcome(rel, DONE, bytes=plain, envelope_bytes=opened.size,
                        seconds=time.perf_counter() - t0, output=out)  # fmt: skip
