@@ -282,3 +282,39 @@ def test_sigkill_mid_batch_job_the_manifest_lists_only_durable_outputs(
     final = manifest()
     assert {str(r["output"]) for r in final if r["status"] in (DONE, "skipped")} == set(plain)
     assert not [r for r in final if r["status"] == FAILED]
+
+
+def test_a_finished_output_is_skipped_before_any_key_is_used(tmp_path: Path, cert: Cert) -> None:
+    """The header is parsed (no key) before the output is looked up: a resumed batch
+    skips a finished file, and an existing output refuses one, without an RSA unwrap;
+    a file cut inside its header is still refused with the precise reason."""
+    plain = _recordings(tmp_path / "src", cert, 2)
+    asked: list[str] = []
+
+    class Counting:
+        def __init__(self) -> None:
+            self._inner = _keyring(cert)
+
+        def private_key_for(self, stanza: object) -> object:
+            asked.append("unwrap")
+            return self._inner.private_key_for(stanza)  # type: ignore[arg-type]
+
+        def describe(self) -> object:
+            return self._inner.describe()
+
+    keys = Counting()
+    src, out = Tree(tmp_path / "src"), Tree(tmp_path / "out")
+    first = decrypt_one(src, "r000.wav.rsv", out, keys, existing="fail")  # type: ignore[arg-type]
+    assert first.status == DONE and asked == ["unwrap"]
+    skipped = decrypt_one(src, "r000.wav.rsv", out, keys, existing="skip")  # type: ignore[arg-type]
+    refused = decrypt_one(src, "r000.wav.rsv", out, keys, existing="fail")  # type: ignore[arg-type]
+    assert (skipped.status, skipped.output) == ("skipped", "r000.wav")
+    assert refused.status == FAILED and "output exists" in refused.detail
+    assert asked == ["unwrap"], "a finished file cost an RSA unwrap"
+    assert (tmp_path / "out" / "r000.wav").read_bytes() == plain["r000.wav"]
+
+    cut = tmp_path / "src" / "r001.wav.rsv"
+    cut.write_bytes(cut.read_bytes()[:200])
+    bad = decrypt_one(src, "r001.wav.rsv", out, keys, existing="fail")  # type: ignore[arg-type]
+    assert bad.status == FAILED and "header" in bad.detail, bad.detail
+    assert not (tmp_path / "out" / "r001.wav").exists()

@@ -372,7 +372,17 @@ class EnvelopeDecryptor:
     opened on several cores with a ``pool``: :func:`recstream.parallel.pool_for`).
     """
 
-    def __init__(self, keys: KeyRing, *, pool: SegmentPool | None = None) -> None:
+    def __init__(
+        self, keys: KeyRing, *, pool: SegmentPool | None = None, header: Header | None = None
+    ) -> None:
+        """``header``: the envelope's header, parsed already by the caller
+        (:func:`recstream.format.parse_header`); the file key is unwrapped now and
+        only the bytes after the header are to be fed.
+
+        Raises:
+            KeyAccessError subclasses, HeaderAuthError: ``header`` given and it
+                cannot be opened with ``keys``.
+        """
         self._keys = keys
         self._pool = pool
         self._head = bytearray()
@@ -383,6 +393,8 @@ class EnvelopeDecryptor:
         self._failed = False
         self._hold: bytearray | None = None  # signed: the last TRAILER_BYTES seen
         self.trailer: Trailer | None = None
+        if header is not None:
+            self._open_body(header)
 
     def output_size(self, n: int) -> int:
         if self._body is None:
