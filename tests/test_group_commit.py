@@ -318,3 +318,31 @@ def test_a_finished_output_is_skipped_before_any_key_is_used(tmp_path: Path, cer
     bad = decrypt_one(src, "r001.wav.rsv", out, keys, existing="fail")  # type: ignore[arg-type]
     assert bad.status == FAILED and "header" in bad.detail, bad.detail
     assert not (tmp_path / "out" / "r001.wav").exists()
+
+
+def test_group_commit_with_named_temporaries(
+    tmp_path: Path, cert: Cert, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where O_TMPFILE cannot be used, the named temporaries take the same path: whole
+    outputs under their names, none left behind, an existing output refused."""
+    monkeypatch.setattr(durable, "USE_TMPFILE", False)
+    plain = _recordings(tmp_path / "src", cert, 8)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "r003.wav").write_bytes(b"an earlier output")
+    src, out = Tree(tmp_path / "src"), Tree(tmp_path / "out")
+    group, keys = durable.CommitGroup(), _keyring(cert)
+    work = [
+        lambda rel=f"{name}.rsv": decrypt_one(src, rel, out, keys, existing="fail", group=group)
+        for name in plain
+    ]
+    results = {r.path: r for r in run_threads(work, jobs=2, group=group)}
+    assert results["r003.wav.rsv"].status == FAILED
+    assert "output exists" in results["r003.wav.rsv"].detail
+    assert (tmp_path / "out" / "r003.wav").read_bytes() == b"an earlier output"
+    del plain["r003.wav"]
+    assert {p for p, r in results.items() if r.status == DONE} == {f"{n}.rsv" for n in plain}
+    assert _check_outputs(tmp_path / "out", {**plain, "r003.wav": b"an earlier output"}) == {
+        *plain,
+        "r003.wav",
+    }
+    assert not [p for p in (tmp_path / "out").iterdir() if durable.is_temporary(p.name)]
