@@ -73,7 +73,7 @@ def test_outcomes_are_reported_only_after_their_directory_fsync(
     tmp_path: Path, cert: Cert, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each output's commit, then a fsync of its directory, then its report; new
-    subdirectories are made durable in their parents the same way."""
+    subdirectories are made durable in their parents before anything is written."""
     plain = _recordings(tmp_path / "src" / "day1", cert, 12)
     events: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -115,10 +115,10 @@ def test_outcomes_are_reported_only_after_their_directory_fsync(
             if e == ("fsync", str(Path(target).parent)) and committed < i < reported
         ]  # fmt: skip
         assert synced, f"{target} was reported before its directory was fsynced: {events}"
-    # out/ and out/day1 were created: each made durable in its parent before any report.
-    first_report = next(i for i, e in enumerate(events) if e[0] == "report")
-    assert ("fsync", str(tmp_path)) in events[:first_report]
-    assert ("fsync", str(tmp_path / "out")) in events[:first_report]
+    # out/ and out/day1 were created: each made durable in its parent before any output.
+    first_commit = next(i for i, e in enumerate(events) if e[0] == "commit")
+    assert ("fsync", str(tmp_path)) in events[:first_commit]
+    assert ("fsync", str(tmp_path / "out")) in events[:first_commit]
     assert _check_outputs(tmp_path / "out", {f"day1/{k}": v for k, v in plain.items()}) == {
         f"day1/{k}" for k in plain
     }

@@ -146,9 +146,10 @@ class CommitGroup:
         return len(dirty)
 
 
-def make_dirs(directory: Path, group: CommitGroup | None = None) -> None:
-    """``mkdir -p directory``, each directory it creates made durable in its parent
-    (fsynced there now, or by ``group``'s :meth:`CommitGroup.sync`)."""
+def make_dirs(directory: Path) -> None:
+    """``mkdir -p directory``, each directory it creates made durable in its parent at
+    once (once per directory: not worth deferring to a :class:`CommitGroup`, whose
+    callers may cache that the directory exists and be reported done by another group)."""
     missing: list[Path] = []
     at = directory
     while not at.is_dir():
@@ -159,10 +160,7 @@ def make_dirs(directory: Path, group: CommitGroup | None = None) -> None:
     for new in reversed(missing):
         with contextlib.suppress(FileExistsError):  # made meanwhile by another writer
             new.mkdir()
-        if group is None:
-            fsync_dir(new.parent)
-        else:
-            group.add(new.parent)
+        fsync_dir(new.parent)
 
 
 # --- locks -------------------------------------------------------------------------

@@ -134,7 +134,7 @@ class Tree:
         if self.local is not None:
             target = self.local / rel
             if target.parent not in self._dirs:
-                durable.make_dirs(target.parent, group)
+                durable.make_dirs(target.parent)
                 self._dirs.add(target.parent)
             with durable.atomic_output(
                 target, mode=mode, replace=replace, owner=owner, group=group
