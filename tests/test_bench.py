@@ -405,6 +405,12 @@ def test_small(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert files["batch"]["n"] == 2 and files["batch_to_unwrap"]["median"] > 0
     assert files["gil_free_to_decrypt"]["median"] > 0
     assert files["unwrap_cpu"]["n"] == 2 and files["unwrap_cpu"]["median"] > 0
+    # ... into a new directory (the CLI's default), and the CPU each recording cost.
+    assert files["fresh"]["n"] == 2 and files["fresh_to_unwrap"]["median"] > 0
+    cpu = rows(report, 2)["RSA-2048"]
+    assert cpu["unwrap"]["median"] > 0 and cpu["batch"]["median"] > 0
+    assert cpu["fresh_bound"]["n"] == 2 and cpu["batch_bound"]["median"] > 0
+    assert report["parameters"]["work directory"].endswith(")")
 
 
 def test_peers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -411,7 +411,17 @@ class EnvelopeDecryptor:
     opened on several cores with a ``pool``: :func:`recstream.parallel.pool_for`).
     """
 
-    def __init__(self, keys: KeyRing, *, pool: SegmentPool | None = None) -> None:
+    def __init__(
+        self, keys: KeyRing, *, pool: SegmentPool | None = None, header: Header | None = None
+    ) -> None:
+        """``header``: the envelope's header, parsed already by the caller
+        (:func:`recstream.format.parse_header`); the file key is unwrapped now and
+        only the bytes after the header are to be fed.
+
+        Raises:
+            KeyAccessError subclasses, HeaderAuthError: ``header`` given and it
+                cannot be opened with ``keys``.
+        """
         self._keys = keys
         self._pool = pool
         self._head = bytearray()
@@ -422,6 +432,8 @@ class EnvelopeDecryptor:
         self._failed = False
         self._hold: bytearray | None = None  # signed: the last TRAILER_BYTES seen
         self.trailer: Trailer | None = None
+        if header is not None:
+            self._open_body(header)
 
     def output_size(self, n: int) -> int:
         if self._body is None:
@@ -531,6 +543,15 @@ class EnvelopeDecryptor:
         return written + n + len(tail)
 
     def _update_header(self, data: memoryview, out: Buffer) -> int:
+        if not self._head:
+            # The usual case, the whole header in the first block: parse it where it
+            # is, no copy (a short recording's first block is the whole file).
+            parsed = parse_header(data[:MAX_HEADER_BYTES])
+            if not isinstance(parsed, NeedData):
+                self._open_body(parsed)
+                rest = data[parsed.length :]
+                return self._feed_body(rest, memoryview(out)) if rest else 0
+            self._need = parsed.at_least
         # Never buffer more than MAX_HEADER_BYTES (FORMAT.md §5), and re-parse
         # only once the bytes the last parse asked for are there: O(header) total.
         take = min(len(data), MAX_HEADER_BYTES - len(self._head))
@@ -541,6 +562,19 @@ class EnvelopeDecryptor:
         if isinstance(parsed, NeedData):
             self._need = parsed.at_least
             return 0
+        self._open_body(parsed)
+        # The bytes after the header: what the buffer holds past it, then the rest
+        # of ``data`` (fed in two calls: no copy of the block).
+        tail = bytes(self._head[parsed.length :])
+        self._head.clear()
+        view = memoryview(out)
+        written = self._feed_body(memoryview(tail), view) if tail else 0
+        if take < len(data):
+            written += self._feed_body(data[take:], view[written:])
+        return written
+
+    def _open_body(self, parsed: Header) -> None:
+        """Unwrap the file key for ``parsed`` and set up the body's decryptor."""
         self.header = parsed
         if parsed.signed:
             self._hold = bytearray()
@@ -551,9 +585,6 @@ class EnvelopeDecryptor:
             if self._pool is None
             else ParallelStreamDecryptor(body_key, parsed.context, self._pool)
         )
-        rest = bytes(self._head[parsed.length :]) + bytes(data[take:])
-        self._head.clear()
-        return self._feed_body(memoryview(rest), memoryview(out)) if rest else 0
 
     def finalize(self) -> bytes:
         """Authenticate the end of the recording and return the last plaintext.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from recstream import durable
 from recstream.batch.archive import list_envelopes, url_to_fs
 from recstream.batch.local import run_threads
 from recstream.ops import BUSY, FAILED, Outcome
@@ -195,22 +196,34 @@ def _run_here(
         if progress is not None:
             progress(len(report.outcomes), len(todo))
 
+    # Group commit: run_threads syncs the outputs' directories before ``record``
+    # sees an outcome, so the manifest never lists an output that is not durable.
+    group = durable.CommitGroup()
     try:
-        run_threads([_bind(task, src, rel, args) for rel in todo], on_result=record)
+        run_threads([_bind(task, src, rel, args, group) for rel in todo], on_result=record,
+                    group=group)  # fmt: skip
     finally:
         if pending:
             manifest.record(pending)
 
 
 def _bind(
-    task: Callable[..., Outcome], src: str, rel: str, args: tuple[Any, ...]
+    task: Callable[..., Outcome],
+    src: str,
+    rel: str,
+    args: tuple[Any, ...],
+    group: durable.CommitGroup,
 ) -> Callable[[], Outcome]:
-    return lambda: task(src, rel, *args)
+    return lambda: task(src, rel, *args, group=group)
 
 
 def run_chunk(task: Callable[..., Outcome], src: str, rels: list[str], *args: Any) -> list[Outcome]:
-    """One Dask task: a few recordings, each processed (and failing) on its own."""
-    return [task(src, rel, *args) for rel in rels]
+    """One Dask task: a few recordings, each processed (and failing) on its own; their
+    outputs' directories fsynced once for the chunk, before the outcomes go back."""
+    group = durable.CommitGroup()
+    outcomes = [task(src, rel, *args, group=group) for rel in rels]
+    group.sync()
+    return outcomes
 
 
 def chunk_size(todo: int, workers: int) -> int:

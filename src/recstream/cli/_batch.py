@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from recstream import durable
 from recstream.batch.local import expand_inputs, run_threads
 from recstream.cli import EXIT_BATCH_FAILURES, UsageError, eprint
 from recstream.envelope import KeyRing
@@ -65,14 +66,19 @@ def batch_decrypt(
     existing: Existing = "replace" if args.force else "fail"
     dst = Tree(out_dir)
     trees = {root: Tree(root) for root in {root for root, _ in items}}
+    # Group commit: a file counts (progress, summary) once its name is durable, and
+    # the output directory is fsynced once per batch of files, not once per file.
+    group = durable.CommitGroup()
 
     def work(root: Path, rel: str) -> Callable[[], Outcome]:
-        return lambda: _named(decrypt_one(trees[root], rel, dst, keys, existing=existing), root)
+        return lambda: _named(
+            decrypt_one(trees[root], rel, dst, keys, existing=existing, group=group), root
+        )
 
     start = time.perf_counter()
     try:
         results = run_threads([work(r, rel) for r, rel in items], jobs=args.jobs,
-                              on_result=progress)  # fmt: skip
+                              on_result=progress, group=group)  # fmt: skip
     finally:
         if progress is not None:
             progress.close()

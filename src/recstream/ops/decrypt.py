@@ -18,7 +18,7 @@ from typing import IO, Final, Literal
 from recstream import durable
 from recstream.envelope import EnvelopeDecryptor, KeyRing
 from recstream.errors import RecstreamError, TruncatedStreamError
-from recstream.format import Header
+from recstream.format import MAX_HEADER_BYTES, Header, NeedData, parse_header
 from recstream.ops.outcome import BUSY, DONE, FAILED, SKIPPED, Outcome, failure_reason
 from recstream.ops.tree import Opened, Tree, is_incomplete
 from recstream.parallel import pool_for
@@ -61,26 +61,36 @@ def output_name(rel: str, header: Header) -> str:
     return str(p.with_name(stem))
 
 
-def decrypt_one(src: Tree, rel: str, dst: Tree, keys: KeyRing, *, existing: Existing) -> Outcome:
+def decrypt_one(
+    src: Tree,
+    rel: str,
+    dst: Tree,
+    keys: KeyRing,
+    *,
+    existing: Existing,
+    group: durable.CommitGroup | None = None,
+) -> Outcome:
     """Decrypt ``src/rel`` into ``dst/output_name(rel)``; never raises for a bad file.
 
     Returns an :class:`Outcome`: ``done``, ``skipped`` (``existing="skip"`` and the
     output is there), ``busy`` (being written by another process) or ``failed``
-    (the reason in ``detail``; nothing is left at the output).
+    (the reason in ``detail``; nothing is left at the output).  With a ``group``
+    (group commit, :func:`recstream.batch.local.run_threads`) a ``done`` output is
+    complete and under its name, but durable only after ``group.sync()``.
     """
     t0 = time.perf_counter()
     if is_incomplete(rel):
         return Outcome(rel, BUSY, "still being recorded (*.incomplete); left alone")
     try:
         with src.open(rel) as opened:
-            job = _Decryption(opened, keys)
+            job = _Decryption(opened, keys)  # the header, no key used yet
             out = output_name(rel, job.header)
-            if dst.exists(out):
+            if existing != "replace" and dst.exists(out):
                 if existing == "skip":
                     return Outcome(rel, SKIPPED, "already decrypted", output=out)
-                if existing == "fail":
-                    return Outcome(rel, FAILED, f"output exists: {dst.path(out)} (use --force)")
-            with dst.output(out, replace=existing == "replace") as fout:
+                return Outcome(rel, FAILED, f"output exists: {dst.path(out)} (use --force)")
+            job.unwrap()
+            with dst.output(out, replace=existing == "replace", group=group) as fout:
                 plain = job.run(fout)
         return Outcome(rel, DONE, bytes=plain, envelope_bytes=opened.size,
                        seconds=time.perf_counter() - t0, output=out)  # fmt: skip
@@ -107,51 +117,62 @@ def _thread_buffer(name: str, size: int) -> bytearray:
 class _Decryption:
     """One envelope through an :class:`EnvelopeDecryptor`, the header parsed once.
 
-    The first block is decrypted on construction, which gives the header (for the
-    output name) without reading or parsing it twice; its plaintext waits in the
-    output buffer until :meth:`run` has somewhere to write it.
+    The first block is read and its header parsed on construction: the output's
+    name, and whether there is anything to do, are known before any key is used
+    (a resumed batch skips a finished file without an RSA unwrap).  :meth:`run`
+    unwraps the file key and decrypts, starting with the rest of that block.
     """
 
     def __init__(self, opened: Opened, keys: KeyRing) -> None:
         self._src = opened.file
-        # A large recording's segments are opened on every core (recstream.parallel);
-        # a small one on this thread, with the GIL released per segment when this is
-        # one of several worker threads (--out-dir, batch jobs), else by Cobblestone.
-        self._dec = EnvelopeDecryptor(keys, pool=pool_for(opened.size))
+        self._keys = keys
+        self._size = opened.size
         # Reads of up to 1 MiB, never more than the file: the buffers are the
         # thread's own and reused from file to file. Allocating them per file cost
         # more than decrypting a small recording (zeroing, and page faults on fresh
         # mmap'd memory: 150 us a file here; bench/ab_batch.py).
         block = max(1, min(_BLOCK, opened.size + 1))
         self._inbuf = _thread_buffer("inbuf", block)
-        self._outbuf = _thread_buffer("outbuf", self._dec.output_size(block))
         self._block = block
-        self._pending = self._step()
-        header = self._dec.header
-        if header is None:  # shorter than its header: let the decryptor say how
-            self._dec.finalize()
+        with memoryview(self._inbuf) as view:
+            n = self._src.readinto(view[:block])  # type: ignore[attr-defined]
+            parsed = parse_header(view[: min(n, MAX_HEADER_BYTES)])
+        if isinstance(parsed, NeedData):  # the file ends inside its header (a block
+            # holds any whole header): let the decryptor say precisely how
+            dec = EnvelopeDecryptor(keys)
+            dec.update(self._inbuf[:n])
+            dec.finalize()
             msg = "the file ends inside the envelope header"  # pragma: no cover
             raise TruncatedStreamError(0, msg)  # pragma: no cover
-        self.header: Header = header
+        self.header: Header = parsed
+        self._first = (parsed.length, n)
 
-    def _step(self) -> int:
-        with memoryview(self._inbuf) as view:
-            n = self._src.readinto(view[: self._block])  # type: ignore[attr-defined]
-            if not n:
-                return -1
-            need = self._dec.output_size(n)
-            if need > len(self._outbuf):
-                self._outbuf = _thread_buffer("outbuf", need)
-            return self._dec.update_into(view[:n], self._outbuf)
+    def unwrap(self) -> None:
+        """Open the header with the keys (the RSA unwrap and the header MAC).
+
+        Raises:
+            KeyAccessError subclasses, HeaderAuthError.
+        """
+        # A large recording's segments are opened on every core (recstream.parallel);
+        # a small one on this thread, with the GIL released per segment when this is
+        # one of several worker threads (--out-dir, batch jobs), else by Cobblestone.
+        self._dec = EnvelopeDecryptor(self._keys, pool=pool_for(self._size), header=self.header)
 
     def run(self, dst: IO[bytes]) -> int:
-        """Decrypt the rest into ``dst``; return the plaintext bytes written."""
+        """Decrypt into ``dst`` (after :meth:`unwrap`); return the plaintext bytes written."""
+        dec = self._dec
+        outbuf = _thread_buffer("outbuf", dec.output_size(self._block))
         total = 0
-        m = self._pending
-        while m >= 0:
-            durable.write_all(dst, memoryview(self._outbuf)[:m])
-            total += m
-            m = self._step()
-        tail = self._dec.finalize()
+        lo, hi = self._first
+        with memoryview(self._inbuf) as view:
+            while hi:
+                need = dec.output_size(hi - lo)
+                if need > len(outbuf):
+                    outbuf = _thread_buffer("outbuf", need)
+                m = dec.update_into(view[lo:hi], outbuf)
+                durable.write_all(dst, memoryview(outbuf)[:m])
+                total += m
+                lo, hi = 0, self._src.readinto(view[: self._block])  # type: ignore[attr-defined]
+        tail = dec.finalize()
         durable.write_all(dst, tail)
         return total + len(tail)

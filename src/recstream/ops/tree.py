@@ -48,6 +48,8 @@ class Tree:
 
     def __init__(self, url: str | os.PathLike[str]) -> None:
         text = os.fspath(url)
+        # Output directories known to exist: one mkdir per directory, not per file.
+        self._dirs: set[Path] = set()
         if "://" not in text or text.startswith("file://"):
             self.local: Path | None = Path(text.removeprefix("file://"))
             self.fs: Any = None
@@ -119,16 +121,24 @@ class Tree:
         replace: bool,
         mode: int = 0o600,
         owner: tuple[int, int] | None = None,
+        group: durable.CommitGroup | None = None,
     ) -> Iterator[IO[bytes]]:
         """Write ``rel`` all or nothing (:func:`recstream.durable.atomic_output` locally).
+
+        ``group`` (local trees): leave the directory fsyncs to the caller's
+        :meth:`recstream.durable.CommitGroup.sync` (group commit); stores ignore it.
 
         Raises:
             FileExistsError: ``replace`` is False and ``rel`` exists (local: at commit).
         """
         if self.local is not None:
             target = self.local / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with durable.atomic_output(target, mode=mode, replace=replace, owner=owner) as fh:
+            if target.parent not in self._dirs:
+                durable.make_dirs(target.parent)
+                self._dirs.add(target.parent)
+            with durable.atomic_output(
+                target, mode=mode, replace=replace, owner=owner, group=group
+            ) as fh:
                 yield fh
             return
         path = self.path(rel)

@@ -1,0 +1,348 @@
+"""Group commit for ``decrypt --out-dir`` and batch decrypt (issue 20).
+
+Outputs are written, fsynced and named by the workers; the directory fsync that
+makes their names durable is done once per batch by the scheduler's thread, and
+nothing is reported done before it.  Proved here by the order of the real calls
+(in process) and by SIGKILLing real ``recstream`` processes mid-batch: every
+output present is complete and authenticated, nothing partial is under a final
+name, every file a batch manifest calls done is on disk, and a rerun finishes the
+rest.  Readiness is observed (outputs, manifest lines), never waited for by time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from recstream import durable
+from recstream.batch.local import run_threads
+from recstream.envelope import Identity, IdentitySet
+from recstream.ops import DONE, FAILED, Outcome, Tree, decrypt_one
+from tests.keystore_helpers import Cert, flip, recording_cert, seal
+
+HANG_GUARD = 120.0  # seconds: only ever reached if something hangs
+
+
+@pytest.fixture(scope="module")
+def cert() -> Cert:
+    return recording_cert("G")
+
+
+def _recordings(src: Path, cert: Cert, n: int, size: int = 20_000) -> dict[str, bytes]:
+    """``n`` envelopes ``rNNN.wav.rsv`` under ``src``; returns output name -> plaintext."""
+    src.mkdir(parents=True, exist_ok=True)
+    plain: dict[str, bytes] = {}
+    for i in range(n):
+        data = os.urandom(size + i)
+        (src / f"r{i:03d}.wav.rsv").write_bytes(seal(data, [cert.recipient], rid=f"r{i}"))
+        plain[f"r{i:03d}.wav"] = data
+    return plain
+
+
+def _keyring(cert: Cert) -> IdentitySet:
+    return IdentitySet([Identity.from_private_key(cert.key, cert.cert)])
+
+
+def _check_outputs(out: Path, plain: dict[str, bytes]) -> set[str]:
+    """Every final name in ``out`` is an expected output, complete and authentic (its
+    bytes are exactly the recording's); returns the names present."""
+    present = set()
+    for p in out.rglob("*"):
+        if p.is_dir() or durable.is_temporary(p.name):
+            continue
+        rel = p.relative_to(out).as_posix()
+        assert rel in plain, f"unexpected file under a final name: {rel}"
+        assert p.read_bytes() == plain[rel], f"{rel} is partial or not what was recorded"
+        present.add(rel)
+    return present
+
+
+# --- in process: the order of the real calls ----------------------------------------------
+
+
+def test_outcomes_are_reported_only_after_their_directory_fsync(
+    tmp_path: Path, cert: Cert, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each output's commit, then a fsync of its directory, then its report; new
+    subdirectories are made durable in their parents before anything is written."""
+    plain = _recordings(tmp_path / "src" / "day1", cert, 12)
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    real_fsync_dir, real_commit = durable.fsync_dir, durable._commit
+
+    def fsync_dir(directory: Path) -> None:
+        real_fsync_dir(directory)
+        with lock:
+            events.append(("fsync", str(directory)))
+
+    def commit(fd: int, named: Path | None, target: Path, *, replace: bool) -> None:
+        real_commit(fd, named, target, replace=replace)
+        with lock:
+            events.append(("commit", str(target)))
+
+    monkeypatch.setattr(durable, "fsync_dir", fsync_dir)
+    monkeypatch.setattr(durable, "_commit", commit)
+    src, out = Tree(tmp_path / "src"), Tree(tmp_path / "out")
+    group, keys = durable.CommitGroup(), _keyring(cert)
+    work = [
+        lambda rel=f"day1/{name}.rsv": decrypt_one(
+            src, rel, out, keys, existing="fail", group=group
+        )
+        for name in plain
+    ]
+
+    def report(outcome: Outcome) -> None:
+        with lock:
+            events.append(("report", str(tmp_path / "out" / outcome.output)))
+
+    results = run_threads(work, jobs=3, on_result=report, group=group)
+    assert [r.status for r in results] == [DONE] * len(plain)
+    for target in {e[1] for e in events if e[0] == "commit"}:
+        committed = events.index(("commit", target))
+        reported = events.index(("report", target))
+        synced = [
+            i for i, e in enumerate(events)
+            if e == ("fsync", str(Path(target).parent)) and committed < i < reported
+        ]  # fmt: skip
+        assert synced, f"{target} was reported before its directory was fsynced: {events}"
+    # out/ and out/day1 were created: each made durable in its parent before any output.
+    first_commit = next(i for i, e in enumerate(events) if e[0] == "commit")
+    assert ("fsync", str(tmp_path)) in events[:first_commit]
+    assert ("fsync", str(tmp_path / "out")) in events[:first_commit]
+    assert _check_outputs(tmp_path / "out", {f"day1/{k}": v for k, v in plain.items()}) == {
+        f"day1/{k}" for k in plain
+    }
+
+
+def test_a_group_holds_back_every_report_until_sync(tmp_path: Path) -> None:
+    """run_threads calls ``sync`` before reporting any outcome whose commit it follows;
+    a bug in an operation propagates, and nothing unsynced is reported."""
+    committed: set[int] = set()
+    synced: set[int] = set()
+
+    class Recording(durable.CommitGroup):
+        def sync(self) -> int:
+            snapshot = set(committed)
+            n = super().sync()
+            synced.update(snapshot)
+            return n
+
+    group = Recording()
+
+    def op(i: int) -> Callable[[], Outcome]:
+        def run() -> Outcome:
+            group.add(tmp_path)
+            committed.add(i)
+            return Outcome(str(i), DONE)
+
+        return run
+
+    seen: list[int] = []
+
+    def check(o: Outcome) -> None:
+        assert int(o.path) in synced, f"outcome {o.path} reported before its sync"
+        seen.append(int(o.path))
+
+    results = run_threads([op(i) for i in range(40)], jobs=4, on_result=check, group=group)
+    assert [r.path for r in results] == [str(i) for i in range(40)]
+    assert sorted(seen) == list(range(40))
+
+    def broken() -> Outcome:
+        msg = "a bug in an operation"
+        raise RuntimeError(msg)
+
+    with pytest.raises(RuntimeError, match="a bug in an operation"):
+        run_threads([op(100), broken, op(101)], jobs=2, group=group)
+    with pytest.raises(ValueError, match="at least 1"):
+        run_threads([op(0)], jobs=0, group=group)
+    assert run_threads([], group=group) == []
+
+
+# --- real processes, real SIGKILL --------------------------------------------------------
+
+
+def _cli(*args: object) -> list[str]:
+    return [sys.executable, "-m", "recstream", *map(str, args)]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    e["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    return e
+
+
+def _wait_until(what: str, cond: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + HANG_GUARD
+    while not cond():
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            pytest.fail(f"the process ended before {what}: {err}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+def _outputs(out: Path) -> int:
+    try:
+        return sum(1 for p in out.iterdir() if not durable.is_temporary(p.name))
+    except FileNotFoundError:
+        return 0
+
+
+def test_sigkill_mid_batch_leaves_only_complete_outputs_and_a_rerun_finishes(
+    tmp_path: Path, cert: Cert
+) -> None:
+    """``decrypt --out-dir`` SIGKILLed while files are being committed: every output
+    present is whole and authentic, nothing partial has a final name; ``--force``
+    reruns it to the end; a tampered file is refused with nothing left for it."""
+    _, key = cert.write(tmp_path)
+    src, out = tmp_path / "src", tmp_path / "out"
+    plain = _recordings(src, cert, 60)
+    # A FIFO among the inputs: the worker that opens it blocks until it is killed, so
+    # the batch cannot end on its own and the kill lands with the others mid-flight.
+    stall = src / "a-stall.wav.rsv"
+    os.mkfifo(stall)
+    inputs = [stall, *sorted(p for p in src.iterdir() if p != stall)]
+    proc = subprocess.Popen(_cli("decrypt", "--key", key, "--jobs", 2, "--out-dir", out, *inputs),
+                            env=_env(tmp_path), stderr=subprocess.PIPE)  # fmt: skip
+    _wait_until("some outputs", lambda: _outputs(out) >= 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=HANG_GUARD)
+    assert proc.returncode == -signal.SIGKILL
+    present = _check_outputs(out, plain)
+    assert 3 <= len(present) < len(plain)
+
+    # The rerun: the stall replaced by a real recording, one file tampered with.
+    stall.unlink()
+    plain["a-stall.wav"] = os.urandom(5000)
+    stall.write_bytes(seal(plain["a-stall.wav"], [cert.recipient]))
+    bad = src / "r059.wav.rsv"
+    bad.write_bytes(flip(bad.read_bytes(), len(bad.read_bytes()) - 40))
+    del plain["r059.wav"]
+    again = subprocess.run(_cli("decrypt", "--key", key, "--force", "--out-dir", out, *inputs),
+                           env=_env(tmp_path), capture_output=True, timeout=HANG_GUARD,
+                           check=False)  # fmt: skip
+    err = again.stderr.decode()
+    assert again.returncode == 7, err
+    assert f"decrypted {len(plain)} of {len(plain) + 1} recordings" in err
+    assert "r059.wav.rsv" in err and "Traceback" not in err
+    assert _check_outputs(out, plain) == set(plain)
+    assert not [p for p in out.iterdir() if durable.is_temporary(p.name)]
+
+
+def test_sigkill_mid_batch_job_the_manifest_lists_only_durable_outputs(
+    tmp_path: Path, cert: Cert
+) -> None:
+    """``batch decrypt`` (in process, group commit) SIGKILLed mid-job: every file its
+    manifest calls done has its complete output; the rerun skips those and finishes."""
+    _, key = cert.write(tmp_path)
+    src, out, state = tmp_path / "src", tmp_path / "out", tmp_path / "state"
+    plain = _recordings(src, cert, 80, size=4000)
+    stall = src / "a-stall.wav.rsv"  # sorted first: one worker blocks on it
+    os.mkfifo(stall)
+    args = ["batch", "decrypt", "--key", key, "--state-dir", state, src, out]
+    proc = subprocess.Popen(_cli(*args), env=_env(tmp_path), stderr=subprocess.PIPE)
+
+    def manifest() -> list[dict[str, object]]:
+        lines = []
+        for f in state.glob("*.jsonl"):
+            for line in f.read_text().splitlines():
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line being written
+        return lines
+
+    _wait_until("a manifest line", lambda: bool(manifest()), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=HANG_GUARD)
+    claimed = {str(rec["output"]) for rec in manifest() if rec["status"] == DONE}
+    assert claimed, "the manifest said nothing was done"
+    present = _check_outputs(out, plain)
+    assert claimed <= present, f"done in the manifest but not on disk: {claimed - present}"
+    assert len(present) < len(plain)
+
+    stall.unlink()
+    plain["a-stall.wav"] = os.urandom(3000)
+    stall.write_bytes(seal(plain["a-stall.wav"], [cert.recipient]))
+    again = subprocess.run(_cli(*args), env=_env(tmp_path), capture_output=True,
+                           timeout=HANG_GUARD, check=False)  # fmt: skip
+    assert again.returncode == 0, again.stderr.decode()
+    assert _check_outputs(out, plain) == set(plain)
+    final = manifest()
+    assert {str(r["output"]) for r in final if r["status"] in (DONE, "skipped")} == set(plain)
+    assert not [r for r in final if r["status"] == FAILED]
+
+
+def test_a_finished_output_is_skipped_before_any_key_is_used(tmp_path: Path, cert: Cert) -> None:
+    """The header is parsed (no key) before the output is looked up: a resumed batch
+    skips a finished file, and an existing output refuses one, without an RSA unwrap;
+    a file cut inside its header is still refused with the precise reason."""
+    plain = _recordings(tmp_path / "src", cert, 2)
+    asked: list[str] = []
+
+    class Counting:
+        def __init__(self) -> None:
+            self._inner = _keyring(cert)
+
+        def private_key_for(self, stanza: object) -> object:
+            asked.append("unwrap")
+            return self._inner.private_key_for(stanza)  # type: ignore[arg-type]
+
+        def describe(self) -> object:
+            return self._inner.describe()
+
+    keys = Counting()
+    src, out = Tree(tmp_path / "src"), Tree(tmp_path / "out")
+    first = decrypt_one(src, "r000.wav.rsv", out, keys, existing="fail")  # type: ignore[arg-type]
+    assert first.status == DONE and asked == ["unwrap"]
+    skipped = decrypt_one(src, "r000.wav.rsv", out, keys, existing="skip")  # type: ignore[arg-type]
+    refused = decrypt_one(src, "r000.wav.rsv", out, keys, existing="fail")  # type: ignore[arg-type]
+    assert (skipped.status, skipped.output) == ("skipped", "r000.wav")
+    assert refused.status == FAILED and "output exists" in refused.detail
+    assert asked == ["unwrap"], "a finished file cost an RSA unwrap"
+    assert (tmp_path / "out" / "r000.wav").read_bytes() == plain["r000.wav"]
+
+    cut = tmp_path / "src" / "r001.wav.rsv"
+    cut.write_bytes(cut.read_bytes()[:200])
+    bad = decrypt_one(src, "r001.wav.rsv", out, keys, existing="fail")  # type: ignore[arg-type]
+    assert bad.status == FAILED and "header" in bad.detail, bad.detail
+    assert not (tmp_path / "out" / "r001.wav").exists()
+
+
+def test_group_commit_with_named_temporaries(
+    tmp_path: Path, cert: Cert, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where O_TMPFILE cannot be used, the named temporaries take the same path: whole
+    outputs under their names, none left behind, an existing output refused."""
+    monkeypatch.setattr(durable, "USE_TMPFILE", False)
+    plain = _recordings(tmp_path / "src", cert, 8)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "r003.wav").write_bytes(b"an earlier output")
+    src, out = Tree(tmp_path / "src"), Tree(tmp_path / "out")
+    group, keys = durable.CommitGroup(), _keyring(cert)
+    work = [
+        lambda rel=f"{name}.rsv": decrypt_one(src, rel, out, keys, existing="fail", group=group)
+        for name in plain
+    ]
+    results = {r.path: r for r in run_threads(work, jobs=2, group=group)}
+    assert results["r003.wav.rsv"].status == FAILED
+    assert "output exists" in results["r003.wav.rsv"].detail
+    assert (tmp_path / "out" / "r003.wav").read_bytes() == b"an earlier output"
+    del plain["r003.wav"]
+    assert {p for p, r in results.items() if r.status == DONE} == {f"{n}.rsv" for n in plain}
+    assert _check_outputs(tmp_path / "out", {**plain, "r003.wav": b"an earlier output"}) == {
+        *plain,
+        "r003.wav",
+    }
+    assert not [p for p in (tmp_path / "out").iterdir() if durable.is_temporary(p.name)]
