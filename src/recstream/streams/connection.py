@@ -85,6 +85,8 @@ class StreamConnection:
             arrived, how late the sealing chunk arrived against its timestamp).
     """
 
+    fast_media = True  # the media fast path (tests turn it off to compare with the full path)
+
     def __init__(
         self,
         transport: asyncio.Transport,
@@ -141,7 +143,7 @@ class StreamConnection:
         if self._finalising or self._halted:  # nothing more can be recorded
             self._await_close(data)
             return
-        if self._sid is not None and not self._starting and self.reader.idle:
+        if self._sid is not None and self.fast_media and not self._starting and self.reader.idle:
             used = self._media_run(data)
             if used:
                 if used == len(data) or self._halted:

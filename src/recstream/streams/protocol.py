@@ -288,7 +288,7 @@ def media_fields(raw: bytes) -> tuple[str, str, int, int, bytes, int] | None:
         return None
     try:
         m = _MEDIA_DECODE(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, ValueError):  # ValidationError is a DecodeError; bad UTF-8
         return None
     if _MEDIA_ENCODE(m) != raw:
         return None
