@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,7 @@ CLOSE_TIMEOUT: Final = 10.0  # seconds the peer has to answer our close frame
 MAX_PENDING_WRITE: Final = 64 * 1024  # pongs are dropped past this (a peer that pings, never reads)
 MAX_BACKLOG: Final = 1000  # messages held while the file opens (10 s of a stream); then pause
 _VOICE: Final = MediaKind.VOICE
+_HEAD: Final = struct.Struct("!HH")  # a frame's first two bytes and its 16-bit length
 _NOT_STOPPED: Final = "closed without a stop message"
 
 
@@ -186,26 +188,28 @@ class StreamConnection:
         anything else, and :meth:`data_received` hands the rest to the frame reader
         and the full parser -- where every rule and every error is, as before.
         """
-        session, sid, limit = self.session, self._sid, self.reader.max_message
+        in_order, sid, limit = self.session.media_in_order, self._sid, self.reader.max_message
+        head, fields_of, xor = _HEAD.unpack_from, media_fields, unmask  # locals: per frame
         pos, n = 0, len(data)
         records: list[bytes] = []
         timestamp = 0
         while n - pos >= 8:
             # FIN + text, then MASK + the 16-bit length form (126..65535 bytes).
-            if data[pos] != 0x81 or data[pos + 1] != 0xFE:
-                break
-            length = (data[pos + 2] << 8) | data[pos + 3]
+            first, length = head(data, pos)
             end = pos + 8 + length
-            if end > n or length < 126 or length > limit:
+            if first != 0x81FE or end > n or length < 126 or length > limit:
                 break
-            fields = media_fields(unmask(data[pos + 8 : end], data[pos + 4 : pos + 8]))
-            if fields is None or fields[0] != sid:
+            fields = fields_of(xor(data[pos + 8 : end], data[pos + 4 : pos + 8]))
+            if fields is None:
                 break
-            record = session.media_in_order(fields[1], fields[2], fields[3], fields[4])
+            stream_sid, track, chunk, timestamp_ms, payload, _ = fields
+            if stream_sid != sid:
+                break
+            record = in_order(track, chunk, timestamp_ms, payload)
             if record is None:
                 break
             records.append(record)
-            timestamp = fields[3]
+            timestamp = timestamp_ms
             pos = end
         if pos:
             # The idle clock counts messages: pings alone do not keep a stream open.
