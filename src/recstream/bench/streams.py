@@ -51,7 +51,6 @@ from recstream.bench.stats import summarize
 __all__ = ["DEFAULT_STREAMS", "StreamsConfig", "run_from_args", "run_streams"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class StreamsConfig:
     streams: tuple[int, ...] = DEFAULT_STREAMS
@@ -94,6 +93,12 @@ class StepResult:
     @property
     def server_us_per_message(self) -> float:
         return 1e6 * float(self.server["cpu_seconds"]) / max(1, self.messages)
+
+    @property
+    def server_us_split(self) -> tuple[float, float]:
+        """The server's user and system CPU per message."""
+        n = max(1, self.messages)
+        return 1e6 * self.server["user_seconds"] / n, 1e6 * self.server["system_seconds"] / n
 
     @property
     def client_us_per_write(self) -> tuple[float, float]:
@@ -170,6 +175,8 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "cpu_percent": 100 * sum(p["cpu_seconds"] for p in parts) / wall,
         "cpu_seconds": sum(p["cpu_seconds"] for p in parts),
+        "user_seconds": sum(p["user_seconds"] for p in parts),
+        "system_seconds": sum(p["system_seconds"] for p in parts),
         "late_p50": _pct(late, 0.50),
         "late_p99": _pct(late, 0.99),
         "late_max": max(late, default=0.0),
@@ -236,12 +243,13 @@ async def _ramp(
                 res = await _step(cfg, n, *targets[p])
                 results[p][n].append(res)
                 cu, cs = res.client_us_per_write
+                su, ss = res.server_us_split
                 verdict = (
                     "sustained" if res.sustained else "NOT sustained: " + "; ".join(res.failures)
                 )
                 progress(
                     f"  {n} streams: server CPU {res.server_cpu:.0f}% "
-                    f"({res.server_us_per_message:.1f} us/msg), client CPU "
+                    f"({su:.1f} us user + {ss:.1f} us sys per msg), client CPU "
                     f"{res.client_cpu:.0f}% ({cu:.1f} us user + {cs:.1f} us sys per write), "
                     f"late p99 {res.late_p99 * 1e3:.0f} ms, chunk-to-disk "
                     f"p99 <= {res.chunk_to_disk_p99:.2f} s: {verdict}"
@@ -392,6 +400,7 @@ def _tabulate(
         Column("client_us", "client us/write user+sys", noise_floor=float("inf")),
         Column("msgs", "msgs/s", noise_floor=float("inf")),
         Column("us_msg", "server us/msg", 1, noise_floor=3),
+        Column("server_split", "server us/msg user+sys", noise_floor=float("inf")),
         Column("bare_us", "bare us/msg", 1, noise_floor=3),
         Column("x_bare", "x bare", 2, noise_floor=0.3),
         Column("lag_p99_ms", "client lag p99 ms", 1, noise_floor=5),
@@ -438,6 +447,9 @@ def _tabulate(
             ),
             msgs=summarize([r.messages / cfg.duration for r in runs]),
             us_msg=summarize([r.server_us_per_message for r in runs]),
+            server_split=" / ".join(
+                f"{u:.1f}+{k:.1f}" for u, k in (r.server_us_split for r in runs)
+            ),
             bare_us=summarize([b.server_us_per_message for b in refs]) if refs else None,
             x_bare=summarize(
                 [
