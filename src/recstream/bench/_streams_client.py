@@ -64,32 +64,42 @@ def mask_frame(opcode: int, payload: bytes, key: bytes) -> bytes:
 
 
 class _Ticks:
-    """Each tick's two shared frame prefixes, per masking key, made on first use."""
+    """Each tick's two shared frame prefixes, per masking key, made on first use.
+
+    ``ticks(k)`` is ``(r_out, r_in, prefixes)``: ``prefixes[key_index]`` the outbound and
+    inbound frames up to the stream SID, and ``r_out``/``r_in`` which of a stream's
+    four pre-masked tails follows each (the prefix length mod 4; the same for every key).
+    """
 
     def __init__(self) -> None:
-        self._cache: dict[int, list[tuple[bytes, int, bytes, int]]] = {}
+        self._cache: dict[int, tuple[int, int, list[tuple[bytes, bytes]]]] = {}
 
-    def __call__(self, k: int) -> list[tuple[bytes, int, bytes, int]]:
+    def __call__(self, k: int) -> tuple[int, int, list[tuple[bytes, bytes]]]:
         got = self._cache.get(k)
         if got is None:
-            got = self._cache[k] = [self._make(k, key) for key in _KEYS]
+            texts = [self._text(k, n, track) for n, track in enumerate(("outbound", "inbound"))]
+            heads = [
+                bytes((0x81, 0xFE)) + (len(t) + _SID_CHARS + 2).to_bytes(2, "big") for t in texts
+            ]
+            prefixes = [
+                (
+                    heads[0] + key + apply_mask(texts[0], key),
+                    heads[1] + key + apply_mask(texts[1], key),
+                )
+                for key in _KEYS
+            ]
+            got = self._cache[k] = (len(texts[0]) % 4, len(texts[1]) % 4, prefixes)
             self._cache.pop(k - 4, None)  # streams of one step are at most a tick apart
         return got
 
     @staticmethod
-    def _make(k: int, key: bytes) -> tuple[bytes, int, bytes, int]:
-        out: list[bytes | int] = []
-        for n, track in enumerate(("outbound", "inbound")):
-            payload = base64.b64encode(PAYLOADS[(k + 3 * n) % len(PAYLOADS)]).decode()
-            prefix = (
-                f'{{"event":"media","sequenceNumber":"{2 + 2 * k + n}","media":{{"track":'
-                f'"{track}","chunk":"{k + 1}","timestamp":"{20 * k}","payload":"{payload}"}},'
-                '"streamSid":"'
-            ).encode()
-            size = len(prefix) + _SID_CHARS + 2
-            head = bytes((0x81, 0xFE)) + size.to_bytes(2, "big") + key
-            out += [head + apply_mask(prefix, key), len(prefix) % 4]
-        return out[0], out[1], out[2], out[3]  # type: ignore[return-value]
+    def _text(k: int, n: int, track: str) -> bytes:
+        payload = base64.b64encode(PAYLOADS[(k + 3 * n) % len(PAYLOADS)]).decode()
+        return (
+            f'{{"event":"media","sequenceNumber":"{2 + 2 * k + n}","media":{{"track":'
+            f'"{track}","chunk":"{k + 1}","timestamp":"{20 * k}","payload":"{payload}"}},'
+            '"streamSid":"'
+        ).encode()
 
 
 @dataclass(slots=True)
@@ -135,7 +145,8 @@ class StreamSource:
 
     def tick(self) -> bytes:
         """The next instant's two media frames (outbound, inbound), one write."""
-        ho, ro, hi, ri = self.ticks(self.k)[self.key_index]
+        ro, ri, prefixes = self.ticks(self.k)
+        ho, hi = prefixes[self.key_index]
         self.k += 1
         tails = self.tails
         return b"".join((ho, tails[ro], hi, tails[ri]))
@@ -204,8 +215,9 @@ class Platform:
         """Tick every stream every 20 ms (in ``slots`` phases) for ``duration`` seconds."""
         sub = FRAME_SECONDS / slots
         n = len(self.socks)
+        src = self.sources
         phases = [
-            [(i, self.socks[i].send, self.sources[i]) for i in range(p, n, slots)]
+            [(i, self.socks[i].send, src[i].key_index, src[i].tails) for i in range(p, n, slots)]
             for p in range(slots)
         ]
         pending: dict[int, bytes] = {}  # a stream whose socket was full: its bytes, in order
@@ -225,11 +237,10 @@ class Platform:
                 now = time.monotonic()
             lags.append(max(0.0, now - deadline))
             phase = phases[j % slots]
-            shared = ticks(j // slots)
-            for i, send, src in phase:
-                # StreamSource.tick inlined: this line runs 100,000 times a second.
-                ho, ro, hi, ri = shared[src.key_index]
-                tails = src.tails
+            ro, ri, prefixes = ticks(j // slots)
+            for i, send, key, tails in phase:
+                # StreamSource.tick inlined: this loop runs 100,000 times a second.
+                ho, hi = prefixes[key]
                 data = b"".join((ho, tails[ro], hi, tails[ri]))
                 if pending and i in pending:
                     data = pending.pop(i) + data
@@ -240,11 +251,13 @@ class Platform:
                 if done != len(data):
                     pending[i] = data[done:]
                     queued += 1
-            for _, _, src in phase:
-                src.k += 1
             sent += 2 * len(phase)
             j += 1
         wall = time.monotonic() - start
+        for p, phase in enumerate(phases):  # the ticks each stream sent: its stop's number
+            done_ticks = j // slots + (1 if p < j % slots else 0)
+            for i, _, _, _ in phase:
+                src[i].k = done_ticks
         u1, s1 = _rusage_thread()
         self._flush(pending)
         return TickResult(lags, sent, u1 - u0, s1 - s0, wall, queued)
