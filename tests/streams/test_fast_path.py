@@ -75,7 +75,7 @@ def test_leaves_everything_not_canonical_to_the_full_parser() -> None:
         good.replace(b'"3"', b'"\xd9\xa3"'),  # a non-ASCII digit
         good.replace(b'"40"', b'"1234567890123456"'),  # 16 digits: the full way
         canonical(7, "inbound", 3, 40, b""),  # empty payload (refused)
-        canonical(7, "inbound", 3, 40, b"\x01" * 160).replace(b'AQ==', b'AQ'),  # padding
+        canonical(7, "inbound", 3, 40, b"\x01" * 160).replace(b"AQ==", b"AQ"),  # padding
         canonical(7, "inbound", 3, 40, b"\x01" * 16_001),  # over the payload limit
         canonical(7, "inbound", 3, 40, b"\x01", sid="bad sid"),  # SID outside the alphabet
         good.replace(b"\x22media\x22,", b"\x22media\x22 ,", 1),
