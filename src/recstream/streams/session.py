@@ -168,7 +168,7 @@ class StreamSession:
         record = self._enc.media(number, end, payload)
         line.last_chunk = chunk
         line.end = end + n
-        line.counts["received"] += 1
+        line.received += 1
         line.typical_chunk = n
         return record
 
