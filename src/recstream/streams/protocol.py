@@ -254,7 +254,7 @@ _FAST_TRACKS: Final = {"inbound": Track.INBOUND, "outbound": Track.OUTBOUND}
 # is byte for byte the message received is it taken here.  That proves the text was
 # the canonical compact form -- this key order, no whitespace, no escape, no duplicate
 # or unknown key, canonical base64 with its padding -- which is valid JSON that the full
-# parser gives the same Media for (tests/streams/test_protocol.py checks, with
+# parser gives the same Media for (tests/streams/test_fast_path.py checks, with
 # hypothesis).  Anything else returns None and goes the way it always went.
 class _MediaBody(msgspec.Struct):
     track: Literal["inbound", "outbound"]
