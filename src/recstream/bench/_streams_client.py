@@ -271,14 +271,20 @@ class Platform:
             s.setblocking(False)
 
     def stop(self, batch: int = 200, timeout: float = 60.0) -> int:
-        """Send each ``stop``; count the streams the server closed with 1000 (complete)."""
+        """Send each ``stop``; count the streams the server closed with 1000 (complete).
+
+        Each batch of ``batch`` streams has ``timeout`` seconds in all to be closed; a
+        stream whose close did not come by then is counted as not complete.
+        """
         done = 0
         for i in range(0, len(self.socks), batch):
             group = list(zip(self.socks[i : i + batch], self.sources[i : i + batch], strict=True))
+            deadline = time.monotonic() + timeout
             for s, src in group:
                 s.settimeout(timeout)
                 s.sendall(src.closing())
             for s, src in group:
+                s.settimeout(max(0.01, deadline - time.monotonic()))
                 code = _read_close(s)
                 if code is not None:
                     # Answer the close (RFC 6455 §5.5.1), then the server closes TCP.
