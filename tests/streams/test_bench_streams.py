@@ -41,3 +41,35 @@ def test_bench_streams_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 def test_bench_streams_rejects_bad_options() -> None:
     assert main(["bench", "streams", "--duration", "0"]) == 2
     assert main(["bench", "streams", "--streams", "0"]) == 2
+
+
+def test_load_generator_sends_what_a_platform_sends() -> None:
+    """The bench's ready-made frames are valid masked frames of Twilio's messages, numbered
+    as Twilio numbers them: sequence over the stream, chunk per track, 20 ms timestamps."""
+    from recstream.bench._streams_client import PAYLOADS, StreamSource, _Ticks
+    from recstream.streams.frames import OP_TEXT, FrameReader
+    from recstream.streams.protocol import Media, Start, Stop, Track, parse_message
+
+    ticks = _Ticks()
+    sources = [StreamSource(ticks) for _ in range(3)]
+    for src in sources:
+        reader = FrameReader(65536)
+        opening = [parse_message(p) for op, p in reader.feed(src.opening()) if op == OP_TEXT]
+        assert isinstance(opening[1], Start) and opening[1].stream_sid == src.sid
+        assert opening[1].sequence == 1
+        seen = []
+        for k in range(12):
+            messages = reader.feed(src.tick())
+            assert [op for op, _ in messages] == [OP_TEXT, OP_TEXT]  # one write, two frames
+            seen += [parse_message(p) for _, p in messages]
+        stop = [parse_message(p) for _, p in reader.feed(src.closing())]
+        assert all(isinstance(m, Media) for m in seen)
+        assert [m.sequence for m in seen] == list(range(2, 26))
+        for k in range(12):
+            out, inb = seen[2 * k], seen[2 * k + 1]
+            assert (out.track, inb.track) == (Track.OUTBOUND, Track.INBOUND)
+            assert out.chunk == inb.chunk == k + 1
+            assert out.timestamp_ms == inb.timestamp_ms == 20 * k
+            assert out.stream_sid == inb.stream_sid == src.sid
+            assert out.payload == PAYLOADS[k % len(PAYLOADS)] and len(out.payload) == 160
+        assert isinstance(stop[0], Stop) and stop[0].sequence == 26

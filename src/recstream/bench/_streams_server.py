@@ -34,7 +34,7 @@ class _Window:
     def __init__(self) -> None:
         self.fill: array[float] = array("d")
         self.late: array[float] = array("d")
-        self.cpu0 = self.wall0 = 0.0
+        self.cpu0 = self.wall0 = self.user0 = self.system0 = 0.0
 
     def sealed(self, fill: float, late: float) -> None:
         self.fill.append(fill)
@@ -44,6 +44,7 @@ class _Window:
         self.fill, self.late = array("d"), array("d")
         r = resource.getrusage(resource.RUSAGE_SELF)
         self.cpu0, self.wall0 = r.ru_utime + r.ru_stime, time.monotonic()
+        self.user0, self.system0 = r.ru_utime, r.ru_stime
 
 
 async def _main(conn: Connection, opts: dict[str, Any]) -> None:
@@ -91,6 +92,8 @@ async def _main(conn: Connection, opts: dict[str, Any]) -> None:
                 conn.send(
                     {
                         "cpu_seconds": r.ru_utime + r.ru_stime - window.cpu0,
+                        "user_seconds": r.ru_utime - window.user0,
+                        "system_seconds": r.ru_stime - window.system0,
                         "wall": time.monotonic() - window.wall0,
                         "fill": window.fill.tolist(),
                         "late": window.late.tolist(),
@@ -146,6 +149,8 @@ async def _bare(conn: Connection, opts: dict[str, Any]) -> None:
             conn.send(
                 {
                     "cpu_seconds": r.ru_utime + r.ru_stime - window.cpu0,
+                    "user_seconds": r.ru_utime - window.user0,
+                    "system_seconds": r.ru_stime - window.system0,
                     "wall": time.monotonic() - window.wall0,
                     **{k: [] for k in ("fill", "late", "flush")},
                     **dict.fromkeys(("open", "accepted", "refused", "hook_errors"), 0),

@@ -29,13 +29,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import json
 import multiprocessing
 import os
 import resource
 import secrets
-import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,18 +41,14 @@ from urllib.parse import urlsplit
 
 from recstream.aio import DEFAULT_FLUSH_INTERVAL
 from recstream.aio.run import run as run_uvloop
+from recstream.bench._streams_client import FRAME_SECONDS, Platform
 from recstream.bench.fixtures import BenchError, make_identity, work_directory
 from recstream.bench.machine import describe_machine
 from recstream.bench.modes import DEFAULT_STREAMS, Progress
 from recstream.bench.report import Column, Report
 from recstream.bench.stats import summarize
-from recstream.streams.frames import unmask as _apply_mask
 
 __all__ = ["DEFAULT_STREAMS", "StreamsConfig", "run_from_args", "run_streams"]
-
-FRAME_SECONDS = 0.020
-FRAME = os.urandom(160)
-_OPEN_BATCH = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +82,8 @@ class StepResult:
     complete: int
     server: dict[str, Any]
     load: float = 0.0
+    client_user: float = 0.0  # the generator's CPU seconds over the step, user and system
+    client_system: float = 0.0
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -100,146 +95,20 @@ class StepResult:
         return 1e6 * float(self.server["cpu_seconds"]) / max(1, self.messages)
 
     @property
+    def server_us_split(self) -> tuple[float, float]:
+        """The server's user and system CPU per message."""
+        n = max(1, self.messages)
+        return 1e6 * self.server["user_seconds"] / n, 1e6 * self.server["system_seconds"] / n
+
+    @property
+    def client_us_per_write(self) -> tuple[float, float]:
+        """The generator's user and system CPU per write (one write: two media messages)."""
+        writes = max(1, self.messages // 2)
+        return 1e6 * self.client_user / writes, 1e6 * self.client_system / writes
+
+    @property
     def chunk_to_disk_p99(self) -> float:
         return max(0.0, self.late_p99) + self.fill_p99 + self.flush_p99
-
-
-class _Platform(asyncio.Protocol):
-    """One simulated fork's socket: a raw WebSocket client, as cheap per message as it gets.
-
-    The load generator must not be what fails a step, so it skips every library:
-    each tick is one ``write`` of two frames, masked as RFC 6455 §5.3 requires
-    (with one random key per stream instead of per frame -- a loopback load, not a
-    client anyone should copy) by the C unmasking function the server uses too.
-    """
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = b""
-        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.closed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.key = ""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.key = base64.b64encode(os.urandom(16)).decode()
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if not self.opened.done():
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head, self.buf = self.buf[:end], self.buf[end + 4 :]
-            if not head.startswith(b"HTTP/1.1 101 "):
-                self.opened.set_exception(BenchError(f"upgrade refused: {head[:40]!r}"))
-                return
-            self.opened.set_result(None)
-        # Server frames (unmasked): only the close frame matters here.
-        while len(self.buf) >= 2 and len(self.buf) >= 2 + (self.buf[1] & 0x7F):
-            opcode, n = self.buf[0] & 0x0F, self.buf[1] & 0x7F
-            body, self.buf = self.buf[2 : 2 + n], self.buf[2 + n :]
-            if opcode == 0x8 and not self.closed.done():
-                code = int.from_bytes(body[:2]) if len(body) >= 2 else 1005
-                assert self.transport is not None
-                self.transport.write(_mask_frame(0x8, body[:2], os.urandom(4)))
-                self.transport.close()
-                self.closed.set_result(code)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(BenchError("connection lost before the upgrade"))
-        if not self.closed.done():
-            self.closed.set_result(1006)
-
-
-def _mask_frame(opcode: int, payload: bytes, key: bytes) -> bytes:
-    n = len(payload)
-    head = (
-        bytes((0x80 | opcode, 0x80 | n))
-        if n < 126
-        else bytes((0x80 | opcode, 0xFE)) + n.to_bytes(2)
-    )
-    return head + key + _apply_mask(payload, key)
-
-
-class _Stream:
-    """One simulated fork: its socket and its Twilio counters."""
-
-    def __init__(self, proto: _Platform) -> None:
-        assert proto.transport is not None
-        self.proto = proto
-        self.write = proto.transport.write
-        self.sid = "MZ" + secrets.token_hex(16)
-        self.call = "CA" + secrets.token_hex(16)
-        self.mask = os.urandom(4)
-        # Each media message is a short prefix that changes (sequence, chunk, timestamp)
-        # and a long tail that does not (payload, stream SID).  The tail is masked once
-        # for each of the four key rotations the prefix's length can leave it at.
-        self.heads = {
-            t: b'{"event":"media","sequenceNumber":"%d","media":{"track":"' + t.encode()
-            + b'","chunk":"%d","timestamp":"%d","payload":"'
-            for t in ("inbound", "outbound")
-        }  # fmt: skip
-        tail = base64.b64encode(FRAME) + b'"},"streamSid":"' + self.sid.encode() + b'"}'
-        self.tail_len = len(tail)
-        self.tails = [_apply_mask(tail, self.mask[r:] + self.mask[:r]) for r in range(4)]
-        self.seq = 1
-        self.ts = 0
-
-    def send(self, text: str) -> None:
-        self.write(_mask_frame(0x1, text.encode(), self.mask))
-
-    def start(self) -> str:
-        return json.dumps(
-            {
-                "event": "start",
-                "sequenceNumber": "1",
-                "start": {
-                    "accountSid": "AC" + "0" * 32,
-                    "streamSid": self.sid,
-                    "callSid": self.call,
-                    "tracks": ["inbound", "outbound"],
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                    "customParameters": {},
-                },
-                "streamSid": self.sid,
-            }
-        )
-
-    def _media(self, track: str, seq: int, chunk: int, ts: int) -> bytes:
-        head = self.heads[track] % (seq, chunk, ts)
-        n = len(head)
-        size = n + self.tail_len  # 300-odd bytes: the 16-bit length form
-        return (
-            b"\x81\xfe" + size.to_bytes(2) + self.mask + _apply_mask(head, self.mask)
-            + self.tails[n % 4]
-        )  # fmt: skip
-
-    def tick(self) -> None:
-        s, ts = self.seq, self.ts
-        # Both media frames of the tick in one write.
-        self.write(self._media("outbound", s + 1, s, ts) + self._media("inbound", s + 2, s + 1, ts))
-        self.seq, self.ts = s + 2, ts + 20
-
-    async def stop(self) -> bool:
-        stop = {"event": "stop", "sequenceNumber": str(self.seq + 1), "streamSid": self.sid,
-                "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call}}  # fmt: skip
-        self.send(json.dumps(stop))
-        return await self.proto.closed == 1000
-
-
-async def _open(host: str, port: int, target: str) -> _Stream:
-    loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(_Platform, host, port)
-    assert proto.transport is not None
-    proto.transport.write(
-        f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {proto.key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    await proto.opened
-    return _Stream(proto)
 
 
 def _pct(values: array[float], p: float) -> float:
@@ -247,64 +116,27 @@ def _pct(values: array[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
 
 
-async def _ticker(streams: list[_Stream], cfg: StreamsConfig) -> tuple[array[float], int]:
-    sub = FRAME_SECONDS / cfg.slots
-    phases = [streams[i :: cfg.slots] for i in range(cfg.slots)]
-    lags: array[float] = array("d")
-    sent = 0
-    start = time.monotonic()
-    # A generator that fell this far behind has failed the step: stop there instead of
-    # sending the backlog (on a loaded machine that made one step take minutes).
-    give_up = start + cfg.duration + max(2.0, 4 * cfg.max_late)
-    j = 0
-    while (deadline := start + j * sub) < start + cfg.duration:
-        now = time.monotonic()
-        if now > give_up:
-            break
-        if deadline > now:
-            await asyncio.sleep(deadline - now)
-            now = time.monotonic()
-        lags.append(max(0.0, now - deadline))
-        for stream in phases[j % cfg.slots]:
-            stream.tick()
-        sent += 2 * len(phases[j % cfg.slots])
-        j += 1
-    return lags, sent
-
-
-async def _step(cfg: StreamsConfig, n: int, url: str, conns: list[Any]) -> StepResult:
+def _step_blocking(cfg: StreamsConfig, n: int, url: str, conns: list[Any]) -> StepResult:
+    """One step, in one thread: open ``n`` forks, reset the server's window, tick, stop."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-
-    async def open_one() -> _Stream:
-        stream = await _open(host, port, target)
-        stream.send('{"event":"connected","protocol":"Call","version":"1.0.0"}')
-        stream.send(stream.start())
-        return stream
-
-    streams: list[_Stream] = []
+    platform = Platform(host, port, target)
     try:
-        for i in range(0, n, _OPEN_BATCH):
-            streams += await asyncio.gather(*(open_one() for _ in range(min(_OPEN_BATCH, n - i))))
-        await asyncio.to_thread(_ask_all, conns, ("reset",))
-        r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        lags, sent = await _ticker(streams, cfg)
-        r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        server = _merge(await asyncio.to_thread(_ask_all, conns, ("stats",)))
-        done = 0
-        for i in range(0, n, _OPEN_BATCH):
-            batch = streams[i : i + _OPEN_BATCH]
-            done += sum(await asyncio.wait_for(asyncio.gather(*(s.stop() for s in batch)), 60))
+        platform.open(n)
+        _ask_all(conns, ("reset",))
+        # A generator that fell this far behind has failed the step: it stops there
+        # instead of sending the backlog (on a loaded machine that took minutes).
+        ticked = platform.run(cfg.duration, cfg.slots, give_up=max(2.0, 4 * cfg.max_late))
+        server = _merge(_ask_all(conns, ("stats",)))
+        done = platform.stop()
     finally:
-        for s in streams:
-            if s.proto.transport is not None:
-                s.proto.transport.close()
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        platform.close()
+    lags = ticked.lags
     tail = lags[-max(1, int(1.0 / (FRAME_SECONDS / cfg.slots))) :]
     result = StepResult(
         streams=n,
-        client_cpu=100 * cpu / (w1 - w0),
+        client_cpu=100 * (ticked.user + ticked.system) / ticked.wall,
         server_cpu=server["cpu_percent"],
         lag_p99=_pct(lags, 0.99),
         lag_end=sum(tail) / len(tail) if tail else 0.0,
@@ -313,13 +145,19 @@ async def _step(cfg: StreamsConfig, n: int, url: str, conns: list[Any]) -> StepR
         late_max=server["late_max"],
         fill_p99=server["fill_p99"],
         flush_p99=server["flush_p99"],
-        messages=sent,
+        messages=ticked.sent,
         complete=done,
         server=server,
         load=os.getloadavg()[0],
+        client_user=ticked.user,
+        client_system=ticked.system,
     )
     result.failures = _judge(result, cfg)
     return result
+
+
+async def _step(cfg: StreamsConfig, n: int, url: str, conns: list[Any]) -> StepResult:
+    return await asyncio.to_thread(_step_blocking, cfg, n, url, conns)
 
 
 def _ask_all(conns: list[Any], command: tuple[str, ...]) -> list[Any]:
@@ -337,6 +175,8 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "cpu_percent": 100 * sum(p["cpu_seconds"] for p in parts) / wall,
         "cpu_seconds": sum(p["cpu_seconds"] for p in parts),
+        "user_seconds": sum(p["user_seconds"] for p in parts),
+        "system_seconds": sum(p["system_seconds"] for p in parts),
         "late_p50": _pct(late, 0.50),
         "late_p99": _pct(late, 0.99),
         "late_max": max(late, default=0.0),
@@ -402,13 +242,16 @@ async def _ramp(
                 )
                 res = await _step(cfg, n, *targets[p])
                 results[p][n].append(res)
+                cu, cs = res.client_us_per_write
+                su, ss = res.server_us_split
                 verdict = (
                     "sustained" if res.sustained else "NOT sustained: " + "; ".join(res.failures)
                 )
                 progress(
                     f"  {n} streams: server CPU {res.server_cpu:.0f}% "
-                    f"({res.server_us_per_message:.1f} us/msg), client CPU "
-                    f"{res.client_cpu:.0f}%, late p99 {res.late_p99 * 1e3:.0f} ms, chunk-to-disk "
+                    f"({su:.1f} us user + {ss:.1f} us sys per msg), client CPU "
+                    f"{res.client_cpu:.0f}% ({cu:.1f} us user + {cs:.1f} us sys per write), "
+                    f"late p99 {res.late_p99 * 1e3:.0f} ms, chunk-to-disk "
                     f"p99 <= {res.chunk_to_disk_p99:.2f} s: {verdict}"
                 )
                 if not res.sustained and limit[p] is None:
@@ -481,8 +324,9 @@ def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Repo
         f"(target 2,000; of {max(cfg.streams)} tried)",
         "each stream is 2 media messages per 20 ms (100 WebSocket messages/s), base64 JSON "
         "as Twilio sends them; server and load generator share the machine's cores",
-        "client CPU: the load generator (raw sockets, one write of two masked frames per "
-        "stream per 20 ms); it runs on the same 2 cores as the server",
+        "client CPU: the load generator (one thread, raw non-blocking sockets, one send() of "
+        "two ready-made masked frames per stream per 20 ms); it runs on the same 2 cores as "
+        "the server, and on loopback its send() also runs the receiver's TCP input (system time)",
         "load avg: the machine's 1-minute load at the end of each step (2 cores): above 2, "
         "other work was taking CPU from both processes, and a step can fail for that alone",
         "chunk-to-disk p99 <= server late p99 + segment fill p99 + sealed-to-disk p99: the "
@@ -553,8 +397,10 @@ def _tabulate(
         Column("complete", "complete recordings"),
         Column("server_cpu", "server CPU %", noise_floor=5),
         Column("client_cpu", "client CPU %", noise_floor=5),
+        Column("client_us", "client us/write user+sys", noise_floor=float("inf")),
         Column("msgs", "msgs/s", noise_floor=float("inf")),
         Column("us_msg", "server us/msg", 1, noise_floor=3),
+        Column("server_split", "server us/msg user+sys", noise_floor=float("inf")),
         Column("bare_us", "bare us/msg", 1, noise_floor=3),
         Column("x_bare", "x bare", 2, noise_floor=0.3),
         Column("lag_p99_ms", "client lag p99 ms", 1, noise_floor=5),
@@ -596,8 +442,14 @@ def _tabulate(
             sustained=f"{'yes' if ok else 'no'} ({passed}/{len(runs)})",
             complete=f"{min(r.complete for r in runs)}/{n}",
             client_cpu=summarize([r.client_cpu for r in runs]),
+            client_us=" / ".join(
+                f"{u:.1f}+{k:.1f}" for u, k in (r.client_us_per_write for r in runs)
+            ),
             msgs=summarize([r.messages / cfg.duration for r in runs]),
             us_msg=summarize([r.server_us_per_message for r in runs]),
+            server_split=" / ".join(
+                f"{u:.1f}+{k:.1f}" for u, k in (r.server_us_split for r in runs)
+            ),
             bare_us=summarize([b.server_us_per_message for b in refs]) if refs else None,
             x_bare=summarize(
                 [

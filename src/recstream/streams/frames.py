@@ -141,6 +141,15 @@ class FrameReader:
         return out
 
     @property
+    def idle(self) -> bool:
+        """Between messages: nothing buffered, no fragmented message open, not closed or failed.
+
+        Only then may a caller read whole frames off the front of a chunk itself (the
+        media fast path) and feed the reader the rest: the reader is where it would be.
+        """
+        return not (self._buf or self._opcode or self.closed or self._failed)
+
+    @property
     def buffered(self) -> int:
         """Bytes held for an incomplete frame."""
         return len(self._buf)

@@ -104,6 +104,7 @@ class StreamSession:
         self._connected: Connected | None = None
         self._enc = tracks.TracksEncoder()
         self._lines: dict[Track, TrackTimeline] = {}
+        self._by_name: dict[str, tuple[TrackTimeline, int]] = {}  # media_in_order's lookup
         self._dtmf = 0
         self._marks = 0
         self._ignored = 0
@@ -134,6 +135,42 @@ class StreamSession:
         except StreamProtocolError:
             self.state = State.FAILED
             raise
+
+    def media_in_order(
+        self, track: str, chunk: int, timestamp_ms: int, payload: bytes
+    ) -> bytes | None:
+        """:meth:`receive` of a media message in the common case, or None (nothing changed).
+
+        The common case: recording, the track announced, the chunk number new, the
+        timestamp within the tolerance of the track's end, inside the horizon and the
+        call length limit -- one MEDIA record at the track's end, what :meth:`receive`
+        returns for it.  Anything else (a gap, a duplicate, a late or early chunk, an
+        error) returns None having changed nothing: call :meth:`receive` with the Media.
+        ``track`` is the message's ``"inbound"`` or ``"outbound"``.
+        """
+        found = self._by_name.get(track)
+        if found is None or self.state is not State.RECORDING:
+            return None
+        line, number = found
+        end = line.end
+        position = timestamp_ms * SAMPLES_PER_MS
+        n = len(payload)
+        if (
+            chunk <= line.last_chunk
+            or not -line.tolerance <= position - end <= line.tolerance
+            or position + n > line.max_samples
+        ):
+            return None
+        if position > end:
+            horizon = int((self._clock() - self._started_at + SLACK_SECONDS) * 1000)
+            if position > horizon * SAMPLES_PER_MS:
+                return None
+        record = self._enc.media(number, end, payload)
+        line.last_chunk = chunk
+        line.end = end + n
+        line.received += 1
+        line.typical_chunk = n
+        return record
 
     def _handle(self, message: Message) -> bytes:
         if isinstance(message, Unknown):
@@ -188,6 +225,7 @@ class StreamSession:
         out = [self._enc.start(SOURCE, now_ms, info)]
         for track in sorted(start.tracks, key=TRACK_NUMBERS.__getitem__):
             self._lines[track] = TrackTimeline(self._max_samples)
+            self._by_name[track.value] = (self._lines[track], TRACK_NUMBERS[track])
             decl = tracks.TrackDecl(
                 track=TRACK_NUMBERS[track],
                 codec=start.codec.name,

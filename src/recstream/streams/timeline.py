@@ -28,7 +28,7 @@ a decoder refuse one silence fill over an hour.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from recstream.errors import StreamProtocolError
@@ -71,11 +71,23 @@ class TrackTimeline:
     end: int = 0
     last_chunk: int = -1
     typical_chunk: int = 160
-    counts: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(("received", "lost", "late", "duplicate"), 0)
-    )
+    # The STATS counters, plain ints (one is bumped per chunk); :attr:`counts` as a dict.
+    received: int = 0
+    lost: int = 0
+    late: int = 0
+    duplicate: int = 0
     gap_samples: int = 0
     ahead: int = 0  # chunks dropped past the horizon (not a STATS counter: TRACKS.md §4.3)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The STATS counters (TRACKS.md §4.3), by name."""
+        return {
+            "received": self.received,
+            "lost": self.lost,
+            "late": self.late,
+            "duplicate": self.duplicate,
+        }
 
     def place(
         self, chunk: int, timestamp_ms: int, payload: bytes, horizon: int | None = None
@@ -87,7 +99,7 @@ class TrackTimeline:
         """
         end = self.end  # read once: this runs for every chunk (100 a second per stream)
         if chunk <= self.last_chunk:
-            self.counts["duplicate"] += 1
+            self.duplicate += 1
             return Placement((), end, b"")
         position = timestamp_ms * SAMPLES_PER_MS
         n = len(payload)
@@ -107,20 +119,20 @@ class TrackTimeline:
             end = self.end
         elif end - position > self.tolerance:
             covered = end - position
-            self.counts["late"] += 1
+            self.late += 1
             if covered >= n:
                 return Placement((), end, b"")
             payload = payload[covered:]
             n -= covered
         self.end = end + n
-        self.counts["received"] += 1
+        self.received += 1
         self.typical_chunk = n
         return Placement(gaps, end, payload)
 
     def _gap(self, position: int) -> tuple[tuple[int, int, int], ...]:
         samples = position - self.end
         packets = max(1, round(samples / max(1, self.typical_chunk)))
-        self.counts["lost"] += packets
+        self.lost += packets
         self.gap_samples += samples
         out = []
         start = self.end
