@@ -14,11 +14,11 @@ from typing import Any
 
 from recstream.cli import UsageError, eprint
 from recstream.cli._keystore_access import (
-    add_keystore_options,
+    keystore_subcommand,
     open_keystore,
     read_keystore_password,
 )
-from recstream.cli._util import read_input_file, read_password_file
+from recstream.cli._util import checked, read_input_file, read_password_file
 from recstream.errors import CertificateError
 from recstream.keystore import store
 from recstream.keystore.nodes import NodeIdentity, NodeState, check_node_name
@@ -48,24 +48,16 @@ def register_nodes(cmds: argparse._SubParsersAction[Any]) -> None:
     _reg_remove(sub)
 
 
-def _node(text: str) -> str:
-    try:
-        return check_node_name(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _parser(sub: argparse._SubParsersAction[Any], name: str, help_: str) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
-    add_keystore_options(p)
-    return p
+_node = checked(check_node_name)
 
 
 # --- add -------------------------------------------------------------------------
 
 
 def _reg_add(sub: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(sub, "add", "add a node's signing key and certificate; it becomes the active one")
+    p = keystore_subcommand(
+        sub, "add", "add a node's signing key and certificate; it becomes the active one"
+    )
     p.add_argument("node", metavar="NODE", type=_node, help="the node's name, e.g. recorder-01")
     p.add_argument("--cert", required=True, metavar="C.pem", help="the signing certificate")
     p.add_argument("--key", required=True, metavar="K.pem", help="its private key (PEM or DER)")
@@ -108,13 +100,15 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _reg_list(sub: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(sub, "list", "list every node's signing identities")
+    p = keystore_subcommand(sub, "list", "list every node's signing identities")
     p.add_argument("--json", action="store_true", help="print JSON (full certificate IDs)")
     p.set_defaults(func=_cmd_list)
 
 
 def _reg_show(sub: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(sub, "show", "show one node's identities, or one identity by certificate ID")
+    p = keystore_subcommand(
+        sub, "show", "show one node's identities, or one identity by certificate ID"
+    )
     p.add_argument("node", metavar="NODE", type=_node)
     p.add_argument("--cert-id", metavar="ID", help="only this identity (ID or a prefix of 8+)")
     p.add_argument("--pem", action="store_true", help="print the certificate(s) as PEM")
@@ -192,7 +186,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _reg_remove(sub: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(sub, "remove", "delete one signing identity (its key) from the keystore")
+    p = keystore_subcommand(
+        sub, "remove", "delete one signing identity (its key) from the keystore"
+    )
     p.add_argument("node", metavar="NODE", type=_node)
     p.add_argument("--cert-id", required=True, metavar="ID", help="ID or a prefix of 8+")
     p.add_argument(

@@ -6,12 +6,14 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from recstream.cli import UsageError
+
+T = TypeVar("T")
 
 
 def read_password_file(path: str | None) -> bytes | None:
@@ -73,6 +75,23 @@ def alias(action: argparse.Action, *old: str) -> argparse.Action:
     """Mark ``old`` option strings of ``action`` as old spellings: parsed, not shown."""
     action.hidden_aliases = frozenset(old)  # type: ignore[attr-defined]
     return action
+
+
+def checked(check: Callable[[str], T]) -> Callable[[str], T]:
+    """argparse ``type=`` from a validator that raises ``ValueError``: its message, exit 2.
+
+    The validators live with the model (a tenant's or a node's name rules); this makes
+    each one an option type without a try/except wrapper per command.
+    """
+
+    def parse(text: str) -> T:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = getattr(check, "__name__", "value")
+    return parse
 
 
 # --- '-' and output paths ------------------------------------------------------------
