@@ -18,7 +18,7 @@ from recstream.cli._keystore_access import (
     open_keystore,
     read_keystore_password,
 )
-from recstream.cli._util import checked, read_input_file, read_password_file
+from recstream.cli._util import checked, command_group, read_input_file, read_password_file
 from recstream.errors import CertificateError
 from recstream.keystore import store
 from recstream.keystore.nodes import NodeIdentity, NodeState, check_node_name
@@ -31,8 +31,10 @@ __all__ = ["register_nodes"]
 
 def register_nodes(cmds: argparse._SubParsersAction[Any]) -> None:
     """Register ``keystore node`` and its subcommands."""
-    node = cmds.add_parser(
+    sub = command_group(
+        cmds,
         "node",
+        "node_command",
         help="recording nodes' signing identities: add, list, show, remove",
         description="Each recording node (media server, SIPREC or streams server) signs "
         "what it records with its own signing key and certificate (made with 'recstream "
@@ -40,8 +42,6 @@ def register_nodes(cmds: argparse._SubParsersAction[Any]) -> None:
         "them under its password beside the tenants' certificates; adding a node's new "
         "identity retires the old one, which is kept.",
     )
-    sub = node.add_subparsers(dest="node_command", metavar="SUBCOMMAND")
-    sub.required = True
     _reg_add(sub)
     _reg_list(sub)
     _reg_show(sub)

@@ -77,6 +77,18 @@ def alias(action: argparse.Action, *old: str) -> argparse.Action:
     return action
 
 
+def command_group(
+    sub: argparse._SubParsersAction[Any], name: str, dest: str, **parser_options: Any
+) -> argparse._SubParsersAction[Any]:
+    """Add ``name``, a command made of required subcommands (``keystore``, ``keystore
+    node``): ``parser_options`` go to its parser (help, description, epilog); returns the
+    action to add its subcommands to (their name lands in ``dest``)."""
+    group: argparse.ArgumentParser = sub.add_parser(name, **parser_options)
+    cmds: argparse._SubParsersAction[Any] = group.add_subparsers(dest=dest, metavar="SUBCOMMAND")
+    cmds.required = True
+    return cmds
+
+
 def checked(check: Callable[[str], T]) -> Callable[[str], T]:
     """argparse ``type=`` from a validator that raises ``ValueError``: its message, exit 2.
 

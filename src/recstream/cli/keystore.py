@@ -35,6 +35,7 @@ from recstream.cli._keystore_nodes import register_nodes
 from recstream.cli._util import (
     alias,
     checked,
+    command_group,
     file_arg,
     read_input_file,
     read_password_file,
@@ -54,16 +55,16 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Register the ``keystore`` command group."""
-    ks = sub.add_parser(
+    cmds = command_group(
+        sub,
         "keystore",
+        "keystore_command",
         help="the keystore: every tenant's certificates and keys, backup, restore",
         description="Keep every tenant's voice and screen recording certificates with their "
         "private keys, old and expired ones included, encrypted under a password "
         "(docs/KEYSTORE.md).",
         epilog="'check' exits 4 when it finds anything. Exit codes: " + EXIT_CODES_HELP,
     )
-    cmds = ks.add_subparsers(dest="keystore_command", metavar="SUBCOMMAND")
-    cmds.required = True
     for add in (_reg_init, _reg_import, _reg_list, _reg_rotate, _reg_export, _reg_check):
         add(cmds)
     for add in (_reg_backup, _reg_restore, _reg_verify_backup):
