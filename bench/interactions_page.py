@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import base64
 import datetime as dt
+import functools
 import http.client
 import json
 import statistics
@@ -47,11 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
+from recstream.bench.fixtures import make_identity
 from recstream.bench.machine import describe_machine
 from recstream.bench.stats import interleave, paired_ratio, summarize
 from recstream.envelope import EnvelopeEncryptor, Identity, IdentitySet, Recipient, new_metadata
@@ -65,21 +63,9 @@ STEP_MS = 600_000  # a call every 10 minutes: 144 a day
 PER_DIRECTORY = 1000
 
 
-def _party() -> tuple[Recipient, Identity]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return Recipient.from_certificate(cert), Identity.from_private_key(key, cert)
+def _party(work: Path) -> tuple[Recipient, Identity]:
+    ident = make_identity(work, bits=2048)
+    return ident.recipient, Identity.from_private_key(ident.key, ident.cert)
 
 
 def write_archive(root: Path, recipient: Recipient, entries: int) -> int:
@@ -192,7 +178,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         work = Path(tmp)
         root = work / "archive"
-        recipient, identity = _party()
+        recipient, identity = _party(work)
         args.recipient = recipient
         t0 = time.perf_counter()
         n = write_archive(root, recipient, args.entries)
@@ -239,12 +225,7 @@ def _measure(srv: Server, args: argparse.Namespace) -> dict[str, Any]:
     assert sum(len(i["recordings"]) for i in got["interactions"]["interactions"]) == 50
 
     def subject(path: str) -> Callable[[], tuple[float, float]]:
-        def run() -> tuple[float, float]:
-            c0, w0 = time.process_time(), time.perf_counter()
-            _get(conn, path, token)
-            return time.perf_counter() - w0, time.process_time() - c0
-
-        return run
+        return lambda: wall_and_cpu(lambda: _get(conn, path, token))
 
     runs = interleave({k: subject(v) for k, v in paths.items()}, args.rounds, warmup=5)
     table: dict[str, Any] = {}
@@ -270,18 +251,12 @@ def _regroup(srv: Server) -> dict[str, float]:
     app = srv.running.runner.app
     index, view = app[CONTEXT].index, app[VIEW]
     assert index is not None
-    times, cpu = [], []
-    for _ in range(10):
+
+    def full_regroup() -> None:
         index.version += 1  # a version the change log does not know: a full regroup
-        t0, c0 = time.perf_counter(), time.process_time()
-        view.page(frozenset({"acme"}), InteractionQuery(limit=25))
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return {
-        "p50_ms": 1000 * summarize(times).median,
-        "max_ms": 1000 * max(times),
-        "cpu_ms": 1000 * summarize(cpu).median,
-    }
+
+    first_page = functools.partial(view.page, frozenset({"acme"}), InteractionQuery(limit=25))
+    return _page_timings(first_page, 10, full_regroup)
 
 
 def _incremental(srv: Server, recipient: Recipient) -> dict[str, float]:
@@ -296,8 +271,10 @@ def _incremental(srv: Server, recipient: Recipient) -> dict[str, float]:
     root = srv.config.recordings_root
     assert root is not None
     (root / "acme" / "new").mkdir(exist_ok=True)
-    times, cpu = [], []
-    for i in range(20):
+    added = iter(range(20))
+
+    def one_more() -> None:
+        i = next(added)
         meta = new_metadata(
             recording_id=f"call-{i:06}",  # joins an existing interaction
             tenant="acme",
@@ -308,15 +285,33 @@ def _incremental(srv: Server, recipient: Recipient) -> dict[str, float]:
         enc = EnvelopeEncryptor([recipient], meta)
         (root / "acme" / "new" / f"n{i}.rsv").write_bytes(enc.update(b"\xff" * 80) + enc.finalize())
         index.refresh()
-        t0, c0 = time.perf_counter(), time.process_time()
-        view.page(frozenset({"acme"}), InteractionQuery(limit=25))
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
+
+    first_page = functools.partial(view.page, frozenset({"acme"}), InteractionQuery(limit=25))
+    return _page_timings(first_page, 20, one_more)
+
+
+def _page_timings(
+    page: Callable[[], object], rounds: int, before: Callable[[], None]
+) -> dict[str, float]:
+    """``page()`` timed ``rounds`` times, each after an untimed ``before()``: wall, CPU."""
+    times, cpu = [], []
+    for _ in range(rounds):
+        before()
+        wall, used = wall_and_cpu(page)
+        times.append(wall)
+        cpu.append(used)
     return {
         "p50_ms": 1000 * summarize(times).median,
         "max_ms": 1000 * max(times),
         "cpu_ms": 1000 * summarize(cpu).median,
     }
+
+
+def wall_and_cpu(func: Callable[[], object]) -> tuple[float, float]:
+    """Wall time and this process's CPU time (s) of one call of ``func``."""
+    c0, w0 = time.process_time(), time.perf_counter()
+    func()
+    return time.perf_counter() - w0, time.process_time() - c0
 
 
 def _print(result: dict[str, Any]) -> None:

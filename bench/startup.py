@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import datetime as dt
 import json
 import os
 import random
@@ -31,12 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
-
 import recstream
+from recstream.bench.fixtures import make_identity
 from recstream.bench.machine import describe_machine, machine_line
 
 PY = sys.executable
@@ -48,42 +43,10 @@ REF = (
 
 
 def make_fixtures(d: Path) -> tuple[Path, Path, Path]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "startup bench")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-    c, k, one = d / "c.pem", d / "k.pem", d / "one"
-    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    k.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    ident = make_identity(d, bits=2048)
+    one = d / "one"
     one.write_bytes(b"x")
-    return c, k, one
-
-
-def cpu_features() -> list[str]:
-    """The crypto-relevant CPU flags /proc/cpuinfo reports (AES-NI, CLMUL, AVX, SHA)."""
-    wanted = ("aes", "pclmulqdq", "avx", "avx2", "avx512f", "vaes", "vpclmulqdq", "sha_ni")
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
-                  if ln.startswith("flags")), [])  # fmt: skip
-    return [f for f in wanted if f in flags]
+    return ident.cert_path, ident.key_path, one
 
 
 def timed(argv: list[str]) -> tuple[float, float]:
@@ -151,8 +114,7 @@ def main() -> None:
                 wall, used = timed(subjects[name](i))
                 times[name].append(wall)
                 cpu[name].append(used)
-    machine = describe_machine()
-    machine["cpu_features"] = cpu_features()
+    machine = describe_machine()  # with the CPU features /proc/cpuinfo lists
     print(machine_line(machine))
     print(f"CPU features: {' '.join(machine['cpu_features']) or 'unknown'}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}; {args.rounds} rounds")

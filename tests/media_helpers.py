@@ -33,8 +33,10 @@ NOISE_ROW = 72  # the noise strip: clear of the centre, where the page looks for
 
 def write_call(path: Path, seconds: int, beeps: Iterable[float]) -> None:
     """``seconds`` of hum with a beep starting at each of ``beeps`` (call time, s)."""
-    t = np.arange(seconds * CALL_RATE)
-    pcm = (np.sin(t * 2 * np.pi * 200 / CALL_RATE) * HUM).astype("<i2")
+    # the hum, one period (200 Hz at 8 kHz: 40 samples) repeated: an hour is 28.8 M samples
+    period = np.arange(CALL_RATE // 200)
+    hum = (np.sin(period * 2 * np.pi * 200 / CALL_RATE) * HUM).astype("<i2")
+    pcm = np.tile(hum, seconds * 200)
     tone = np.sin(np.arange(int(BEEP_S * CALL_RATE)) * 2 * np.pi * BEEP_HZ / CALL_RATE) * 12000
     for t in beeps:
         at = round(t * CALL_RATE)
@@ -89,6 +91,9 @@ def write_screen(
             s.bit_rate = 1000 * kbps or 20_000
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
         s.time_base = Fraction(1, TICKS)
+        # one encoder thread: for 160x120 frames the encoders' default thread pools
+        # (one per core) cost several times the encoding itself in hand-offs (VP8: 6x)
+        s.codec_context.thread_count = 1
         img = np.zeros((H, W, 3), np.uint8)
         white = np.full((H, W, 3), 255, np.uint8)
         for i, tick in enumerate(ticks):

@@ -134,6 +134,13 @@ def test_no_plaintext_touches_the_disk(
 
     voice = seal_file(CALL, tmp_path / "v.rsv", alice, MediaKind.VOICE, T0)
     screen = seal_file(SCREEN, tmp_path / "s.rsv", alice, MediaKind.SCREEN, T0 + 1000)
+    # A temporary directory of this test's own, for Python (tempfile) and native code
+    # (TMPDIR) alike: the shared /tmp also gets other processes' files (a browser's
+    # profile from a test on the other worker), which are not the mux's.
+    own_tmp = tmp_path / "tmp"
+    own_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own_tmp))
+    monkeypatch.setenv("TMPDIR", str(own_tmp))
     watched = [tmp_path, Path(tempfile.gettempdir()), Path.cwd()]
     before = {d: set(d.iterdir()) for d in watched}
     opened: list[str] = []

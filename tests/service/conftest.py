@@ -253,6 +253,39 @@ async def _render(st: ServerThread) -> str:
     return st.server.runner.app[CONTEXT].metrics.render()
 
 
+def seal_to(root: Path, name: str, party: Party, data: bytes, **meta: Any) -> None:
+    """Encrypt ``data`` for ``party`` into ``root/name``; ``meta``: new_metadata's keywords."""
+    enc = EnvelopeEncryptor([party.recipient], new_metadata(**meta))
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(enc.update(data) + enc.finalize())
+
+
+def new_rcs(
+    tmp_path_factory: pytest.TempPathFactory,
+    root: Path,
+    keyring: KeyRing,
+    extra: str = "",
+    server_extra: str = "",
+    recordings_extra: str = "",
+    name: str = "rcs",
+) -> ServerThread:
+    """An RCS serving ``root``, with the test users, in a fresh directory ``name``N."""
+    d = tmp_path_factory.mktemp(name)
+    cfg = write_config(d, rcs_toml(d, root, extra, server_extra, recordings_extra))
+    add_users(d / "settings.sqlite")
+    return ServerThread(cfg, keyring)
+
+
+def shared_rcs(
+    tmp_path_factory: pytest.TempPathFactory, keys: Keys, root: Path, name: str
+) -> Iterator[ServerThread]:
+    """The body of a module-scoped RCS fixture: default limits, both tenants' keys."""
+    st = new_rcs(tmp_path_factory, root, keys.ring(), name=name)
+    yield st
+    st.stop()
+
+
 @pytest.fixture
 def start_rcs(
     tmp_path_factory: pytest.TempPathFactory, keys: Keys, archive: Archive
@@ -267,11 +300,10 @@ def start_rcs(
         root: Path | None = None,
         recordings_extra: str = "",
     ) -> ServerThread:
-        d = tmp_path_factory.mktemp("rcs")
-        text = rcs_toml(d, root or archive.root, extra, server_extra, recordings_extra)
-        cfg = write_config(d, text)
-        add_users(d / "settings.sqlite")
-        st = ServerThread(cfg, keyring or keys.ring())
+        st = new_rcs(
+            tmp_path_factory, root or archive.root, keyring or keys.ring(),
+            extra, server_extra, recordings_extra,
+        )  # fmt: skip
         started.append(st)
         return st
 
@@ -348,12 +380,7 @@ def rcs(
     tmp_path_factory: pytest.TempPathFactory, keys: Keys, archive: Archive
 ) -> Iterator[ServerThread]:
     """One RCS shared by a module's tests (default limits, both tenants' keys)."""
-    d = tmp_path_factory.mktemp("rcs-shared")
-    cfg = write_config(d, rcs_toml(d, archive.root))
-    add_users(d / "settings.sqlite")
-    st = ServerThread(cfg, keys.ring())
-    yield st
-    st.stop()
+    yield from shared_rcs(tmp_path_factory, keys, archive.root, "rcs-shared")
 
 
 def wait_for_audit(server: ServerThread, pred: Any, timeout: float = 5.0) -> dict[str, Any]:

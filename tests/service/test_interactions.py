@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from recstream.envelope import EnvelopeEncryptor, new_metadata
 from recstream.format import MediaKind
 from recstream.service.errors import RequestError
 from recstream.service.index import Entry
@@ -25,11 +24,10 @@ from recstream.service.mediatime import duration_ms
 from tests.service.conftest import (
     Keys,
     ServerThread,
-    add_users,
     basic,
-    rcs_toml,
     request,
-    write_config,
+    seal_to,
+    shared_rcs,
 )
 
 ACME_CALLS = 1200
@@ -43,13 +41,6 @@ def _created(i: int) -> int:
     return int(DAY0.timestamp() * 1000) + i * 1_800_000
 
 
-def _write(root: Path, name: str, party: Any, body: bytes, **meta: Any) -> None:
-    enc = EnvelopeEncryptor([party.recipient], new_metadata(**meta))
-    path = root / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(enc.update(body) + enc.finalize())
-
-
 @pytest.fixture(scope="module")
 def many(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path:
     root = tmp_path_factory.mktemp("many")
@@ -59,17 +50,17 @@ def many(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path:
         d = f"acme/d{i // 500}"
         common = {"recording_id": rid, "tenant": "acme", "created_ms": t}
         # 8,000 bytes of mu-law a second: a call of (i % 60) + 1 seconds
-        _write(root, f"{d}/{rid}-voice.rsv", keys.acme, b"\xff" * 8000 * (i % 60 + 1),
+        seal_to(root, f"{d}/{rid}-voice.rsv", keys.acme, b"\xff" * 8000 * (i % 60 + 1),
                media_kind=voice, media_type="audio/basic", **common)  # fmt: skip
         later = {**common, "created_ms": t + 400}
-        _write(root, f"{d}/{rid}-screen.rsv", keys.acme, b"s" * 100,
+        seal_to(root, f"{d}/{rid}-screen.rsv", keys.acme, b"s" * 100,
                media_kind=screen, media_type="video/webm", **later)  # fmt: skip
         if i % 10 == 0:
-            _write(root, f"{d}/{rid}-mux.rsv", keys.acme, b"m" * 100,
+            seal_to(root, f"{d}/{rid}-mux.rsv", keys.acme, b"m" * 100,
                    media_kind=screen, media_type="video/webm", **common)  # fmt: skip
     for i in range(GLOBEX_CALLS):
         rid = f"gx-{i:04}"
-        _write(root, f"globex/{rid}.rsv", keys.globex, b"\xd5" * 800, recording_id=rid,
+        seal_to(root, f"globex/{rid}.rsv", keys.globex, b"\xd5" * 800, recording_id=rid,
                tenant="globex", media_kind=voice, media_type="audio/x-alaw",
                created_ms=_created(i) + 60_000)  # fmt: skip
     return root
@@ -79,12 +70,7 @@ def many(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path:
 def server(
     tmp_path_factory: pytest.TempPathFactory, keys: Keys, many: Path
 ) -> Iterator[ServerThread]:
-    d = tmp_path_factory.mktemp("rcs-many")
-    cfg = write_config(d, rcs_toml(d, many))
-    add_users(d / "settings.sqlite")
-    st = ServerThread(cfg, keys.ring())
-    yield st
-    st.stop()
+    yield from shared_rcs(tmp_path_factory, keys, many, "rcs-many")
 
 
 def get(st: ServerThread, query: str = "", user: str = "alice", **params: Any) -> Any:
@@ -350,7 +336,7 @@ def test_incremental_regrouping_matches_a_full_regroup(tmp_path: Path, keys: Key
     def add(tenant: str, rid: str, kind: MediaKind, n: int) -> None:
         name = f"{tenant}/f{n:05}.rsv"
         mtype = "audio/basic" if kind is MediaKind.VOICE else "video/webm"
-        _write(root, name, party[tenant], b"\xff" * rng.randrange(1, 9000), recording_id=rid,
+        seal_to(root, name, party[tenant], b"\xff" * rng.randrange(1, 9000), recording_id=rid,
                tenant=tenant, media_kind=kind, media_type=mtype,
                created_ms=1_795_000_000_000 + rng.randrange(0, 10**8))  # fmt: skip
         live.append(name)
@@ -376,7 +362,7 @@ def test_incremental_regrouping_matches_a_full_regroup(tmp_path: Path, keys: Key
             (root / gone).unlink()
         victim = rng.choice(live)  # rewritten in place: another recording ID now
         tenant = victim.split("/")[0]
-        _write(root, victim, party[tenant], b"\xff" * 10, recording_id=f"moved-{_step}",
+        seal_to(root, victim, party[tenant], b"\xff" * 10, recording_id=f"moved-{_step}",
                tenant=tenant, media_kind=MediaKind.VOICE, media_type="audio/basic",
                created_ms=1_795_000_000_000)  # fmt: skip
         index.refresh(full=True)
@@ -399,7 +385,7 @@ def test_two_tenants_with_the_same_recording_id_stay_apart(
 ) -> None:
     root = tmp_path / "same"
     for tenant, party in (("acme", keys.acme), ("globex", keys.globex)):
-        _write(root, f"{tenant}/same.rsv", party, b"\xff" * 800, recording_id="same-1",
+        seal_to(root, f"{tenant}/same.rsv", party, b"\xff" * 800, recording_id="same-1",
                tenant=tenant, media_kind=MediaKind.VOICE, media_type="audio/basic")  # fmt: skip
     st = start_rcs(root=root)
     for _ in range(2):  # the second answer comes from the cached JSON

@@ -22,9 +22,16 @@ from typing import Any
 
 import pytest
 
-from recstream.envelope import EnvelopeEncryptor, new_metadata
 from recstream.format import MediaKind
-from tests.service.conftest import SAMPLES, Keys, ServerThread, request, wait_for_audit
+from tests.service.conftest import (
+    SAMPLES,
+    Keys,
+    ServerThread,
+    request,
+    seal_to,
+    shared_rcs,
+    wait_for_audit,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -64,29 +71,23 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-def _seal(root: Path, name: str, party: Any, data: bytes, **meta: Any) -> None:
-    enc = EnvelopeEncryptor([party.recipient], new_metadata(**meta))
-    (root / name).parent.mkdir(parents=True, exist_ok=True)
-    (root / name).write_bytes(enc.update(data) + enc.finalize())
-
-
 @pytest.fixture(scope="module")
 def player_archive(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path:
     root = tmp_path_factory.mktemp("player-archive")
     start = int(CALL_START.timestamp() * 1000)
     voice, screen = MediaKind.VOICE, MediaKind.SCREEN
-    _seal(root, "acme/call-1.rsv", keys.acme, (SAMPLES / "call.wav").read_bytes(),
+    seal_to(root, "acme/call-1.rsv", keys.acme, (SAMPLES / "call.wav").read_bytes(),
           recording_id="call-1", tenant="acme", media_kind=voice, media_type="audio/wav",
           created_ms=start)  # fmt: skip
-    _seal(root, "acme/call-1-screen.rsv", keys.acme, (SAMPLES / "screen.webm").read_bytes(),
+    seal_to(root, "acme/call-1-screen.rsv", keys.acme, (SAMPLES / "screen.webm").read_bytes(),
           recording_id="call-1", tenant="acme", media_kind=screen, media_type="video/webm",
           created_ms=start + SCREEN_LAG_MS)  # fmt: skip
     for i in range(IVR_CALLS):  # 8-19 November, one a day, 8 s of mu-law each
         t = int(dt.datetime(2026, 11, 8 + i, 14, tzinfo=dt.UTC).timestamp() * 1000) + 1
-        _seal(root, f"acme/ivr/ivr-{i:03}.rsv", keys.acme, b"\xff" * 64_000,
+        seal_to(root, f"acme/ivr/ivr-{i:03}.rsv", keys.acme, b"\xff" * 64_000,
               recording_id=f"ivr-{i:03}", tenant="acme", media_kind=voice,
               media_type="audio/basic", created_ms=t)  # fmt: skip
-    _seal(root, "globex/call-9.rsv", keys.globex, (SAMPLES / "call.wav").read_bytes(),
+    seal_to(root, "globex/call-9.rsv", keys.globex, (SAMPLES / "call.wav").read_bytes(),
           recording_id="call-9", tenant="globex", media_kind=voice, media_type="audio/wav",
           created_ms=start - 3_600_000)  # fmt: skip
     return root
@@ -96,14 +97,7 @@ def player_archive(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path
 def server(
     tmp_path_factory: pytest.TempPathFactory, keys: Keys, player_archive: Path
 ) -> Iterator[ServerThread]:
-    from tests.service.conftest import add_users, rcs_toml, write_config
-
-    d = tmp_path_factory.mktemp("rcs-player")
-    cfg = write_config(d, rcs_toml(d, player_archive))
-    add_users(d / "settings.sqlite")
-    st = ServerThread(cfg, keys.ring())
-    yield st
-    st.stop()
+    yield from shared_rcs(tmp_path_factory, keys, player_archive, "rcs-player")
 
 
 def keep(tmp_path: Path, page: Any, name: str) -> Path:

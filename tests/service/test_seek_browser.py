@@ -139,36 +139,38 @@ def seal_input(src: Path, dst: Path, keys: Keys, kind: MediaKind, created: int, 
     return dst
 
 
-@pytest.fixture(scope="module")
-def long_archive(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path:
-    work = tmp_path_factory.mktemp("long-src")
+@pytest.fixture(scope="module", params=list(CODECS))
+def long_archive(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, keys: Keys
+) -> tuple[str, Path]:
+    """(ext, archive root) with acme/long-EXT.rsv, one container at a time."""
+    ext: str = request.param
+    codec = CODECS[ext]
+    work = tmp_path_factory.mktemp(f"long-src-{ext}")
     write_call(work / "call.wav", SECONDS, MARKERS)
     voice = seal_input(work / "call.wav", work / "call.rsv", keys, MediaKind.VOICE, T0, "audio/wav")
-    root = tmp_path_factory.mktemp("long-archive")
+    root = tmp_path_factory.mktemp(f"long-archive-{ext}")
     (root / "acme").mkdir()
-    for ext, codec in CODECS.items():
-        plain = work / f"screen.{ext}"
-        # noise (a realistic size) for H.264 only: VP8 would spend 15 s more CPU on it
-        kbps = 200 if codec == "h264" else 0
-        write_screen(
-            plain, SECONDS - DELAY_S, [t - DELAY_S for t in MARKERS], codec=codec, kbps=kbps
-        )
-        screen = seal_input(
-            plain, work / f"screen-{ext}.rsv", keys, MediaKind.SCREEN,
-            T0 + round(DELAY_S * 1000), f"video/{ext}",
-        )  # fmt: skip
-        result = mux_files(
-            voice, screen, root / "acme" / f"long-{ext}.rsv", keys=keys.ring(),
-            recipients=[keys.acme.recipient],
-        )  # fmt: skip
-        assert result.format.name == ext and result.video_offset_s == DELAY_S
-    return root
+    plain = work / f"screen.{ext}"
+    # noise (a realistic size) for H.264 only: VP8 would spend 15 s more CPU on it
+    kbps = 200 if codec == "h264" else 0
+    write_screen(plain, SECONDS - DELAY_S, [t - DELAY_S for t in MARKERS], codec=codec, kbps=kbps)
+    screen = seal_input(
+        plain, work / f"screen-{ext}.rsv", keys, MediaKind.SCREEN,
+        T0 + round(DELAY_S * 1000), f"video/{ext}",
+    )  # fmt: skip
+    result = mux_files(
+        voice, screen, root / "acme" / f"long-{ext}.rsv", keys=keys.ring(),
+        recipients=[keys.acme.recipient],
+    )  # fmt: skip
+    assert result.format.name == ext and result.video_offset_s == DELAY_S
+    return ext, root
 
 
-@pytest.mark.parametrize("ext", list(CODECS))
-def test_markers_agree_offline_at_55_minutes(long_archive: Path, keys: Keys, ext: str) -> None:
+def test_markers_agree_offline_at_55_minutes(long_archive: tuple[str, Path], keys: Keys) -> None:
     """The index is in front, and beep and flash agree at 55:00 (deterministic, PyAV)."""
-    path = long_archive / "acme" / f"long-{ext}.rsv"
+    ext, root = long_archive
+    path = root / "acme" / f"long-{ext}.rsv"
     with path.open("rb") as fh:
         import os
 
@@ -219,16 +221,15 @@ def measure_sync(page: Any) -> tuple[list[float], list[float], float]:
     return both, skews, 1000 * sync["outputLatency"]
 
 
-@pytest.mark.parametrize("ext", list(CODECS))
 def test_an_hour_long_mux_seeks_after_fetching_a_small_fraction_and_stays_in_sync(
     browser: Any,  # noqa: F811
     start_rcs: Any,
-    long_archive: Path,
+    long_archive: tuple[str, Path],
     tmp_path: Path,
-    ext: str,
 ) -> None:
+    ext, root = long_archive
     name = f"long-{ext}.rsv"
-    rcs: ServerThread = start_rcs(root=long_archive)
+    rcs: ServerThread = start_rcs(root=root)
     # bypass_csp: the RCS's CSP (rightly) refuses the blob: worklet this test injects
     context = browser.new_context(
         http_credentials={"username": "alice", "password": "alice-pw-1"}, bypass_csp=True
@@ -246,7 +247,7 @@ def test_an_hour_long_mux_seeks_after_fetching_a_small_fraction_and_stays_in_syn
     ids: dict[str, str] = {}
     got = {"load": 0, "seek": 0}
 
-    size = (long_archive / "acme" / name).stat().st_size
+    size = (root / "acme" / name).stat().st_size
 
     def sent_req(e: dict[str, Any]) -> None:
         # "seek": a request made after the seek for bytes past 85 % of the file; Chromium

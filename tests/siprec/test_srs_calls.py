@@ -66,16 +66,24 @@ def _invite(
     streams: list[tuple[str, int]],
     srtp: dict[str, bytes] | None = None,
     branch: str = "",
+    *,
+    edit: tuple[str, str] | None = None,
+    headers: tuple[str, ...] = SIPREC_HEADERS,
 ) -> bytes:
+    """A SIPREC INVITE offering ``streams``; ``edit`` (old, new) changes its body."""
+    body = siprec_body(streams, srtp)
+    if edit:
+        assert edit[0] in body
+        body = body.replace(*edit)
     return request(
         "INVITE",
         client.srs,
         client.local,
         call_id,
         branch=branch or f"z9hG4bK{_id()}",
-        body=siprec_body(streams, srtp),
+        body=body,
         content_type=SIPREC_TYPE,
-        headers=SIPREC_HEADERS,
+        headers=headers,
     )
 
 
@@ -92,6 +100,18 @@ def _call(
         request("ACK", client.srs, client.local, call_id, branch=f"z9hG4bK{_id()}", to_tag=tag)
     )
     return tag, answer_ports(ok)
+
+
+def _call_with_audio(
+    srs: Srs, client: SipClient, packets: int, seed: int, port: int = 40000
+) -> tuple[str, str, dict[str, Any], bytes]:
+    """A one-stream call with ``packets`` of audio sent: (call ID, tag, call_start, audio)."""
+    call_id = _id()
+    tag, ports = _call(client, call_id, [("1", port)])
+    start = srs.wait_for("call_start")
+    audio = payloads(packets, seed)
+    Sender().send(ports[0], [rtp_packet(i, i * 160, 9, p, pt=0) for i, p in enumerate(audio)])
+    return call_id, tag, start, b"".join(audio)
 
 
 def _bye(client: SipClient, call_id: str, tag: str) -> None:
@@ -164,79 +184,29 @@ def test_srtp_call_and_bad_packets(srs: Srs) -> None:
 def test_refusals_are_answered(srs: Srs) -> None:
     client = SipClient(srs)
     local, dst = client.local, client.srs
+    one = [("1", 40000)]
     # Not a recording session (no Require: siprec, no +sip.src): RFC 7866 §6.1.1.
-    plain = request(
-        "INVITE",
-        dst,
-        local,
-        _id(),
-        branch="z9hG4bKa1",
-        body=siprec_body([("1", 40000)]),
-        content_type=SIPREC_TYPE,
-    )
+    plain = _invite(client, _id(), one, branch="z9hG4bKa1", headers=())
     client.send(plain.replace(b";+sip.src", b""))
     client.expect(403, "INVITE")
     # An option tag we do not support: 420 with Unsupported.
     client.send(
-        request(
-            "INVITE",
-            dst,
-            local,
-            _id(),
-            branch="z9hG4bKa2",
-            body=siprec_body([("1", 40000)]),
-            content_type=SIPREC_TYPE,
-            headers=("Require: siprec, 100rel",),
-        )
+        _invite(client, _id(), one, branch="z9hG4bKa2", headers=("Require: siprec, 100rel",))
     )
     assert b"Unsupported: 100rel" in client.expect(420, "INVITE")
     # No stream we can record (only video): 488.
-    body = siprec_body([("1", 40000)]).replace("m=audio", "m=video")
-    client.send(
-        request(
-            "INVITE",
-            dst,
-            local,
-            _id(),
-            branch="z9hG4bKa3",
-            body=body,
-            content_type=SIPREC_TYPE,
-            headers=SIPREC_HEADERS,
-        )
-    )
+    client.send(_invite(client, _id(), one, branch="z9hG4bKa3", edit=("m=audio", "m=video")))
     client.expect(488, "INVITE")
     # Malformed SDP: 400.
-    body = siprec_body([("1", 40000)]).replace("c=IN IP4 127.0.0.1", "c=garbage")
-    client.send(
-        request(
-            "INVITE",
-            dst,
-            local,
-            _id(),
-            branch="z9hG4bKa4",
-            body=body,
-            content_type=SIPREC_TYPE,
-            headers=SIPREC_HEADERS,
-        )
-    )
+    garbled = ("c=IN IP4 127.0.0.1", "c=garbage")
+    client.send(_invite(client, _id(), one, branch="z9hG4bKa4", edit=garbled))
     client.expect(400, "INVITE")
     # rs-metadata with a DTD (an entity bomb's carrier): 400, never expanded.
-    body = siprec_body([("1", 40000)]).replace(
+    dtd = (
         '<?xml version="1.0" encoding="UTF-8"?>',
         '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">]>',
     )
-    client.send(
-        request(
-            "INVITE",
-            dst,
-            local,
-            _id(),
-            branch="z9hG4bKa5",
-            body=body,
-            content_type=SIPREC_TYPE,
-            headers=SIPREC_HEADERS,
-        )
-    )
+    client.send(_invite(client, _id(), one, branch="z9hG4bKa5", edit=dtd))
     client.expect(400, "INVITE")
     # Unknown method: 501; BYE outside any dialog: 481; OPTIONS: 200.
     client.send(request("SUBSCRIBE", dst, local, _id(), branch="z9hG4bKa6"))
@@ -327,11 +297,15 @@ def test_reinvite_hold_remove_and_add_streams(srs: Srs, tmp_path: Path) -> None:
         assert bytes(labels[label].audio) == b"".join(sent)
 
 
-@pytest.fixture
-def full(tmp_path: Path) -> Iterator[Srs]:
-    server = Srs.start(write_config(tmp_path, sip="max_calls = 1"))
+def _own_srs(directory: Path, sip: str) -> Iterator[Srs]:
+    server = Srs.start(write_config(directory, sip=sip))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def full(tmp_path: Path) -> Iterator[Srs]:
+    yield from _own_srs(tmp_path, "max_calls = 1")
 
 
 @needs_sipp
@@ -346,9 +320,7 @@ def test_503_when_full(full: Srs, tmp_path: Path) -> None:
 
 @pytest.fixture
 def quick(tmp_path: Path) -> Iterator[Srs]:
-    server = Srs.start(write_config(tmp_path, sip="rtp_timeout = 1"))
-    yield server
-    server.stop()
+    yield from _own_srs(tmp_path, "rtp_timeout = 1")
 
 
 @needs_sipp
@@ -369,10 +341,8 @@ def test_sigterm_finalises_every_open_recording(tmp_path: Path) -> None:
     clients, sent = [], {}
     for n in range(3):
         client = SipClient(srs)
-        _, ports = _call(client, _id(), [("1", 40000 + 2 * n)])
-        start = srs.wait_for("call_start")
-        sent[start["recording_id"]] = b"".join(p := payloads(30, 40 + n))
-        Sender().send(ports[0], [rtp_packet(i, i * 160, 9, x, pt=0) for i, x in enumerate(p)])
+        _, _, start, audio = _call_with_audio(srs, client, 30, 40 + n, port=40000 + 2 * n)
+        sent[start["recording_id"]] = audio
         clients.append(client)
     assert srs.stop(signal.SIGTERM) == 0
     for client in clients:  # the SRS ended each call with a BYE
@@ -424,39 +394,16 @@ def test_sigkill_then_recover_keeps_flushed_segments(tmp_path: Path) -> None:
     assert track == b"".join(audio)[: len(track)]
     out = tmp_path / "out"
     out.mkdir()
-    assert (
-        main(
-            [
-                "tracks",
-                "--recover",
-                "--keystore",
-                str(tmp_path / "keystore.rsk"),
-                "--password-file",
-                str(tmp_path / "keystore.pass"),
-                "--out-dir",
-                str(out),
-                str(partial),
-            ]
-        )
-        == EXIT_PARTIAL
-    )
+
+    def tracks(*args: str) -> int:
+        keystore = ["--keystore", str(tmp_path / "keystore.rsk")]
+        password = ["--password-file", str(tmp_path / "keystore.pass")]
+        return main(["tracks", *keystore, *password, "--out-dir", str(out), *args])
+
+    assert tracks("--recover", str(partial)) == EXIT_PARTIAL
     assert (out / "track-1.raw").read_bytes() == track
-    assert (
-        main(
-            [
-                "tracks",
-                "--keystore",
-                str(tmp_path / "keystore.rsk"),
-                "--password-file",
-                str(tmp_path / "keystore.pass"),
-                "--out-dir",
-                str(out),
-                "--force",
-                str(partial),
-            ]
-        )
-        == 3
-    )  # without --recover an interrupted recording is refused
+    # without --recover an interrupted recording is refused
+    assert tracks("--force", str(partial)) == 3
 
 
 def test_several_processes_share_the_sip_port(tmp_path: Path) -> None:
@@ -466,15 +413,11 @@ def test_several_processes_share_the_sip_port(tmp_path: Path) -> None:
     recorded, workers = [], set()
     for n in range(16):  # the kernel spreads sources (by address and port) over both
         client = SipClient(srs)
-        call_id = _id()
-        tag, ports = _call(client, call_id, [("1", 40000)])
-        start = srs.wait_for("call_start")
+        call_id, tag, start, audio = _call_with_audio(srs, client, 5, 60 + n)
         workers.add(start["worker"])
-        audio = payloads(5, 60 + n)
-        Sender().send(ports[0], [rtp_packet(i, i * 160, 3, p, pt=0) for i, p in enumerate(audio)])
         _bye(client, call_id, tag)
         srs.wait_for("call_end", recording_id=start["recording_id"])
-        recorded.append((start["recording_id"], b"".join(audio)))
+        recorded.append((start["recording_id"], audio))
         client.close()
     assert workers == {0, 1}
     assert srs.stop() == 0

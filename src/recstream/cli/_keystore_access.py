@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from recstream.cli import UsageError, eprint
 from recstream.cli._util import file_arg, read_input_file
@@ -33,6 +33,7 @@ __all__ = [
     "decryption_keys",
     "keystore_recipient",
     "keystore_signer",
+    "keystore_subcommand",
     "load_identities",
     "open_keystore",
     "prompt_password",
@@ -56,6 +57,16 @@ def add_keystore_options(p: argparse.ArgumentParser, *, password_help: str | Non
         or f"file whose first line is the keystore password (else ${ENV_PASSWORD}, else a "
         "prompt on a terminal)",
     )
+
+
+def keystore_subcommand(
+    cmds: argparse._SubParsersAction[Any], name: str, help_: str
+) -> argparse.ArgumentParser:
+    """A ``keystore`` subcommand (``keystore init``, ``keystore node add``...): ``help_`` is
+    its help and description; it takes ``--keystore`` and ``--password-file``."""
+    p: argparse.ArgumentParser = cmds.add_parser(name, help=help_, description=help_)
+    add_keystore_options(p)
+    return p
 
 
 def terminal_prompt(*, confirm: bool = False) -> Prompt | None:

@@ -14,11 +14,11 @@ from typing import Any
 
 from recstream.cli import UsageError, eprint
 from recstream.cli._keystore_access import (
-    add_keystore_options,
+    keystore_subcommand,
     open_keystore,
     read_keystore_password,
 )
-from recstream.cli._util import read_input_file, read_password_file
+from recstream.cli._util import checked, command_group, read_input_file, read_password_file
 from recstream.errors import CertificateError
 from recstream.keystore import store
 from recstream.keystore.nodes import NodeIdentity, NodeState, check_node_name
@@ -31,8 +31,10 @@ __all__ = ["register_nodes"]
 
 def register_nodes(cmds: argparse._SubParsersAction[Any]) -> None:
     """Register ``keystore node`` and its subcommands."""
-    node = cmds.add_parser(
+    sub = command_group(
+        cmds,
         "node",
+        "node_command",
         help="recording nodes' signing identities: add, list, show, remove",
         description="Each recording node (media server, SIPREC or streams server) signs "
         "what it records with its own signing key and certificate (made with 'recstream "
@@ -40,32 +42,22 @@ def register_nodes(cmds: argparse._SubParsersAction[Any]) -> None:
         "them under its password beside the tenants' certificates; adding a node's new "
         "identity retires the old one, which is kept.",
     )
-    sub = node.add_subparsers(dest="node_command", metavar="SUBCOMMAND")
-    sub.required = True
     _reg_add(sub)
     _reg_list(sub)
     _reg_show(sub)
     _reg_remove(sub)
 
 
-def _node(text: str) -> str:
-    try:
-        return check_node_name(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _parser(sub: argparse._SubParsersAction[Any], name: str, help_: str) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
-    add_keystore_options(p)
-    return p
+_node = checked(check_node_name)
 
 
 # --- add -------------------------------------------------------------------------
 
 
 def _reg_add(sub: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(sub, "add", "add a node's signing key and certificate; it becomes the active one")
+    p = keystore_subcommand(
+        sub, "add", "add a node's signing key and certificate; it becomes the active one"
+    )
     p.add_argument("node", metavar="NODE", type=_node, help="the node's name, e.g. recorder-01")
     p.add_argument("--cert", required=True, metavar="C.pem", help="the signing certificate")
     p.add_argument("--key", required=True, metavar="K.pem", help="its private key (PEM or DER)")
@@ -108,13 +100,15 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _reg_list(sub: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(sub, "list", "list every node's signing identities")
+    p = keystore_subcommand(sub, "list", "list every node's signing identities")
     p.add_argument("--json", action="store_true", help="print JSON (full certificate IDs)")
     p.set_defaults(func=_cmd_list)
 
 
 def _reg_show(sub: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(sub, "show", "show one node's identities, or one identity by certificate ID")
+    p = keystore_subcommand(
+        sub, "show", "show one node's identities, or one identity by certificate ID"
+    )
     p.add_argument("node", metavar="NODE", type=_node)
     p.add_argument("--cert-id", metavar="ID", help="only this identity (ID or a prefix of 8+)")
     p.add_argument("--pem", action="store_true", help="print the certificate(s) as PEM")
@@ -192,7 +186,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _reg_remove(sub: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(sub, "remove", "delete one signing identity (its key) from the keystore")
+    p = keystore_subcommand(
+        sub, "remove", "delete one signing identity (its key) from the keystore"
+    )
     p.add_argument("node", metavar="NODE", type=_node)
     p.add_argument("--cert-id", required=True, metavar="ID", help="ID or a prefix of 8+")
     p.add_argument(

@@ -6,12 +6,14 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from recstream.cli import UsageError
+
+T = TypeVar("T")
 
 
 def read_password_file(path: str | None) -> bytes | None:
@@ -73,6 +75,35 @@ def alias(action: argparse.Action, *old: str) -> argparse.Action:
     """Mark ``old`` option strings of ``action`` as old spellings: parsed, not shown."""
     action.hidden_aliases = frozenset(old)  # type: ignore[attr-defined]
     return action
+
+
+def command_group(
+    sub: argparse._SubParsersAction[Any], name: str, dest: str, **parser_options: Any
+) -> argparse._SubParsersAction[Any]:
+    """Add ``name``, a command made of required subcommands (``keystore``, ``keystore
+    node``): ``parser_options`` go to its parser (help, description, epilog); returns the
+    action to add its subcommands to (their name lands in ``dest``)."""
+    group: argparse.ArgumentParser = sub.add_parser(name, **parser_options)
+    cmds: argparse._SubParsersAction[Any] = group.add_subparsers(dest=dest, metavar="SUBCOMMAND")
+    cmds.required = True
+    return cmds
+
+
+def checked(check: Callable[[str], T]) -> Callable[[str], T]:
+    """argparse ``type=`` from a validator that raises ``ValueError``: its message, exit 2.
+
+    The validators live with the model (a tenant's or a node's name rules); this makes
+    each one an option type without a try/except wrapper per command.
+    """
+
+    def parse(text: str) -> T:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = getattr(check, "__name__", "value")
+    return parse
 
 
 # --- '-' and output paths ------------------------------------------------------------

@@ -26,13 +26,20 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from recstream.cli import EXIT_CODES_HELP, EXIT_KEY, UsageError, eprint
 from recstream.cli._keystore_access import (
-    add_keystore_options,
+    keystore_subcommand,
     open_keystore,
     prompt_password,
     read_keystore_password,
 )
 from recstream.cli._keystore_nodes import register_nodes
-from recstream.cli._util import alias, file_arg, read_input_file, read_password_file
+from recstream.cli._util import (
+    alias,
+    checked,
+    command_group,
+    file_arg,
+    read_input_file,
+    read_password_file,
+)
 from recstream.errors import CertificateError
 from recstream.keystore import DEFAULT_KDF, FileKind, store
 from recstream.keystore import backup as backup_mod
@@ -48,29 +55,21 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Register the ``keystore`` command group."""
-    ks = sub.add_parser(
+    cmds = command_group(
+        sub,
         "keystore",
+        "keystore_command",
         help="the keystore: every tenant's certificates and keys, backup, restore",
         description="Keep every tenant's voice and screen recording certificates with their "
         "private keys, old and expired ones included, encrypted under a password "
         "(docs/KEYSTORE.md).",
         epilog="'check' exits 4 when it finds anything. Exit codes: " + EXIT_CODES_HELP,
     )
-    cmds = ks.add_subparsers(dest="keystore_command", metavar="SUBCOMMAND")
-    cmds.required = True
     for add in (_reg_init, _reg_import, _reg_list, _reg_rotate, _reg_export, _reg_check):
         add(cmds)
     for add in (_reg_backup, _reg_restore, _reg_verify_backup):
         add(cmds)
     register_nodes(cmds)
-
-
-def _parser(
-    cmds: argparse._SubParsersAction[Any], name: str, help_: str
-) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = cmds.add_parser(name, help=help_, description=help_)
-    add_keystore_options(p)
-    return p
 
 
 def _kind(text: str) -> str:
@@ -96,18 +95,14 @@ def _add_media_kind(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _tenant(text: str) -> str:
-    try:
-        return check_tenant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_tenant = checked(check_tenant)
 
 
 # --- init ----------------------------------------------------------------------
 
 
 def _reg_init(cmds: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(cmds, "init", "create an empty keystore (never overwrites one)")
+    p = keystore_subcommand(cmds, "init", "create an empty keystore (never overwrites one)")
     p.set_defaults(func=cmd_init)
 
 
@@ -138,7 +133,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _reg_import(cmds: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(cmds, "import", "add a certificate with its private key (old ones too)")
+    p = keystore_subcommand(cmds, "import", "add a certificate with its private key (old ones too)")
     p.add_argument("--tenant", required=True, type=_tenant)
     _add_media_kind(p)
     p.add_argument("--cert", metavar="C.pem", help="the recording certificate")
@@ -214,7 +209,9 @@ def _validate_for_import(cert: x509.Certificate, bundle: bytes, ca_file: str) ->
 
 
 def _reg_list(cmds: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(cmds, "list", "list every certificate: tenant, kind, ID, subject, status")
+    p = keystore_subcommand(
+        cmds, "list", "list every certificate: tenant, kind, ID, subject, status"
+    )
     p.add_argument("--json", action="store_true", help="print JSON (full certificate IDs)")
     p.set_defaults(func=cmd_list)
 
@@ -263,7 +260,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _reg_rotate(cmds: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(cmds, "rotate", "make an imported certificate the active one (the old stays)")
+    p = keystore_subcommand(
+        cmds, "rotate", "make an imported certificate the active one (the old stays)"
+    )
     p.add_argument("--tenant", required=True, type=_tenant)
     _add_media_kind(p)
     p.add_argument("--cert-id", required=True, metavar="ID", help="ID or a unique prefix (8+)")
@@ -284,7 +283,9 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def _reg_export(cmds: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(cmds, "export", "export a certificate and its key as PKCS#12 (Java, openssl)")
+    p = keystore_subcommand(
+        cmds, "export", "export a certificate and its key as PKCS#12 (Java, openssl)"
+    )
     p.add_argument("--cert-id", required=True, metavar="ID", help="ID or a unique prefix (8+)")
     p.add_argument("--out", required=True, metavar="F.p12", type=file_arg)
     p.add_argument(
@@ -324,7 +325,7 @@ def _interactive() -> bool:
 
 
 def _reg_check(cmds: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(cmds, "check", "report what needs attention (exit 4 if anything does)")
+    p = keystore_subcommand(cmds, "check", "report what needs attention (exit 4 if anything does)")
     p.add_argument("--ca-file", metavar="CA.pem", help="also validate active certificates")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.set_defaults(func=cmd_check)
@@ -351,7 +352,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _reg_backup(cmds: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(cmds, "backup", "write one encrypted file with every certificate and key")
+    p = keystore_subcommand(
+        cmds, "backup", "write one encrypted file with every certificate and key"
+    )
     p.add_argument("--out", required=True, metavar="FILE", type=file_arg)
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=cmd_backup)
@@ -386,7 +389,7 @@ def _and_nodes(count: int) -> str:
 
 
 def _reg_restore(cmds: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(cmds, "restore", "check a backup completely, then make it the keystore")
+    p = keystore_subcommand(cmds, "restore", "check a backup completely, then make it the keystore")
     p.add_argument("backup", metavar="FILE", type=file_arg)
     p.add_argument("--force", action="store_true", help="replace an existing keystore")
     p.set_defaults(func=cmd_restore)
@@ -414,7 +417,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _reg_verify_backup(cmds: argparse._SubParsersAction[Any]) -> None:
-    p = _parser(cmds, "verify-backup", "prove a backup opens and every key matches")
+    p = keystore_subcommand(cmds, "verify-backup", "prove a backup opens and every key matches")
     p.add_argument("backup", metavar="FILE", type=file_arg)
     p.set_defaults(func=cmd_verify_backup)
 

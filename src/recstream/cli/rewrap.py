@@ -14,7 +14,7 @@ from typing import Any
 
 from recstream.cli import EXIT_BATCH_FAILURES, UsageError, eprint
 from recstream.cli._keystore_access import add_keystore_options, open_keystore
-from recstream.cli._util import file_arg, read_input_file
+from recstream.cli._util import checked, file_arg, read_input_file
 from recstream.envelope import Recipient
 from recstream.errors import CertificateError, KeyPolicyError, RecstreamError
 from recstream.format import MediaKind
@@ -40,11 +40,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     _reg_rewrap(sub)
 
 
-def _tenant(text: str) -> str:
-    try:
-        return check_tenant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_tenant = checked(check_tenant)
 
 
 # --- rewrap ----------------------------------------------------------------------
