@@ -547,3 +547,49 @@ def test_cli_decrypt_from_stdin_part_way_through_a_file(alice: Any, tmp_path: Pa
         )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "o").read_bytes() == data
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_ctrl_c_with_output_to_a_pipe_nobody_reads(
+    alice: Any, tmp_path: Path, threads: str
+) -> None:
+    """Ctrl-C exits 130 even while a writer sits in a write to a full pipe (a pager that
+    stopped reading): before, the error path joined that writer, and it never returned.
+    '1' is the stream pump's writer thread, '2' the bulk pool's in-order output."""
+    import signal
+    import subprocess
+    import sys
+
+    cert, key = alice.write(tmp_path)
+    data = data_of(8 * STRIPE + 3, seed=17)  # far more than a pipe holds
+    (tmp_path / "in").write_bytes(data)
+    env = {**os.environ, "RECSTREAM_BULK_THREADS": threads}
+    cli = [sys.executable, "-m", "recstream"]
+    sealed = subprocess.run([*cli, "encrypt", "--cert", str(cert), str(tmp_path / "in"),
+                             str(tmp_path / "e")], env=env, capture_output=True, timeout=120,
+                            check=False)  # fmt: skip
+    assert sealed.returncode == 0, sealed.stderr
+    for argv in (
+        ["encrypt", "--cert", str(cert), str(tmp_path / "in"), "-"],
+        ["decrypt", "--key", str(key), str(tmp_path / "e"), "-"],
+    ):
+        r, w = os.pipe()
+        try:
+            proc = subprocess.Popen([*cli, *argv], stdout=w, stderr=subprocess.PIPE, env=env)
+            os.close(w)
+            w = -1
+            assert os.read(r, 1)  # output has started; nobody reads the rest
+            proc.send_signal(signal.SIGINT)
+            try:
+                code = proc.wait(timeout=120)  # a hang guard only
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                pytest.fail(f"{argv[0]} did not exit after Ctrl-C (threads={threads})")
+            err = proc.stderr.read() if proc.stderr else b""
+            assert code == 130, err
+            assert b"Traceback" not in err
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)

@@ -91,10 +91,16 @@ class _Pump:
         self.writer.thread.start()
         try:
             self._transform(codec)
-        except BaseException:
+        except BaseException as exc:
             self.stopping.set()
             self.full_out.put(None)
-            self.writer.thread.join()
+            if isinstance(exc, KeyboardInterrupt) and not _is_regular(self.dst):
+                # Ctrl-C while the writer may sit in a write to a pipe or terminal that
+                # nobody reads: it would never return.  It is a daemon, the process is
+                # exiting (130), and it writes nothing more once ``stopping`` is set.
+                self.writer.thread.join(timeout=1.0)
+            else:  # a file: the write in progress ends; the caller then discards it
+                self.writer.thread.join()
             # The reader may sit in a blocking read of a pipe; it is a daemon and
             # stops at its next block, so do not wait for it on the error path.
             self.reader.thread.join(timeout=1.0)
@@ -156,6 +162,13 @@ class _Pump:
             self.written += n
             if isinstance(buf, bytearray):
                 self.free_out.put(buf)
+
+
+def _is_regular(fh: IO[bytes]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def pump(

@@ -425,7 +425,14 @@ class SegmentPool:
         try:
             take()
         finally:
-            if futures:  # they read and write our buffers' files: wait for every one
+            # Workers read and write our buffers' files: wait for every one -- unless
+            # Ctrl-C stopped an in-order output.  A worker may then sit in a write to a
+            # pipe that nobody reads, and would never return; the process is about to
+            # exit (130) and nothing after a failed stripe is written (``_InOrder``).
+            interrupted = order is not None and any(
+                isinstance(e, KeyboardInterrupt) for e in failures
+            )
+            if futures and not interrupted:
                 from concurrent.futures import wait
 
                 wait(futures)

@@ -277,4 +277,10 @@ def run() -> None:  # pragma: no cover - console-script shim
 
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        if code == EXIT_INTERRUPTED:
+            # Interrupted: every clean-up has run on the way out of main().  Exit now
+            # rather than join worker threads that may sit in a write to a pipe that
+            # nobody reads (the bulk path's pool), which would never return.
+            sys.stderr.flush()
+            os._exit(code)
     sys.exit(code)
