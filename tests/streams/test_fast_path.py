@@ -86,6 +86,17 @@ def test_leaves_everything_not_canonical_to_the_full_parser() -> None:
         assert outcome(raw) == full(raw), raw[:80]
 
 
+def test_deep_nesting_is_refused_by_the_full_parser_not_a_recursion_error() -> None:
+    """msgspec raises RecursionError on ~1,000 levels of nesting, even in a key it would
+    skip; that is "not the fast path", and the full parser refuses the message (1007 or
+    1008) instead of the error escaping the read callback (review, round 3)."""
+    for depth in (900, 1_000, 3_000):
+        raw = b'{"event":"media","x":' + b"[" * depth + b"]" * depth + b"}"
+        assert media_fields(raw) is None
+        got = outcome(raw)  # refused as the full parser refuses it, never an exception
+        assert got == full(raw) and got in (("error", 1007), ("error", 1008)), (depth, got)
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     seq=st.one_of(st.integers(0, 10**16), st.from_regex(r"[0-9+\- ]{0,4}", fullmatch=True)),

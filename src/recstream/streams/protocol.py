@@ -288,7 +288,9 @@ def media_fields(raw: bytes) -> tuple[str, str, int, int, bytes, int] | None:
         return None
     try:
         m = _MEDIA_DECODE(raw)
-    except (msgspec.DecodeError, ValueError):  # ValidationError is a DecodeError; bad UTF-8
+    # ValidationError is a DecodeError; bad UTF-8 a ValueError; deep nesting (even in a
+    # key msgspec would skip) a RecursionError: all the full parser's to refuse, as 1007.
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return None
     if _MEDIA_ENCODE(m) != raw:
         return None
