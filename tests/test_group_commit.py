@@ -26,6 +26,7 @@ import pytest
 from recstream import durable
 from recstream.batch.local import run_threads
 from recstream.envelope import Identity, IdentitySet
+from recstream.format import Header, parse_header
 from recstream.ops import DONE, FAILED, Outcome, Tree, decrypt_one
 from tests.keystore_helpers import Cert, flip, recording_cert, seal
 
@@ -284,38 +285,39 @@ def test_sigkill_mid_batch_job_the_manifest_lists_only_durable_outputs(
     assert not [r for r in final if r["status"] == FAILED]
 
 
-def test_a_finished_output_is_skipped_before_any_key_is_used(tmp_path: Path, cert: Cert) -> None:
-    """The header is parsed (no key) before the output is looked up: a resumed batch
-    skips a finished file, and an existing output refuses one, without an RSA unwrap;
-    a file cut inside its header is still refused with the precise reason."""
+def test_a_tampered_header_is_never_skipped_as_already_decrypted(
+    tmp_path: Path, cert: Cert
+) -> None:
+    """The key and the header MAC come before anything is decided from the header (the
+    output's name comes from its media type): a tampered envelope whose output name
+    exists fails as tampered in every mode, never "skipped: already decrypted"; an
+    untouched finished file is still skipped or refused; a file cut inside its header
+    is refused with the precise reason."""
     plain = _recordings(tmp_path / "src", cert, 2)
-    asked: list[str] = []
-
-    class Counting:
-        def __init__(self) -> None:
-            self._inner = _keyring(cert)
-
-        def private_key_for(self, stanza: object) -> object:
-            asked.append("unwrap")
-            return self._inner.private_key_for(stanza)  # type: ignore[arg-type]
-
-        def describe(self) -> object:
-            return self._inner.describe()
-
-    keys = Counting()
+    keys = _keyring(cert)
     src, out = Tree(tmp_path / "src"), Tree(tmp_path / "out")
-    first = decrypt_one(src, "r000.wav.rsv", out, keys, existing="fail")  # type: ignore[arg-type]
-    assert first.status == DONE and asked == ["unwrap"]
-    skipped = decrypt_one(src, "r000.wav.rsv", out, keys, existing="skip")  # type: ignore[arg-type]
-    refused = decrypt_one(src, "r000.wav.rsv", out, keys, existing="fail")  # type: ignore[arg-type]
+    first = decrypt_one(src, "r000.wav.rsv", out, keys, existing="fail")
+    assert first.status == DONE
+    skipped = decrypt_one(src, "r000.wav.rsv", out, keys, existing="skip")
+    refused = decrypt_one(src, "r000.wav.rsv", out, keys, existing="fail")
     assert (skipped.status, skipped.output) == ("skipped", "r000.wav")
     assert refused.status == FAILED and "output exists" in refused.detail
-    assert asked == ["unwrap"], "a finished file cost an RSA unwrap"
+
+    envelope = tmp_path / "src" / "r000.wav.rsv"
+    good = envelope.read_bytes()
+    parsed = parse_header(good[:65536])
+    assert isinstance(parsed, Header)
+    damaged = bytearray(good)
+    damaged[parsed.length - 1] ^= 1  # the header MAC's last byte
+    envelope.write_bytes(damaged)
+    for mode in ("skip", "fail"):
+        got = decrypt_one(src, "r000.wav.rsv", out, keys, existing=mode)  # type: ignore[arg-type]
+        assert got.status == FAILED and "authentication" in got.detail, (mode, got)
     assert (tmp_path / "out" / "r000.wav").read_bytes() == plain["r000.wav"]
 
     cut = tmp_path / "src" / "r001.wav.rsv"
     cut.write_bytes(cut.read_bytes()[:200])
-    bad = decrypt_one(src, "r001.wav.rsv", out, keys, existing="fail")  # type: ignore[arg-type]
+    bad = decrypt_one(src, "r001.wav.rsv", out, keys, existing="fail")
     assert bad.status == FAILED and "header" in bad.detail, bad.detail
     assert not (tmp_path / "out" / "r001.wav").exists()
 

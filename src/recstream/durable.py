@@ -150,6 +150,16 @@ def make_dirs(directory: Path) -> None:
     """``mkdir -p directory``, each directory it creates made durable in its parent at
     once (once per directory: not worth deferring to a :class:`CommitGroup`, whose
     callers may cache that the directory exists and be reported done by another group)."""
+    with _MAKE_DIRS:  # a thread that finds a directory another is making waits for its fsync
+        _make_dirs(directory)
+
+
+# One at a time in this process: otherwise a thread could find a directory that another
+# thread has made but not yet made durable, commit a file into it and report it done.
+_MAKE_DIRS = threading.Lock()
+
+
+def _make_dirs(directory: Path) -> None:
     missing: list[Path] = []
     at = directory
     while not at.is_dir():

@@ -84,12 +84,15 @@ def decrypt_one(
     try:
         with src.open(rel) as opened:
             job = _Decryption(opened, keys)  # the header, no key used yet
+            # The key and the header MAC before anything is decided from the header:
+            # the output's name comes from it (the media type), and a tampered header
+            # must fail as tampered, never pass as "already decrypted" (review, round 3).
+            job.unwrap()
             out = output_name(rel, job.header)
             if existing != "replace" and dst.exists(out):
                 if existing == "skip":
                     return Outcome(rel, SKIPPED, "already decrypted", output=out)
                 return Outcome(rel, FAILED, f"output exists: {dst.path(out)} (use --force)")
-            job.unwrap()
             with dst.output(out, replace=existing == "replace", group=group) as fout:
                 plain = job.run(fout)
         return Outcome(rel, DONE, bytes=plain, envelope_bytes=opened.size,
