@@ -120,10 +120,9 @@ def _thread_buffer(name: str, size: int) -> bytearray:
 class _Decryption:
     """One envelope through an :class:`EnvelopeDecryptor`, the header parsed once.
 
-    The first block is read and its header parsed on construction: the output's
-    name, and whether there is anything to do, are known before any key is used
-    (a resumed batch skips a finished file without an RSA unwrap).  :meth:`run`
-    unwraps the file key and decrypts, starting with the rest of that block.
+    The first block is read and its header parsed on construction (no key yet);
+    :meth:`unwrap` checks it with the key, before the caller names the output from
+    it; :meth:`run` decrypts, starting with the rest of that block.
     """
 
     def __init__(self, opened: Opened, keys: KeyRing) -> None:
