@@ -45,6 +45,7 @@ __all__ = [
     "DecryptingFile",
     "FileSource",
     "Recovery",
+    "SeekSource",
     "SegmentReader",
     "StreamPrefix",
     "read_header_at",
@@ -67,6 +68,17 @@ class FileSource:
 
     def read_at(self, offset: int, n: int) -> bytes:
         return os.pread(self.fd, n, offset)
+
+
+class SeekSource:
+    """A :class:`Source` over a seekable file object (store objects have no descriptor)."""
+
+    def __init__(self, fh: IO[bytes], size: int) -> None:
+        self._fh, self.size = fh, size
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        self._fh.seek(offset)
+        return self._fh.read(n)
 
 
 class BytesSource:

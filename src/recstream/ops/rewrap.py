@@ -51,7 +51,7 @@ from recstream.keystore.resolve import active_recipient
 from recstream.ops.outcome import BUSY, DONE, FAILED, SKIPPED, Outcome, failure_reason
 from recstream.ops.tree import Opened, Tree, is_incomplete
 from recstream.pki.certs import load_certificates
-from recstream.reader import FileSource, Source, read_header_at
+from recstream.reader import Source, read_header_at
 
 __all__ = ["AddCertificates", "NewRecipients", "for_tenant", "resolve_cert_ids", "rewrap_one"]
 
@@ -161,7 +161,7 @@ def _rewrap(  # noqa: PLR0917
     drop: frozenset[str],
     t0: float,
 ) -> Outcome:
-    source = _source(opened)
+    source = opened.source()
     header = read_header_at(source)
     layout = BodyLayout(header.body_length(source.size))  # a signed file's trailer is not body
     if not layout.complete:
@@ -214,23 +214,6 @@ def _in_place(src: Tree, rel: str) -> tuple[Tree, str]:
         return src, rel
     real = (src.local / rel).resolve()
     return Tree(real.parent), real.name
-
-
-class _SeekSource:
-    """A :class:`Source` over a seekable file object (stores without file descriptors)."""
-
-    def __init__(self, fh: IO[bytes], size: int) -> None:
-        self._fh, self.size = fh, size
-
-    def read_at(self, offset: int, n: int) -> bytes:
-        self._fh.seek(offset)
-        return self._fh.read(n)
-
-
-def _source(opened: Opened) -> Source:
-    if opened.fd is not None:
-        return FileSource(opened.fd)
-    return _SeekSource(opened.file, opened.size)
 
 
 def _check_body(source: Source, header: Header, layout: BodyLayout, file_key: bytes) -> None:

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from recstream import durable
 from recstream.errors import IntegrityError
+from recstream.reader import FileSource, SeekSource, Source
 from recstream.storage import client_errors
 
 __all__ = ["INCOMPLETE_SUFFIX", "Opened", "Tree", "is_incomplete"]
@@ -40,6 +41,12 @@ class Opened:
     size: int
     fd: int | None
     stat: os.stat_result | None
+
+    def source(self) -> Source:
+        """Random access to the recording: ``pread`` locally, seek-and-read on a store."""
+        if self.fd is not None:
+            return FileSource(self.fd)
+        return SeekSource(self.file, self.size)
 
 
 class Tree:

@@ -10,27 +10,14 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import IO
 
 from recstream import durable
 from recstream.errors import RecstreamError
 from recstream.ops.outcome import BUSY, FAILED, Outcome, failure_reason
 from recstream.ops.tree import Tree, is_incomplete
-from recstream.reader import FileSource, Source
 from recstream.signing import SignatureReport, verify_source
 
 __all__ = ["verify_one"]
-
-
-class _SeekSource:
-    """A source over a seekable file object (stores without file descriptors)."""
-
-    def __init__(self, fh: IO[bytes], size: int) -> None:
-        self._fh, self.size = fh, size
-
-    def read_at(self, offset: int, n: int) -> bytes:
-        self._fh.seek(offset)
-        return self._fh.read(n)
 
 
 def verify_one(src: Tree, rel: str, ca_pem: bytes, *, at: datetime | None = None) -> Outcome:
@@ -40,12 +27,7 @@ def verify_one(src: Tree, rel: str, ca_pem: bytes, *, at: datetime | None = None
         return Outcome(rel, BUSY, "still being recorded (*.incomplete); left alone")
     try:
         with src.open(rel) as opened:
-            source: Source = (
-                FileSource(opened.fd)
-                if opened.fd is not None
-                else _SeekSource(opened.file, opened.size)
-            )
-            report = verify_source(source, ca_pem, at=at)
+            report = verify_source(opened.source(), ca_pem, at=at)
     except durable.FileBusyError as exc:
         return Outcome(rel, BUSY, failure_reason(exc))
     except OSError as exc:
