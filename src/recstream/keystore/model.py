@@ -38,6 +38,7 @@ from recstream.errors import (
 )
 from recstream.format import MediaKind, Metadata, RecipientStanza
 from recstream.keystore._container import NONCE_BYTES, Unlocked
+from recstream.keystore._ids import MIN_ID_PREFIX, id_prefix
 from recstream.keystore.nodes import NodeIdentity, Nodes
 from recstream.pki.certs import (
     certificate_id,
@@ -51,7 +52,6 @@ from recstream.pki.verify import check_recording_certificate
 
 __all__ = ["MIN_ID_PREFIX", "Entry", "EntryState", "Keystore", "kind_name", "parse_kind"]
 
-MIN_ID_PREFIX: Final = 8  # hex digits: a shorter prefix is too easy to mistype onto another
 MAX_ENTRIES: Final = 10_000
 _KEY_AAD: Final = b"recstream keystore v1 private key "
 _KINDS: Final = {"voice": MediaKind.VOICE, "screen": MediaKind.SCREEN}
@@ -186,13 +186,7 @@ class Keystore:
             CertificateNotInKeystoreError: none matches.
             KeystoreEntryError: the prefix is too short or matches several certificates.
         """
-        wanted = id_or_prefix.strip().lower().replace(":", "")
-        if len(wanted) < MIN_ID_PREFIX or any(c not in "0123456789abcdef" for c in wanted):
-            msg = (
-                f"certificate ID {id_or_prefix!r} is not a hex certificate ID (or a prefix of "
-                f"at least {MIN_ID_PREFIX} hex digits)"
-            )
-            raise KeystoreEntryError(msg)
+        wanted = id_prefix(id_or_prefix)
         found = [
             e
             for e in self._entries

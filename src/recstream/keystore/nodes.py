@@ -37,6 +37,7 @@ from recstream.errors import (
     RecstreamError,
 )
 from recstream.keystore._container import NONCE_BYTES, Unlocked
+from recstream.keystore._ids import id_prefix
 from recstream.pki.certs import certificate_id, name_str
 from recstream.pki.dates import fmt_time
 from recstream.pki.signing import (
@@ -57,7 +58,6 @@ __all__ = [
 MAX_NODES: Final = 10_000  # identities, all nodes together
 NODE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _KEY_AAD: Final = b"recstream keystore v2 node signing key "
-_MIN_PREFIX: Final = 8
 
 
 class NodeState(StrEnum):
@@ -140,13 +140,7 @@ class Nodes:
             CertificateNotInKeystoreError: none matches.
             KeystoreEntryError: the prefix is too short, not hex, or ambiguous.
         """
-        wanted = id_or_prefix.strip().lower().replace(":", "")
-        if len(wanted) < _MIN_PREFIX or any(c not in "0123456789abcdef" for c in wanted):
-            msg = (
-                f"certificate ID {id_or_prefix!r} is not a hex certificate ID (or a prefix of "
-                f"at least {_MIN_PREFIX} hex digits)"
-            )
-            raise KeystoreEntryError(msg)
+        wanted = id_prefix(id_or_prefix)
         found = [i for i in self._items if i.cert_id.startswith(wanted) and node in (None, i.node)]
         if not found:
             where = f" of node {node}" if node else ""

@@ -46,7 +46,7 @@ from recstream.format import (
     RecipientStanza,
     parse_header,
 )
-from recstream.keystore.model import Keystore
+from recstream.keystore.model import MIN_ID_PREFIX, Keystore
 from recstream.keystore.resolve import active_recipient
 from recstream.ops.outcome import BUSY, DONE, FAILED, SKIPPED, Outcome, failure_reason
 from recstream.ops.tree import Opened, Tree, is_incomplete
@@ -56,7 +56,6 @@ from recstream.reader import Source, read_header_at
 __all__ = ["AddCertificates", "NewRecipients", "for_tenant", "resolve_cert_ids", "rewrap_one"]
 
 _CHUNK: Final = 1 << 20
-MIN_ID_PREFIX: Final = 8  # hex digits, as for --cert-id
 
 NewRecipients = Callable[[Header], Sequence[Recipient]]
 """The recipients a file should gain, chosen from its header (e.g. by tenant and kind)."""
