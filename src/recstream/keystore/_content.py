@@ -154,10 +154,7 @@ def _entry_from_json(item: object) -> Entry:
         msg = "tenant is not text"
         raise ValueError(msg)
     cert = x509.load_der_x509_certificate(_unb64(item["certificate"]))
-    nonce, blob = _unb64(item["key_nonce"]), _unb64(item["key"])
-    if len(nonce) != NONCE_BYTES or len(blob) < 17:
-        msg = "a private key field has the wrong size"
-        raise ValueError(msg)
+    nonce, blob = _sealed_key(item, "private key")
     return Entry(
         tenant=check_tenant(tenant),
         kind=parse_kind(item["kind"]),
@@ -171,6 +168,15 @@ def _entry_from_json(item: object) -> Entry:
         key_nonce=nonce,
         key_blob=blob,
     )
+
+
+def _sealed_key(item: dict[str, Any], what: str) -> tuple[bytes, bytes]:
+    """An item's sealed key: its nonce and its AEAD blob (at least the 16-byte tag + 1)."""
+    nonce, blob = _unb64(item["key_nonce"]), _unb64(item["key"])
+    if len(nonce) != NONCE_BYTES or len(blob) < 17:
+        msg = f"a {what} field has the wrong size"
+        raise ValueError(msg)
+    return nonce, blob
 
 
 def _node_json(i: NodeIdentity) -> dict[str, Any]:
@@ -207,10 +213,7 @@ def _node_from_json(item: object) -> NodeIdentity:
         raise ValueError(msg)
     cert = x509.load_der_x509_certificate(_unb64(item["certificate"]))
     check_signing_certificate(cert)
-    nonce, blob = _unb64(item["key_nonce"]), _unb64(item["key"])
-    if len(nonce) != NONCE_BYTES or len(blob) < 17:
-        msg = "a signing key field has the wrong size"
-        raise ValueError(msg)
+    nonce, blob = _sealed_key(item, "signing key")
     return NodeIdentity(
         node=check_node_name(node),
         certificate=cert,
