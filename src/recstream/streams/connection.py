@@ -72,6 +72,8 @@ MAX_BACKLOG: Final = 1000  # messages held while the file opens (10 s of a strea
 _VOICE: Final = MediaKind.VOICE
 _HEAD: Final = struct.Struct("!HH")  # a frame's first two bytes and its 16-bit length
 _NOT_STOPPED: Final = "closed without a stop message"
+# What ends one stream (never the server): a protocol error, a refusal, a recording failure.
+_ENDS_STREAM: Final = (StreamProtocolError, AuthRefused, PipelineError, RecstreamError, OSError)
 
 
 class StreamConnection:
@@ -249,12 +251,17 @@ class StreamConnection:
                     raise payload
                 else:
                     self._control(opcode, payload)
-            except StreamProtocolError as exc:
-                self._halt(str(exc), exc.close_code)
-            except AuthRefused as exc:
-                self._halt(exc.reason, CLOSE_POLICY)
-            except (PipelineError, RecstreamError, OSError) as exc:
-                self._halt(f"recording failed: {_describe(exc)}", CLOSE_INTERNAL)
+            except _ENDS_STREAM as exc:
+                self._halt_for(exc)
+
+    def _halt_for(self, exc: Exception) -> None:
+        """End the stream for what its messages or its start raised: the close code says which."""
+        if isinstance(exc, StreamProtocolError):
+            self._halt(str(exc), exc.close_code)
+        elif isinstance(exc, AuthRefused):
+            self._halt(exc.reason, CLOSE_POLICY)
+        else:
+            self._halt(f"recording failed: {_describe(exc)}", CLOSE_INTERNAL)
 
     def _halt(self, reason: str, code: int) -> None:
         """This stream's own messages ended it (stop, an error): nothing after is read."""
@@ -286,12 +293,8 @@ class StreamConnection:
     async def _begin_then_resume(self, start: Start) -> None:
         try:
             await self._begin(start)
-        except StreamProtocolError as exc:
-            self._halt(str(exc), exc.close_code)
-        except AuthRefused as exc:
-            self._halt(exc.reason, CLOSE_POLICY)
-        except (PipelineError, RecstreamError, OSError) as exc:
-            self._halt(f"recording failed: {_describe(exc)}", CLOSE_INTERNAL)
+        except _ENDS_STREAM as exc:
+            self._halt_for(exc)
         self._starting = False
         backlog, self._backlog = self._backlog, []
         # What arrived while the file was opening is recorded even if the server decided
