@@ -94,7 +94,7 @@ class _Pump:
         except BaseException as exc:
             self.stopping.set()
             self.full_out.put(None)
-            if isinstance(exc, KeyboardInterrupt) and not _is_regular(self.dst):
+            if isinstance(exc, KeyboardInterrupt) and size_of(self.dst) is None:
                 # Ctrl-C while the writer may sit in a write to a pipe or terminal that
                 # nobody reads: it would never return.  It is a daemon, the process is
                 # exiting (130), and it writes nothing more once ``stopping`` is set.
@@ -162,13 +162,6 @@ class _Pump:
             self.written += n
             if isinstance(buf, bytearray):
                 self.free_out.put(buf)
-
-
-def _is_regular(fh: IO[bytes]) -> bool:
-    try:
-        return stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
-    except (AttributeError, OSError, ValueError):
-        return False
 
 
 def pump(
