@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
 from recstream import _crypto
+from recstream.durable import write_all
 from recstream.errors import (
     FinalSegmentAuthError,
     LimitExceededError,
@@ -118,19 +119,11 @@ def pread_exact(fd: int, into: memoryview, at: int) -> int:
     return done
 
 
-def write_all_fd(fd: int, data: Buffer) -> None:
-    """Write all of ``data`` to ``fd`` at its position (short writes happen on pipes)."""
-    with memoryview(data) as view:
-        done = 0
-        while done < len(view):
-            done += os.write(fd, view[done:])
-
-
 def put(dst: _Dst, data: Buffer) -> _Dst:
     """Write ``data`` at ``dst`` = (fd, offset, or None: the position); return what follows."""
     fd, at = dst
     if at is None:
-        write_all_fd(fd, data)
+        write_all(fd, data)
         return dst
     pwrite_all(fd, data, at)
     return fd, at + len(data)
@@ -202,7 +195,7 @@ class _InOrder:
                     self._cond.notify_all()
                     return
             with memoryview(item[0]) as view:
-                write_all_fd(self._fd, view[: item[1]])
+                write_all(self._fd, view[: item[1]])
             with self._cond:
                 self._turn += 1
                 self._free.append(item[0])
