@@ -174,6 +174,44 @@ def test_encoder_rejects_contract_breaks_and_poisons() -> None:
             e.end()
 
 
+def test_media_at_end_is_media_at_the_tracks_end() -> None:
+    """The live front door's shortcut writes what :meth:`media` writes, and every
+    chunk it cannot take (not at the end, bad length, state, track) goes to media's checks."""
+    a, b = T.TracksEncoder(), T.TracksEncoder()
+    out_a = [a.start("x", 0), a.declare(T.TrackDecl(1, "PCMU", 8000, 0)),
+             a.declare(T.TrackDecl(2, "L16", 8000, 0))]  # fmt: skip
+    out_b = [b.start("x", 0), b.declare(T.TrackDecl(1, "PCMU", 8000, 0)),
+             b.declare(T.TrackDecl(2, "L16", 8000, 0))]  # fmt: skip
+    out_a += [a.media_at_end(1, 0, b"x" * 160), a.media_at_end(1, 160, b"y" * 80)]
+    out_b += [b.media(1, 0, b"x" * 160), b.media(1, 160, b"y" * 80)]
+    # Past the end (a caller that skipped a GAP) is placed by media's own rule, the same.
+    out_a.append(a.media_at_end(1, 500, b"z"))
+    out_b.append(b.media(1, 500, b"z"))
+    # Not one byte per sample: media's rule for the end (one position per payload).
+    out_a += [a.media_at_end(2, 0, b"ab"), a.media_at_end(2, 1, b"cd"), a.end()]
+    out_b += [b.media(2, 0, b"ab"), b.media(2, 1, b"cd"), b.end()]
+    assert out_a == out_b
+    assert bytes(T.extract(out_a).tracks[1].audio).startswith(b"x" * 160 + b"y" * 80)
+    cases = [
+        lambda e: e.media_at_end(1, 100, b"x"),  # behind the end: goes back in time
+        lambda e: e.media_at_end(9, 0, b"x"),  # undeclared
+        lambda e: e.media_at_end(1, 240, b""),  # empty
+        lambda e: e.media_at_end(1, 240, b"x" * 65536),  # too long
+    ]
+    for case in cases:
+        e = T.TracksEncoder()
+        e.start("x", 0)
+        e.declare(T.TrackDecl(1, "PCMU", 8000, 0))
+        e.media_at_end(1, 0, b"x" * 240)
+        with pytest.raises(ValueError):
+            case(e)
+        with pytest.raises(StreamStateError):  # poisoned, as media leaves it
+            e.media_at_end(1, 240, b"x")
+    e = T.TracksEncoder()
+    with pytest.raises(ValueError, match="start"):
+        e.media_at_end(1, 0, b"x")
+
+
 def test_encoder_output_is_what_the_decoder_reads() -> None:
     enc = T.TracksEncoder()
     parts = [

@@ -430,6 +430,26 @@ class TracksEncoder:
             self._check(problem)
         return _MEDIA.pack(RecordType.MEDIA, _TRACK_POS.size + n, track, position) + payload
 
+    def media_at_end(self, track: int, position: int, payload: bytes) -> bytes:
+        """:meth:`media` for a chunk at exactly ``track``'s end, with fewer steps.
+
+        A live front door that keeps each track contiguous places every chunk where
+        the previous one ended: then the order rule is one comparison.  Anything
+        else (another position, a wrong length, a bad state, an undeclared or
+        non-G.711 track) is handed to :meth:`media`, which raises or places it.
+        """
+        n = len(payload)
+        lines = self._lines
+        if (
+            lines.ends.get(track) != position
+            or not 0 < n <= MAX_PAYLOAD_BYTES
+            or self._failed or self._ended or not self._started
+            or not lines.unit[track]
+        ):  # fmt: skip
+            return self.media(track, position, payload)
+        lines.ends[track] = position + n
+        return _MEDIA.pack(RecordType.MEDIA, _TRACK_POS.size + n, track, position) + payload
+
     def gap(self, track: int, position: int, samples: int, packets: int) -> bytes:
         """A GAP record: ``packets`` lost, ``samples`` long, at ``position``."""
         self._check(None if samples >= 1 and packets >= 1 else "GAP needs samples and packets >= 1")

@@ -64,6 +64,10 @@ class State(enum.Enum):
     FINISHED = "finished"  # ended some other way: incomplete
 
 
+# Per message, a module global: an Enum member read through its class costs ~0.1 us
+# on CPython 3.11 (a descriptor call), a global ~0.02.
+_RECORDING: Final = State.RECORDING
+
 _ALLOWED: Final = {
     State.NEW: {Connected, Start, Unknown},
     State.CONNECTED: {Start, Unknown},
@@ -119,7 +123,7 @@ class StreamSession:
             StreamProtocolError: a message out of order, for another stream, or
                 for a track the stream did not announce.  The session is failed.
         """
-        if type(message) is Media and self.state is State.RECORDING:  # 99% of messages
+        if type(message) is Media and self.state is _RECORDING:  # 99% of messages
             try:
                 return self._media(message)
             except StreamProtocolError:
@@ -149,7 +153,7 @@ class StreamSession:
         ``track`` is the message's ``"inbound"`` or ``"outbound"``.
         """
         found = self._by_name.get(track)
-        if found is None or self.state is not State.RECORDING:
+        if found is None or self.state is not _RECORDING:
             return None
         line, number = found
         end = line.end
@@ -165,7 +169,7 @@ class StreamSession:
             horizon = int((self._clock() - self._started_at + SLACK_SECONDS) * 1000)
             if position > horizon * SAMPLES_PER_MS:
                 return None
-        record = self._enc.media(number, end, payload)
+        record = self._enc.media_at_end(number, end, payload)
         line.last_chunk = chunk
         line.end = end + n
         line.received += 1
