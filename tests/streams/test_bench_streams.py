@@ -32,6 +32,7 @@ def test_bench_streams_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
             assert row["server_cpu"]["median"] > 0 and row["msgs"]["median"] > 0
             assert row["bare_us"]["median"] > 0 and row["x_bare"]["median"] > 0
     assert report["parameters"]["processes"] == "1,2"
+    assert report["parameters"]["read_batch_ms"] == 5.0  # the server's default
     assert "max_sustained_streams_2proc" in report["parameters"]
     assert "cpu_flags" in report["machine"]
     assert any("CPU features seen" in note for note in report["notes"])
@@ -41,6 +42,8 @@ def test_bench_streams_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 def test_bench_streams_rejects_bad_options() -> None:
     assert main(["bench", "streams", "--duration", "0"]) == 2
     assert main(["bench", "streams", "--streams", "0"]) == 2
+    assert main(["bench", "streams", "--read-batch-ms", "-1"]) == 2
+    assert main(["bench", "streams", "--read-batch-ms", "500"]) == 2
 
 
 def test_load_generator_sends_what_a_platform_sends() -> None:

@@ -58,6 +58,7 @@ async def _main(conn: Connection, opts: dict[str, Any]) -> None:
         max_streams=opts["max_streams"],
         idle_timeout=60.0,
         max_call_seconds=3600,
+        read_batch=opts["read_batch"],
     )
     hook = RecordingHook(
         work / "recordings",

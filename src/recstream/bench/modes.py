@@ -463,6 +463,11 @@ def _streams_arguments(p: argparse.ArgumentParser) -> None:
         "each step against each (default: 1)",
     )  # fmt: skip
     p.add_argument(
+        "--read-batch-ms", type=float, default=5.0, metavar="MS",
+        help="the server's [server] read_batch_ms: read the sockets every MS ms while 32 or "
+        "more streams are open; 0 reads each write as it arrives (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
         "--no-reference", action="store_true",
         help="skip the reference step (a bare aiohttp consumer of the same load)",
     )  # fmt: skip

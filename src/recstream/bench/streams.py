@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from recstream.aio import DEFAULT_FLUSH_INTERVAL
+from recstream.aio.batching import DEFAULT_CYCLE, MAX_CYCLE
 from recstream.aio.run import run as run_uvloop
 from recstream.bench._streams_client import FRAME_SECONDS, Platform
 from recstream.bench.fixtures import BenchError, make_identity, work_directory
@@ -64,6 +65,7 @@ class StreamsConfig:
     directory: Path | None = None
     processes: tuple[int, ...] = (1,)  # each step runs against each server size
     reference: bool = True
+    read_batch: float = DEFAULT_CYCLE  # the server's [server] read_batch_ms, in seconds
 
 
 @dataclass(slots=True)
@@ -273,6 +275,7 @@ def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Repo
             "max_late_s": cfg.max_late,
             "repeat": cfg.repeat,
             "processes": ",".join(map(str, cfg.processes)),
+            "read_batch_ms": cfg.read_batch * 1000,
         },
     )
     report.machine["cpu_flags"] = _cpu_flags()
@@ -294,6 +297,7 @@ def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Repo
             "flush_interval": cfg.flush_interval,
             "sync": cfg.sync,
             "secret": secret,
+            "read_batch": cfg.read_batch,
         }
         procs: list[Any] = []
         try:
@@ -391,7 +395,8 @@ def _tabulate(
     table = report.table(
         f"two-track media streams over loopback, {processes} server process(es), "
         f"{cfg.duration:g} s per step, flush interval "
-        f"{cfg.flush_interval:g} s, sync={'on' if cfg.sync else 'off'}",
+        f"{cfg.flush_interval:g} s, sync={'on' if cfg.sync else 'off'}, "
+        f"read batching {cfg.read_batch * 1000:g} ms",
         Column("streams", "streams"),
         Column("sustained", "sustained"),
         Column("complete", "complete recordings"),
@@ -483,6 +488,9 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
     if ns.duration <= 0 or flush <= 0 or ns.max_late <= 0:
         msg = "--duration, --flush-interval and --max-late must be positive"
         raise ValueError(msg)
+    if not 0 <= ns.read_batch_ms <= MAX_CYCLE * 1000:
+        msg = f"--read-batch-ms must be 0 (off) to {MAX_CYCLE * 1000:g}"
+        raise ValueError(msg)
     cfg = StreamsConfig(
         streams=tuple(sorted(set(ns.streams))),
         duration=ns.duration,
@@ -495,5 +503,6 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
         directory=ns.dir,
         processes=tuple(sorted(set(ns.processes))),
         reference=not ns.no_reference,
+        read_batch=ns.read_batch_ms / 1000,
     )
     return run_streams(cfg, progress)

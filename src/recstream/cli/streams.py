@@ -93,7 +93,11 @@ async def _serve(args: argparse.Namespace, config: Any) -> int:
                 for child in children:
                     child.send_signal(signal.SIGTERM)
                 if args.worker == 0:
-                    eprint(f"recstream: stopping ({server.open_streams} open streams finalised)")
+                    batched = running.batcher.naps if running.batcher else 0
+                    eprint(
+                        f"recstream: stopping ({server.open_streams} open streams finalised"
+                        + (f"; reads were batched {batched:,} times)" if batched else ")")
+                    )
                 await running.stop()
     finally:
         audit.close()

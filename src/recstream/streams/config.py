@@ -12,7 +12,10 @@ common ``[recordings]``, ``[keystore]`` and ``[audit]``
     proxy), ``max_message_bytes``, ``max_streams``, ``idle_timeout``,
     ``max_call_seconds``, ``tenant_parameter`` (default ``tenant``), ``processes``
     (default 1: more share the port through SO_REUSEPORT, each taking
-    ``max_streams / processes`` streams).
+    ``max_streams / processes`` streams), ``read_batch_ms`` (default 5; 0 turns
+    it off) and ``read_batch_min_streams`` (default 32): with that many streams
+    open in a process, it reads its sockets every few milliseconds instead of on
+    every write (:mod:`recstream.aio.batching`).
 ``[tenants.NAME]``
     ``secret_file`` (a shared secret, at least 16 characters) and/or
     ``twilio_auth_token_file`` (verify ``X-Twilio-Signature``); at least one.
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from recstream.aio.batching import DEFAULT_CYCLE, DEFAULT_MIN_STREAMS, MAX_CYCLE
 from recstream.errors import ConfigError
 from recstream.frontdoor.config import (
     NUMBER,
@@ -69,6 +73,8 @@ _SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
         "max_call_seconds": NUMBER,
         "tenant_parameter": (str,),
         "processes": (int,),
+        "read_batch_ms": NUMBER,
+        "read_batch_min_streams": (int,),
     },
     "tenants": {"secret_file": (str,), "twilio_auth_token_file": (str,)},
 }
@@ -88,6 +94,8 @@ class ServerConfig:
     max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS
     tenant_parameter: str = "tenant"
     processes: int = 1
+    read_batch: float = DEFAULT_CYCLE  # seconds; 0: off
+    read_batch_min_streams: int = DEFAULT_MIN_STREAMS
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +171,12 @@ def _server(r: ConfigReader) -> ServerConfig | None:
     if max_call > MAX_TRACK_SECONDS:
         # Past it no decoder would extract the recording (docs/TRACKS.md §7).
         r.problem(f"[server] max_call_seconds must be at most {MAX_TRACK_SECONDS} (24 hours)")
+    read_batch = r.get("server", "read_batch_ms")
+    if read_batch is None:
+        read_batch = DEFAULT_CYCLE * 1000
+    elif not 0 <= read_batch <= MAX_CYCLE * 1000:
+        r.problem(f"[server] read_batch_ms must be 0 (off) to {MAX_CYCLE * 1000:g}")
+        read_batch = DEFAULT_CYCLE * 1000
     if host_port is None:
         return None
     return ServerConfig(
@@ -178,6 +192,10 @@ def _server(r: ConfigReader) -> ServerConfig | None:
         max_call_seconds=max_call,
         tenant_parameter=param,
         processes=min(processes, MAX_PROCESSES),
+        read_batch=float(read_batch) / 1000,
+        read_batch_min_streams=int(
+            r.positive("server", "read_batch_min_streams", DEFAULT_MIN_STREAMS)
+        ),
     )
 
 

@@ -37,6 +37,7 @@ from typing import Final, cast
 from urllib.parse import parse_qs, unquote
 
 from recstream.aio import RecordingHook
+from recstream.aio.batching import ReadBatcher
 from recstream.errors import ConfigError, UpgradeRequestError
 from recstream.service.audit import AuditLog
 from recstream.streams.auth import AuthRefused, Credentials, TenantCredentials, authenticate
@@ -165,6 +166,7 @@ class StreamsServer:
         self.accepted = 0
         self.refused = 0
         self._closing: set[asyncio.Task[None]] = set()
+        self.on_stream_opened: Callable[[], None] | None = None  # read batching's check
 
     def protocol(self) -> asyncio.Protocol:
         return _Peer(self)
@@ -295,6 +297,8 @@ class StreamsServer:
         peer.conn = conn
         self.accepted += 1
         self.active.add(conn)
+        if self.on_stream_opened is not None:
+            self.on_stream_opened()
 
         def ended(_: object) -> None:
             self.active.discard(conn)
@@ -349,6 +353,8 @@ class RunningStreams:
     host: str
     port: int
     watchdog: asyncio.Task[None] | None = None
+    batcher: ReadBatcher | None = None
+    _batching: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -359,10 +365,11 @@ class RunningStreams:
     async def stop(self) -> None:
         """Stop accepting, close open streams (finalised incomplete), stop listening."""
         self.listener.close()
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.watchdog
+        for task in (self.watchdog, self._batching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.server.close_all()
         try:
             await asyncio.wait_for(self.server.wait_no_streams(), SHUTDOWN_GRACE)
@@ -401,4 +408,12 @@ async def start_streams_server(
     port = listener.sockets[0].getsockname()[1] if listener.sockets else cfg.port
     running = RunningStreams(server, listener, cfg.host, int(port))
     running.watchdog = loop.create_task(server.watch_idle())
+    if cfg.read_batch > 0:
+        running.batcher = ReadBatcher(
+            lambda: server.open_streams,
+            cycle=cfg.read_batch,
+            min_streams=cfg.read_batch_min_streams,
+        )
+        running._batching = loop.create_task(running.batcher.run())
+        server.on_stream_opened = running.batcher.check
     return running
