@@ -12,12 +12,16 @@ wake-ups.  This script measures exactly that and nothing else:
   sent the same 670-odd bytes (two masked frames of a Twilio media pair) every
   20 ms in ``--slots`` phases, by a bare loop of ``socket.send`` (no asyncio).
 
+``--nap-ms MS`` makes the receiver batch its reads the way the server's
+``read_batch_ms`` does (:mod:`recstream.aio.batching`: sleep between rounds of
+reading), to see what that saves the kernel on each side.
+
 For each N it prints both sides' user and system CPU (``getrusage``) over the
 window, as percent of one core and as microseconds per write, and whether the
 sender kept time.  Loopback TCP runs the receiver's TCP input inside the
 sender's ``send()``, so most of the kernel's cost lands on the sender.
 
-    .venv/bin/python bench/streams_floor.py --streams 1000,2000,2500 --duration 8
+    .venv/bin/python bench/streams_floor.py --streams 1000,2000,2500 --duration 8 [--nap-ms 5]
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ def _rusage() -> tuple[float, float]:
     return r.ru_utime, r.ru_stime
 
 
-def _receiver(conn: Connection) -> None:
+def _receiver(conn: Connection, nap_ms: float) -> None:
     import uvloop
+
+    from recstream.aio.batching import ReadBatcher
 
     class Drain(asyncio.Protocol):
         received = 0
@@ -61,6 +67,10 @@ def _receiver(conn: Connection) -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(Drain, "127.0.0.1", 0, backlog=4096)
         conn.send(server.sockets[0].getsockname()[1])
+        tasks = []  # the batcher runs until the process ends
+        if nap_ms:
+            batcher = ReadBatcher(lambda: 1, cycle=nap_ms / 1000, min_streams=1)
+            tasks.append(loop.create_task(batcher.run()))
         state: dict[str, Any] = {}
         while True:
             while not conn.poll():
@@ -135,13 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", default="1000,2000,2500")
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--slots", type=int, default=10)
+    ap.add_argument("--nap-ms", type=float, default=0.0, help="batch the receiver's reads")
     ns = ap.parse_args(argv)
     steps = [int(x) for x in ns.streams.split(",")]
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2 * max(steps) + 256), hard))
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_receiver, args=(child,), daemon=True)
+    proc = ctx.Process(target=_receiver, args=(child, ns.nap_ms), daemon=True)
     proc.start()
     port = parent.recv()
     print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores)", file=sys.stderr)
