@@ -5,6 +5,7 @@ machine is shared); only that the report is whole and the recordings were made."
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -31,12 +32,29 @@ def test_bench_streams_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
             assert row["complete"] == f"{n}/{n}"
             assert row["server_cpu"]["median"] > 0 and row["msgs"]["median"] > 0
             assert row["bare_us"]["median"] > 0 and row["x_bare"]["median"] > 0
+            assert row["machine"]  # the whole machine's CPU over the step, from /proc/stat
     assert report["parameters"]["processes"] == "1,2"
     assert report["parameters"]["read_batch_ms"] == 5.0  # the server's default
     assert "max_sustained_streams_2proc" in report["parameters"]
     assert "cpu_flags" in report["machine"]
     assert any("CPU features seen" in note for note in report["notes"])
     assert not list(tmp_path.glob("recstream-bench-*"))  # the work directory is removed
+
+
+def test_machine_busy_is_in_percent_of_one_core() -> None:
+    from recstream.bench import machine
+
+    cores = os.cpu_count() or 1
+    #          user nice sys idle iowait irq softirq steal
+    before = (100, 0, 50, 800, 50, 0, 0, 0)
+    after = (150, 0, 90, 850, 50, 0, 10, 0)  # 100 ticks busy (10 softirq), 50 idle
+    busy, softirq = machine.machine_busy(before, after)  # type: ignore[misc]
+    assert busy == pytest.approx(100 * cores * 100 / 150)
+    assert softirq == pytest.approx(100 * cores * 10 / 150)
+    assert machine.machine_busy(None, after) is None
+    assert machine.machine_busy(after, after) is None  # no time passed: unknown, not 0
+    now = machine.cpu_times()
+    assert now is not None and len(now) == 8
 
 
 def test_bench_streams_rejects_bad_options() -> None:

@@ -63,6 +63,32 @@ def load_average() -> float | None:
         return None
 
 
+def cpu_times() -> tuple[int, ...] | None:
+    """The whole machine's CPU time so far (``/proc/stat``'s first line, in clock ticks):
+    user, nice, system, idle, iowait, irq, softirq, steal; None where there is none."""
+    line = _read("/proc/stat").partition("\n")[0].split()
+    if len(line) < 9 or line[0] != "cpu":
+        return None
+    return tuple(int(v) for v in line[1:9])
+
+
+def machine_busy(
+    before: tuple[int, ...] | None, after: tuple[int, ...] | None
+) -> tuple[float, float] | None:
+    """Between two :func:`cpu_times`: how busy the whole machine was and how much of it
+    was softirq (the kernel's network receive work, which on loopback no process's own
+    CPU time necessarily shows), each in percent of one core (200 = two cores busy)."""
+    if before is None or after is None:
+        return None
+    d = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(d)
+    if total <= 0:
+        return None
+    cores = os.cpu_count() or 1
+    idle = d[3] + d[4]
+    return 100 * cores * (total - idle) / total, 100 * cores * d[6] / total
+
+
 def _memory_gib() -> float | None:
     for line in _read("/proc/meminfo").splitlines():
         if line.startswith("MemTotal:"):

@@ -44,7 +44,7 @@ from recstream.aio.batching import DEFAULT_CYCLE, MAX_CYCLE
 from recstream.aio.run import run as run_uvloop
 from recstream.bench._streams_client import FRAME_SECONDS, Platform
 from recstream.bench.fixtures import BenchError, make_identity, work_directory
-from recstream.bench.machine import describe_machine
+from recstream.bench.machine import cpu_times, describe_machine, machine_busy
 from recstream.bench.modes import DEFAULT_STREAMS, Progress
 from recstream.bench.report import Column, Report
 from recstream.bench.stats import summarize
@@ -86,6 +86,9 @@ class StepResult:
     load: float = 0.0
     client_user: float = 0.0  # the generator's CPU seconds over the step, user and system
     client_system: float = 0.0
+    # The whole machine over the step, % of one core: everything (server, generator,
+    # kernel threads, anyone else) and the softirq part of it; None where unknown.
+    machine: tuple[float, float] | None = None
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -127,9 +130,11 @@ def _step_blocking(cfg: StreamsConfig, n: int, url: str, conns: list[Any]) -> St
     try:
         platform.open(n)
         _ask_all(conns, ("reset",))
+        before = cpu_times()
         # A generator that fell this far behind has failed the step: it stops there
         # instead of sending the backlog (on a loaded machine that took minutes).
         ticked = platform.run(cfg.duration, cfg.slots, give_up=max(2.0, 4 * cfg.max_late))
+        busy = machine_busy(before, cpu_times())
         server = _merge(_ask_all(conns, ("stats",)))
         done = platform.stop()
     finally:
@@ -153,6 +158,7 @@ def _step_blocking(cfg: StreamsConfig, n: int, url: str, conns: list[Any]) -> St
         load=os.getloadavg()[0],
         client_user=ticked.user,
         client_system=ticked.system,
+        machine=busy,
     )
     result.failures = _judge(result, cfg)
     return result
@@ -249,10 +255,15 @@ async def _ramp(
                 verdict = (
                     "sustained" if res.sustained else "NOT sustained: " + "; ".join(res.failures)
                 )
+                whole = (
+                    f", machine {res.machine[0]:.0f}% busy ({res.machine[1]:.0f}% softirq)"
+                    if res.machine
+                    else ""
+                )
                 progress(
                     f"  {n} streams: server CPU {res.server_cpu:.0f}% "
                     f"({su:.1f} us user + {ss:.1f} us sys per msg), client CPU "
-                    f"{res.client_cpu:.0f}% ({cu:.1f} us user + {cs:.1f} us sys per write), "
+                    f"{res.client_cpu:.0f}% ({cu:.1f} us user + {cs:.1f} us sys per write){whole}, "
                     f"late p99 {res.late_p99 * 1e3:.0f} ms, chunk-to-disk "
                     f"p99 <= {res.chunk_to_disk_p99:.2f} s: {verdict}"
                 )
@@ -403,6 +414,7 @@ def _tabulate(
         Column("server_cpu", "server CPU %", noise_floor=5),
         Column("client_cpu", "client CPU %", noise_floor=5),
         Column("client_us", "client us/write user+sys", noise_floor=float("inf")),
+        Column("machine", "machine busy % (softirq)", noise_floor=float("inf")),
         Column("msgs", "msgs/s", noise_floor=float("inf")),
         Column("us_msg", "server us/msg", 1, noise_floor=3),
         Column("server_split", "server us/msg user+sys", noise_floor=float("inf")),
@@ -450,6 +462,10 @@ def _tabulate(
             client_us=" / ".join(
                 f"{u:.1f}+{k:.1f}" for u, k in (r.client_us_per_write for r in runs)
             ),
+            machine=" / ".join(
+                f"{b:.0f} ({si:.0f})" for b, si in (r.machine for r in runs if r.machine)
+            )
+            or None,
             msgs=summarize([r.messages / cfg.duration for r in runs]),
             us_msg=summarize([r.server_us_per_message for r in runs]),
             server_split=" / ".join(
