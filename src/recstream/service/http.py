@@ -34,6 +34,7 @@ __all__ = [
     "json_response",
     "origin_middleware",
     "read_json",
+    "refuse_body",
     "status_for",
     "write_with_timeout",
 ]
@@ -163,6 +164,8 @@ def error_middleware(metrics: Metrics, on_error: RefusalHook | None = None) -> A
             resp = error_response(exc)
             if on_error is not None:
                 on_error(request, exc, resp.status)
+            if isinstance(exc, se.PayloadTooLargeError):
+                await refuse_body(request, resp)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:
@@ -319,15 +322,18 @@ async def write_with_timeout(resp: web.StreamResponse, data: bytes, timeout: flo
         await resp.write(data)
 
 
-async def abort_response(request: web.Request, grace: float = 5.0) -> None:
+async def abort_response(
+    request: web.Request, grace: float = 5.0, *, drain_limit: int | None = None
+) -> None:
     """End a response that has started, so that the client sees it is incomplete.
 
     The connection is closed without the final chunk (chunked encoding) and
     short of Content-Length: every HTTP client reports an incomplete body.
     What was already queued is sent first (it had authenticated), then a FIN;
     the rest of the request body is read and dropped for at most ``grace``
-    seconds, because closing with unread input would make the kernel send a
-    reset that can destroy the data and the clean end-of-stream in flight.
+    seconds (and ``drain_limit`` bytes, if given), because closing with unread
+    input would make the kernel send a reset that can destroy the data and the
+    clean end-of-stream in flight (RFC 9112 §9.6).
     """
     transport = request.transport
     if transport is None or transport.is_closing():
@@ -336,9 +342,43 @@ async def abort_response(request: web.Request, grace: float = 5.0) -> None:
         transport.write_eof()
         try:
             async with asyncio.timeout(grace):
-                while await request.content.readany():
-                    pass
+                drained = 0
+                while chunk := await request.content.readany():
+                    drained += len(chunk)
+                    if drain_limit is not None and drained > drain_limit:
+                        break
         except Exception:  # noqa: S110 - best effort: the connection is being dropped anyway
             pass
     transport.close()
     asyncio.get_running_loop().call_later(grace, transport.abort)
+    # The connection is finished: without this, aiohttp would go on after the handler
+    # reading what is left of the body for up to its lingering time (10 s), even for a
+    # response that declined keep-alive (aiohttp issue #1800), and a connection lost
+    # meanwhile does not wake that read, so the server's shutdown waited its grace.
+    request.protocol.force_close()
+
+
+# A refused body (413) is not read: after the response, what the client had in flight
+# is drained for at most this long and this much (so that a reset does not destroy
+# the response), then the connection is closed.
+REFUSED_BODY_GRACE: Final = 5.0  # seconds
+REFUSED_BODY_DRAIN_BYTES: Final = 8 << 20
+
+
+async def refuse_body(request: web.Request, resp: web.Response) -> None:
+    """Send ``resp`` (a 413) with ``Connection: close`` and close the connection.
+
+    The connection cannot be kept: its request body was not read, and reading a body
+    refused for its size is what the refusal avoids.  The response is sent and
+    followed by a FIN, the input already on its way is drained within
+    :data:`REFUSED_BODY_GRACE` and :data:`REFUSED_BODY_DRAIN_BYTES`
+    (:func:`abort_response`), and the connection is closed.
+    """
+    resp.force_close()
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    except ConnectionError:  # the client is gone: nothing to send it
+        request.protocol.force_close()
+        return
+    await abort_response(request, REFUSED_BODY_GRACE, drain_limit=REFUSED_BODY_DRAIN_BYTES)
