@@ -19,6 +19,7 @@ from tests.service.conftest import (
     Archive,
     Keys,
     ServerThread,
+    TlsFiles,
     basic,
     connect,
     request,
@@ -233,6 +234,19 @@ def test_a_refused_body_is_not_read_and_its_connection_is_closed(
     rec = wait_for_audit(st, lambda r: r.get("result") == "payload_too_large")
     assert rec["user"] == "alice"
     assert request(st.url, "GET", "/healthz", user=None).status == 200
+
+
+def test_a_refused_body_over_tls_still_gets_its_413(
+    start_rcs: Any, archive: Archive, tls_files: TlsFiles
+) -> None:
+    """Over TLS too (no half-close there): a client that sends its whole body before
+    reading, as http.client does, gets the 413 with ``Connection: close``, not a reset."""
+    tls = f'tls_cert = "{tls_files.cert}"\ntls_key = "{tls_files.key}"'
+    st = start_rcs(server_extra=f"max_body_bytes = 100000\n{tls}")
+    envelope = archive.sealed["acme/big.rsv"]  # 3 MiB declared, over the limit
+    r = request(st.url, "POST", "/rcs/decrypt", envelope, tls=tls_files.client_context())
+    assert r.status == 413 and r.json()["error"] == "payload_too_large"
+    assert r.headers["Connection"] == "close"
 
 
 def test_client_disconnecting_mid_stream(start_rcs: Any, huge: Archive) -> None:

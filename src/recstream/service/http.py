@@ -322,33 +322,40 @@ async def write_with_timeout(resp: web.StreamResponse, data: bytes, timeout: flo
         await resp.write(data)
 
 
-async def abort_response(
-    request: web.Request, grace: float = 5.0, *, drain_limit: int | None = None
-) -> None:
+async def abort_response(request: web.Request, grace: float = 5.0) -> None:
     """End a response that has started, so that the client sees it is incomplete.
 
     The connection is closed without the final chunk (chunked encoding) and
     short of Content-Length: every HTTP client reports an incomplete body.
     What was already queued is sent first (it had authenticated), then a FIN;
     the rest of the request body is read and dropped for at most ``grace``
-    seconds (and ``drain_limit`` bytes, if given), because closing with unread
-    input would make the kernel send a reset that can destroy the data and the
-    clean end-of-stream in flight (RFC 9112 §9.6).
+    seconds, because closing with unread input would make the kernel send a
+    reset that can destroy the data and the clean end-of-stream in flight
+    (RFC 9112 §9.6).
     """
     transport = request.transport
     if transport is None or transport.is_closing():
         return
     if transport.can_write_eof():
         transport.write_eof()
-        try:
-            async with asyncio.timeout(grace):
-                drained = 0
-                while chunk := await request.content.readany():
-                    drained += len(chunk)
-                    if drain_limit is not None and drained > drain_limit:
-                        break
-        except Exception:  # noqa: S110 - best effort: the connection is being dropped anyway
-            pass
+        await _drain(request, grace)
+    _close(request, transport, grace)
+
+
+async def _drain(request: web.Request, grace: float, limit: int | None = None) -> None:
+    """Read and drop the rest of the request body: at most ``grace`` s and ``limit`` bytes."""
+    try:
+        async with asyncio.timeout(grace):
+            drained = 0
+            while chunk := await request.content.readany():
+                drained += len(chunk)
+                if limit is not None and drained > limit:
+                    return
+    except Exception:  # noqa: S110 - best effort: the connection is being dropped anyway
+        pass
+
+
+def _close(request: web.Request, transport: asyncio.Transport, grace: float) -> None:
     transport.close()
     asyncio.get_running_loop().call_later(grace, transport.abort)
     # The connection is finished: without this, aiohttp would go on after the handler
@@ -369,10 +376,11 @@ async def refuse_body(request: web.Request, resp: web.Response) -> None:
     """Send ``resp`` (a 413) with ``Connection: close`` and close the connection.
 
     The connection cannot be kept: its request body was not read, and reading a body
-    refused for its size is what the refusal avoids.  The response is sent and
-    followed by a FIN, the input already on its way is drained within
-    :data:`REFUSED_BODY_GRACE` and :data:`REFUSED_BODY_DRAIN_BYTES`
-    (:func:`abort_response`), and the connection is closed.
+    refused for its size is what the refusal avoids.  The response is sent whole
+    (and followed by a FIN where the transport can half-close: not over TLS), the
+    input already on its way is drained within :data:`REFUSED_BODY_GRACE` and
+    :data:`REFUSED_BODY_DRAIN_BYTES` so that a reset does not destroy the response,
+    and the connection is closed.
     """
     resp.force_close()
     try:
@@ -381,4 +389,11 @@ async def refuse_body(request: web.Request, resp: web.Response) -> None:
     except ConnectionError:  # the client is gone: nothing to send it
         request.protocol.force_close()
         return
-    await abort_response(request, REFUSED_BODY_GRACE, drain_limit=REFUSED_BODY_DRAIN_BYTES)
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        request.protocol.force_close()
+        return
+    if transport.can_write_eof():
+        transport.write_eof()
+    await _drain(request, REFUSED_BODY_GRACE, REFUSED_BODY_DRAIN_BYTES)
+    _close(request, transport, REFUSED_BODY_GRACE)
