@@ -61,6 +61,10 @@ from recstream.service.store import Role, SettingsStore, User
 DAY0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 STEP_MS = 600_000  # a call every 10 minutes: 144 a day
 PER_DIRECTORY = 1000
+# The fewest entries that give every subject a page in the middle: more than one
+# listing page of 50 recordings and more than one page of 25 interactions (two
+# recordings each), the first of them full.
+MIN_ENTRIES = 52
 
 
 def _party(work: Path) -> tuple[Recipient, Identity]:
@@ -148,32 +152,61 @@ def _get(conn: http.client.HTTPConnection, path: str, token: str) -> Any:
 
 
 def _walk_to_middle(conn: http.client.HTTPConnection, token: str, path: str, key: str) -> str:
-    """The cursor of the page in the middle (by paging with the largest pages)."""
-    first = _get(conn, f"{path}?limit=1", token)
-    total = 0
-    cursor = None
+    """The cursor of a page in the middle of ``path``'s listing."""
     sep = "after" if key == "recordings" else "cursor"
-    big = 1000 if key == "recordings" else 200
-    pages: list[str] = []
-    while True:
-        q = f"?limit={big}" + (f"&{sep}={cursor}" if cursor else "")
-        body = _get(conn, path + q, token)
-        total += len(body[key])
-        cursor = body["next"]
-        if cursor is None:
-            break
-        pages.append(cursor)
-    del first
-    return pages[len(pages) // 2]
+    page = 50 if key == "recordings" else 25  # the size the subjects ask for
+    big = 1000 if key == "recordings" else 200  # the largest each route serves
+
+    def fetch(limit: int, cursor: str | None) -> str | None:
+        q = f"?limit={limit}" + (f"&{sep}={cursor}" if cursor else "")
+        next_cursor: str | None = _get(conn, path + q, token)["next"]
+        return next_cursor
+
+    return middle_cursor(fetch, (big, page))
+
+
+def middle_cursor(
+    fetch: Callable[[int, str | None], str | None], page_sizes: tuple[int, ...]
+) -> str:
+    """The cursor that opens the page in the middle of a paged listing.
+
+    ``fetch(limit, cursor)`` gets one page and returns its ``next`` cursor (None on
+    the last page).  The listing is walked with the first (largest) page size that
+    leaves it on more than one page, so a large archive takes few requests and a
+    small one still has a middle: walking only in large pages found no cursor at all
+    when everything fitted on one page, and indexed an empty list (the IndexError
+    of ``--entries`` below ~2,000).
+
+    Raises:
+        ValueError: the whole listing fits on one page of the smallest size.
+    """
+    for limit in page_sizes:
+        cursors: list[str] = []
+        cursor = fetch(limit, None)
+        while cursor is not None:
+            cursors.append(cursor)
+            cursor = fetch(limit, cursor)
+        if cursors:  # cursors[k - 1] opens page k (from 0) of len(cursors) + 1 pages
+            return cursors[(len(cursors) + 1) // 2 - 1]
+    msg = f"the listing fits on one page of {page_sizes[-1]}: it has no page in the middle"
+    raise ValueError(msg)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--entries", type=int, default=20_000)
+    p.add_argument(
+        "--entries",
+        type=int,
+        default=20_000,
+        help=f"recordings of tenant acme (at least {MIN_ENTRIES}: a listing of more than "
+        "one page of each subject; default: %(default)s)",
+    )
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--dir", type=Path, default=None, help="where to write the archive")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    if args.entries < MIN_ENTRIES:
+        p.error(f"--entries must be at least {MIN_ENTRIES}, not {args.entries}")
     machine = describe_machine()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         work = Path(tmp)

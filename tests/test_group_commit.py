@@ -28,7 +28,7 @@ from recstream.batch.local import run_threads
 from recstream.envelope import Identity, IdentitySet
 from recstream.format import Header, parse_header
 from recstream.ops import DONE, FAILED, Outcome, Tree, decrypt_one
-from tests.keystore_helpers import Cert, flip, recording_cert, seal
+from tests.keystore_helpers import Cert, flip, recording_cert, run_cli, seal
 
 HANG_GUARD = 120.0  # seconds: only ever reached if something hangs
 
@@ -348,3 +348,130 @@ def test_group_commit_with_named_temporaries(
         "r003.wav",
     }
     assert not [p for p in (tmp_path / "out").iterdir() if durable.is_temporary(p.name)]
+
+
+# --- decrypt --out-dir --skip-existing: resuming a batch ---------------------------------
+
+
+def _header_mac_flipped(data: bytes) -> bytes:
+    """``data`` with the last byte of its header (the header MAC) flipped: the output
+    name (from the media type) is unchanged, the header no longer authenticates."""
+    parsed = parse_header(data[:65536])
+    assert isinstance(parsed, Header)
+    return flip(data, parsed.length - 1)
+
+
+def test_skip_existing_resumes_after_sigkill_decrypting_only_what_was_missing(
+    tmp_path: Path, cert: Cert
+) -> None:
+    """``decrypt --out-dir`` SIGKILLed mid-batch, then rerun with ``--skip-existing``:
+    the outputs the killed run finished are kept untouched (same inode, same mtime),
+    only the missing ones are decrypted; an input whose output exists but whose header
+    was tampered with fails as tampered (exit 7), never "skipped"; once it is put back,
+    a third run skips everything and exits 0."""
+    _, key = cert.write(tmp_path)
+    src, out = tmp_path / "src", tmp_path / "out"
+    plain = _recordings(src, cert, 40)
+    stall = src / "a-stall.wav.rsv"  # the FIFO trick: the batch cannot end on its own
+    os.mkfifo(stall)
+    inputs = [stall, *sorted(p for p in src.iterdir() if p != stall)]
+    base = ["decrypt", "--key", key, "--jobs", 2, "--out-dir", out]
+    proc = subprocess.Popen(_cli(*base, *inputs), env=_env(tmp_path), stderr=subprocess.PIPE)
+    _wait_until("some outputs", lambda: _outputs(out) >= 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=HANG_GUARD)
+    assert proc.returncode == -signal.SIGKILL
+    present = _check_outputs(out, plain)
+    assert 3 <= len(present) < len(plain)
+
+    stall.unlink()
+    plain["a-stall.wav"] = os.urandom(5000)
+    stall.write_bytes(seal(plain["a-stall.wav"], [cert.recipient]))
+    tampered_out = sorted(present)[0]
+    tampered = src / f"{tampered_out}.rsv"
+    original = tampered.read_bytes()
+    tampered.write_bytes(_header_mac_flipped(original))
+
+    def stamps() -> dict[str, tuple[int, int]]:
+        return {n: ((out / n).stat().st_ino, (out / n).stat().st_mtime_ns) for n in present}
+
+    before = stamps()
+
+    again = subprocess.run(_cli(*base, "--skip-existing", *inputs), env=_env(tmp_path),
+                           capture_output=True, timeout=HANG_GUARD, check=False)  # fmt: skip
+    err = again.stderr.decode()
+    assert again.returncode == 7, err
+    missing = len(plain) - len(present)
+    assert f"decrypted {missing} of {len(plain)} recordings" in err, err
+    assert f"{len(present) - 1} skipped, their outputs exist" in err, err
+    assert "1 not decrypted" in err and "Traceback" not in err
+    lines = [line for line in err.splitlines() if str(tampered) in line]
+    assert len(lines) == 1 and "authentication" in lines[0] and "skipped" not in lines[0], lines
+    for name in present - {tampered_out}:
+        assert f"{src / name}.rsv: skipped: already decrypted ({out / name})" in err
+    assert _check_outputs(out, plain) == set(plain)
+    assert stamps() == before  # the finished outputs were left, not rewritten
+    assert not [p for p in out.iterdir() if durable.is_temporary(p.name)]
+
+    tampered.write_bytes(original)
+    third = subprocess.run(_cli(*base, "--skip-existing", *inputs), env=_env(tmp_path),
+                           capture_output=True, timeout=HANG_GUARD, check=False)  # fmt: skip
+    err = third.stderr.decode()
+    assert third.returncode == 0, err
+    assert f"decrypted 0 of {len(plain)} recordings" in err
+    assert f"{len(plain)} skipped, their outputs exist" in err
+    assert _check_outputs(out, plain) == set(plain)
+
+
+def test_a_skip_is_reported_only_after_its_directory_fsync(
+    tmp_path: Path, cert: Cert, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A skipped output's name may come from a run killed before its directory fsync:
+    like a commit, the skip is reported only after the group fsynced that directory."""
+    plain = _recordings(tmp_path / "src" / "d", cert, 4)
+    src, out, keys = Tree(tmp_path / "src"), Tree(tmp_path / "out"), _keyring(cert)
+    for name in plain:
+        assert decrypt_one(src, f"d/{name}.rsv", out, keys, existing="fail").status == DONE
+    events: list[str] = []
+    real_fsync_dir = durable.fsync_dir
+
+    def fsync_dir(directory: Path) -> None:
+        real_fsync_dir(directory)
+        events.append(f"fsync {directory}")
+
+    monkeypatch.setattr(durable, "fsync_dir", fsync_dir)
+    group = durable.CommitGroup()
+    work = [
+        lambda rel=f"d/{name}.rsv": decrypt_one(src, rel, out, keys, existing="skip", group=group)
+        for name in plain
+    ]
+    results = run_threads(work, jobs=2, group=group,
+                          on_result=lambda o: events.append(f"report {o.output}"))  # fmt: skip
+    assert [r.status for r in results] == ["skipped"] * len(plain)
+    first_report = next(i for i, e in enumerate(events) if e.startswith("report"))
+    assert f"fsync {tmp_path / 'out' / 'd'}" in events[:first_report], events
+    assert _check_outputs(tmp_path / "out", {f"d/{k}": v for k, v in plain.items()}) == {
+        f"d/{k}" for k in plain
+    }
+
+
+def test_skip_existing_usage_errors(
+    tmp_path: Path, cert: Cert, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--skip-existing`` with ``--force`` contradicts itself, and without ``--out-dir``
+    has no batch to resume: exit 2 with the reason, before any key is read or anything
+    is written."""
+    _, key = cert.write(tmp_path)
+    _recordings(tmp_path / "src", cert, 1)
+    rec, out = tmp_path / "src" / "r000.wav.rsv", tmp_path / "out"
+    code, _, err = run_cli(capsys, "decrypt", "--key", key, "--skip-existing", "--force",
+                           "--out-dir", out, rec)  # fmt: skip
+    assert code == 2 and "--skip-existing" in err and "--force" in err, err
+    assert not out.exists()
+    code, _, err = run_cli(capsys, "decrypt", "--key", key, "--skip-existing", rec,
+                           tmp_path / "one.wav")  # fmt: skip
+    assert code == 2 and "--skip-existing" in err and "--out-dir" in err, err
+    assert not (tmp_path / "one.wav").exists()
+    code, _, err = run_cli(capsys, "decrypt", "--key", tmp_path / "no-such-key.pem",
+                           "--skip-existing", "--out-dir", out, rec)  # fmt: skip
+    assert code == 2 and not out.exists(), err  # the key is still required, and checked first

@@ -217,6 +217,9 @@ def test_progress_line_on_a_terminal_only(
     code, _, err = run_cli(capsys, *args, tmp_path / "o2", *files)
     assert code == 0
     assert "\rdecrypting [3/3] 3 done, 0 failed\n" in err
+    code, _, err = run_cli(capsys, *args, tmp_path / "o2", "--skip-existing", *files)
+    assert code == 0
+    assert "\rdecrypting [3/3] 0 done, 0 failed, 3 skipped\n" in err
     code, _, err = run_cli(capsys, *args, tmp_path / "o3", "--jobs", "0", *files)
     assert code == 2 and "--jobs" in err
     code, _, err = run_cli(capsys, *args, tmp_path / "o3", tmp_path / "empty-dir-none")

@@ -19,6 +19,7 @@ from tests.service.conftest import (
     Archive,
     Keys,
     ServerThread,
+    TlsFiles,
     basic,
     connect,
     request,
@@ -178,12 +179,74 @@ def test_declared_oversized_body_is_413(start_rcs: Any, archive: Archive) -> Non
     # Chunked, so the size is known only while reading: refused once over the limit.
     resp = chunked_request(st, archive.sealed["acme/big.rsv"])
     if resp.status == 413:
+        assert resp.getheader("Connection") == "close"  # its body was not read
         assert json.loads(resp.read())["error"] == "payload_too_large"
     else:  # plaintext had started before the limit was crossed: aborted
         with pytest.raises(http.client.IncompleteRead):
             resp.read()
     rec = wait_for_audit(st, lambda r: r.get("result") == "payload_too_large")
     assert rec["user"] == "alice"
+
+
+def test_a_refused_body_is_not_read_and_its_connection_is_closed(
+    start_rcs: Any, archive: Archive
+) -> None:
+    """A body declared over the limit is refused at once (413, ``Connection: close``)
+    and the server closes the connection instead of reading it: the client sees the
+    response and its end (FIN) while still sending, and its sending fails well before
+    128 MiB (the server drains at most a few MiB that were in flight, then closes).
+    Before, aiohttp kept the connection and read the refused body for up to 10 s,
+    and a server shutting down meanwhile waited out its grace period."""
+    st = start_rcs(server_extra="max_body_bytes = 100000")
+    s = socket.create_connection(("127.0.0.1", st.port), timeout=60)  # hang guard only
+    s.sendall(
+        f"POST /rcs/decrypt HTTP/1.1\r\nHost: x\r\nAuthorization: {basic('alice')}\r\n"
+        f"Content-Length: {10**12}\r\n\r\n".encode()
+    )
+    total, block = 128 << 20, b"\0" * (1 << 20)
+    sent = [0]
+    failed: list[OSError] = []
+
+    def upload() -> None:  # like a client that sends its whole body before reading
+        try:
+            while sent[0] < total:
+                s.sendall(block)
+                sent[0] += len(block)
+        except OSError as exc:
+            failed.append(exc)
+
+    sender = threading.Thread(target=upload)
+    sender.start()
+    reply = b""
+    try:
+        while chunk := s.recv(65536):  # until the server's FIN
+            reply += chunk
+    except ConnectionResetError:
+        pass  # the close that follows the drain may already have reset it
+    sender.join(60)
+    s.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert b"\r\nConnection: close" in head
+    assert json.loads(body)["error"] == "payload_too_large"
+    assert not sender.is_alive()
+    assert failed and sent[0] < total, f"the server read {sent[0]} bytes of a refused body"
+    rec = wait_for_audit(st, lambda r: r.get("result") == "payload_too_large")
+    assert rec["user"] == "alice"
+    assert request(st.url, "GET", "/healthz", user=None).status == 200
+
+
+def test_a_refused_body_over_tls_still_gets_its_413(
+    start_rcs: Any, archive: Archive, tls_files: TlsFiles
+) -> None:
+    """Over TLS too (no half-close there): a client that sends its whole body before
+    reading, as http.client does, gets the 413 with ``Connection: close``, not a reset."""
+    tls = f'tls_cert = "{tls_files.cert}"\ntls_key = "{tls_files.key}"'
+    st = start_rcs(server_extra=f"max_body_bytes = 100000\n{tls}")
+    envelope = archive.sealed["acme/big.rsv"]  # 3 MiB declared, over the limit
+    r = request(st.url, "POST", "/rcs/decrypt", envelope, tls=tls_files.client_context())
+    assert r.status == 413 and r.json()["error"] == "payload_too_large"
+    assert r.headers["Connection"] == "close"
 
 
 def test_client_disconnecting_mid_stream(start_rcs: Any, huge: Archive) -> None:

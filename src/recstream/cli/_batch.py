@@ -3,8 +3,8 @@
 The work is :func:`recstream.ops.decrypt_one` (the same operation as ``batch
 decrypt``, with the same output names), scheduled on threads by
 :mod:`recstream.batch.local`; this module asks for the keys, shows a progress line
-on stderr when it is a terminal, prints the summary (done, busy, failed with
-reasons) and turns any failure into exit 7.
+on stderr when it is a terminal, prints the summary (done, skipped by
+``--skip-existing``, busy, failed with reasons) and turns any failure into exit 7.
 """
 
 from __future__ import annotations
@@ -19,26 +19,31 @@ from recstream import durable
 from recstream.batch.local import expand_inputs, run_threads
 from recstream.cli import EXIT_BATCH_FAILURES, UsageError, eprint
 from recstream.envelope import KeyRing
-from recstream.ops import DONE, Existing, Outcome, Tree, decrypt_one
+from recstream.ops import DONE, SKIPPED, Existing, Outcome, Tree, decrypt_one
 
 __all__ = ["batch_decrypt"]
 
 
 class _Progress:
-    """One self-overwriting stderr line: ``[ 120/300] 118 done, 2 failed``."""
+    """One self-overwriting stderr line: ``[ 120/300] 118 done, 2 failed`` (and
+    ``, 40 skipped`` once a file was skipped)."""
 
     def __init__(self, total: int) -> None:
-        self.total, self.done, self.failed = total, 0, 0
+        self.total, self.done, self.failed, self.skipped = total, 0, 0, 0
 
     def __call__(self, result: Outcome) -> None:
-        if result.ok:
+        if result.status == SKIPPED:
+            self.skipped += 1
+        elif result.ok:
             self.done += 1
         else:
             self.failed += 1
         width = len(str(self.total))
-        count = self.done + self.failed
+        count = self.done + self.failed + self.skipped
+        skipped = f", {self.skipped} skipped" if self.skipped else ""
         sys.stderr.write(
-            f"\rdecrypting [{count:>{width}}/{self.total}] {self.done} done, {self.failed} failed"
+            f"\rdecrypting [{count:>{width}}/{self.total}] {self.done} done, "
+            f"{self.failed} failed{skipped}"
         )
         sys.stderr.flush()
 
@@ -63,7 +68,7 @@ def batch_decrypt(
     keys = get_keys(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = _Progress(len(items)) if sys.stderr.isatty() else None
-    existing: Existing = "replace" if args.force else "fail"
+    existing: Existing = "replace" if args.force else "skip" if args.skip_existing else "fail"
     dst = Tree(out_dir)
     trees = {root: Tree(root) for root in {root for root, _ in items}}
     # Group commit: a file counts (progress, summary) once its name is durable, and
@@ -93,13 +98,18 @@ def _named(outcome: Outcome, root: Path) -> Outcome:
 
 def _summary(results: list[Outcome], out_dir: Path, elapsed: float) -> int:
     good = [r for r in results if r.status == DONE]
-    bad = [r for r in results if r.status != DONE]
+    skipped = [r for r in results if r.status == SKIPPED]
+    bad = [r for r in results if r.status not in (DONE, SKIPPED)]
     mb = sum(r.envelope_bytes for r in good) / 1e6
     rate = f"{len(good) / elapsed:.0f} files/s, {mb / elapsed:.1f} MB/s" if elapsed > 0 else ""
     eprint(
         f"recstream: decrypted {len(good)} of {len(results)} recordings into {out_dir} "
         f"({mb:.1f} MB in {elapsed:.2f} s; {rate})"
     )
+    if skipped:  # before the failures, so that those stay the last thing printed
+        eprint(f"recstream: {len(skipped)} skipped, their outputs exist (--skip-existing):")
+        for r in skipped:
+            eprint(f"  {r.path}: skipped: already decrypted ({out_dir / r.output})")
     if not bad:
         return 0
     eprint(f"recstream: {len(bad)} not decrypted (no output was left for them):")

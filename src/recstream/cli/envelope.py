@@ -115,7 +115,8 @@ def _register_decrypt(sub: argparse._SubParsersAction[Any]) -> None:
         "--key files, else from the keystore (chosen by the certificate IDs in each "
         "header, active, retired and expired alike). With --out-dir, decrypt many "
         "files (directories: their *.rsv files) concurrently: a summary at the end, "
-        "exit 7 if any failed, nothing partial left for a failed file.",
+        "exit 7 if any failed, nothing partial left for a failed file; "
+        "--skip-existing resumes an interrupted batch.",
     )
     p.add_argument(
         "--key",
@@ -144,6 +145,14 @@ def _register_decrypt(sub: argparse._SubParsersAction[Any]) -> None:
     )
     add_require_signature_options(p)
     p.add_argument("--force", action="store_true", help="overwrite outputs that exist")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="batch (resume after a crash or Ctrl-C): leave an input whose output exists, "
+        "reported 'skipped: already decrypted', once its header has authenticated with the "
+        "key (a tampered one fails). Outputs get their names only when complete and "
+        "fsynced, so an existing output is a finished one; not with --force",
+    )
     p.add_argument(
         "paths",
         nargs="+",
@@ -330,6 +339,15 @@ def suggest_recover(path: str) -> None:
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
     ca_pem = signature_policy(args)
+    if args.skip_existing and args.force:
+        msg = (
+            "--skip-existing keeps the outputs that exist and --force rewrites them: "
+            "give one of them"
+        )
+        raise UsageError(msg)
+    if args.skip_existing and args.out_dir is None:
+        msg = "--skip-existing resumes a batch: it needs --out-dir DIR"
+        raise UsageError(msg)
     if args.out_dir is not None:
         if args.jobs < 1:
             msg = "--jobs must be at least 1"

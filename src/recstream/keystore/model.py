@@ -150,7 +150,14 @@ class Keystore:
     ) -> None:
         self.unlocked = unlocked
         self.created = created
-        self._entries: list[Entry] = list(entries)
+        self._entries: list[Entry] = []
+        # The first entry of each certificate ID and of each public key ID, kept with
+        # _entries (every change goes through _append or _replace): find and the
+        # key ring's lookups cost one dict access, not a scan of up to MAX_ENTRIES.
+        self._by_cert_id: dict[str, Entry] = {}
+        self._by_key_id: dict[bytes, Entry] = {}
+        for e in entries:
+            self._append(e)
         # the recording nodes' signing identities (issue 16; keystore/nodes.py)
         self.nodes = Nodes(unlocked, list(nodes))
         self._keys: dict[str, rsa.RSAPrivateKey] = {}
@@ -175,7 +182,13 @@ class Keystore:
 
     def find(self, cert_id: str) -> Entry | None:
         """The first entry with exactly this certificate ID (lowercase hex)."""
-        return next((e for e in self._entries if e.cert_id == cert_id), None)
+        return self._by_cert_id.get(cert_id)
+
+    def entry_for(self, stanza: RecipientStanza) -> Entry | None:
+        """The entry holding ``stanza``'s key: the first with its certificate ID, else
+        the first with its public key ID (a recording sealed to a certificate that was
+        renewed with the same key, the new certificate imported)."""
+        return self._by_cert_id.get(stanza.cert_id.hex()) or self._by_key_id.get(stanza.key_id)
 
     def lookup(
         self, id_or_prefix: str, *, tenant: str | None = None, kind: MediaKind | None = None
@@ -260,7 +273,7 @@ class Keystore:
             key_nonce=nonce,
             key_blob=blob,
         )
-        self._entries.append(entry)
+        self._append(entry)
         with self._lock:
             self._keys[cert_id] = key
         return entry
@@ -303,8 +316,19 @@ class Keystore:
         self._replace(target, new)
         return retired, new
 
+    def _append(self, entry: Entry) -> None:
+        self._entries.append(entry)
+        self._by_cert_id.setdefault(entry.cert_id, entry)
+        self._by_key_id.setdefault(entry.key_id, entry)
+
     def _replace(self, old: Entry, new: Entry) -> None:
+        """Put ``new`` in ``old``'s place (a change of state: same certificate and key)."""
+        assert (new.cert_id, new.key_id) == (old.cert_id, old.key_id)
         self._entries[self._entries.index(old)] = new
+        if self._by_cert_id.get(old.cert_id) is old:
+            self._by_cert_id[old.cert_id] = new
+        if self._by_key_id.get(old.key_id) is old:
+            self._by_key_id[old.key_id] = new
 
     # --- private keys ----------------------------------------------------------
 
@@ -331,11 +355,9 @@ class Keystore:
         return key
 
     def private_key_for(self, stanza: RecipientStanza) -> rsa.RSAPrivateKey | None:
-        """:class:`~recstream.envelope.KeyRing`: by certificate ID, else public key ID."""
-        cid = stanza.cert_id.hex()
-        entry = self.find(cid) or next(
-            (e for e in self._entries if e.key_id == stanza.key_id), None
-        )
+        """:class:`~recstream.envelope.KeyRing`: by certificate ID, else public key ID
+        (:meth:`entry_for`)."""
+        entry = self.entry_for(stanza)
         return None if entry is None else self.private_key(entry)
 
     def describe(self) -> Sequence[str]:

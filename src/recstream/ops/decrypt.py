@@ -72,8 +72,11 @@ def decrypt_one(
 ) -> Outcome:
     """Decrypt ``src/rel`` into ``dst/output_name(rel)``; never raises for a bad file.
 
-    Returns an :class:`Outcome`: ``done``, ``skipped`` (``existing="skip"`` and the
-    output is there), ``busy`` (being written by another process) or ``failed``
+    Returns an :class:`Outcome`: ``done``, ``skipped`` (``existing="skip"``, the
+    header authenticated with the key and the output is there: outputs get their
+    names only once complete and fsynced, so a name is a finished output; with a
+    ``group``, reported after ``group.sync()`` like a commit), ``busy`` (being
+    written by another process) or ``failed``
     (the reason in ``detail``; nothing is left at the output).  With a ``group``
     (group commit, :func:`recstream.batch.local.run_threads`) a ``done`` output is
     complete and under its name, but durable only after ``group.sync()``.
@@ -91,6 +94,7 @@ def decrypt_one(
             out = output_name(rel, job.header)
             if existing != "replace" and dst.exists(out):
                 if existing == "skip":
+                    _hold_report(dst, out, group)
                     return Outcome(rel, SKIPPED, "already decrypted", output=out)
                 return Outcome(rel, FAILED, f"output exists: {dst.path(out)} (use --force)")
             with dst.output(out, replace=existing == "replace", group=group) as fout:
@@ -103,6 +107,17 @@ def decrypt_one(
         return Outcome(rel, FAILED, f"output exists: {exc.filename} (use --force)")
     except (RecstreamError, OSError) as exc:
         return Outcome(rel, FAILED, failure_reason(exc), seconds=time.perf_counter() - t0)
+
+
+def _hold_report(dst: Tree, out: str, group: durable.CommitGroup | None) -> None:
+    """A skipped output is reported like a committed one: after its directory's fsync.
+
+    Its name may come from a run that was killed after committing it but before the
+    directory fsync; the group's next ``sync`` makes it durable before the skip is
+    reported (and, in a batch job, written to the manifest).
+    """
+    if group is not None and dst.local is not None:
+        group.add((dst.local / out).parent)
 
 
 _local = threading.local()

@@ -34,6 +34,7 @@ __all__ = [
     "json_response",
     "origin_middleware",
     "read_json",
+    "refuse_body",
     "status_for",
     "write_with_timeout",
 ]
@@ -163,6 +164,8 @@ def error_middleware(metrics: Metrics, on_error: RefusalHook | None = None) -> A
             resp = error_response(exc)
             if on_error is not None:
                 on_error(request, exc, resp.status)
+            if isinstance(exc, se.PayloadTooLargeError):
+                await refuse_body(request, resp)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:
@@ -327,18 +330,70 @@ async def abort_response(request: web.Request, grace: float = 5.0) -> None:
     What was already queued is sent first (it had authenticated), then a FIN;
     the rest of the request body is read and dropped for at most ``grace``
     seconds, because closing with unread input would make the kernel send a
-    reset that can destroy the data and the clean end-of-stream in flight.
+    reset that can destroy the data and the clean end-of-stream in flight
+    (RFC 9112 §9.6).
     """
     transport = request.transport
     if transport is None or transport.is_closing():
         return
     if transport.can_write_eof():
         transport.write_eof()
-        try:
-            async with asyncio.timeout(grace):
-                while await request.content.readany():
-                    pass
-        except Exception:  # noqa: S110 - best effort: the connection is being dropped anyway
-            pass
+        await _drain(request, grace)
+    _close(request, transport, grace)
+
+
+async def _drain(request: web.Request, grace: float, limit: int | None = None) -> None:
+    """Read and drop the rest of the request body: at most ``grace`` s and ``limit`` bytes."""
+    try:
+        async with asyncio.timeout(grace):
+            drained = 0
+            while chunk := await request.content.readany():
+                drained += len(chunk)
+                if limit is not None and drained > limit:
+                    return
+    except Exception:  # noqa: S110 - best effort: the connection is being dropped anyway
+        pass
+
+
+def _close(request: web.Request, transport: asyncio.Transport, grace: float) -> None:
     transport.close()
     asyncio.get_running_loop().call_later(grace, transport.abort)
+    # The connection is finished: without this, aiohttp would go on after the handler
+    # reading what is left of the body for up to its lingering time (10 s), even for a
+    # response that declined keep-alive (aiohttp issue #1800), and a connection lost
+    # meanwhile does not wake that read, so the server's shutdown waited its grace.
+    request.protocol.force_close()
+
+
+# A refused body (413) is not read: after the response, what the client had in flight
+# is drained for at most this long and this much (so that a reset does not destroy
+# the response), then the connection is closed.
+REFUSED_BODY_GRACE: Final = 5.0  # seconds
+REFUSED_BODY_DRAIN_BYTES: Final = 8 << 20
+
+
+async def refuse_body(request: web.Request, resp: web.Response) -> None:
+    """Send ``resp`` (a 413) with ``Connection: close`` and close the connection.
+
+    The connection cannot be kept: its request body was not read, and reading a body
+    refused for its size is what the refusal avoids.  The response is sent whole
+    (and followed by a FIN where the transport can half-close: not over TLS), the
+    input already on its way is drained within :data:`REFUSED_BODY_GRACE` and
+    :data:`REFUSED_BODY_DRAIN_BYTES` so that a reset does not destroy the response,
+    and the connection is closed.
+    """
+    resp.force_close()
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    except ConnectionError:  # the client is gone: nothing to send it
+        request.protocol.force_close()
+        return
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        request.protocol.force_close()
+        return
+    if transport.can_write_eof():
+        transport.write_eof()
+    await _drain(request, REFUSED_BODY_GRACE, REFUSED_BODY_DRAIN_BYTES)
+    _close(request, transport, REFUSED_BODY_GRACE)

@@ -71,9 +71,7 @@ class KeystoreKeyRing:
         """The tenant the keystore holds ``stanza``'s certificate for (the RCS checks
         it against the recording's header), found as ``private_key_for`` finds keys."""
         store: Any = self._current()  # the keystore (recstream.keystore.Keystore)
-        entry = store.find(stanza.cert_id.hex()) or next(
-            (e for e in store.entries if e.key_id == stanza.key_id), None
-        )
+        entry = store.entry_for(stanza)
         return None if entry is None else entry.tenant
 
 
