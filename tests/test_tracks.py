@@ -210,6 +210,13 @@ def test_media_at_end_is_media_at_the_tracks_end() -> None:
     e = T.TracksEncoder()
     with pytest.raises(ValueError, match="start"):
         e.media_at_end(1, 0, b"x")
+    e = T.TracksEncoder()
+    e.start("x", 0)
+    e.declare(T.TrackDecl(1, "PCMU", 8000, 0))
+    e.media_at_end(1, 0, b"x")
+    e.end()
+    with pytest.raises(StreamStateError):  # nothing after END
+        e.media_at_end(1, 1, b"x")
 
 
 def test_encoder_output_is_what_the_decoder_reads() -> None:

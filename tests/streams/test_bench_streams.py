@@ -62,6 +62,7 @@ def test_bench_streams_rejects_bad_options() -> None:
     assert main(["bench", "streams", "--streams", "0"]) == 2
     assert main(["bench", "streams", "--read-batch-ms", "-1"]) == 2
     assert main(["bench", "streams", "--read-batch-ms", "500"]) == 2
+    assert main(["bench", "streams", "--read-batch-ms", "0.5"]) == 2
 
 
 def test_load_generator_sends_what_a_platform_sends() -> None:

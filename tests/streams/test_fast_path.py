@@ -25,7 +25,13 @@ from hypothesis import strategies as st
 from recstream.errors import StreamProtocolError
 from recstream.format import MediaKind
 from recstream.streams.connection import StreamConnection
-from recstream.streams.protocol import Media, Track, media_fields, parse_message
+from recstream.streams.protocol import (
+    MAX_PAYLOAD_BYTES,
+    Media,
+    Track,
+    media_fields,
+    parse_message,
+)
 from tests.streams.test_frames import frame
 
 SID = "MZ" + "ab" * 16
@@ -61,6 +67,17 @@ def test_takes_twilios_canonical_media_message() -> None:
     raw = canonical(7, "outbound", 3, 40, b"\xff" * 160)
     assert media_fields(raw) == (SID, "outbound", 3, 40, b"\xff" * 160, 7)
     assert parse_message(raw) == full(raw) == Media(7, SID, Track.OUTBOUND, 3, 40, b"\xff" * 160)
+
+
+def test_takes_the_largest_numbers_and_payload_the_limits_allow() -> None:
+    """The edges: 15-digit numbers and a payload of exactly MAX_PAYLOAD_BYTES are taken
+    (one more digit or byte goes the full way, which refuses or reads it the same)."""
+    big = 10**15 - 1
+    raw = canonical(big, "inbound", big, big, b"\x01" * MAX_PAYLOAD_BYTES)
+    assert media_fields(raw) == (SID, "inbound", big, big, b"\x01" * MAX_PAYLOAD_BYTES, big)
+    assert media_fields(canonical(big + 1, "inbound", 1, 1, b"\x01")) is None
+    assert media_fields(canonical(1, "inbound", 1, 1, b"\x01" * (MAX_PAYLOAD_BYTES + 1))) is None
+    assert media_fields(canonical("", "inbound", 1, 1, b"\x01")) is None
 
 
 def test_leaves_everything_not_canonical_to_the_full_parser() -> None:

@@ -72,8 +72,9 @@ def test_default_waits_for_enough_streams(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("settings", "problem"),
     [
-        ({"read_batch_ms": -1}, "[server] read_batch_ms must be 0 (off) to 100"),
-        ({"read_batch_ms": 250}, "[server] read_batch_ms must be 0 (off) to 100"),
+        ({"read_batch_ms": -1}, "[server] read_batch_ms must be 0 (off) or 1 to 100"),
+        ({"read_batch_ms": 0.5}, "[server] read_batch_ms must be 0 (off) or 1 to 100"),
+        ({"read_batch_ms": 250}, "[server] read_batch_ms must be 0 (off) or 1 to 100"),
         ({"read_batch_ms": "5"}, "[server] read_batch_ms"),
         ({"read_batch_min_streams": 0}, "[server] read_batch_min_streams must be positive"),
         ({"read_batch_min_streams": 2.5}, "[server] read_batch_min_streams"),
@@ -100,3 +101,65 @@ def test_fractional_milliseconds_are_taken(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     cfg = load_config(env.config(read_batch_ms=2.5, read_batch_min_streams=100))
     assert (cfg.server.read_batch, cfg.server.read_batch_min_streams) == (0.0025, 100)
+
+
+def test_stop_finalises_streams_even_if_batching_had_died(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A background task's failure is logged at stop, and stop still closes every stream."""
+    from recstream.aio import RecordingHook
+    from recstream.service.audit import AuditLog
+    from recstream.streams.auth import TenantCredentials
+    from recstream.streams.config import ServerConfig
+    from recstream.streams.server import StreamsServer, start_streams_server
+
+    async def scenario() -> bool:
+        cfg = ServerConfig("127.0.0.1", 0, read_batch=0.005, read_batch_min_streams=1)
+        audit = AuditLog(tmp_path / "audit.jsonl")
+        async with RecordingHook(tmp_path, lambda _t, _k: [], sync=False) as hook:
+            server = StreamsServer(cfg, (TenantCredentials("t", secret=b"s" * 16),), hook, audit)
+            running = await start_streams_server(server)
+            closed = []
+            real_close_all = server.close_all
+
+            async def close_all() -> None:
+                closed.append(True)
+                await real_close_all()
+
+            server.close_all = close_all  # type: ignore[method-assign]
+
+            def broken() -> int:
+                raise RuntimeError("open_streams failed")
+
+            assert running.batcher is not None
+            running.batcher.open_streams = broken
+            running.batcher._enough.set()  # wake it: it calls broken() and dies
+            assert running._batching is not None
+            await asyncio.wait([running._batching], timeout=30)
+            await running.stop()
+        audit.close()
+        return bool(closed)
+
+    with caplog.at_level("ERROR", logger="recstream.streams"):
+        assert asyncio.run(scenario())
+    assert "a background task had failed" in caplog.text
+
+
+def test_a_bad_cycle_in_code_is_refused_before_anything_is_bound(tmp_path: Path) -> None:
+    from recstream.aio import RecordingHook
+    from recstream.service.audit import AuditLog
+    from recstream.streams.auth import TenantCredentials
+    from recstream.streams.config import ServerConfig
+    from recstream.streams.server import StreamsServer, start_streams_server
+
+    async def scenario() -> None:
+        cfg = ServerConfig("127.0.0.1", 0, read_batch=0.5)
+        audit = AuditLog(tmp_path / "audit.jsonl")
+        async with RecordingHook(tmp_path, lambda _t, _k: [], sync=False) as hook:
+            server = StreamsServer(cfg, (TenantCredentials("t", secret=b"s" * 16),), hook, audit)
+            with pytest.raises(ValueError, match="cycle must be"):
+                await start_streams_server(server)
+            assert not server.peers
+        audit.close()
+
+    asyncio.run(scenario())

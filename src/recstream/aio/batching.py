@@ -20,10 +20,19 @@ While the loop thread sleeps it is not waiting in ``epoll_wait``, so the kernel
 wakes nobody when data arrives: the writes queue in the sockets' buffers and the
 next iteration reads them in one ``recv`` per socket.  ``time.sleep`` releases the
 GIL, so the recording hook's flusher thread gets it for the whole nap instead of
-fighting the loop for it.  The cost is latency: a message waits at most about
-one ``cycle`` longer (5 ms by default, against the 20 ms a media chunk covers and
-the seconds a recording's segment stays in memory).  Nothing is dropped or
-reordered: TCP holds what arrives, and the loop handles it in order.
+fighting the loop for it.  Nothing is dropped or reordered: TCP holds what
+arrives, and the loop handles it in order.
+
+The cost is latency, per trip through the loop.  On uvloop (what the servers
+run on) data arriving on a socket waits at most about one ``cycle`` (5 ms by
+default, against the 20 ms a media chunk covers and the second a segment stays
+in memory).  Anything else that wakes through the loop -- a timer, a finished
+executor job, a task woken by another -- waits for the nap in progress too, so a
+coroutine that awaits N such things takes up to about N cycles longer: a
+stream's start and end (the recording hook opens and closes its file on a
+thread) take some tens of milliseconds more while batching is on.  On asyncio's
+own loop (used only when uvloop is missing) the nap falls between polling and
+handling, so socket data can wait up to two cycles.
 
 Under overload the iteration's own work exceeds ``cycle`` and the nap shrinks
 to ``min_nap``, which bounds what batching can take from a saturated loop to
@@ -40,21 +49,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["DEFAULT_CYCLE", "DEFAULT_MIN_STREAMS", "MAX_CYCLE", "ReadBatcher"]
+__all__ = ["DEFAULT_CYCLE", "DEFAULT_MIN_STREAMS", "MAX_CYCLE", "MIN_CYCLE", "ReadBatcher"]
 
 DEFAULT_CYCLE: Final = 0.005  # a quarter of a 20 ms media chunk
 MAX_CYCLE: Final = 0.1  # past this the delay is felt (pings, handshakes), for little gain
-DEFAULT_MIN_STREAMS: Final = 32  # below this, wake-ups cost little: read at once
 MIN_NAP: Final = 0.0005  # the least a saturated loop gives up per iteration
+# Shorter cycles would be mostly the floor: a saturated loop would give up to half its
+# time to naps (min_nap / (work + min_nap)), for wake-ups it saves anyway.
+MIN_CYCLE: Final = 0.001
+DEFAULT_MIN_STREAMS: Final = 32  # below this, wake-ups cost little: read at once
 
 
 @dataclass(slots=True)
 class ReadBatcher:
     """Batch a loop's reads while ``open_streams()`` is at least ``min_streams``.
 
-    ``cycle`` is the time from one batch of reads to the next (0 turns batching
-    off).  Run :meth:`run` as a task on the loop it batches; cancel it to stop.
-    Call :meth:`check` when a stream opens.
+    ``cycle`` is the time from one batch of reads to the next: 0 (off) or
+    :data:`MIN_CYCLE` to :data:`MAX_CYCLE` seconds.  Run :meth:`run` once, as a
+    task on the loop it batches (one loop: its event binds to it); cancel it to
+    stop.  Call :meth:`check` when a stream opens.
+
+    Raises:
+        ValueError: a cycle, ``min_streams`` (at least 1) or ``min_nap`` (0 to the
+            cycle) out of range.
     """
 
     open_streams: Callable[[], int]
@@ -67,11 +84,14 @@ class ReadBatcher:
     _enough: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.cycle <= MAX_CYCLE:
-            msg = f"cycle must be 0-{MAX_CYCLE} s, not {self.cycle!r}"
+        if self.cycle != 0 and not MIN_CYCLE <= self.cycle <= MAX_CYCLE:
+            msg = f"cycle must be 0 (off) or {MIN_CYCLE}-{MAX_CYCLE} s, not {self.cycle!r}"
             raise ValueError(msg)
-        if self.min_streams < 0:
-            msg = f"min_streams must be >= 0, not {self.min_streams!r}"
+        if self.min_streams < 1:
+            msg = f"min_streams must be at least 1, not {self.min_streams!r}"
+            raise ValueError(msg)
+        if not 0 <= self.min_nap <= max(self.cycle, MIN_NAP):
+            msg = f"min_nap must be 0 to the cycle, not {self.min_nap!r}"
             raise ValueError(msg)
 
     async def run(self) -> None:

@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from recstream.aio import DEFAULT_FLUSH_INTERVAL
-from recstream.aio.batching import DEFAULT_CYCLE, MAX_CYCLE
+from recstream.aio.batching import DEFAULT_CYCLE, MAX_CYCLE, MIN_CYCLE
 from recstream.aio.run import run as run_uvloop
 from recstream.bench._streams_client import FRAME_SECONDS, Platform
 from recstream.bench.fixtures import BenchError, make_identity, work_directory
@@ -504,8 +504,9 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
     if ns.duration <= 0 or flush <= 0 or ns.max_late <= 0:
         msg = "--duration, --flush-interval and --max-late must be positive"
         raise ValueError(msg)
-    if not 0 <= ns.read_batch_ms <= MAX_CYCLE * 1000:
-        msg = f"--read-batch-ms must be 0 (off) to {MAX_CYCLE * 1000:g}"
+    ms = ns.read_batch_ms
+    if ms != 0 and not MIN_CYCLE * 1000 <= ms <= MAX_CYCLE * 1000:
+        msg = f"--read-batch-ms must be 0 (off) or {MIN_CYCLE * 1000:g} to {MAX_CYCLE * 1000:g}"
         raise ValueError(msg)
     cfg = StreamsConfig(
         streams=tuple(sorted(set(ns.streams))),

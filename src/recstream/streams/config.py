@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from recstream.aio.batching import DEFAULT_CYCLE, DEFAULT_MIN_STREAMS, MAX_CYCLE
+from recstream.aio.batching import DEFAULT_CYCLE, DEFAULT_MIN_STREAMS, MAX_CYCLE, MIN_CYCLE
 from recstream.errors import ConfigError
 from recstream.frontdoor.config import (
     NUMBER,
@@ -174,8 +174,11 @@ def _server(r: ConfigReader) -> ServerConfig | None:
     read_batch = r.get("server", "read_batch_ms")
     if read_batch is None:
         read_batch = DEFAULT_CYCLE * 1000
-    elif not 0 <= read_batch <= MAX_CYCLE * 1000:
-        r.problem(f"[server] read_batch_ms must be 0 (off) to {MAX_CYCLE * 1000:g}")
+    elif read_batch != 0 and not MIN_CYCLE * 1000 <= read_batch <= MAX_CYCLE * 1000:
+        r.problem(
+            f"[server] read_batch_ms must be 0 (off) or {MIN_CYCLE * 1000:g} to "
+            f"{MAX_CYCLE * 1000:g}"
+        )
         read_batch = DEFAULT_CYCLE * 1000
     if host_port is None:
         return None

@@ -28,7 +28,7 @@ is finalised, so ``max_streams`` bounds open files and memory, not only sockets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import ssl
 import time
 from collections.abc import Callable
@@ -52,6 +52,8 @@ from recstream.streams.handshake import (
     websocket_key,
 )
 from recstream.tomlconfig import server_tls_context
+
+log = logging.getLogger("recstream.streams")
 
 __all__ = ["RunningStreams", "StreamsServer", "start_streams_server"]
 
@@ -368,8 +370,12 @@ class RunningStreams:
         for task in (self.watchdog, self._batching):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # its death must not stop the streams' finalising
+                    log.exception("streams server: a background task had failed")
         await self.server.close_all()
         try:
             await asyncio.wait_for(self.server.wait_no_streams(), SHUTDOWN_GRACE)
@@ -388,6 +394,13 @@ async def start_streams_server(
         ConfigError: bad TLS material, or the address cannot be bound.
     """
     cfg = server.config
+    batcher = None
+    if cfg.read_batch > 0:  # checked before anything is bound (ValueError: a bad setting)
+        batcher = ReadBatcher(
+            lambda: server.open_streams,
+            cycle=cfg.read_batch,
+            min_streams=cfg.read_batch_min_streams,
+        )
     tls = tls_context(cfg)
     server.tls = tls is not None
     loop = asyncio.get_running_loop()
@@ -408,12 +421,8 @@ async def start_streams_server(
     port = listener.sockets[0].getsockname()[1] if listener.sockets else cfg.port
     running = RunningStreams(server, listener, cfg.host, int(port))
     running.watchdog = loop.create_task(server.watch_idle())
-    if cfg.read_batch > 0:
-        running.batcher = ReadBatcher(
-            lambda: server.open_streams,
-            cycle=cfg.read_batch,
-            min_streams=cfg.read_batch_min_streams,
-        )
-        running._batching = loop.create_task(running.batcher.run())
-        server.on_stream_opened = running.batcher.check
+    if batcher is not None:
+        running.batcher = batcher
+        running._batching = loop.create_task(batcher.run())
+        server.on_stream_opened = batcher.check
     return running
