@@ -95,3 +95,36 @@ def test_load_generator_sends_what_a_platform_sends() -> None:
             assert out.stream_sid == inb.stream_sid == src.sid
             assert out.payload == PAYLOADS[k % len(PAYLOADS)] and len(out.payload) == 160
         assert isinstance(stop[0], Stop) and stop[0].sequence == 26
+
+
+def test_load_generator_can_hold_ticks_and_write_them_together() -> None:
+    """--ticks-per-write 2: each write carries two ticks' four frames, in order, none
+    early, and a stream's count of ticks sent (its stop's numbering) is whole writes."""
+    from recstream.bench._streams_client import Platform, StreamSource
+    from recstream.streams.frames import FrameReader
+    from recstream.streams.protocol import Media, parse_message
+
+    class Sock:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        def send(self, data: bytes) -> int:
+            self.writes.append(bytes(data))
+            return len(data)
+
+    platform = Platform("127.0.0.1", 0, "/")
+    socks = [Sock(), Sock(), Sock()]
+    platform.socks = socks  # type: ignore[assignment]
+    platform.sources = [StreamSource(platform.ticks) for _ in socks]
+    result = platform.run(0.3, 3, give_up=30, per_write=2)
+    for sock, src in zip(socks, platform.sources, strict=True):
+        assert sock.writes, "nothing written"
+        reader = FrameReader(65536)
+        seen = []
+        for w in sock.writes:
+            frames = [parse_message(p) for _, p in reader.feed(w)]
+            assert len(frames) == 4 and all(isinstance(m, Media) for m in frames)
+            seen += frames
+        assert [m.chunk for m in seen[::2]] == list(range(1, len(seen) // 2 + 1))
+        assert src.k == len(seen) // 2 and src.k % 2 == 0
+    assert result.sent == sum(4 * len(s.writes) for s in socks)

@@ -468,6 +468,12 @@ def _streams_arguments(p: argparse.ArgumentParser) -> None:
         "more streams are open; 0 reads each write as it arrives (default: %(default)s)",
     )  # fmt: skip
     p.add_argument(
+        "--ticks-per-write", type=positive_int, default=1, metavar="N",
+        help="the generator holds each stream's frames and writes N ticks' worth every "
+        "N x 20 ms: the same messages in 1/N of the writes, to separate the server's cost "
+        "from the per-write loopback cost; Twilio writes every 20 ms (default: 1)",
+    )  # fmt: skip
+    p.add_argument(
         "--no-reference", action="store_true",
         help="skip the reference step (a bare aiohttp consumer of the same load)",
     )  # fmt: skip

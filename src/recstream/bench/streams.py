@@ -66,6 +66,7 @@ class StreamsConfig:
     processes: tuple[int, ...] = (1,)  # each step runs against each server size
     reference: bool = True
     read_batch: float = DEFAULT_CYCLE  # the server's [server] read_batch_ms, in seconds
+    ticks_per_write: int = 1  # > 1: the generator coalesces ticks (not Twilio's cadence)
 
 
 @dataclass(slots=True)
@@ -89,6 +90,7 @@ class StepResult:
     # The whole machine over the step, % of one core: everything (server, generator,
     # kernel threads, anyone else) and the softirq part of it; None where unknown.
     machine: tuple[float, float] | None = None
+    per_write: int = 1  # media ticks per write (the generator's --ticks-per-write)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -108,7 +110,7 @@ class StepResult:
     @property
     def client_us_per_write(self) -> tuple[float, float]:
         """The generator's user and system CPU per write (one write: two media messages)."""
-        writes = max(1, self.messages // 2)
+        writes = max(1, self.messages // (2 * self.per_write))
         return 1e6 * self.client_user / writes, 1e6 * self.client_system / writes
 
     @property
@@ -133,7 +135,12 @@ def _step_blocking(cfg: StreamsConfig, n: int, url: str, conns: list[Any]) -> St
         before = cpu_times()
         # A generator that fell this far behind has failed the step: it stops there
         # instead of sending the backlog (on a loaded machine that took minutes).
-        ticked = platform.run(cfg.duration, cfg.slots, give_up=max(2.0, 4 * cfg.max_late))
+        ticked = platform.run(
+            cfg.duration,
+            cfg.slots,
+            give_up=max(2.0, 4 * cfg.max_late),
+            per_write=cfg.ticks_per_write,
+        )
         busy = machine_busy(before, cpu_times())
         server = _merge(_ask_all(conns, ("stats",)))
         done = platform.stop()
@@ -159,6 +166,7 @@ def _step_blocking(cfg: StreamsConfig, n: int, url: str, conns: list[Any]) -> St
         client_user=ticked.user,
         client_system=ticked.system,
         machine=busy,
+        per_write=cfg.ticks_per_write,
     )
     result.failures = _judge(result, cfg)
     return result
@@ -287,6 +295,7 @@ def run_streams(cfg: StreamsConfig, progress: Progress = lambda _: None) -> Repo
             "repeat": cfg.repeat,
             "processes": ",".join(map(str, cfg.processes)),
             "read_batch_ms": cfg.read_batch * 1000,
+            "ticks_per_write": cfg.ticks_per_write,
         },
     )
     report.machine["cpu_flags"] = _cpu_flags()
@@ -407,7 +416,12 @@ def _tabulate(
         f"two-track media streams over loopback, {processes} server process(es), "
         f"{cfg.duration:g} s per step, flush interval "
         f"{cfg.flush_interval:g} s, sync={'on' if cfg.sync else 'off'}, "
-        f"read batching {cfg.read_batch * 1000:g} ms",
+        f"read batching {cfg.read_batch * 1000:g} ms"
+        + (
+            f", the generator writing {cfg.ticks_per_write} ticks at once (not Twilio's cadence)"
+            if cfg.ticks_per_write > 1
+            else ""
+        ),
         Column("streams", "streams"),
         Column("sustained", "sustained"),
         Column("complete", "complete recordings"),
@@ -521,5 +535,6 @@ def run_from_args(ns: argparse.Namespace, progress: Progress) -> Report:
         processes=tuple(sorted(set(ns.processes))),
         reference=not ns.no_reference,
         read_batch=ns.read_batch_ms / 1000,
+        ticks_per_write=ns.ticks_per_write,
     )
     return run_streams(cfg, progress)
