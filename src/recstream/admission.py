@@ -16,11 +16,12 @@ Pure bookkeeping, stdlib only: the callers do the sockets and the logging.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["ConnectionLimiter", "Throttle", "descriptor_limit"]
+__all__ = ["ConnectionLimiter", "Throttle", "descriptor_limit", "raise_descriptor_limit"]
 
 MAX_REMEMBERED: Final = 10_000  # keys a Throttle remembers before it forgets them all
 
@@ -29,6 +30,20 @@ def descriptor_limit() -> int:
     """The soft ``RLIMIT_NOFILE``, read now (``prlimit`` may change it); large if unlimited."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def raise_descriptor_limit(need: int) -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` toward ``need`` (never past the hard limit, never
+    down); return the soft limit now.  What servers do at start (Go's runtime raises
+    it to the hard limit itself): the soft 1,024 of many systems holds ~500 streams."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return descriptor_limit()
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if target > soft:
+        with contextlib.suppress(ValueError, OSError):  # a platform that refuses: as it is
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return descriptor_limit()
 
 
 class ConnectionLimiter:

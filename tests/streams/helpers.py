@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -140,14 +141,20 @@ def write_wav(path: Path, ulaw: bytes) -> Path:
 class Server:
     """``recstream streams --config`` in a subprocess; ``url`` once it is listening."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, *, nofile: tuple[int, int] | None = None) -> None:
         self.log = log
+
+        def limits() -> None:  # in the child: its open-file limit (soft, hard)
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "recstream", "streams", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=limits if nofile is not None else None,  # noqa: PLW1509 - test only
         )
         self.lines: list[str] = []
         self._output: str | None = None

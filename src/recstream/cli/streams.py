@@ -54,7 +54,11 @@ def cmd_streams(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, config: Any) -> int:
     from recstream.frontdoor.recorder import AuditLog, open_hook
-    from recstream.streams.server import StreamsServer, start_streams_server
+    from recstream.streams.server import (
+        StreamsServer,
+        start_streams_server,
+        streams_descriptors,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -66,6 +70,15 @@ async def _serve(args: argparse.Namespace, config: Any) -> int:
         port=config.server.port if args.listen_port is None else args.listen_port,
         max_streams=max(1, config.server.max_streams // n),  # each process takes its share
     )
+    held, need = streams_descriptors(server_cfg.max_streams)
+    if held < server_cfg.max_streams:
+        if args.worker == 0:
+            eprint(
+                f"recstream: warning: the open-file limit holds {held} streams per process, "
+                f"not the {server_cfg.max_streams} of max_streams: more are refused (503); "
+                f"raise it ('ulimit -n {need}' or LimitNOFILE={need}) to take them all"
+            )
+        server_cfg = dataclasses.replace(server_cfg, max_streams=held)
     hook = await open_hook(config.recordings, config.keystore, signing=config.signing)
     audit = AuditLog(config.audit.log)
     children: list[subprocess.Popen[bytes]] = []

@@ -51,9 +51,10 @@ __all__ = ["ServerConfig", "StreamsConfig", "load_config"]
 
 # Defaults, each with its reason.
 DEFAULT_PATH: Final = "/streams"
-# Per process: one process sustained ~300 two-track streams here (bench/RESULTS.md,
-# "streams"); past its capacity every stream falls behind, so refuse (503) before that.
-DEFAULT_STREAMS_PER_PROCESS: Final = 250
+# Per process: one process sustained 1,000 two-track streams here with the load
+# generator on the same two cores (bench/RESULTS.md, "round 4"); past its capacity
+# every stream falls behind, so refuse (503) before that, with a margin.
+DEFAULT_STREAMS_PER_PROCESS: Final = 800
 DEFAULT_IDLE_TIMEOUT: Final = 10.0  # a chunk comes every 20 ms: 10 s of nothing is a dead peer
 DEFAULT_MAX_CALL_SECONDS: Final = 4 * 3600  # a timeline limit: a timestamp past it is refused
 MAX_PROCESSES: Final = 64  # SO_REUSEPORT workers; one per core is the useful number

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Final, cast
 from urllib.parse import parse_qs, unquote
 
+from recstream.admission import descriptor_limit, raise_descriptor_limit
 from recstream.aio import RecordingHook
 from recstream.aio.batching import ReadBatcher
 from recstream.errors import ConfigError, UpgradeRequestError
@@ -55,9 +56,18 @@ from recstream.tomlconfig import server_tls_context
 
 log = logging.getLogger("recstream.streams")
 
-__all__ = ["RunningStreams", "StreamsServer", "start_streams_server"]
+__all__ = [
+    "DESCRIPTOR_RESERVE",
+    "RunningStreams",
+    "StreamsServer",
+    "start_streams_server",
+    "streams_descriptors",
+]
 
 HANDSHAKE_TIMEOUT: Final = 10.0  # the request head must arrive by then (slowloris)
+# Descriptors kept free of connections and recordings: the listener, the audit log, the
+# keystore, the event loop's own, the flusher's threads, a worker's pipes.
+DESCRIPTOR_RESERVE: Final = 64
 SHUTDOWN_GRACE: Final = 10.0  # for streams to finalise after they were told to go away
 _UNAUTHORIZED: Final = "authentication failed\n"
 
@@ -79,6 +89,15 @@ class _Peer(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if not self.server.admit():
+            # Each connection is a descriptor and each stream's recording another: past
+            # the budget, a new connection would make some recording's file open fail.
+            self.answered = True
+            self.transport.write(
+                self.server.refusal(self.remote, 503, "at the descriptor limit", None)
+            )
+            self.transport.close()
+            return
         self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._too_slow)
         self.server.peers.add(self)
 
@@ -152,8 +171,10 @@ class StreamsServer:
         tls: bool = False,
         on_sealed: Callable[[float, float], None] | None = None,
         worker: int = 0,
+        descriptors: Callable[[], int] = descriptor_limit,
     ) -> None:
         self.config = config
+        self.descriptors = descriptors  # the descriptor limit now (tests give a small one)
         self.tenants = tenants
         self.hook = hook
         self.audit = audit
@@ -172,6 +193,11 @@ class StreamsServer:
 
     def protocol(self) -> asyncio.Protocol:
         return _Peer(self)
+
+    def admit(self) -> bool:
+        """Room for one more connection: every open connection and every recording not yet
+        finalised holds a descriptor, and :data:`DESCRIPTOR_RESERVE` stay free."""
+        return len(self.peers) + self._reserved < self.descriptors() - DESCRIPTOR_RESERVE
 
     @property
     def open_streams(self) -> int:
@@ -335,6 +361,15 @@ class StreamsServer:
     async def wait_no_streams(self) -> None:
         """Wait until no stream is open (every recording finalised)."""
         await self._no_streams.wait()
+
+
+def streams_descriptors(max_streams: int) -> tuple[int, int]:
+    """Raise this process's descriptor limit for ``max_streams`` streams if it may;
+    return ``(streams it holds, descriptors they need)``: fewer streams than asked
+    when the hard limit is lower (each stream is a socket and a recording)."""
+    need = 2 * max_streams + DESCRIPTOR_RESERVE
+    limit = raise_descriptor_limit(need)
+    return min(max_streams, max(1, (limit - DESCRIPTOR_RESERVE) // 2)), need
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
