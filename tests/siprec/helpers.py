@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import random
+import resource
 import signal
 import socket
 import struct
@@ -73,8 +74,13 @@ class Srs:
     ready: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, config: Path) -> Srs:
+    def start(cls, config: Path, *, nofile: tuple[int, int] | None = None) -> Srs:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+        def limits() -> None:  # in the child: its open-file limit (soft, hard)
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
         proc = subprocess.Popen(
             [sys.executable, "-m", "recstream", "srs", "--config", str(config)],
             stdout=subprocess.PIPE,
@@ -82,6 +88,7 @@ class Srs:
             text=True,
             env=env,
             cwd=config.parent,
+            preexec_fn=limits if nofile is not None else None,  # noqa: PLW1509 - test only
         )
         srs = cls(proc, config.parent)
         threading.Thread(target=srs._read, daemon=True).start()

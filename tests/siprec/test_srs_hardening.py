@@ -499,3 +499,42 @@ def test_listen_ports_are_ascii_digits_with_a_bound() -> None:
     ):
         with pytest.raises(ValueError, match="must be host:port"):
             parse_listen(bad)
+
+
+# --- open files: the limit raised for max_calls, or max_calls lowered to it ----------
+
+
+def _soft_hard(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-file limit in /proc")
+
+
+def test_the_open_file_limit_is_raised_for_max_calls(tmp_path: Path) -> None:
+    srs = Srs.start(write_config(tmp_path, sip="max_calls = 500"), nofile=(200, 8192))
+    try:
+        # 3 a call (two RTP sockets and the recording) + connection_reserve 64 + 64.
+        assert _soft_hard(srs.proc.pid) == (3 * 500 + 64 + 64, 8192)
+        assert not [d for d in srs.seen if d["event"] == "warning"]
+    finally:
+        srs.stop()
+
+
+def test_a_low_hard_limit_lowers_max_calls_and_says_so(tmp_path: Path) -> None:
+    srs = Srs.start(write_config(tmp_path, sip="rtp_timeout = 30"), nofile=(140, 140))
+    try:
+        (warning,) = [d for d in srs.seen if d["event"] == "warning"]
+        held = (140 - 128) // 3  # 4 calls
+        assert f"holds {held} calls per process, not the 1000 of max_calls" in warning["message"]
+        assert "ulimit -n 3128" in warning["message"]
+        client = SipClient(srs)
+        for i in range(held):
+            client.send(_invite(client.local, srs, f"call-{i}", f"z9hG4bK{i}"))
+            assert _status(_final(client)) == 200
+        client.send(_invite(client.local, srs, "one-too-many", "z9hG4bKx"))
+        assert _status(_final(client)) == 503  # refused, not a recording that cannot open
+        client.close()
+    finally:
+        srs.stop()

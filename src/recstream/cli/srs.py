@@ -66,6 +66,7 @@ def cmd_srs(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, config: Any) -> int:
     from recstream.frontdoor.recorder import open_hook
+    from recstream.siprec.admission import srs_descriptors
     from recstream.siprec.server import SrsServer
 
     server: SrsServer | None = None
@@ -84,6 +85,18 @@ async def _serve(args: argparse.Namespace, config: Any) -> int:
     n = config.processes
     if args.listen_port is not None:
         config = _replace(config, listen_port=args.listen_port)
+    held, need = srs_descriptors(config.max_calls, config.connection_reserve)
+    if held < config.max_calls:
+        if args.worker == 0:
+            _emit(
+                {
+                    "event": "warning",
+                    "message": f"the open-file limit holds {held} calls per process, not the "
+                    f"{config.max_calls} of max_calls: more are refused (503); raise it "
+                    f"('ulimit -n {need}' or LimitNOFILE={need}) to take them all",
+                }
+            )
+        config = _replace(config, max_calls=held)
     low, high = config.rtp_ports
     span = ((high - low) // 2 + 1) // n * 2
     lo = low + args.worker * span

@@ -10,7 +10,9 @@ not open its file (500, and nothing logged).  A connection is admitted only whil
 
 The bookkeeping is :mod:`recstream.admission`'s, shared with the RCS's listener;
 this module adds the SRS's budget (what its calls hold counts against the limit)
-and its log line.
+and its log line, and :func:`srs_descriptors`: at start, the open-file limit is
+raised to what ``max_calls`` needs (a call of two participants holds two RTP
+sockets and its recording's file), or ``max_calls`` lowered to what it holds.
 """
 
 from __future__ import annotations
@@ -19,13 +21,30 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from recstream.admission import ConnectionLimiter, Throttle, descriptor_limit
+from recstream.admission import (
+    ConnectionLimiter,
+    Throttle,
+    descriptor_limit,
+    raise_descriptor_limit,
+)
 
-__all__ = ["WARN_EVERY_SECONDS", "sip_tcp_limiter"]
+__all__ = ["DESCRIPTORS_PER_CALL", "WARN_EVERY_SECONDS", "sip_tcp_limiter", "srs_descriptors"]
 
 log = logging.getLogger("recstream.siprec")
 
 WARN_EVERY_SECONDS: Final = 60.0
+DESCRIPTORS_PER_CALL: Final = 3  # two participants' RTP sockets and the recording
+BASE_RESERVE: Final = 64  # the SIP sockets, the keystore, the event loop, the flusher
+
+
+def srs_descriptors(max_calls: int, connection_reserve: int) -> tuple[int, int]:
+    """Raise this process's open-file limit for ``max_calls`` calls if it may; return
+    ``(calls it holds, descriptors they need)``: fewer calls than asked when the hard
+    limit is lower."""
+    fixed = connection_reserve + BASE_RESERVE
+    need = DESCRIPTORS_PER_CALL * max_calls + fixed
+    limit = raise_descriptor_limit(need)
+    return min(max_calls, max(1, (limit - fixed) // DESCRIPTORS_PER_CALL)), need
 
 
 def sip_tcp_limiter(
