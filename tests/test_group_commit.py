@@ -200,6 +200,29 @@ def _outputs(out: Path) -> int:
         return 0
 
 
+def _stalled_inputs(src: Path, mid: int) -> tuple[list[Path], list[Path]]:
+    """The inputs under ``src`` in order, with a FIFO first and another before ``r{mid}``.
+
+    With two workers the first blocks on the first FIFO at once and the second decrypts
+    ``r000``..``r{mid-1}`` and then blocks on the other: the batch stops with exactly
+    ``mid`` outputs, however slow or loaded the machine, for the kill to land on.
+    """
+    first, second = src / "a-stall.wav.rsv", src / f"r{mid:03d}-stall.wav.rsv"
+    files = sorted(src.iterdir())
+    for fifo in (first, second):
+        os.mkfifo(fifo)
+    return [first, *files[:mid], second, *files[mid:]], [first, second]
+
+
+def _unstall(stalls: list[Path], plain: dict[str, bytes], cert: Cert) -> None:
+    """Each FIFO replaced by a real recording, added to ``plain``."""
+    for fifo in stalls:
+        fifo.unlink()
+        name = fifo.name.removesuffix(".rsv")
+        plain[name] = os.urandom(5000)
+        fifo.write_bytes(seal(plain[name], [cert.recipient]))
+
+
 def test_sigkill_mid_batch_leaves_only_complete_outputs_and_a_rerun_finishes(
     tmp_path: Path, cert: Cert
 ) -> None:
@@ -209,24 +232,18 @@ def test_sigkill_mid_batch_leaves_only_complete_outputs_and_a_rerun_finishes(
     _, key = cert.write(tmp_path)
     src, out = tmp_path / "src", tmp_path / "out"
     plain = _recordings(src, cert, 60)
-    # A FIFO among the inputs: the worker that opens it blocks until it is killed, so
-    # the batch cannot end on its own and the kill lands with the others mid-flight.
-    stall = src / "a-stall.wav.rsv"
-    os.mkfifo(stall)
-    inputs = [stall, *sorted(p for p in src.iterdir() if p != stall)]
+    inputs, stalls = _stalled_inputs(src, 30)
     proc = subprocess.Popen(_cli("decrypt", "--key", key, "--jobs", 2, "--out-dir", out, *inputs),
                             env=_env(tmp_path), stderr=subprocess.PIPE)  # fmt: skip
-    _wait_until("some outputs", lambda: _outputs(out) >= 3, proc)
+    _wait_until("both workers stalled", lambda: _outputs(out) >= 30, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=HANG_GUARD)
     assert proc.returncode == -signal.SIGKILL
     present = _check_outputs(out, plain)
-    assert 3 <= len(present) < len(plain)
+    assert len(present) == 30
 
-    # The rerun: the stall replaced by a real recording, one file tampered with.
-    stall.unlink()
-    plain["a-stall.wav"] = os.urandom(5000)
-    stall.write_bytes(seal(plain["a-stall.wav"], [cert.recipient]))
+    # The rerun: the stalls replaced by real recordings, one file tampered with.
+    _unstall(stalls, plain, cert)
     bad = src / "r059.wav.rsv"
     bad.write_bytes(flip(bad.read_bytes(), len(bad.read_bytes()) - 40))
     del plain["r059.wav"]
@@ -249,8 +266,7 @@ def test_sigkill_mid_batch_job_the_manifest_lists_only_durable_outputs(
     _, key = cert.write(tmp_path)
     src, out, state = tmp_path / "src", tmp_path / "out", tmp_path / "state"
     plain = _recordings(src, cert, 80, size=4000)
-    stall = src / "a-stall.wav.rsv"  # sorted first: one worker blocks on it
-    os.mkfifo(stall)
+    _, stalls = _stalled_inputs(src, 40)  # the job walks the tree in sorted order
     args = ["batch", "decrypt", "--key", key, "--state-dir", state, src, out]
     proc = subprocess.Popen(_cli(*args), env=_env(tmp_path), stderr=subprocess.PIPE)
 
@@ -264,18 +280,16 @@ def test_sigkill_mid_batch_job_the_manifest_lists_only_durable_outputs(
                     continue  # a line being written
         return lines
 
-    _wait_until("a manifest line", lambda: bool(manifest()), proc)
+    _wait_until("both workers stalled", lambda: _outputs(out) >= 40 and bool(manifest()), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=HANG_GUARD)
     claimed = {str(rec["output"]) for rec in manifest() if rec["status"] == DONE}
     assert claimed, "the manifest said nothing was done"
     present = _check_outputs(out, plain)
     assert claimed <= present, f"done in the manifest but not on disk: {claimed - present}"
-    assert len(present) < len(plain)
+    assert len(present) == 40
 
-    stall.unlink()
-    plain["a-stall.wav"] = os.urandom(3000)
-    stall.write_bytes(seal(plain["a-stall.wav"], [cert.recipient]))
+    _unstall(stalls, plain, cert)
     again = subprocess.run(_cli(*args), env=_env(tmp_path), capture_output=True,
                            timeout=HANG_GUARD, check=False)  # fmt: skip
     assert again.returncode == 0, again.stderr.decode()
@@ -320,6 +334,62 @@ def test_a_tampered_header_is_never_skipped_as_already_decrypted(
     bad = decrypt_one(src, "r001.wav.rsv", out, keys, existing="fail")
     assert bad.status == FAILED and "header" in bad.detail, bad.detail
     assert not (tmp_path / "out" / "r001.wav").exists()
+
+
+def test_skip_means_this_recordings_own_plaintext_is_there(tmp_path: Path, cert: Cert) -> None:
+    """``existing="skip"`` decrypts the envelope again (every segment authenticated) and
+    compares it with what is at the output's name: only this recording's own plaintext,
+    byte for byte, is "already decrypted" (security review, round 4).  Another input's
+    output under the same name, a planted file, a directory, a link or a FIFO fail with
+    the reason; so does a tampered or truncated body whose output is there."""
+    keys = _keyring(cert)
+    src, out = Tree(tmp_path / "src"), Tree(tmp_path / "out")
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "b").mkdir()
+    one, two = os.urandom(50_000), os.urandom(50_000)
+    (tmp_path / "src" / "a" / "call.wav.rsv").write_bytes(seal(one, [cert.recipient]))
+    (tmp_path / "src" / "b" / "call.wav.rsv").write_bytes(seal(two, [cert.recipient]))
+    # The first input's output, then a second input of the same output name.
+    assert decrypt_one(src, "a/call.wav.rsv", out, keys, existing="skip").status == DONE
+    (tmp_path / "out" / "b").mkdir()
+    os.link(tmp_path / "out" / "a" / "call.wav", tmp_path / "out" / "b" / "call.wav")
+    got = decrypt_one(src, "b/call.wav.rsv", out, keys, existing="skip")
+    assert got.status == FAILED and "is not this recording's plaintext" in got.detail, got
+    assert decrypt_one(src, "a/call.wav.rsv", out, keys, existing="skip").status == "skipped"
+
+    target = tmp_path / "elsewhere"
+    target.write_bytes(one)
+    for planted, reason in (
+        (lambda p: p.write_bytes(one[:-1]), "is not this recording's plaintext"),  # short
+        (lambda p: p.write_bytes(one + b"x"), "is longer than this recording's plaintext"),
+        (lambda p: p.write_bytes(b""), "is not this recording's plaintext"),
+        (lambda p: p.mkdir(), "is not a regular file"),
+        (os.mkfifo, "is not a regular file"),
+        (lambda p: p.symlink_to(target), "is a symbolic link"),
+        (lambda p: p.symlink_to(tmp_path / "nowhere"), "is a symbolic link"),
+    ):
+        at = tmp_path / "out" / "a" / "call.wav"
+        if at.is_dir() and not at.is_symlink():
+            at.rmdir()
+        elif at.exists() or at.is_symlink():
+            at.unlink()
+        planted(at)
+        got = decrypt_one(src, "a/call.wav.rsv", out, keys, existing="skip")
+        assert got.status == FAILED and reason in got.detail, (reason, got)
+    assert target.read_bytes() == one  # nothing written through the link
+
+    # A finished output, then its envelope's body damaged or cut: not "already decrypted".
+    (tmp_path / "out" / "a" / "call.wav").unlink()
+    assert decrypt_one(src, "a/call.wav.rsv", out, keys, existing="skip").status == DONE
+    envelope = tmp_path / "src" / "a" / "call.wav.rsv"
+    good = envelope.read_bytes()
+    for damaged in (flip(good, len(good) - 20), good[: len(good) // 2]):
+        envelope.write_bytes(damaged)
+        got = decrypt_one(src, "a/call.wav.rsv", out, keys, existing="skip")
+        assert got.status == FAILED and got.status != "skipped", got
+    envelope.write_bytes(good)
+    assert decrypt_one(src, "a/call.wav.rsv", out, keys, existing="skip").status == "skipped"
+    assert (tmp_path / "out" / "a" / "call.wav").read_bytes() == one
 
 
 def test_group_commit_with_named_temporaries(
@@ -372,21 +442,17 @@ def test_skip_existing_resumes_after_sigkill_decrypting_only_what_was_missing(
     _, key = cert.write(tmp_path)
     src, out = tmp_path / "src", tmp_path / "out"
     plain = _recordings(src, cert, 40)
-    stall = src / "a-stall.wav.rsv"  # the FIFO trick: the batch cannot end on its own
-    os.mkfifo(stall)
-    inputs = [stall, *sorted(p for p in src.iterdir() if p != stall)]
+    inputs, stalls = _stalled_inputs(src, 20)
     base = ["decrypt", "--key", key, "--jobs", 2, "--out-dir", out]
     proc = subprocess.Popen(_cli(*base, *inputs), env=_env(tmp_path), stderr=subprocess.PIPE)
-    _wait_until("some outputs", lambda: _outputs(out) >= 3, proc)
+    _wait_until("both workers stalled", lambda: _outputs(out) >= 20, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=HANG_GUARD)
     assert proc.returncode == -signal.SIGKILL
     present = _check_outputs(out, plain)
-    assert 3 <= len(present) < len(plain)
+    assert len(present) == 20
 
-    stall.unlink()
-    plain["a-stall.wav"] = os.urandom(5000)
-    stall.write_bytes(seal(plain["a-stall.wav"], [cert.recipient]))
+    _unstall(stalls, plain, cert)
     tampered_out = sorted(present)[0]
     tampered = src / f"{tampered_out}.rsv"
     original = tampered.read_bytes()

@@ -148,10 +148,11 @@ def _register_decrypt(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--skip-existing",
         action="store_true",
-        help="batch (resume after a crash or Ctrl-C): leave an input whose output exists, "
-        "reported 'skipped: already decrypted', once its header has authenticated with the "
-        "key (a tampered one fails). Outputs get their names only when complete and "
-        "fsynced, so an existing output is a finished one; not with --force",
+        help="batch (resume after a crash or Ctrl-C): leave an input whose output exists "
+        "and is its plaintext, reported 'skipped: already decrypted': each such input is "
+        "decrypted again (every segment authenticated) and compared with the output, "
+        "nothing written; a tampered input, or an output that is not its plaintext (another "
+        "input's, a link, a directory), fails; not with --force",
     )
     p.add_argument(
         "paths",

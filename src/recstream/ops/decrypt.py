@@ -9,9 +9,14 @@ by another process is left alone and reported ``busy``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import mimetypes
+import os
+import stat
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import IO, Final, Literal
 
@@ -69,14 +74,15 @@ def decrypt_one(
     *,
     existing: Existing,
     group: durable.CommitGroup | None = None,
+    _again: bool = True,
 ) -> Outcome:
     """Decrypt ``src/rel`` into ``dst/output_name(rel)``; never raises for a bad file.
 
-    Returns an :class:`Outcome`: ``done``, ``skipped`` (``existing="skip"``, the
-    header authenticated with the key and the output is there: outputs get their
-    names only once complete and fsynced, so a name is a finished output; with a
-    ``group``, reported after ``group.sync()`` like a commit), ``busy`` (being
-    written by another process) or ``failed``
+    Returns an :class:`Outcome`: ``done``, ``skipped`` (``existing="skip"``: the
+    output is there and is this recording's plaintext, byte for byte: the envelope
+    is decrypted again, every segment authenticated, and compared with it, nothing
+    written; with a ``group``, reported after ``group.sync()`` like a commit), ``busy``
+    (being written by another process) or ``failed``
     (the reason in ``detail``; nothing is left at the output).  With a ``group``
     (group commit, :func:`recstream.batch.local.run_threads`) a ``done`` output is
     complete and under its name, but durable only after ``group.sync()``.
@@ -92,8 +98,17 @@ def decrypt_one(
             # must fail as tampered, never pass as "already decrypted" (review, round 3).
             job.unwrap()
             out = output_name(rel, job.header)
-            if existing != "replace" and dst.exists(out):
+            if existing != "replace" and _taken(dst, out):
                 if existing == "skip":
+                    # Only this recording's own plaintext is "already decrypted": another
+                    # input's output under the same name, a planted file, a directory or
+                    # a link is not, and neither is a tampered or truncated envelope
+                    # whose output is there (security review, round 4).
+                    problem = _compare_with_output(job, dst, out)
+                    if problem is not None:
+                        return Outcome(
+                            rel, FAILED, f"output exists: {dst.path(out)}, {problem} (use --force)"
+                        )
                     _hold_report(dst, out, group)
                     return Outcome(rel, SKIPPED, "already decrypted", output=out)
                 return Outcome(rel, FAILED, f"output exists: {dst.path(out)} (use --force)")
@@ -104,9 +119,90 @@ def decrypt_one(
     except durable.FileBusyError as exc:
         return Outcome(rel, BUSY, failure_reason(exc), seconds=time.perf_counter() - t0)
     except FileExistsError as exc:
+        if existing == "skip" and _again:
+            # Another thread or process named the output while this one decrypted: see
+            # whether it holds this recording's plaintext, as if it had been there.
+            return decrypt_one(src, rel, dst, keys, existing=existing, group=group, _again=False)
         return Outcome(rel, FAILED, f"output exists: {exc.filename} (use --force)")
     except (RecstreamError, OSError) as exc:
         return Outcome(rel, FAILED, failure_reason(exc), seconds=time.perf_counter() - t0)
+
+
+def _taken(dst: Tree, out: str) -> bool:
+    """Something is at the output's name (a link counts, even a dangling one)."""
+    if dst.local is not None:
+        return os.path.lexists(dst.local / out)
+    return dst.exists(out)
+
+
+class _Differs(Exception):
+    """The plaintext and the existing output part ways (internal to the comparison)."""
+
+
+class _Comparing:
+    """A plaintext sink that compares what it is given with an existing file's bytes."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+
+    def write(self, data: memoryview) -> int:
+        n = len(data)
+        got = self._fh.read(n)
+        if got != data:
+            raise _Differs
+        return n
+
+
+def _compare_with_output(job: _Decryption, dst: Tree, out: str) -> str | None:
+    """None when ``dst/out`` is this recording's plaintext, byte for byte; else why not.
+
+    The envelope is decrypted (every segment authenticated, as for writing) into a
+    sink that reads the output alongside: a tampered or truncated envelope raises as
+    it would have, a different output stops at the first differing block.  A local
+    output must be a regular file, not a link to one.
+
+    Raises:
+        RecstreamError, OSError: the envelope does not decrypt (the caller's failure).
+    """
+    try:
+        with _existing(dst, out) as fh:
+            try:
+                job.run(_Comparing(fh))  # type: ignore[arg-type]
+            except _Differs:
+                return "and is not this recording's plaintext"
+            if fh.read(1):
+                return "and is longer than this recording's plaintext"
+    except _NotAFile as exc:
+        return str(exc)
+    return None
+
+
+class _NotAFile(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _existing(dst: Tree, out: str) -> Iterator[IO[bytes]]:
+    if dst.local is None:
+        with dst.fs.open(dst.path(out), "rb") as fh:
+            yield fh
+        return
+    try:
+        fd = os.open(dst.local / out, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotAFile("and is a symbolic link, not a decrypted recording") from None
+        raise
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:  # pragma: no cover - fstat of an open descriptor
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise _NotAFile("and is not a regular file")
+    with open(fd, "rb", buffering=_BLOCK) as fh:
+        yield fh
 
 
 def _hold_report(dst: Tree, out: str, group: durable.CommitGroup | None) -> None:
