@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 import aiohttp
 
 from recstream.streams.server import DESCRIPTOR_RESERVE
 from tests.streams import wsclient as wc
-from tests.streams.helpers import SECRETS, Server, audit_entry, decrypt_tracks, make_env
+from tests.streams.helpers import (
+    SECRETS,
+    Env,
+    Server,
+    audit_entry,
+    decrypt_tracks,
+    make_env,
+    tls_files,
+)
 
 ACME = SECRETS["acme"]
 
@@ -122,3 +131,67 @@ def test_a_connection_flood_cannot_make_a_recording_fail(tmp_path: Path) -> None
     finally:
         log = server.stop()
     assert server.proc.returncode == 0 and "Traceback" not in log
+
+
+def test_over_tls_connections_count_from_the_accept_not_the_handshake(tmp_path: Path) -> None:
+    """Over TLS a connection is admitted (or refused) when TCP accepts it, before the
+    handshake: 90 connections that never send a ClientHello cannot exhaust the limit
+    of 100 while a recording is open (before, they were counted only once their
+    handshake finished, and the recording's end failed with EMFILE)."""
+    import ssl
+
+    env = make_env(tmp_path)
+    cert_path, key_path, cert_pem = tls_files(tmp_path)
+    config = env.config(idle_timeout=60, tls_cert=str(cert_path), tls_key=str(key_path))
+    server = Server(config, tmp_path / "s.log", nofile=(100, 100))
+    try:
+        ctx = ssl.create_default_context(cadata=cert_pem.decode())
+        c = wc.Call(tracks=("inbound",))
+        data = wc.audio(6, seed=11)
+        msgs = [c.start(), *wc.media_messages(c, data), c.stop()]
+        flood: list[socket.socket] = []
+        closed: list[bytes] = []
+
+        async def scenario() -> int | None:
+            async with aiohttp.ClientSession() as session:
+                ws = await session.ws_connect(f"{server.url}?token={ACME}", ssl=ctx)
+                for text in msgs[:4]:
+                    await ws.send_str(text)
+                for _ in range(90):  # TCP connections that never start their handshake
+                    flood.append(socket.create_connection(("127.0.0.1", server.port), timeout=30))
+                # The server has reached the connections past its budget (it audits them) ...
+                await asyncio.to_thread(_refused_at_the_limit, env)
+                # ... and the call ends while the flood still holds what it was given.
+                for text in msgs[4:]:
+                    await ws.send_str(text)
+                code = (await wc.wait_closed(ws))[0]
+                for s in flood[-40:]:  # past the budget: closed, no TLS
+                    closed.append(await asyncio.to_thread(_recv_or_reset, s))
+                for s in flood:
+                    s.close()
+                return code
+
+        assert wc.run(scenario) == 1000
+        assert closed == [b""] * 40
+        ex = decrypt_tracks(env, Path(audit_entry(env, c.stream_sid)["file"]))
+        assert ex.complete and bytes(ex.tracks[1].audio) == data
+    finally:
+        log = server.stop()
+    assert server.proc.returncode == 0 and "Traceback" not in log
+
+
+def _recv_or_reset(s: socket.socket) -> bytes:
+    try:
+        return s.recv(200)
+    except ConnectionResetError:
+        return b""
+
+
+def _refused_at_the_limit(env: Env) -> None:
+    deadline = time.monotonic() + 60  # a hang guard
+    while not any(
+        '"at the descriptor limit"' in line and '"stream_refused"' in line
+        for line in env.audit_lines()
+    ):
+        assert time.monotonic() < deadline, "no refusal at the descriptor limit was audited"
+        time.sleep(0.01)

@@ -32,6 +32,7 @@ from tests.streams.helpers import (
     decrypt_tracks,
     make_env,
     running,
+    tls_files,
 )
 
 ACME = SECRETS["acme"]
@@ -384,44 +385,10 @@ def test_processes_share_the_port(env: Env) -> None:
 
 
 def test_tls_endpoint(env: Env, tmp_path: Path) -> None:
-    import datetime as dt
-    import ipaddress
     import ssl
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    (tmp_path / "tls.pem").write_bytes(cert_pem)
-    (tmp_path / "tls.key").write_bytes(  # a throwaway test key, made here
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    config = env.config(
-        "tls.toml", tls_cert=str(tmp_path / "tls.pem"), tls_key=str(tmp_path / "tls.key")
-    )
+    cert_path, key_path, cert_pem = tls_files(tmp_path)
+    config = env.config("tls.toml", tls_cert=str(cert_path), tls_key=str(key_path))
     server = Server(config, env.root / "tls.log")
     try:
         assert server.url.startswith("wss://")

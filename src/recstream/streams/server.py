@@ -83,23 +83,52 @@ class _Peer(asyncio.Protocol):
         self.conn: StreamConnection | None = None
         self.answered = False  # a refusal was written: the rest is ignored
         self.timer: asyncio.TimerHandle | None = None
+        self._tls_task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        tls = self.server.tls_context
         if not self.server.admit():
             # Each connection is a descriptor and each stream's recording another: past
             # the budget, a new connection would make some recording's file open fail.
+            # Counted from the TCP accept, before any TLS handshake (which a client can
+            # hold open for the whole handshake timeout).
             self.answered = True
-            self.transport.write(
-                self.server.refusal(self.remote, 503, "at the descriptor limit", None)
-            )
-            self.transport.close()
+            if tls is None:
+                self.transport.write(
+                    self.server.refusal(self.remote, 503, "at the descriptor limit", None)
+                )
+                self.transport.close()
+            else:  # no TLS yet to say it in
+                self.server.count_refusal(self.remote, 503, "at the descriptor limit", None)
+                self.transport.abort()
             return
-        self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._too_slow)
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(HANDSHAKE_TIMEOUT, self._too_slow)
         self.server.peers.add(self)
+        if tls is not None:
+            self.transport.pause_reading()  # the ClientHello is for the TLS layer, not us
+            self._tls_task = loop.create_task(self._start_tls(tls))
+
+    async def _start_tls(self, tls: ssl.SSLContext) -> None:
+        """The TLS handshake on an admitted connection; a failed one is forgotten."""
+        raw = self.transport
+        assert raw is not None
+        try:
+            upgraded = await asyncio.get_running_loop().start_tls(
+                raw, self, tls, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError):
+            raw.abort()
+            self._forget()
+            return
+        if upgraded is None:  # pragma: no cover - closed during the handshake
+            self._forget()
+            return
+        self.transport = upgraded
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -138,10 +167,13 @@ class _Peer(asyncio.Protocol):
             self.answered = True
             self.transport.abort()
 
-    def connection_lost(self, exc: BaseException | None) -> None:
+    def _forget(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
         self.server.peers.discard(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._forget()
         if self.conn is not None:
             self.conn.connection_lost(exc)
 
@@ -179,6 +211,7 @@ class StreamsServer:
         self.hook = hook
         self.audit = audit
         self.tls = tls
+        self.tls_context: ssl.SSLContext | None = None  # TLS after admission (start_tls)
         self.on_sealed = on_sealed
         self.worker = worker  # which of the SO_REUSEPORT processes this is (audit lines say)
         self.active: set[StreamConnection] = set()
@@ -438,14 +471,13 @@ async def start_streams_server(
         )
     tls = tls_context(cfg)
     server.tls = tls is not None
+    server.tls_context = tls
     loop = asyncio.get_running_loop()
     try:
         listener = await loop.create_server(
             server.protocol,
             cfg.host,
             cfg.port,
-            ssl=tls,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls else None,
             reuse_address=True,
             reuse_port=reuse_port or None,
             backlog=4096,
