@@ -538,3 +538,26 @@ def test_a_low_hard_limit_lowers_max_calls_and_says_so(tmp_path: Path) -> None:
         client.close()
     finally:
         srs.stop()
+
+
+def test_a_limit_that_holds_no_call_stops_the_start(tmp_path: Path) -> None:
+    import resource
+    import subprocess
+    import sys
+
+    def limits() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+
+    config = write_config(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "recstream", "srs", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+        cwd=config.parent,
+        preexec_fn=limits,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "the open-file limit (100) leaves no room for a call" in done.stderr
+    assert "Traceback" not in done.stderr

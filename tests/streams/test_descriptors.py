@@ -195,3 +195,26 @@ def _refused_at_the_limit(env: Env) -> None:
     ):
         assert time.monotonic() < deadline, "no refusal at the descriptor limit was audited"
         time.sleep(0.01)
+
+
+def test_a_limit_that_holds_no_stream_stops_the_start(tmp_path: Path) -> None:
+    import resource
+    import subprocess
+    import sys
+
+    env = make_env(tmp_path)
+
+    def limits() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (60, 60))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "recstream", "streams", "--config", str(env.config())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limits,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "the open-file limit (60) leaves no room for a stream" in done.stderr
+    assert "ulimit -n 1664" in done.stderr and "Traceback" not in done.stderr

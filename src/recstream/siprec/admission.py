@@ -27,6 +27,7 @@ from recstream.admission import (
     descriptor_limit,
     raise_descriptor_limit,
 )
+from recstream.errors import ConfigError
 
 __all__ = ["DESCRIPTORS_PER_CALL", "WARN_EVERY_SECONDS", "sip_tcp_limiter", "srs_descriptors"]
 
@@ -40,11 +41,23 @@ BASE_RESERVE: Final = 64  # the SIP sockets, the keystore, the event loop, the f
 def srs_descriptors(max_calls: int, connection_reserve: int) -> tuple[int, int]:
     """Raise this process's open-file limit for ``max_calls`` calls if it may; return
     ``(calls it holds, descriptors they need)``: fewer calls than asked when the hard
-    limit is lower."""
+    limit is lower.
+
+    Raises:
+        ConfigError: the limit cannot hold a single call.
+    """
     fixed = connection_reserve + BASE_RESERVE
     need = DESCRIPTORS_PER_CALL * max_calls + fixed
     limit = raise_descriptor_limit(need)
-    return min(max_calls, max(1, (limit - fixed) // DESCRIPTORS_PER_CALL)), need
+    held = (limit - fixed) // DESCRIPTORS_PER_CALL
+    if held < 1:
+        msg = (
+            f"the open-file limit ({limit}) leaves no room for a call: connection_reserve "
+            f"and the server keep {fixed} and a call needs {DESCRIPTORS_PER_CALL}; raise it "
+            f"('ulimit -n {need}')"
+        )
+        raise ConfigError(msg)
+    return min(max_calls, held), need
 
 
 def sip_tcp_limiter(

@@ -399,10 +399,22 @@ class StreamsServer:
 def streams_descriptors(max_streams: int) -> tuple[int, int]:
     """Raise this process's descriptor limit for ``max_streams`` streams if it may;
     return ``(streams it holds, descriptors they need)``: fewer streams than asked
-    when the hard limit is lower (each stream is a socket and a recording)."""
+    when the hard limit is lower (each stream is a socket and a recording).
+
+    Raises:
+        ConfigError: the limit cannot hold a single stream.
+    """
     need = 2 * max_streams + DESCRIPTOR_RESERVE
     limit = raise_descriptor_limit(need)
-    return min(max_streams, max(1, (limit - DESCRIPTOR_RESERVE) // 2)), need
+    held = (limit - DESCRIPTOR_RESERVE) // 2
+    if held < 1:
+        msg = (
+            f"the open-file limit ({limit}) leaves no room for a stream: the server keeps "
+            f"{DESCRIPTOR_RESERVE} for itself and a stream needs 2; raise it ('ulimit -n "
+            f"{need}')"
+        )
+        raise ConfigError(msg)
+    return min(max_streams, held), need
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
