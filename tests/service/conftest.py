@@ -63,8 +63,11 @@ class TenantRing(IdentitySet):
         super().__init__([p.identity for p in parties.values()])
         self._tenants = {p.cert_id: tenant for tenant, p in parties.items()}
 
-    def tenant_for(self, stanza: RecipientStanza) -> str | None:
-        return self._tenants.get(stanza.cert_id_hex)
+    def key_and_tenants_for(
+        self, stanza: RecipientStanza
+    ) -> tuple[rsa.RSAPrivateKey | None, str | None, frozenset[str]]:
+        tenant = self._tenants.get(stanza.cert_id_hex)
+        return self.private_key_for(stanza), tenant, frozenset([tenant] if tenant else [])
 
 
 @dataclass

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -79,7 +80,80 @@ def test_the_keystore_key_ring_knows_each_certificates_tenant(tmp_path: Path) ->
 
     header = parse_header(party_env)
     assert not isinstance(header, int)
-    assert [ring.tenant_for(s) for s in header.recipients] == ["globex"]
+    found = [ring.key_and_tenants_for(s) for s in header.recipients]
+    assert [(t, ts) for _, t, ts in found] == [("globex", frozenset({"globex"}))]
+    assert found[0][0] is not None
+
+
+def test_one_certificate_held_for_two_tenants_opens_for_both(tmp_path: Path) -> None:
+    """A certificate imported for two tenants: a recording labelled with either opens
+    (the key is the same); a third tenant's label is refused as forged."""
+    from recstream.format import parse_header
+    from recstream.service.context import TracingKeyRing
+    from recstream.service.errors import TenantMismatchError
+
+    ks, pw = tmp_path / "ks.rsk", b"keystore-password"
+    create(ks, pw, kdf=KdfParams(memory_kib=8 * 1024, iterations=1, lanes=1))
+    key, cert = _cert()
+    with update(ks, pw) as store:
+        for tenant in ("acme", "globex"):
+            store.add(tenant, MediaKind.VOICE, cert, key, now=dt.datetime.now(dt.UTC))
+    (tmp_path / "pw").write_bytes(pw + b"\n")
+    ring = open_keyring(KeystoreConfig(ks, tmp_path / "pw"))
+    for label in ("acme", "globex", "initech"):
+        header = parse_header(seal_with(cert, label))
+        assert not isinstance(header, int)
+        tracing = TracingKeyRing(ring)
+        assert tracing.private_key_for(header.recipients[0]) is not None
+        assert tracing.tenants == frozenset({"acme", "globex"})
+        if label == "initech":
+            with pytest.raises(TenantMismatchError):
+                tracing.check_tenant(label)
+        else:
+            tracing.check_tenant(label)
+
+
+def test_the_key_and_its_tenants_come_from_one_reading_of_the_keystore(tmp_path: Path) -> None:
+    """A reload between finding the key and naming its tenant could pair a key with no
+    tenant, which the tenant check let through (review, round 4): both now come from
+    one snapshot, and a ring that gives a key with no tenant fails closed."""
+    from recstream.format import parse_header
+    from recstream.keystore import load
+    from recstream.service.context import TracingKeyRing
+    from recstream.service.errors import TenantMismatchError
+    from recstream.service.keys import KeystoreKeyRing
+
+    ks, pw = tmp_path / "ks.rsk", b"keystore-password"
+    create(ks, pw, kdf=KdfParams(memory_kib=8 * 1024, iterations=1, lanes=1))
+    key, cert = _cert()
+    with update(ks, pw) as store:
+        store.add("acme", MediaKind.VOICE, cert, key, now=dt.datetime.now(dt.UTC))
+    other = tmp_path / "other.rsk"
+    create(other, pw, kdf=KdfParams(memory_kib=8 * 1024, iterations=1, lanes=1))
+    snapshots = [load(ks, pw), load(other, pw)]  # the keystore, then a reload without it
+    ring = KeystoreKeyRing(lambda: snapshots.pop(0) if len(snapshots) > 1 else snapshots[0])
+    header = parse_header(seal_with(cert, "globex"))
+    assert not isinstance(header, int)
+    tracing = TracingKeyRing(ring)
+    assert tracing.private_key_for(header.recipients[0]) is not None
+    assert (tracing.tenant, tracing.tenants) == ("acme", frozenset({"acme"}))
+    with pytest.raises(TenantMismatchError):
+        tracing.check_tenant("globex")
+
+    class NoTenant:
+        def private_key_for(self, stanza: object) -> object:
+            return key
+
+        def describe(self) -> list[str]:
+            return []
+
+        def key_and_tenants_for(self, stanza: object) -> tuple[object, None, frozenset[str]]:
+            return key, None, frozenset()
+
+    closed = TracingKeyRing(NoTenant())  # type: ignore[arg-type]
+    assert closed.private_key_for(header.recipients[0]) is key
+    with pytest.raises(TenantMismatchError):
+        closed.check_tenant("globex")
 
 
 def seal_with(cert: x509.Certificate, tenant: str) -> bytes:

@@ -156,6 +156,10 @@ class Keystore:
         # key ring's lookups cost one dict access, not a scan of up to MAX_ENTRIES.
         self._by_cert_id: dict[str, Entry] = {}
         self._by_key_id: dict[bytes, Entry] = {}
+        # Every tenant holding each certificate and each key (one certificate may be
+        # imported for several tenants): the RCS's tenant check asks.
+        self._tenants_by_cert_id: dict[str, set[str]] = {}
+        self._tenants_by_key_id: dict[bytes, set[str]] = {}
         for e in entries:
             self._append(e)
         # the recording nodes' signing identities (issue 16; keystore/nodes.py)
@@ -189,6 +193,14 @@ class Keystore:
         the first with its public key ID (a recording sealed to a certificate that was
         renewed with the same key, the new certificate imported)."""
         return self._by_cert_id.get(stanza.cert_id.hex()) or self._by_key_id.get(stanza.key_id)
+
+    def tenants_holding(self, stanza: RecipientStanza) -> frozenset[str]:
+        """Every tenant holding ``stanza``'s key, found as :meth:`entry_for` finds it: by
+        its certificate ID, else by its public key ID."""
+        cid = stanza.cert_id.hex()
+        if cid in self._tenants_by_cert_id:
+            return frozenset(self._tenants_by_cert_id[cid])
+        return frozenset(self._tenants_by_key_id.get(stanza.key_id, ()))
 
     def lookup(
         self, id_or_prefix: str, *, tenant: str | None = None, kind: MediaKind | None = None
@@ -320,6 +332,8 @@ class Keystore:
         self._entries.append(entry)
         self._by_cert_id.setdefault(entry.cert_id, entry)
         self._by_key_id.setdefault(entry.key_id, entry)
+        self._tenants_by_cert_id.setdefault(entry.cert_id, set()).add(entry.tenant)
+        self._tenants_by_key_id.setdefault(entry.key_id, set()).add(entry.tenant)
 
     def _replace(self, old: Entry, new: Entry) -> None:
         """Put ``new`` in ``old``'s place (a change of state: same certificate and key)."""

@@ -142,13 +142,20 @@ class TracingKeyRing:
         self._inner = inner
         self.cert_id: str | None = None
         self.tenant: str | None = None
+        # Every tenant holding the key that opened it; None when the inner ring cannot
+        # tell (private key files: no tenants).
+        self.tenants: frozenset[str] | None = None
 
     def private_key_for(self, stanza: RecipientStanza) -> rsa.RSAPrivateKey | None:
-        key = self._inner.private_key_for(stanza)
+        with_tenants = getattr(self._inner, "key_and_tenants_for", None)
+        if with_tenants is None:
+            key = self._inner.private_key_for(stanza)
+            tenant, tenants = None, None
+        else:
+            key, tenant, tenants = with_tenants(stanza)
         if key is not None:
             self.cert_id = stanza.cert_id_hex
-            tenant_for = getattr(self._inner, "tenant_for", None)
-            self.tenant = tenant_for(stanza) if tenant_for is not None else None
+            self.tenant, self.tenants = tenant, tenants
         return key
 
     def describe(self) -> Sequence[str]:
@@ -162,7 +169,9 @@ class TracingKeyRing:
         decrypt tenant B's key's recordings.
 
         Raises:
-            TenantMismatchError: the key ring knows the key's tenant, and it differs.
+            TenantMismatchError: the key ring knows the tenants holding the key, and the
+                header's is not one of them (fails closed: a keystore ring that found a
+                key but no tenant refuses).
         """
-        if self.tenant is not None and self.tenant != header_tenant:
-            raise TenantMismatchError(header_tenant, self.tenant)
+        if self.tenants is not None and header_tenant not in self.tenants:
+            raise TenantMismatchError(header_tenant, self.tenant or "(none)")

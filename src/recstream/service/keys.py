@@ -67,12 +67,18 @@ class KeystoreKeyRing:
     def describe(self) -> Sequence[str]:
         return self._current().describe()
 
-    def tenant_for(self, stanza: RecipientStanza) -> str | None:
-        """The tenant the keystore holds ``stanza``'s certificate for (the RCS checks
-        it against the recording's header), found as ``private_key_for`` finds keys."""
+    def key_and_tenants_for(
+        self, stanza: RecipientStanza
+    ) -> tuple[rsa.RSAPrivateKey | None, str | None, frozenset[str]]:
+        """``stanza``'s key, the tenant of the entry that gave it, and every tenant the
+        keystore holds that key for (the RCS checks the recording's header against
+        them): all from one reading of the keystore, so a reload in between cannot
+        pair a key with no tenant (which the tenant check would have let through)."""
         store: Any = self._current()  # the keystore (recstream.keystore.Keystore)
         entry = store.entry_for(stanza)
-        return None if entry is None else entry.tenant
+        if entry is None:
+            return None, None, frozenset()
+        return store.private_key(entry), entry.tenant, store.tenants_holding(stanza)
 
 
 def open_keyring(cfg: KeystoreConfig) -> KeyRing:
