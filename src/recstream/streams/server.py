@@ -28,12 +28,14 @@ is finalised, so ``max_streams`` bounds open files and memory, not only sockets.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Any, Final, Protocol, cast
 from urllib.parse import parse_qs, unquote
 
 from recstream.admission import descriptor_limit, raise_descriptor_limit
@@ -83,52 +85,25 @@ class _Peer(asyncio.Protocol):
         self.conn: StreamConnection | None = None
         self.answered = False  # a refusal was written: the rest is ignored
         self.timer: asyncio.TimerHandle | None = None
-        self._tls_task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        tls = self.server.tls_context
-        if not self.server.admit():
+        # Over TLS the connection was admitted at its accept, before the handshake
+        # (_accept_tls); in the clear, here.
+        if self.server.tls_context is None and not self.server.admit():
             # Each connection is a descriptor and each stream's recording another: past
             # the budget, a new connection would make some recording's file open fail.
-            # Counted from the TCP accept, before any TLS handshake (which a client can
-            # hold open for the whole handshake timeout).
             self.answered = True
-            if tls is None:
-                self.transport.write(
-                    self.server.refusal(self.remote, 503, "at the descriptor limit", None)
-                )
-                self.transport.close()
-            else:  # no TLS yet to say it in
-                self.server.count_refusal(self.remote, 503, "at the descriptor limit", None)
-                self.transport.abort()
-            return
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(HANDSHAKE_TIMEOUT, self._too_slow)
-        self.server.peers.add(self)
-        if tls is not None:
-            self.transport.pause_reading()  # the ClientHello is for the TLS layer, not us
-            self._tls_task = loop.create_task(self._start_tls(tls))
-
-    async def _start_tls(self, tls: ssl.SSLContext) -> None:
-        """The TLS handshake on an admitted connection; a failed one is forgotten."""
-        raw = self.transport
-        assert raw is not None
-        try:
-            upgraded = await asyncio.get_running_loop().start_tls(
-                raw, self, tls, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+            self.transport.write(
+                self.server.refusal(self.remote, 503, "at the descriptor limit", None)
             )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError):
-            raw.abort()
-            self._forget()
+            self.transport.close()
             return
-        if upgraded is None:  # pragma: no cover - closed during the handshake
-            self._forget()
-            return
-        self.transport = upgraded
+        self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._too_slow)
+        self.server.peers.add(self)
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -167,13 +142,10 @@ class _Peer(asyncio.Protocol):
             self.answered = True
             self.transport.abort()
 
-    def _forget(self) -> None:
+    def connection_lost(self, exc: BaseException | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
         self.server.peers.discard(self)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._forget()
         if self.conn is not None:
             self.conn.connection_lost(exc)
 
@@ -211,7 +183,8 @@ class StreamsServer:
         self.hook = hook
         self.audit = audit
         self.tls = tls
-        self.tls_context: ssl.SSLContext | None = None  # TLS after admission (start_tls)
+        self.tls_context: ssl.SSLContext | None = None  # TLS: admitted at the accept
+        self.handshaking = 0  # TLS connections admitted, their handshake not yet done
         self.on_sealed = on_sealed
         self.worker = worker  # which of the SO_REUSEPORT processes this is (audit lines say)
         self.active: set[StreamConnection] = set()
@@ -228,9 +201,11 @@ class StreamsServer:
         return _Peer(self)
 
     def admit(self) -> bool:
-        """Room for one more connection: every open connection and every recording not yet
-        finalised holds a descriptor, and :data:`DESCRIPTOR_RESERVE` stay free."""
-        return len(self.peers) + self._reserved < self.descriptors() - DESCRIPTOR_RESERVE
+        """Room for one more connection: every open connection (TLS ones from their
+        accept, handshake included) and every recording not yet finalised holds a
+        descriptor, and :data:`DESCRIPTOR_RESERVE` stay free."""
+        open_now = len(self.peers) + self.handshaking + self._reserved
+        return open_now < self.descriptors() - DESCRIPTOR_RESERVE
 
     @property
     def open_streams(self) -> int:
@@ -426,12 +401,109 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     return server_tls_context(config.tls_cert, config.tls_key)
 
 
+class _Listener(Protocol):
+    @property
+    def sockets(self) -> Sequence[Any]: ...
+
+    def close(self) -> None: ...
+
+
+ACCEPT_RETRY: Final = 0.1  # after accept() fails for want of descriptors or memory
+
+
+class _TlsListener:
+    """The TLS endpoint's own accept loop: each connection is admitted (or refused) when
+    it is accepted, before its handshake, which a client may hold for the whole
+    handshake timeout; only then is TLS started on it (``connect_accepted_socket``).
+    A listener with ``ssl=`` would show the protocol a connection only once its
+    handshake is done, so handshakes in progress would escape the descriptor budget."""
+
+    def __init__(self, server: StreamsServer, socks: list[socket.socket], tls: ssl.SSLContext):
+        self._server, self._tls = server, tls
+        self.sockets = tuple(socks)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._accept(sock)) for sock in socks]
+        self._handshakes: set[asyncio.Task[None]] = set()
+
+    def close(self) -> None:
+        for task in (*self._tasks, *self._handshakes):
+            task.cancel()
+        for sock in self.sockets:
+            sock.close()
+
+    async def _accept(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        server = self._server
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(sock)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("streams: cannot accept a connection now: %s", exc.strerror)
+                    await asyncio.sleep(ACCEPT_RETRY)
+                    continue
+                if sock.fileno() < 0:  # closed: the server is stopping
+                    return
+                continue  # the peer went away before the accept (ECONNABORTED and kin)
+            remote = str(addr[0]) if isinstance(addr, tuple) and addr else ""
+            if not server.admit():
+                server.count_refusal(remote, 503, "at the descriptor limit", None)
+                conn.close()  # no TLS yet to say it in
+                continue
+            server.handshaking += 1
+            task = loop.create_task(self._handshake(conn))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, conn: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                self._server.protocol, conn, ssl=self._tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError):
+            conn.close()  # that connection's handshake failed or timed out: it alone
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        finally:
+            self._server.handshaking -= 1
+
+
+def _bind(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
+    """Listening sockets for ``host:port``, as ``create_server`` makes them."""
+    socks: list[socket.socket] = []
+    seen = set()
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, addr in infos:
+            if (family, addr) in seen:
+                continue
+            seen.add((family, addr))
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.listen(4096)
+            sock.setblocking(False)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
 @dataclass(slots=True)
 class RunningStreams:
     """A listening endpoint.  ``url`` is its WebSocket base (``ws://127.0.0.1:PORT/streams``)."""
 
     server: StreamsServer
-    listener: asyncio.Server
+    listener: _Listener
     host: str
     port: int
     watchdog: asyncio.Task[None] | None = None
@@ -485,15 +557,19 @@ async def start_streams_server(
     server.tls = tls is not None
     server.tls_context = tls
     loop = asyncio.get_running_loop()
+    listener: _Listener
     try:
-        listener = await loop.create_server(
-            server.protocol,
-            cfg.host,
-            cfg.port,
-            reuse_address=True,
-            reuse_port=reuse_port or None,
-            backlog=4096,
-        )
+        if tls is None:
+            listener = await loop.create_server(
+                server.protocol,
+                cfg.host,
+                cfg.port,
+                reuse_address=True,
+                reuse_port=reuse_port or None,
+                backlog=4096,
+            )
+        else:
+            listener = _TlsListener(server, _bind(cfg.host, cfg.port, reuse_port), tls)
     except OSError as exc:
         msg = f"[server] listen {cfg.host}:{cfg.port}: {exc.strerror or exc}"
         raise ConfigError(msg) from None
