@@ -407,3 +407,38 @@ def test_tls_endpoint(env: Env, tmp_path: Path) -> None:
         assert recorded(env, c)[1].tracks[1].audio == data
     finally:
         server.stop()
+
+
+def test_tls_endpoint_with_two_processes(env: Env, tmp_path: Path) -> None:
+    """TLS and SO_REUSEPORT together: each process accepts, admits and handshakes its
+    own share of the connections."""
+    import ssl
+
+    cert_path, key_path, cert_pem = tls_files(tmp_path)
+    config = env.config("tls2.toml", tls_cert=str(cert_path), tls_key=str(key_path), processes=2)
+    server = Server(config, env.root / "tls2.log")
+    try:
+        ctx = ssl.create_default_context(cadata=cert_pem.decode())
+        calls = [wc.Call(tracks=("inbound",)) for _ in range(24)]
+        data = wc.audio(2, seed=15)
+
+        async def one(c: wc.Call) -> int | None:
+            async with aiohttp.ClientSession() as s:
+                ws = await s.ws_connect(f"{server.url}?token={ACME}", ssl=ctx)
+                for m in [c.start(), *wc.media_messages(c, data), c.stop()]:
+                    await ws.send_str(m)
+                return (await wc.wait_closed(ws))[0]
+
+        async def all_calls() -> list[int | None]:
+            return list(await asyncio.gather(*(one(c) for c in calls)))
+
+        assert wc.run(all_calls) == [1000] * len(calls)
+        workers = set()
+        for c in calls:
+            entry, ex = recorded(env, c)
+            assert ex.complete and bytes(ex.tracks[1].audio) == data
+            workers.add(entry["worker"])
+        assert workers == {0, 1}  # 24 calls all on one process: 2 in 16.7 million
+    finally:
+        log = server.stop()
+    assert server.proc.returncode == 0 and "Traceback" not in log
