@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from tests.service.conftest import Archive, ServerThread, basic, request, wait_for_audit
+from tests.service.conftest import (
+    Archive,
+    ServerThread,
+    TlsFiles,
+    basic,
+    request,
+    wait_for_audit,
+)
 
 
 def open_socket(st: ServerThread, source: str = "127.0.0.1") -> socket.socket:
@@ -87,6 +94,49 @@ def test_the_total_cap_keeps_a_reserve_of_descriptors(
     late.close()
     rec = wait_for_audit(st, lambda a: a["event"] == "connection_refused")
     assert (rec["client"], rec["reason"]) == ("127.0.0.4", "total")
+
+
+def test_over_tls_connections_count_from_the_accept(
+    start_rcs: Any, sockets: list[socket.socket], tls_files: TlsFiles
+) -> None:
+    """Over TLS a connection is admitted at its accept, before the handshake (which a
+    client may hold open for the whole idle timeout): connections that never send a
+    ClientHello fill the budget like any other, the next is closed at once and audited,
+    and a handshake that fails gives its slot back (round-4 review)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    st = start_rcs(
+        server_extra=f'connection_reserve = {soft - 4}\ntls_cert = "{tls_files.cert}"\n'
+        f'tls_key = "{tls_files.key}"'
+    )
+    limiter = st.server.limiter
+    assert limiter is not None and limiter.total == 4 and st.url.startswith("https://")
+    for source in ("127.0.0.2", "127.0.0.2", "127.0.0.3"):
+        sockets.append(open_socket(st, source))  # TCP only: no handshake, ever
+    wait_open(st, 3)  # counted while their handshakes are pending (were not, before)
+    bad = open_socket(st, "127.0.0.5")
+    bad.sendall(b"not a TLS ClientHello\r\n\r\n")  # a handshake that fails
+    assert refused(bad) == b""  # closed by the TLS layer
+    bad.close()
+    deadline = time.monotonic() + 20  # a hang guard: its slot comes back
+    while limiter.statistics()["open"] != 3:
+        assert time.monotonic() < deadline, limiter.statistics()
+        time.sleep(0.01)
+    sockets.append(open_socket(st, "127.0.0.3"))
+    wait_open(st, 4)
+    late = open_socket(st, "127.0.0.4")
+    assert refused(late) == b""  # no TLS yet to answer in: closed at once
+    late.close()
+    rec = wait_for_audit(st, lambda a: a["event"] == "connection_refused")
+    assert (rec["client"], rec["reason"]) == ("127.0.0.4", "total")
+    for held in sockets:
+        held.close()
+    sockets.clear()
+    deadline = time.monotonic() + 20
+    while limiter.statistics()["open"]:  # each pending handshake ends and is released
+        assert time.monotonic() < deadline, limiter.statistics()
+        time.sleep(0.01)
+    r = request(st.url, "GET", "/healthz", user=None, tls=tls_files.client_context())
+    assert r.status == 200
 
 
 def test_connection_limiter_bookkeeping() -> None:

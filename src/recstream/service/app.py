@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from recstream.aio.accept import TlsListener, bind
 from recstream.envelope import KeyRing
 from recstream.errors import StorageError
 from recstream.service import decrypt, interactions, ops, player, proxy, tickets, tokens
@@ -217,7 +218,7 @@ class RunningServer:
     host: str
     port: int
     tls: bool
-    listener: asyncio.Server | None = None
+    listener: asyncio.Server | TlsListener | None = None
     limiter: ConnectionLimiter | None = None
 
     @property
@@ -261,25 +262,34 @@ async def start_server(config: ServiceConfig, keyring: KeyRing | None) -> Runnin
     assert manager is not None
     loop = asyncio.get_running_loop()
 
-    def handler() -> GuardedHandler:
+    def handler(admitted: str | None = None) -> GuardedHandler:
         return GuardedHandler(
             manager,
             loop=loop,
             limiter=limiter,
             headers=SECURITY_HEADERS,
             access_log=None,
+            admitted=admitted,
             **handler_args,
         )
 
+    listener: asyncio.Server | TlsListener
     try:
-        listener = await loop.create_server(
-            handler,
-            server.host,
-            server.port,
-            ssl=tls,
-            reuse_address=True,
-            ssl_handshake_timeout=server.idle_timeout if tls is not None else None,
-        )
+        if tls is None:
+            listener = await loop.create_server(
+                handler, server.host, server.port, reuse_address=True
+            )
+        else:
+            # Admitted (or refused) at the accept, before the handshake: a listener
+            # with ssl= would count a connection only once its handshake was done.
+            listener = TlsListener(
+                bind(server.host, server.port),
+                tls,
+                lambda address: lambda: handler(address),
+                admit=limiter.admit,
+                release=limiter.release,
+                handshake_timeout=server.idle_timeout,
+            )
     except OSError as exc:
         await runner.cleanup()
         msg = f"[server] listen {server.host}:{server.port}: {exc.strerror or exc}"

@@ -84,14 +84,22 @@ class GuardedHandler(RequestHandler):
         *,
         limiter: ConnectionLimiter,
         headers: dict[str, str],
+        admitted: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._limiter = limiter
         self._headers = headers
         self._address: str | None = None
+        # Over TLS the connection was admitted at its accept, before the handshake
+        # (recstream.aio.accept): its slot is this handler's from connection_made on.
+        self._admitted = admitted
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._admitted is not None:
+            self._address = self._admitted
+            super().connection_made(transport)
+            return
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         if not self._limiter.admit(address):

@@ -28,9 +28,7 @@ is finalised, so ``max_streams`` bounds open files and memory, not only sockets.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +38,7 @@ from urllib.parse import parse_qs, unquote
 
 from recstream.admission import descriptor_limit, raise_descriptor_limit
 from recstream.aio import RecordingHook
+from recstream.aio.accept import TlsListener, bind
 from recstream.aio.batching import ReadBatcher
 from recstream.errors import ConfigError, UpgradeRequestError
 from recstream.service.audit import AuditLog
@@ -184,7 +183,8 @@ class StreamsServer:
         self.audit = audit
         self.tls = tls
         self.tls_context: ssl.SSLContext | None = None  # TLS: admitted at the accept
-        self.handshaking = 0  # TLS connections admitted, their handshake not yet done
+        # TLS connections admitted, their handshake not done (the TLS listener's count)
+        self.handshaking: Callable[[], int] = lambda: 0
         self.on_sealed = on_sealed
         self.worker = worker  # which of the SO_REUSEPORT processes this is (audit lines say)
         self.active: set[StreamConnection] = set()
@@ -204,12 +204,17 @@ class StreamsServer:
         """Room for one more connection: every open connection (TLS ones from their
         accept, handshake included) and every recording not yet finalised holds a
         descriptor, and :data:`DESCRIPTOR_RESERVE` stay free."""
-        open_now = len(self.peers) + self.handshaking + self._reserved
+        open_now = len(self.peers) + self.handshaking() + self._reserved
         return open_now < self.descriptors() - DESCRIPTOR_RESERVE
 
     @property
     def open_streams(self) -> int:
         return self._reserved
+
+    def refuse_connection(self, remote: str) -> bool:
+        """Audit a connection refused at the accept for the descriptor budget; False."""
+        self.count_refusal(remote, 503, "at the descriptor limit", None)
+        return False
 
     def count_refusal(self, remote: str, status: int, reason: str, tenant: str | None) -> None:
         self.refused += 1
@@ -408,96 +413,6 @@ class _Listener(Protocol):
     def close(self) -> None: ...
 
 
-ACCEPT_RETRY: Final = 0.1  # after accept() fails for want of descriptors or memory
-
-
-class _TlsListener:
-    """The TLS endpoint's own accept loop: each connection is admitted (or refused) when
-    it is accepted, before its handshake, which a client may hold for the whole
-    handshake timeout; only then is TLS started on it (``connect_accepted_socket``).
-    A listener with ``ssl=`` would show the protocol a connection only once its
-    handshake is done, so handshakes in progress would escape the descriptor budget."""
-
-    def __init__(self, server: StreamsServer, socks: list[socket.socket], tls: ssl.SSLContext):
-        self._server, self._tls = server, tls
-        self.sockets = tuple(socks)
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._accept(sock)) for sock in socks]
-        self._handshakes: set[asyncio.Task[None]] = set()
-
-    def close(self) -> None:
-        for task in (*self._tasks, *self._handshakes):
-            task.cancel()
-        for sock in self.sockets:
-            sock.close()
-
-    async def _accept(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        server = self._server
-        while True:
-            try:
-                conn, addr = await loop.sock_accept(sock)
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("streams: cannot accept a connection now: %s", exc.strerror)
-                    await asyncio.sleep(ACCEPT_RETRY)
-                    continue
-                if sock.fileno() < 0:  # closed: the server is stopping
-                    return
-                continue  # the peer went away before the accept (ECONNABORTED and kin)
-            remote = str(addr[0]) if isinstance(addr, tuple) and addr else ""
-            if not server.admit():
-                server.count_refusal(remote, 503, "at the descriptor limit", None)
-                conn.close()  # no TLS yet to say it in
-                continue
-            server.handshaking += 1
-            task = loop.create_task(self._handshake(conn))
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
-
-    async def _handshake(self, conn: socket.socket) -> None:
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(
-                self._server.protocol, conn, ssl=self._tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError):
-            conn.close()  # that connection's handshake failed or timed out: it alone
-        except asyncio.CancelledError:
-            conn.close()
-            raise
-        finally:
-            self._server.handshaking -= 1
-
-
-def _bind(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
-    """Listening sockets for ``host:port``, as ``create_server`` makes them."""
-    socks: list[socket.socket] = []
-    seen = set()
-    try:
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        for family, kind, proto, _, addr in infos:
-            if (family, addr) in seen:
-                continue
-            seen.add((family, addr))
-            sock = socket.socket(family, kind, proto)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(addr)
-            sock.listen(4096)
-            sock.setblocking(False)
-    except OSError:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks
-
-
 @dataclass(slots=True)
 class RunningStreams:
     """A listening endpoint.  ``url`` is its WebSocket base (``ws://127.0.0.1:PORT/streams``)."""
@@ -569,7 +484,17 @@ async def start_streams_server(
                 backlog=4096,
             )
         else:
-            listener = _TlsListener(server, _bind(cfg.host, cfg.port, reuse_port), tls)
+            # Admitted (or refused) at the accept, before the handshake (aio/accept.py).
+            tls_listener = TlsListener(
+                bind(cfg.host, cfg.port, reuse_port=reuse_port),
+                tls,
+                lambda _address: server.protocol,
+                admit=lambda address: server.admit() or server.refuse_connection(address),
+                release=lambda _address: None,  # the budget is counted, not held per slot
+                handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+            server.handshaking = lambda: tls_listener.pending
+            listener = tls_listener
     except OSError as exc:
         msg = f"[server] listen {cfg.host}:{cfg.port}: {exc.strerror or exc}"
         raise ConfigError(msg) from None
