@@ -21,7 +21,15 @@ import resource
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["ConnectionLimiter", "Throttle", "descriptor_limit", "raise_descriptor_limit"]
+from recstream.errors import ConfigError
+
+__all__ = [
+    "ConnectionLimiter",
+    "Throttle",
+    "capacity_within_limit",
+    "descriptor_limit",
+    "raise_descriptor_limit",
+]
 
 MAX_REMEMBERED: Final = 10_000  # keys a Throttle remembers before it forgets them all
 
@@ -44,6 +52,29 @@ def raise_descriptor_limit(need: int) -> int:
         with contextlib.suppress(ValueError, OSError):  # a platform that refuses: as it is
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return descriptor_limit()
+
+
+def capacity_within_limit(
+    count: int, each: int, reserve: int, *, unit: str, kept: str
+) -> tuple[int, int]:
+    """Raise the open-file limit for ``count`` units (streams, calls) of ``each``
+    descriptors plus ``reserve`` if it may; return ``(units it holds, descriptors they
+    need)``: fewer units than asked when the hard limit is lower.  ``kept`` says who
+    keeps the reserve, for the message.
+
+    Raises:
+        ConfigError: the limit cannot hold a single unit.
+    """
+    need = each * count + reserve
+    limit = raise_descriptor_limit(need)
+    held = (limit - reserve) // each
+    if held < 1:
+        msg = (
+            f"the open-file limit ({limit}) leaves no room for a {unit}: {kept} and a "
+            f"{unit} needs {each}; raise it ('ulimit -n {need}')"
+        )
+        raise ConfigError(msg)
+    return min(count, held), need
 
 
 class ConnectionLimiter:

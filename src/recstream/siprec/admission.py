@@ -24,10 +24,9 @@ from typing import Final
 from recstream.admission import (
     ConnectionLimiter,
     Throttle,
+    capacity_within_limit,
     descriptor_limit,
-    raise_descriptor_limit,
 )
-from recstream.errors import ConfigError
 
 __all__ = ["DESCRIPTORS_PER_CALL", "WARN_EVERY_SECONDS", "sip_tcp_limiter", "srs_descriptors"]
 
@@ -47,17 +46,13 @@ def srs_descriptors(max_calls: int, connection_reserve: int) -> tuple[int, int]:
         ConfigError: the limit cannot hold a single call.
     """
     fixed = connection_reserve + BASE_RESERVE
-    need = DESCRIPTORS_PER_CALL * max_calls + fixed
-    limit = raise_descriptor_limit(need)
-    held = (limit - fixed) // DESCRIPTORS_PER_CALL
-    if held < 1:
-        msg = (
-            f"the open-file limit ({limit}) leaves no room for a call: connection_reserve "
-            f"and the server keep {fixed} and a call needs {DESCRIPTORS_PER_CALL}; raise it "
-            f"('ulimit -n {need}')"
-        )
-        raise ConfigError(msg)
-    return min(max_calls, held), need
+    return capacity_within_limit(
+        max_calls,
+        DESCRIPTORS_PER_CALL,
+        fixed,
+        unit="call",
+        kept=f"connection_reserve and the server keep {fixed}",
+    )
 
 
 def sip_tcp_limiter(

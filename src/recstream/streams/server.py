@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast
 from urllib.parse import parse_qs, unquote
 
-from recstream.admission import descriptor_limit, raise_descriptor_limit
+from recstream.admission import capacity_within_limit, descriptor_limit
 from recstream.aio import RecordingHook
 from recstream.aio.accept import TlsListener, bind
 from recstream.aio.batching import ReadBatcher
@@ -384,17 +384,13 @@ def streams_descriptors(max_streams: int) -> tuple[int, int]:
     Raises:
         ConfigError: the limit cannot hold a single stream.
     """
-    need = 2 * max_streams + DESCRIPTOR_RESERVE
-    limit = raise_descriptor_limit(need)
-    held = (limit - DESCRIPTOR_RESERVE) // 2
-    if held < 1:
-        msg = (
-            f"the open-file limit ({limit}) leaves no room for a stream: the server keeps "
-            f"{DESCRIPTOR_RESERVE} for itself and a stream needs 2; raise it ('ulimit -n "
-            f"{need}')"
-        )
-        raise ConfigError(msg)
-    return min(max_streams, held), need
+    return capacity_within_limit(
+        max_streams,
+        2,
+        DESCRIPTOR_RESERVE,
+        unit="stream",
+        kept=f"the server keeps {DESCRIPTOR_RESERVE} for itself",
+    )
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
