@@ -169,13 +169,16 @@ def test_readme_example_config_loads(tmp_path: Path) -> None:
 
 def test_signed_url_is_the_public_one(tmp_path: Path) -> None:
     # Behind a TLS proxy the platform signed wss://public-host/...; the server must check that.
+    import ssl
+
     from recstream.streams.config import ServerConfig
     from recstream.streams.handshake import parse_request
     from recstream.streams.server import StreamsServer
 
     def creds(public_url: str | None, tls: bool) -> Credentials:
         cfg = ServerConfig("127.0.0.1", 0, public_url=public_url)
-        server = StreamsServer(cfg, TENANTS, hook=None, audit=None, tls=tls)  # type: ignore[arg-type]
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH) if tls else None
+        server = StreamsServer(cfg, TENANTS, hook=None, audit=None, tls_context=ctx)  # type: ignore[arg-type]
         head = b"GET /streams/tw1?a=1&b=%2F HTTP/1.1\r\nHost: 127.0.0.1:8765\r\n"
         req = parse_request(head + b"X-Twilio-Signature: sig\r\n\r\n")
         return server._credentials(req, {"tenant": "tw1"})

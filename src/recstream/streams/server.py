@@ -71,6 +71,7 @@ HANDSHAKE_TIMEOUT: Final = 10.0  # the request head must arrive by then (slowlor
 DESCRIPTOR_RESERVE: Final = 64
 SHUTDOWN_GRACE: Final = 10.0  # for streams to finalise after they were told to go away
 _UNAUTHORIZED: Final = "authentication failed\n"
+_AT_LIMIT: Final = "at the descriptor limit"  # a connection refused for the budget
 
 
 class _Peer(asyncio.Protocol):
@@ -91,14 +92,12 @@ class _Peer(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         # Over TLS the connection was admitted at its accept, before the handshake
-        # (_accept_tls); in the clear, here.
-        if self.server.tls_context is None and not self.server.admit():
+        # (recstream.aio.accept); in the clear, here.
+        if not self.server.tls and not self.server.admit():
             # Each connection is a descriptor and each stream's recording another: past
             # the budget, a new connection would make some recording's file open fail.
             self.answered = True
-            self.transport.write(
-                self.server.refusal(self.remote, 503, "at the descriptor limit", None)
-            )
+            self.transport.write(self.server.refusal(self.remote, 503, _AT_LIMIT, None))
             self.transport.close()
             return
         self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._too_slow)
@@ -171,18 +170,15 @@ class StreamsServer:
         hook: RecordingHook,
         audit: AuditLog,
         *,
-        tls: bool = False,
+        tls_context: ssl.SSLContext | None = None,
         on_sealed: Callable[[float, float], None] | None = None,
         worker: int = 0,
-        descriptors: Callable[[], int] = descriptor_limit,
     ) -> None:
         self.config = config
-        self.descriptors = descriptors  # the descriptor limit now (tests give a small one)
         self.tenants = tenants
         self.hook = hook
         self.audit = audit
-        self.tls = tls
-        self.tls_context: ssl.SSLContext | None = None  # TLS: admitted at the accept
+        self.tls_context = tls_context  # from [server] tls_cert/tls_key at the start
         # TLS connections admitted, their handshake not done (the TLS listener's count)
         self.handshaking: Callable[[], int] = lambda: 0
         self.on_sealed = on_sealed
@@ -197,6 +193,10 @@ class StreamsServer:
         self._closing: set[asyncio.Task[None]] = set()
         self.on_stream_opened: Callable[[], None] | None = None  # read batching's check
 
+    @property
+    def tls(self) -> bool:
+        return self.tls_context is not None
+
     def protocol(self) -> asyncio.Protocol:
         return _Peer(self)
 
@@ -205,7 +205,7 @@ class StreamsServer:
         accept, handshake included) and every recording not yet finalised holds a
         descriptor, and :data:`DESCRIPTOR_RESERVE` stay free."""
         open_now = len(self.peers) + self.handshaking() + self._reserved
-        return open_now < self.descriptors() - DESCRIPTOR_RESERVE
+        return open_now < descriptor_limit() - DESCRIPTOR_RESERVE
 
     @property
     def open_streams(self) -> int:
@@ -213,7 +213,7 @@ class StreamsServer:
 
     def refuse_connection(self, remote: str) -> bool:
         """Audit a connection refused at the accept for the descriptor budget; False."""
-        self.count_refusal(remote, 503, "at the descriptor limit", None)
+        self.count_refusal(remote, 503, _AT_LIMIT, None)
         return False
 
     def count_refusal(self, remote: str, status: int, reason: str, tenant: str | None) -> None:
@@ -464,9 +464,7 @@ async def start_streams_server(
             cycle=cfg.read_batch,
             min_streams=cfg.read_batch_min_streams,
         )
-    tls = tls_context(cfg)
-    server.tls = tls is not None
-    server.tls_context = tls
+    tls = server.tls_context = tls_context(cfg)
     loop = asyncio.get_running_loop()
     listener: _Listener
     try:
