@@ -23,8 +23,8 @@ from tests.streams.helpers import (
     audit_entry,
     decrypt_tracks,
     make_env,
-    tls_files,
 )
+from tests.tls_helpers import make_tls_files
 
 ACME = SECRETS["acme"]
 
@@ -138,14 +138,13 @@ def test_over_tls_connections_count_from_the_accept_not_the_handshake(tmp_path: 
     handshake: 90 connections that never send a ClientHello cannot exhaust the limit
     of 100 while a recording is open (before, they were counted only once their
     handshake finished, and the recording's end failed with EMFILE)."""
-    import ssl
 
     env = make_env(tmp_path)
-    cert_path, key_path, cert_pem = tls_files(tmp_path)
-    config = env.config(idle_timeout=60, tls_cert=str(cert_path), tls_key=str(key_path))
+    tls = make_tls_files(tmp_path)
+    config = env.config(idle_timeout=60, tls_cert=str(tls.cert), tls_key=str(tls.key))
     server = Server(config, tmp_path / "s.log", nofile=(100, 100))
     try:
-        ctx = ssl.create_default_context(cadata=cert_pem.decode())
+        ctx = tls.client_context()
         c = wc.Call(tracks=("inbound",))
         data = wc.audio(6, seed=11)
         msgs = [c.start(), *wc.media_messages(c, data), c.stop()]

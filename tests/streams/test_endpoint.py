@@ -32,8 +32,8 @@ from tests.streams.helpers import (
     decrypt_tracks,
     make_env,
     running,
-    tls_files,
 )
+from tests.tls_helpers import make_tls_files
 
 ACME = SECRETS["acme"]
 
@@ -385,14 +385,13 @@ def test_processes_share_the_port(env: Env) -> None:
 
 
 def test_tls_endpoint(env: Env, tmp_path: Path) -> None:
-    import ssl
 
-    cert_path, key_path, cert_pem = tls_files(tmp_path)
-    config = env.config("tls.toml", tls_cert=str(cert_path), tls_key=str(key_path))
+    tls = make_tls_files(tmp_path)
+    config = env.config("tls.toml", tls_cert=str(tls.cert), tls_key=str(tls.key))
     server = Server(config, env.root / "tls.log")
     try:
         assert server.url.startswith("wss://")
-        ctx = ssl.create_default_context(cadata=cert_pem.decode())
+        ctx = tls.client_context()
         c = wc.Call(tracks=("inbound",))
         data = wc.audio(3, seed=14)
 
@@ -412,13 +411,12 @@ def test_tls_endpoint(env: Env, tmp_path: Path) -> None:
 def test_tls_endpoint_with_two_processes(env: Env, tmp_path: Path) -> None:
     """TLS and SO_REUSEPORT together: each process accepts, admits and handshakes its
     own share of the connections."""
-    import ssl
 
-    cert_path, key_path, cert_pem = tls_files(tmp_path)
-    config = env.config("tls2.toml", tls_cert=str(cert_path), tls_key=str(key_path), processes=2)
+    tls = make_tls_files(tmp_path)
+    config = env.config("tls2.toml", tls_cert=str(tls.cert), tls_key=str(tls.key), processes=2)
     server = Server(config, env.root / "tls2.log")
     try:
-        ctx = ssl.create_default_context(cadata=cert_pem.decode())
+        ctx = tls.client_context()
         calls = [wc.Call(tracks=("inbound",)) for _ in range(24)]
         data = wc.audio(2, seed=15)
 
