@@ -7,7 +7,6 @@ import json
 import os
 import queue
 import random
-import resource
 import signal
 import socket
 import struct
@@ -24,6 +23,7 @@ from recstream.format import MediaKind
 from recstream.keystore import create, load, update
 from recstream.tracks import Extraction, extract
 from tests.keystore_helpers import NOW, PASSWORD, TINY_KDF, recording_cert
+from tests.rlimits import with_nofile
 
 HERE = Path(__file__).parent
 HANG_GUARD = 60.0  # seconds: only ever reached when something hangs
@@ -76,11 +76,6 @@ class Srs:
     @classmethod
     def start(cls, config: Path, *, nofile: tuple[int, int] | None = None) -> Srs:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-        def limits() -> None:  # in the child: its open-file limit (soft, hard)
-            if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
-
         proc = subprocess.Popen(
             [sys.executable, "-m", "recstream", "srs", "--config", str(config)],
             stdout=subprocess.PIPE,
@@ -88,7 +83,7 @@ class Srs:
             text=True,
             env=env,
             cwd=config.parent,
-            preexec_fn=limits if nofile is not None else None,  # noqa: PLW1509 - test only
+            preexec_fn=with_nofile(nofile),  # noqa: PLW1509 - test only
         )
         srs = cls(proc, config.parent)
         threading.Thread(target=srs._read, daemon=True).start()

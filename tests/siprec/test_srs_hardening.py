@@ -25,6 +25,7 @@ from recstream.siprec.config import load_config
 from recstream.siprec.metadata import MetadataError, parse_metadata
 from recstream.siprec.metrics import exposition
 from recstream.siprec.server import PortPool, SrsServer
+from tests.rlimits import open_file_limits, with_nofile
 from tests.siprec.helpers import (
     HANG_GUARD,
     METADATA,
@@ -504,19 +505,11 @@ def test_listen_ports_are_ascii_digits_with_a_bound() -> None:
 # --- open files: the limit raised for max_calls, or max_calls lowered to it ----------
 
 
-def _soft_hard(pid: int) -> tuple[int, int]:
-    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
-        if line.startswith("Max open files"):
-            soft, hard = line.split()[3:5]
-            return int(soft), int(hard)
-    raise AssertionError("no open-file limit in /proc")
-
-
 def test_the_open_file_limit_is_raised_for_max_calls(tmp_path: Path) -> None:
     srs = Srs.start(write_config(tmp_path, sip="max_calls = 500"), nofile=(200, 8192))
     try:
         # 3 a call (two RTP sockets and the recording) + connection_reserve 64 + 64.
-        assert _soft_hard(srs.proc.pid) == (3 * 500 + 64 + 64, 8192)
+        assert open_file_limits(srs.proc.pid) == (3 * 500 + 64 + 64, 8192)
         assert not [d for d in srs.seen if d["event"] == "warning"]
     finally:
         srs.stop()
@@ -541,12 +534,8 @@ def test_a_low_hard_limit_lowers_max_calls_and_says_so(tmp_path: Path) -> None:
 
 
 def test_a_limit_that_holds_no_call_stops_the_start(tmp_path: Path) -> None:
-    import resource
     import subprocess
     import sys
-
-    def limits() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
 
     config = write_config(tmp_path)
     done = subprocess.run(
@@ -555,7 +544,7 @@ def test_a_limit_that_holds_no_call_stops_the_start(tmp_path: Path) -> None:
         text=True,
         timeout=HANG_GUARD,
         cwd=config.parent,
-        preexec_fn=limits,
+        preexec_fn=with_nofile((100, 100)),
         check=False,
     )
     assert done.returncode == 2, done.stderr

@@ -11,7 +11,6 @@ import json
 import os
 import random
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from recstream.envelope import EnvelopeDecryptor
 from recstream.format import MediaKind
 from recstream.keystore import Keystore, create, load, update
 from tests.keystore_helpers import NOW, PASSWORD, TINY_KDF, recording_cert
+from tests.rlimits import with_nofile
 
 SECRETS = {
     "acme": "acme-shared-secret-0123456789",
@@ -143,18 +143,13 @@ class Server:
 
     def __init__(self, config: Path, log: Path, *, nofile: tuple[int, int] | None = None) -> None:
         self.log = log
-
-        def limits() -> None:  # in the child: its open-file limit (soft, hard)
-            if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
-
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "recstream", "streams", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=limits if nofile is not None else None,  # noqa: PLW1509 - test only
+            preexec_fn=with_nofile(nofile),  # noqa: PLW1509 - test only
         )
         self.lines: list[str] = []
         self._output: str | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from recstream.streams.server import DESCRIPTOR_RESERVE
+from tests.rlimits import open_file_limits, with_nofile
 from tests.streams import wsclient as wc
 from tests.streams.helpers import (
     SECRETS,
@@ -29,19 +30,11 @@ from tests.tls_helpers import make_tls_files
 ACME = SECRETS["acme"]
 
 
-def _soft_limit(pid: int) -> tuple[int, int]:
-    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
-        if line.startswith("Max open files"):
-            soft, hard = line.split()[3:5]
-            return int(soft), int(hard)
-    raise AssertionError("no open-file limit in /proc")
-
-
 def test_raises_its_own_limit_to_what_max_streams_needs(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     server = Server(env.config(max_streams=500), tmp_path / "s.log", nofile=(200, 4096))
     try:
-        assert _soft_limit(server.proc.pid) == (2 * 500 + DESCRIPTOR_RESERVE, 4096)
+        assert open_file_limits(server.proc.pid) == (2 * 500 + DESCRIPTOR_RESERVE, 4096)
     finally:
         log = server.stop()
     assert "warning" not in log and "Traceback" not in log
@@ -197,21 +190,16 @@ def _refused_at_the_limit(env: Env) -> None:
 
 
 def test_a_limit_that_holds_no_stream_stops_the_start(tmp_path: Path) -> None:
-    import resource
     import subprocess
     import sys
 
     env = make_env(tmp_path)
-
-    def limits() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (60, 60))
-
     done = subprocess.run(
         [sys.executable, "-m", "recstream", "streams", "--config", str(env.config())],
         capture_output=True,
         text=True,
         timeout=60,
-        preexec_fn=limits,
+        preexec_fn=with_nofile((60, 60)),
         check=False,
     )
     assert done.returncode == 2, done.stderr
