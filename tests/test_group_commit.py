@@ -214,6 +214,27 @@ def _stalled_inputs(src: Path, mid: int) -> tuple[list[Path], list[Path]]:
     return [first, *files[:mid], second, *files[mid:]], [first, second]
 
 
+def _killed_when_stalled(
+    args: list[object],
+    tmp_path: Path,
+    out: Path,
+    plain: dict[str, bytes],
+    mid: int,
+    also: Callable[[], bool] = lambda: True,
+) -> set[str]:
+    """Run the CLI on :func:`_stalled_inputs` until both workers stall (``mid`` outputs,
+    and ``also()``), SIGKILL it; return the outputs present: exactly ``mid``, each whole
+    and authentic."""
+    proc = subprocess.Popen(_cli(*args), env=_env(tmp_path), stderr=subprocess.PIPE)
+    _wait_until("both workers stalled", lambda: _outputs(out) >= mid and also(), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=HANG_GUARD)
+    assert proc.returncode == -signal.SIGKILL
+    present = _check_outputs(out, plain)
+    assert len(present) == mid
+    return present
+
+
 def _unstall(stalls: list[Path], plain: dict[str, bytes], cert: Cert) -> None:
     """Each FIFO replaced by a real recording, added to ``plain``."""
     for fifo in stalls:
@@ -233,14 +254,8 @@ def test_sigkill_mid_batch_leaves_only_complete_outputs_and_a_rerun_finishes(
     src, out = tmp_path / "src", tmp_path / "out"
     plain = _recordings(src, cert, 60)
     inputs, stalls = _stalled_inputs(src, 30)
-    proc = subprocess.Popen(_cli("decrypt", "--key", key, "--jobs", 2, "--out-dir", out, *inputs),
-                            env=_env(tmp_path), stderr=subprocess.PIPE)  # fmt: skip
-    _wait_until("both workers stalled", lambda: _outputs(out) >= 30, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=HANG_GUARD)
-    assert proc.returncode == -signal.SIGKILL
-    present = _check_outputs(out, plain)
-    assert len(present) == 30
+    args = ["decrypt", "--key", key, "--jobs", 2, "--out-dir", out, *inputs]
+    _killed_when_stalled(args, tmp_path, out, plain, 30)
 
     # The rerun: the stalls replaced by real recordings, one file tampered with.
     _unstall(stalls, plain, cert)
@@ -268,7 +283,6 @@ def test_sigkill_mid_batch_job_the_manifest_lists_only_durable_outputs(
     plain = _recordings(src, cert, 80, size=4000)
     _, stalls = _stalled_inputs(src, 40)  # the job walks the tree in sorted order
     args = ["batch", "decrypt", "--key", key, "--state-dir", state, src, out]
-    proc = subprocess.Popen(_cli(*args), env=_env(tmp_path), stderr=subprocess.PIPE)
 
     def manifest() -> list[dict[str, object]]:
         lines = []
@@ -280,14 +294,10 @@ def test_sigkill_mid_batch_job_the_manifest_lists_only_durable_outputs(
                     continue  # a line being written
         return lines
 
-    _wait_until("both workers stalled", lambda: _outputs(out) >= 40 and bool(manifest()), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=HANG_GUARD)
+    present = _killed_when_stalled(args, tmp_path, out, plain, 40, also=lambda: bool(manifest()))
     claimed = {str(rec["output"]) for rec in manifest() if rec["status"] == DONE}
     assert claimed, "the manifest said nothing was done"
-    present = _check_outputs(out, plain)
     assert claimed <= present, f"done in the manifest but not on disk: {claimed - present}"
-    assert len(present) == 40
 
     _unstall(stalls, plain, cert)
     again = subprocess.run(_cli(*args), env=_env(tmp_path), capture_output=True,
@@ -444,13 +454,7 @@ def test_skip_existing_resumes_after_sigkill_decrypting_only_what_was_missing(
     plain = _recordings(src, cert, 40)
     inputs, stalls = _stalled_inputs(src, 20)
     base = ["decrypt", "--key", key, "--jobs", 2, "--out-dir", out]
-    proc = subprocess.Popen(_cli(*base, *inputs), env=_env(tmp_path), stderr=subprocess.PIPE)
-    _wait_until("both workers stalled", lambda: _outputs(out) >= 20, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=HANG_GUARD)
-    assert proc.returncode == -signal.SIGKILL
-    present = _check_outputs(out, plain)
-    assert len(present) == 20
+    present = _killed_when_stalled([*base, *inputs], tmp_path, out, plain, 20)
 
     _unstall(stalls, plain, cert)
     tampered_out = sorted(present)[0]
