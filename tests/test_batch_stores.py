@@ -77,6 +77,34 @@ def test_decrypt_from_one_store_to_another(
         assert other.read(rel.replace("voice.rsv", "voice.au")) == data
 
 
+def test_a_rerun_skips_only_outputs_that_are_their_plaintext_on_the_store(
+    store: StoreArea,
+    other: StoreArea,
+    keys: dict[str, Path],
+    alice: Party,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A rerun without the manifest finds every output already on the store: each is read
+    back and compared with its recording's plaintext (skipped), and one that is not that
+    plaintext fails (exit 7) and is left as it is."""
+    plain = fill(store, alice)
+    job = ["batch", "decrypt", store.url, other.url, "--key", str(keys["key"])]
+    assert main([*job, "--state-dir", str(tmp_path / "one")]) == 0
+    planted = RELS[1].replace("voice.rsv", "voice.au")
+    other.fs.pipe_file(f"{other.path}/{planted}", b"not the recording")
+    capsys.readouterr()
+    assert main([*job, "--state-dir", str(tmp_path / "two")]) == 7
+    err = capsys.readouterr().err
+    assert "0 done, 5 already done, 0 busy (left alone), 1 failed" in err, err
+    assert f"FAILED {RELS[1]}: output exists: " in err
+    assert "and is not this recording's plaintext" in err
+    assert other.read(planted) == b"not the recording"
+    for rel, data in plain.items():
+        if rel != RELS[1]:
+            assert other.read(rel.replace("voice.rsv", "voice.au")) == data
+
+
 def test_rewrap_in_place_on_the_store(
     store: StoreArea, keys: dict[str, Path], alice: Party, bob: Party, state: list[str]
 ) -> None:

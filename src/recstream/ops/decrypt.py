@@ -183,9 +183,9 @@ class _NotAFile(Exception):
 
 @contextlib.contextmanager
 def _existing(dst: Tree, out: str) -> Iterator[IO[bytes]]:
-    if dst.local is None:
-        with dst.fs.open(dst.path(out), "rb") as fh:
-            yield fh
+    if dst.local is None:  # a store: the tree's own reader (its errors say which store)
+        with dst.open(out) as opened:
+            yield opened.file
         return
     try:
         fd = os.open(dst.local / out, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
