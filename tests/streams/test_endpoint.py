@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -358,9 +359,22 @@ def test_idle_timeout_and_sigterm_finalise_incomplete(env: Env) -> None:
     assert "Traceback" not in log
 
 
-def _recorded_by_both_workers(env: Env, calls: list[wc.Call], data: bytes) -> None:
-    """Each call recorded whole, and the kernel spread the connections over both
-    processes (24 calls all on one: 2 in 16.7 million)."""
+def _calls_spread_over_both_workers(
+    env: Env, server: Server, tls: ssl.SSLContext | None = None
+) -> None:
+    """24 one-track calls at once: each recorded whole, and the kernel spread the
+    connections over both processes (24 calls all on one: 2 in 16.7 million)."""
+    calls = [wc.Call(tracks=("inbound",)) for _ in range(24)]
+    data = wc.audio(2, seed=12)
+
+    async def one(c: wc.Call) -> int | None:
+        msgs = [c.start(), *wc.media_messages(c, data), c.stop()]
+        return (await wc.call(f"{server.url}?token={ACME}", msgs, close=False, tls=tls))[0]
+
+    async def all_calls() -> list[int | None]:
+        return list(await asyncio.gather(*(one(c) for c in calls)))
+
+    assert wc.run(all_calls) == [1000] * len(calls)
     workers = set()
     for c in calls:
         entry, ex = recorded(env, c)
@@ -372,42 +386,23 @@ def _recorded_by_both_workers(env: Env, calls: list[wc.Call], data: bytes) -> No
 def test_processes_share_the_port(env: Env) -> None:
     server = Server(env.config("procs.toml", processes=2), env.root / "procs.log")
     try:
-        calls = [wc.Call(tracks=("inbound",)) for _ in range(24)]
-        data = wc.audio(2, seed=12)
-
-        async def one(c: wc.Call) -> int | None:
-            msgs = [c.start(), *wc.media_messages(c, data), c.stop()]
-            return (await wc.call(f"{server.url}?token={ACME}", msgs, close=False))[0]
-
-        async def all_calls() -> list[int | None]:
-            return list(await asyncio.gather(*(one(c) for c in calls)))
-
-        assert wc.run(all_calls) == [1000] * len(calls)
-        _recorded_by_both_workers(env, calls, data)
+        _calls_spread_over_both_workers(env, server)
     finally:
         log = server.stop()
     assert server.proc.returncode == 0 and "Traceback" not in log
 
 
 def test_tls_endpoint(env: Env, tmp_path: Path) -> None:
-
     tls = make_tls_files(tmp_path)
     config = env.config("tls.toml", tls_cert=str(tls.cert), tls_key=str(tls.key))
     server = Server(config, env.root / "tls.log")
     try:
         assert server.url.startswith("wss://")
-        ctx = tls.client_context()
         c = wc.Call(tracks=("inbound",))
         data = wc.audio(3, seed=14)
-
-        async def go() -> int | None:
-            async with aiohttp.ClientSession() as s:
-                ws = await s.ws_connect(f"{server.url}?token={ACME}", ssl=ctx)
-                for m in [c.start(), *wc.media_messages(c, data), c.stop()]:
-                    await ws.send_str(m)
-                return (await wc.wait_closed(ws))[0]
-
-        assert wc.run(go) == 1000
+        msgs = [c.start(), *wc.media_messages(c, data), c.stop()]
+        url = f"{server.url}?token={ACME}"
+        assert wc.run(lambda: wc.call(url, msgs, close=False, tls=tls.client_context()))[0] == 1000
         assert recorded(env, c)[1].tracks[1].audio == data
     finally:
         server.stop()
@@ -416,27 +411,11 @@ def test_tls_endpoint(env: Env, tmp_path: Path) -> None:
 def test_tls_endpoint_with_two_processes(env: Env, tmp_path: Path) -> None:
     """TLS and SO_REUSEPORT together: each process accepts, admits and handshakes its
     own share of the connections."""
-
     tls = make_tls_files(tmp_path)
     config = env.config("tls2.toml", tls_cert=str(tls.cert), tls_key=str(tls.key), processes=2)
     server = Server(config, env.root / "tls2.log")
     try:
-        ctx = tls.client_context()
-        calls = [wc.Call(tracks=("inbound",)) for _ in range(24)]
-        data = wc.audio(2, seed=15)
-
-        async def one(c: wc.Call) -> int | None:
-            async with aiohttp.ClientSession() as s:
-                ws = await s.ws_connect(f"{server.url}?token={ACME}", ssl=ctx)
-                for m in [c.start(), *wc.media_messages(c, data), c.stop()]:
-                    await ws.send_str(m)
-                return (await wc.wait_closed(ws))[0]
-
-        async def all_calls() -> list[int | None]:
-            return list(await asyncio.gather(*(one(c) for c in calls)))
-
-        assert wc.run(all_calls) == [1000] * len(calls)
-        _recorded_by_both_workers(env, calls, data)
+        _calls_spread_over_both_workers(env, server, tls.client_context())
     finally:
         log = server.stop()
     assert server.proc.returncode == 0 and "Traceback" not in log

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import secrets
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -118,9 +119,14 @@ async def call(
     *,
     headers: dict[str, str] | None = None,
     close: bool = True,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[int | None, str]:
-    """Open, send ``messages``, then (``close``) close normally or wait for the server to."""
-    async with aiohttp.ClientSession() as session, session.ws_connect(url, headers=headers) as ws:
+    """Open, send ``messages``, then (``close``) close normally or wait for the server to.
+    ``tls``: the context that trusts a ``wss://`` server's certificate."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers=headers, ssl=tls if tls is not None else True) as ws,
+    ):
         for text in messages:
             await ws.send_str(text)
         if close:
